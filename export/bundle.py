@@ -1,0 +1,132 @@
+"""checkpoint -> verified bundle, written atomically: a temporary folder in the repository, renamed
+into place only after every check passed. A crash or full disk never leaves a half-written bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from export.onnx import OPSET, io_specs, to_onnx
+from export.verify import TOLERANCE, ParityReport, check_parity, check_structure
+from export.wrapper import InferenceModule
+from service.bundle import (
+    MANIFEST_FILE,
+    NAME_PATTERN,
+    GRUSpec,
+    InputSpec,
+    Manifest,
+    NormalizationSpec,
+    OnnxSpec,
+    OutputSpec,
+    ParitySpec,
+)
+from training.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+from training.model import GRUModel
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    manifest: Manifest
+
+
+def export_checkpoint(
+    checkpoint: Path, repository: Path, name: str, version: int | None = None,
+    max_length: int | None = None, overwrite: bool = False,
+) -> ExportResult:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    train_length = int(payload["max_train_length"])
+    max_length = max_length or max(256, 4 * train_length)
+    module = InferenceModule(model)
+    graph = to_onnx(module, model, trace_batch=2, trace_length=train_length)
+    gru = GRUSpec(hidden_size=model.config.hidden_size, num_layers=model.config.num_layers,
+                  bidirectional=model.config.bidirectional, linear_before_reset=1)
+    inputs, outputs = io_specs(model.config)
+    check_structure(graph, gru, inputs, outputs)
+    cases = parity_cases(train_length, max_length)
+    report = check_parity(graph, module, model, cases)
+    version = version or next_version(repository / name)
+    manifest = _manifest(payload, model, gru, graph, report, name, version, max_length,
+                         checkpoint_sha256=file_sha256(checkpoint))
+    bundle_dir = write_bundle(repository, manifest, graph, overwrite)
+    return ExportResult(bundle_dir, manifest)
+
+
+def parity_cases(train_length: int, max_length: int) -> list[tuple[int, int]]:
+    """Batch sizes and lengths other than the traced (2, train_length): batch 1, a length longer than
+    any training sequence, a short one, and a single step."""
+    longer = min(max_length, 2 * train_length + 3)
+    return [(1, train_length), (1, longer), (5, max(1, train_length // 2)), (3, 1), (7, longer)]
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _manifest(
+    payload: dict, model: GRUModel, gru: GRUSpec, graph: bytes, report: ParityReport,
+    name: str, version: int, max_length: int, checkpoint_sha256: str,
+) -> Manifest:
+    classify = model.config.task == "classification"
+    labels = payload["label_names"] if classify else None
+    inputs, outputs = io_specs(model.config)
+    return Manifest(
+        name=name, version=version, task=model.config.task,
+        inputs=InputSpec(features=payload["feature_names"], max_length=max_length),
+        output=OutputSpec(
+            kind="probabilities" if classify else "forecast", size=model.config.output_size,
+            labels=labels,
+            description="class probabilities in label order" if classify
+            else f"the next {model.config.output_size} values of {payload['feature_names'][0]!r}, "
+                 "in original units",
+        ),
+        gru=gru,
+        onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
+        normalization=NormalizationSpec(**payload["preprocessing"]),
+        training={
+            "dataset": payload["data_source"], "seed": payload["config"]["optim"]["seed"],
+            "best_epoch": payload["epoch"], "test_metrics": payload["test_metrics"],
+            "max_train_length": payload["max_train_length"],
+        },
+        parity=ParitySpec(max_abs_diff=report.max_abs_diff, tolerance=TOLERANCE, cases=report.cases),
+        checkpoint_sha256=checkpoint_sha256,
+        created_at=datetime.now(UTC),
+    )
+
+
+def write_bundle(repository: Path, manifest: Manifest, graph: bytes, overwrite: bool = False) -> Path:
+    model_dir = repository / manifest.name
+    final = model_dir / str(manifest.version)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"bundle {final} already exists; pick another --version or pass --overwrite")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".staging-{manifest.version}-"))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
+        _write_synced(staging / manifest.onnx.file, graph)
+        _write_synced(staging / MANIFEST_FILE, manifest.to_json().encode())
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".retired-{manifest.version}-"))
+            os.replace(final, retired / "old")
+            shutil.rmtree(retired)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

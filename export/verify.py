@@ -1,0 +1,72 @@
+"""Verification before anything is written: onnx.checker, I/O and GRU attributes, and onnxruntime vs
+PyTorch at batch sizes and lengths other than the traced ones. Failures raise specific errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.onnx import example_inputs
+from service.bundle import BundleError, GRUSpec, TensorSpec
+from service.graph_check import check_gru_nodes, check_tensors
+from training.model import GRUModel
+
+TOLERANCE = 1e-5
+
+
+class VerificationError(Exception):
+    """The exported graph is not the trained model; nothing was written."""
+
+
+class ParityError(VerificationError):
+    pass
+
+
+@dataclass
+class ParityReport:
+    max_abs_diff: float  # raw difference over all outputs and cases
+    max_scaled_diff: float  # |diff| / max(1, |reference|): what the tolerance applies to
+    cases: list[tuple[int, int]]
+
+
+def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    proto = onnx.load_from_string(graph)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        check_tensors("inputs", inputs, proto.graph.input, "exported graph")
+        check_tensors("outputs", outputs, proto.graph.output, "exported graph")
+        check_gru_nodes(gru, proto, "exported graph")
+    except (onnx.checker.ValidationError, BundleError) as exc:
+        raise VerificationError(str(exc)) from exc
+
+
+def check_parity(
+    graph: bytes, module: torch.nn.Module, model: GRUModel,
+    cases: list[tuple[int, int]], tolerance: float = TOLERANCE,
+) -> ParityReport:
+    """Run every (batch, length) case through PyTorch and onnxruntime; raise on the first miss."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    worst_abs = worst_scaled = 0.0
+    for batch, length in cases:
+        x, h0 = example_inputs(model, batch, length)
+        with torch.no_grad():
+            expected = [t.numpy() for t in module(x, h0)]
+        got = session.run(None, {"x": x.numpy(), "h0": h0.numpy()})
+        for name, ref, out in zip(names, expected, got, strict=True):
+            if ref.shape != out.shape:
+                raise ParityError(f"output {name!r}: shape {out.shape} != PyTorch {ref.shape} "
+                                  f"at batch={batch}, length={length}")
+            diff = np.abs(out.astype(np.float64) - ref)
+            scaled = float((diff / np.maximum(1.0, np.abs(ref))).max())
+            worst_abs, worst_scaled = max(worst_abs, float(diff.max())), max(worst_scaled, scaled)
+            if not scaled <= tolerance:
+                raise ParityError(f"output {name!r} differs from PyTorch by {diff.max():.3e} "
+                                  f"(> {tolerance:g}) at batch={batch}, length={length}")
+    return ParityReport(worst_abs, worst_scaled, list(cases))

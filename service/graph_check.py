@@ -1,0 +1,55 @@
+"""Cross-checks a manifest against its ONNX graph: I/O names and shapes, GRU attributes."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from service.bundle import BundleError, GRUSpec, Manifest, TensorSpec
+
+
+def check_graph(manifest: Manifest, graph: bytes, where: str) -> None:
+    try:
+        model = onnx.load_from_string(graph)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise BundleError(f"{where}: {manifest.onnx.file} is not a readable ONNX model ({exc})") from exc
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset != manifest.onnx.opset:
+        raise BundleError(f"{where}: onnx.opset is {manifest.onnx.opset} but the graph uses {opset}")
+    check_tensors("onnx.inputs", manifest.onnx.inputs, model.graph.input, where)
+    check_tensors("onnx.outputs", manifest.onnx.outputs, model.graph.output, where)
+    check_gru_nodes(manifest.gru, model, where)
+
+
+def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str) -> None:
+    graph_names = [v.name for v in values]
+    if [s.name for s in specs] != graph_names:
+        raise BundleError(f"{where}: {field} names {[s.name for s in specs]} != graph {graph_names}")
+    for i, (spec, value) in enumerate(zip(specs, values, strict=True)):
+        shape = value.type.tensor_type.shape.dim
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in shape]
+        fixed = [(j, s) for j, s in enumerate(spec.shape) if isinstance(s, int)]
+        if len(dims) != len(spec.shape) or any(dims[j] != s for j, s in fixed):
+            raise BundleError(f"{where}: {field}[{i}].shape ({spec.name}) is {spec.shape}, graph has {dims}")
+
+
+def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str) -> None:
+    """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md)."""
+    nodes = [n for n in model.graph.node if n.op_type == "GRU"]
+    if not nodes:
+        raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")
+    direction = b"bidirectional" if gru.bidirectional else b"forward"
+    for node in nodes:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        checks = {
+            "gru.linear_before_reset": (attrs.get("linear_before_reset", 0), gru.linear_before_reset),
+            "gru.hidden_size": (attrs.get("hidden_size"), gru.hidden_size),
+            "gru.bidirectional": (attrs.get("direction", b"forward"), direction),
+        }
+        for field, (found, expected) in checks.items():
+            if found != expected:
+                raise BundleError(
+                    f"{where}: {field} says {expected!r} but GRU node {node.name!r} has {found!r}"
+                )
+    if len(nodes) != gru.num_layers:
+        raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}, graph has {len(nodes)} GRU nodes")

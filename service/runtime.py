@@ -1,0 +1,96 @@
+"""One loaded model: an onnxruntime session on the chosen execution provider, warmed up, with
+`load()` and `predict()` and nothing else public."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import Manifest, load_bundle
+from service.settings import Settings
+
+log = logging.getLogger("gru_serve.runtime")
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class InferenceError(Exception):
+    """onnxruntime failed on a request's inputs."""
+
+
+@dataclass
+class ProviderChoice:
+    providers: list[str]
+    warning: str | None = None
+
+
+def choose_providers(requested: str, available: list[str] | None = None) -> ProviderChoice:
+    """cuda: CUDA first, CPU behind it; missing CUDA means CPU and a warning. auto: quietly the best."""
+    available = ort.get_available_providers() if available is None else available
+    if requested == "cpu":
+        return ProviderChoice([CPU])
+    if CUDA in available:
+        return ProviderChoice([CUDA, CPU])
+    if requested == "cuda":
+        return ProviderChoice([CPU], f"CUDA execution provider requested but this onnxruntime build "
+                                     f"offers only {available}; running on CPU")
+    return ProviderChoice([CPU])
+
+
+@dataclass
+class ModelRuntime:
+    bundle_dir: Path
+    settings: Settings
+    manifest: Manifest = field(init=False)
+    provider: str = field(init=False, default="")
+    warnings: list[str] = field(init=False, default_factory=list)
+    load_seconds: float = field(init=False, default=0.0)
+    _session: ort.InferenceSession = field(init=False, repr=False)
+
+    def load(self) -> None:
+        started = time.perf_counter()
+        self.manifest, graph = load_bundle(self.bundle_dir)
+        choice = choose_providers(self.settings.execution_provider)
+        if choice.warning:
+            log.warning("%s/%s: %s", self.manifest.name, self.manifest.version, choice.warning)
+            self.warnings.append(choice.warning)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(graph, options, providers=choice.providers)
+        self.provider = self._session.get_providers()[0]
+        if choice.providers[0] == CUDA and self.provider != CUDA:
+            self.warnings.append("CUDA execution provider failed to initialise; running on CPU")
+            log.warning("%s: CUDA failed to initialise; running on CPU", self.manifest.name)
+        self._warm_up()
+        self.load_seconds = time.perf_counter() - started
+
+    def _warm_up(self) -> None:
+        """One real inference, so the first request does not pay for allocation and checks the graph runs."""
+        steps = min(self.manifest.training.get("max_train_length", 8), self.manifest.inputs.max_length)
+        self.predict(np.ones((1, steps, self.manifest.inputs.num_features), dtype=np.float32))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x: (B, T, F) float32 in raw units -> (B, O): probabilities or forecasts."""
+        gru = self.manifest.gru
+        h0 = np.zeros((gru.state_size, x.shape[0], gru.hidden_size), dtype=np.float32)
+        try:
+            output, _ = self._session.run(None, {"x": x, "h0": h0})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InferenceError(f"onnxruntime failed: {exc}") from exc
+        return output
+
+    def predict_many(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Sequences of mixed lengths: one run per length, answers back in request order. Grouping
+        (not padding) keeps every answer exactly what the sequence gets alone."""
+        outputs = np.empty((len(sequences), self.manifest.output.size), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, seq in enumerate(sequences):
+            by_length.setdefault(len(seq), []).append(i)
+        for indices in by_length.values():
+            outputs[indices] = self.predict(np.stack([sequences[i] for i in indices]))
+        return outputs

@@ -1,0 +1,71 @@
+"""Shared test helpers: tiny real models, trained or freshly initialised, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def train_tiny(run_dir: Path, name: str, *overrides: str):
+    """A real training run on a real dataset with a tiny model and budget."""
+    from training.config import load_config
+    from training.loop import fit
+
+    base = [f"name={name}", f"run_dir={run_dir}", "progress=false", "model.hidden_size=16",
+            "model.num_layers=1", "optim.max_epochs=30", "optim.patience=10", "optim.learning_rate=0.005"]
+    return fit(load_config(None, base + list(overrides)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`gru serve` as a separate process on a free loopback port."""
+
+    def __init__(self, repository: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_PORT": str(self.port),
+                    "GRU_HOST": "127.0.0.1", **env}
+        self.process: subprocess.Popen | None = None
+        self.log_path = repository.parent / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([sys.executable, "-m", "gru_cli", "serve"], env=self.env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"server not ready within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode if self.process else None

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.config import load_config, save_config
+
+
+def test_yaml_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: demo\nmodel:\n  hidden_size: 32\noptim:\n  seed: 3\n")
+    config = load_config(path, ["optim.seed=7", "model.bidirectional=true", "data.dataset=Airline"])
+    assert (config.name, config.model.hidden_size, config.optim.seed) == ("demo", 32, 7)
+    assert config.model.bidirectional is True and config.data.dataset == "Airline"
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('name = "t"\n[optim]\nlearning_rate = 0.01\n')
+    assert load_config(path).optim.learning_rate == 0.01
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    config = load_config(None, ["model.num_layers=3"])
+    save_config(config, tmp_path / "r.yaml")
+    assert load_config(tmp_path / "r.yaml") == config
+
+
+@pytest.mark.parametrize("override, message", [
+    (["model.hidden=3"], "unknown key"),
+    (["colour=red"], "unknown config key"),
+    (["optim.seed"], "section.key=value"),
+])
+def test_bad_keys_are_named(override: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, override)

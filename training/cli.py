@@ -1,0 +1,34 @@
+"""`gru train`: a config file plus `section.key=value` overrides -> a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML or TOML file (sections: data, model, optim)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.seed=1 (repeatable)")
+    parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME "
+                        "(ItalyPowerDemand, GunPoint, Airline, or 'file')")
+    parser.add_argument("--name", help="run name: the run folder is <run_dir>/<name>")
+    parser.add_argument("--run-dir", help="folder for run folders (default: runs)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.loop import fit
+
+    shortcuts = {"data.dataset": args.dataset, "name": args.name, "run_dir": args.run_dir,
+                 "optim.seed": args.seed, "optim.max_epochs": args.max_epochs}
+    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    if args.no_progress:
+        overrides.append("progress=false")
+    result = fit(load_config(args.config, overrides))
+    print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
+    print("test metrics: " + json.dumps(result.test_metrics))
+    return 0
