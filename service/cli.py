@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 
 
@@ -17,8 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     import uvicorn
 
+    from service.logs import logging_config
     from service.settings import Settings
 
     flags = {"GRU_MODEL_REPOSITORY": args.models, "GRU_HOST": args.host, "GRU_PORT": args.port,
@@ -26,10 +30,16 @@ def run(args: argparse.Namespace) -> int:
     # Worker processes build their own app from the environment, so flags travel through it.
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(log_config)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples here; /metrics merges them (service/metrics.py).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s),
+    # runs the lifespan shutdown and exits 0.
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level=settings.log_level, access_log=False,
+        workers=settings.workers, log_level=settings.log_level, access_log=False, log_config=log_config,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     return 0
