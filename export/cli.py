@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int,
                         help="longest sequence the service accepts (default: max(256, 4 x training length))")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle version")
-    triton = parser.add_argument_group("Triton", "also write a Triton model-repository entry (onnxruntime backend)")
+    triton = parser.add_argument_group("Triton",
+                                       "also write a Triton model-repository entry (onnxruntime backend)")
     triton.add_argument("--triton-repository", help="Triton repository folder: writes <name>/config.pbtxt "
                         "and <name>/<version>/model.onnx")
     triton.add_argument("--triton-sequence", action="store_true",

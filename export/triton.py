@@ -147,8 +147,8 @@ def config_pbtxt(manifest: Manifest, options: TritonOptions) -> str:
     preferred = [b for b in (4, 8, 16, 32, 64, 128, 256) if b <= options.max_batch_size] or \
         [options.max_batch_size]
     lines = [
-        f"# Written by `gru export` from models/{manifest.name}/{manifest.version} (see the bundle's manifest.json",
-        "# for features, labels and what the output means).",
+        f"# Written by `gru export` from bundle {manifest.name}/{manifest.version}; its manifest.json says",
+        "# the features, labels and what the output means.",
         f'name: "{manifest.name}"',
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {options.max_batch_size}",
