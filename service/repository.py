@@ -214,20 +214,26 @@ class Repository:
             log.error("%s: %s; serving versions unchanged", name, exc)
             return report
         current = self._versions.get(name, {})
-        table = {v: r for v, r in current.items() if v in wanted}
+        fresh: dict[int, ModelRuntime] = {}
+        short = False  # a wanted version is not serving
         for version in wanted:
             print_ = fingerprint(found[version])
             if version in current and self._fingerprints.get((name, version)) == print_:
                 continue
             if not retry_failed and self._failed_prints.get((name, version)) == print_:
-                continue  # failed before and unchanged since: the reason is already in `failures`
+                short = True  # failed before and unchanged since: the reason is already in `failures`
+                continue
             runtime = self._load_one(name, version, found[version], report)
             if runtime is None:
                 self._failed_prints[(name, version)] = print_
+                short = True
             else:
-                table[version] = runtime
+                fresh[version] = runtime
                 self._fingerprints[(name, version)] = print_
                 self._failed_prints.pop((name, version), None)
+        # A failure never shrinks what serves: then only versions gone from disk are retired.
+        keep = {v: r for v, r in current.items() if v in (found if short else wanted)}
+        table = keep | fresh
         report.unloaded = sorted(v for v in current if table.get(v) is not current[v])
         report.loaded.sort()
         self._swap(name, table)
