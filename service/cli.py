@@ -6,6 +6,7 @@ import argparse
 import logging
 import logging.config
 import os
+import signal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics merges them (service/metrics.py).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
-    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s),
-    # runs the lifespan shutdown and exits 0.
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s) and
+    # runs the lifespan shutdown. Then it re-raises the signal under the handler it found: ours does
+    # nothing, so a shutdown that went as planned exits 0, not "killed by SIGTERM".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, access_log=False, log_config=log_config,
