@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=60)
     log = (scratch / "server.log").read_text().splitlines()
-    refused = [json.loads(line)["message"] for line in log if line.startswith("{") and "failed to load" in line]
+    refused = [json.loads(line)["message"] for line in log
+               if line.startswith("{") and "failed to load" in line]
     failed = sum(n for outcome, n in tally.items() if outcome != "200")
     print(f"published versions: {', '.join(published)}")
     print(f"requests: {sum(tally.values())}  by status: {dict(tally)}  failed: {failed}")

@@ -74,10 +74,10 @@ def test_sequence_batching_entry_with_batch_major_implicit_state(tmp_path: Path,
 
 
 def test_export_command_writes_the_triton_entry(tmp_path: Path, italy_run) -> None:
-    out = subprocess.run([sys.executable, "-m", "gru_cli", "export", "--checkpoint", str(italy_run.checkpoint),
-                          "--name", "italy", "--repository", str(tmp_path / "models"), "--triton-repository",
-                          str(tmp_path / "triton"), "--triton-max-batch-size", "8"],
-                         capture_output=True, text=True)
+    command = ["export", "--checkpoint", str(italy_run.checkpoint), "--name", "italy", "--repository",
+               str(tmp_path / "models"), "--triton-repository", str(tmp_path / "triton"),
+               "--triton-max-batch-size", "8"]
+    out = subprocess.run([sys.executable, "-m", "gru_cli", *command], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "dynamic batching" in out.stdout
     assert parse_config(tmp_path / "triton" / "italy").max_batch_size == 8
