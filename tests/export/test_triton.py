@@ -4,8 +4,6 @@ computes what the bundle's graph computes (onnxruntime)."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 import tritonclient
 from google.protobuf import text_format
 
+import gru_cli
 from export.triton import TritonOptions, write_triton_entry
 
 
@@ -73,13 +72,12 @@ def test_sequence_batching_entry_with_batch_major_implicit_state(tmp_path: Path,
     np.testing.assert_allclose(h.transpose(1, 0, 2), whole_h, atol=1e-5)
 
 
-def test_export_command_writes_the_triton_entry(tmp_path: Path, italy_run) -> None:
+def test_export_command_writes_the_triton_entry(tmp_path: Path, italy_run, capsys) -> None:
     command = ["export", "--checkpoint", str(italy_run.checkpoint), "--name", "italy", "--repository",
                str(tmp_path / "models"), "--triton-repository", str(tmp_path / "triton"),
                "--triton-max-batch-size", "8"]
-    out = subprocess.run([sys.executable, "-m", "gru_cli", *command], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "dynamic batching" in out.stdout
+    assert gru_cli.main(command) == 0
+    assert "dynamic batching" in capsys.readouterr().out
     assert parse_config(tmp_path / "triton" / "italy").max_batch_size == 8
     assert (tmp_path / "triton" / "italy" / "1" / "model.onnx").is_file()
 
