@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
+import math
 import os
+import shutil
 import signal
 
 
@@ -33,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
+    metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics merges them (service/metrics.py).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
     # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s) and
     # runs the lifespan shutdown. Then it re-raises the signal under the handler it found: ours does
     # nothing, so a shutdown that went as planned exits 0, not "killed by SIGTERM".
@@ -44,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, access_log=False, log_config=log_config,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
