@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+    access_log: bool = Field(True, description="one log line per request (~30 us each)")
     # Model repository: versions and hot reload.
     version_policy: str = Field(
         "latest:1", description="which versions to serve: 'latest:N', 'all' or 'specific:1,3'; a model's "

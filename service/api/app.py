@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     app.state.settings, app.state.repository = settings, repository
     app.state.sequence_handler = None  # streaming sessions plug in here (routes/v2.py)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMiddleware, authenticator=authenticator)  # outermost: ids, auth, metrics
+    app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics
+                       access_log=settings.access_log)
     install_error_handlers(app)
     for module in (health, models, predict, v2, repository_routes, metrics_routes):
         app.include_router(module.router)

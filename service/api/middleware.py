@@ -17,8 +17,8 @@ QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator):
-        self.app, self.auth = app, authenticator
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, access_log: bool = True):
+        self.app, self.auth, self.access_log = app, authenticator, access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,8 +55,10 @@ class RequestMiddleware:
             if not quiet:
                 metrics.IN_FLIGHT.dec()
                 self._record(context, path, status, duration)
-            log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %s", scope["method"], path, status,
-                    extra={"status": status, "duration_ms": round(duration * 1000, 3)})
+            level = logging.DEBUG if quiet or not self.access_log else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "%s %s %s", scope["method"], path, status,
+                        extra={"status": status, "duration_ms": round(duration * 1000, 3)})
             logs.current.reset(token)
 
     @staticmethod

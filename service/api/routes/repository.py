@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RepositoryDep
-from service.api.errors import ApiError, ModelNotFound
+from service.api.errors import ApiError, ModelNotFound, Unavailable
 from service.api.responses import NumpyJSONResponse
 from service.bundle import NAME_PATTERN, BundleError
 from service.logs import current_request_id
@@ -28,7 +28,10 @@ class LoadFailed(ApiError):
 @router.get("/index")
 @router.post("/index")
 async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
-    return await run_in_threadpool(repository.index)
+    try:
+        return await run_in_threadpool(repository.index)
+    except BundleError as exc:  # the repository folder went away
+        raise Unavailable(str(exc), None) from exc
 
 
 @router.post("/models/{name}/load")
