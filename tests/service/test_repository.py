@@ -118,3 +118,14 @@ def test_a_removed_model_is_unloaded_by_the_watch(repo_dir: Path) -> None:
     shutil.rmtree(repo_dir / "italy")
     [report] = repo.poll()
     assert report.unloaded == [1] and repo.models == {}
+
+
+def test_a_new_model_appears_and_a_bad_serving_config_is_reported(repo_dir: Path, repository: Path) -> None:
+    repo = make(repo_dir)
+    shutil.copytree(repository / "airline", repo_dir / "airline")
+    [report] = repo.poll()
+    assert (report.name, report.loaded) == ("airline", [1]) and sorted(repo.models) == ["airline", "italy"]
+    (repo_dir / "italy" / "serving.json").write_text('{"version_policy": "newest"}')
+    report = repo.load_model("italy")
+    assert "serving.json" in report.failed[0] and "latest:N" in report.failed[0]
+    assert repo.versions("italy") == [1]  # still serving
