@@ -166,40 +166,43 @@ def test_hot_reload_under_load_fails_no_request(repository: Path) -> None:
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(scratch_repository: Path) -> None:
     server = Server(scratch_repository, GRU_SHUTDOWN_TIMEOUT_S="30").start()
-    x = np.random.default_rng(0).normal(size=(1024, 256, 1)).astype("<f4")  # ~0.3 s of compute each
-    header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-    statuses: list[int | str] = []
+    try:
+        x = np.random.default_rng(0).normal(size=(1024, 256, 1)).astype("<f4")  # ~0.3 s of compute each
+        header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+        statuses: list[int | str] = []
 
-    def send() -> None:
-        try:
-            response = httpx.post(f"{server.url}/v2/models/italy/infer", content=header + x.tobytes(),
-                                  headers={"inference-header-content-length": str(len(header))}, timeout=60)
-            statuses.append(response.status_code)
-        except httpx.HTTPError as exc:
-            statuses.append(type(exc).__name__)
+        def send() -> None:
+            try:
+                response = httpx.post(f"{server.url}/v2/models/italy/infer", content=header + x.tobytes(),
+                                      headers={"inference-header-content-length": str(len(header))},
+                                      timeout=60)
+                statuses.append(response.status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(type(exc).__name__)
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    in_flight = 0.0
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        in_flight = 0.0
 
-    def busy() -> bool:
-        nonlocal in_flight
-        in_flight = metric(httpx.get(f"{server.url}/metrics").text, "gru_requests_in_flight")
-        return in_flight >= 3
+        def busy() -> bool:
+            nonlocal in_flight
+            in_flight = metric(httpx.get(f"{server.url}/metrics").text, "gru_requests_in_flight")
+            return in_flight >= 3
 
-    wait_for(busy, timeout=30)
-    assert server.process is not None
-    server.process.send_signal(signal.SIGTERM)
-    for thread in threads:
-        thread.join()
-    assert server.process.wait(timeout=30) == 0
-    # Every request in flight at SIGTERM answered 200. One the server had not read yet (still in the
-    # kernel's accept queue) may be refused or reset: never an error status.
-    assert statuses.count(200) >= in_flight, statuses
-    assert set(statuses) <= {200, "ConnectError", "ReadError", "RemoteProtocolError"}, statuses
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{server.url}/health/live", timeout=2)
-    server.stop()
+        wait_for(busy, timeout=30)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join()
+        assert server.process.wait(timeout=30) == 0
+        # Every request in flight at SIGTERM answered 200. One the server had not read yet (still in the
+        # kernel's accept queue) may be refused or reset: never an error status.
+        assert statuses.count(200) >= in_flight, statuses
+        assert set(statuses) <= {200, "ConnectError", "ReadError", "RemoteProtocolError"}, statuses
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/health/live", timeout=2)
+    finally:
+        server.stop()  # also when an assertion failed before SIGTERM
     assert any(e["message"] == "stopped" for e in json_lines(server))
