@@ -14,6 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int,
                         help="longest sequence the service accepts (default: max(256, 4 x training length))")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle version")
+    triton = parser.add_argument_group("Triton",
+                                       "also write a Triton model-repository entry (onnxruntime backend)")
+    triton.add_argument("--triton-repository", help="Triton repository folder: writes <name>/config.pbtxt "
+                        "and <name>/<version>/model.onnx")
+    triton.add_argument("--triton-sequence", action="store_true",
+                        help="sequence batching with implicit state (streaming) instead of dynamic batching")
+    triton.add_argument("--triton-max-batch-size", type=int, default=64, help="max_batch_size (default: 64)")
+    triton.add_argument("--triton-queue-delay-us", type=int, default=1000,
+                        help="max_queue_delay_microseconds of the batcher (default: 1000)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,4 +33,12 @@ def run(args: argparse.Namespace) -> int:
     parity = result.manifest.parity
     print(f"wrote {result.bundle_dir} (parity vs PyTorch: max abs diff {parity.max_abs_diff:.2e} "
           f"over (batch, length) cases {parity.cases})")
+    if args.triton_repository:
+        from export.triton import TritonOptions, write_triton_entry
+
+        options = TritonOptions(max_batch_size=args.triton_max_batch_size,
+                                max_queue_delay_us=args.triton_queue_delay_us, sequence=args.triton_sequence)
+        entry = write_triton_entry(result.bundle_dir, Path(args.triton_repository), options)
+        print(f"wrote Triton entry {entry} and {entry.parent / 'config.pbtxt'} "
+              f"({'sequence batching, implicit state' if options.sequence else 'dynamic batching'})")
     return 0

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
+import math
 import os
+import shutil
+import signal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     import uvicorn
 
+    from service.logs import logging_config
     from service.settings import Settings
 
     flags = {"GRU_MODEL_REPOSITORY": args.models, "GRU_HOST": args.host, "GRU_PORT": args.port,
@@ -26,10 +33,22 @@ def run(args: argparse.Namespace) -> int:
     # Worker processes build their own app from the environment, so flags travel through it.
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(log_config)
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples here; /metrics merges them (service/metrics.py).
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s) and
+    # runs the lifespan shutdown. Then it re-raises the signal under the handler it found: ours does
+    # nothing, so a shutdown that went as planned exits 0, not "killed by SIGTERM".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level=settings.log_level, access_log=False,
+        workers=settings.workers, log_level=settings.log_level, access_log=False, log_config=log_config,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

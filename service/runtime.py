@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service import metrics
 from service.bundle import Manifest, load_bundle
 from service.settings import Settings
 
@@ -76,13 +77,23 @@ class ModelRuntime:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x: (B, T, F) float32 in raw units -> (B, O): probabilities or forecasts."""
+        output, _ = self.run(x)
+        return output
+
+    def run(self, x: np.ndarray, h0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """x: (B, T, F), h0: (layers x directions, B, hidden) or zeros -> (output (B, O), h_n)."""
         gru = self.manifest.gru
-        h0 = np.zeros((gru.state_size, x.shape[0], gru.hidden_size), dtype=np.float32)
+        if h0 is None:
+            h0 = np.zeros((gru.state_size, x.shape[0], gru.hidden_size), dtype=np.float32)
+        started = time.perf_counter()
         try:
-            output, _ = self._session.run(None, {"x": x, "h0": h0})
+            output, h_n = self._session.run(None, {"x": x, "h0": h0})
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
-        return output
+        labels = (self.manifest.name, str(self.manifest.version))
+        metrics.COMPUTE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(*labels).observe(x.shape[0])
+        return output, h_n
 
     def predict_many(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Sequences of mixed lengths: one run per length, answers back in request order. Grouping

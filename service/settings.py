@@ -24,6 +24,22 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
+    access_log: bool = Field(True, description="one log line per request (~30 us each)")
+    # Model repository: versions and hot reload.
+    version_policy: str = Field(
+        "latest:1", description="which versions to serve: 'latest:N', 'all' or 'specific:1,3'; a model's "
+        "own models/<name>/serving.json ({\"version_policy\": ...}) overrides it")
+    poll_interval_s: float = Field(5.0, ge=0, description="rescan the repository every N s (0: never)")
+    # Auth: comma-separated bearer tokens, or files with one token per line.
+    api_tokens: str = Field("", repr=False, description="tokens for inference and metadata endpoints")
+    api_tokens_file: Path | None = None
+    admin_tokens: str = Field("", repr=False, description="tokens for /v2/repository/* (load, unload)")
+    admin_tokens_file: Path | None = None
+    open_health: bool = Field(True, description="health endpoints need no token")
+    open_metrics: bool = Field(True, description="/metrics needs no token")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, wait this long for in-flight requests before closing")
 
 
 @lru_cache

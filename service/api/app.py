@@ -1,7 +1,12 @@
-"""The app factory: settings -> repository loaded in the lifespan -> routes and error handlers."""
+"""The app factory: settings -> repository loaded in the lifespan -> routes, middleware, error handlers.
+
+The lifespan also runs the folder watch (GRU_POLL_INTERVAL_S) and, on shutdown, retires every loaded
+version through the repository's on_unload hooks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,25 +14,42 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from service import metrics
+from service.api.auth import Authenticator, is_loopback
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.routes import health, models, predict
-from service.repository import Repository
+from service.api.middleware import RequestMiddleware
+from service.api.routes import health, models, predict, v2
+from service.api.routes import metrics as metrics_routes
+from service.api.routes import repository as repository_routes
+from service.repository import Hook, Repository
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_load: list[Hook] | None = None,
+               on_unload: list[Hook] | None = None) -> FastAPI:
     settings = settings or Settings()
-    repository = Repository(settings)
+    repository = Repository(settings, on_load, on_unload)
+    authenticator = Authenticator(settings)  # a missing token file stops start-up here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        announce_security(settings, authenticator)
         await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
-        log.info("ready: %d model(s) from %s", len(repository.models), settings.model_repository)
-        yield
-        repository.ready = False
+        log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
+                 settings.model_repository, settings.version_policy)
+        watch = asyncio.create_task(watch_folder(repository, settings.poll_interval_s))
+        try:
+            yield
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            await run_in_threadpool(repository.close)
+            metrics.mark_worker_exit()
+            log.info("stopped")
 
     app = FastAPI(
         title="gru-serve",
@@ -36,8 +58,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository = settings, repository
+    app.state.sequence_handler = None  # streaming sessions plug in here (routes/v2.py)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics
+                       access_log=settings.access_log)
     install_error_handlers(app)
-    for module in (health, models, predict):
+    for module in (health, models, predict, v2, repository_routes, metrics_routes):
         app.include_router(module.router)
     return app
+
+
+def announce_security(settings: Settings, auth: Authenticator) -> None:
+    """Say at start-up who can reach the service; shout when it is open beyond this machine."""
+    where = f"{settings.host}:{settings.port}"
+    if auth.enabled:
+        log.info("auth: bearer tokens required (%d API, %d admin token(s)); listening on %s",
+                 len(auth.api_tokens), len(auth.admin_tokens), where)
+    elif is_loopback(settings.host):
+        log.info("auth: no tokens configured (GRU_API_TOKENS, GRU_ADMIN_TOKENS); listening on loopback "
+                 "%s only, so only this machine can reach the API, admin endpoints included", where)
+    else:
+        log.warning("SECURITY: no tokens configured and bound to non-loopback %s: anyone who can reach this "
+                    "port can run inference and load/unload models. Set GRU_API_TOKENS and GRU_ADMIN_TOKENS "
+                    "(or *_FILE), or bind to 127.0.0.1", where)
+
+
+async def watch_folder(repository: Repository, interval: float) -> None:
+    """Poll the repository folder; a failed poll is logged and the next one tries again."""
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for report in await run_in_threadpool(repository.poll):
+                log.info("folder watch: %s loaded %s, unloaded %s, failed %s; serving %s", report.name,
+                         report.loaded, report.unloaded, sorted(report.failed), report.serving)
+        except Exception:
+            log.exception("folder watch: scanning %s failed", repository.settings.model_repository)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.errors import ModelNotFound
+from service.logs import note_model
 from service.repository import Repository
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -20,13 +21,28 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
-    runtime = repository.get(name)
+def resolve_model(repository: Repository, name: str, version: int | None = None) -> ModelRuntime:
+    """The runtime a request holds for its whole duration: a reload meanwhile does not change it."""
+    runtime = repository.get(name, version)
     if runtime is None:
+        if version is not None and repository.get(name) is not None:
+            raise ModelNotFound(f"model {name!r} has no loaded version {version}; loaded versions: "
+                                f"{repository.versions(name)}", "version")
         raise ModelNotFound(f"no model named {name!r}; loaded models: {sorted(repository.models)}", "name")
+    note_model(name, runtime.manifest.version)
     return runtime
+
+
+def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+    return resolve_model(repository, name)
+
+
+def get_model_version(name: str, version: int,
+                      repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+    return resolve_model(repository, name, version)
 
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelDep = Annotated[ModelRuntime, Depends(get_model)]
+ModelVersionDep = Annotated[ModelRuntime, Depends(get_model_version)]

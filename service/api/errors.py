@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.api.responses import NumpyJSONResponse as JSONError
+from service.logs import current_request_id
 from service.runtime import InferenceError
 
 log = logging.getLogger("gru_serve.api")
@@ -43,28 +44,47 @@ class ModelNotFound(ApiError):
     status, code = 404, "model_not_found"
 
 
+class ModelNotReady(ApiError):
+    status, code = 400, "model_not_ready"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "field": field}}
+    return {"error": {"code": code, "message": message, "field": field, "request_id": current_request_id()}}
+
+
+def error_response(path: str, status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONError:
+    """Native routes answer {"error": {code, message, field, request_id}}; the Open Inference Protocol
+    routes (/v2/...) answer its {"error": "<message>"} form, with the code and request id beside it."""
+    if path.startswith("/v2/") or path == "/v2":
+        body = {"error": message, "code": code, "field": field, "request_id": current_request_id()}
+    else:
+        body = error_body(code, message, field)
+    return JSONError(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONError:
-        return JSONError(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
+    async def api_error(request: Request, exc: ApiError) -> JSONError:
+        return error_response(request.url.path, exc.status, exc.code, exc.message, exc.field)
 
     @app.exception_handler(InferenceError)
-    async def inference_error(_: Request, exc: InferenceError) -> JSONError:
+    async def inference_error(request: Request, exc: InferenceError) -> JSONError:
         log.error("inference failed: %s", exc)
-        return JSONError(error_body("inference_failed", str(exc)), status_code=500)
+        return error_response(request.url.path, 500, "inference_failed", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONError:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONError:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"][1:]) or None
-        return JSONError(error_body("invalid_input", first["msg"], field), status_code=422)
+        return error_response(request.url.path, 422, "invalid_input", first["msg"], field)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONError:
+    async def http_error(request: Request, exc: HTTPException) -> JSONError:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONError(error_body(code, str(exc.detail)), status_code=exc.status_code,
+        return error_response(request.url.path, exc.status_code, code, str(exc.detail),
                               headers=getattr(exc, "headers", None))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import BodyTooLarge, error_body
-from service.api.responses import NumpyJSONResponse
+from service.api.errors import BodyTooLarge, error_response
 
 
 class BodySizeLimit:
@@ -18,7 +17,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = NumpyJSONResponse(error_body(BodyTooLarge.code, self._message(), "body"), 413)
+            response = error_response(scope["path"], 413, BodyTooLarge.code, self._message(), "body")
             return await response(scope, receive, send)
         seen = 0
 

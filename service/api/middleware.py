@@ -1,0 +1,71 @@
+"""The outermost layer of every request: a request id (the caller's X-Request-ID or a new one) in the log
+context and the response header, auth, the in-flight gauge, one access log line and the request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import logs, metrics
+from service.api.auth import HEALTH_PATHS, Authenticator
+from service.api.errors import error_response
+
+log = logging.getLogger("gru_serve.access")
+QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug, not counted
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, access_log: bool = True):
+        self.app, self.auth, self.access_log = app, authenticator, access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        path = scope["path"]
+        given_id = headers.get(b"x-request-id", b"").decode("latin-1")
+        context = logs.RequestContext(logs.request_id_from(given_id), method=scope["method"], path=path)
+        token = logs.current.set(context)
+        started, status = time.perf_counter(), 500
+        quiet = path in QUIET_PATHS
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", context.request_id.encode())]
+            await send(message)
+
+        if not quiet:
+            metrics.IN_FLIGHT.inc()
+        try:
+            denial = self.auth.check(path, headers.get(b"authorization", b"").decode("latin-1") or None)
+            if denial is not None:
+                extra = {"www-authenticate": 'Bearer realm="gru-serve"'} if denial.status == 401 else None
+                code = "unauthorized" if denial.status == 401 else "forbidden"
+                response = error_response(path, denial.status, code, denial.message, "authorization", extra)
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - started
+            if not quiet:
+                metrics.IN_FLIGHT.dec()
+                self._record(context, path, status, duration)
+            level = logging.DEBUG if quiet or not self.access_log else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "%s %s %s", scope["method"], path, status,
+                        extra={"status": status, "duration_ms": round(duration * 1000, 3)})
+            logs.current.reset(token)
+
+    @staticmethod
+    def _record(context: logs.RequestContext, path: str, status: int, duration: float) -> None:
+        api = "v2" if path == "/v2" or path.startswith("/v2/") else "native"
+        model = context.model or ""
+        version = str(context.version) if context.version is not None else ""
+        metrics.REQUESTS.labels(model, version, api, str(status)).inc()
+        if model:
+            metrics.REQUEST_SECONDS.labels(model, api).observe(duration)

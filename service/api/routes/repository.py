@@ -1,0 +1,63 @@
+"""Model repository admin API (Triton's model-repository extension paths): index, load (and reload),
+unload. Needs an admin token whenever tokens are configured (service/api/auth.py).
+
+With several worker processes each worker holds its own models: an admin call reaches one worker. Use the
+folder watch (GRU_POLL_INTERVAL_S) to change every worker."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import RepositoryDep
+from service.api.errors import ApiError, ModelNotFound, Unavailable
+from service.api.responses import NumpyJSONResponse
+from service.bundle import NAME_PATTERN, BundleError
+from service.logs import current_request_id
+
+router = APIRouter(prefix="/v2/repository", tags=["model repository (admin)"])
+
+
+class LoadFailed(ApiError):
+    status, code = 400, "load_failed"
+
+
+@router.get("/index")
+@router.post("/index")
+async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
+    try:
+        return await run_in_threadpool(repository.index)
+    except BundleError as exc:  # the repository folder went away
+        raise Unavailable(str(exc), None) from exc
+
+
+@router.post("/models/{name}/load")
+async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
+    """Load or reload a model under its version policy. A version that fails leaves the serving ones as
+    they were; the answer is 400 and says why, per version."""
+    if not NAME_PATTERN.match(name):
+        raise ModelNotFound(f"{name!r} is not a valid model name", "name")
+    try:
+        report = await run_in_threadpool(repository.load_model, name)
+    except BundleError as exc:
+        raise ModelNotFound(str(exc), "name") from exc
+    body = {k: v for k, v in asdict(report).items() if k != "failed"}
+    body["failed"] = {str(v): reason for v, reason in report.failed.items()}
+    if report.failed:
+        reasons = "; ".join(f"version {v}: {r}" for v, r in report.failed.items())
+        message = f"{name}: {reasons}; serving versions {report.serving} unchanged"
+        error = {"error": message, "code": LoadFailed.code, "request_id": current_request_id()}
+        return NumpyJSONResponse(error | body, status_code=LoadFailed.status)
+    return NumpyJSONResponse(body)
+
+
+@router.post("/models/{name}/unload")
+async def unload(name: str, repository: RepositoryDep) -> dict[str, Any]:
+    if repository.get(name) is None:
+        loaded = sorted(repository.models)
+        raise ModelNotFound(f"no loaded model named {name!r}; loaded models: {loaded}", "name")
+    report = await run_in_threadpool(repository.unload_model, name)
+    return {"name": name, "unloaded": report.unloaded}

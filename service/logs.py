@@ -1,0 +1,80 @@
+"""Structured logs: one JSON object per line (time, level, logger, message, and the request's id, model,
+status and duration when there is one), and the per-request context that carries them."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+CONTEXT_FIELDS = ("request_id", "model", "version", "status", "duration_ms", "method", "path")
+
+
+@dataclass
+class RequestContext:
+    """Filled by the middleware (id, method, path) and the route (model, version); read by every log line."""
+
+    request_id: str
+    method: str = ""
+    path: str = ""
+    model: str | None = None
+    version: int | None = None
+
+
+current: ContextVar[RequestContext | None] = ContextVar("gru_request", default=None)
+
+
+def request_id_from(header: str | None) -> str:
+    """Keep a caller's X-Request-ID when it is a sane token (it ends up in logs); otherwise make one."""
+    return header if header and REQUEST_ID_PATTERN.match(header) else uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    context = current.get()
+    return context.request_id if context else None
+
+
+def note_model(name: str, version: int) -> None:
+    context = current.get()
+    if context is not None:
+        context.model, context.version = name, version
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        context = current.get()
+        if context is not None:
+            entry.update({k: v for k, v in vars(context).items() if v not in (None, "")})
+        entry.update({k: getattr(record, k) for k in CONTEXT_FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def logging_config(level: str, fmt: str) -> dict[str, Any]:
+    """A dictConfig for uvicorn's `log_config`: every worker process applies it at start."""
+    formatter = {"()": "service.logs.JsonFormatter"} if fmt == "json" else {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": handler},
+        "root": {"handlers": ["default"], "level": level.upper()},
+        "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()}
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    }

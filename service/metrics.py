@@ -1,0 +1,69 @@
+"""Prometheus metrics, defined once. Exposed at /metrics.
+
+With several uvicorn workers, `gru serve` sets PROMETHEUS_MULTIPROC_DIR (prometheus-client's
+multiprocess mode) before the workers start, so /metrics sums every worker's samples; gauges say how
+they combine across workers (`multiprocess_mode`).
+
+Fed here: requests, latency, compute time, sequences per request, session-run batch sizes, load state.
+Fed by other parts after they land: queue depth and queue wait (the dynamic batcher), live streaming
+sessions (streaming) — the names are fixed here so dashboards do not change.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+disable_created_metrics()  # no *_created series: half the scrape, nothing dashboards use
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter("gru_requests", "HTTP requests answered", ["model", "version", "api", "status"])
+REQUEST_SECONDS = Histogram("gru_request_duration_seconds", "Whole-request latency, parse to answer",
+                            ["model", "api"], buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("gru_requests_in_flight", "Requests being served now (health and metrics excluded)",
+                  multiprocess_mode="livesum")
+COMPUTE_SECONDS = Histogram("gru_inference_compute_seconds", "onnxruntime session.run time per call",
+                            ["model", "version"], buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("gru_batch_size", "Sequences per onnxruntime session.run",
+                       ["model", "version"], buckets=SIZE_BUCKETS)
+SEQUENCES_PER_REQUEST = Histogram("gru_sequences_per_request", "Sequences in one inference request",
+                                  ["model"], buckets=SIZE_BUCKETS)
+QUEUE_DEPTH = Gauge("gru_queue_depth", "Sequences waiting in the model's batch queue",
+                    ["model", "version"], multiprocess_mode="livesum")
+QUEUE_WAIT_SECONDS = Histogram("gru_queue_wait_seconds", "Time a request waited in the batch queue",
+                               ["model", "version"], buckets=LATENCY_BUCKETS)
+MODEL_LOADED = Gauge("gru_model_loaded", "1 while this model version is loaded and serving",
+                     ["model", "version"], multiprocess_mode="max")
+MODEL_LOAD_FAILURES = Counter("gru_model_load_failures", "Bundles that failed to load or verify", ["model"])
+MODEL_LOAD_SECONDS = Histogram("gru_model_load_seconds", "Load + verify + warm-up time", ["model"],
+                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STREAMING_SESSIONS = Gauge("gru_streaming_sessions", "Live server-held streaming sessions", ["model"],
+                           multiprocess_mode="livesum")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: this process's registry, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_exit() -> None:
+    """Multiprocess mode: drop this worker's live gauges when it exits."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
