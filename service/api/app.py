@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.routes import health, models, predict
+from service.batching import BatcherPool
 from service.repository import Repository
 from service.settings import Settings
 
@@ -21,13 +22,16 @@ log = logging.getLogger("gru_serve")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     repository = Repository(settings)
+    batchers = BatcherPool(*settings.batch_configs())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
+        batchers.start(list(repository.models.values()))
         log.info("ready: %d model(s) from %s", len(repository.models), settings.model_repository)
         yield
         repository.ready = False
+        await batchers.stop()  # answer what is queued, then end the inference threads
 
     app = FastAPI(
         title="gru-serve",
@@ -35,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="GRU sequence models (classification, forecasting) served with onnxruntime.",
         lifespan=lifespan,
     )
-    app.state.settings, app.state.repository = settings, repository
+    app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for module in (health, models, predict):

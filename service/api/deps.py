@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.errors import ModelNotFound
+from service.batching import BatcherPool
 from service.repository import Repository
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -14,6 +15,10 @@ from service.settings import Settings
 
 def get_repository(request: Request) -> Repository:
     return request.app.state.repository
+
+
+def get_batchers(request: Request) -> BatcherPool:
+    return request.app.state.batchers
 
 
 def get_settings(request: Request) -> Settings:
@@ -29,4 +34,5 @@ def get_model(name: str, repository: Annotated[Repository, Depends(get_repositor
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 ModelDep = Annotated[ModelRuntime, Depends(get_model)]

@@ -9,9 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.api.responses import NumpyJSONResponse as JSONError
+from service.batching import QueueFull
 from service.runtime import InferenceError
 
 log = logging.getLogger("gru_serve.api")
+RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is the header's finest unit
 
 
 class ApiError(Exception):
@@ -56,6 +58,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def inference_error(_: Request, exc: InferenceError) -> JSONError:
         log.error("inference failed: %s", exc)
         return JSONError(error_body("inference_failed", str(exc)), status_code=500)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_: Request, exc: QueueFull) -> JSONError:
+        message = f"{exc}; retry after {RETRY_AFTER_S} s, or raise GRU_MAX_QUEUE_SIZE or GRU_WORKERS"
+        return JSONError(error_body("queue_full", message), status_code=503,
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONError:

@@ -1,4 +1,4 @@
-"""POST /models/{name}/predict: parse -> run (off the event loop) -> answer."""
+"""POST /models/{name}/predict: parse -> batcher (queue, run off the event loop) -> answer."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ModelDep, SettingsDep
+from service.api.deps import BatchersDep, ModelDep, SettingsDep
 from service.api.errors import UnsupportedMediaType
 from service.api.parsing import parse_predict_body
 from service.api.responses import NumpyJSONResponse
@@ -31,7 +30,8 @@ REQUEST_BODY = {
     responses={200: {"model": PredictResponse}, **ERRORS},
     openapi_extra=REQUEST_BODY,
 )
-async def predict(request: Request, runtime: ModelDep, settings: SettingsDep) -> NumpyJSONResponse:
+async def predict(request: Request, runtime: ModelDep, settings: SettingsDep,
+                  batchers: BatchersDep) -> NumpyJSONResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(
@@ -39,7 +39,7 @@ async def predict(request: Request, runtime: ModelDep, settings: SettingsDep) ->
             "'Content-Type: application/json'", "content-type")
     body = await request.body()
     sequences = parse_predict_body(body, runtime.manifest.inputs, settings.max_sequences_per_request)
-    outputs = await run_in_threadpool(runtime.predict_many, sequences)
+    outputs = await batchers.get(runtime).submit(sequences)  # queued, batched, run off the event loop
     return NumpyJSONResponse(render(runtime.manifest, outputs))
 
 

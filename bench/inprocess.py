@@ -1,0 +1,65 @@
+"""In-process onnxruntime throughput (sequences/s): the compute ceiling the service is measured
+against, and the session-option sweep that chose the service's defaults (`python -m bench.inprocess`)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(model_onnx: Path, threads: int = 1, spinning: bool = True, level: str = "all",
+            arena: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    options.enable_cpu_mem_arena = arena
+    return ort.InferenceSession(str(model_onnx), options, providers=["CPUExecutionProvider"])
+
+
+def sequences_per_second(sess: ort.InferenceSession, batch: int, seconds: float = 1.0) -> float:
+    manifest = json.loads((Path(sess._model_path).parent / "manifest.json").read_text())
+    steps = manifest["training"]["max_train_length"]
+    gru = manifest["gru"]
+    x = np.random.default_rng(0).standard_normal(
+        (batch, steps, len(manifest["inputs"]["features"]))).astype(np.float32)
+    layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)
+    feeds = {"x": x, "h0": np.zeros((layers, batch, gru["hidden_size"]), np.float32)}
+    for _ in range(5):
+        sess.run(None, feeds)
+    runs, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        sess.run(None, feeds)
+        runs += 1
+    return runs * batch / elapsed
+
+
+def sweep(bundle: Path, batches: tuple[int, ...] = (1, 64), seconds: float = 0.5) -> list[dict]:
+    rows = []
+    for threads, spinning, level, arena in itertools.product((1, 2), (True, False), ("basic", "all"),
+                                                             (True, False)):
+        if threads == 1 and not spinning:
+            continue  # one thread has no pool to spin
+        sess = session(bundle / "model.onnx", threads, spinning, level, arena)
+        row = {"threads": threads, "spinning": spinning, "level": level, "arena": arena}
+        for b in batches:
+            row[f"batch{b}"] = round(sequences_per_second(sess, b, seconds))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        print(path)
+        sweep(Path(path))
