@@ -7,6 +7,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +28,28 @@ def session(model_onnx: Path, threads: int = 1, spinning: bool = True, level: st
     return ort.InferenceSession(str(model_onnx), options, providers=["CPUExecutionProvider"])
 
 
-def sequences_per_second(sess: ort.InferenceSession, batch: int, seconds: float = 1.0) -> float:
-    manifest = json.loads((Path(sess._model_path).parent / "manifest.json").read_text())
-    steps = manifest["training"]["max_train_length"]
-    gru = manifest["gru"]
-    x = np.random.default_rng(0).standard_normal(
-        (batch, steps, len(manifest["inputs"]["features"]))).astype(np.float32)
-    layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)
-    feeds = {"x": x, "h0": np.zeros((layers, batch, gru["hidden_size"]), np.float32)}
+def sequences_per_second(predict: Callable[[np.ndarray], object], steps: int, features: int, batch: int,
+                         seconds: float = 1.0) -> float:
+    """predict: (B, T, F) float32 -> anything; how many sequences per second it gets through."""
+    x = np.random.default_rng(0).standard_normal((batch, steps, features)).astype(np.float32)
     for _ in range(5):
-        sess.run(None, feeds)
+        predict(x)
     runs, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
-        sess.run(None, feeds)
+        predict(x)
         runs += 1
     return runs * batch / elapsed
+
+
+def session_predict(bundle: Path, sess: ort.InferenceSession) -> tuple[Callable[[np.ndarray], object], int, int]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    gru = manifest["gru"]
+    layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)
+
+    def predict(x: np.ndarray) -> object:
+        return sess.run(None, {"x": x, "h0": np.zeros((layers, len(x), gru["hidden_size"]), np.float32)})
+
+    return predict, manifest["training"]["max_train_length"], len(manifest["inputs"]["features"])
 
 
 def sweep(bundle: Path, batches: tuple[int, ...] = (1, 64), seconds: float = 0.5) -> list[dict]:
@@ -51,9 +59,10 @@ def sweep(bundle: Path, batches: tuple[int, ...] = (1, 64), seconds: float = 0.5
         if threads == 1 and not spinning:
             continue  # one thread has no pool to spin
         sess = session(bundle / "model.onnx", threads, spinning, level, arena)
+        predict, steps, features = session_predict(bundle, sess)
         row = {"threads": threads, "spinning": spinning, "level": level, "arena": arena}
         for b in batches:
-            row[f"batch{b}"] = round(sequences_per_second(sess, b, seconds))
+            row[f"batch{b}"] = round(sequences_per_second(predict, steps, features, b, seconds))
         rows.append(row)
         print(row, flush=True)
     return rows

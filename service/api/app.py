@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import install_error_handlers
+from service.api.fastpath import PredictFastPath
 from service.api.limits import BodySizeLimit
 from service.api.routes import health, models, predict
 from service.batching import BatcherPool
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
+    app.add_middleware(PredictFastPath, state=app.state)  # the predict hot path, inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for module in (health, models, predict):

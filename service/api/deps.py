@@ -1,4 +1,5 @@
-"""Annotated dependencies that keep route signatures short."""
+"""Annotated dependencies that keep route signatures short. They are `async def` on purpose: FastAPI
+runs a plain `def` dependency in the threadpool, a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -13,19 +14,23 @@ from service.runtime import ModelRuntime
 from service.settings import Settings
 
 
-def get_repository(request: Request) -> Repository:
+async def get_repository(request: Request) -> Repository:
     return request.app.state.repository
 
 
-def get_batchers(request: Request) -> BatcherPool:
+async def get_batchers(request: Request) -> BatcherPool:
     return request.app.state.batchers
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+async def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+    return find_model(repository, name)
+
+
+def find_model(repository: Repository, name: str) -> ModelRuntime:
     runtime = repository.get(name)
     if runtime is None:
         raise ModelNotFound(f"no model named {name!r}; loaded models: {sorted(repository.models)}", "name")

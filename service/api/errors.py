@@ -25,6 +25,11 @@ class ApiError(Exception):
         self.message, self.field = message, field
 
 
+async def _domain_error(_: Request, exc: Exception) -> JSONError:
+    assert isinstance(exc, DOMAIN_ERRORS)
+    return domain_error_response(exc)
+
+
 class InvalidInput(ApiError):
     status, code = 422, "invalid_input"
 
@@ -49,21 +54,24 @@ def error_body(code: str, message: str, field: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "field": field}}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONError:
+def domain_error_response(exc: ApiError | InferenceError | QueueFull) -> JSONError:
+    """The JSON answer for a domain error; used by the handlers below and by the predict fast path."""
+    if isinstance(exc, ApiError):
         return JSONError(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
-
-    @app.exception_handler(InferenceError)
-    async def inference_error(_: Request, exc: InferenceError) -> JSONError:
-        log.error("inference failed: %s", exc)
-        return JSONError(error_body("inference_failed", str(exc)), status_code=500)
-
-    @app.exception_handler(QueueFull)
-    async def queue_full(_: Request, exc: QueueFull) -> JSONError:
+    if isinstance(exc, QueueFull):
         message = f"{exc}; retry after {RETRY_AFTER_S} s, or raise GRU_MAX_QUEUE_SIZE or GRU_WORKERS"
         return JSONError(error_body("queue_full", message), status_code=503,
                          headers={"Retry-After": str(RETRY_AFTER_S)})
+    log.error("inference failed: %s", exc)
+    return JSONError(error_body("inference_failed", str(exc)), status_code=500)
+
+
+DOMAIN_ERRORS = (ApiError, InferenceError, QueueFull)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error in DOMAIN_ERRORS:
+        app.add_exception_handler(error, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONError:

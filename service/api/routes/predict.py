@@ -12,7 +12,10 @@ from service.api.errors import UnsupportedMediaType
 from service.api.parsing import parse_predict_body
 from service.api.responses import NumpyJSONResponse
 from service.api.schemas import ERRORS, PredictRequest, PredictResponse
+from service.batching import BatcherPool
 from service.bundle import Manifest
+from service.runtime import ModelRuntime
+from service.settings import Settings
 
 router = APIRouter(prefix="/models", tags=["predict"])
 
@@ -32,15 +35,22 @@ REQUEST_BODY = {
 )
 async def predict(request: Request, runtime: ModelDep, settings: SettingsDep,
                   batchers: BatchersDep) -> NumpyJSONResponse:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    """Documents the endpoint; requests are answered by the same `answer` in service/api/fastpath.py."""
+    content_type, body = request.headers.get("content-type"), await request.body()
+    return NumpyJSONResponse(await answer(runtime, settings, batchers, content_type, body))
+
+
+async def answer(runtime: ModelRuntime, settings: Settings, batchers: BatcherPool, content_type: str | None,
+                 body: bytes) -> dict[str, Any]:
+    """media type -> parse -> batcher (queued, run off the event loop) -> the answer's content."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(
             f"content type {media_type or '(none)'!r} is not supported; send JSON with "
             "'Content-Type: application/json'", "content-type")
-    body = await request.body()
     sequences = parse_predict_body(body, runtime.manifest.inputs, settings.max_sequences_per_request)
-    outputs = await batchers.get(runtime).submit(sequences)  # queued, batched, run off the event loop
-    return NumpyJSONResponse(render(runtime.manifest, outputs))
+    outputs = await batchers.get(runtime).submit(sequences)
+    return render(runtime.manifest, outputs)
 
 
 def render(manifest: Manifest, outputs: np.ndarray) -> dict[str, Any]:
