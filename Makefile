@@ -38,7 +38,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy training export service gru_cli.py
+	$(BIN)/mypy training export service bench gru_cli.py
 
 # Serving benchmark against baselines in one run (needs wrk: apt-get install -y wrk). DURATION: s per level.
 DURATION ?= 10

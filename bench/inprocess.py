@@ -41,7 +41,10 @@ def sequences_per_second(predict: Callable[[np.ndarray], object], steps: int, fe
     return runs * batch / elapsed
 
 
-def session_predict(bundle: Path, sess: ort.InferenceSession) -> tuple[Callable[[np.ndarray], object], int, int]:
+Predict = Callable[[np.ndarray], object]
+
+
+def session_predict(bundle: Path, sess: ort.InferenceSession) -> tuple[Predict, int, int]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     gru = manifest["gru"]
     layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)

@@ -31,7 +31,8 @@ def synthetic_npz(path: Path, n: int = 900, seed: int = 0) -> Path:
     y = np.arange(n) % MID.classes
     t = np.arange(MID.steps)[None, :, None]
     freq = (1 + y)[:, None, None] * 0.05 * (1 + np.arange(MID.features) / MID.features)[None, None, :]
-    X = np.sin(2 * np.pi * freq * t + y[:, None, None]) + 0.3 * rng.standard_normal((n, MID.steps, MID.features))
+    noise = 0.3 * rng.standard_normal((n, MID.steps, MID.features))
+    X = np.sin(2 * np.pi * freq * t + y[:, None, None]) + noise
     np.savez(path, X=X.astype(np.float32), y=y.astype(np.int64))
     return path
 

@@ -32,7 +32,8 @@ SYSTEMS = ("gru-serve", "fastapi-ort", "fastapi-torch")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level (default 10)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of every server (default 2)")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
@@ -85,7 +86,8 @@ def inprocess(bundles: dict[str, Path]) -> dict:
         model = next(m for m in MODELS if m.name == name)
         seq_s = [sequences_per_second(runtime.predict, model.steps, model.features, batch, 2.0)
                  for batch in (1, settings.max_batch_size)]
-        out[name] = {"batch1_seq_s": seq_s[0], "max_batch": settings.max_batch_size, "max_batch_seq_s": seq_s[1]}
+        out[name] = {"batch1_seq_s": seq_s[0], "max_batch": settings.max_batch_size,
+                     "max_batch_seq_s": seq_s[1]}
     return out
 
 
@@ -114,8 +116,8 @@ def serving(system: str, work: Path, workers: int) -> Running:
                    "--port", str(port), "--workers", str(workers)]
     else:
         app = {"fastapi-ort": "bench.baselines.ort_app:app", "fastapi-torch": "bench.baselines.torch_app:app"}
-        command = [sys.executable, "-m", "uvicorn", app[system], "--port", str(port), "--workers", str(workers),
-                   "--no-access-log", "--log-level", "warning"]
+        command = [sys.executable, "-m", "uvicorn", app[system], "--port", str(port),
+                   "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     wait_ready(process, port, timeout=120)
@@ -151,9 +153,10 @@ def startup(repository: Path) -> dict:
     """`gru serve` with one worker and both models: process start to ready, then idle RSS."""
     port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen([str(Path(sys.executable).parent / "gru"), "serve", "--models", str(repository),
-                                "--port", str(port), "--workers", "1"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(repository),
+               "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
         wait_ready(process, port, timeout=60)
         ready_s = time.perf_counter() - started
@@ -165,8 +168,8 @@ def startup(repository: Path) -> dict:
 
 def load(url: str, body: Path, clients: int, duration: float) -> dict:
     threads = min(clients, 2)
-    command = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(duration))}s", "--timeout", "10s",
-               "-s", str(LUA), url, "--", str(body)]
+    command = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(duration))}s",
+               "--timeout", "10s", "-s", str(LUA), url, "--", str(body)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     raw = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
     errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
@@ -205,8 +208,8 @@ def free_port() -> int:
 
 
 def find(report: dict, system: str, model: str, clients: int) -> dict | None:
-    return next((r for r in report["http"] if (r["system"], r["model"], r["clients"]) == (system, model, clients)),
-                None)
+    key = (system, model, clients)
+    return next((r for r in report["http"] if (r["system"], r["model"], r["clients"]) == key), None)
 
 
 def targets(report: dict) -> list[dict]:

@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="model repository folder (GRU_MODEL_REPOSITORY, default: models)")
     parser.add_argument("--host", help="bind address (GRU_HOST, default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (GRU_PORT, default: 8000)")
-    parser.add_argument("--workers", type=int, help="worker processes (GRU_WORKERS, default: 1)")
+    parser.add_argument("--workers", type=int,
+                        help="worker processes, 0: one per CPU core (GRU_WORKERS, default: 1)")
     parser.add_argument("--provider", choices=["cpu", "cuda", "auto"],
                         help="execution provider (GRU_EXECUTION_PROVIDER, default: cpu)")
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level=settings.log_level, access_log=False,
+        workers=settings.workers or len(os.sched_getaffinity(0)), log_level=settings.log_level,
+        access_log=False,
     )
     return 0

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    workers: int = Field(1, ge=0, description="uvicorn worker processes; 0: one per CPU core")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def batch_configs(self) -> tuple[BatchConfig, dict[str, BatchConfig]]:

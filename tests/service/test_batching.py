@@ -96,6 +96,7 @@ def test_per_model_overrides_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("GRU_MODEL_BATCHING", '{"mid": {"max_batch_size": 32, "max_queue_delay_ms": 2}}')
     defaults, overrides = Settings().batch_configs()
     assert defaults.max_batch_size == 8 and overrides["mid"].max_batch_size == 32
-    assert overrides["mid"].max_queue_delay_ms == 2 and overrides["mid"].max_queue_size == defaults.max_queue_size
+    assert overrides["mid"].max_queue_delay_ms == 2
+    assert overrides["mid"].max_queue_size == defaults.max_queue_size
     pool = BatcherPool(defaults, overrides)
     assert pool.defaults.max_batch_size == 8
