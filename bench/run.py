@@ -10,6 +10,7 @@ ready. Prints a table and the targets; writes bench/results/bench.json and bench
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -50,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
                     "http": []}
     print_inprocess(report)
     levels = [int(c) for c in args.concurrency.split(",")]
-    for system in args.systems.split(","):
-        with serving(system, args.results / "work", args.workers) as server:
-            for model in MODELS:
-                body = args.results / "work" / f"{model.name}.body.json"
-                body.write_bytes(request_body(model))
-                for clients in levels:
+    with contextlib.ExitStack() as stack:
+        # All systems up at once, measured in turn at each level: drift in the machine's load
+        # (other work on a shared box) then hits every system alike.
+        servers = {system: stack.enter_context(serving(system, args.results / "work", args.workers))
+                   for system in args.systems.split(",")}
+        for model in MODELS:
+            body = args.results / "work" / f"{model.name}.body.json"
+            body.write_bytes(request_body(model))
+            for clients in levels:
+                for system, server in servers.items():
+                    load(server.url(model.name), body, clients, 1)  # warm-up, discarded
                     row = {"system": system, "model": model.name, "clients": clients,
                            **load(server.url(model.name), body, clients, args.duration),
                            "rss_mb": server.rss_mb()}
