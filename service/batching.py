@@ -175,21 +175,27 @@ class BatcherPool:
 
     def __init__(self, defaults: BatchConfig, overrides: dict[str, BatchConfig] | None = None):
         self.defaults, self.overrides = defaults, overrides or {}
-        self._batchers: dict[int, Batcher] = {}
+        self._batchers: dict[str, Batcher] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def start(self, runtimes: list[ModelRuntime]) -> None:
         for runtime in runtimes:
             self.get(runtime)
 
     def get(self, runtime: ModelRuntime) -> Batcher:
-        """The runtime's batcher, started on first use (a model loaded later gets one too)."""
-        batcher = self._batchers.get(id(runtime))
+        """The runtime's batcher, started on first use. A model reloaded under the same name gets a
+        new batcher; the old one answers what it holds, then stops."""
+        name = runtime.manifest.name
+        batcher = self._batchers.get(name)
         if batcher is None or batcher.runtime is not runtime:
-            config = self.overrides.get(runtime.manifest.name, self.defaults)
-            batcher = self._batchers[id(runtime)] = Batcher(runtime, config)
+            if batcher is not None:
+                task = asyncio.get_running_loop().create_task(batcher.stop())
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            batcher = self._batchers[name] = Batcher(runtime, self.overrides.get(name, self.defaults))
             batcher.start()
         return batcher
 
     async def stop(self) -> None:
-        await asyncio.gather(*(batcher.stop() for batcher in self._batchers.values()))
+        await asyncio.gather(*(batcher.stop() for batcher in self._batchers.values()), *self._retiring)
         self._batchers.clear()

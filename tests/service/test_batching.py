@@ -100,3 +100,22 @@ def test_per_model_overrides_from_the_environment(monkeypatch) -> None:
     assert overrides["mid"].max_queue_size == defaults.max_queue_size
     pool = BatcherPool(defaults, overrides)
     assert pool.defaults.max_batch_size == 8
+
+
+def test_a_reloaded_model_gets_a_new_batcher(repository: Path, italy: ModelRuntime) -> None:
+    reloaded = ModelRuntime(repository / "italy" / "1", Settings())
+    reloaded.load()
+    seq = _sequences(1, 5)
+
+    async def main() -> tuple[bool, np.ndarray, np.ndarray]:
+        pool = BatcherPool(BatchConfig())
+        pool.start([italy])
+        first = pool.get(italy)
+        before = await first.submit(seq)
+        second = pool.get(reloaded)
+        after = await second.submit(seq)
+        await pool.stop()
+        return first is not second and first._closing, before, after
+
+    replaced, before, after = asyncio.run(main())
+    assert replaced and np.abs(before - after).max() <= 1e-6
