@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             for clients in levels:
                 for system, server in servers.items():
                     load(server.url(model.name), body, clients, 1)  # warm-up, discarded
-                    row = {"system": system, "model": model.name, "clients": clients,
-                           **load(server.url(model.name), body, clients, args.duration),
+                    cpu = process_tree_cpu_s(server.process.pid)
+                    result = load(server.url(model.name), body, clients, args.duration)
+                    cpu = process_tree_cpu_s(server.process.pid) - cpu
+                    row = {"system": system, "model": model.name, "clients": clients, **result,
+                           "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
                            "rss_mb": server.rss_mb()}
                     report["http"].append(row)
                     print(format_row(row), flush=True)
@@ -183,8 +186,8 @@ def load(url: str, body: Path, clients: int, duration: float) -> dict:
             "p99_ms": raw["p99_us"] / 1e3, "errors": errors, "requests": raw["requests"]}
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (uvicorn workers), from /proc."""
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn workers), from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -192,10 +195,31 @@ def process_tree_rss(pid: int) -> int:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
         todo += children.get(current, [])
+    return tree
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process tree: the cost of serving, whatever else
+    the machine is doing."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (uvicorn workers), from /proc."""
+    total = 0
+    for current in process_tree(pid):
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -254,7 +278,8 @@ def targets(report: dict) -> list[dict]:
 
 def format_row(row: dict) -> str:
     return (f"{row['system']:<14} {row['model']:<6} {row['clients']:>4} {row['rps']:>10.0f} "
-            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['rss_mb']:>8.0f}")
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['cpu_us_per_req']:>9.0f} "
+            f"{row['rss_mb']:>8.0f}")
 
 
 def print_inprocess(report: dict) -> None:
@@ -266,7 +291,9 @@ def print_inprocess(report: dict) -> None:
     print(f"gru serve, 1 worker, both models: start to ready {s['start_to_ready_s']:.2f} s, "
           f"idle RSS {s['idle_rss_mb']:.0f} MB")
     print(f"\n{'system':<14} {'model':<6} {'conc':>4} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>6} {'RSS MB':>8}")
+          f"{'errors':>6} {'CPU us/req':>9} {'RSS MB':>8}")
+    print("(CPU us/req: server processes' CPU time per request, a figure that shared-machine noise "
+          "disturbs less than req/s)")
 
 
 def print_summary(report: dict) -> None:
