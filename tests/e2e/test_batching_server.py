@@ -34,22 +34,20 @@ def test_concurrent_mixed_lengths_equal_each_sequence_alone(server, repository: 
 
 
 def test_full_queue_answers_503_with_retry_after(repository: Path) -> None:
-    server = Server(repository, GRU_MAX_QUEUE_SIZE="1").start()
+    # A one-sequence queue, and a batcher that, once busy, waits a second to fill its next batch:
+    # while a request waits there, the others find the queue full.
+    server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_MAX_QUEUE_DELAY_MS="1000").start()
     try:
-        heavy = np.random.default_rng(0).standard_normal((128, 200)).round(3).tolist()
-        statuses: list[httpx.Response] = []
-        for _ in range(5):  # a refusal needs one request running while others arrive
-            with ThreadPoolExecutor(16) as pool:
-                statuses += pool.map(lambda _: _post(server.url, heavy), range(16))
-            if any(r.status_code == 503 for r in statuses):
-                break
-        refused = [r for r in statuses if r.status_code == 503]
+        sequence = [[0.1 * k for k in range(24)]]
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(lambda _: _post(server.url, sequence), range(32)))
+        refused = [r for r in responses if r.status_code == 503]
         assert refused, "no request was refused with a one-sequence queue"
-        assert {r.status_code for r in statuses} <= {200, 503}
+        assert {r.status_code for r in responses} == {200, 503}
         assert refused[0].headers["retry-after"] == "1"
         error = refused[0].json()["error"]
         assert error["code"] == "queue_full" and "GRU_MAX_QUEUE_SIZE" in error["message"]
-        assert _post(server.url, heavy[:1]).status_code == 200  # and it recovers
+        assert _post(server.url, sequence).status_code == 200  # and it recovers
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
     finally:
         server.stop()
