@@ -38,7 +38,14 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy training export service gru_cli.py
+	$(BIN)/mypy training export service bench gru_cli.py
+
+# Serving benchmark against baselines in one run (needs wrk: apt-get install -y wrk). DURATION: s per level.
+DURATION ?= 10
+WORKERS  ?= 2
+bench: install
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m bench.run --duration $(DURATION) --workers $(WORKERS)
 
 clean:
 	rm -rf $(VENV) runs models .pytest_cache

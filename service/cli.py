@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="model repository folder (GRU_MODEL_REPOSITORY, default: models)")
     parser.add_argument("--host", help="bind address (GRU_HOST, default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (GRU_PORT, default: 8000)")
-    parser.add_argument("--workers", type=int, help="worker processes (GRU_WORKERS, default: 1)")
+    parser.add_argument("--workers", type=int,
+                        help="worker processes, 0: one per CPU core (GRU_WORKERS, default: 1)")
     parser.add_argument("--provider", choices=["cpu", "cuda", "auto"],
                         help="execution provider (GRU_EXECUTION_PROVIDER, default: cpu)")
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     metrics_dir = None
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    workers = settings.workers or len(os.sched_getaffinity(0))  # 0: one worker per core
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics merges them (service/metrics.py).
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
     # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (at most shutdown_timeout_s) and
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     uvicorn.run(
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level=settings.log_level, access_log=False, log_config=log_config,
+        workers=workers, log_level=settings.log_level, access_log=False, log_config=log_config,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
     if metrics_dir:

@@ -6,8 +6,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BatchConfig(BaseModel):
+    """Dynamic batching of one model (service/batching.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(64, ge=1)
+    max_queue_delay_ms: float = Field(0.0, ge=0)
+    max_queue_size: int = Field(2048, ge=1)
 
 
 class Settings(BaseSettings):
@@ -18,11 +27,19 @@ class Settings(BaseSettings):
         "cpu", description="cuda: use CUDA, fall back to CPU with a warning; auto: CUDA when present"
     )
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session (0: ORT default)")
+    allow_spinning: bool = Field(False, description="onnxruntime pool threads spin while waiting")
+    graph_optimization: Literal["basic", "extended", "all"] = "all"
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413")
     max_sequences_per_request: int = Field(1024, gt=0)
+    # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
+    max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
+    max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load")
+    max_queue_size: int = Field(2048, ge=1, description="sequences waiting or running; more get 503")
+    model_batching: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    workers: int = Field(1, ge=0, description="uvicorn worker processes; 0: one per CPU core")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (~30 us each)")
@@ -40,6 +57,14 @@ class Settings(BaseSettings):
     open_metrics: bool = Field(True, description="/metrics needs no token")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, wait this long for in-flight requests before closing")
+
+    def batch_configs(self) -> tuple[BatchConfig, dict[str, BatchConfig]]:
+        """The default batching config and the per-model ones (overrides on top of the defaults)."""
+        defaults = BatchConfig(max_batch_size=self.max_batch_size, max_queue_delay_ms=self.max_queue_delay_ms,
+                               max_queue_size=self.max_queue_size)
+        overrides = {name: BatchConfig.model_validate({**defaults.model_dump(), **values})
+                     for name, values in self.model_batching.items()}
+        return defaults, overrides
 
 
 @lru_cache

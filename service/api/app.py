@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from service import metrics
 from service.api.auth import Authenticator, is_loopback
 from service.api.errors import install_error_handlers
+from service.api.fastpath import PredictFastPath
 from service.api.limits import BodySizeLimit
 from service.api.middleware import RequestMiddleware
 from service.api.routes import health, models, predict, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
+from service.batching import BatcherPool
 from service.repository import Hook, Repository
 from service.settings import Settings
 
@@ -31,12 +33,14 @@ log = logging.getLogger("gru_serve")
 def create_app(settings: Settings | None = None, on_load: list[Hook] | None = None,
                on_unload: list[Hook] | None = None) -> FastAPI:
     settings = settings or Settings()
-    repository = Repository(settings, on_load, on_unload)
+    batchers = BatcherPool(*settings.batch_configs())
+    repository = Repository(settings, on_load, [batchers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         announce_security(settings, authenticator)
+        batchers.start()
         await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
@@ -47,6 +51,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            await batchers.stop()  # answer what is queued, then end the inference threads
             await run_in_threadpool(repository.close)
             metrics.mark_worker_exit()
             log.info("stopped")
@@ -57,8 +62,9 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         description="GRU sequence models (classification, forecasting) served with onnxruntime.",
         lifespan=lifespan,
     )
-    app.state.settings, app.state.repository = settings, repository
+    app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
     app.state.sequence_handler = None  # streaming sessions plug in here (routes/v2.py)
+    app.add_middleware(PredictFastPath, state=app.state)  # the predict hot path, inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics
                        access_log=settings.access_log)

@@ -1,4 +1,5 @@
-"""Annotated dependencies that keep route signatures short."""
+"""Annotated dependencies that keep route signatures short. They are `async def` on purpose: FastAPI
+runs a plain `def` dependency in the threadpool, a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.errors import ModelNotFound
+from service.batching import BatcherPool
 from service.logs import note_model
 from service.repository import Repository
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
 
-def get_repository(request: Request) -> Repository:
+async def get_repository(request: Request) -> Repository:
     return request.app.state.repository
 
 
-def get_settings(request: Request) -> Settings:
+async def get_batchers(request: Request) -> BatcherPool:
+    return request.app.state.batchers
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -33,16 +39,17 @@ def resolve_model(repository: Repository, name: str, version: int | None = None)
     return runtime
 
 
-def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+async def get_model(name: str, repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
     return resolve_model(repository, name)
 
 
-def get_model_version(name: str, version: int,
-                      repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
+async def get_model_version(name: str, version: int,
+                            repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
     return resolve_model(repository, name, version)
 
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 ModelDep = Annotated[ModelRuntime, Depends(get_model)]
 ModelVersionDep = Annotated[ModelRuntime, Depends(get_model_version)]

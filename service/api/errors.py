@@ -9,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.api.responses import NumpyJSONResponse as JSONError
+from service.batching import QueueFull
 from service.logs import current_request_id
 from service.runtime import InferenceError
 
 log = logging.getLogger("gru_serve.api")
+RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is the header's finest unit
 
 
 class ApiError(Exception):
@@ -22,6 +24,11 @@ class ApiError(Exception):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.message, self.field = message, field
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONError:
+    assert isinstance(exc, DOMAIN_ERRORS)
+    return domain_error_response(exc, request.url.path)
 
 
 class InvalidInput(ApiError):
@@ -67,15 +74,23 @@ def error_response(path: str, status: int, code: str, message: str, field: str |
     return JSONError(body, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONError:
-        return error_response(request.url.path, exc.status, exc.code, exc.message, exc.field)
+def domain_error_response(exc: ApiError | InferenceError | QueueFull, path: str) -> JSONError:
+    """The JSON answer for a domain error; used by the handlers below and by the predict fast path."""
+    if isinstance(exc, ApiError):
+        return error_response(path, exc.status, exc.code, exc.message, exc.field)
+    if isinstance(exc, QueueFull):
+        message = f"{exc}; retry after {RETRY_AFTER_S} s, or raise GRU_MAX_QUEUE_SIZE or GRU_WORKERS"
+        return error_response(path, 503, "queue_full", message, headers={"Retry-After": str(RETRY_AFTER_S)})
+    log.error("inference failed: %s", exc)
+    return error_response(path, 500, "inference_failed", str(exc))
 
-    @app.exception_handler(InferenceError)
-    async def inference_error(request: Request, exc: InferenceError) -> JSONError:
-        log.error("inference failed: %s", exc)
-        return error_response(request.url.path, 500, "inference_failed", str(exc))
+
+DOMAIN_ERRORS = (ApiError, InferenceError, QueueFull)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for error in DOMAIN_ERRORS:
+        app.add_exception_handler(error, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONError:

@@ -1,4 +1,4 @@
-"""POST /models/{name}/predict: parse -> run (off the event loop) -> answer."""
+"""POST /models/{name}/predict: parse -> batcher (queue, run off the event loop) -> answer."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from service import metrics
-from service.api.deps import ModelDep, ModelVersionDep, SettingsDep
+from service.api.deps import BatchersDep, ModelDep, ModelVersionDep, SettingsDep
 from service.api.errors import UnsupportedMediaType
 from service.api.parsing import parse_predict_body
 from service.api.responses import NumpyJSONResponse
 from service.api.schemas import ERRORS, PredictRequest, PredictResponse
+from service.batching import BatcherPool
 from service.bundle import Manifest
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -34,8 +34,11 @@ REQUEST_BODY = {
     responses={200: {"model": PredictResponse}, **ERRORS},
     openapi_extra=REQUEST_BODY,
 )
-async def predict(request: Request, runtime: ModelDep, settings: SettingsDep) -> NumpyJSONResponse:
-    return await _predict(request, runtime, settings)
+async def predict(request: Request, runtime: ModelDep, settings: SettingsDep,
+                  batchers: BatchersDep) -> NumpyJSONResponse:
+    """Documents the endpoint; requests are answered by the same `answer` in service/api/fastpath.py."""
+    content_type, body = request.headers.get("content-type"), await request.body()
+    return NumpyJSONResponse(await answer(runtime, settings, batchers, content_type, body))
 
 
 @router.post(
@@ -44,24 +47,25 @@ async def predict(request: Request, runtime: ModelDep, settings: SettingsDep) ->
     responses={200: {"model": PredictResponse}, **ERRORS},
     openapi_extra=REQUEST_BODY,
 )
-async def predict_version(
-    request: Request, runtime: ModelVersionDep, settings: SettingsDep
-) -> NumpyJSONResponse:
+async def predict_version(request: Request, runtime: ModelVersionDep, settings: SettingsDep,
+                          batchers: BatchersDep) -> NumpyJSONResponse:
     """The same as /models/{name}/predict, on one loaded version (see GET /v2/models/{name})."""
-    return await _predict(request, runtime, settings)
+    content_type, body = request.headers.get("content-type"), await request.body()
+    return NumpyJSONResponse(await answer(runtime, settings, batchers, content_type, body))
 
 
-async def _predict(request: Request, runtime: ModelRuntime, settings: Settings) -> NumpyJSONResponse:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+async def answer(runtime: ModelRuntime, settings: Settings, batchers: BatcherPool, content_type: str | None,
+                 body: bytes) -> dict[str, Any]:
+    """media type -> parse -> batcher (queued, run off the event loop) -> the answer's content."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(
             f"content type {media_type or '(none)'!r} is not supported; send JSON with "
             "'Content-Type: application/json'", "content-type")
-    body = await request.body()
     sequences = parse_predict_body(body, runtime.manifest.inputs, settings.max_sequences_per_request)
     metrics.SEQUENCES_PER_REQUEST.labels(runtime.manifest.name).observe(len(sequences))
-    outputs = await run_in_threadpool(runtime.predict_many, sequences)
-    return NumpyJSONResponse(render(runtime.manifest, outputs))
+    outputs = await batchers.get(runtime).submit(sequences)
+    return render(runtime.manifest, outputs)
 
 
 def render(manifest: Manifest, outputs: np.ndarray) -> dict[str, Any]:

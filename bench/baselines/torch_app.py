@@ -1,0 +1,44 @@
+"""Baseline: a plain FastAPI + pydantic + PyTorch eager app, one request at a time (no batching),
+one torch thread (fastest for these sizes), inference mode.
+
+    BENCH_RUNS=bench/results/work/runs uvicorn bench.baselines.torch_app:app
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+class PredictRequest(BaseModel):
+    sequences: list[list[list[float]]]
+
+
+torch.set_num_threads(1)
+root = Path(os.environ.get("BENCH_RUNS", "bench/results/work/runs"))
+models = {}
+for run in root.iterdir():
+    payload = load_checkpoint(run / "checkpoint.pt")
+    models[run.name] = (model_from_checkpoint(payload).eval(), [str(n) for n in payload["label_names"]])
+app = FastAPI()
+
+
+@app.get("/health/ready")
+def ready() -> dict:
+    return {"ready": True}
+
+
+@app.post("/models/{name}/predict")
+def predict(name: str, request: PredictRequest) -> dict:
+    if name not in models:
+        raise HTTPException(404, f"no model {name}")
+    model, labels = models[name]
+    with torch.inference_mode():
+        probs, _ = model.predict(torch.tensor(request.sequences, dtype=torch.float32))
+    return {"predictions": [{"label": labels[int(p.argmax())], "probabilities": p.tolist()} for p in probs]}

@@ -1,0 +1,334 @@
+"""The serving benchmark, one command: `make bench DURATION=10` (or `python -m bench.run --duration 10`).
+
+Trains and exports the two bench models (bench/models.py), measures in-process onnxruntime (batch 1 and
+the max batch: the compute ceiling), then starts each system as users run it and drives it with wrk at
+concurrency 1, 8, 32, 128 with single-sequence requests: `gru serve` (dynamic batching), and the two
+plain apps in bench/baselines/. Also measures one worker's idle RSS with both models and its start to
+ready. Prints a table and the targets; writes bench/results/bench.json and bench/results/bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.inprocess import sequences_per_second
+from bench.models import MID, MODELS, SMALL, build
+
+RESULTS = Path(__file__).parent / "results"
+LUA = Path(__file__).parent / "post.lua"
+CONCURRENCY = (1, 8, 32, 128)
+SYSTEMS = ("gru-serve", "fastapi-ort", "fastapi-torch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of every server (default 2)")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("bench: the HTTP load generator `wrk` is not installed; on Debian/Ubuntu: "
+                 "sudo apt-get install -y wrk")
+    args.results.mkdir(parents=True, exist_ok=True)
+    bundles = build(args.results / "work")
+    report: dict = {"duration_s": args.duration, "workers": args.workers, "cores": os.cpu_count(),
+                    "inprocess": inprocess(bundles), "startup": startup(bundles["small"].parent.parent),
+                    "http": []}
+    print_inprocess(report)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    with contextlib.ExitStack() as stack:
+        # All systems up at once, measured in turn at each level: drift in the machine's load
+        # (other work on a shared box) then hits every system alike.
+        servers = {system: stack.enter_context(serving(system, args.results / "work", args.workers))
+                   for system in args.systems.split(",")}
+        for model in MODELS:
+            body = args.results / "work" / f"{model.name}.body.json"
+            body.write_bytes(request_body(model))
+            for clients in levels:
+                for system, server in servers.items():
+                    load(server.url(model.name), body, clients, 1)  # warm-up, discarded
+                    cpu = process_tree_cpu_s(server.process.pid)
+                    result = load(server.url(model.name), body, clients, args.duration)
+                    cpu = process_tree_cpu_s(server.process.pid) - cpu
+                    row = {"system": system, "model": model.name, "clients": clients, **result,
+                           "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
+                           "rss_mb": server.rss_mb()}
+                    report["http"].append(row)
+                    print(format_row(row), flush=True)
+    report["targets"] = targets(report)
+    (args.results / "bench.json").write_text(json.dumps(report, indent=2))
+    print_summary(report)
+    plot(report, args.results / "bench.png")
+    return 0
+
+
+def request_body(model) -> bytes:
+    x = np.random.default_rng(0).standard_normal((1, model.steps, model.features)).round(4)
+    return json.dumps({"sequences": x.tolist()}).encode()
+
+
+def inprocess(bundles: dict[str, Path]) -> dict:
+    """The service's own runtime (same session options), batch 1 and the max batch size."""
+    from service.runtime import ModelRuntime
+    from service.settings import Settings
+
+    settings = Settings()
+    out = {}
+    for name, bundle in bundles.items():
+        runtime = ModelRuntime(bundle, settings)
+        runtime.load()
+        model = next(m for m in MODELS if m.name == name)
+        seq_s = [sequences_per_second(runtime.predict, model.steps, model.features, batch, 2.0)
+                 for batch in (1, settings.max_batch_size)]
+        out[name] = {"batch1_seq_s": seq_s[0], "max_batch": settings.max_batch_size,
+                     "max_batch_seq_s": seq_s[1]}
+    return out
+
+
+class Running:
+    def __init__(self, process: subprocess.Popen, port: int):
+        self.process, self.port = process, port
+
+    def url(self, model: str) -> str:
+        return f"http://127.0.0.1:{self.port}/models/{model}/predict"
+
+    def rss_mb(self) -> float:
+        return process_tree_rss(self.process.pid) / 2**20
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        stop(self.process)
+
+
+def serving(system: str, work: Path, workers: int) -> Running:
+    port = free_port()
+    env = {**os.environ, "BENCH_MODELS": str(work / "models"), "BENCH_RUNS": str(work / "runs")}
+    if system == "gru-serve":
+        command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(work / "models"),
+                   "--port", str(port), "--workers", str(workers)]
+    else:
+        app = {"fastapi-ort": "bench.baselines.ort_app:app", "fastapi-torch": "bench.baselines.torch_app:app"}
+        command = [sys.executable, "-m", "uvicorn", app[system], "--port", str(port),
+                   "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    wait_ready(process, port, timeout=120)
+    return Running(process, port)
+
+
+def wait_ready(process: subprocess.Popen, port: int, timeout: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    stop(process)
+    raise TimeoutError(f"not ready within {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: only what we started
+            process.wait()
+
+
+def startup(repository: Path) -> dict:
+    """`gru serve` with one worker and both models: process start to ready, then idle RSS."""
+    port = free_port()
+    started = time.perf_counter()
+    command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(repository),
+               "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        wait_ready(process, port, timeout=60)
+        ready_s = time.perf_counter() - started
+        time.sleep(1.0)
+        return {"start_to_ready_s": ready_s, "idle_rss_mb": process_tree_rss(process.pid) / 2**20}
+    finally:
+        stop(process)
+
+
+def load(url: str, body: Path, clients: int, duration: float) -> dict:
+    threads = min(clients, 2)
+    command = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(duration))}s",
+               "--timeout", "10s", "-s", str(LUA), url, "--", str(body)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    raw = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
+    errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
+    return {"rps": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1e3,
+            "p99_ms": raw["p99_us"] / 1e3, "errors": errors, "requests": raw["requests"]}
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process tree: the cost of serving, whatever else
+    the machine is doing."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (uvicorn workers), from /proc."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find(report: dict, system: str, model: str, clients: int) -> dict | None:
+    key = (system, model, clients)
+    return next((r for r in report["http"] if (r["system"], r["model"], r["clients"]) == key), None)
+
+
+def targets(report: dict) -> list[dict]:
+    """The issue's targets as ratios within this run; a target whose rows were not run is left out."""
+    out = []
+
+    def add(what: str, value: float, goal: str, met: bool) -> None:
+        out.append({"target": what, "measured": round(value, 3), "goal": goal, "met": bool(met)})
+
+    serve, ort_, torch_ = (find(report, s, SMALL.name, 32) for s in SYSTEMS)
+    if serve and ort_:
+        add("small, 32 clients: req/s vs fastapi-ort", serve["rps"] / ort_["rps"], ">= 4x",
+            serve["rps"] >= 4 * ort_["rps"])
+    if serve and torch_:
+        add("small, 32 clients: req/s vs fastapi-torch", serve["rps"] / torch_["rps"], ">= 8x",
+            serve["rps"] >= 8 * torch_["rps"])
+    mid = find(report, "gru-serve", MID.name, 128)
+    if mid:
+        ceiling = report["inprocess"][MID.name]["max_batch_seq_s"]
+        add("mid, 128 clients: seq/s vs in-process max batch", mid["rps"] / ceiling, ">= 0.6",
+            mid["rps"] >= 0.6 * ceiling)
+        add("mid, 128 clients: p99 ms", mid["p99_ms"], "<= 50", mid["p99_ms"] <= 50)
+    for model in MODELS:
+        serve1, ort1 = find(report, "gru-serve", model.name, 1), find(report, "fastapi-ort", model.name, 1)
+        if serve1 and ort1:
+            add(f"{model.name}, 1 client: p50 ms vs fastapi-ort {ort1['p50_ms']:.2f}", serve1["p50_ms"],
+                "<= baseline", serve1["p50_ms"] <= ort1["p50_ms"])
+    start = report["startup"]
+    add("one worker, both models: idle RSS MB", start["idle_rss_mb"], "<= 150", start["idle_rss_mb"] <= 150)
+    add("one worker, both models: start to ready s", start["start_to_ready_s"], "<= 2",
+        start["start_to_ready_s"] <= 2)
+    errors = sum(r["errors"] for r in report["http"] if r["system"] == "gru-serve")
+    add("gru-serve errors below the queue limit", errors, "0", errors == 0)
+    return out
+
+
+def format_row(row: dict) -> str:
+    return (f"{row['system']:<14} {row['model']:<6} {row['clients']:>4} {row['rps']:>10.0f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['cpu_us_per_req']:>9.0f} "
+            f"{row['rss_mb']:>8.0f}")
+
+
+def print_inprocess(report: dict) -> None:
+    print(f"in-process onnxruntime ({report['cores']} cores, 1 intra-op thread):")
+    for name, r in report["inprocess"].items():
+        print(f"  {name:<6} batch 1: {r['batch1_seq_s']:>8.0f} seq/s   batch {r['max_batch']}: "
+              f"{r['max_batch_seq_s']:>8.0f} seq/s")
+    s = report["startup"]
+    print(f"gru serve, 1 worker, both models: start to ready {s['start_to_ready_s']:.2f} s, "
+          f"idle RSS {s['idle_rss_mb']:.0f} MB")
+    print(f"\n{'system':<14} {'model':<6} {'conc':>4} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>6} {'CPU us/req':>9} {'RSS MB':>8}")
+    print("(CPU us/req: server processes' CPU time per request, a figure that shared-machine noise "
+          "disturbs less than req/s)")
+
+
+def print_summary(report: dict) -> None:
+    print("\ntargets (ratios within this run):")
+    for t in report["targets"]:
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['measured']} (goal {t['goal']})")
+
+
+def plot(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plot: matplotlib is missing (pip install -e '.[bench]')")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, model in zip(axes, MODELS, strict=True):
+        for system in SYSTEMS:
+            rows = sorted((r for r in report["http"] if r["system"] == system and r["model"] == model.name),
+                          key=lambda r: r["clients"])
+            if rows:
+                ax.plot([r["rps"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=system)
+                for r in rows:
+                    ax.annotate(str(r["clients"]), (r["rps"], r["p99_ms"]), fontsize=7)
+        ceiling = report["inprocess"][model.name]["max_batch_seq_s"]
+        ax.axvline(ceiling, color="grey", linestyle="--", label="in-process ORT, max batch")
+        ax.set(title=f"{model.name} ({model.features} feat, {model.steps} steps, hidden {model.hidden})",
+               xlabel="requests/s (one sequence each)", ylabel="p99 latency (ms)", yscale="log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path} and {path.with_name('bench.json')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
