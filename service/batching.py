@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import metrics
 from service.runtime import InferenceError, ModelRuntime
 from service.settings import BatchConfig
 
@@ -33,6 +35,7 @@ class QueueFull(Exception):
 class _Request:
     sequences: list[np.ndarray]
     future: asyncio.Future[np.ndarray]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -50,6 +53,9 @@ class Batcher:
 
     def start(self) -> None:
         name = self.runtime.manifest.name
+        labels = (name, str(self.runtime.manifest.version))
+        self._depth = metrics.QUEUE_DEPTH.labels(*labels)
+        self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{name}")
 
@@ -73,6 +79,7 @@ class Batcher:
         self._pending.append(_Request(sequences, future))
         self._in_flight += count
         self._queued += count
+        self._depth.set(self._queued)
         if self._queued >= self.config.max_batch_size:
             self._full.set()
         self._wakeup.set()
@@ -107,6 +114,8 @@ class Batcher:
                 break
             self._pending.popleft()
             self._queued -= len(request.sequences)
+            self._depth.set(self._queued)
+            self._wait.observe(time.perf_counter() - request.queued_at)
             if request.future.done():  # the caller went away
                 self._in_flight -= len(request.sequences)
                 continue

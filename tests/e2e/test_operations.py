@@ -63,9 +63,10 @@ def test_metrics_request_ids_and_json_logs(server) -> None:
     assert metric(text, "gru_batch_size_count", model="italy", version="1") >= 1
     assert metric(text, "gru_inference_compute_seconds_count", model="italy", version="1") >= 1
     assert metric(text, "gru_model_loaded", model="airline", version="1") == 1
-    fed_later = ("gru_queue_depth", "gru_queue_wait_seconds", "gru_streaming_sessions")
-    for name in (*fed_later, "gru_requests_in_flight"):
-        assert f"# TYPE {name} " in text  # defined now, fed by the batcher and streaming
+    assert metric(text, "gru_queue_wait_seconds_count", model="italy", version="1") >= 1  # the batcher
+    assert metric(text, "gru_queue_depth", model="italy", version="1") == 0  # nothing waits now
+    for name in ("gru_streaming_sessions", "gru_requests_in_flight"):
+        assert f"# TYPE {name} " in text
     lines = json_lines(server)
     [access] = [e for e in lines if e.get("request_id") == "trace-42" and e["logger"] == "gru_serve.access"]
     assert {"time", "level", "message"} <= set(access)
