@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session (0: ORT default)")
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408")
     max_sequences_per_request: int = Field(1024, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
