@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     allow_spinning: bool = Field(False, description="onnxruntime pool threads spin while waiting")
     graph_optimization: Literal["basic", "extended", "all"] = "all"
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408")
     max_sequences_per_request: int = Field(1024, gt=0)
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")

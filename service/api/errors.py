@@ -47,6 +47,10 @@ class BodyTooLarge(ApiError):
     status, code = 413, "body_too_large"
 
 
+class BodyTimeout(ApiError):
+    status, code = 408, "body_timeout"
+
+
 class ModelNotFound(ApiError):
     status, code = 404, "model_not_found"
 
