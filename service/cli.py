@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
              "GRU_WORKERS": args.workers, "GRU_EXECUTION_PROVIDER": args.provider}
     # Worker processes build their own app from the environment, so flags travel through it.
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
+    # Workers must share the key that signs streaming state tokens, or a token from one is refused by
+    # another. Without GRU_STATE_SECRET tokens last as long as this process (see README).
+    os.environ.setdefault("GRU_STATE_SECRET", secrets.token_hex(32))
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

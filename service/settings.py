@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_secret: SecretStr | None = Field(
+        None, description="HMAC key for streaming state tokens; unset: a random one per start (tokens "
+        "then die with the process; `gru serve` shares one among its workers)")
+    max_sessions: int = Field(10_000, gt=0, description="live server-held streaming sequences; past it "
+                              "the least recently used is evicted")
+    session_idle_seconds: float = Field(300.0, gt=0, description="a streaming sequence without a chunk "
+                                        "for this long expires")
+    stream_batch_delay_ms: float = Field(2.0, ge=0, description="how long a streaming chunk waits for "
+                                         "chunks of other sequences to run with")
 
 
 @lru_cache

@@ -11,9 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.routes import health, models, predict
+from service.api.routes import health, models, predict, stream
 from service.repository import Repository
 from service.settings import Settings
+from service.streaming.hub import StreamingHub
 
 log = logging.getLogger("gru_serve")
 
@@ -32,12 +33,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="gru-serve",
         version="0.1.0",
-        description="GRU sequence models (classification, forecasting) served with onnxruntime.",
+        description="GRU sequence models (classification, forecasting, per-step tagging) served with "
+        "onnxruntime; whole sequences or streamed in chunks with carried state.",
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository = settings, repository
+    app.state.streaming = StreamingHub(settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (health, models, predict):
+    for module in (health, models, predict, stream):
         app.include_router(module.router)
     return app
