@@ -90,7 +90,7 @@ class ParitySpec(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = 2  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)
     version: int = Field(ge=1)
     task: Literal["classification", "regression", "tagging"]

@@ -15,10 +15,10 @@ PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the 
 class Split:
     X: np.ndarray  # (N, T, F) float32, zero-padded after each sequence's length
     y: np.ndarray  # classification: (N,) int64; regression: (N, O) float32; tagging: (N, T) int64
-    lengths: np.ndarray | None = None  # (N,) int64 valid steps per sequence; None: all T steps
+    lengths: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (N,) valid steps
 
     def __post_init__(self) -> None:
-        if self.lengths is None:
+        if self.lengths.size == 0:  # not given: every sequence has all T steps
             self.lengths = np.full(len(self.X), self.X.shape[1], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -29,7 +29,7 @@ class Split:
         return bool(len(self.X)) and int(np.min(self.lengths)) < self.X.shape[1]
 
     def subset(self, index: np.ndarray) -> Split:
-        return Split(self.X[index], self.y[index], np.asarray(self.lengths)[index])
+        return Split(self.X[index], self.y[index], self.lengths[index])
 
 
 def pad_sequences(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,9 @@ MIN_SEGMENT, MAX_SEGMENT = 5, 20
 def regime_sequence(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One sequence: values (T, 1) float32 and labels (T,) int64."""
     length = int(rng.integers(MIN_LENGTH, MAX_LENGTH + 1))
-    values, labels, regime = [], [], int(rng.integers(len(REGIMES)))
+    values: list[np.ndarray] = []
+    labels: list[int] = []
+    regime = int(rng.integers(len(REGIMES)))
     while len(labels) < length:
         steps = int(rng.integers(MIN_SEGMENT, MAX_SEGMENT + 1))
         t = np.arange(steps)

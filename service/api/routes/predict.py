@@ -48,6 +48,8 @@ def render(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[s
     if manifest.output.kind == "step_probabilities":
         answer["labels"] = manifest.output.labels or []
         answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
+    elif isinstance(outputs, list):
+        raise TypeError("per-step outputs for a model that is not a tagging model")
     elif manifest.output.kind == "probabilities":
         labels = manifest.output.labels or []
         best = outputs.argmax(axis=1).tolist()
