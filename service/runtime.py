@@ -132,6 +132,8 @@ class ModelRuntime:
         for the whole prefix so far (tagging: for the chunk's steps) and the new state (L*D, H)."""
         gru = self.manifest.gru
         x, lengths = pad_batch(chunks)
+        if not self.manifest.takes_lengths and (lengths != x.shape[1]).any():  # schema 1: one at a time
+            return [self.step([c], [s])[0] for c, s in zip(chunks, states, strict=True)]
         h0 = np.zeros((gru.state_size, len(chunks), gru.hidden_size), dtype=np.float32)
         for i, state in enumerate(states):
             if state is not None:

@@ -53,7 +53,7 @@ def vowels_bi_run(tmp_path_factory: pytest.TempPathFactory):
 def regimes_run(tmp_path_factory: pytest.TempPathFactory):
     """Per-step tagging on SyntheticRegimes."""
     return train_tiny(tmp_path_factory.mktemp("runs"), "regimes", "data.dataset=SyntheticRegimes",
-                      "optim.max_epochs=6")
+                      "optim.max_epochs=3")
 
 
 @pytest.fixture(scope="session")

@@ -75,3 +75,29 @@ def test_a_gru_node_without_sequence_lens_is_refused(ragged_repository: Path, tm
     (bundle / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="lengths"):
         load_bundle(bundle)
+
+
+def test_a_schema_1_bundle_without_lengths_still_serves_mixed_lengths(ragged_repository, tmp_path) -> None:
+    """Bundles exported before the lengths input: the runtime groups by length instead of padding."""
+    bundle = tmp_path / "vowels_bi" / "1"
+    shutil.copytree(ragged_repository / "vowels_bi" / "1", bundle)
+    graph = onnx.load(bundle / "model.onnx")
+    for node in graph.graph.node:
+        if node.op_type == "GRU":
+            node.input[4] = ""
+    lengths_input = next(i for i in graph.graph.input if i.name == "lengths")
+    graph.graph.input.remove(lengths_input)
+    data = graph.SerializeToString()
+    (bundle / "model.onnx").write_bytes(data)
+    doc = json.loads((bundle / "manifest.json").read_text())
+    doc["schema_version"] = 1
+    doc["onnx"]["sha256"] = hashlib.sha256(data).hexdigest()
+    doc["onnx"]["inputs"] = [t for t in doc["onnx"]["inputs"] if t["name"] != "lengths"]
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    old = ModelRuntime(bundle, Settings())
+    old.load()
+    new = _runtime(ragged_repository, "vowels_bi")
+    assert not old.manifest.takes_lengths and new.manifest.takes_lengths
+    rng = np.random.default_rng(1)
+    sequences = [rng.normal(size=(n, 12)).astype(np.float32) for n in (5, 29, 5, 12)]
+    assert np.abs(old.predict_many(sequences) - new.predict_many(sequences)).max() <= TOLERANCE
