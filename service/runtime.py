@@ -115,8 +115,8 @@ class ModelRuntime:
         return outputs
 
     def _predict_grouped(self, sequences: list[np.ndarray]) -> np.ndarray:
-        first = self.predict(sequences[0][None])
-        outputs = np.empty((len(sequences), *first.shape[1:]), dtype=np.float32)
+        """Schema 1 (never tagging): one run per length, so no padding is needed."""
+        outputs = np.empty((len(sequences), self.manifest.output.size), dtype=np.float32)
         by_length: dict[int, list[int]] = {}
         for i, seq in enumerate(sequences):
             by_length.setdefault(len(seq), []).append(i)
