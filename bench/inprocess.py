@@ -50,7 +50,10 @@ def session_predict(bundle: Path, sess: ort.InferenceSession) -> tuple[Predict, 
     layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)
 
     def predict(x: np.ndarray) -> object:
-        return sess.run(None, {"x": x, "h0": np.zeros((layers, len(x), gru["hidden_size"]), np.float32)})
+        feeds = {"x": x, "h0": np.zeros((layers, len(x), gru["hidden_size"]), np.float32)}
+        if any(i.name == "lengths" for i in sess.get_inputs()):  # schema 2: every step valid
+            feeds["lengths"] = np.full(len(x), x.shape[1], np.int32)
+        return sess.run(None, feeds)
 
     return predict, manifest["training"]["max_train_length"], len(manifest["inputs"]["features"])
 

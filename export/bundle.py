@@ -76,19 +76,11 @@ def _manifest(
     payload: dict, model: GRUModel, gru: GRUSpec, graph: bytes, report: ParityReport,
     name: str, version: int, max_length: int, checkpoint_sha256: str,
 ) -> Manifest:
-    classify = model.config.task == "classification"
-    labels = payload["label_names"] if classify else None
     inputs, outputs = io_specs(model.config)
     return Manifest(
         name=name, version=version, task=model.config.task,
         inputs=InputSpec(features=payload["feature_names"], max_length=max_length),
-        output=OutputSpec(
-            kind="probabilities" if classify else "forecast", size=model.config.output_size,
-            labels=labels,
-            description="class probabilities in label order" if classify
-            else f"the next {model.config.output_size} values of {payload['feature_names'][0]!r}, "
-                 "in original units",
-        ),
+        output=_output_spec(model, payload),
         gru=gru,
         onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
         normalization=NormalizationSpec(**payload["preprocessing"]),
@@ -96,11 +88,26 @@ def _manifest(
             "dataset": payload["data_source"], "seed": payload["config"]["optim"]["seed"],
             "best_epoch": payload["epoch"], "test_metrics": payload["test_metrics"],
             "max_train_length": payload["max_train_length"],
+            "ragged": payload.get("ragged", False),
         },
         parity=ParitySpec(max_abs_diff=report.max_abs_diff, tolerance=TOLERANCE, cases=report.cases),
         checkpoint_sha256=checkpoint_sha256,
         created_at=datetime.now(UTC),
     )
+
+
+def _output_spec(model: GRUModel, payload: dict) -> OutputSpec:
+    task, size = model.config.task, model.config.output_size
+    if task == "classification":
+        return OutputSpec(kind="probabilities", size=size, labels=payload["label_names"],
+                          description="class probabilities in label order")
+    if task == "tagging":
+        return OutputSpec(kind="step_probabilities", size=size, labels=payload["label_names"],
+                          description="per time step: class probabilities in label order "
+                                      "(zero past each sequence's length)")
+    return OutputSpec(kind="forecast", size=size, labels=None,
+                      description=f"the next {size} values of {payload['feature_names'][0]!r}, "
+                                  "in original units")
 
 
 def write_bundle(repository: Path, manifest: Manifest, graph: bytes, overwrite: bool = False) -> Path:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import warnings
 
+import onnx
 import torch
+from onnx import TensorProto, helper
 
-from service.bundle import TensorSpec
+from service.bundle import LENGTHS_INPUT, TensorSpec
 from training.config import ModelConfig
 from training.model import GRUModel
 
 OPSET = 17
 BATCH, TIME = "batch", "time"
+SEQUENCE_LENS = 4  # the ONNX GRU's input index for per-sequence lengths
 
 
 def io_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -20,23 +23,34 @@ def io_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
     inputs = [
         TensorSpec(name="x", shape=[BATCH, TIME, config.input_size]),
         TensorSpec(name="h0", shape=[state, BATCH, config.hidden_size]),
+        TensorSpec(name=LENGTHS_INPUT, dtype="int32", shape=[BATCH]),  # valid steps per sequence
     ]
+    per_step = config.task == "tagging"
     outputs = [
-        TensorSpec(name="output", shape=[BATCH, config.output_size]),
+        TensorSpec(name="output", shape=[BATCH, TIME, config.output_size] if per_step
+                   else [BATCH, config.output_size]),
         TensorSpec(name="h_n", shape=[state, BATCH, config.hidden_size]),
     ]
     return inputs, outputs
 
 
-def example_inputs(model: GRUModel, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(batch * 1000 + length)
+def example_inputs(
+    model: GRUModel, batch: int, length: int, ragged: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw-unit inputs; `ragged`: seeded lengths in 1..length (the first at full length), the steps
+    past each length zero as the service pads them."""
+    generator = torch.Generator().manual_seed(batch * 1000 + length + (7 if ragged else 0))
     x = torch.randn(batch, length, model.config.input_size, generator=generator)
     mean, std = model.normaliser.feature_mean, model.normaliser.feature_std
     x = x * std + mean  # raw units, so that the normalised inputs look like training data
     if model.config.window_scaling:  # a positive level for the scaled feature
         x = x.abs() + mean.abs()
     h0 = 0.5 * torch.randn(*model.state_shape(batch), generator=generator)
-    return x, h0
+    lengths = torch.full((batch,), length, dtype=torch.int32)
+    if ragged:
+        lengths[1:] = torch.randint(1, length + 1, (batch - 1,), generator=generator, dtype=torch.int32)
+        x = x * (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
+    return x, h0, lengths
 
 
 def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
@@ -52,4 +66,21 @@ def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_le
             input_names=[t.name for t in inputs], output_names=[t.name for t in outputs],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False,
         )
-    return buffer.getvalue()
+    return wire_sequence_lens(buffer.getvalue())
+
+
+def wire_sequence_lens(graph: bytes) -> bytes:
+    """Feed the `lengths` graph input into every GRU node's sequence_lens: padded steps then give zeros
+    in Y and Y_h is each sequence's last valid step, in both directions and every layer (the traced
+    GRU ran unpacked). The tracer drops `lengths` when nothing else reads it; it is added back, after
+    x and h0."""
+    model = onnx.load_from_string(graph)
+    names = [i.name for i in model.graph.input]
+    if LENGTHS_INPUT not in names:
+        model.graph.input.insert(2, helper.make_tensor_value_info(LENGTHS_INPUT, TensorProto.INT32, [BATCH]))
+    for node in model.graph.node:
+        if node.op_type == "GRU":
+            while len(node.input) <= SEQUENCE_LENS:
+                node.input.append("")
+            node.input[SEQUENCE_LENS] = LENGTHS_INPUT
+    return model.SerializeToString()

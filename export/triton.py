@@ -28,7 +28,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from service.bundle import Manifest, load_bundle
+from service.bundle import LENGTHS_INPUT, Manifest, load_bundle
 
 CONFIG_FILE = "config.pbtxt"
 INTERNAL = {"h0": "triton_h0_lbh", "h_n": "triton_h_n_lbh"}  # the graph's own [layers, batch, hidden] state
@@ -53,6 +53,7 @@ def write_triton_entry(bundle_dir: Path, triton_root: Path, options: TritonOptio
     manifest, graph = load_bundle(bundle_dir)
     model = onnx.load_from_string(graph)
     triton_graph = batch_major_state(model) if options.sequence else zero_initial_state(model, manifest)
+    triton_graph = whole_sequence_lengths(triton_graph)
     onnx.checker.check_model(triton_graph)
     verify(graph, triton_graph.SerializeToString(), manifest, options.sequence)
     model_dir = triton_root / manifest.name
@@ -118,6 +119,28 @@ def batch_major_state(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def whole_sequence_lengths(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Schema-2 graphs take `lengths` (padding); a Triton request's sequences are whole, so lengths
+    becomes the request's time axis for every row, built inside the graph."""
+    if not any(i.name == LENGTHS_INPUT for i in model.graph.input):
+        return model
+    model = _copy(model)
+    graph = model.graph
+    _remove(graph.input, LENGTHS_INPUT)
+    graph.initializer.extend([
+        helper.make_tensor("tl_batch_axis", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("tl_time_axis", TensorProto.INT64, [1], [1]),
+    ])
+    _prepend(graph, [
+        helper.make_node("Shape", ["x"], ["tl_shape"]),
+        helper.make_node("Gather", ["tl_shape", "tl_batch_axis"], ["tl_batch"], axis=0),
+        helper.make_node("Gather", ["tl_shape", "tl_time_axis"], ["tl_time"], axis=0),
+        helper.make_node("Cast", ["tl_time"], ["tl_time32"], to=TensorProto.INT32),
+        helper.make_node("Expand", ["tl_time32", "tl_batch"], [LENGTHS_INPUT]),
+    ])
+    return model
+
+
 def verify(graph: bytes, triton_graph: bytes, manifest: Manifest, sequence: bool) -> None:
     """The Triton graph against the bundle's, at two batch sizes and lengths."""
     original = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
@@ -128,7 +151,10 @@ def verify(graph: bytes, triton_graph: bytes, manifest: Manifest, sequence: bool
         x = rng.normal(size=(batch, length, features)).astype(np.float32)
         h0 = rng.normal(size=(gru.state_size, batch, gru.hidden_size)).astype(np.float32) if sequence \
             else np.zeros((gru.state_size, batch, gru.hidden_size), np.float32)
-        expected_out, expected_h = original.run(None, {"x": x, "h0": h0})
+        feeds = {"x": x, "h0": h0}
+        if any(i.name == LENGTHS_INPUT for i in original.get_inputs()):
+            feeds[LENGTHS_INPUT] = np.full(batch, length, np.int32)
+        expected_out, expected_h = original.run(None, feeds)
         if sequence:
             got_out, got_h = wrapped.run(["output", "h_n"], {"x": x, "h0": h0.transpose(1, 0, 2).copy()})
             pairs = [("output", got_out, expected_out), ("h_n", got_h.transpose(1, 0, 2), expected_h)]

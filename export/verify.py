@@ -11,7 +11,7 @@ import onnxruntime as ort
 import torch
 
 from export.onnx import example_inputs
-from service.bundle import BundleError, GRUSpec, TensorSpec
+from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, TensorSpec
 from service.graph_check import check_gru_nodes, check_tensors
 from training.model import GRUModel
 
@@ -30,7 +30,7 @@ class ParityError(VerificationError):
 class ParityReport:
     max_abs_diff: float  # raw difference over all outputs and cases
     max_scaled_diff: float  # |diff| / max(1, |reference|): what the tolerance applies to
-    cases: list[tuple[int, int]]
+    cases: list[tuple[int, int]]  # each run with every sequence at full length, and ragged (batch > 1)
 
 
 def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
@@ -39,7 +39,7 @@ def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], output
         onnx.checker.check_model(proto, full_check=True)
         check_tensors("inputs", inputs, proto.graph.input, "exported graph")
         check_tensors("outputs", outputs, proto.graph.output, "exported graph")
-        check_gru_nodes(gru, proto, "exported graph")
+        check_gru_nodes(gru, proto, "exported graph", lengths_input=LENGTHS_INPUT in [i.name for i in inputs])
     except (onnx.checker.ValidationError, BundleError) as exc:
         raise VerificationError(str(exc)) from exc
 
@@ -48,25 +48,28 @@ def check_parity(
     graph: bytes, module: torch.nn.Module, model: GRUModel,
     cases: list[tuple[int, int]], tolerance: float = TOLERANCE,
 ) -> ParityReport:
-    """Run every (batch, length) case through PyTorch and onnxruntime; raise on the first miss."""
+    """Run every (batch, length) case through PyTorch and onnxruntime, once at full length and once
+    with ragged lengths (PyTorch packs, the graph uses sequence_lens); raise on the first miss."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     worst_abs = worst_scaled = 0.0
-    for batch, length in cases:
-        x, h0 = example_inputs(model, batch, length)
+    runs = [(b, t, False) for b, t in cases] + [(b, t, True) for b, t in cases if b > 1 and t > 1]
+    for batch, length, ragged in runs:
+        x, h0, lengths = example_inputs(model, batch, length, ragged)
         with torch.no_grad():
-            expected = [t.numpy() for t in module(x, h0)]
-        got = session.run(None, {"x": x.numpy(), "h0": h0.numpy()})
+            expected = [t.numpy() for t in module(x, h0, lengths)]
+        got = session.run(None, {"x": x.numpy(), "h0": h0.numpy(), LENGTHS_INPUT: lengths.numpy()})
         for name, ref, out in zip(names, expected, got, strict=True):
             if ref.shape != out.shape:
                 raise ParityError(f"output {name!r}: shape {out.shape} != PyTorch {ref.shape} "
-                                  f"at batch={batch}, length={length}")
+                                  f"at batch={batch}, length={length}{' (ragged)' * ragged}")
             diff = np.abs(out.astype(np.float64) - ref)
             scaled = float((diff / np.maximum(1.0, np.abs(ref))).max())
             worst_abs, worst_scaled = max(worst_abs, float(diff.max())), max(worst_scaled, scaled)
             if not scaled <= tolerance:
                 raise ParityError(f"output {name!r} differs from PyTorch by {diff.max():.3e} "
-                                  f"(> {tolerance:g}) at batch={batch}, length={length}")
+                                  f"(> {tolerance:g}) at batch={batch}, length={length}"
+                                  f"{' (ragged)' * ragged}")
     return ParityReport(worst_abs, worst_scaled, list(cases))

@@ -1,4 +1,5 @@
-"""The inference module that gets traced: raw x and h0 in; probabilities or forecasts, and h_n, out.
+"""The inference module that gets traced: raw x, h0 and lengths in; probabilities or forecasts, and
+h_n, out.
 
 Normalisation, the GRU, the head and post-processing (softmax, or de-normalising forecasts) all come
 from GRUModel.predict, so the graph computes exactly what training evaluated.
@@ -22,6 +23,8 @@ class InferenceModule(nn.Module):
         # wrong numbers for a GRU that has it set (caught by verify.check_parity). Clear it.
         self.model.gru.dropout = 0.0
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # x: (B, T, F), h0: (L*D, B, H) -> output (B, O), h_n (L*D, B, H)
-        return self.model.predict(x, h0)
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # x: (B, T, F), h0: (L*D, B, H), lengths: (B,) int32 -> output (B, O) or (B, T, O), h_n (L*D, B, H)
+        return self.model.predict(x, h0, lengths)

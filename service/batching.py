@@ -4,8 +4,9 @@ Requests put their sequences on a bounded queue and await their own future. One 
 what is queued (up to `max_batch_size` sequences), runs it on a dedicated inference thread and hands
 each caller its own rows. Adaptive: an idle batcher runs a lone request at once; under load the next
 batch gathers while the current one runs, and `max_queue_delay_ms` (default 0) may add a short wait to
-fill it. Sequences are grouped by shape inside a batch, so every answer is exactly what the sequence
-gets alone. A failed run is retried request by request, so one bad request fails only itself.
+fill it. Mixed lengths in a batch run as one padded batch whose GRUs stop at each sequence's length
+(ModelRuntime.predict_many), so every answer is exactly what the sequence gets alone. A failed run is
+retried request by request, so one bad request fails only itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from service.runtime import InferenceError, ModelRuntime
 from service.settings import BatchConfig
 
 log = logging.getLogger("gru_serve.batching")
+Rows = np.ndarray | list[np.ndarray]  # (N, O); tagging: one (T_i, O) array per sequence
 
 
 class QueueFull(Exception):
@@ -34,7 +36,7 @@ class QueueFull(Exception):
 @dataclass
 class _Request:
     sequences: list[np.ndarray]
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Rows]
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -68,14 +70,14 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, sequences: list[np.ndarray]) -> np.ndarray:
+    async def submit(self, sequences: list[np.ndarray]) -> Rows:
         """Queue one request's sequences and wait for their (len, outputs) rows, in order."""
         count = len(sequences)
         # A request larger than the whole queue still runs when nothing else is in flight.
         if self._closing or (self._in_flight and self._in_flight + count > self.config.max_queue_size):
             raise QueueFull(f"model {self.runtime.manifest.name!r} has {self._in_flight} sequence(s) "
                             f"in flight; the limit is {self.config.max_queue_size}")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(sequences, future))
         self._in_flight += count
         self._queued += count
@@ -128,7 +130,7 @@ class Batcher:
         sequences = [seq for request in batch for seq in request.sequences]
         try:
             try:
-                outputs = await loop.run_in_executor(self._executor, run_grouped, self.runtime, sequences)
+                outputs = await loop.run_in_executor(self._executor, self.runtime.predict_many, sequences)
             except Exception as exc:
                 if len(batch) == 1:
                     _fail(batch[0], exc)
@@ -137,7 +139,7 @@ class Batcher:
                 for request in batch:
                     try:
                         rows = await loop.run_in_executor(
-                            self._executor, run_grouped, self.runtime, request.sequences)
+                            self._executor, self.runtime.predict_many, request.sequences)
                     except Exception as single:
                         _fail(request, single)
                     else:
@@ -152,23 +154,7 @@ class Batcher:
             self._in_flight -= len(sequences)
 
 
-def run_grouped(runtime: ModelRuntime, sequences: list[np.ndarray]) -> np.ndarray:
-    """One onnxruntime run per sequence shape (length, features); rows back in input order. Grouping
-    rather than padding keeps each answer exactly what the sequence gets alone."""
-    if len(sequences) == 1:
-        return runtime.predict(sequences[0][None])
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, seq in enumerate(sequences):
-        groups.setdefault(seq.shape, []).append(i)
-    if len(groups) == 1:
-        return runtime.predict(np.stack(sequences))
-    outputs = np.empty((len(sequences), runtime.manifest.output.size), dtype=np.float32)
-    for indices in groups.values():
-        outputs[indices] = runtime.predict(np.stack([sequences[i] for i in indices]))
-    return outputs
-
-
-def _answer(request: _Request, rows: np.ndarray) -> None:
+def _answer(request: _Request, rows: Rows) -> None:
     if not request.future.done():
         request.future.set_result(rows)
 

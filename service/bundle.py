@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 adds the `lengths` graph input and the tagging task; 1 still loads
+LENGTHS_INPUT = "lengths"  # int32 [batch]: valid steps per sequence, wired into every GRU's sequence_lens
 MANIFEST_FILE = "manifest.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -66,9 +67,9 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    kind: Literal["probabilities", "forecast"]
+    kind: Literal["probabilities", "forecast", "step_probabilities"]  # step_: [batch, time, labels]
     size: int = Field(gt=0)
-    labels: list[str] | None = None  # classification
+    labels: list[str] | None = None  # classification and tagging
     description: str
 
 
@@ -89,10 +90,10 @@ class ParitySpec(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = 1  # SCHEMA_VERSION
+    schema_version: Literal[1, 2] = 2  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)
     version: int = Field(ge=1)
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "tagging"]
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec
@@ -105,6 +106,22 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+    @property
+    def takes_lengths(self) -> bool:
+        """A padded batch of mixed lengths runs exactly in one go (schema 2); schema 1 graphs do not."""
+        return any(t.name == LENGTHS_INPUT for t in self.onnx.inputs)
+
+    @property
+    def streaming_refusal(self) -> str | None:
+        """Why this model cannot answer chunk by chunk from a carried state, or None if it can."""
+        if self.gru.bidirectional:
+            return ("it is bidirectional: its answer depends on the steps after each one, so a prefix "
+                    "cannot be answered from a carried state")
+        if self.normalization.window_scaling:
+            return ("its inputs are scaled by the mean of the whole window, which is not known until "
+                    "the window ends")
+        return None
 
 
 def sha256_of(path: Path) -> str:

@@ -7,6 +7,7 @@ import logging
 import logging.config
 import math
 import os
+import secrets
 import shutil
 import signal
 
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
              "GRU_WORKERS": args.workers, "GRU_EXECUTION_PROVIDER": args.provider}
     # Worker processes build their own app from the environment, so flags travel through it.
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
+    # Workers must share the key that signs streaming state tokens, or a token from one is refused by
+    # another. Without GRU_STATE_SECRET tokens last as long as this process (see README).
+    os.environ.setdefault("GRU_STATE_SECRET", secrets.token_hex(32))
     settings = Settings()
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from service.bundle import BundleError, GRUSpec, Manifest, TensorSpec
+from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, Manifest, TensorSpec
 
 
 def check_graph(manifest: Manifest, graph: bytes, where: str) -> None:
@@ -18,7 +18,7 @@ def check_graph(manifest: Manifest, graph: bytes, where: str) -> None:
         raise BundleError(f"{where}: onnx.opset is {manifest.onnx.opset} but the graph uses {opset}")
     check_tensors("onnx.inputs", manifest.onnx.inputs, model.graph.input, where)
     check_tensors("onnx.outputs", manifest.onnx.outputs, model.graph.output, where)
-    check_gru_nodes(manifest.gru, model, where)
+    check_gru_nodes(manifest.gru, model, where, lengths_input=manifest.takes_lengths)
 
 
 def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str) -> None:
@@ -33,8 +33,9 @@ def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str)
             raise BundleError(f"{where}: {field}[{i}].shape ({spec.name}) is {spec.shape}, graph has {dims}")
 
 
-def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str) -> None:
-    """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md)."""
+def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_input: bool = False) -> None:
+    """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md); with a
+    `lengths` input, every GRU node must read it as sequence_lens (else padding leaks into answers)."""
     nodes = [n for n in model.graph.node if n.op_type == "GRU"]
     if not nodes:
         raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")
@@ -46,6 +47,9 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str) -> None:
             "gru.hidden_size": (attrs.get("hidden_size"), gru.hidden_size),
             "gru.bidirectional": (attrs.get("direction", b"forward"), direction),
         }
+        if lengths_input:
+            wired = node.input[4] if len(node.input) > 4 else ""
+            checks["onnx.inputs (lengths)"] = (wired, LENGTHS_INPUT)
         for field, (found, expected) in checks.items():
             if found != expected:
                 raise BundleError(

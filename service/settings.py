@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     open_metrics: bool = Field(True, description="/metrics needs no token")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, wait this long for in-flight requests before closing")
+
+    state_secret: SecretStr | None = Field(
+        None, description="HMAC key for streaming state tokens; unset: a random one per start (tokens "
+        "then die with the process; `gru serve` shares one among its workers)")
+    max_sessions: int = Field(10_000, gt=0, description="live server-held streaming sequences; past it "
+                              "the least recently used is evicted")
+    session_idle_seconds: float = Field(300.0, gt=0, description="a streaming sequence without a chunk "
+                                        "for this long expires")
+    stream_batch_delay_ms: float = Field(2.0, ge=0, description="how long a streaming chunk waits for "
+                                         "chunks of other sequences to run with")
 
     def batch_configs(self) -> tuple[BatchConfig, dict[str, BatchConfig]]:
         """The default batching config and the per-model ones (overrides on top of the defaults)."""

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "tagging"]  # tagging: one label per time step
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
+from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
 
@@ -43,7 +44,8 @@ def fit(config: TrainConfig) -> FitResult:
     data = load_data(config.data)
     _describe_model(config, data)
     model = GRUModel(config.model)
-    model.normaliser.fit(data.train.X, data.train.y if data.task == "regression" else None)
+    model.normaliser.fit(data.train.X, data.train.y if data.task == "regression" else None,
+                         lengths=data.train.lengths)
     run_dir = Path(config.run_dir) / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -94,11 +96,27 @@ def _train(model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Pa
     return best_epoch
 
 
-def _loss(model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    out, _, level = model(X)
+def _loss(
+    model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, lengths: torch.Tensor | None
+) -> torch.Tensor:
+    out, _, level = model(X, lengths=lengths)
     if task == "classification":
         return nn.functional.cross_entropy(out, y)
+    if task == "tagging":  # (B, T, C) vs (B, T); padded steps carry PAD_LABEL and are ignored
+        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=PAD_LABEL)
     return nn.functional.mse_loss(out, model.normaliser.targets(y, level))
+
+
+def _batch(
+    split: Split, idx: torch.Tensor, task: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """X, y and lengths of the sequences `idx`, cut to the longest of them (None: none is padded)."""
+    lengths = torch.as_tensor(split.lengths)[idx]
+    steps = int(lengths.max())
+    X, y = torch.as_tensor(split.X)[idx, :steps], torch.as_tensor(split.y)[idx]
+    if task == "tagging":  # labels (N, T) are cut like X
+        y = y[:, :steps]
+    return X, y, (lengths if bool((lengths < steps).any()) else None)
 
 
 def _train_epoch(
@@ -106,28 +124,31 @@ def _train_epoch(
     batch_size: int, grad_clip: float, generator: torch.Generator,
 ) -> float:
     model.train()
-    X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
-    order = torch.randperm(len(X), generator=generator)
+    order = torch.randperm(len(split), generator=generator)
     total = 0.0
-    for start in range(0, len(X), batch_size):
+    for start in range(0, len(split), batch_size):
         idx = order[start : start + batch_size]
-        loss = _loss(model, X[idx], y[idx], model.config.task)
+        X, y, lengths = _batch(split, idx, model.config.task)
+        loss = _loss(model, X, y, model.config.task, lengths)
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += loss.item() * len(idx)
-    return total / len(X)
+    return total / len(split)
 
 
 @torch.no_grad()
 def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any]:
     model.eval()
-    X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
-    metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task).item()}
-    probs_or_forecast = model.predict(X)[0].numpy()
+    X, y, lengths = _batch(split, torch.arange(len(split)), data.task)
+    metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task, lengths).item()}
+    probs_or_forecast = model.predict(X, lengths=lengths)[0].numpy()
     if data.task == "classification":
         return metrics | classification_metrics(split.y, probs_or_forecast.argmax(axis=1))
+    if data.task == "tagging":  # every valid step of every sequence counts once
+        valid = y.numpy() != PAD_LABEL
+        return metrics | classification_metrics(y.numpy()[valid], probs_or_forecast.argmax(axis=2)[valid])
     is_test = split is data.test
     metrics |= forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale if is_test else None)
     if is_test and data.test_naive is not None:
@@ -147,6 +168,7 @@ def _payload(
         "feature_names": data.feature_names,
         "label_names": data.label_names,
         "max_train_length": data.max_length,
+        "ragged": any(split.ragged for split in (data.train, data.val, data.test)),
         "data_source": data.source,
         "epoch": epoch,
         "test_metrics": test,

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from training.config import ModelConfig
 from training.normalise import Normaliser
 
 
-class GRUModel(nn.Module):
-    """Many-to-one GRU: the last layer's final state (both directions) feeds a linear head.
+def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool: True on each sequence's valid steps."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.long().unsqueeze(1)
 
-    Classification: the head gives logits over labels. Regression/forecasting: `output_size` values,
-    in normalised units (`predict` maps them back). Inputs are raw: normalisation is inside the model.
+
+class GRUModel(nn.Module):
+    """A GRU encoder and a linear head.
+
+    Classification/regression (many-to-one): the last layer's final state (both directions) feeds the
+    head; classification gives logits over labels, regression `output_size` values in normalised
+    units (`predict` maps them back). Tagging (many-to-many): the head reads the last layer's output at
+    every step and gives logits per step. Inputs are raw: normalisation is inside the model.
+
+    Ragged batches: `lengths` (B,) gives each sequence's valid steps (the rest is padding). The GRU then
+    runs on packed sequences, so each answer is exactly that sequence's own; the exported graph does
+    the same with the ONNX GRU's `sequence_lens` (export/onnx.py wires it in).
     """
 
     def __init__(self, config: ModelConfig):
@@ -35,20 +47,41 @@ class GRUModel(nn.Module):
         return (self.config.num_layers * self.directions, batch, self.config.hidden_size)
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+        self, x: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw x: (B, T, F); h0: (L*D, B, H). Returns head output (B, O), h_n, and the window level (B, 1)."""
-        level = self.normaliser.level(x)
-        _, h_n = self.gru(self.normaliser.inputs(x, level), h0)  # (L*D, B, H)
+        """Raw x: (B, T, F); h0: (L*D, B, H); lengths: (B,) or None (all T steps valid).
+        Returns the head output ((B, O), or (B, T, O) for tagging), h_n and the window level (B, 1)."""
+        level = self.normaliser.level(x, lengths)
+        y, h_n = self.encode(self.normaliser.inputs(x, level), h0, lengths)  # (B, T, D*H), (L*D, B, H)
+        if self.config.task == "tagging":
+            return self.head(y), h_n, level
         return self.head(self.last_layer_state(h_n)), h_n, level
 
-    def predict(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    def encode(
+        self, x: torch.Tensor, h0: torch.Tensor | None, lengths: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What users get: class probabilities, or forecasts in original units; plus h_n."""
-        out, h_n, level = self(x, h0)
+        if lengths is None or torch.jit.is_tracing():
+            # While tracing for export the GRU runs unpacked: export wires `lengths` into every ONNX
+            # GRU node's sequence_lens afterwards, which gives the packed semantics in the graph.
+            return self.gru(x, h0)
+        packed = pack_padded_sequence(x, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
+        y, h_n = self.gru(packed, h0)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # zeros past lengths
+        return y, h_n
+
+    def predict(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
+        sequence's length), or forecasts in original units; plus h_n."""
+        out, h_n, level = self(x, h0, lengths)
         if self.config.task == "classification":
             return torch.softmax(out, dim=-1), h_n
+        if self.config.task == "tagging":
+            probs = torch.softmax(out, dim=-1)
+            if lengths is not None:
+                probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
+            return probs, h_n
         return self.normaliser.outputs(out, level), h_n
 
     def last_layer_state(self, h_n: torch.Tensor) -> torch.Tensor:

@@ -32,11 +32,15 @@ class Normaliser(nn.Module):
         self.register_buffer("target_std", torch.ones(n_targets))
         self.register_buffer("scale_mask", torch.zeros(n_features))  # 1 on the scaled feature
 
-    def level(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, F) -> (B, 1)
+    def level(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, F), lengths: (B,) or None -> (B, 1): the mean over valid steps only
         if not self.window_scaling:
             return torch.ones_like(x[:, :1, 0])
-        return (x * self.scale_mask).sum(dim=2).mean(dim=1, keepdim=True)
+        scaled = (x * self.scale_mask).sum(dim=2)  # (B, T)
+        if lengths is None:
+            return scaled.mean(dim=1, keepdim=True)
+        valid = torch.arange(x.shape[1]).unsqueeze(0) < lengths.long().unsqueeze(1)
+        return (scaled * valid).sum(dim=1, keepdim=True) / lengths.unsqueeze(1).to(x.dtype)
 
     def inputs(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         divisor = 1.0 + self.scale_mask * (level.unsqueeze(2) - 1.0)  # (B, 1, F)
@@ -48,15 +52,23 @@ class Normaliser(nn.Module):
     def outputs(self, y: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         return (y * self.target_std + self.target_mean) * level
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None, scale_feature: int = 0) -> None:
-        """Fit on the training split only. X: (N, T, F); y: (N, O) regression targets or None."""
+    def fit(
+        self, X: np.ndarray, y: np.ndarray | None, scale_feature: int = 0,
+        lengths: np.ndarray | None = None,
+    ) -> None:
+        """Fit on the training split only. X: (N, T, F) padded past `lengths` (N,) (None: all valid);
+        y: (N, O) regression targets or None. Padded steps never count."""
         with torch.no_grad():
             if self.window_scaling:
                 self.scale_mask.zero_()
                 self.scale_mask[scale_feature] = 1.0
             x = torch.as_tensor(X, dtype=torch.float32)
-            level = self.level(x)
-            scaled = (x / (1.0 + self.scale_mask * (level.unsqueeze(2) - 1.0))).reshape(-1, x.shape[2])
+            steps = None if lengths is None else torch.as_tensor(lengths)
+            level = self.level(x, steps)
+            scaled = x / (1.0 + self.scale_mask * (level.unsqueeze(2) - 1.0))  # (N, T, F)
+            if steps is not None:
+                scaled = scaled[torch.arange(x.shape[1]).unsqueeze(0) < steps.long().unsqueeze(1)]
+            scaled = scaled.reshape(-1, x.shape[2])
             self.feature_mean.copy_(scaled.mean(dim=0))
             self.feature_std.copy_(scaled.std(dim=0).clamp_min(1e-6))
             if y is not None:

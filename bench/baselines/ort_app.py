@@ -49,6 +49,7 @@ def predict(name: str, request: PredictRequest) -> dict:
         raise HTTPException(404, f"no model {name}")
     x = np.asarray(request.sequences, dtype=np.float32)
     h0 = np.zeros((model.state[0], len(x), model.state[1]), np.float32)
-    probs, _ = model.session.run(None, {"x": x, "h0": h0})
+    lengths = np.full(len(x), x.shape[1], np.int32)  # whole sequences: every step valid
+    probs, _ = model.session.run(None, {"x": x, "h0": h0, "lengths": lengths})
     labels = model.manifest["output"]["labels"]
     return {"predictions": [{"label": labels[int(p.argmax())], "probabilities": p.tolist()} for p in probs]}

@@ -20,12 +20,13 @@ from service.api.errors import install_error_handlers
 from service.api.fastpath import PredictFastPath
 from service.api.limits import BodySizeLimit
 from service.api.middleware import RequestMiddleware
-from service.api.routes import health, models, predict, v2
+from service.api.routes import health, models, predict, stream, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
 from service.batching import BatcherPool
 from service.repository import Hook, Repository
 from service.settings import Settings
+from service.streaming.hub import StreamingHub
 
 log = logging.getLogger("gru_serve")
 
@@ -34,7 +35,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
                on_unload: list[Hook] | None = None) -> FastAPI:
     settings = settings or Settings()
     batchers = BatcherPool(*settings.batch_configs())
-    repository = Repository(settings, on_load, [batchers.retire, *(on_unload or [])])
+    streaming = StreamingHub(settings)
+    repository = Repository(settings, on_load, [batchers.retire, streaming.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
 
     @asynccontextmanager
@@ -59,17 +61,19 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     app = FastAPI(
         title="gru-serve",
         version="0.1.0",
-        description="GRU sequence models (classification, forecasting) served with onnxruntime.",
+        description="GRU sequence models (classification, forecasting, per-step tagging) served with "
+        "onnxruntime; whole sequences or streamed in chunks with carried state.",
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
+    app.state.streaming = streaming
     app.state.sequence_handler = None  # streaming sessions plug in here (routes/v2.py)
     app.add_middleware(PredictFastPath, state=app.state)  # the predict hot path, inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics
                        access_log=settings.access_log)
     install_error_handlers(app)
-    for module in (health, models, predict, v2, repository_routes, metrics_routes):
+    for module in (health, models, predict, stream, v2, repository_routes, metrics_routes):
         app.include_router(module.router)
     return app
 

@@ -27,11 +27,42 @@ class ForecastPrediction(BaseModel):
     forecast: list[float] = Field(description="the next `horizon` values, in original units")
 
 
+class TagPrediction(BaseModel):
+    steps: list[str] = Field(description="the most likely label at every time step")
+    probabilities: list[list[float]] = Field(description="per step, in the order of `labels`")
+
+
+Prediction = ClassPrediction | ForecastPrediction | TagPrediction
+
+
 class PredictResponse(BaseModel):
     model: str
     version: int
     labels: list[str] | None = None
-    predictions: list[ClassPrediction | ForecastPrediction]
+    predictions: list[Prediction]
+
+
+class StreamRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: list[list[float]] | list[float] = Field(
+        description="the next chunk of the sequence: a list of steps, each a list of the model's features")
+    state: str | None = Field(None, description="stateless streaming: the `state` token of the previous "
+                              "answer; omit it (or null) for a sequence's first chunk")
+    sequence_id: str | None = Field(None, description="server-held streaming: your id for the sequence "
+                                    "(instead of `state`)")
+    start: bool = Field(False, description="with sequence_id: this chunk begins the sequence")
+    end: bool = Field(False, description="with sequence_id: this chunk ends it (the server forgets it)")
+
+
+class StreamResponse(BaseModel):
+    model: str
+    version: int
+    steps_seen: int = Field(description="steps of the sequence so far, this chunk included")
+    prediction: Prediction = Field(description="the answer for the whole prefix so far; tagging models "
+                                   "answer for this chunk's steps")
+    state: str | None = Field(None, description="stateless: send it back with the next chunk")
+    sequence_id: str | None = None
+    ended: bool | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -63,13 +94,16 @@ class ModelMetadata(ModelSummary):
     training: dict[str, Any]
     warnings: list[str]
     created_at: str
+    streaming: dict[str, Any] = Field(default_factory=dict, description="whether POST .../stream works, "
+                                      "and why not")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         400: "malformed JSON", 404: "unknown model", 413: "body over the size limit",
-        415: "content type is not application/json", 422: "invalid sequences (field named)",
+        415: "content type is not application/json",
+        422: "invalid sequences (field named), an invalid state token, or a model that cannot stream",
         500: "inference failed",
     }.items()
 }

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from service.api.errors import ApiError, MalformedBody
-from service.bundle import Manifest
+from service.bundle import LENGTHS_INPUT, Manifest
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES: dict[str, np.dtype] = {name: np.dtype(t) for name, t in {
@@ -169,10 +169,12 @@ def _finite_float32(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def model_tensors(manifest: Manifest) -> tuple[list[dict], list[dict]]:
-    """Metadata shapes: -1 for dynamic axes (batch, time), as the protocol writes them."""
+    """Metadata shapes: -1 for dynamic axes (batch, time), as the protocol writes them. The graph's
+    `lengths` input is not offered here: a v2 request's sequences are whole (all steps valid)."""
     def tensors(specs: list) -> list[dict]:
         return [{"name": t.name, "datatype": "FP32",
-                 "shape": [d if isinstance(d, int) else -1 for d in t.shape]} for t in specs]
+                 "shape": [d if isinstance(d, int) else -1 for d in t.shape]}
+                for t in specs if t.name != LENGTHS_INPUT]
     return tensors(manifest.onnx.inputs), tensors(manifest.onnx.outputs)
 
 

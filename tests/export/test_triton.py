@@ -45,7 +45,8 @@ def test_dynamic_batching_entry(tmp_path: Path, repository: Path) -> None:
     assert [i.name for i in session.get_inputs()] == ["x"]  # the zero state is built inside
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(1).normal(size=(6, 30, 1)).astype(np.float32)
-    expected = original.run(["output"], {"x": x, "h0": np.zeros((1, 6, 16), np.float32)})[0]
+    expected = original.run(["output"], {"x": x, "h0": np.zeros((1, 6, 16), np.float32),
+                                         "lengths": np.full(6, 30, np.int32)})[0]
     np.testing.assert_allclose(session.run(["output"], {"x": x})[0], expected, atol=1e-6)
 
 
@@ -65,7 +66,8 @@ def test_sequence_batching_entry_with_batch_major_implicit_state(tmp_path: Path,
     # (italy: fixed per-feature normalisation; a window-scaled forecaster is not chunkable this way).
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(2).normal(size=(3, 24, 1)).astype(np.float32)
-    whole, whole_h = original.run(None, {"x": x, "h0": np.zeros((1, 3, 16), np.float32)})
+    whole, whole_h = original.run(None, {"x": x, "h0": np.zeros((1, 3, 16), np.float32),
+                                         "lengths": np.full(3, 24, np.int32)})
     _, h = session.run(None, {"x": x[:, :10], "h0": np.zeros((3, 1, 16), np.float32)})
     out, h = session.run(None, {"x": x[:, 10:], "h0": h})
     np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-4)
@@ -89,6 +91,7 @@ def test_a_graph_without_the_bundle_io_is_refused(tmp_path: Path, repository: Pa
     from service.bundle import read_manifest
 
     model = onnx.load(str(repository / "italy" / "1" / "model.onnx"))
-    model.graph.input.pop()  # no h0
+    [h0] = [i for i in model.graph.input if i.name == "h0"]
+    model.graph.input.remove(h0)
     with pytest.raises(TritonExportError, match="'h0'"):
         zero_initial_state(model, read_manifest(repository / "italy" / "1"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batching import Batcher, BatcherPool, QueueFull, run_grouped
+from service.batching import Batcher, BatcherPool, QueueFull
 from service.runtime import InferenceError, ModelRuntime
 from service.settings import BatchConfig, Settings
 
@@ -28,7 +28,7 @@ def _sequences(count: int, seed: int) -> list[np.ndarray]:
 
 def test_grouped_run_equals_each_sequence_alone(italy: ModelRuntime) -> None:
     sequences = _sequences(40, seed=1)
-    together = run_grouped(italy, sequences)
+    together = italy.predict_many(sequences)
     alone = np.concatenate([italy.predict(seq[None]) for seq in sequences])
     assert np.abs(together - alone).max() <= 1e-5
 

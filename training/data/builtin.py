@@ -7,8 +7,9 @@ from collections.abc import Callable
 import numpy as np
 
 from training.config import DataConfig
-from training.data.dataset import SequenceData, Split
+from training.data.dataset import SequenceData, Split, pad_sequences
 from training.data.splits import encode_labels, holdout
+from training.data.synthetic import synthetic_regimes
 from training.data.windows import forecast_data
 
 
@@ -21,14 +22,14 @@ def ucr_classification(name: str) -> Callable[[DataConfig], SequenceData]:
         X_train, y_train = load_classification(name, split="train")
         X_test, y_test = load_classification(name, split="test")
         labels, (y_train_idx, y_test_idx) = encode_labels(y_train, y_test)
-        train = Split(_channels_last(X_train), y_train_idx)
+        train = _split(X_train, y_train_idx)
         train, val = holdout(train, config.val_fraction, seed=0, stratify=True)
         n_features = train.X.shape[2]
         return SequenceData(
             task="classification",
             train=train,
             val=val,
-            test=Split(_channels_last(X_test), y_test_idx),
+            test=_split(X_test, y_test_idx),
             feature_names=[f"channel_{i}" for i in range(n_features)] if n_features > 1 else ["value"],
             label_names=labels,
             source=f"UCR/UEA {name} (aeon), official train/test split",
@@ -37,8 +38,18 @@ def ucr_classification(name: str) -> Callable[[DataConfig], SequenceData]:
     return load
 
 
-def _channels_last(X: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(X, (0, 2, 1)), dtype=np.float32)  # (N, C, T) -> (N, T, C)
+def _split(X: np.ndarray | list[np.ndarray], y: np.ndarray) -> Split:
+    X_last, lengths = _channels_last(X)
+    return Split(X_last, y, lengths)
+
+
+def _channels_last(X: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """aeon's (N, C, T) array, or a list of (C, T_i) arrays for unequal lengths -> padded (N, T, C) and
+    lengths. Unequal lengths stay as they are: no resampling."""
+    if isinstance(X, np.ndarray):
+        X_last = np.ascontiguousarray(np.transpose(X, (0, 2, 1)), dtype=np.float32)
+        return X_last, np.full(len(X_last), X_last.shape[1], dtype=np.int64)
+    return pad_sequences([np.asarray(series, dtype=np.float32).T for series in X])
 
 
 def airline(config: DataConfig) -> SequenceData:
@@ -56,5 +67,7 @@ def airline(config: DataConfig) -> SequenceData:
 BUILTIN: dict[str, Callable[[DataConfig], SequenceData]] = {
     "ItalyPowerDemand": ucr_classification("ItalyPowerDemand"),
     "GunPoint": ucr_classification("GunPoint"),
+    "JapaneseVowels": ucr_classification("JapaneseVowels"),  # 12 channels, lengths 7-29, 9 speakers
     "Airline": airline,
+    "SyntheticRegimes": synthetic_regimes,  # per-step tagging (training/data/synthetic.py)
 }

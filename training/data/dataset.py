@@ -8,14 +8,37 @@ import numpy as np
 
 from training.config import DataConfig, Task
 
+PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the metrics)
+
 
 @dataclass
 class Split:
-    X: np.ndarray  # (N, T, F) float32
-    y: np.ndarray  # classification: (N,) int64 label indices; regression: (N, O) float32
+    X: np.ndarray  # (N, T, F) float32, zero-padded after each sequence's length
+    y: np.ndarray  # classification: (N,) int64; regression: (N, O) float32; tagging: (N, T) int64
+    lengths: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (N,) valid steps
+
+    def __post_init__(self) -> None:
+        if self.lengths.size == 0:  # not given: every sequence has all T steps
+            self.lengths = np.full(len(self.X), self.X.shape[1], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.X)
+
+    @property
+    def ragged(self) -> bool:
+        return bool(len(self.X)) and int(np.min(self.lengths)) < self.X.shape[1]
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(self.X[index], self.y[index], self.lengths[index])
+
+
+def pad_sequences(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged (T_i, F) arrays -> zero-padded (N, max T, F) float32 and (N,) int64 lengths."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    X = np.zeros((len(sequences), int(lengths.max()), sequences[0].shape[1]), dtype=np.float32)
+    for i, seq in enumerate(sequences):
+        X[i, : len(seq)] = seq
+    return X, lengths
 
 
 @dataclass
@@ -25,7 +48,7 @@ class SequenceData:
     val: Split
     test: Split
     feature_names: list[str]
-    label_names: list[str] = field(default_factory=list)  # classification only
+    label_names: list[str] = field(default_factory=list)  # classification and tagging
     window_scaling: bool = False  # forecasting: inputs and outputs scaled by each window's mean level
     seasonal_period: int | None = None  # forecasting: for the seasonal-naive baseline
     test_naive: np.ndarray | None = None  # forecasting: seasonal-naive forecast per test window
@@ -34,7 +57,7 @@ class SequenceData:
 
     @property
     def output_size(self) -> int:
-        return len(self.label_names) if self.task == "classification" else self.train.y.shape[1]
+        return self.train.y.shape[1] if self.task == "regression" else len(self.label_names)
 
     @property
     def max_length(self) -> int:

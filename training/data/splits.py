@@ -25,7 +25,7 @@ def _natural_key(name: str) -> tuple[int, float | str]:
 def holdout(split: Split, fraction: float, seed: int, stratify: bool) -> tuple[Split, Split]:
     """Random (stratified for classification) holdout of `fraction` of a split."""
     keep, held = holdout_indices(len(split), fraction, seed, split.y if stratify else None)
-    return Split(split.X[keep], split.y[keep]), Split(split.X[held], split.y[held])
+    return split.subset(keep), split.subset(held)
 
 
 def holdout_indices(

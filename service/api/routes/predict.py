@@ -68,9 +68,14 @@ async def answer(runtime: ModelRuntime, settings: Settings, batchers: BatcherPoo
     return render(runtime.manifest, outputs)
 
 
-def render(manifest: Manifest, outputs: np.ndarray) -> dict[str, Any]:
+def render(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
     answer: dict[str, Any] = {"model": manifest.name, "version": manifest.version}
-    if manifest.output.kind == "probabilities":
+    if manifest.output.kind == "step_probabilities":
+        answer["labels"] = manifest.output.labels or []
+        answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
+    elif isinstance(outputs, list):
+        raise TypeError("per-step outputs for a model that is not a tagging model")
+    elif manifest.output.kind == "probabilities":
         labels = manifest.output.labels or []
         best = outputs.argmax(axis=1).tolist()
         answer["labels"] = labels
@@ -80,3 +85,13 @@ def render(manifest: Manifest, outputs: np.ndarray) -> dict[str, Any]:
     else:
         answer["predictions"] = [{"forecast": row} for row in outputs]
     return answer
+
+
+def prediction(manifest: Manifest, output: np.ndarray) -> dict[str, Any]:
+    """One sequence's answer: output (O,), or (T, O) per-step probabilities for tagging."""
+    labels = manifest.output.labels or []
+    if manifest.output.kind == "step_probabilities":
+        return {"steps": [labels[k] for k in output.argmax(axis=1).tolist()], "probabilities": output}
+    if manifest.output.kind == "probabilities":
+        return {"label": labels[int(output.argmax())], "probabilities": output}
+    return {"forecast": output}

@@ -88,7 +88,7 @@ async def _infer(request: Request, runtime: ModelRuntime, max_sequences: int) ->
     _refuse_sequence_parameters(request, decoded.parameters)
     x, h0 = model_inputs(decoded, runtime.manifest, max_sequences)
     metrics.SEQUENCES_PER_REQUEST.labels(runtime.manifest.name).observe(x.shape[0])
-    output, h_n = await run_in_threadpool(runtime.run, x, h0)
+    output, h_n = await run_in_threadpool(runtime.run, x, None, h0)  # no padding: all steps valid
     content, headers = encode_response(runtime.manifest, decoded, {"output": output, "h_n": h_n})
     return Response(content, headers=headers)
 

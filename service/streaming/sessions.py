@@ -1,0 +1,100 @@
+"""Server-held streaming sessions keyed by (model, sequence id), with Triton sequence-batcher semantics:
+a chunk with `start` opens (or restarts) a sequence, later chunks continue it, `end` closes it. Idle
+sessions expire; past the cap the least recently used is evicted. Ended, expired and evicted ids are
+remembered (boundedly) so that their next chunk gets an error that says what happened.
+
+All calls happen on the event loop thread; a session's lock keeps its chunks in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Key = tuple[str, str]  # (model name, sequence id)
+TOMBSTONES_PER_SESSION = 10  # how many gone ids are remembered, per allowed live session
+
+
+@dataclass
+class Session:
+    version: int  # the model version the state belongs to
+    state: np.ndarray | None = None  # (L*D, H); None before the first chunk
+    steps: int = 0
+    last_used: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SequenceGone(Exception):
+    """The sequence is not live; `reason` is 'unknown', 'ended', 'expired' or 'evicted'."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class SessionStore:
+    def __init__(self, max_sessions: int, idle_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.max_sessions, self.idle_seconds, self._clock = max_sessions, idle_seconds, clock
+        self._live: OrderedDict[Key, Session] = OrderedDict()  # least recently used first
+        self._gone: OrderedDict[Key, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def start(self, key: Key, version: int) -> Session:
+        """Open `key` afresh (a live one restarts); evicts the least recently used past the cap."""
+        self.sweep()
+        self._live.pop(key, None)
+        self._gone.pop(key, None)
+        while len(self._live) >= self.max_sessions:
+            old, _ = self._live.popitem(last=False)
+            self._bury(old, "evicted")
+        session = Session(version=version, last_used=self._clock())
+        self._live[key] = session
+        return session
+
+    def get(self, key: Key) -> Session:
+        self.sweep()
+        session = self._live.get(key)
+        if session is None:
+            reason = self._gone.get(key, "unknown")
+            raise SequenceGone(reason, self._explain(key[1], reason))
+        session.last_used = self._clock()
+        self._live.move_to_end(key)
+        return session
+
+    def end(self, key: Key) -> None:
+        if self._live.pop(key, None) is not None:
+            self._bury(key, "ended")
+
+    def sweep(self) -> None:
+        """Expire sessions idle for longer than idle_seconds (the oldest sit first)."""
+        deadline = self._clock() - self.idle_seconds
+        while self._live:
+            key, session = next(iter(self._live.items()))
+            if session.last_used > deadline or session.lock.locked():
+                break
+            self._live.popitem(last=False)
+            self._bury(key, "expired")
+
+    def _bury(self, key: Key, reason: str) -> None:
+        self._gone[key] = reason
+        self._gone.move_to_end(key)
+        while len(self._gone) > TOMBSTONES_PER_SESSION * self.max_sessions:
+            self._gone.popitem(last=False)
+
+    def _explain(self, sequence_id: str, reason: str) -> str:
+        restart = "send its steps again from the beginning with \"start\": true"
+        return {
+            "unknown": f"sequence {sequence_id!r} is not open; begin it with \"start\": true",
+            "ended": f"sequence {sequence_id!r} has ended (\"end\": true); {restart} to begin anew",
+            "expired": f"sequence {sequence_id!r} expired after {self.idle_seconds:g} s without a chunk "
+                       f"(GRU_SESSION_IDLE_SECONDS); {restart}",
+            "evicted": f"sequence {sequence_id!r} was evicted: more than {self.max_sessions} sequences "
+                       f"were open (GRU_MAX_SESSIONS) and it was the least recently used; {restart}",
+        }[reason]

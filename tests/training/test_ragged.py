@@ -1,0 +1,80 @@
+"""Ragged data in training: true lengths kept, packed batches give each sequence its own answer,
+normalisation ignores padding, and the tagging generator is deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from training.config import DataConfig, ModelConfig
+from training.data import load_data
+from training.data.dataset import PAD_LABEL, pad_sequences
+from training.model import GRUModel
+from training.normalise import Normaliser
+
+
+def test_japanese_vowels_keeps_its_true_lengths() -> None:
+    data = load_data(DataConfig(dataset="JapaneseVowels"))
+    assert len(data.train) + len(data.val) == 270 and len(data.test) == 370
+    assert data.train.X.shape[2] == 12 and len(data.label_names) == 9
+    lengths = np.concatenate([data.train.lengths, data.val.lengths, data.test.lengths])
+    assert lengths.min() == 7 and lengths.max() == 29 and len(set(lengths.tolist())) > 10
+    i = int(np.argmin(data.test.lengths))  # no resampling: steps past the length are padding zeros
+    assert (data.test.X[i, data.test.lengths[i]:] == 0).all() and (data.test.X[i, :7] != 0).any()
+
+
+def _model(bidirectional: bool, task: str = "classification") -> GRUModel:
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
+                         task=task, output_size=4)  # type: ignore[arg-type]
+    return GRUModel(config).eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=6), bidirectional=st.booleans(),
+       task=st.sampled_from(["classification", "tagging"]))
+def test_packed_batch_equals_each_sequence_alone(lengths: list[int], bidirectional: bool, task: str) -> None:
+    model = _model(bidirectional, task)
+    rng = np.random.default_rng(sum(lengths))
+    sequences = [rng.normal(size=(n, 3)).astype(np.float32) for n in lengths]
+    X, steps = pad_sequences(sequences)
+    with torch.no_grad():
+        out, h_n = model.predict(torch.as_tensor(X), lengths=torch.as_tensor(steps))
+        for i, seq in enumerate(sequences):
+            alone, alone_h = model.predict(torch.as_tensor(seq)[None])
+            got = out[i, : len(seq)] if task == "tagging" else out[i]
+            assert (got - alone[0]).abs().max() <= 1e-6
+            assert (h_n[:, i] - alone_h[:, 0]).abs().max() <= 1e-6
+            if task == "tagging":  # steps past the length: zero probability, not padding's answer
+                assert (out[i, len(seq):] == 0).all()
+
+
+def test_normaliser_ignores_padded_steps() -> None:
+    rng = np.random.default_rng(0)
+    sequences = [rng.normal(5.0, 2.0, size=(n, 2)).astype(np.float32) for n in (3, 9, 5)]
+    X, lengths = pad_sequences(sequences)
+    X[X == 0] = 1e6  # whatever sits in the padding must not count
+    for i, n in enumerate(lengths):
+        X[i, :n] = sequences[i]
+    padded, flat = Normaliser(2, 1), Normaliser(2, 1)
+    padded.fit(X, None, lengths=lengths)
+    flat.fit(np.concatenate(sequences)[None], None)
+    assert torch.allclose(padded.feature_mean, flat.feature_mean)
+    assert torch.allclose(padded.feature_std, flat.feature_std)
+
+
+def test_synthetic_regimes_are_seeded_ragged_and_labelled_per_step() -> None:
+    config = DataConfig(dataset="SyntheticRegimes")
+    first, second = load_data(config), load_data(config)
+    assert first.task == "tagging" and first.label_names == ["idle", "oscillating", "high"]
+    np.testing.assert_array_equal(first.test.X, second.test.X)
+    np.testing.assert_array_equal(first.test.y, second.test.y)
+    split = first.train
+    assert split.y.shape == split.X.shape[:2] and 30 <= split.lengths.min() < split.lengths.max() <= 90
+    for i in range(5):
+        n = split.lengths[i]
+        assert (split.y[i, n:] == PAD_LABEL).all() and set(split.y[i, :n].tolist()) <= {0, 1, 2}
+    high = split.X[:, :, 0][split.y == 2]
+    assert high.mean() > 1.5  # the regimes look like their documentation
