@@ -92,6 +92,7 @@ RUN apt-get update \
  && /opt/venv/bin/pip uninstall --yes onnxruntime \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "${ONNXRUNTIME_GPU}" \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
+ && find /opt/venv/lib -depth -type d \( -name tests -o -path '*/onnx/backend/test' \) -exec rm -rf {} + \
  && rm -rf /src \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gru \
  && mkdir -p /models && chown gru /models
