@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 MODEL  ?= italy_power
 
-.PHONY: install run train export serve test lint bench clean
+.PHONY: install run train export serve test lint container-test bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy training export service bench gru_cli.py
+	$(BIN)/mypy training export service bench gru_cli.py scripts/container_test.py
 
 # Serving benchmark against baselines in one run (needs wrk: apt-get install -y wrk). DURATION: s per level.
 DURATION ?= 10
@@ -46,6 +46,10 @@ WORKERS  ?= 2
 bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run --duration $(DURATION) --workers $(WORKERS)
+
+# Build the serving image with podman, run it, check it against in-process onnxruntime (README "Deployment").
+container-test: install
+	$(BIN)/python scripts/container_test.py
 
 clean:
 	rm -rf $(VENV) runs models .pytest_cache
