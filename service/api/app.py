@@ -67,7 +67,6 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     )
     app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
     app.state.streaming = streaming
-    app.state.sequence_handler = None  # streaming sessions plug in here (routes/v2.py)
     app.add_middleware(PredictFastPath, state=app.state)  # the predict hot path, inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics

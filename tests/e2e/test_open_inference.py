@@ -103,9 +103,9 @@ BAD = [
     ("unknown output", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32", "data": [1]}],
                         "outputs": [{"name": "probs"}]}, "outputs[0].name", "'output'"),
     ("no inputs", {"inputs": []}, "inputs", "inference request like"),
-    ("sequence", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32", "data": [1]}],
-                  "parameters": {"sequence_id": 3, "sequence_start": True}},
-     "parameters.sequence_id", "streaming sessions are not available"),
+    ("sequence of two", {"inputs": [{"name": "x", "shape": [2, 1, 1], "datatype": "FP32", "data": [1, 2]}],
+                         "parameters": {"sequence_id": 3, "sequence_start": True}},
+     "x.shape", "a sequence chunk is one sequence"),
 ]
 
 
@@ -142,3 +142,20 @@ def test_malformed_binary_header_and_body(server) -> None:
     ok = httpx.post(url, content=header + np.array([0.5, 0.7], "<f4").tobytes(),
                     headers={"inference-header-content-length": str(len(header))})
     assert ok.status_code == 200 and len(ok.json()["outputs"][0]["data"]) == 2
+
+
+def test_sequence_batching_parameters_stream_through_tritonclient(client, server) -> None:
+    """sequence_id / sequence_start / sequence_end (Triton's sequence batcher): chunks of one sequence
+    give, after each chunk, the whole-prefix answer of the native API."""
+    series = np.random.default_rng(5).normal(size=(1, 24, 1)).astype(np.float32)
+    for start, stop in ((0, 7), (7, 15), (15, 24)):
+        x = triton.InferInput("x", [1, stop - start, 1], "FP32")
+        x.set_data_from_numpy(series[:, start:stop])
+        result = client.infer("italy", [x], sequence_id=4242, sequence_start=start == 0,
+                              sequence_end=stop == 24)
+        whole_prefix = native(server, "italy", series[:, :stop].tolist())
+        assert np.abs(result.as_numpy("output") - whole_prefix).max() <= 1e-5
+    x = triton.InferInput("x", [1, 1, 1], "FP32")
+    x.set_data_from_numpy(series[:, :1])
+    with pytest.raises(InferenceServerException, match="ended"):
+        client.infer("italy", [x], sequence_id=4242)  # ended with the last chunk

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 
 from service.api.deps import ModelDep
@@ -74,8 +75,19 @@ async def _stateless(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChun
 
 async def _held(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChunk) -> dict[str, Any]:
     m = runtime.manifest
-    key = (m.name, chunk.sequence_id or "")
-    if chunk.start:
+    output, _, steps_seen = await held_chunk(hub, runtime, chunk.sequence_id or "", chunk.start,
+                                             chunk.end, chunk.steps)
+    return {"model": m.name, "version": m.version, "sequence_id": chunk.sequence_id,
+            "steps_seen": steps_seen, "ended": chunk.end, "prediction": prediction(m, output)}
+
+
+async def held_chunk(hub: StreamingHub, runtime: ModelRuntime, sequence_id: str, start: bool, end: bool,
+                     steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One chunk of a server-held sequence (also the Open Inference Protocol's sequence_id route):
+    the output for the whole prefix, the new state (L*D, H) and the steps seen so far."""
+    m = runtime.manifest
+    key = (m.name, sequence_id)
+    if start:
         session = hub.sessions.start(key, m.version)
     else:
         try:
@@ -87,11 +99,10 @@ async def _held(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChunk) ->
         if session.version != m.version:
             hub.sessions.end(key)
             raise SequenceGoneError("ended", f"model {m.name!r} changed to version {m.version} while "
-                                    f"sequence {chunk.sequence_id!r} was open; start it again")
+                                    f"sequence {sequence_id!r} was open; start it again")
     async with session.lock:  # chunks of one sequence run in arrival order
-        output, session.state = await hub.batcher(runtime).submit(chunk.steps, session.state)
-        session.steps += len(chunk.steps)
-    if chunk.end:
+        output, session.state = await hub.batcher(runtime).submit(steps, session.state)
+        session.steps += len(steps)
+    if end:
         hub.sessions.end(key)
-    return {"model": m.name, "version": m.version, "sequence_id": chunk.sequence_id,
-            "steps_seen": session.steps, "ended": chunk.end, "prediction": prediction(m, output)}
+    return output, session.state, session.steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +13,7 @@ from service import metrics
 from service.api.deps import RepositoryDep, SettingsDep, resolve_model
 from service.api.errors import ApiError, Unavailable
 from service.api.responses import NumpyJSONResponse
+from service.api.routes.stream import held_chunk
 from service.api.v2_codec import HEADER_LENGTH, decode_request, encode_response, model_inputs, model_tensors
 from service.repository import Repository
 from service.runtime import ModelRuntime
@@ -85,20 +87,32 @@ async def _infer(request: Request, runtime: ModelRuntime, max_sequences: int) ->
         raise Unavailable("the server is not ready", None)
     body = await request.body()
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-    _refuse_sequence_parameters(request, decoded.parameters)
     x, h0 = model_inputs(decoded, runtime.manifest, max_sequences)
     metrics.SEQUENCES_PER_REQUEST.labels(runtime.manifest.name).observe(x.shape[0])
-    output, h_n = await run_in_threadpool(runtime.run, x, None, h0)  # no padding: all steps valid
+    if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
+        output, h_n = await _sequence_chunk(request, runtime, decoded.parameters, x, h0)
+    else:
+        output, h_n = await run_in_threadpool(runtime.run, x, None, h0)  # no padding: all steps valid
     content, headers = encode_response(runtime.manifest, decoded, {"output": output, "h_n": h_n})
     return Response(content, headers=headers)
 
 
-def _refuse_sequence_parameters(request: Request, parameters: dict[str, Any]) -> None:
-    """Streaming (server-held state across requests) plugs in as app.state.sequence_handler; without one,
-    sequence parameters get a clear 400 instead of being silently ignored."""
-    given = [p for p in SEQUENCE_PARAMETERS if parameters.get(p) not in (None, 0, "", False)]
-    if given and getattr(request.app.state, "sequence_handler", None) is None:
-        raise StreamingUnavailable(
-            f"parameters {given} ask for a server-held sequence, and streaming sessions are not available on "
-            "this server; send the whole sequence as x, or carry the state yourself: pass h0 and read h_n",
-            f"parameters.{given[0]}")
+async def _sequence_chunk(request: Request, runtime: ModelRuntime, parameters: dict[str, Any],
+                          x: np.ndarray, h0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """sequence_id / sequence_start / sequence_end: one chunk of a server-held sequence (the semantics of
+    Triton's sequence batcher), sharing the native /stream route's sessions and chunk batcher."""
+    refusal = runtime.manifest.streaming_refusal
+    if refusal:
+        raise StreamingUnavailable(f"model {runtime.manifest.name!r} cannot stream: {refusal}",
+                                   "parameters.sequence_id")
+    sequence_id = parameters.get("sequence_id")
+    if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or sequence_id in (0, ""):
+        raise StreamingUnavailable("sequence_start/sequence_end need a non-zero sequence_id (int or string)",
+                                   "parameters.sequence_id")
+    if x.shape[0] != 1 or h0 is not None:
+        raise StreamingUnavailable("a sequence chunk is one sequence (x [1, time, features]) without h0: "
+                                   "the server holds the state", "x.shape")
+    output, state, _ = await held_chunk(request.app.state.streaming, runtime, str(sequence_id),
+                                        bool(parameters.get("sequence_start")),
+                                        bool(parameters.get("sequence_end")), x[0])
+    return output[None], state[:, None, :]  # batch axis back: output [1, ...], h_n [L*D, 1, H]
