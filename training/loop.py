@@ -1,11 +1,13 @@
-"""fit(): seed -> data -> model -> AdamW with gradient clipping and early stopping -> best checkpoint
--> test metrics. Deterministic on CPU under a fixed seed."""
+"""fit(): seed -> data -> model -> optimiser with gradient clipping and early stopping -> best checkpoint
+-> test metrics -> plots and report. Deterministic on CPU under a fixed seed. Data-parallel under torchrun,
+on CPU or CUDA, in fp32/bf16/fp16 (training/distributed.py)."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import save_checkpoint
-from training.config import TrainConfig, save_config
+from training.config import OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
+from training.tracking import Tracker, finish_run
+
+EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
 
 
 @dataclass
@@ -30,30 +36,47 @@ class FitResult:
     best_epoch: int
 
 
-def seed_everything(seed: int, threads: int) -> None:
+def seed_everything(seed: int, threads: int, device: torch.device | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    # CUDA: some kernels (cuDNN GRU backward) have no deterministic form; warn instead of failing
+    torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
 
 
-def fit(config: TrainConfig) -> FitResult:
-    seed_everything(config.optim.seed, config.optim.threads)
+def fit(config: TrainConfig, on_epoch: EpochHook | None = None) -> FitResult:
+    """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
+    batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
+    ctx = distributed.setup(config.optim.device)
+    try:
+        return _fit(config, ctx, on_epoch)
+    finally:
+        distributed.teardown()
+
+
+def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None) -> FitResult:
+    seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
     model = GRUModel(config.model)
     model.normaliser.fit(data.train.X, data.train.y if data.task == "regression" else None)
+    model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     checkpoint = run_dir / "checkpoint.pt"
-    best_epoch = _train(model, data, config, run_dir, checkpoint)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    best_epoch = _train(model, data, config, run_dir, checkpoint, ctx, on_epoch)
+    ctx.barrier()  # the best checkpoint is on disk before anyone reads it
+    if not ctx.is_main:
+        return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
     test = evaluate(model, data.test, data)
     payload = _payload(model, config, data, best_epoch, test)
     save_checkpoint(checkpoint, payload)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    finish_run(run_dir, model, data, config, test)
     return FitResult(run_dir, checkpoint, test, best_epoch)
 
 
@@ -65,28 +88,35 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
     config.model.window_scaling = data.window_scaling
 
 
-def _train(model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path) -> int:
+def _train(
+    model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path,
+    ctx: distributed.Context, on_epoch: EpochHook | None,
+) -> int:
     opt = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.learning_rate, weight_decay=opt.weight_decay)
-    generator = torch.Generator().manual_seed(opt.seed)
+    net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
+    optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
+    generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
     best_loss, best_epoch, stale = float("inf"), 0, 0
-    epochs = tqdm(range(1, opt.max_epochs + 1), desc=config.name, disable=not config.progress)
-    with open(run_dir / "metrics.jsonl", "w") as log:
+    show = config.progress and ctx.is_main
+    epochs = tqdm(range(1, opt.max_epochs + 1), desc=config.name, disable=not show)
+    with Tracker(run_dir, config, enabled=ctx.is_main) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
-            train_loss = _train_epoch(model, data.train, optimizer, opt.batch_size, opt.grad_clip, generator)
-            val = evaluate(model, data.val, data)
+            train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx)
+            val = evaluate(model, data.val, data)  # every rank: identical weights, identical decisions
             record = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
                       "seconds": round(time.perf_counter() - started, 4)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            tracker.log(record)
             epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val['loss']:.4f}")
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; "
                                          "lower optim.learning_rate or optim.grad_clip")
+            if on_epoch is not None:
+                on_epoch(epoch, record)  # e.g. an Optuna trial reporting, and maybe pruning
             if val["loss"] < best_loss:
                 best_loss, best_epoch, stale = val["loss"], epoch, 0
-                save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
+                if ctx.is_main:
+                    save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
             else:
                 stale += 1
                 if stale >= opt.patience:
@@ -94,38 +124,59 @@ def _train(model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Pa
     return best_epoch
 
 
-def _loss(model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    out, _, level = model(X)
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optim.optimizer must be adamw, adam, sgd or rmsprop, got {name!r}")
+
+
+def _loss(model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, net: nn.Module | None = None) -> torch.Tensor:
+    out, _, level = (net or model)(X)
     if task == "classification":
-        return nn.functional.cross_entropy(out, y)
-    return nn.functional.mse_loss(out, model.normaliser.targets(y, level))
+        return nn.functional.cross_entropy(out.float(), y)
+    return nn.functional.mse_loss(out.float(), model.normaliser.targets(y, level))
 
 
 def _train_epoch(
-    model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
-    batch_size: int, grad_clip: float, generator: torch.Generator,
+    net: nn.Module, model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
+    opt: OptimConfig, generator: torch.Generator, ctx: distributed.Context,
 ) -> float:
+    """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
+    shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
-    X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
+    X, y = torch.as_tensor(split.X, device=ctx.device), torch.as_tensor(split.y, device=ctx.device)
     order = torch.randperm(len(X), generator=generator)
+    scaler = distributed.grad_scaler(opt.precision, ctx.device)
     total = 0.0
-    for start in range(0, len(X), batch_size):
-        idx = order[start : start + batch_size]
-        loss = _loss(model, X[idx], y[idx], model.config.task)
+    for start in range(0, len(X), opt.batch_size):
+        local, weight = ctx.shard(order[start : start + opt.batch_size])
+        local = local.to(ctx.device)
+        with distributed.autocast(opt.precision, ctx.device):
+            loss = _loss(model, X[local], y[local], model.config.task, net)
         optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        total += loss.item() * len(idx)
-    return total / len(X)
+        scaler.scale(loss * weight).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(local) * (weight > 0)
+    return distributed.all_reduce_sum(total, ctx) / len(X)
 
 
 @torch.no_grad()
 def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any]:
     model.eval()
-    X, y = torch.as_tensor(split.X), torch.as_tensor(split.y)
+    device = model.head.weight.device
+    X, y = torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
     metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task).item()}
-    probs_or_forecast = model.predict(X)[0].numpy()
+    probs_or_forecast = model.predict(X)[0].cpu().numpy()
     if data.task == "classification":
         return metrics | classification_metrics(split.y, probs_or_forecast.argmax(axis=1))
     is_test = split is data.test
@@ -140,7 +191,7 @@ def _payload(
     model: GRUModel, config: TrainConfig, data: SequenceData, epoch: int, test: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "config": config.to_dict(),
         "preprocessing": model.normaliser.describe(),
         "task": data.task,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.cells import make_gru
 from training.config import ModelConfig
 from training.normalise import Normaliser
 
@@ -20,14 +21,7 @@ class GRUModel(nn.Module):
         super().__init__()
         self.config = config
         self.directions = 2 if config.bidirectional else 1
-        self.gru = nn.GRU(
-            input_size=config.input_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            bidirectional=config.bidirectional,
-            batch_first=True,
-        )
+        self.gru = make_gru(config)  # nn.GRU, or the seed's reset-before GRU (model.reset)
         self.head = nn.Linear(config.hidden_size * self.directions, config.output_size)
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
 

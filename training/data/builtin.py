@@ -8,6 +8,7 @@ import numpy as np
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
+from training.data.monash import m1_yearly
 from training.data.splits import encode_labels, holdout
 from training.data.windows import forecast_data
 
@@ -57,4 +58,5 @@ BUILTIN: dict[str, Callable[[DataConfig], SequenceData]] = {
     "ItalyPowerDemand": ucr_classification("ItalyPowerDemand"),
     "GunPoint": ucr_classification("GunPoint"),
     "Airline": airline,
+    "M1Yearly": m1_yearly,  # set data.window (e.g. 12), data.horizon=6, data.seasonal_period=1
 }
