@@ -28,6 +28,7 @@ class DataConfig:
     seasonal_period: int = 12  # forecasting: for the seasonal-naive baseline and MASE
     val_fraction: float = 0.2
     test_fraction: float = 0.2  # used only when there is no official test split
+    stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
 
 
 @dataclass

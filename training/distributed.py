@@ -15,6 +15,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -102,3 +103,72 @@ def all_reduce_sum(value: float, ctx: Context) -> float:
                           device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(tensor)
     return float(tensor.item())
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def agree_on_labels(local: set[str]) -> list[str]:
+    """The sorted union of every rank's label names (each rank saw only its series)."""
+    from training.data.splits import encode_labels
+
+    gathered: list[set[str]] = [local]
+    if dist.is_available() and dist.is_initialized():
+        gathered = [set() for _ in range(dist.get_world_size())]
+        dist.all_gather_object(gathered, local)
+    return encode_labels(np.array(sorted(set().union(*gathered))))[0]
+
+
+def sync_normaliser(normaliser: nn.Module, X: np.ndarray, y: np.ndarray | None, ctx: Context) -> None:
+    """Feature (and target) mean and std over all ranks' training shards, as if fitted on the union."""
+    def moments(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = torch.as_tensor(values, dtype=torch.float64).reshape(-1, values.shape[-1])
+        stats = torch.cat([torch.tensor([float(len(flat))], dtype=torch.float64), flat.sum(0),
+                           (flat**2).sum(0)])
+        dist.all_reduce(stats)
+        count, total, squares = stats[0], stats[1 : 1 + flat.shape[1]], stats[1 + flat.shape[1] :]
+        mean = total / count
+        std = ((squares - count * mean**2) / (count - 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+        return mean.float(), std.float()
+
+    if not ctx.distributed:
+        return
+    with torch.no_grad():
+        mean, std = moments(X)
+        normaliser.feature_mean.copy_(mean)
+        normaliser.feature_std.copy_(std)
+        if y is not None:
+            mean, std = moments(y)
+            normaliser.target_mean.copy_(mean)
+            normaliser.target_std.copy_(std)
+
+
+def batch_plan(n: int, batch_size: int, generator: torch.Generator, ctx: Context,
+               sharded: bool) -> list[tuple[torch.Tensor, float]]:
+    """This rank's (indices, loss weight) per optimiser step for one epoch.
+
+    In memory (every rank holds the data): one global permutation, each global batch split across ranks.
+    Sharded (each rank holds its own series): a permutation of the local shard in batches of
+    batch_size / world; every rank takes as many full steps as the smallest shard allows (DDP needs the
+    same number of all-reduces on every rank), so a few examples of the larger shards sit out an epoch.
+    """
+    if not sharded:
+        order = torch.randperm(n, generator=generator)
+        return [ctx.shard(order[s : s + batch_size]) for s in range(0, n, batch_size)]
+    local_batch = max(1, batch_size // ctx.world)
+    order = torch.randperm(n, generator=generator)
+    steps = torch.tensor([max(1, n // local_batch)])
+    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+    return [(order[s * local_batch : (s + 1) * local_batch], 1.0) for s in range(int(steps))]
+
+
+def gather(values: np.ndarray, ctx: Context) -> np.ndarray:
+    """Every rank's rows, concatenated in rank order (validation of sharded data)."""
+    if not ctx.distributed:
+        return values
+    parts: list[np.ndarray] = [values] * ctx.world
+    dist.all_gather_object(parts, values)
+    return np.concatenate(parts)

@@ -60,7 +60,10 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     data = load_data(config.data)
     _describe_model(config, data)
     model = GRUModel(config.model)
-    model.normaliser.fit(data.train.X, data.train.y if data.task == "regression" else None)
+    targets = data.train.y if data.task == "regression" else None
+    model.normaliser.fit(data.train.X, targets)
+    if data.sharded:  # each rank saw only its series: statistics over all of them
+        distributed.sync_normaliser(model.normaliser, data.train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
     checkpoint = run_dir / "checkpoint.pt"
@@ -102,7 +105,8 @@ def _train(
     with Tracker(run_dir, config, enabled=ctx.is_main) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
-            train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx)
+            train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx,
+                                      data.sharded)
             val = evaluate(model, data.val, data)  # every rank: identical weights, identical decisions
             record = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
                       "seconds": round(time.perf_counter() - started, 4)}
@@ -146,17 +150,16 @@ def _loss(model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, net: nn.
 
 def _train_epoch(
     net: nn.Module, model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
-    opt: OptimConfig, generator: torch.Generator, ctx: distributed.Context,
+    opt: OptimConfig, generator: torch.Generator, ctx: distributed.Context, sharded: bool,
 ) -> float:
     """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
     shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
     X, y = torch.as_tensor(split.X, device=ctx.device), torch.as_tensor(split.y, device=ctx.device)
-    order = torch.randperm(len(X), generator=generator)
+    plan = distributed.batch_plan(len(X), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
-    total = 0.0
-    for start in range(0, len(X), opt.batch_size):
-        local, weight = ctx.shard(order[start : start + opt.batch_size])
+    total = count = 0.0
+    for local, weight in plan:
         local = local.to(ctx.device)
         with distributed.autocast(opt.precision, ctx.device):
             loss = _loss(model, X[local], y[local], model.config.task, net)
@@ -167,7 +170,8 @@ def _train_epoch(
         scaler.step(optimizer)
         scaler.update()
         total += loss.item() * len(local) * (weight > 0)
-    return distributed.all_reduce_sum(total, ctx) / len(X)
+        count += len(local) * (weight > 0)
+    return distributed.all_reduce_sum(total, ctx) / distributed.all_reduce_sum(count, ctx)
 
 
 @torch.no_grad()
@@ -175,6 +179,8 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
     model.eval()
     device = model.head.weight.device
     X, y = torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
+    if data.sharded and split is not data.test:  # this rank's series only: gather every rank's
+        return _evaluate_sharded(model, split, data, X, y)
     metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task).item()}
     probs_or_forecast = model.predict(X)[0].cpu().numpy()
     if data.task == "classification":
@@ -185,6 +191,21 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         naive = forecast_metrics(split.y, data.test_naive, data.test_mase_scale)
         metrics["seasonal_naive"] = naive
     return metrics
+
+
+def _evaluate_sharded(
+    model: GRUModel, split: Split, data: SequenceData, X: torch.Tensor, y: torch.Tensor
+) -> dict[str, Any]:
+    ctx = distributed.Context(*distributed.rank_and_world(), device=X.device)
+    loss_sum, predicted = 0.0, np.zeros((0, model.config.output_size), np.float32)
+    if len(X):
+        loss_sum = _loss(model, X, y, data.task).item() * len(X)
+        predicted = model.predict(X)[0].cpu().numpy()
+    y_all, predicted = distributed.gather(split.y, ctx), distributed.gather(predicted, ctx)
+    metrics: dict[str, Any] = {"loss": distributed.all_reduce_sum(loss_sum, ctx) / len(y_all)}
+    if data.task == "classification":
+        return metrics | classification_metrics(y_all, predicted.argmax(axis=1))
+    return metrics | forecast_metrics(y_all, predicted)
 
 
 def _payload(
