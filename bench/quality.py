@@ -114,7 +114,7 @@ def main() -> int:
 
 
 def print_tables(rows: list[dict], seeds: int, skipped: list[str]) -> None:
-    print(f"\n| dataset | metric | target | ours: mean ± std over seeds (min–max) | seeds | published |")
+    print("\n| dataset | metric | target | ours: mean ± std over seeds (min–max) | seeds | published |")
     print("|---|---|---|---|---|---|")
     for bench in BENCHMARKS:
         mine = [r for r in rows if r["dataset"] == bench.dataset and r["kind"] == "main"]
@@ -127,14 +127,15 @@ def print_tables(rows: list[dict], seeds: int, skipped: list[str]) -> None:
         extra = ""
         if "naive" in mine[0]:
             extra = f"; naive (same windows) {statistics.mean(r['naive'] for r in mine):.3f}"
-        print(f"| {bench.dataset} | {bench.metric} | {goal} | {mean:.4f} ± {spread:.4f} ({low:.4f}–{high:.4f})"
-              f"{extra} | {len(mine)} | {bench.published} |")
+        ours = f"{mean:.4f} ± {spread:.4f} ({low:.4f}–{high:.4f}){extra}"
+        print(f"| {bench.dataset} | {bench.metric} | {goal} | {ours} | {len(mine)} | {bench.published} |")
     variants = [r for r in rows if r["dataset"] == VARIANT_DATASET]
     if any(r["kind"] == "variant" for r in variants):
         print(f"\nGRU variants on {VARIANT_DATASET} (same settings, seeds 0..{seeds - 1}):\n")
         print("| variant | accuracy mean ± std | seconds per epoch | epochs run |")
         print("|---|---|---|---|")
-        for kind, name in (("main", "reset after (nn.GRU, lbr=1)"), ("variant", "reset before (seed, lbr=0)")):
+        names = (("main", "reset after (nn.GRU, lbr=1)"), ("variant", "reset before (seed, lbr=0)"))
+        for kind, name in names:
             mine = [r for r in variants if r["kind"] == kind]
             if mine:
                 mean, spread, _, _ = summarise(mine)

@@ -20,11 +20,11 @@ from torch import nn
 from training.config import ModelConfig
 
 
-def make_gru(config: ModelConfig) -> nn.Module:
+def make_gru(config: ModelConfig) -> nn.GRU | SeedGRU:
     if config.reset not in ("after", "before"):
         raise ValueError(f"model.reset must be 'after' (torch.nn.GRU) or 'before' (the seed's GRU), "
                          f"got {config.reset!r}")
-    kind = nn.GRU if config.reset == "after" else SeedGRU
+    kind: type[nn.GRU] | type[SeedGRU] = nn.GRU if config.reset == "after" else SeedGRU
     return kind(
         input_size=config.input_size,
         hidden_size=config.hidden_size,
@@ -76,8 +76,9 @@ class SeedGRU(nn.Module):
                                         nn.Parameter(torch.empty(3 * hidden_size, width)))
                 self.register_parameter(f"weight_hh_l{layer}{suffix}",
                                         nn.Parameter(torch.empty(3 * hidden_size, hidden_size)))
-                self.register_parameter(f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(3 * hidden_size)))
-                self.register_parameter(f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(3 * hidden_size)))
+                for bias in ("bias_ih", "bias_hh"):
+                    self.register_parameter(f"{bias}_l{layer}{suffix}",
+                                            nn.Parameter(torch.empty(3 * hidden_size)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from training.normalise import Normaliser
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -122,7 +124,7 @@ def agree_on_labels(local: set[str]) -> list[str]:
     return encode_labels(np.array(sorted(set().union(*gathered))))[0]
 
 
-def sync_normaliser(normaliser: nn.Module, X: np.ndarray, y: np.ndarray | None, ctx: Context) -> None:
+def sync_normaliser(normaliser: Normaliser, X: np.ndarray, y: np.ndarray | None, ctx: Context) -> None:
     """Feature (and target) mean and std over all ranks' training shards, as if fitted on the union."""
     def moments(values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         flat = torch.as_tensor(values, dtype=torch.float64).reshape(-1, values.shape[-1])

@@ -141,7 +141,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
     raise ValueError(f"optim.optimizer must be adamw, adam, sgd or rmsprop, got {name!r}")
 
 
-def _loss(model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, net: nn.Module | None = None) -> torch.Tensor:
+def _loss(
+    model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, net: nn.Module | None = None
+) -> torch.Tensor:
     out, _, level = (net or model)(X)
     if task == "classification":
         return nn.functional.cross_entropy(out.float(), y)

@@ -14,8 +14,6 @@ from typing import Any
 
 from training.config import TrainConfig, load_config, save_config
 
-SEARCH_SPACE = "hidden_size, num_layers, dropout, learning_rate, batch_size, optimizer, grad_clip, bidirectional"
-
 
 @dataclass
 class TuneResult:

@@ -43,7 +43,8 @@ def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle)
     run, result = seed_bundle
     model = model_from_checkpoint(load_checkpoint(run.checkpoint))
     x, h0 = example_inputs(model, 3, 40)
-    session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
     h_n = session.run(["h_n"], {"x": x.numpy(), "h0": h0.numpy()})[0]
     gru_in = model.normaliser.inputs(x, model.normaliser.level(x)).detach().double().numpy()
     params = {k: v.double().numpy() for k, v in model.gru.state_dict().items()}
@@ -56,7 +57,8 @@ def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle)
 def test_service_loads_the_seed_bundle_and_ignores_the_report_files(seed_bundle) -> None:
     _, result = seed_bundle
     files = {p.name for p in result.bundle_dir.iterdir()}
-    assert {"model.onnx", "manifest.json", "report.md", "learning_curves.png", "confusion_matrix.png"} <= files
+    expected = {"model.onnx", "manifest.json", "report.md", "learning_curves.png", "confusion_matrix.png"}
+    assert expected <= files
     report = (result.bundle_dir / "report.md").read_text()
     assert "linear_before_reset=0" in report and "reset before" in report
     load_bundle(result.bundle_dir)  # cross-checks manifest and graph; extra files do not matter

@@ -23,8 +23,9 @@ def _train(run_dir: Path, name: str, processes: int) -> Path:
     args = ["train", "--name", name, "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3",
             "--set", "model.hidden_size=8", "--set", "model.num_layers=1", "--set", "optim.batch_size=10",
             "--set", "optim.plots=false", "--set", "optim.tensorboard=false"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                "-m", "gru_cli"] if processes > 1 else [sys.executable, "-m", "gru_cli"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={processes}"]
+    launcher = (torchrun if processes > 1 else [sys.executable]) + ["-m", "gru_cli"]
     done = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir / name
