@@ -68,6 +68,32 @@ def run_one(bench: Benchmark, seed: int, extra: list[str], run_dir: Path) -> dic
     return row
 
 
+def step_speed(batch: int, length: int, hidden: int, layers: int, repeats: int = 15) -> dict:
+    """Median milliseconds per training step (forward, backward, AdamW) of each variant, interleaved so
+    that both see the same machine load."""
+    import torch
+
+    from training.config import ModelConfig
+    from training.model import GRUModel
+
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, length, 1), torch.randint(0, 2, (batch,))
+    models = {reset: GRUModel(ModelConfig(hidden_size=hidden, num_layers=layers, reset=reset))
+              for reset in ("after", "before")}
+    optimizers = {k: torch.optim.AdamW(m.parameters()) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(repeats + 2):  # the first two are warm-up (TorchScript compiles on first calls)
+        for reset, model in models.items():
+            started = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x)[0], y)
+            optimizers[reset].zero_grad()
+            loss.backward()
+            optimizers[reset].step()
+            times[reset].append(time.perf_counter() - started)
+    shape = f"batch {batch}, length {length}, hidden {hidden}, {layers} layer(s)"
+    return {"shape": shape, **{k: 1000 * statistics.median(v[2:]) for k, v in times.items()}}
+
+
 def summarise(rows: list[dict]) -> tuple[float, float, float, float]:
     values = [r["value"] for r in rows]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -82,7 +108,20 @@ def main() -> int:
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="start no new run after this long (runs in progress finish)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the training-step speed of the two GRU variants")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    speeds = [step_speed(8, 24, 32, 1), step_speed(8, 150, 64, 1), step_speed(32, 24, 64, 2)]
+    print("\n| shape | reset after (nn.GRU) ms/step | reset before (seed) ms/step | ratio |")
+    print("|---|---|---|---|")
+    for row in speeds:
+        ratio = row["before"] / row["after"]
+        print(f"| {row['shape']} | {row['after']:.2f} | {row['before']:.2f} | {ratio:.1f}× |")
+    if args.speed_only:
+        return 0
     deadline = time.monotonic() + 60 * args.budget_minutes
     chosen = set(args.only.split(",")) if args.only else None
     jobs: list[tuple[Benchmark, list[str], str]] = []
@@ -107,7 +146,8 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"seeds": args.seeds, "rows": rows, "skipped": skipped}, indent=2))
+    args.output.write_text(json.dumps({"seeds": args.seeds, "rows": rows, "skipped": skipped,
+                                       "step_speed_ms": speeds}, indent=2))
     print_tables(rows, args.seeds, skipped)
     return 0
 
