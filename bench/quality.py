@@ -35,7 +35,7 @@ BENCHMARKS = [
               ["model.hidden_size=32", "model.num_layers=1", "model.dropout=0", "optim.batch_size=8",
                "optim.weight_decay=0.05", "optim.patience=60", "optim.max_epochs=300"]),
     Benchmark("GunPoint", "accuracy", True, 0.99, "FCN, InceptionTime, ROCKET 1.000; 1-NN DTW 0.907",
-              ["model.hidden_size=64", "model.num_layers=1", "model.dropout=0", "model.bidirectional=true",
+              ["model.hidden_size=64", "model.num_layers=2", "model.dropout=0", "model.bidirectional=true",
                "optim.batch_size=8", "optim.learning_rate=0.003", "optim.patience=60",
                "optim.max_epochs=300"]),
     Benchmark("JapaneseVowels", "accuracy", True, 0.98, "FCN 0.993", [],
