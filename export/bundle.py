@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from export.onnx import OPSET, io_specs, to_onnx
-from export.verify import TOLERANCE, ParityReport, check_parity, check_structure
+from export.onnx import OPSET, io_specs, linear_before_reset, to_onnx
+from export.report import write_bundle_report
+from export.verify import TOLERANCE, ParityReport, check_parity, check_reference, check_structure
 from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
@@ -33,6 +34,7 @@ from training.model import GRUModel
 class ExportResult:
     bundle_dir: Path
     manifest: Manifest
+    reference_max_abs_diff: float  # h_n vs the NumPy GRU equations (training/reference.py)
 
 
 def export_checkpoint(
@@ -48,16 +50,19 @@ def export_checkpoint(
     module = InferenceModule(model)
     graph = to_onnx(module, model, trace_batch=2, trace_length=train_length)
     gru = GRUSpec(hidden_size=model.config.hidden_size, num_layers=model.config.num_layers,
-                  bidirectional=model.config.bidirectional, linear_before_reset=1)
+                  bidirectional=model.config.bidirectional,
+                  linear_before_reset=linear_before_reset(model.config))
     inputs, outputs = io_specs(model.config)
     check_structure(graph, gru, inputs, outputs)
     cases = parity_cases(train_length, max_length)
     report = check_parity(graph, module, model, cases)
+    reference_diff = check_reference(graph, model, cases)
     version = version or next_version(repository / name)
     manifest = _manifest(payload, model, gru, graph, report, name, version, max_length,
                          checkpoint_sha256=file_sha256(checkpoint))
-    bundle_dir = write_bundle(repository, manifest, graph, overwrite)
-    return ExportResult(bundle_dir, manifest)
+    extras = write_bundle_report(checkpoint.parent, manifest, reference_diff)
+    bundle_dir = write_bundle(repository, manifest, graph, overwrite, extras)
+    return ExportResult(bundle_dir, manifest, reference_diff)
 
 
 def parity_cases(train_length: int, max_length: int) -> list[tuple[int, int]]:
@@ -110,7 +115,12 @@ def _output_spec(model: GRUModel, payload: dict) -> OutputSpec:
                                   "in original units")
 
 
-def write_bundle(repository: Path, manifest: Manifest, graph: bytes, overwrite: bool = False) -> Path:
+def write_bundle(
+    repository: Path, manifest: Manifest, graph: bytes, overwrite: bool = False,
+    extras: dict[str, bytes] | None = None,
+) -> Path:
+    """`extras`: more files for the bundle folder (report.md, plots); the service reads only the
+    manifest and the graph it names."""
     model_dir = repository / manifest.name
     final = model_dir / str(manifest.version)
     if final.exists() and not overwrite:
@@ -121,6 +131,8 @@ def write_bundle(repository: Path, manifest: Manifest, graph: bytes, overwrite: 
         staging.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
         _write_synced(staging / manifest.onnx.file, graph)
         _write_synced(staging / MANIFEST_FILE, manifest.to_json().encode())
+        for name, content in (extras or {}).items():
+            _write_synced(staging / name, content)
         if final.exists():
             retired = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".retired-{manifest.version}-"))
             os.replace(final, retired / "old")

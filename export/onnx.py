@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 
@@ -10,6 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from service.bundle import LENGTHS_INPUT, TensorSpec
+from training.cells import torch_stand_in
 from training.config import ModelConfig
 from training.model import GRUModel
 
@@ -53,9 +55,35 @@ def example_inputs(
     return x, h0, lengths
 
 
+def linear_before_reset(config: ModelConfig) -> int:
+    return 1 if config.reset == "after" else 0
+
+
 def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
     """Trace with the TorchScript exporter: the dynamo exporter (torch 2.13) fixes the time axis of
-    bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way."""
+    bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way.
+
+    The seed's GRU (model.reset="before") has no exporter mapping: trace a stand-in nn.GRU with the same
+    weights, then flip linear_before_reset to 0 on every GRU node; ONNX's lbr=0 equations are the seed's.
+    Parity is then checked against the seed model itself, not the stand-in."""
+    if linear_before_reset(model.config) == 0:
+        module = copy.deepcopy(module)
+        module.model.gru = torch_stand_in(module.model.gru)  # type: ignore[union-attr, arg-type]
+        return _set_linear_before_reset(_trace(module, model, trace_batch, trace_length), 0)
+    return _trace(module, model, trace_batch, trace_length)
+
+
+def _set_linear_before_reset(graph: bytes, value: int) -> bytes:
+    proto = onnx.load_from_string(graph)
+    for node in proto.graph.node:
+        if node.op_type == "GRU":
+            kept = [a for a in node.attribute if a.name != "linear_before_reset"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [onnx.helper.make_attribute("linear_before_reset", value)])
+    return proto.SerializeToString()
+
+
+def _trace(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
     inputs, outputs = io_specs(model.config)
     axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in inputs + outputs}
     buffer = io.BytesIO()

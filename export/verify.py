@@ -14,6 +14,7 @@ from export.onnx import example_inputs
 from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, TensorSpec
 from service.graph_check import check_gru_nodes, check_tensors
 from training.model import GRUModel
+from training.reference import ResetMode, gru_forward
 
 TOLERANCE = 1e-5
 
@@ -73,3 +74,27 @@ def check_parity(
                                   f"(> {tolerance:g}) at batch={batch}, length={length}"
                                   f"{' (ragged)' * ragged}")
     return ParityReport(worst_abs, worst_scaled, list(cases))
+
+
+def check_reference(
+    graph: bytes, model: GRUModel, cases: list[tuple[int, int]], tolerance: float = TOLERANCE
+) -> float:
+    """The graph's h_n against the NumPy GRU equations (training/reference.py) in float64, with the
+    reset-gate variant the model was trained with: an oracle independent of torch's GRU kernels."""
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    params = {k: v.detach().cpu().double().numpy() for k, v in model.gru.state_dict().items()}
+    reset: ResetMode = "after" if model.config.reset == "after" else "before"
+    worst = 0.0
+    for batch, length in cases:
+        x, h0, lengths = example_inputs(model, batch, length)  # whole sequences: the oracle does not pad
+        with torch.no_grad():
+            gru_input = model.normaliser.inputs(x, model.normaliser.level(x)).double().numpy()
+        _, expected = gru_forward(gru_input, params, model.config.num_layers, model.config.bidirectional,
+                                  h0.double().numpy(), reset=reset)
+        got = session.run(["h_n"], {"x": x.numpy(), "h0": h0.numpy(), LENGTHS_INPUT: lengths.numpy()})[0]
+        diff = float(np.abs(got - expected).max())
+        worst = max(worst, diff)
+        if not diff <= tolerance:
+            raise ParityError(f"h_n differs from the NumPy reference GRU (reset {reset}) by {diff:.3e} "
+                              f"(> {tolerance:g}) at batch={batch}, length={length}")
+    return worst

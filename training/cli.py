@@ -19,16 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.loop import fit
-
+def overrides_from(args: argparse.Namespace) -> list[str]:
     shortcuts = {"data.dataset": args.dataset, "name": args.name, "run_dir": args.run_dir,
                  "optim.seed": args.seed, "optim.max_epochs": args.max_epochs}
     overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
     if args.no_progress:
         overrides.append("progress=false")
-    result = fit(load_config(args.config, overrides))
-    print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
-    print("test metrics: " + json.dumps(result.test_metrics))
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.loop import fit
+
+    result = fit(load_config(args.config, overrides_from(args)))
+    if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
+        print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
+        print("test metrics: " + json.dumps(result.test_metrics))
     return 0

@@ -28,6 +28,7 @@ class DataConfig:
     seasonal_period: int = 12  # forecasting: for the seasonal-naive baseline and MASE
     val_fraction: float = 0.2
     test_fraction: float = 0.2  # used only when there is no official test split
+    stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ModelConfig:
     num_layers: int = 2
     dropout: float = 0.1  # between GRU layers (ignored with one layer)
     bidirectional: bool = False
+    # "after": torch.nn.GRU (cuDNN; ONNX linear_before_reset=1); "before": the seed's GRU (Cho et al. 2014;
+    # linear_before_reset=0), no fused kernel. training/cells.py
+    reset: str = "after"
     task: Task = "classification"  # filled in from the data
     output_size: int = 2  # number of labels, or the forecast horizon; filled in from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
@@ -52,6 +56,11 @@ class OptimConfig:
     patience: int = 30  # epochs without validation improvement before stopping
     grad_clip: float = 1.0  # max global gradient norm
     threads: int = 1  # torch intra-op threads; 1 keeps small models fast and runs reproducible
+    optimizer: str = "adamw"  # adamw, adam, sgd (momentum 0.9), rmsprop
+    device: str = "cpu"  # cpu, cuda, auto (cuda where available)
+    precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a GradScaler); export is always fp32
+    tensorboard: bool = True  # event files in <run>/tensorboard (needs the tensorboard package)
+    plots: bool = True  # PNG learning curves, confusion matrix / forecast plot in the run folder
 
 
 @dataclass

@@ -1,11 +1,13 @@
-"""fit(): seed -> data -> model -> AdamW with gradient clipping and early stopping -> best checkpoint
--> test metrics. Deterministic on CPU under a fixed seed."""
+"""fit(): seed -> data -> model -> optimiser with gradient clipping and early stopping -> best checkpoint
+-> test metrics -> plots and report. Deterministic on CPU under a fixed seed. Data-parallel under torchrun,
+on CPU or CUDA, in fp32/bf16/fp16 (training/distributed.py)."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import save_checkpoint
-from training.config import TrainConfig, save_config
+from training.config import OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
+from training.tracking import Tracker, finish_run
+
+EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
 
 
 @dataclass
@@ -31,31 +37,50 @@ class FitResult:
     best_epoch: int
 
 
-def seed_everything(seed: int, threads: int) -> None:
+def seed_everything(seed: int, threads: int, device: torch.device | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    # CUDA: some kernels (cuDNN GRU backward) have no deterministic form; warn instead of failing
+    torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
 
 
-def fit(config: TrainConfig) -> FitResult:
-    seed_everything(config.optim.seed, config.optim.threads)
+def fit(config: TrainConfig, on_epoch: EpochHook | None = None) -> FitResult:
+    """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
+    batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
+    ctx = distributed.setup(config.optim.device)
+    try:
+        return _fit(config, ctx, on_epoch)
+    finally:
+        distributed.teardown()
+
+
+def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None) -> FitResult:
+    seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
     model = GRUModel(config.model)
-    model.normaliser.fit(data.train.X, data.train.y if data.task == "regression" else None,
-                         lengths=data.train.lengths)
+    targets = data.train.y if data.task == "regression" else None
+    model.normaliser.fit(data.train.X, targets, lengths=data.train.lengths)
+    if data.sharded:  # each rank saw only its series: statistics over all of them
+        distributed.sync_normaliser(model.normaliser, data.train.X, targets, ctx)
+    model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     checkpoint = run_dir / "checkpoint.pt"
-    best_epoch = _train(model, data, config, run_dir, checkpoint)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    best_epoch = _train(model, data, config, run_dir, checkpoint, ctx, on_epoch)
+    ctx.barrier()  # the best checkpoint is on disk before anyone reads it
+    if not ctx.is_main:
+        return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
     test = evaluate(model, data.test, data)
     payload = _payload(model, config, data, best_epoch, test)
     save_checkpoint(checkpoint, payload)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    finish_run(run_dir, model, data, config, test)
     return FitResult(run_dir, checkpoint, test, best_epoch)
 
 
@@ -67,28 +92,36 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
     config.model.window_scaling = data.window_scaling
 
 
-def _train(model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path) -> int:
+def _train(
+    model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path,
+    ctx: distributed.Context, on_epoch: EpochHook | None,
+) -> int:
     opt = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.learning_rate, weight_decay=opt.weight_decay)
-    generator = torch.Generator().manual_seed(opt.seed)
+    net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
+    optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
+    generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
     best_loss, best_epoch, stale = float("inf"), 0, 0
-    epochs = tqdm(range(1, opt.max_epochs + 1), desc=config.name, disable=not config.progress)
-    with open(run_dir / "metrics.jsonl", "w") as log:
+    show = config.progress and ctx.is_main
+    epochs = tqdm(range(1, opt.max_epochs + 1), desc=config.name, disable=not show)
+    with Tracker(run_dir, config, enabled=ctx.is_main) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
-            train_loss = _train_epoch(model, data.train, optimizer, opt.batch_size, opt.grad_clip, generator)
-            val = evaluate(model, data.val, data)
+            train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx,
+                                      data.sharded)
+            val = evaluate(model, data.val, data)  # every rank: identical weights, identical decisions
             record = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
                       "seconds": round(time.perf_counter() - started, 4)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            tracker.log(record)
             epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val['loss']:.4f}")
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; "
                                          "lower optim.learning_rate or optim.grad_clip")
+            if on_epoch is not None:
+                on_epoch(epoch, record)  # e.g. an Optuna trial reporting, and maybe pruning
             if val["loss"] < best_loss:
                 best_loss, best_epoch, stale = val["loss"], epoch, 0
-                save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
+                if ctx.is_main:
+                    save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
             else:
                 stale += 1
                 if stale >= opt.patience:
@@ -96,59 +129,88 @@ def _train(model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Pa
     return best_epoch
 
 
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optim.optimizer must be adamw, adam, sgd or rmsprop, got {name!r}")
+
+
 def _loss(
-    model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str, lengths: torch.Tensor | None
+    model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str,
+    lengths: torch.Tensor | None = None, net: nn.Module | None = None,
 ) -> torch.Tensor:
-    out, _, level = model(X, lengths=lengths)
+    """`net` is the DDP-wrapped model when training on several ranks."""
+    out, _, level = (net or model)(X, lengths=lengths)
     if task == "classification":
-        return nn.functional.cross_entropy(out, y)
+        return nn.functional.cross_entropy(out.float(), y)
     if task == "tagging":  # (B, T, C) vs (B, T); padded steps carry PAD_LABEL and are ignored
-        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=PAD_LABEL)
-    return nn.functional.mse_loss(out, model.normaliser.targets(y, level))
+        return nn.functional.cross_entropy(out.float().flatten(0, 1), y.flatten(), ignore_index=PAD_LABEL)
+    return nn.functional.mse_loss(out.float(), model.normaliser.targets(y, level))
 
 
 def _batch(
-    split: Split, idx: torch.Tensor, task: str
+    split: Split, idx: torch.Tensor, task: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """X, y and lengths of the sequences `idx`, cut to the longest of them (None: none is padded)."""
+    """X, y (on `device`) and lengths (on the CPU, as packing wants them) of the sequences `idx`, cut to
+    the longest of them; lengths is None when none is padded."""
+    idx = idx.cpu()
     lengths = torch.as_tensor(split.lengths)[idx]
-    steps = int(lengths.max())
+    steps = int(lengths.max()) if len(idx) else split.X.shape[1]
     X, y = torch.as_tensor(split.X)[idx, :steps], torch.as_tensor(split.y)[idx]
     if task == "tagging":  # labels (N, T) are cut like X
         y = y[:, :steps]
-    return X, y, (lengths if bool((lengths < steps).any()) else None)
+    padded = bool((lengths < steps).any())
+    return X.to(device), y.to(device), (lengths if padded else None)
 
 
 def _train_epoch(
-    model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
-    batch_size: int, grad_clip: float, generator: torch.Generator,
+    net: nn.Module, model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
+    opt: OptimConfig, generator: torch.Generator, ctx: distributed.Context, sharded: bool,
 ) -> float:
+    """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
+    shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
-    order = torch.randperm(len(split), generator=generator)
-    total = 0.0
-    for start in range(0, len(split), batch_size):
-        idx = order[start : start + batch_size]
-        X, y, lengths = _batch(split, idx, model.config.task)
-        loss = _loss(model, X, y, model.config.task, lengths)
+    plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
+    scaler = distributed.grad_scaler(opt.precision, ctx.device)
+    total = count = 0.0
+    for local, weight in plan:
+        X, y, lengths = _batch(split, local, model.config.task, ctx.device)
+        with distributed.autocast(opt.precision, ctx.device):
+            loss = _loss(model, X, y, model.config.task, lengths, net)
         optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        total += loss.item() * len(idx)
-    return total / len(split)
+        scaler.scale(loss * weight).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(local) * (weight > 0)
+        count += len(local) * (weight > 0)
+    return distributed.all_reduce_sum(total, ctx) / distributed.all_reduce_sum(count, ctx)
 
 
 @torch.no_grad()
 def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any]:
     model.eval()
-    X, y, lengths = _batch(split, torch.arange(len(split)), data.task)
+    device = model.head.weight.device
+    if data.sharded and split is not data.test:  # this rank's series only: gather every rank's
+        X, y = torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
+        return _evaluate_sharded(model, split, data, X, y)
+    X, y, lengths = _batch(split, torch.arange(len(split)), data.task, device)
     metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task, lengths).item()}
-    probs_or_forecast = model.predict(X, lengths=lengths)[0].numpy()
+    probs_or_forecast = model.predict(X, lengths=lengths)[0].cpu().numpy()
     if data.task == "classification":
         return metrics | classification_metrics(split.y, probs_or_forecast.argmax(axis=1))
     if data.task == "tagging":  # every valid step of every sequence counts once
-        valid = y.numpy() != PAD_LABEL
-        return metrics | classification_metrics(y.numpy()[valid], probs_or_forecast.argmax(axis=2)[valid])
+        labels = y.cpu().numpy()
+        valid = labels != PAD_LABEL
+        return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
     is_test = split is data.test
     metrics |= forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale if is_test else None)
     if is_test and data.test_naive is not None:
@@ -157,11 +219,26 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
     return metrics
 
 
+def _evaluate_sharded(
+    model: GRUModel, split: Split, data: SequenceData, X: torch.Tensor, y: torch.Tensor
+) -> dict[str, Any]:
+    ctx = distributed.Context(*distributed.rank_and_world(), device=X.device)
+    loss_sum, predicted = 0.0, np.zeros((0, model.config.output_size), np.float32)
+    if len(X):
+        loss_sum = _loss(model, X, y, data.task).item() * len(X)
+        predicted = model.predict(X)[0].cpu().numpy()
+    y_all, predicted = distributed.gather(split.y, ctx), distributed.gather(predicted, ctx)
+    metrics: dict[str, Any] = {"loss": distributed.all_reduce_sum(loss_sum, ctx) / len(y_all)}
+    if data.task == "classification":
+        return metrics | classification_metrics(y_all, predicted.argmax(axis=1))
+    return metrics | forecast_metrics(y_all, predicted)
+
+
 def _payload(
     model: GRUModel, config: TrainConfig, data: SequenceData, epoch: int, test: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "config": config.to_dict(),
         "preprocessing": model.normaliser.describe(),
         "task": data.task,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from training.cells import SeedGRU, make_gru
 from training.config import ModelConfig
 from training.normalise import Normaliser
 
@@ -32,14 +33,7 @@ class GRUModel(nn.Module):
         super().__init__()
         self.config = config
         self.directions = 2 if config.bidirectional else 1
-        self.gru = nn.GRU(
-            input_size=config.input_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            bidirectional=config.bidirectional,
-            batch_first=True,
-        )
+        self.gru = make_gru(config)  # nn.GRU, or the seed's reset-before GRU (model.reset)
         self.head = nn.Linear(config.hidden_size * self.directions, config.output_size)
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
 
@@ -64,6 +58,8 @@ class GRUModel(nn.Module):
             # While tracing for export the GRU runs unpacked: export wires `lengths` into every ONNX
             # GRU node's sequence_lens afterwards, which gives the packed semantics in the graph.
             return self.gru(x, h0)
+        if isinstance(self.gru, SeedGRU):  # masks padded steps itself (no packed-sequence kernel)
+            return self.gru(x, h0, lengths)
         packed = pack_padded_sequence(x, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
         y, h_n = self.gru(packed, h0)
         y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # zeros past lengths

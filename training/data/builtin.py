@@ -8,6 +8,7 @@ import numpy as np
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split, pad_sequences
+from training.data.monash import m1_yearly
 from training.data.splits import encode_labels, holdout
 from training.data.synthetic import synthetic_regimes
 from training.data.windows import forecast_data
@@ -70,4 +71,5 @@ BUILTIN: dict[str, Callable[[DataConfig], SequenceData]] = {
     "JapaneseVowels": ucr_classification("JapaneseVowels"),  # 12 channels, lengths 7-29, 9 speakers
     "Airline": airline,
     "SyntheticRegimes": synthetic_regimes,  # per-step tagging (training/data/synthetic.py)
+    "M1Yearly": m1_yearly,  # set data.window (e.g. 12), data.horizon=6, data.seasonal_period=1
 }

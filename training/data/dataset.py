@@ -54,6 +54,7 @@ class SequenceData:
     test_naive: np.ndarray | None = None  # forecasting: seasonal-naive forecast per test window
     test_mase_scale: np.ndarray | None = None  # forecasting: in-sample seasonal MAE per test window
     source: str = ""
+    sharded: bool = False  # data.stream under torchrun: train/val hold only this rank's series
 
     @property
     def output_size(self) -> int:
@@ -70,6 +71,11 @@ def load_data(config: DataConfig) -> SequenceData:
     if config.dataset == "file":
         if not config.path:
             raise ValueError("data.path is required when data.dataset is 'file'")
+        if config.stream:
+            from training.data.stream import load_sharded
+            from training.distributed import rank_and_world
+
+            return load_sharded(config, *rank_and_world())
         return files.load_user_data(config)
     loader = builtin.BUILTIN.get(config.dataset)
     if loader is None:

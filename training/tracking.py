@@ -1,0 +1,71 @@
+"""Experiment tracking in the run folder: metrics.jsonl (one line per epoch), TensorBoard event files,
+and at the end PNG plots and a markdown report. Only rank 0 tracks."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from training.config import TrainConfig
+from training.data import SequenceData
+from training.model import GRUModel
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, config: TrainConfig, enabled: bool = True):
+        self.run_dir, self.config, self.enabled = run_dir, config, enabled
+        self._log: Any = None
+        self._board: Any = None
+
+    def __enter__(self) -> Tracker:
+        if not self.enabled:
+            return self
+        self._log = open(self.run_dir / "metrics.jsonl", "w")  # noqa: SIM115 - closed in __exit__
+        if self.config.optim.tensorboard:
+            self._board = _summary_writer(self.run_dir / "tensorboard")
+        return self
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self._log is None:
+            return
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
+        if self._board is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, int | float):
+                    group = "loss" if key.endswith("loss") else "metrics"
+                    self._board.add_scalar(f"{group}/{key}", value, record["epoch"])
+            self._board.flush()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._log is not None:
+            self._log.close()
+        if self._board is not None:
+            self._board.close()
+
+
+def _summary_writer(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch raises this when the tensorboard package is missing
+        warnings.warn("optim.tensorboard is on but the tensorboard package is not installed; "
+                      "pip install tensorboard (or set optim.tensorboard=false)", stacklevel=3)
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: TrainConfig,
+               test: dict[str, Any]) -> None:
+    """After the best checkpoint is evaluated: plots (if on) and report.md."""
+    from training.report import write_run_report
+
+    plots: list[str] = []
+    if config.optim.plots:
+        from training.plots import write_plots
+
+        plots = write_plots(run_dir, model, data)
+    write_run_report(run_dir, config, data, test, plots)
