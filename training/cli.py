@@ -11,12 +11,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.seed=1 (repeatable)")
     parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME "
-                        "(ItalyPowerDemand, GunPoint, Airline, or 'file')")
+                        "(ItalyPowerDemand, GunPoint, JapaneseVowels, Airline, M1Yearly, "
+                        "SyntheticRegimes, or 'file')")
     parser.add_argument("--name", help="run name: the run folder is <run_dir>/<name>")
     parser.add_argument("--run-dir", help="folder for run folders (default: runs)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.loop import fit
 
-    result = fit(load_config(args.config, overrides_from(args)))
+    result = fit(load_config(args.config, overrides_from(args)), resume=args.resume)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
         print("test metrics: " + json.dumps(result.test_metrics))

@@ -99,7 +99,24 @@ def _build(kind: type, values: dict[str, Any] | None, section: str) -> Any:
     unknown = set(values) - set(_names(kind))
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)} in [{section}]; expected {_names(kind)}")
-    return kind(**values)
+    types = {f.name: f.type for f in dataclasses.fields(kind)}
+    return kind(**{key: _coerce(value, types[key], f"{section}.{key}") for key, value in values.items()})
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """YAML 1.1 reads `1e-3` as a string: numbers given that way (files or --set) become numbers;
+    anything else that is not the declared number type is refused, naming the key."""
+    if annotation not in ("float", "int") or isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if annotation == "int":
+        if not number.is_integer():
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
+        return int(number)
+    return number
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

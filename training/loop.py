@@ -24,6 +24,7 @@ from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
+from training.resume import Progress, load_last, save_last
 from training.tracking import Tracker, finish_run
 
 EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
@@ -46,17 +47,18 @@ def seed_everything(seed: int, threads: int, device: torch.device | None = None)
     torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
 
 
-def fit(config: TrainConfig, on_epoch: EpochHook | None = None) -> FitResult:
+def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False) -> FitResult:
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
     batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
     ctx = distributed.setup(config.optim.device)
     try:
-        return _fit(config, ctx, on_epoch)
+        return _fit(config, ctx, on_epoch, resume)
     finally:
         distributed.teardown()
 
 
-def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None) -> FitResult:
+def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
+         resume: bool) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
@@ -71,7 +73,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    best_epoch = _train(model, data, config, run_dir, checkpoint, ctx, on_epoch)
+    best_epoch = _train(model, data, config, run_dir, checkpoint, ctx, on_epoch, resume)
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
@@ -94,16 +96,21 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
 
 def _train(
     model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path,
-    ctx: distributed.Context, on_epoch: EpochHook | None,
+    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool,
 ) -> int:
     opt = config.optim
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
     optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
     generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
-    best_loss, best_epoch, stale = float("inf"), 0, 0
+    progress = Progress()
+    if resume:
+        progress = load_last(run_dir, model, optimizer, generator, config.to_dict())
     show = config.progress and ctx.is_main
-    epochs = tqdm(range(1, opt.max_epochs + 1), desc=config.name, disable=not show)
-    with Tracker(run_dir, config, enabled=ctx.is_main) as tracker:
+    epochs = tqdm(range(progress.epoch + 1, opt.max_epochs + 1), desc=config.name, disable=not show,
+                  initial=progress.epoch, total=opt.max_epochs)
+    if progress.stale >= opt.patience:  # interrupted after it had already stopped early
+        epochs = tqdm([], disable=True)
+    with Tracker(run_dir, config, enabled=ctx.is_main, keep_epochs=progress.epoch) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
             train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx,
@@ -118,15 +125,18 @@ def _train(
                                          "lower optim.learning_rate or optim.grad_clip")
             if on_epoch is not None:
                 on_epoch(epoch, record)  # e.g. an Optuna trial reporting, and maybe pruning
-            if val["loss"] < best_loss:
-                best_loss, best_epoch, stale = val["loss"], epoch, 0
+            progress.epoch = epoch
+            if val["loss"] < progress.best_loss:
+                progress.best_loss, progress.best_epoch, progress.stale = val["loss"], epoch, 0
                 if ctx.is_main:
                     save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
             else:
-                stale += 1
-                if stale >= opt.patience:
-                    break
-    return best_epoch
+                progress.stale += 1
+            if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
+                save_last(run_dir, model, optimizer, generator, progress, config.to_dict())
+            if progress.stale >= opt.patience:
+                break
+    return progress.best_epoch
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -15,15 +15,19 @@ from training.model import GRUModel
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, config: TrainConfig, enabled: bool = True):
-        self.run_dir, self.config, self.enabled = run_dir, config, enabled
+    def __init__(self, run_dir: Path, config: TrainConfig, enabled: bool = True, keep_epochs: int = 0):
+        """keep_epochs: a resumed run keeps the first N lines of metrics.jsonl and appends after them."""
+        self.run_dir, self.config, self.enabled, self.keep_epochs = run_dir, config, enabled, keep_epochs
         self._log: Any = None
         self._board: Any = None
 
     def __enter__(self) -> Tracker:
         if not self.enabled:
             return self
-        self._log = open(self.run_dir / "metrics.jsonl", "w")  # noqa: SIM115 - closed in __exit__
+        path = self.run_dir / "metrics.jsonl"
+        kept = path.read_text().splitlines(keepends=True)[: self.keep_epochs] if self.keep_epochs else []
+        self._log = open(path, "w")  # noqa: SIM115 - closed in __exit__
+        self._log.writelines(kept)
         if self.config.optim.tensorboard:
             self._board = _summary_writer(self.run_dir / "tensorboard")
         return self

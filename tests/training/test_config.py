@@ -35,3 +35,20 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_bad_keys_are_named(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config(None, override)
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  learning_rate: 1e-3\n")  # YAML 1.1 reads this as a string
+    assert load_config(path).optim.learning_rate == 0.001
+    config = load_config(None, ["optim.weight_decay=5e-2", "optim.max_epochs=1e2"])
+    assert config.optim.weight_decay == 0.05 and config.optim.max_epochs == 100
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.learning_rate=fast", "optim.learning_rate must be a number"),
+    ("optim.batch_size=2.5", "optim.batch_size must be a whole number"),
+])
+def test_non_numbers_are_refused_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
