@@ -14,16 +14,22 @@ from service.bundle import InputSpec
 ALLOWED_KEYS = {"sequences"}
 
 
-def parse_predict_body(body: bytes, spec: InputSpec, max_sequences: int) -> list[np.ndarray]:
+def load_object(body: bytes, allowed: set[str], example: str) -> dict[str, Any]:
+    """The body as a JSON object holding only `allowed` keys; errors name the field."""
     try:
         document = orjson.loads(body)  # rejects NaN/Infinity literals and malformed UTF-8
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}", "body") from exc
     if not isinstance(document, dict):
-        raise InvalidInput('the body must be a JSON object like {"sequences": [...]}', "body")
-    unknown = sorted(set(document) - ALLOWED_KEYS)
+        raise InvalidInput(f"the body must be a JSON object like {example}", "body")
+    unknown = sorted(set(document) - allowed)
     if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown}; the body has only 'sequences'", unknown[0])
+        raise InvalidInput(f"unknown field(s) {unknown}; expected some of {sorted(allowed)}", unknown[0])
+    return document
+
+
+def parse_predict_body(body: bytes, spec: InputSpec, max_sequences: int) -> list[np.ndarray]:
+    document = load_object(body, ALLOWED_KEYS, '{"sequences": [...]}')
     sequences = document.get("sequences")
     if not isinstance(sequences, list) or not sequences:
         raise InvalidInput("'sequences' must be a non-empty list of sequences "
@@ -32,10 +38,10 @@ def parse_predict_body(body: bytes, spec: InputSpec, max_sequences: int) -> list
         raise InvalidInput(f"{len(sequences)} sequences in one request; the limit is {max_sequences}",
                            "sequences")
     may_hold_bools = b"true" in body or b"false" in body  # bools pass np.asarray as 1.0 / 0.0
-    return [_to_array(seq, f"sequences[{i}]", spec, may_hold_bools) for i, seq in enumerate(sequences)]
+    return [sequence_array(seq, f"sequences[{i}]", spec, may_hold_bools) for i, seq in enumerate(sequences)]
 
 
-def _to_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) -> np.ndarray:
+def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) -> np.ndarray:
     features = spec.num_features
     expected = f"a list of steps, each a list of {features} number(s) ({', '.join(spec.features)})"
     if not isinstance(seq, list):

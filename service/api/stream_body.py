@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
-from service.api.errors import ApiError, InvalidInput, MalformedBody
-from service.api.parsing import _to_array
+from service.api.errors import ApiError, InvalidInput
+from service.api.parsing import load_object, sequence_array
 from service.bundle import InputSpec
 
 ALLOWED_KEYS = {"steps", "state", "sequence_id", "start", "end"}
@@ -46,19 +45,11 @@ class StreamChunk:
 
 
 def parse_stream_body(body: bytes, spec: InputSpec) -> StreamChunk:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"the body is not valid JSON: {exc}", "body") from exc
-    if not isinstance(document, dict):
-        raise InvalidInput('the body must be a JSON object like {"steps": [...], "state": null}', "body")
-    unknown = sorted(set(document) - ALLOWED_KEYS)
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {unknown}; expected some of {sorted(ALLOWED_KEYS)}", unknown[0])
+    document = load_object(body, ALLOWED_KEYS, '{"steps": [...], "state": null}')
     if "steps" not in document:
         raise InvalidInput("'steps' is required: the chunk's steps, each a list of features", "steps")
     raw = document["steps"]
-    steps = _to_array(raw, "steps", spec, may_hold_bools=b"true" in body or b"false" in body)
+    steps = sequence_array(raw, "steps", spec, may_hold_bools=b"true" in body or b"false" in body)
     chunk = StreamChunk(steps=steps)
     for flag in ("start", "end"):
         value = document.get(flag, False)
