@@ -77,10 +77,11 @@ def overload(url: str, bodies: list[bytes], plan: Plan) -> dict:
     phases = [Phase("before", plan.before_s, rate=normal), Phase("burst", plan.burst_s, rate=burst),
               Phase("after", plan.after_s, rate=normal)]
     records = generate(url, bodies, phases)
-    report = {"plan": plan.__dict__, "capacity": cap, "rates": {"normal": normal, "burst": burst},
-              "generator": {"connections_opened": records.connections_opened, "unsent": records.unsent,
-                            "unanswered": records.unanswered, "max_lag_s": records.max_lag_s,
-                            "other_statuses": records.statuses}}
+    report: dict[str, Any] = {
+        "plan": plan.__dict__, "capacity": cap, "rates": {"normal": normal, "burst": burst},
+        "generator": {"connections_opened": records.connections_opened, "unsent": records.unsent,
+                      "unanswered": records.unanswered, "max_lag_s": records.max_lag_s,
+                      "other_statuses": records.statuses}}
     report["timeline"] = timeline(records, phases, plan.bucket_s)
     report["phases"] = {p.name: summary(records, i, p.seconds) for i, p in enumerate(phases)}
     report["baseline_p99_ms"] = baseline_p99(records, plan.before_s)
