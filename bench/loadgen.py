@@ -148,7 +148,8 @@ class LoadGenerator:
 
     async def _closed_loop(self, phase: Phase) -> None:
         self._closed_loop_until = time.perf_counter() + phase.seconds
-        for _ in range(phase.connections):
+        in_flight = sum(c.sent_at is not None for c in self._all) + self._connecting
+        for _ in range(phase.connections - in_flight):  # those still in flight carry on in this phase
             self._send_one()
         await asyncio.sleep(phase.seconds)
         self._closed_loop_until = 0.0
