@@ -49,7 +49,8 @@ QUEUE_SIZE = 128
 
 @dataclass(frozen=True)
 class Plan:
-    capacity_s: float = 3.0  # closed loop, 32 clients (after 1 s of warm-up)
+    capacity_s: float = 3.0  # closed loop, `clients` clients (after 1 s of warm-up)
+    clients: int = 32
     before_s: float = 5.0
     burst_s: float = 5.0
     after_s: float = 10.0
@@ -73,7 +74,7 @@ def capacity(url: str, bodies: list[bytes], seconds: float, clients: int = 32) -
 
 def overload(url: str, bodies: list[bytes], plan: Plan) -> dict:
     """Capacity, then normal -> burst -> normal at fixed rates; the timeline, phase summaries and checks."""
-    cap = capacity(url, bodies, plan.capacity_s)
+    cap = capacity(url, bodies, plan.capacity_s, plan.clients)
     normal, burst = plan.normal * cap["rps"], plan.multiplier * cap["rps"]
     phases = [Phase("before", plan.before_s, rate=normal), Phase("burst", plan.burst_s, rate=burst),
               Phase("after", plan.after_s, rate=normal)]
