@@ -24,6 +24,9 @@ class BenchModel:
 SMALL = BenchModel("small", 1, 24, 64, 2)
 MID = BenchModel("mid", 12, 64, 128, 9)
 MODELS = (SMALL, MID)
+# The overload and soak scripts (bench/overload.py, bench/soak.py): mid's inputs, hidden 256, so that
+# inference (about 4x mid's per sequence), not HTTP, limits capacity on a small machine.
+HEAVY = BenchModel("heavy", 12, 64, 256, 9)
 
 
 def synthetic_npz(path: Path, n: int = 900, seed: int = 0) -> Path:
@@ -37,8 +40,8 @@ def synthetic_npz(path: Path, n: int = 900, seed: int = 0) -> Path:
     return path
 
 
-def build(work: Path) -> dict[str, Path]:
-    """Train and export both models into work/models (skipped when already there); name -> bundle dir."""
+def build(work: Path, models: tuple[BenchModel, ...] = MODELS) -> dict[str, Path]:
+    """Train and export the models into work/models (skipped when already there); name -> bundle dir."""
     from export.bundle import export_checkpoint
     from training.config import load_config
     from training.loop import fit
@@ -50,8 +53,9 @@ def build(work: Path) -> dict[str, Path]:
         MID.name: ["data.dataset=file", f"data.path={synthetic_npz(work / 'mid.npz')}",
                    "data.task=classification"],
     }
+    data[HEAVY.name] = data[MID.name]
     bundles = {}
-    for model in MODELS:
+    for model in models:
         bundle = repository / model.name / "1"
         if not (bundle / "manifest.json").exists():
             overrides = [f"name={model.name}", f"run_dir={work / 'runs'}", "progress=false",

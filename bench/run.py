@@ -117,9 +117,11 @@ class Running:
         stop(self.process)
 
 
-def serving(system: str, work: Path, workers: int) -> Running:
+def serving(system: str, work: Path, workers: int, env: dict[str, str] | None = None) -> Running:
+    """`env`: extra environment variables for the server (e.g. GRU_MAX_QUEUE_SIZE)."""
     port = free_port()
-    env = {**os.environ, "BENCH_MODELS": str(work / "models"), "BENCH_RUNS": str(work / "runs")}
+    env = {**os.environ, "BENCH_MODELS": str(work / "models"), "BENCH_RUNS": str(work / "runs"),
+           **(env or {})}
     if system == "gru-serve":
         command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(work / "models"),
                    "--port", str(port), "--workers", str(workers)]

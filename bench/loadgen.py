@@ -1,0 +1,233 @@
+"""An HTTP/1.1 load generator for the hardening scripts: open loop (a fixed request rate, whatever the
+server answers) or closed loop (N connections, each sending again when answered), one record per request.
+
+wrk is closed-loop only and reports one summary; an overload test needs a fixed offered rate above
+capacity and a timeline. This sends one pre-built POST on keep-alive connections (asyncio protocols on
+uvloop, a few microseconds per request), opening more connections when all are busy, and records each
+request's send time, latency and outcome. Latency runs from the write to the last byte of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import cast
+from urllib.parse import urlsplit
+
+import numpy as np
+
+# 200; 503/429 queue_full with Retry-After; another status; a socket error or no answer by the end;
+# never sent because all `max_connections` connections were waiting for answers
+OK, REFUSED, OTHER, ERROR, UNSENT = 0, 1, 2, 3, 4
+KIND_NAMES = ("ok", "refused", "other", "error", "unsent")
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """`rate`: open loop at this many requests/s; else closed loop with `connections` connections."""
+
+    name: str
+    seconds: float
+    rate: float | None = None
+    connections: int = 32
+
+
+@dataclass
+class Records:
+    sent: list[float] = field(default_factory=list)  # seconds since the run started
+    latency: list[float] = field(default_factory=list)  # seconds
+    kind: list[int] = field(default_factory=list)
+    phase: list[int] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)  # the `other` answers by status
+    unanswered: int = 0  # still in flight when the run ended (counted as errors too)
+    unsent: int = 0  # open loop: every connection was waiting for an answer
+    connections_opened: int = 0
+    max_lag_s: float = 0.0  # open loop: how far the sender fell behind its schedule
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"sent": np.array(self.sent), "latency": np.array(self.latency),
+                "kind": np.array(self.kind, dtype=np.int8), "phase": np.array(self.phase, dtype=np.int16)}
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, generator: LoadGenerator):
+        self.generator = generator
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.sent_at: float | None = None
+        self.phase = 0
+        self.open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport, self.open = cast(asyncio.Transport, transport), True  # uvloop's is no subclass
+
+    def send(self, phase: int) -> None:
+        assert self.transport is not None
+        self.phase, self.sent_at = phase, time.perf_counter()
+        self.transport.write(self.generator.next_request())
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.sent_at is None:
+            return
+        match = CONTENT_LENGTH.search(self.buffer, 0, end + 2)
+        total = end + 4 + (int(match.group(1)) if match else 0)
+        if len(self.buffer) < total:
+            return
+        latency = time.perf_counter() - self.sent_at
+        status = int(self.buffer[9:12])
+        head, body = bytes(self.buffer[:end]).lower(), bytes(self.buffer[end + 4:total])
+        del self.buffer[:total]
+        sent_at, self.sent_at = self.sent_at, None
+        self.generator.answered(self, sent_at, latency, status, head, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.generator.lost(self)
+
+
+class LoadGenerator:
+    def __init__(self, host: str, port: int, path: str, bodies: list[bytes], max_connections: int = 1024):
+        """`bodies`: sent in turn (one body, or several to vary lengths and sequence counts)."""
+        self.host, self.port, self.max_connections = host, port, max_connections
+        self.requests = [(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json"
+                          f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body for body in bodies]
+        self._next = 0
+        self.records = Records()
+        self._idle: deque[_Connection] = deque()
+        self._all: set[_Connection] = set()
+        self._connecting = 0
+        self._closed_loop_until = 0.0
+        self._phase = 0
+        self._start = 0.0
+
+    async def run(self, phases: list[Phase], drain_timeout: float = 15.0) -> Records:
+        """Run the phases back to back on one connection pool; wait for the stragglers at the end."""
+        self._start = time.perf_counter()
+        for index, phase in enumerate(phases):
+            self._phase = index
+            if phase.rate is None:
+                await self._closed_loop(phase)
+            else:
+                await self._open_loop(phase)
+        self._closed_loop_until = 0.0
+        deadline = time.perf_counter() + drain_timeout
+        while self._busy() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._all):
+            if connection.sent_at is not None:
+                self.records.unanswered += 1
+                self._record(connection.sent_at, time.perf_counter() - connection.sent_at, ERROR,
+                             connection.phase)
+            if connection.transport is not None:
+                connection.transport.close()
+        return self.records
+
+    def _busy(self) -> bool:
+        return any(c.sent_at is not None for c in self._all) or self._connecting > 0
+
+    async def _open_loop(self, phase: Phase) -> None:
+        assert phase.rate is not None
+        started = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - started) < phase.seconds:
+            due = int(elapsed * phase.rate) - sent
+            if due > 1:
+                self.records.max_lag_s = max(self.records.max_lag_s, due / phase.rate)
+            for _ in range(due):
+                self._send_one()
+            sent += due
+            # uvloop's timers have millisecond resolution: a shorter sleep would spin a core.
+            await asyncio.sleep(max(0.001, (sent + 1) / phase.rate - elapsed))
+
+    async def _closed_loop(self, phase: Phase) -> None:
+        self._closed_loop_until = time.perf_counter() + phase.seconds
+        in_flight = sum(c.sent_at is not None for c in self._all) + self._connecting
+        for _ in range(phase.connections - in_flight):  # those still in flight carry on in this phase
+            self._send_one()
+        await asyncio.sleep(phase.seconds)
+        self._closed_loop_until = 0.0
+
+    def _send_one(self) -> None:
+        while self._idle:
+            connection = self._idle.popleft()  # FIFO: every connection stays in use (keep-alive timeouts)
+            if connection.open:
+                connection.send(self._phase)
+                return
+        if len(self._all) + self._connecting >= self.max_connections:
+            self.records.unsent += 1
+            self._record(time.perf_counter(), 0.0, UNSENT, self._phase)
+            return
+        self._connecting += 1
+        asyncio.get_running_loop().create_task(self._connect_and_send(self._phase))
+
+    async def _connect_and_send(self, phase: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        except OSError:
+            self._record(time.perf_counter(), 0.0, ERROR, phase)
+            return
+        finally:
+            self._connecting -= 1
+        self.records.connections_opened += 1
+        self._all.add(connection)
+        connection.send(phase)
+
+    def next_request(self) -> bytes:
+        self._next = (self._next + 1) % len(self.requests)
+        return self.requests[self._next]
+
+    def answered(self, connection: _Connection, sent_at: float, latency: float, status: int, head: bytes,
+                 body: bytes) -> None:
+        if status == 200:
+            kind = OK
+        elif status in (429, 503) and b"\r\nretry-after:" in head and b'"queue_full"' in body:
+            kind = REFUSED
+        else:
+            kind = OTHER
+            self.records.statuses[status] = self.records.statuses.get(status, 0) + 1
+        self._record(sent_at, latency, kind, connection.phase)
+        if b"\r\nconnection: close" in head:
+            return
+        if time.perf_counter() < self._closed_loop_until:
+            connection.send(self._phase)
+        else:
+            self._idle.append(connection)
+
+    def lost(self, connection: _Connection) -> None:
+        self._all.discard(connection)
+        if connection.sent_at is not None:  # an answer never came: an error; idle closes are not
+            latency = time.perf_counter() - connection.sent_at
+            self._record(connection.sent_at, latency, ERROR, connection.phase)
+            connection.sent_at = None
+
+    def _record(self, sent_at: float, latency: float, kind: int, phase: int) -> None:
+        records = self.records
+        records.sent.append(sent_at - self._start)
+        records.latency.append(latency)
+        records.kind.append(kind)
+        records.phase.append(phase)
+
+
+def generate(url: str, bodies: list[bytes], phases: list[Phase]) -> Records:
+    """POST the bodies to `url` (http://host:port/path) through the phases, in a fresh event loop
+    (uvloop when installed, as uvicorn uses it)."""
+    parts = urlsplit(url)
+    generator = LoadGenerator(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, bodies)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(generator.run(phases))
+    with contextlib.closing(uvloop.new_event_loop()) as loop:
+        return loop.run_until_complete(generator.run(phases))
+
+
+def percentile_ms(latency: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(latency, q) * 1e3) if latency.size else None
