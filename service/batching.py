@@ -70,13 +70,18 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, sequences: list[np.ndarray]) -> Rows:
-        """Queue one request's sequences and wait for their (len, outputs) rows, in order."""
-        count = len(sequences)
+    def check_room(self, count: int = 1) -> None:
+        """Raise QueueFull unless `count` more sequences fit. The fast path asks before it reads and
+        parses a body, so that shedding load costs as little as possible."""
         # A request larger than the whole queue still runs when nothing else is in flight.
         if self._closing or (self._in_flight and self._in_flight + count > self.config.max_queue_size):
             raise QueueFull(f"model {self.runtime.manifest.name!r} has {self._in_flight} sequence(s) "
                             f"in flight; the limit is {self.config.max_queue_size}")
+
+    async def submit(self, sequences: list[np.ndarray]) -> Rows:
+        """Queue one request's sequences and wait for their (len, outputs) rows, in order."""
+        count = len(sequences)
+        self.check_room(count)
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(sequences, future))
         self._in_flight += count

@@ -34,11 +34,12 @@ class PredictFastPath:
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
         state = self.state
         try:
+            version = int(match.group(2)) if match.group(2) else None
+            runtime = resolve_model(state.repository, match.group(1), version)
+            state.batchers.get(runtime).check_room()  # shed load before reading and parsing
             body = await read_body(receive)  # BodySizeLimit raises BodyTooLarge from receive
             if body is None:
                 return  # the client went away
-            version = int(match.group(2)) if match.group(2) else None
-            runtime = resolve_model(state.repository, match.group(1), version)
             content = await answer(runtime, state.settings, state.batchers, content_type, body)
             response = NumpyJSONResponse(content)
         except DOMAIN_ERRORS as exc:
