@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from service import metrics
 
 Key = tuple[str, str]  # (model name, sequence id)
 TOMBSTONES_PER_SESSION = 10  # how many gone ids are remembered, per allowed live session
@@ -42,6 +44,7 @@ class SessionStore:
         self.max_sessions, self.idle_seconds, self._clock = max_sessions, idle_seconds, clock
         self._live: OrderedDict[Key, Session] = OrderedDict()  # least recently used first
         self._gone: OrderedDict[Key, str] = OrderedDict()
+        self._per_model: Counter[str] = Counter()  # live sessions, for the gru_streaming_sessions gauge
 
     def __len__(self) -> int:
         return len(self._live)
@@ -49,13 +52,15 @@ class SessionStore:
     def start(self, key: Key, version: int) -> Session:
         """Open `key` afresh (a live one restarts); evicts the least recently used past the cap."""
         self.sweep()
-        self._live.pop(key, None)
+        if self._live.pop(key, None) is not None:
+            self._count(key, -1)
         self._gone.pop(key, None)
         while len(self._live) >= self.max_sessions:
             old, _ = self._live.popitem(last=False)
             self._bury(old, "evicted")
         session = Session(version=version, last_used=self._clock())
         self._live[key] = session
+        self._count(key, +1)
         return session
 
     def get(self, key: Key) -> Session:
@@ -82,7 +87,14 @@ class SessionStore:
             self._live.popitem(last=False)
             self._bury(key, "expired")
 
+    def _count(self, key: Key, change: int) -> None:
+        model = key[0]
+        self._per_model[model] += change
+        metrics.STREAMING_SESSIONS.labels(model).set(self._per_model[model])
+
     def _bury(self, key: Key, reason: str) -> None:
+        """A live session leaves: remember why, for the error on its next chunk."""
+        self._count(key, -1)
         self._gone[key] = reason
         self._gone.move_to_end(key)
         while len(self._gone) > TOMBSTONES_PER_SESSION * self.max_sessions:

@@ -126,3 +126,23 @@ def test_which_models_may_stream(runtimes) -> None:
     assert runtimes["regimes"].manifest.streaming_refusal is None
     assert "bidirectional" in (runtimes["vowels_bi"].manifest.streaming_refusal or "")
     assert "whole window" in (runtimes["airline"].manifest.streaming_refusal or "")
+
+
+def test_live_sessions_feed_the_streaming_sessions_gauge() -> None:
+    from prometheus_client import REGISTRY
+
+    def live(model: str) -> float | None:
+        return REGISTRY.get_sample_value("gru_streaming_sessions", {"model": model})
+
+    now = [0.0]
+    store = SessionStore(max_sessions=2, idle_seconds=10, clock=lambda: now[0])
+    store.start(("gauge-model", "a"), 1)
+    store.start(("gauge-model", "b"), 1)
+    store.start(("gauge-model", "a"), 1)  # a restart is still one session
+    assert live("gauge-model") == 2
+    store.start(("gauge-model", "c"), 1)  # evicts the least recently used
+    assert live("gauge-model") == 2
+    store.end(("gauge-model", "c"))
+    now[0] = 60.0
+    store.sweep()  # the rest expire
+    assert live("gauge-model") == 0
