@@ -121,20 +121,24 @@ def write_bundle(
 ) -> Path:
     """`extras`: more files for the bundle folder (report.md, plots); the service reads only the
     manifest and the graph it names."""
-    model_dir = repository / manifest.name
-    final = model_dir / str(manifest.version)
+    final = repository / manifest.name / str(manifest.version)
     if final.exists() and not overwrite:
         raise FileExistsError(f"bundle {final} already exists; pick another --version or pass --overwrite")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".staging-{manifest.version}-"))
+    files = {manifest.onnx.file: graph, MANIFEST_FILE: manifest.to_json().encode(), **(extras or {})}
+    return publish_folder(final, files)
+
+
+def publish_folder(final: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` into a staging folder beside `final`, then rename it into place (replacing what was
+    there): a crash or a full disk never leaves a half-written folder visible."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))
     try:
         staging.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
-        _write_synced(staging / manifest.onnx.file, graph)
-        _write_synced(staging / MANIFEST_FILE, manifest.to_json().encode())
-        for name, content in (extras or {}).items():
+        for name, content in files.items():
             _write_synced(staging / name, content)
         if final.exists():
-            retired = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".retired-{manifest.version}-"))
+            retired = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".retired-{final.name}-"))
             os.replace(final, retired / "old")
             shutil.rmtree(retired)
         os.replace(staging, final)

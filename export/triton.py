@@ -18,8 +18,6 @@ bundle's graph with onnxruntime before anything is written:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from export.bundle import publish_folder
 from service.bundle import LENGTHS_INPUT, Manifest, load_bundle
 
 CONFIG_FILE = "config.pbtxt"
@@ -55,20 +54,10 @@ def write_triton_entry(bundle_dir: Path, triton_root: Path, options: TritonOptio
     triton_graph = batch_major_state(model) if options.sequence else zero_initial_state(model, manifest)
     triton_graph = whole_sequence_lengths(triton_graph)
     onnx.checker.check_model(triton_graph)
-    verify(graph, triton_graph.SerializeToString(), manifest, options.sequence)
+    triton_bytes = triton_graph.SerializeToString()
+    verify(graph, triton_bytes, manifest, options.sequence)
     model_dir = triton_root / manifest.name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    final = model_dir / str(manifest.version)
-    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".staging-{manifest.version}-"))
-    try:
-        staging.chmod(0o755)
-        onnx.save(triton_graph, staging / "model.onnx")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    final = publish_folder(model_dir / str(manifest.version), {"model.onnx": triton_bytes})
     config = model_dir / CONFIG_FILE
     config.with_suffix(".tmp").write_text(config_pbtxt(manifest, options))
     os.replace(config.with_suffix(".tmp"), config)

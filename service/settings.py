@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -77,7 +76,3 @@ class Settings(BaseSettings):
                      for name, values in self.model_batching.items()}
         return defaults, overrides
 
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
