@@ -43,7 +43,7 @@ def chunked_worst(runtime: ModelRuntime, rng: np.random.Generator, trials: int, 
         cuts = np.unique(rng.integers(1, length, size=int(rng.integers(1, 10))))
         state, seen = None, 0
         for chunk in np.split(sequence, cuts):
-            (output, state), = runtime.step([chunk], [state])
+            [output], [state] = runtime.step([chunk], [state])
             seen += len(chunk)
             whole = runtime.predict(sequence[None, :seen])[0]
             expected = whole[seen - len(chunk) : seen] if tagging else whole
@@ -62,7 +62,7 @@ def main() -> int:
     for name, bundle in discover(args.models).items():
         runtime = ModelRuntime(bundle, Settings())
         runtime.load()
-        max_len = int(runtime.manifest.training.get("max_train_length", 32))
+        max_len = runtime.manifest.training.max_train_length
         row = {"model": name, "bidirectional": runtime.manifest.gru.bidirectional,
                "ragged_vs_alone": ragged_worst(runtime, rng, args.trials, max_len)}
         if runtime.manifest.streaming_refusal is None:

@@ -46,13 +46,11 @@ Predict = Callable[[np.ndarray], object]
 
 def session_predict(bundle: Path, sess: ort.InferenceSession) -> tuple[Predict, int, int]:
     manifest = json.loads((bundle / "manifest.json").read_text())
-    gru = manifest["gru"]
-    layers = gru["num_layers"] * (2 if gru.get("bidirectional") else 1)
+    size = manifest["state"]["size"]
 
     def predict(x: np.ndarray) -> object:
-        feeds = {"x": x, "h0": np.zeros((layers, len(x), gru["hidden_size"]), np.float32)}
-        if any(i.name == "lengths" for i in sess.get_inputs()):  # schema 2: every step valid
-            feeds["lengths"] = np.full(len(x), x.shape[1], np.int32)
+        feeds = {"x": x, "state": np.zeros((len(x), size), np.float32),
+                 "lengths": np.full(len(x), x.shape[1], np.int32)}  # every step valid
         return sess.run(None, feeds)
 
     return predict, manifest["training"]["max_train_length"], len(manifest["inputs"]["features"])

@@ -4,14 +4,11 @@ into place only after every check passed. A crash or full disk never leaves a ha
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from export.onnx import OPSET, io_specs, linear_before_reset, to_onnx
+from export.onnx import OPSET, io_specs, linear_before_reset, state_spec, to_onnx
 from export.report import write_bundle_report
 from export.verify import TOLERANCE, ParityReport, check_parity, check_reference, check_structure
 from export.wrapper import InferenceModule
@@ -25,9 +22,12 @@ from service.bundle import (
     OnnxSpec,
     OutputSpec,
     ParitySpec,
+    StreamingSpec,
+    TrainingInfo,
 )
 from training.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 from training.model import GRUModel
+from training.publish import publish_folder
 
 
 @dataclass
@@ -52,7 +52,7 @@ def export_checkpoint(
     gru = GRUSpec(hidden_size=model.config.hidden_size, num_layers=model.config.num_layers,
                   bidirectional=model.config.bidirectional,
                   linear_before_reset=linear_before_reset(model.config))
-    inputs, outputs = io_specs(model.config)
+    inputs, outputs = io_specs(model)
     check_structure(graph, gru, inputs, outputs)
     cases = parity_cases(train_length, max_length)
     report = check_parity(graph, module, model, cases)
@@ -81,20 +81,22 @@ def _manifest(
     payload: dict, model: GRUModel, gru: GRUSpec, graph: bytes, report: ParityReport,
     name: str, version: int, max_length: int, checkpoint_sha256: str,
 ) -> Manifest:
-    inputs, outputs = io_specs(model.config)
+    inputs, outputs = io_specs(model)
+    refusal = model.streaming_refusal()
     return Manifest(
         name=name, version=version, task=model.config.task,
         inputs=InputSpec(features=payload["feature_names"], max_length=max_length),
         output=_output_spec(model, payload),
         gru=gru,
+        state=state_spec(model),
+        streaming=StreamingSpec(supported=refusal is None, reason=refusal),
         onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
         normalization=NormalizationSpec(**payload["preprocessing"]),
-        training={
-            "dataset": payload["data_source"], "seed": payload["config"]["optim"]["seed"],
-            "best_epoch": payload["epoch"], "test_metrics": payload["test_metrics"],
-            "max_train_length": payload["max_train_length"],
-            "ragged": payload.get("ragged", False),
-        },
+        training=TrainingInfo(
+            dataset=payload["data_source"], seed=payload["config"]["optim"]["seed"],
+            best_epoch=payload["epoch"], test_metrics=payload["test_metrics"],
+            max_train_length=payload["max_train_length"], ragged=payload.get("ragged", False),
+        ),
         parity=ParitySpec(max_abs_diff=report.max_abs_diff, tolerance=TOLERANCE, cases=report.cases),
         checkpoint_sha256=checkpoint_sha256,
         created_at=datetime.now(UTC),
@@ -126,30 +128,3 @@ def write_bundle(
         raise FileExistsError(f"bundle {final} already exists; pick another --version or pass --overwrite")
     files = {manifest.onnx.file: graph, MANIFEST_FILE: manifest.to_json().encode(), **(extras or {})}
     return publish_folder(final, files)
-
-
-def publish_folder(final: Path, files: dict[str, bytes]) -> Path:
-    """Write `files` into a staging folder beside `final`, then rename it into place (replacing what was
-    there): a crash or a full disk never leaves a half-written folder visible."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
-        for name, content in files.items():
-            _write_synced(staging / name, content)
-        if final.exists():
-            retired = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".retired-{final.name}-"))
-            os.replace(final, retired / "old")
-            shutil.rmtree(retired)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())

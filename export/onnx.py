@@ -4,34 +4,51 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import warnings
 
 import onnx
 import torch
 from onnx import TensorProto, helper
 
-from service.bundle import LENGTHS_INPUT, TensorSpec
+from service.bundle import (
+    BATCH_AXIS,
+    LENGTHS_INPUT,
+    OUTPUT,
+    STATE_INPUT,
+    STATE_OUTPUT,
+    TIME_AXIS,
+    X_INPUT,
+    StatePart,
+    StateSpec,
+    TensorSpec,
+)
 from training.cells import torch_stand_in
 from training.config import ModelConfig
 from training.model import GRUModel
 
 OPSET = 17
-BATCH, TIME = "batch", "time"
 SEQUENCE_LENS = 4  # the ONNX GRU's input index for per-sequence lengths
 
 
-def io_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    state = config.num_layers * (2 if config.bidirectional else 1)
+def state_spec(model: GRUModel) -> StateSpec:
+    parts = [StatePart(name=name, shape=list(shape)) for name, shape in model.state_parts()]
+    return StateSpec(size=sum(math.prod(p.shape) for p in parts), parts=parts)
+
+
+def io_specs(model: GRUModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's inputs and outputs, in order, as the manifest declares them."""
+    config, size = model.config, state_spec(model).size
     inputs = [
-        TensorSpec(name="x", shape=[BATCH, TIME, config.input_size]),
-        TensorSpec(name="h0", shape=[state, BATCH, config.hidden_size]),
-        TensorSpec(name=LENGTHS_INPUT, dtype="int32", shape=[BATCH]),  # valid steps per sequence
+        TensorSpec(name=X_INPUT, shape=[BATCH_AXIS, TIME_AXIS, config.input_size]),
+        TensorSpec(name=STATE_INPUT, shape=[BATCH_AXIS, size]),
+        TensorSpec(name=LENGTHS_INPUT, dtype="int32", shape=[BATCH_AXIS]),  # valid steps per sequence
     ]
     per_step = config.task == "tagging"
     outputs = [
-        TensorSpec(name="output", shape=[BATCH, TIME, config.output_size] if per_step
-                   else [BATCH, config.output_size]),
-        TensorSpec(name="h_n", shape=[state, BATCH, config.hidden_size]),
+        TensorSpec(name=OUTPUT, shape=[BATCH_AXIS, TIME_AXIS, config.output_size] if per_step
+                   else [BATCH_AXIS, config.output_size]),
+        TensorSpec(name=STATE_OUTPUT, shape=[BATCH_AXIS, size]),
     ]
     return inputs, outputs
 
@@ -39,20 +56,20 @@ def io_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def example_inputs(
     model: GRUModel, batch: int, length: int, ragged: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw-unit inputs; `ragged`: seeded lengths in 1..length (the first at full length), the steps
-    past each length zero as the service pads them."""
+    """Raw-unit x, a random state (B, S) and lengths; `ragged`: seeded lengths in 1..length (the first
+    at full length), the steps past each length zero as the service pads them."""
     generator = torch.Generator().manual_seed(batch * 1000 + length + (7 if ragged else 0))
     x = torch.randn(batch, length, model.config.input_size, generator=generator)
     mean, std = model.normaliser.feature_mean, model.normaliser.feature_std
     x = x * std + mean  # raw units, so that the normalised inputs look like training data
     if model.config.window_scaling:  # a positive level for the scaled feature
         x = x.abs() + mean.abs()
-    h0 = 0.5 * torch.randn(*model.state_shape(batch), generator=generator)
+    state = 0.5 * torch.randn(batch, state_spec(model).size, generator=generator)
     lengths = torch.full((batch,), length, dtype=torch.int32)
     if ragged:
         lengths[1:] = torch.randint(1, length + 1, (batch - 1,), generator=generator, dtype=torch.int32)
         x = x * (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2)
-    return x, h0, lengths
+    return x, state, lengths
 
 
 def linear_before_reset(config: ModelConfig) -> int:
@@ -84,7 +101,7 @@ def _set_linear_before_reset(graph: bytes, value: int) -> bytes:
 
 
 def _trace(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
-    inputs, outputs = io_specs(model.config)
+    inputs, outputs = io_specs(model)
     axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in inputs + outputs}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -101,11 +118,12 @@ def wire_sequence_lens(graph: bytes) -> bytes:
     """Feed the `lengths` graph input into every GRU node's sequence_lens: padded steps then give zeros
     in Y and Y_h is each sequence's last valid step, in both directions and every layer (the traced
     GRU ran unpacked). The tracer drops `lengths` when nothing else reads it; it is added back, after
-    x and h0."""
+    x and the state."""
     model = onnx.load_from_string(graph)
     names = [i.name for i in model.graph.input]
     if LENGTHS_INPUT not in names:
-        model.graph.input.insert(2, helper.make_tensor_value_info(LENGTHS_INPUT, TensorProto.INT32, [BATCH]))
+        model.graph.input.insert(2, helper.make_tensor_value_info(LENGTHS_INPUT, TensorProto.INT32,
+                                                                  [BATCH_AXIS]))
     for node in model.graph.node:
         if node.op_type == "GRU":
             while len(node.input) <= SEQUENCE_LENS:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import torch
 
 from export.onnx import example_inputs
-from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, TensorSpec
+from service.bundle import LENGTHS_INPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, BundleError, GRUSpec, TensorSpec
 from service.graph_check import check_gru_nodes, check_tensors
 from training.model import GRUModel
 from training.reference import ResetMode, gru_forward
@@ -58,10 +58,11 @@ def check_parity(
     worst_abs = worst_scaled = 0.0
     runs = [(b, t, False) for b, t in cases] + [(b, t, True) for b, t in cases if b > 1 and t > 1]
     for batch, length, ragged in runs:
-        x, h0, lengths = example_inputs(model, batch, length, ragged)
+        x, state, lengths = example_inputs(model, batch, length, ragged)
         with torch.no_grad():
-            expected = [t.numpy() for t in module(x, h0, lengths)]
-        got = session.run(None, {"x": x.numpy(), "h0": h0.numpy(), LENGTHS_INPUT: lengths.numpy()})
+            expected = [t.numpy() for t in module(x, state, lengths)]
+        feeds = {X_INPUT: x.numpy(), STATE_INPUT: state.numpy(), LENGTHS_INPUT: lengths.numpy()}
+        got = session.run(None, feeds)
         for name, ref, out in zip(names, expected, got, strict=True):
             if ref.shape != out.shape:
                 raise ParityError(f"output {name!r}: shape {out.shape} != PyTorch {ref.shape} "
@@ -79,22 +80,28 @@ def check_parity(
 def check_reference(
     graph: bytes, model: GRUModel, cases: list[tuple[int, int]], tolerance: float = TOLERANCE
 ) -> float:
-    """The graph's h_n against the NumPy GRU equations (training/reference.py) in float64, with the
-    reset-gate variant the model was trained with: an oracle independent of torch's GRU kernels."""
+    """The GRU's h in the graph's next state against the NumPy GRU equations (training/reference.py) in
+    float64, with the reset-gate variant the model was trained with: an oracle independent of torch's
+    GRU kernels. The h part of the state is its first part (GRUModel.state_parts)."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     params = {k: v.detach().cpu().double().numpy() for k, v in model.gru.state_dict().items()}
     reset: ResetMode = "after" if model.config.reset == "after" else "before"
     worst = 0.0
     for batch, length in cases:
-        x, h0, lengths = example_inputs(model, batch, length)  # whole sequences: the oracle does not pad
+        x, state, lengths = example_inputs(model, batch, length)  # whole sequences: the oracle does not pad
+        name, shape = model.state_parts()[0]
+        size = int(np.prod(shape))
+        h0 = state[:, :size].reshape(batch, *shape).transpose(0, 1).double().numpy()  # (L*D, B, H)
         with torch.no_grad():
             gru_input = model.normaliser.inputs(x, model.normaliser.level(x)).double().numpy()
         _, expected = gru_forward(gru_input, params, model.config.num_layers, model.config.bidirectional,
-                                  h0.double().numpy(), reset=reset)
-        got = session.run(["h_n"], {"x": x.numpy(), "h0": h0.numpy(), LENGTHS_INPUT: lengths.numpy()})[0]
+                                  h0, reset=reset)
+        got = session.run([STATE_OUTPUT], {X_INPUT: x.numpy(), STATE_INPUT: state.numpy(),
+                                           LENGTHS_INPUT: lengths.numpy()})[0]
+        got = got[:, :size].reshape(batch, *shape).transpose(1, 0, 2)
         diff = float(np.abs(got - expected).max())
         worst = max(worst, diff)
         if not diff <= tolerance:
-            raise ParityError(f"h_n differs from the NumPy reference GRU (reset {reset}) by {diff:.3e} "
+            raise ParityError(f"{name} differs from the NumPy reference GRU (reset {reset}) by {diff:.3e} "
                               f"(> {tolerance:g}) at batch={batch}, length={length}")
     return worst

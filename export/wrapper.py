@@ -1,5 +1,5 @@
-"""The inference module that gets traced: raw x, h0 and lengths in; probabilities or forecasts, and
-h_n, out.
+"""The inference module that gets traced: raw x, the packed state and lengths in; probabilities or
+forecasts, and the next state, out (GRUModel.stream).
 
 Normalisation, the GRU, the head and post-processing (softmax, or de-normalising forecasts) all come
 from GRUModel.predict, so the graph computes exactly what training evaluated.
@@ -24,7 +24,7 @@ class InferenceModule(nn.Module):
         self.model.gru.dropout = 0.0
 
     def forward(
-        self, x: torch.Tensor, h0: torch.Tensor, lengths: torch.Tensor
+        self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # x: (B, T, F), h0: (L*D, B, H), lengths: (B,) int32 -> output (B, O) or (B, T, O), h_n (L*D, B, H)
-        return self.model.predict(x, h0, lengths)
+        # x: (B, T, F), state: (B, S), lengths: (B,) int32 -> output (B, O) or (B, T, O), next state (B, S)
+        return self.model.stream(x, state, lengths)

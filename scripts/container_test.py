@@ -135,10 +135,10 @@ def compare_predictions(url: str, repo: Path) -> float:
     worst = 0.0
     for manifest_path in sorted(repo.glob("*/*/manifest.json")):
         manifest = Manifest.model_validate_json(manifest_path.read_text())
-        name, features, gru = manifest.name, manifest.inputs.num_features, manifest.gru
+        name, features = manifest.name, manifest.inputs.num_features
         session = ort.InferenceSession(str(manifest_path.parent / manifest.onnx.file),
                                        providers=["CPUExecutionProvider"])
-        length = int(manifest.training.get("max_train_length", 24))
+        length = manifest.training.max_train_length
         for batch, steps in ((1, length), (7, length), (3, max(1, length // 2)), (2, length * 2)):
             x = rng.normal(size=(batch, steps, features)).astype(np.float32)
             status, answer = http(f"{url}/models/{name}/predict", {"sequences": x.tolist()})
@@ -146,10 +146,8 @@ def compare_predictions(url: str, repo: Path) -> float:
                 raise AssertionError(f"{name}: HTTP {status}: {answer}")
             key = "probabilities" if "probabilities" in answer["predictions"][0] else "forecast"
             served = np.array([p[key] for p in answer["predictions"]], dtype=np.float64)
-            h0 = np.zeros((gru.state_size, batch, gru.hidden_size), dtype=np.float32)
-            feeds = {"x": x, "h0": h0}
-            if manifest.takes_lengths:  # schema 2: every step of these sequences is valid
-                feeds["lengths"] = np.full(batch, steps, np.int32)
+            feeds = {"x": x, "state": np.zeros((batch, manifest.state.size), dtype=np.float32),
+                     "lengths": np.full(batch, steps, np.int32)}  # every step of these sequences is valid
             expected = session.run(None, feeds)[0].astype(np.float64)
             # Forecasts are in original units (hundreds of passengers): the tolerance scales with them.
             diff = float(np.max(np.abs(served - expected)))

@@ -7,16 +7,25 @@ refuses a bundle whose manifest and graph disagree, naming the field.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 2  # 2 adds the `lengths` graph input and the tagging task; 1 still loads
-LENGTHS_INPUT = "lengths"  # int32 [batch]: valid steps per sequence, wired into every GRU's sequence_lens
+SCHEMA_VERSION = 3  # 3: one batch-major `state` [batch, S] in and `next_state` out (2 carried h0/h_n)
 MANIFEST_FILE = "manifest.json"
+
+# The graph's I/O names, declared once: export writes them, verification and the service read them.
+X_INPUT = "x"  # float32 [batch, time, features], raw units (normalisation is inside the graph)
+LENGTHS_INPUT = "lengths"  # int32 [batch]: valid steps per sequence, wired into every GRU's sequence_lens
+STATE_INPUT = "state"  # float32 [batch, S]: everything a sequence carries between chunks; zeros = new
+OUTPUT = "output"  # float32 [batch, O], or [batch, time, O] for tagging
+STATE_OUTPUT = "next_state"  # float32 [batch, S]: the state after each sequence's last valid step
+BATCH_AXIS, TIME_AXIS = "batch", "time"  # names of the dynamic axes
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -56,6 +65,37 @@ class GRUSpec(_Strict):
         return self.num_layers * (2 if self.bidirectional else 1)
 
 
+class StatePart(_Strict):
+    """One piece of the packed state, in order: e.g. the GRU's h, (layers x directions, hidden)."""
+
+    name: str
+    shape: list[int] = Field(min_length=1)
+
+
+class StateSpec(_Strict):
+    """The per-sequence state vector: `size` floats, the concatenation of `parts` (row-major each).
+    Clients treat it as opaque; the parts say what it holds."""
+
+    size: int = Field(ge=0)
+    parts: list[StatePart] = Field(default_factory=list)
+
+
+class StreamingSpec(_Strict):
+    supported: bool
+    reason: str | None = None  # why not, when not supported
+
+
+class TrainingInfo(_Strict):
+    """What training knew that the service uses (warm-up length) or reports (metrics)."""
+
+    dataset: str = ""
+    seed: int | None = None
+    best_epoch: int | None = None
+    test_metrics: dict[str, Any] = Field(default_factory=dict)
+    max_train_length: int = Field(default=8, ge=1)
+    ragged: bool = False  # the training data held sequences of different lengths
+
+
 class InputSpec(_Strict):
     features: list[str] = Field(min_length=1)
     min_length: int = Field(default=1, ge=1)
@@ -90,16 +130,18 @@ class ParitySpec(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1, 2] = 2  # SCHEMA_VERSION
+    schema_version: Literal[3] = 3  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)
     version: int = Field(ge=1)
     task: Literal["classification", "regression", "tagging"]
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec
+    state: StateSpec
+    streaming: StreamingSpec
     onnx: OnnxSpec
     normalization: NormalizationSpec
-    training: dict[str, Any] = Field(default_factory=dict)  # dataset, seed, test metrics
+    training: TrainingInfo = Field(default_factory=TrainingInfo)
     parity: ParitySpec
     checkpoint_sha256: str
     created_at: datetime
@@ -107,21 +149,32 @@ class Manifest(_Strict):
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
+    @model_validator(mode="after")
+    def _state_matches_io(self) -> Manifest:
+        """The state's size, its parts and the graph's state tensors tell one story."""
+        parts = sum(math.prod(p.shape) for p in self.state.parts)
+        if self.state.parts and parts != self.state.size:
+            raise ValueError(f"state.parts hold {parts} floats but state.size is {self.state.size}")
+        expected = [BATCH_AXIS, self.state.size]
+        for field, specs, name in (("onnx.inputs", self.onnx.inputs, STATE_INPUT),
+                                   ("onnx.outputs", self.onnx.outputs, STATE_OUTPUT)):
+            spec = next((t for t in specs if t.name == name), None)
+            if self.state.size and (spec is None or spec.shape != expected):
+                raise ValueError(f"{field} must hold {name!r} with shape {expected} (state.size)")
+        if self.streaming.supported and not self.state.size:
+            raise ValueError("streaming.supported needs a state (state.size > 0)")
+        return self
+
     @property
     def takes_lengths(self) -> bool:
-        """A padded batch of mixed lengths runs exactly in one go (schema 2); schema 1 graphs do not."""
+        """The graph takes `lengths`: a padded batch of mixed lengths runs exactly in one go. A graph
+        without it (e.g. imported) runs one length at a time."""
         return any(t.name == LENGTHS_INPUT for t in self.onnx.inputs)
 
     @property
     def streaming_refusal(self) -> str | None:
         """Why this model cannot answer chunk by chunk from a carried state, or None if it can."""
-        if self.gru.bidirectional:
-            return ("it is bidirectional: its answer depends on the steps after each one, so a prefix "
-                    "cannot be answered from a carried state")
-        if self.normalization.window_scaling:
-            return ("its inputs are scaled by the mean of the whole window, which is not known until "
-                    "the window ends")
-        return None
+        return None if self.streaming.supported else (self.streaming.reason or "the bundle says so")
 
 
 def sha256_of(path: Path) -> str:
@@ -134,6 +187,13 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         text = path.read_text()
     except OSError as exc:
         raise BundleError(f"{path}: cannot read the manifest ({exc.strerror})") from exc
+    try:
+        schema = json.loads(text).get("schema_version")
+    except (ValueError, AttributeError):
+        schema = None
+    if isinstance(schema, int) and schema < SCHEMA_VERSION:
+        raise BundleError(f"{path}: schema_version {schema} is from an older gru-serve (state as h0/h_n); "
+                          f"re-export the checkpoint with `gru export` to get schema {SCHEMA_VERSION}")
     try:
         return Manifest.model_validate_json(text)
     except ValidationError as exc:

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service import metrics
-from service.bundle import LENGTHS_INPUT, Manifest, load_bundle
+from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest, load_bundle
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.runtime")
@@ -68,6 +68,7 @@ class ModelRuntime:
     warnings: list[str] = field(init=False, default_factory=list)
     load_seconds: float = field(init=False, default=0.0)
     _session: ort.InferenceSession = field(init=False, repr=False)
+    _outputs: list[str] = field(init=False, repr=False, default_factory=list)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -78,6 +79,7 @@ class ModelRuntime:
             self.warnings.append(choice.warning)
         options = session_options(self.settings)
         self._session = ort.InferenceSession(graph, options, providers=choice.providers)
+        self._outputs = [OUTPUT, STATE_OUTPUT] if self.manifest.state.size else [OUTPUT]
         self.provider = self._session.get_providers()[0]
         if choice.providers[0] == CUDA and self.provider != CUDA:
             self.warnings.append("CUDA execution provider failed to initialise; running on CPU")
@@ -87,33 +89,39 @@ class ModelRuntime:
 
     def _warm_up(self) -> None:
         """One real inference, so the first request does not pay for allocation and checks the graph runs."""
-        steps = min(self.manifest.training.get("max_train_length", 8), self.manifest.inputs.max_length)
+        steps = min(self.manifest.training.max_train_length, self.manifest.inputs.max_length)
         self.predict(np.ones((1, steps, self.manifest.inputs.num_features), dtype=np.float32))
 
+    @property
+    def state_size(self) -> int:
+        return self.manifest.state.size
+
     def run(
-        self, x: np.ndarray, lengths: np.ndarray | None = None, h0: np.ndarray | None = None
+        self, x: np.ndarray, lengths: np.ndarray | None = None, state: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """One session run. x: (B, T, F) float32 raw units, zero-padded past `lengths` (B,) (None: all T
-        steps valid); h0: (L*D, B, H) carried state (None: zeros). Returns output and h_n."""
-        gru = self.manifest.gru
-        if h0 is None:
-            h0 = np.zeros((gru.state_size, x.shape[0], gru.hidden_size), dtype=np.float32)
-        feeds = {"x": x, "h0": h0}
+        steps valid); state: (B, S) carried state (None: zeros, new sequences). Returns the output and
+        the next state (B, S)."""
+        batch = x.shape[0]
+        feeds = {X_INPUT: x}
+        if self.state_size:
+            feeds[STATE_INPUT] = np.zeros((batch, self.state_size), np.float32) if state is None else state
         if self.manifest.takes_lengths:
-            full = np.full(x.shape[0], x.shape[1], dtype=np.int32)
+            full = np.full(batch, x.shape[1], dtype=np.int32)
             feeds[LENGTHS_INPUT] = full if lengths is None else lengths.astype(np.int32, copy=False)
         elif lengths is not None and (lengths != x.shape[1]).any():
-            raise InferenceError(f"{self.manifest.name}: this bundle (schema 1) has no lengths input; "
-                                 "re-export it to run padded batches")
+            raise InferenceError(f"{self.manifest.name}: this graph has no lengths input; padded batches "
+                                 "must run one length at a time (predict_many does)")
         started = time.perf_counter()
         try:
-            output, h_n = self._session.run(None, feeds)
+            results = self._session.run(self._outputs, feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
         labels = (self.manifest.name, str(self.manifest.version))
         metrics.COMPUTE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.labels(*labels).observe(x.shape[0])
-        return output, h_n
+        metrics.BATCH_SIZE.labels(*labels).observe(batch)
+        next_state = results[1] if self.state_size else np.zeros((batch, 0), np.float32)
+        return results[0], next_state
 
     def predict(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         """x: (B, T, F) float32 in raw units -> (B, O): probabilities or forecasts; tagging models give
@@ -123,45 +131,47 @@ class ModelRuntime:
     def predict_many(self, sequences: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Sequences of mixed lengths, answers back in request order: (N, O), or for tagging a list of
         (T_i, O) arrays. Every answer is exactly what the sequence gets alone: one padded run whose
-        GRUs stop at each sequence's length (sequence_lens), or one run per length for schema-1
-        bundles without a lengths input."""
-        if self.manifest.takes_lengths:
-            x, lengths = pad_batch(sequences)
-            outputs = self.predict(x, lengths)
-        else:
-            outputs = self._predict_grouped(sequences)
+        GRUs stop at each sequence's length (sequence_lens), or, for a graph without a lengths input,
+        one run per length."""
+        outputs, _ = self.step(sequences, [None] * len(sequences))
         if self.manifest.task == "tagging":
-            return [outputs[i, : len(seq)] for i, seq in enumerate(sequences)]
-        return outputs
-
-    def _predict_grouped(self, sequences: list[np.ndarray]) -> np.ndarray:
-        """Schema 1 (never tagging): one run per length, so no padding is needed."""
-        outputs = np.empty((len(sequences), self.manifest.output.size), dtype=np.float32)
-        by_length: dict[int, list[int]] = {}
-        for i, seq in enumerate(sequences):
-            by_length.setdefault(len(seq), []).append(i)
-        for indices in by_length.values():
-            outputs[indices] = self.predict(np.stack([sequences[i] for i in indices]))
-        return outputs
+            return outputs
+        return np.stack(outputs) if outputs else np.empty((0, self.manifest.output.size), np.float32)
 
     def step(
         self, chunks: list[np.ndarray], states: list[np.ndarray | None]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Streaming: each chunk (T_i, F) continues its sequence from `states[i]` (L*D, H) (None: a new
-        sequence); chunks of different sequences share one padded run. Returns, per chunk, the answer
-        for the whole prefix so far (tagging: for the chunk's steps) and the new state (L*D, H)."""
-        gru = self.manifest.gru
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each chunk (T_i, F) continues its sequence from `states[i]` (S,) (None: a new sequence); all
+        share one padded run. Returns, per chunk, the answer for the whole prefix so far (tagging: for
+        the chunk's steps) and the new state (S,)."""
         x, lengths = pad_batch(chunks)
-        if not self.manifest.takes_lengths and (lengths != x.shape[1]).any():  # schema 1: one at a time
-            return [self.step([c], [s])[0] for c, s in zip(chunks, states, strict=True)]
-        h0 = np.zeros((gru.state_size, len(chunks), gru.hidden_size), dtype=np.float32)
-        for i, state in enumerate(states):
-            if state is not None:
-                h0[:, i] = state
-        output, h_n = self.run(x, lengths, h0)
+        if not self.manifest.takes_lengths and (lengths != x.shape[1]).any():
+            return self._step_by_length(chunks, states)
+        state = None
+        if self.state_size and any(s is not None for s in states):
+            state = np.zeros((len(chunks), self.state_size), np.float32)
+            for i, carried in enumerate(states):
+                if carried is not None:
+                    state[i] = carried
+        output, next_state = self.run(x, lengths, state)
         per_step = self.manifest.task == "tagging"
-        return [(output[i, : len(c)] if per_step else output[i], h_n[:, i].copy())
-                for i, c in enumerate(chunks)]
+        answers = [output[i, : len(c)] if per_step else output[i] for i, c in enumerate(chunks)]
+        return answers, list(next_state)
+
+    def _step_by_length(
+        self, chunks: list[np.ndarray], states: list[np.ndarray | None]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """A graph without a lengths input: one run per length, so no padding is needed."""
+        answers: list[np.ndarray] = [np.empty(0)] * len(chunks)
+        carried: list[np.ndarray] = [np.empty(0)] * len(chunks)
+        by_length: dict[int, list[int]] = {}
+        for i, chunk in enumerate(chunks):
+            by_length.setdefault(len(chunk), []).append(i)
+        for indices in by_length.values():
+            out, nxt = self.step([chunks[i] for i in indices], [states[i] for i in indices])
+            for j, i in enumerate(indices):
+                answers[i], carried[i] = out[j], nxt[j]
+        return answers, carried
 
 
 def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,30 @@ class GRUModel(nn.Module):
     def state_shape(self, batch: int) -> tuple[int, int, int]:
         return (self.config.num_layers * self.directions, batch, self.config.hidden_size)
 
+    def state_parts(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The per-sequence streaming state, packed in this order into one vector (the graph's `state`)."""
+        return [("gru_h", (self.config.num_layers * self.directions, self.config.hidden_size))]
+
+    def streaming_refusal(self) -> str | None:
+        """Why a prefix of a sequence cannot be answered from a carried state, or None if it can."""
+        if self.config.bidirectional:
+            return ("it is bidirectional: its answer depends on the steps after each one, so a prefix "
+                    "cannot be answered from a carried state")
+        if self.config.window_scaling:
+            return ("its inputs are scaled by the mean of the whole window, which is not known until "
+                    "the window ends")
+        return None
+
+    def stream(
+        self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exported function: raw x (B, T, F), the packed state (B, S) and lengths (B,) in; what
+        `predict` gives and the next packed state (B, S) out."""
+        layers_dirs, hidden = self.state_parts()[0][1]
+        h0 = state.reshape(-1, layers_dirs, hidden).transpose(0, 1).contiguous()  # (L*D, B, H)
+        out, h_n = self.predict(x, h0, lengths)
+        return out, h_n.transpose(0, 1).reshape(x.shape[0], layers_dirs * hidden)
+
     def forward(
         self, x: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -28,8 +28,7 @@ class Model:
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         self.session = ort.InferenceSession(str(bundle / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
-        gru = self.manifest["gru"]
-        self.state = (gru["num_layers"] * (2 if gru.get("bidirectional") else 1), gru["hidden_size"])
+        self.state_size = self.manifest["state"]["size"]
 
 
 root = Path(os.environ.get("BENCH_MODELS", "bench/results/work/models"))
@@ -48,8 +47,8 @@ def predict(name: str, request: PredictRequest) -> dict:
     if model is None:
         raise HTTPException(404, f"no model {name}")
     x = np.asarray(request.sequences, dtype=np.float32)
-    h0 = np.zeros((model.state[0], len(x), model.state[1]), np.float32)
+    state = np.zeros((len(x), model.state_size), np.float32)
     lengths = np.full(len(x), x.shape[1], np.int32)  # whole sequences: every step valid
-    probs, _ = model.session.run(None, {"x": x, "h0": h0, "lengths": lengths})
+    probs, _ = model.session.run(None, {"x": x, "state": state, "lengths": lengths})
     labels = model.manifest["output"]["labels"]
     return {"predictions": [{"label": labels[int(p.argmax())], "probabilities": p.tolist()} for p in probs]}

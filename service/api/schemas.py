@@ -96,6 +96,8 @@ class ModelMetadata(ModelSummary):
     created_at: str
     streaming: dict[str, Any] = Field(default_factory=dict, description="whether POST .../stream works, "
                                       "and why not")
+    state: dict[str, Any] = Field(default_factory=dict, description="the per-sequence state vector "
+                                  "(v2 `state`/`next_state`): its size and what it packs")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,14 +12,13 @@ import numpy as np
 import orjson
 
 from service.api.errors import ApiError, MalformedBody
-from service.bundle import LENGTHS_INPUT, Manifest
+from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES: dict[str, np.dtype] = {name: np.dtype(t) for name, t in {
     "FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "INT16": np.int16,
     "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64}.items()}
-OUTPUT_NAMES = ("output", "h_n")
 
 
 class BadTensor(ApiError):
@@ -114,6 +113,9 @@ def _has_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+OUTPUT_NAMES = (OUTPUT, STATE_OUTPUT)
+
+
 def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], set[str]]:
     binary_default = bool(parameters.get("binary_data_output", False))
     if outputs is None:
@@ -134,14 +136,17 @@ def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[s
 
 def model_inputs(request: InferRequest, manifest: Manifest,
                  max_sequences: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check x [batch, time, features] and the optional h0 [layers x directions, batch, hidden] against
-    the model; return them as float32."""
-    unknown = sorted(set(request.inputs) - {"x", "h0"})
-    if unknown or "x" not in request.inputs:
-        raise BadTensor(f"inputs are {sorted(request.inputs)}; this model takes 'x' [batch, time, features] "
-                        "and optionally 'h0' [layers x directions, batch, hidden]", "inputs")
-    spec, gru = manifest.inputs, manifest.gru
-    x = request.inputs["x"]
+    """Check x [batch, time, features] and the optional state [batch, S] against the model; return
+    them as float32."""
+    allowed = {X_INPUT, STATE_INPUT} if manifest.state.size else {X_INPUT}
+    unknown = sorted(set(request.inputs) - allowed)
+    if unknown or X_INPUT not in request.inputs:
+        size = manifest.state.size
+        state = f" and optionally '{STATE_INPUT}' [batch, {size}]" if size else ""
+        raise BadTensor(f"inputs are {sorted(request.inputs)}; this model takes '{X_INPUT}' "
+                        f"[batch, time, features]{state}", "inputs")
+    spec = manifest.inputs
+    x = request.inputs[X_INPUT]
     if x.ndim != 3 or x.shape[2] != spec.num_features or x.shape[0] < 1:
         raise BadTensor(f"x has shape {list(x.shape)}; expected [batch, time, {spec.num_features}] "
                         f"(features: {', '.join(spec.features)})", "x.shape")
@@ -150,13 +155,13 @@ def model_inputs(request: InferRequest, manifest: Manifest,
                         f"{spec.max_length}", "x.shape")
     if x.shape[0] > max_sequences:
         raise BadTensor(f"x holds {x.shape[0]} sequences; the limit is {max_sequences}", "x.shape")
-    h0 = request.inputs.get("h0")
-    expected_h0 = [gru.state_size, x.shape[0], gru.hidden_size]
-    if h0 is not None and list(h0.shape) != expected_h0:
-        raise BadTensor(f"h0 has shape {list(h0.shape)}; expected {expected_h0} "
-                        "[layers x directions, batch, hidden] (note: batch is axis 1)", "h0.shape")
-    arrays = [_finite_float32(x, "x")] + ([_finite_float32(h0, "h0")] if h0 is not None else [])
-    return arrays[0], arrays[1] if h0 is not None else None
+    state = request.inputs.get(STATE_INPUT)
+    expected = [x.shape[0], manifest.state.size]
+    if state is not None and list(state.shape) != expected:
+        raise BadTensor(f"{STATE_INPUT} has shape {list(state.shape)}; expected {expected} [batch, state "
+                        "size]: the next_state of an earlier answer, or zeros", f"{STATE_INPUT}.shape")
+    x = _finite_float32(x, X_INPUT)
+    return x, None if state is None else _finite_float32(state, STATE_INPUT)
 
 
 def _finite_float32(array: np.ndarray, name: str) -> np.ndarray:
@@ -170,7 +175,8 @@ def _finite_float32(array: np.ndarray, name: str) -> np.ndarray:
 
 def model_tensors(manifest: Manifest) -> tuple[list[dict], list[dict]]:
     """Metadata shapes: -1 for dynamic axes (batch, time), as the protocol writes them. The graph's
-    `lengths` input is not offered here: a v2 request's sequences are whole (all steps valid)."""
+    `lengths` input is not offered here: a v2 request's sequences are whole (all steps valid).
+    The state is optional: omitted, each sequence starts from zeros."""
     def tensors(specs: list) -> list[dict]:
         return [{"name": t.name, "datatype": "FP32",
                  "shape": [d if isinstance(d, int) else -1 for d in t.shape]}

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.runtime import ModelRuntime
 
-Answer = tuple[np.ndarray, np.ndarray]  # (output for the chunk, new state (L*D, H))
+Answer = tuple[np.ndarray, np.ndarray]  # (output for the chunk, new state (S,))
 
 
 class StepBatcher:
@@ -21,7 +21,7 @@ class StepBatcher:
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent run sizes, for tests and metrics
 
     async def submit(self, chunk: np.ndarray, state: np.ndarray | None) -> Answer:
-        """chunk: (T, F) raw steps; state: (L*D, H) or None for a new sequence."""
+        """chunk: (T, F) raw steps; state: (S,) or None for a new sequence."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending.append((chunk, state, future))
         if len(self._pending) == 1:
@@ -45,12 +45,13 @@ class StepBatcher:
     async def _run(self, batch: list[tuple[np.ndarray, np.ndarray | None, asyncio.Future[Answer]]]) -> None:
         self.batch_sizes.append(len(batch))
         try:
-            answers = await run_in_threadpool(self.runtime.step, [b[0] for b in batch], [b[1] for b in batch])
+            outputs, states = await run_in_threadpool(self.runtime.step, [b[0] for b in batch],
+                                                      [b[1] for b in batch])
         except Exception as exc:  # every waiting request gets the error (mapped at the edge)
             for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, _, future), answer in zip(batch, answers, strict=True):
+        for (_, _, future), output, state in zip(batch, outputs, states, strict=True):
             if not future.done():
-                future.set_result(answer)
+                future.set_result((output, state))

@@ -25,7 +25,8 @@ TOMBSTONES_PER_SESSION = 10  # how many gone ids are remembered, per allowed liv
 @dataclass
 class Session:
     version: int  # the model version the state belongs to
-    state: np.ndarray | None = None  # (L*D, H); None before the first chunk
+    graph: str  # and its graph's sha256: a re-export under the same version number is another model
+    state: np.ndarray | None = None  # (S,); None before the first chunk
     steps: int = 0
     last_used: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -49,7 +50,7 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._live)
 
-    def start(self, key: Key, version: int) -> Session:
+    def start(self, key: Key, version: int, graph: str) -> Session:
         """Open `key` afresh (a live one restarts); evicts the least recently used past the cap."""
         self.sweep()
         if self._live.pop(key, None) is not None:
@@ -58,7 +59,7 @@ class SessionStore:
         while len(self._live) >= self.max_sessions:
             old, _ = self._live.popitem(last=False)
             self._bury(old, "evicted")
-        session = Session(version=version, last_used=self._clock())
+        session = Session(version=version, graph=graph, last_used=self._clock())
         self._live[key] = session
         self._count(key, +1)
         return session

@@ -1,9 +1,10 @@
 """Stateless streaming: the recurrent state travels to the client and back as an opaque token.
 
-A token is `gru1.<payload>.<mac>` (base64url): the payload is a small JSON header (model name, model
-version, steps seen, state shape) and the float32 state bytes; the MAC is HMAC-SHA256 over the payload
-with the server's secret (GRU_STATE_SECRET). A token is refused when it was changed, signed with
-another secret, or issued for another model or model version.
+A token is `gru2.<payload>.<mac>` (base64url): the payload is a small JSON header (model name, model
+version, the graph's sha256, steps seen, state size) and the float32 state bytes; the MAC is
+HMAC-SHA256 over the payload with the server's secret (GRU_STATE_SECRET). A token is refused when it
+was changed, signed with another secret, or issued for another model, version or graph (a version
+re-exported with other weights has another sha256, and its states mean something else).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import numpy as np
 
-PREFIX = "gru1"  # bump when the payload layout changes; older tokens are then refused by name
+PREFIX = "gru2"  # bump when the payload layout changes; older tokens are then refused by name
 
 
 class StateTokenError(Exception):
@@ -39,17 +40,15 @@ class StateCodec:
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()
 
-    def encode(self, model: str, version: int, state: np.ndarray, steps: int) -> str:
-        """state: (L*D, H) float32 after `steps` steps of `model` version `version`."""
-        header = json.dumps({"model": model, "version": version, "steps": steps,
-                             "shape": list(state.shape)}, separators=(",", ":")).encode()
+    def encode(self, model: str, version: int, graph: str, state: np.ndarray, steps: int) -> str:
+        """state: (S,) float32 after `steps` steps of `model` version `version` (graph sha256 `graph`)."""
+        header = json.dumps({"model": model, "version": version, "graph": graph, "steps": steps,
+                             "size": int(state.size)}, separators=(",", ":")).encode()
         payload = header + b"\n" + np.ascontiguousarray(state, dtype="<f4").tobytes()
         return f"{PREFIX}.{_b64(payload)}.{_b64(self._mac(payload))}"
 
-    def decode(
-        self, token: str, model: str, version: int, shape: tuple[int, int]
-    ) -> tuple[np.ndarray, int]:
-        """The state (L*D, H) and steps seen, after checking integrity and the model it belongs to."""
+    def decode(self, token: str, model: str, version: int, graph: str, size: int) -> tuple[np.ndarray, int]:
+        """The state (S,) and steps seen, after checking integrity and the model it belongs to."""
         prefix, _, rest = token.partition(".")
         if prefix != PREFIX:
             raise StateTokenError(f"not a state token of this service (expected the {PREFIX!r} format)")
@@ -67,7 +66,9 @@ class StateCodec:
             raise StateTokenError(f"the state token belongs to model {header['model']!r} version "
                                   f"{header['version']}, not {model!r} version {version}; start a new "
                                   "stream without a state")
-        if tuple(header["shape"]) != shape or len(data) != 4 * shape[0] * shape[1]:
-            raise StateTokenError(f"the state token holds a state of shape {header['shape']}, "
-                                  f"expected {list(shape)}")
-        return np.frombuffer(data, dtype="<f4").reshape(shape).astype(np.float32), int(header["steps"])
+        if header["graph"] != graph:
+            raise StateTokenError(f"model {model!r} version {version} was re-exported since this token was "
+                                  "issued (its graph changed); start a new stream without a state")
+        if header["size"] != size or len(data) != 4 * size:
+            raise StateTokenError(f"the state token holds {header['size']} state values, expected {size}")
+        return np.frombuffer(data, dtype="<f4").astype(np.float32), int(header["steps"])

@@ -29,7 +29,7 @@ def test_concurrent_mixed_lengths_equal_each_sequence_alone(server, repository: 
         assert response.status_code == 200, response.text
         got = np.array([p["probabilities"] for p in response.json()["predictions"]])
         alone = np.concatenate([session.run(None, {"x": np.array(s, np.float32).reshape(1, -1, 1),
-                                                   "h0": np.zeros((1, 1, 16), np.float32),
+                                                   "state": np.zeros((1, 16), np.float32),
                                                    "lengths": np.array([len(s)], np.int32)})[0]
                                 for s in seqs])
         assert got.shape == alone.shape and np.abs(got - alone).max() <= 1e-5

@@ -36,8 +36,8 @@ def test_health_and_metadata_through_tritonclient(client) -> None:
     meta = client.get_model_metadata("italy")
     assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 1]},
-                              {"name": "h0", "datatype": "FP32", "shape": [1, -1, 16]}]
-    assert [o["name"] for o in meta["outputs"]] == ["output", "h_n"]
+                              {"name": "state", "datatype": "FP32", "shape": [-1, 16]}]
+    assert [o["name"] for o in meta["outputs"]] == ["output", "next_state"]
     assert client.get_model_metadata("italy", "1")["versions"] == ["1"]
 
 
@@ -46,26 +46,27 @@ def test_infer_matches_the_native_api(client, server, binary: bool) -> None:
     X = load_data(DataConfig(dataset="ItalyPowerDemand")).test.X[:7]
     x = triton.InferInput("x", list(X.shape), "FP32")
     x.set_data_from_numpy(X, binary_data=binary)
-    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("output", "h_n")]
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("output", "next_state")]
     result = client.infer("italy", [x], outputs=outputs, request_id="r-7")
     response = result.get_response()
     assert (response["model_name"], response["model_version"], response["id"]) == ("italy", "1", "r-7")
     np.testing.assert_allclose(result.as_numpy("output"), native(server, "italy", X.tolist()), atol=1e-7)
-    assert result.as_numpy("h_n").shape == (1, 7, 16)
+    assert result.as_numpy("next_state").shape == (7, 16)
 
 
 def test_carried_state_equals_one_pass(client) -> None:
-    """h0 in, h_n out: two chunks with the state carried by the client give the one-pass answer."""
+    """state in, next_state out: two chunks with the state carried by the client give the one-pass
+    answer."""
     X = load_data(DataConfig(dataset="ItalyPowerDemand")).test.X[:4]
 
-    def run(x: np.ndarray, h0: np.ndarray | None):
+    def run(x: np.ndarray, state: np.ndarray | None):
         inputs = [triton.InferInput("x", list(x.shape), "FP32")]
         inputs[0].set_data_from_numpy(np.ascontiguousarray(x))
-        if h0 is not None:
-            inputs.append(triton.InferInput("h0", list(h0.shape), "FP32"))
-            inputs[1].set_data_from_numpy(h0)
+        if state is not None:
+            inputs.append(triton.InferInput("state", list(state.shape), "FP32"))
+            inputs[1].set_data_from_numpy(state)
         result = client.infer("italy", inputs, model_version="1")
-        return result.as_numpy("output"), result.as_numpy("h_n")
+        return result.as_numpy("output"), result.as_numpy("next_state")
 
     whole, _ = run(X, None)
     _, h = run(X[:, :10], None)
@@ -97,9 +98,9 @@ BAD = [
      "inputs", "takes 'x'"),
     ("bad datatype", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "BYTES", "data": ["a"]}]},
      "inputs[0].datatype", "send FP32"),
-    ("bad h0", {"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [1, 2]},
-                           {"name": "h0", "shape": [1, 2, 16], "datatype": "FP32", "data": [0] * 32}]},
-     "h0.shape", "batch is axis 1"),
+    ("bad state", {"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [1, 2]},
+                              {"name": "state", "shape": [2, 16], "datatype": "FP32", "data": [0] * 32}]},
+     "state.shape", "expected [1, 16]"),
     ("unknown output", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32", "data": [1]}],
                         "outputs": [{"name": "probs"}]}, "outputs[0].name", "'output'"),
     ("no inputs", {"inputs": []}, "inputs", "inference request like"),

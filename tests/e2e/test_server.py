@@ -51,7 +51,7 @@ def test_classification_matches_onnxruntime_and_pytorch(server, repository, ital
     probs = np.array([p["probabilities"] for p in body["predictions"]])
     session = ort.InferenceSession(str(_bundle(repository, "italy") / "model.onnx"))
     lengths = np.full(len(X), X.shape[1], dtype=np.int32)
-    expected, _ = session.run(None, {"x": X, "h0": np.zeros((1, 50, 16), np.float32), "lengths": lengths})
+    expected, _ = session.run(None, {"x": X, "state": np.zeros((50, 16), np.float32), "lengths": lengths})
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     with torch.no_grad():
         model = model_from_checkpoint(load_checkpoint(italy_run.checkpoint))

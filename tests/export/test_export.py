@@ -29,6 +29,11 @@ def _full(x: np.ndarray) -> np.ndarray:
     return np.full(x.shape[0], x.shape[1], dtype=np.int32)  # no padding: every step is valid
 
 
+def _packed(h: np.ndarray) -> np.ndarray:
+    """The GRU's (L*D, B, H) state as the graph's batch-major (B, L*D*H) `state`."""
+    return np.ascontiguousarray(h.transpose(1, 0, 2).reshape(h.shape[1], -1))
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool) -> None:
@@ -47,12 +52,13 @@ def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool) -> None
     session = _session(result.bundle_dir)
     for batch, length in [(1, 1), (4, 37), (9, 100)]:  # more shapes, beyond the export's own checks
         x = np.random.default_rng(length).normal(size=(batch, length, 1)).astype(np.float32)
-        h0 = np.zeros((layers * (2 if bidirectional else 1), batch, 16), np.float32)
-        out, h_n = session.run(None, {"x": x, "h0": h0, "lengths": _full(x)})
+        h0 = np.random.default_rng(batch).normal(size=(layers * (2 if bidirectional else 1), batch, 16))
+        h0 = h0.astype(np.float32)
+        out, state = session.run(None, {"x": x, "state": _packed(h0), "lengths": _full(x)})
         with torch.no_grad():
             ref_out, ref_h = model.predict(torch.as_tensor(x), torch.as_tensor(h0))
         assert np.abs(out - ref_out.numpy()).max() <= TOLERANCE
-        assert np.abs(h_n - ref_h.numpy()).max() <= TOLERANCE
+        assert np.abs(state - _packed(ref_h.numpy())).max() <= TOLERANCE
 
 
 def test_graph_state_matches_the_numpy_oracle(tmp_path: Path) -> None:
@@ -61,11 +67,11 @@ def test_graph_state_matches_the_numpy_oracle(tmp_path: Path) -> None:
     model = model_from_checkpoint(load_checkpoint(run.checkpoint))
     x = np.random.default_rng(0).normal(size=(3, 30, 1)).astype(np.float32)
     h0 = np.random.default_rng(1).normal(size=(4, 3, 16)).astype(np.float32)
-    _, h_n = _session(bundle_dir).run(None, {"x": x, "h0": h0, "lengths": _full(x)})
+    _, state = _session(bundle_dir).run(None, {"x": x, "state": _packed(h0), "lengths": _full(x)})
     normalised = model.normaliser.inputs(torch.as_tensor(x), torch.ones(3, 1)).numpy()
     params = {k: v.detach().double().numpy() for k, v in model.gru.named_parameters()}
     _, ref_h = gru_forward(normalised, params, 2, True, h0, reset="after")
-    assert np.abs(h_n - ref_h).max() <= TOLERANCE
+    assert np.abs(state - _packed(ref_h)).max() <= TOLERANCE
 
 
 def test_forecast_bundle_answers_in_original_units(airline_run, tmp_path: Path) -> None:
@@ -74,8 +80,8 @@ def test_forecast_bundle_answers_in_original_units(airline_run, tmp_path: Path) 
     assert manifest["task"] == "regression" and manifest["output"]["size"] == 12
     assert manifest["normalization"]["window_scaling"] is True
     x = np.linspace(300, 450, 24, dtype=np.float32).reshape(1, 24, 1)
-    h0 = np.zeros((1, 1, 16), np.float32)
-    out, _ = _session(result.bundle_dir).run(None, {"x": x, "h0": h0, "lengths": _full(x)})
+    state = np.zeros((1, result.manifest.state.size), np.float32)
+    out, _ = _session(result.bundle_dir).run(None, {"x": x, "state": state, "lengths": _full(x)})
     assert 100 < out.mean() < 1000  # passengers, not z-scores
 
 
@@ -86,7 +92,7 @@ def test_bundle_is_versioned_and_refuses_to_overwrite(italy_run, tmp_path: Path)
     with pytest.raises(FileExistsError, match="already exists"):
         export_checkpoint(italy_run.checkpoint, tmp_path / "models", "italy", version=1)
     manifest, _ = load_bundle(second.bundle_dir)  # what the service will load
-    assert manifest.checkpoint_sha256 and manifest.training["test_metrics"]["accuracy"] > 0.5
+    assert manifest.checkpoint_sha256 and manifest.training.test_metrics["accuracy"] > 0.5
 
 
 def _flip_linear_before_reset(graph: bytes) -> bytes:

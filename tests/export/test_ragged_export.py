@@ -55,12 +55,12 @@ def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -
     rng = np.random.default_rng(0)
     sequences = [rng.normal(size=(n, model.config.input_size)).astype(np.float32) for n in (29, 7, 1, 16)]
     x, lengths = pad_batch(sequences)
-    h0 = rng.normal(size=model.state_shape(len(sequences))).astype(np.float32)
-    got, got_h = runtime.run(x, lengths, h0)
+    state = rng.normal(size=(len(sequences), runtime.state_size)).astype(np.float32)
+    got, got_state = runtime.run(x, lengths, state)
     with torch.no_grad():
-        ref, ref_h = model.predict(torch.as_tensor(x), torch.as_tensor(h0), torch.as_tensor(lengths))
+        ref, ref_state = model.stream(torch.as_tensor(x), torch.as_tensor(state), torch.as_tensor(lengths))
     assert np.abs(got - ref.numpy()).max() <= TOLERANCE
-    assert np.abs(got_h - ref_h.numpy()).max() <= TOLERANCE
+    assert np.abs(got_state - ref_state.numpy()).max() <= TOLERANCE
 
 
 def test_a_gru_node_without_sequence_lens_is_refused(ragged_repository: Path, tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_a_gru_node_without_sequence_lens_is_refused(ragged_repository: Path, tm
         load_bundle(bundle)
 
 
-def test_a_schema_1_bundle_without_lengths_still_serves_mixed_lengths(ragged_repository, tmp_path) -> None:
-    """Bundles exported before the lengths input: the runtime groups by length instead of padding."""
+def test_a_graph_without_lengths_still_serves_mixed_lengths(ragged_repository, tmp_path) -> None:
+    """A graph without a lengths input (e.g. imported): the runtime groups by length instead of padding."""
     bundle = tmp_path / "vowels_bi" / "1"
     shutil.copytree(ragged_repository / "vowels_bi" / "1", bundle)
     graph = onnx.load(bundle / "model.onnx")
@@ -90,7 +90,6 @@ def test_a_schema_1_bundle_without_lengths_still_serves_mixed_lengths(ragged_rep
     data = graph.SerializeToString()
     (bundle / "model.onnx").write_bytes(data)
     doc = json.loads((bundle / "manifest.json").read_text())
-    doc["schema_version"] = 1
     doc["onnx"]["sha256"] = hashlib.sha256(data).hexdigest()
     doc["onnx"]["inputs"] = [t for t in doc["onnx"]["inputs"] if t["name"] != "lengths"]
     (bundle / "manifest.json").write_text(json.dumps(doc))

@@ -42,14 +42,17 @@ def test_seed_export_sets_linear_before_reset_0_and_passes_parity(seed_bundle) -
 def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle) -> None:
     run, result = seed_bundle
     model = model_from_checkpoint(load_checkpoint(run.checkpoint))
-    x, h0, lengths = example_inputs(model, 3, 40)
+    x, state, lengths = example_inputs(model, 3, 40)
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
-    h_n = session.run(["h_n"], {"x": x.numpy(), "h0": h0.numpy(), "lengths": lengths.numpy()})[0]
+    packed = session.run(["next_state"], {"x": x.numpy(), "state": state.numpy(),
+                                          "lengths": lengths.numpy()})[0]
+    h_n = packed.reshape(3, 4, -1).transpose(1, 0, 2)  # (L*D, B, H)
+    h0 = state.reshape(3, 4, -1).transpose(0, 1).double().numpy()
     gru_in = model.normaliser.inputs(x, model.normaliser.level(x)).detach().double().numpy()
     params = {k: v.double().numpy() for k, v in model.gru.state_dict().items()}
-    _, before = gru_forward(gru_in, params, 2, True, h0.double().numpy(), reset="before")
-    _, after = gru_forward(gru_in, params, 2, True, h0.double().numpy(), reset="after")
+    _, before = gru_forward(gru_in, params, 2, True, h0, reset="before")
+    _, after = gru_forward(gru_in, params, 2, True, h0, reset="after")
     assert np.abs(h_n - before).max() < 1e-5
     assert np.abs(h_n - after).max() > 1e-3
 

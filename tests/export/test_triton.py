@@ -45,7 +45,7 @@ def test_dynamic_batching_entry(tmp_path: Path, repository: Path) -> None:
     assert [i.name for i in session.get_inputs()] == ["x"]  # the zero state is built inside
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(1).normal(size=(6, 30, 1)).astype(np.float32)
-    expected = original.run(["output"], {"x": x, "h0": np.zeros((1, 6, 16), np.float32),
+    expected = original.run(["output"], {"x": x, "state": np.zeros((6, 16), np.float32),
                                          "lengths": np.full(6, 30, np.int32)})[0]
     np.testing.assert_allclose(session.run(["output"], {"x": x})[0], expected, atol=1e-6)
 
@@ -57,21 +57,40 @@ def test_sequence_batching_entry_with_batch_major_implicit_state(tmp_path: Path,
     sequence = config.sequence_batching
     assert sequence.oldest.max_candidate_sequences == 64
     [state] = sequence.state
-    assert (state.input_name, state.output_name, list(state.dims)) == ("h0", "h_n", [1, 16])
-    assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [1, 16]
+    assert (state.input_name, state.output_name, list(state.dims)) == ("state", "next_state", [16])
+    assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [16]
     session = ort.InferenceSession(str(entry / "model.onnx"))
     shapes = {t.name: t.shape for t in session.get_inputs() + session.get_outputs()}
-    assert shapes["h0"][1:] == [1, 16] and shapes["h_n"][1:] == [1, 16]  # batch first, as Triton batches
+    assert shapes["state"][1:] == [16] and shapes["next_state"][1:] == [16]  # batch first, as Triton batches
     # Two chunks through the Triton graph, state carried batch-major, equal one pass over the whole series
     # (italy: fixed per-feature normalisation; a window-scaled forecaster is not chunkable this way).
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(2).normal(size=(3, 24, 1)).astype(np.float32)
-    whole, whole_h = original.run(None, {"x": x, "h0": np.zeros((1, 3, 16), np.float32),
+    whole, whole_h = original.run(None, {"x": x, "state": np.zeros((3, 16), np.float32),
                                          "lengths": np.full(3, 24, np.int32)})
-    _, h = session.run(None, {"x": x[:, :10], "h0": np.zeros((3, 1, 16), np.float32)})
-    out, h = session.run(None, {"x": x[:, 10:], "h0": h})
+    _, h = session.run(None, {"x": x[:, :10], "state": np.zeros((3, 16), np.float32)})
+    out, h = session.run(None, {"x": x[:, 10:], "state": h})
     np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(h.transpose(1, 0, 2), whole_h, atol=1e-5)
+    np.testing.assert_allclose(h, whole_h, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "output_dims"), [("vowels_uni", [9]), ("regimes", [-1, 3]),
+                                                   ("airline", [12])])
+def test_dims_come_from_the_tensor_specs_for_every_task(tmp_path: Path, ragged_repository: Path,
+                                                        name: str, output_dims: list[int]) -> None:
+    """classification [batch, labels], tagging [batch, time, labels], forecasting [batch, horizon]."""
+    write_triton_entry(ragged_repository / name / "1", tmp_path)
+    config = parse_config(tmp_path / name)
+    features = 12 if name.startswith("vowels") else 1
+    assert [(i.name, list(i.dims)) for i in config.input] == [("x", [-1, features])]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("output", output_dims)]
+
+
+def test_a_model_that_cannot_stream_gets_no_sequence_batching(tmp_path: Path, ragged_repository) -> None:
+    from export.triton import TritonExportError
+
+    with pytest.raises(TritonExportError, match="bidirectional"):
+        write_triton_entry(ragged_repository / "vowels_bi" / "1", tmp_path, TritonOptions(sequence=True))
 
 
 def test_export_command_writes_the_triton_entry(tmp_path: Path, italy_run, capsys) -> None:
@@ -91,7 +110,7 @@ def test_a_graph_without_the_bundle_io_is_refused(tmp_path: Path, repository: Pa
     from service.bundle import read_manifest
 
     model = onnx.load(str(repository / "italy" / "1" / "model.onnx"))
-    [h0] = [i for i in model.graph.input if i.name == "h0"]
-    model.graph.input.remove(h0)
-    with pytest.raises(TritonExportError, match="'h0'"):
+    [state] = [i for i in model.graph.input if i.name == "state"]
+    model.graph.input.remove(state)
+    with pytest.raises(TritonExportError, match="'state'"):
         zero_initial_state(model, read_manifest(repository / "italy" / "1"))

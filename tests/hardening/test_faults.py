@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import export.bundle
+import training.publish
 from export.bundle import export_checkpoint
 from service.bundle import load_bundle
 from service.repository import discover
@@ -25,7 +25,7 @@ def visible_bundles(root: Path) -> list[Path]:
 
 
 def test_disk_full_during_export_leaves_nothing_visible(italy_run, tmp_path: Path, monkeypatch) -> None:
-    real, calls = export.bundle._write_synced, []
+    real, calls = training.publish.write_atomic, []
 
     def fill_disk_on_second_file(path: Path, data: bytes) -> None:
         calls.append(path.name)
@@ -33,7 +33,7 @@ def test_disk_full_during_export_leaves_nothing_visible(italy_run, tmp_path: Pat
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(export.bundle, "_write_synced", fill_disk_on_second_file)
+    monkeypatch.setattr(training.publish, "write_atomic", fill_disk_on_second_file)
     with pytest.raises(OSError, match="No space left"):
         export_checkpoint(italy_run.checkpoint, tmp_path / "models", "italy")
     assert visible_bundles(tmp_path / "models") == []

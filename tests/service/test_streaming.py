@@ -43,7 +43,7 @@ def test_random_chunkings_give_the_whole_prefix_answers(runtimes, length, cuts, 
     sequence = sequence.astype(np.float32)
     state, seen = None, 0
     for chunk in _chunks(sequence, cuts):
-        (output, state), = runtime.step([chunk], [state])
+        [output], [state] = runtime.step([chunk], [state])
         seen += len(chunk)
         whole = runtime.predict(sequence[None, :seen])[0]
         expected = whole[seen - len(chunk) : seen] if name == "regimes" else whole
@@ -52,9 +52,9 @@ def test_random_chunkings_give_the_whole_prefix_answers(runtimes, length, cuts, 
 
 def test_state_tokens_round_trip_and_refuse_tampering_and_other_models() -> None:
     codec = StateCodec(b"k" * 32)
-    state = np.arange(6, dtype=np.float32).reshape(2, 3)
-    token = codec.encode("m", 3, state, steps=7)
-    got, steps = codec.decode(token, "m", 3, (2, 3))
+    state = np.arange(6, dtype=np.float32)
+    token = codec.encode("m", 3, "sha-a", state, steps=7)
+    got, steps = codec.decode(token, "m", 3, "sha-a", 6)
     np.testing.assert_array_equal(got, state)
     assert steps == 7
     prefix, payload, mac = token.split(".")
@@ -62,21 +62,23 @@ def test_state_tokens_round_trip_and_refuse_tampering_and_other_models() -> None
     for bad, message in [
         (f"{prefix}.{flipped}.{mac}", "signature"),
         (token[:-3] + "xyz", "signature"),
-        (StateCodec(b"q" * 32).encode("m", 3, state, 7), "signature"),  # another server's secret
-        (codec.encode("other", 3, state, 7), "belongs to model 'other'"),
-        (codec.encode("m", 2, state, 7), "version 2"),
+        (StateCodec(b"q" * 32).encode("m", 3, "sha-a", state, 7), "signature"),  # another server's secret
+        (codec.encode("other", 3, "sha-a", state, 7), "belongs to model 'other'"),
+        (codec.encode("m", 2, "sha-a", state, 7), "version 2"),
+        (codec.encode("m", 3, "sha-b", state, 7), "re-exported"),  # same version, other weights
+        (codec.encode("m", 3, "sha-a", state[:4], 7), "holds 4 state values"),
         ("hello", "not a state token"),
     ]:
         with pytest.raises(StateTokenError, match=message):
-            codec.decode(bad, "m", 3, (2, 3))
+            codec.decode(bad, "m", 3, "sha-a", 6)
 
 
 def test_sessions_evict_the_least_recently_used_and_say_so() -> None:
     store = SessionStore(max_sessions=2, idle_seconds=60)
-    store.start(("m", "a"), 1)
-    store.start(("m", "b"), 1)
+    store.start(("m", "a"), 1, "g")
+    store.start(("m", "b"), 1, "g")
     store.get(("m", "a"))  # a is now more recent than b
-    store.start(("m", "c"), 1)  # over the cap: b goes
+    store.start(("m", "c"), 1, "g")  # over the cap: b goes
     assert len(store) == 2
     with pytest.raises(SequenceGone, match="evicted.*GRU_MAX_SESSIONS") as gone:
         store.get(("m", "b"))
@@ -92,8 +94,8 @@ def test_sessions_evict_the_least_recently_used_and_say_so() -> None:
 def test_idle_sessions_expire() -> None:
     now = [0.0]
     store = SessionStore(max_sessions=10, idle_seconds=5, clock=lambda: now[0])
-    store.start(("m", "a"), 1)
-    store.start(("m", "b"), 1)
+    store.start(("m", "a"), 1, "g")
+    store.start(("m", "b"), 1, "g")
     now[0] = 4.0
     store.get(("m", "b"))
     now[0] = 6.0  # a idle for 6 s, b for 2 s
@@ -107,7 +109,7 @@ def test_chunks_of_different_sequences_run_together(runtimes) -> None:
     batcher = StepBatcher(runtime, max_delay_s=0.05)
     rng = np.random.default_rng(0)
     chunks = [rng.normal(size=(n, 12)).astype(np.float32) for n in (3, 11, 6)]
-    (_, state), = runtime.step([chunks[0]], [None])
+    _, [state] = runtime.step([chunks[0]], [None])
     states = [None, state, None]
 
     async def all_at_once():
@@ -116,7 +118,7 @@ def test_chunks_of_different_sequences_run_together(runtimes) -> None:
     answers = asyncio.run(all_at_once())
     assert list(batcher.batch_sizes) == [3]  # one run for the three sequences
     for chunk, state_in, (output, new_state) in zip(chunks, states, answers, strict=True):
-        (alone, alone_state), = runtime.step([chunk], [state_in])
+        [alone], [alone_state] = runtime.step([chunk], [state_in])
         assert np.abs(output - alone).max() <= TOLERANCE
         assert np.abs(new_state - alone_state).max() <= TOLERANCE
 
@@ -136,11 +138,11 @@ def test_live_sessions_feed_the_streaming_sessions_gauge() -> None:
 
     now = [0.0]
     store = SessionStore(max_sessions=2, idle_seconds=10, clock=lambda: now[0])
-    store.start(("gauge-model", "a"), 1)
-    store.start(("gauge-model", "b"), 1)
-    store.start(("gauge-model", "a"), 1)  # a restart is still one session
+    store.start(("gauge-model", "a"), 1, "g")
+    store.start(("gauge-model", "b"), 1, "g")
+    store.start(("gauge-model", "a"), 1, "g")  # a restart is still one session
     assert live("gauge-model") == 2
-    store.start(("gauge-model", "c"), 1)  # evicts the least recently used
+    store.start(("gauge-model", "c"), 1, "g")  # evicts the least recently used
     assert live("gauge-model") == 2
     store.end(("gauge-model", "c"))
     now[0] = 60.0

@@ -28,7 +28,7 @@ async def model_metadata(runtime: ModelDep) -> ModelMetadata:
     return ModelMetadata(
         **summary(runtime).model_dump(), inputs=inputs, output=m.output.model_dump(),
         gru=m.gru.model_dump(), normalization="inside model.onnx: send raw values, get original units back",
-        training=m.training, warnings=runtime.warnings, created_at=m.created_at.isoformat(),
-        streaming={"supported": m.streaming_refusal is None, "reason": m.streaming_refusal,
-                   "ragged_batches_exact": m.takes_lengths},
+        training=m.training.model_dump(), warnings=runtime.warnings, created_at=m.created_at.isoformat(),
+        streaming=m.streaming.model_dump() | {"ragged_batches_exact": m.takes_lengths},
+        state=m.state.model_dump(),
     )

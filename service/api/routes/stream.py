@@ -62,15 +62,14 @@ async def _stateless(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChun
     state, seen = None, 0
     if chunk.state is not None:
         try:
-            state, seen = hub.codec.decode(chunk.state, m.name, m.version,
-                                           (m.gru.state_size, m.gru.hidden_size))
+            state, seen = hub.codec.decode(chunk.state, m.name, m.version, m.onnx.sha256, m.state.size)
         except StateTokenError as exc:
             raise InvalidState(str(exc), "state") from exc
     output, new_state = await hub.batcher(runtime).submit(chunk.steps, state)
     seen += len(chunk.steps)
     return {"model": m.name, "version": m.version, "steps_seen": seen,
             "prediction": prediction(m, output),
-            "state": hub.codec.encode(m.name, m.version, new_state, seen)}
+            "state": hub.codec.encode(m.name, m.version, m.onnx.sha256, new_state, seen)}
 
 
 async def _held(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChunk) -> dict[str, Any]:
@@ -84,11 +83,11 @@ async def _held(hub: StreamingHub, runtime: ModelRuntime, chunk: StreamChunk) ->
 async def held_chunk(hub: StreamingHub, runtime: ModelRuntime, sequence_id: str, start: bool, end: bool,
                      steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """One chunk of a server-held sequence (also the Open Inference Protocol's sequence_id route):
-    the output for the whole prefix, the new state (L*D, H) and the steps seen so far."""
+    the output for the whole prefix, the new state (S,) and the steps seen so far."""
     m = runtime.manifest
     key = (m.name, sequence_id)
     if start:
-        session = hub.sessions.start(key, m.version)
+        session = hub.sessions.start(key, m.version, m.onnx.sha256)
     else:
         try:
             session = hub.sessions.get(key)
@@ -96,10 +95,11 @@ async def held_chunk(hub: StreamingHub, runtime: ModelRuntime, sequence_id: str,
             if exc.reason == "unknown":
                 raise SequenceNotOpen(str(exc), "sequence_id") from exc
             raise SequenceGoneError(exc.reason, str(exc)) from exc
-        if session.version != m.version:
+        if (session.version, session.graph) != (m.version, m.onnx.sha256):
             hub.sessions.end(key)
-            raise SequenceGoneError("ended", f"model {m.name!r} changed to version {m.version} while "
-                                    f"sequence {sequence_id!r} was open; start it again")
+            raise SequenceGoneError("ended", f"model {m.name!r} changed (now version {m.version}, graph "
+                                    f"{m.onnx.sha256[:12]}) while sequence {sequence_id!r} was open; "
+                                    "start it again")
     async with session.lock:  # chunks of one sequence run in arrival order
         output, session.state = await hub.batcher(runtime).submit(steps, session.state)
         session.steps += len(steps)

@@ -15,6 +15,7 @@ from service.api.errors import ApiError, Unavailable
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.stream import held_chunk
 from service.api.v2_codec import HEADER_LENGTH, decode_request, encode_response, model_inputs, model_tensors
+from service.bundle import OUTPUT, STATE_OUTPUT
 from service.repository import Repository
 from service.runtime import ModelRuntime
 
@@ -87,18 +88,18 @@ async def _infer(request: Request, runtime: ModelRuntime, max_sequences: int) ->
         raise Unavailable("the server is not ready", None)
     body = await request.body()
     decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-    x, h0 = model_inputs(decoded, runtime.manifest, max_sequences)
+    x, state = model_inputs(decoded, runtime.manifest, max_sequences)
     metrics.SEQUENCES_PER_REQUEST.labels(runtime.manifest.name).observe(x.shape[0])
     if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
-        output, h_n = await _sequence_chunk(request, runtime, decoded.parameters, x, h0)
+        output, next_state = await _sequence_chunk(request, runtime, decoded.parameters, x, state)
     else:
-        output, h_n = await run_in_threadpool(runtime.run, x, None, h0)  # no padding: all steps valid
-    content, headers = encode_response(runtime.manifest, decoded, {"output": output, "h_n": h_n})
+        output, next_state = await run_in_threadpool(runtime.run, x, None, state)  # all steps valid
+    content, headers = encode_response(runtime.manifest, decoded, {OUTPUT: output, STATE_OUTPUT: next_state})
     return Response(content, headers=headers)
 
 
 async def _sequence_chunk(request: Request, runtime: ModelRuntime, parameters: dict[str, Any],
-                          x: np.ndarray, h0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                          x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """sequence_id / sequence_start / sequence_end: one chunk of a server-held sequence (the semantics of
     Triton's sequence batcher), sharing the native /stream route's sessions and chunk batcher."""
     refusal = runtime.manifest.streaming_refusal
@@ -109,10 +110,10 @@ async def _sequence_chunk(request: Request, runtime: ModelRuntime, parameters: d
     if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or sequence_id in (0, ""):
         raise StreamingUnavailable("sequence_start/sequence_end need a non-zero sequence_id (int or string)",
                                    "parameters.sequence_id")
-    if x.shape[0] != 1 or h0 is not None:
-        raise StreamingUnavailable("a sequence chunk is one sequence (x [1, time, features]) without h0: "
-                                   "the server holds the state", "x.shape")
-    output, state, _ = await held_chunk(request.app.state.streaming, runtime, str(sequence_id),
-                                        bool(parameters.get("sequence_start")),
-                                        bool(parameters.get("sequence_end")), x[0])
-    return output[None], state[:, None, :]  # batch axis back: output [1, ...], h_n [L*D, 1, H]
+    if x.shape[0] != 1 or state is not None:
+        raise StreamingUnavailable("a sequence chunk is one sequence (x [1, time, features]) without a "
+                                   "state: the server holds the state", "x.shape")
+    output, next_state, _ = await held_chunk(request.app.state.streaming, runtime, str(sequence_id),
+                                             bool(parameters.get("sequence_start")),
+                                             bool(parameters.get("sequence_end")), x[0])
+    return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]
