@@ -25,7 +25,7 @@ from service.bundle import (
     StreamingSpec,
     TrainingInfo,
 )
-from training.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint, file_sha256
 from training.model import GRUModel
 from training.publish import publish_folder
 
@@ -43,9 +43,9 @@ def export_checkpoint(
 ) -> ExportResult:
     if not NAME_PATTERN.match(name):
         raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
-    payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
-    train_length = int(payload["max_train_length"])
+    trained = Checkpoint.load(checkpoint)
+    model = trained.model()
+    train_length = trained.max_train_length
     max_length = max_length or max(256, 4 * train_length)
     module = InferenceModule(model)
     graph = to_onnx(module, model, trace_batch=2, trace_length=train_length)
@@ -58,7 +58,7 @@ def export_checkpoint(
     report = check_parity(graph, module, model, cases)
     reference_diff = check_reference(graph, model, cases)
     version = version or next_version(repository / name)
-    manifest = _manifest(payload, model, gru, graph, report, name, version, max_length,
+    manifest = _manifest(trained, model, gru, graph, report, name, version, max_length,
                          checkpoint_sha256=file_sha256(checkpoint))
     extras = write_bundle_report(checkpoint.parent, manifest, reference_diff)
     bundle_dir = write_bundle(repository, manifest, graph, overwrite, extras)
@@ -78,24 +78,24 @@ def next_version(model_dir: Path) -> int:
 
 
 def _manifest(
-    payload: dict, model: GRUModel, gru: GRUSpec, graph: bytes, report: ParityReport,
+    trained: Checkpoint, model: GRUModel, gru: GRUSpec, graph: bytes, report: ParityReport,
     name: str, version: int, max_length: int, checkpoint_sha256: str,
 ) -> Manifest:
     inputs, outputs = io_specs(model)
     refusal = model.streaming_refusal()
     return Manifest(
         name=name, version=version, task=model.config.task,
-        inputs=InputSpec(features=payload["feature_names"], max_length=max_length),
-        output=_output_spec(model, payload),
+        inputs=InputSpec(features=trained.feature_names, max_length=max_length),
+        output=_output_spec(model, trained),
         gru=gru,
         state=state_spec(model),
         streaming=StreamingSpec(supported=refusal is None, reason=refusal),
         onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
-        normalization=NormalizationSpec(**payload["preprocessing"]),
+        normalization=NormalizationSpec(**trained.preprocessing),
         training=TrainingInfo(
-            dataset=payload["data_source"], seed=payload["config"]["optim"]["seed"],
-            best_epoch=payload["epoch"], test_metrics=payload["test_metrics"],
-            max_train_length=payload["max_train_length"], ragged=payload.get("ragged", False),
+            dataset=trained.data_source, seed=trained.config.optim.seed, best_epoch=trained.epoch,
+            test_metrics=trained.test_metrics, max_train_length=trained.max_train_length,
+            ragged=trained.ragged,
         ),
         parity=ParitySpec(max_abs_diff=report.max_abs_diff, tolerance=TOLERANCE, cases=report.cases),
         checkpoint_sha256=checkpoint_sha256,
@@ -103,17 +103,17 @@ def _manifest(
     )
 
 
-def _output_spec(model: GRUModel, payload: dict) -> OutputSpec:
+def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
     task, size = model.config.task, model.config.output_size
     if task == "classification":
-        return OutputSpec(kind="probabilities", size=size, labels=payload["label_names"],
+        return OutputSpec(kind="probabilities", size=size, labels=trained.label_names,
                           description="class probabilities in label order")
     if task == "tagging":
-        return OutputSpec(kind="step_probabilities", size=size, labels=payload["label_names"],
+        return OutputSpec(kind="step_probabilities", size=size, labels=trained.label_names,
                           description="per time step: class probabilities in label order "
                                       "(zero past each sequence's length)")
     return OutputSpec(kind="forecast", size=size, labels=None,
-                      description=f"the next {size} values of {payload['feature_names'][0]!r}, "
+                      description=f"the next {size} values of {trained.feature_names[0]!r}, "
                                   "in original units")
 
 

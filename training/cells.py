@@ -21,9 +21,6 @@ from training.config import ModelConfig
 
 
 def make_gru(config: ModelConfig) -> nn.GRU | SeedGRU:
-    if config.reset not in ("after", "before"):
-        raise ValueError(f"model.reset must be 'after' (torch.nn.GRU) or 'before' (the seed's GRU), "
-                         f"got {config.reset!r}")
     kind: type[nn.GRU] | type[SeedGRU] = nn.GRU if config.reset == "after" else SeedGRU
     return kind(
         input_size=config.input_size,

@@ -1,44 +1,78 @@
-"""Checkpoints: state_dict + resolved config + preprocessing + label names, as plain data (never a
-pickled module), written atomically so a crash never leaves a half-written file."""
+"""The checkpoint: one typed object that training writes and export reads (weights, the resolved config,
+preprocessing, labels, metrics). On disk it is plain data (tensors, numbers, strings), never a pickled
+module, loaded with `weights_only=True`, and written atomically so a crash never leaves half a file."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.config import ModelConfig, TrainConfig
+from training.config import TrainConfig
 from training.model import GRUModel
 from training.publish import write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the typed Checkpoint; 1 (the same keys as a dict, plus "task") still loads
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    config: TrainConfig  # resolved: model.input_size, task and output_size come from the data
+    preprocessing: dict[str, Any]  # Normaliser.describe(): also inside state_dict as buffers
+    feature_names: list[str]
+    label_names: list[str]  # classification and tagging; [] otherwise
+    max_train_length: int  # the longest training sequence (steps)
+    ragged: bool  # the data held sequences of different lengths
+    data_source: str
+    epoch: int  # the best epoch, whose weights these are
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # empty until training finished
+
+    @classmethod
+    def of(cls, model: GRUModel, config: TrainConfig, **facts: Any) -> Checkpoint:
+        """The model's current weights (copied to the CPU) and preprocessing, with the run's facts."""
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cls(state_dict=state, config=config, preprocessing=model.normaliser.describe(), **facts)
+
+    def save(self, path: Path) -> None:
+        save_payload(path, asdict(self) | {"config": self.config.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint:
+        payload = load_payload(path, accept=(1, FORMAT_VERSION))
+        payload.pop("task", None)  # format 1 repeated config.model.task
+        try:
+            return cls(**(payload | {"config": TrainConfig.from_dict(payload["config"])}))
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: not a gru-serve training checkpoint ({exc})") from exc
+
+    def model(self) -> GRUModel:
+        """A GRUModel in eval mode holding these weights."""
+        model = GRUModel(self.config.model)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def save_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Plain data (tensors, numbers, strings, dicts) to `path`, atomically, with the format version."""
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
     write_atomic(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_payload(path: str | Path, accept: tuple[int, ...] = (FORMAT_VERSION,)) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     payload = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled objects
-    version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format_version {version!r}, expected {FORMAT_VERSION}")
+    version = payload.pop("format_version", None) if isinstance(payload, dict) else None
+    if version not in accept:
+        raise ValueError(f"{path}: checkpoint format_version {version!r}, expected one of {list(accept)}")
     return payload
-
-
-def model_from_checkpoint(payload: dict[str, Any]) -> GRUModel:
-    config = TrainConfig.from_dict(payload["config"])
-    model = GRUModel(ModelConfig(**vars(config.model)))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
 
 
 def file_sha256(path: str | Path) -> str:

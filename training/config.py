@@ -1,122 +1,128 @@
-"""Training configuration: dataclasses for data, model and optimisation; YAML/TOML plus overrides."""
+"""Training configuration: pydantic models for data, model and optimisation; YAML/TOML plus overrides.
+
+Every key is validated where it is read (types, ranges, choices), and an error names the key and what it
+accepts. YAML 1.1 reads `1e-3` as a string: numbers written that way (in files or `--set`) are numbers.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 Task = Literal["classification", "regression", "tagging"]  # tagging: one label per time step
+DataTask = Literal["classification", "regression", "forecast", "tagging"]  # forecast: windows of series
 
 
-@dataclass
-class DataConfig:
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"must be a number, got {value!r}") from None
+    return value
+
+
+def _whole(value: Any) -> Any:
+    value = _number(value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, got {value!r}")
+        return int(value)
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
     dataset: str = "ItalyPowerDemand"  # a built-in name, or "file" to read `path`
-    path: str | None = None  # user data: .csv / .parquet (long format) or .npz (X [N,T,F], y)
+    path: str | None = None  # user data: .csv / .parquet (long format) or .npz
     test_path: str | None = None  # optional separate test file; otherwise split from `path`
-    task: Task | None = None  # required for user files; built-ins know their own task
+    task: DataTask | None = None  # required for user files; built-ins know their own task
     id_column: str = "series_id"
     time_column: str = "step"
     feature_columns: list[str] | None = None  # default: every column not named below
-    target_column: str = "label"  # label (classification) or target (regression)
-    window: int = 24  # forecasting: input window length
-    horizon: int = 12  # forecasting: steps predicted
-    seasonal_period: int = 12  # forecasting: for the seasonal-naive baseline and MASE
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2  # used only when there is no official test split
+    target_column: str = "label"  # label (classification) or target (regression, forecast)
+    window: Whole = Field(24, ge=1)  # forecasting: input window length
+    horizon: Whole = Field(12, ge=1)  # forecasting: steps predicted
+    seasonal_period: Whole = Field(12, ge=1)  # forecasting: for the seasonal-naive baseline and MASE
+    val_fraction: Number = Field(0.2, gt=0, lt=1)
+    test_fraction: Number = Field(0.2, gt=0, lt=1)  # used only when there is no official test split
     stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
 
 
-@dataclass
-class ModelConfig:
-    input_size: int = 1  # filled in from the data
-    hidden_size: int = 64
-    num_layers: int = 2
-    dropout: float = 0.1  # between GRU layers (ignored with one layer)
+class ModelConfig(_Section):
+    input_size: Whole = Field(1, ge=1)  # filled in from the data
+    hidden_size: Whole = Field(64, ge=1)
+    num_layers: Whole = Field(2, ge=1)
+    dropout: Number = Field(0.1, ge=0, lt=1)  # between GRU layers (ignored with one layer)
     bidirectional: bool = False
     # "after": torch.nn.GRU (cuDNN; ONNX linear_before_reset=1); "before": the seed's GRU (Cho et al. 2014;
     # linear_before_reset=0), no fused kernel. training/cells.py
-    reset: str = "after"
+    reset: Literal["after", "before"] = "after"
     task: Task = "classification"  # filled in from the data
-    output_size: int = 2  # number of labels, or the forecast horizon; filled in from the data
+    output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
 
 
-@dataclass
-class OptimConfig:
-    seed: int = 0
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 16
-    max_epochs: int = 100
-    patience: int = 30  # epochs without validation improvement before stopping
-    grad_clip: float = 1.0  # max global gradient norm
-    threads: int = 1  # torch intra-op threads; 1 keeps small models fast and runs reproducible
-    optimizer: str = "adamw"  # adamw, adam, sgd (momentum 0.9), rmsprop
-    device: str = "cpu"  # cpu, cuda, auto (cuda where available)
-    precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a GradScaler); export is always fp32
+class OptimConfig(_Section):
+    seed: Whole = 0
+    learning_rate: Number = Field(1e-3, gt=0)
+    weight_decay: Number = Field(1e-2, ge=0)
+    batch_size: Whole = Field(16, ge=1)
+    max_epochs: Whole = Field(100, ge=1)
+    patience: Whole = Field(30, ge=1)  # epochs without validation improvement before stopping
+    grad_clip: Number = Field(1.0, gt=0)  # max global gradient norm
+    threads: Whole = Field(1, ge=1)  # torch intra-op threads; 1 keeps small models fast and runs reproducible
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"  # sgd: Nesterov momentum 0.9
+    device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: cuda where available
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a GradScaler; export is fp32
     tensorboard: bool = True  # event files in <run>/tensorboard (needs the tensorboard package)
     plots: bool = True  # PNG learning curves, confusion matrix / forecast plot in the run folder
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     name: str = "italy_power"
     run_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        raw = dict(raw)
-        sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], value, key)
-            elif key in {f.name for f in dataclasses.fields(cls)}:
-                kwargs[key] = value
-            else:
-                raise ValueError(f"unknown config key {key!r}; expected one of {_names(cls)}")
-        return cls(**kwargs)
+        """Validate a plain dict (a YAML/TOML file, a checkpoint's config); errors name every bad key."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ValueError("invalid config: " + "; ".join(_explain(e) for e in exc.errors())) from None
 
 
-def _names(kind: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(kind)]
-
-
-def _build(kind: type, values: dict[str, Any] | None, section: str) -> Any:
-    values = values or {}
-    unknown = set(values) - set(_names(kind))
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in [{section}]; expected {_names(kind)}")
-    types = {f.name: f.type for f in dataclasses.fields(kind)}
-    return kind(**{key: _coerce(value, types[key], f"{section}.{key}") for key, value in values.items()})
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """YAML 1.1 reads `1e-3` as a string: numbers given that way (files or --set) become numbers;
-    anything else that is not the declared number type is refused, naming the key."""
-    if annotation not in ("float", "int") or isinstance(value, bool):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if annotation == "int":
-        if not number.is_integer():
-            raise ValueError(f"{key} must be a whole number, got {value!r}")
-        return int(number)
-    return number
+def _explain(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section: type[BaseModel] = TrainConfig
+        for part in error["loc"][:-1]:
+            section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+        return f"unknown key {key!r}; expected one of {sorted(section.model_fields)}"
+    if error["type"] == "literal_error":
+        return f"{key} must be {error['ctx']['expected']}, got {error['input']!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key} {message}" if message.startswith("must") else f"{key}: {message}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -126,6 +132,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         text = path.read_text()
         raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a config file holds sections like `model:` and `optim:`")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -134,6 +142,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(value)  # "3" -> 3, "true" -> True, "[a, b]" -> list
     return TrainConfig.from_dict(raw)
 

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training import distributed
-from training.checkpoint import save_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
@@ -77,10 +77,9 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
     test = evaluate(model, data.test, data)
-    payload = _payload(model, config, data, best_epoch, test)
-    save_checkpoint(checkpoint, payload)
+    _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     finish_run(run_dir, model, data, config, test)
     return FitResult(run_dir, checkpoint, test, best_epoch)
@@ -129,7 +128,7 @@ def _train(
             if val["loss"] < progress.best_loss:
                 progress.best_loss, progress.best_epoch, progress.stale = val["loss"], epoch, 0
                 if ctx.is_main:
-                    save_checkpoint(ckpt, _payload(model, config, data, epoch, {}))
+                    _checkpoint(model, config, data, epoch, {}).save(ckpt)
             else:
                 progress.stale += 1
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
@@ -244,19 +243,11 @@ def _evaluate_sharded(
     return metrics | forecast_metrics(y_all, predicted)
 
 
-def _payload(
+def _checkpoint(
     model: GRUModel, config: TrainConfig, data: SequenceData, epoch: int, test: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "config": config.to_dict(),
-        "preprocessing": model.normaliser.describe(),
-        "task": data.task,
-        "feature_names": data.feature_names,
-        "label_names": data.label_names,
-        "max_train_length": data.max_length,
-        "ragged": any(split.ragged for split in (data.train, data.val, data.test)),
-        "data_source": data.source,
-        "epoch": epoch,
-        "test_metrics": test,
-    }
+) -> Checkpoint:
+    return Checkpoint.of(
+        model, config, feature_names=data.feature_names, label_names=data.label_names,
+        max_train_length=data.max_length, data_source=data.source, epoch=epoch, test_metrics=test,
+        ragged=any(split.ragged for split in (data.train, data.val, data.test)),
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_payload, save_payload
 
 LAST = "last.pt"
 IGNORED_KEYS = {"progress"}  # config keys that may differ between the run and its resumption
@@ -28,7 +28,7 @@ class Progress:
 
 def save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               generator: torch.Generator, progress: Progress, config: dict[str, Any]) -> None:
-    save_checkpoint(run_dir / LAST, {
+    save_payload(run_dir / LAST, {
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),  # the order of examples
@@ -44,7 +44,7 @@ def load_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     path = run_dir / LAST
     if not path.exists():
         return Progress()
-    saved = load_checkpoint(path)
+    saved = load_payload(path)
     changed = _differences(saved["config"], config)
     if changed:
         raise ValueError(f"cannot resume {path}: the config changed ({', '.join(changed)}); "

@@ -13,7 +13,7 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 
 
 class PredictRequest(BaseModel):
@@ -24,8 +24,8 @@ torch.set_num_threads(1)
 root = Path(os.environ.get("BENCH_RUNS", "bench/results/work/runs"))
 models = {}
 for run in root.iterdir():
-    payload = load_checkpoint(run / "checkpoint.pt")
-    models[run.name] = (model_from_checkpoint(payload).eval(), [str(n) for n in payload["label_names"]])
+    checkpoint = Checkpoint.load(run / "checkpoint.pt")
+    models[run.name] = (checkpoint.model(), [str(n) for n in checkpoint.label_names])
 app = FastAPI()
 
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import DataConfig
 from training.data import load_data
 
@@ -54,7 +54,7 @@ def test_classification_matches_onnxruntime_and_pytorch(server, repository, ital
     expected, _ = session.run(None, {"x": X, "state": np.zeros((50, 16), np.float32), "lengths": lengths})
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     with torch.no_grad():
-        model = model_from_checkpoint(load_checkpoint(italy_run.checkpoint))
+        model = Checkpoint.load(italy_run.checkpoint).model()
         torch_probs, _ = model.predict(torch.as_tensor(X))
     np.testing.assert_allclose(probs, torch_probs.numpy(), atol=1e-5)
     assert [p["label"] for p in body["predictions"]] == [body["labels"][k] for k in probs.argmax(1)]
@@ -65,7 +65,7 @@ def test_forecast_in_original_units_and_mixed_lengths(server, airline_run) -> No
     sequences = [series.tolist(), series[-12:].tolist(), series.tolist()]
     body = _post(server, "airline", {"sequences": sequences}).json()
     forecasts = np.array([p["forecast"] for p in body["predictions"]])
-    model = model_from_checkpoint(load_checkpoint(airline_run.checkpoint))
+    model = Checkpoint.load(airline_run.checkpoint).model()
     for seq, got in zip(sequences, forecasts, strict=True):
         with torch.no_grad():
             alone, _ = model.predict(torch.tensor(seq).reshape(1, -1, 1))

@@ -17,7 +17,7 @@ from export.bundle import export_checkpoint
 from export.verify import TOLERANCE, VerificationError
 from service.bundle import load_bundle
 from tests.helpers import train_tiny
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 from training.reference import gru_forward
 
 
@@ -48,7 +48,7 @@ def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool) -> None
     assert len(grus) == layers
     assert all(onnx.helper.get_attribute_value(a) == 1
                for n in grus for a in n.attribute if a.name == "linear_before_reset")
-    model = model_from_checkpoint(load_checkpoint(run.checkpoint))
+    model = Checkpoint.load(run.checkpoint).model()
     session = _session(result.bundle_dir)
     for batch, length in [(1, 1), (4, 37), (9, 100)]:  # more shapes, beyond the export's own checks
         x = np.random.default_rng(length).normal(size=(batch, length, 1)).astype(np.float32)
@@ -64,7 +64,7 @@ def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool) -> None
 def test_graph_state_matches_the_numpy_oracle(tmp_path: Path) -> None:
     run = train_tiny(tmp_path, "m", "optim.max_epochs=1", "model.num_layers=2", "model.bidirectional=true")
     bundle_dir = export_checkpoint(run.checkpoint, tmp_path / "models", "m").bundle_dir
-    model = model_from_checkpoint(load_checkpoint(run.checkpoint))
+    model = Checkpoint.load(run.checkpoint).model()
     x = np.random.default_rng(0).normal(size=(3, 30, 1)).astype(np.float32)
     h0 = np.random.default_rng(1).normal(size=(4, 3, 16)).astype(np.float32)
     _, state = _session(bundle_dir).run(None, {"x": x, "state": _packed(h0), "lengths": _full(x)})

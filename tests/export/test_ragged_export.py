@@ -19,7 +19,7 @@ from export.verify import TOLERANCE
 from service.bundle import BundleError, load_bundle
 from service.runtime import ModelRuntime, pad_batch
 from service.settings import Settings
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 
 
 def _runtime(repository: Path, name: str) -> ModelRuntime:
@@ -51,7 +51,7 @@ def test_mixed_lengths_in_one_run_equal_each_sequence_alone(runtimes, lengths, n
 def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -> None:
     run = request.getfixturevalue(run_name)
     runtime = runtimes[run_name.removesuffix("_run")]
-    model = model_from_checkpoint(load_checkpoint(run.checkpoint))
+    model = Checkpoint.load(run.checkpoint).model()
     rng = np.random.default_rng(0)
     sequences = [rng.normal(size=(n, model.config.input_size)).astype(np.float32) for n in (29, 7, 1, 16)]
     x, lengths = pad_batch(sequences)

@@ -14,7 +14,7 @@ from service.bundle import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.helpers import train_tiny
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 from training.reference import gru_forward
 
 
@@ -41,7 +41,7 @@ def test_seed_export_sets_linear_before_reset_0_and_passes_parity(seed_bundle) -
 
 def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle) -> None:
     run, result = seed_bundle
-    model = model_from_checkpoint(load_checkpoint(run.checkpoint))
+    model = Checkpoint.load(run.checkpoint).model()
     x, state, lengths = example_inputs(model, 3, 40)
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"),
                                    providers=["CPUExecutionProvider"])

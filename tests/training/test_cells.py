@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from training.cells import SeedGRU, make_gru, torch_stand_in
-from training.config import ModelConfig
+from training.config import ModelConfig, load_config
 from training.reference import gru_forward
 
 
@@ -42,8 +42,8 @@ def test_seed_gru_has_nn_gru_parameter_names_shapes_and_gradients() -> None:
 
 
 def test_unknown_reset_variant_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="model.reset must be 'after'"):
-        make_gru(ModelConfig(reset="middle"))
+    with pytest.raises(ValueError, match="model.reset must be 'after' or 'before', got 'middle'"):
+        load_config(None, ["model.reset=middle"])
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -28,9 +28,13 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("override, message", [
-    (["model.hidden=3"], "unknown key"),
-    (["colour=red"], "unknown config key"),
+    (["model.hidden=3"], r"unknown key 'model.hidden'; expected one of \[.*'hidden_size'"),
+    (["colour=red"], "unknown key 'colour'"),
     (["optim.seed"], "section.key=value"),
+    (["data.task=forcast"], "data.task must be 'classification', 'regression', 'forecast' or 'tagging'"),
+    (["model.reset=middle"], "model.reset must be 'after' or 'before'"),
+    (["model.dropout=1.5"], "model.dropout: Input should be less than 1"),
+    (["optim.optimizer=lbfgs"], "optim.optimizer must be"),
 ])
 def test_bad_keys_are_named(override: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

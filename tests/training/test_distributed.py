@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint
 
 TOLERANCE = 1e-4  # weights and losses; float32 reduction-order noise after a few epochs is ~1e-7
 
@@ -33,10 +33,10 @@ def _train(run_dir: Path, name: str, processes: int) -> Path:
 
 def test_two_processes_match_one_within_reduction_order_noise(tmp_path: Path) -> None:
     one, two = _train(tmp_path, "one", 1), _train(tmp_path, "two", 2)
-    a, b = load_checkpoint(one / "checkpoint.pt"), load_checkpoint(two / "checkpoint.pt")
-    worst = max(float((a["state_dict"][k] - b["state_dict"][k]).abs().max()) for k in a["state_dict"])
+    a, b = Checkpoint.load(one / "checkpoint.pt"), Checkpoint.load(two / "checkpoint.pt")
+    worst = max(float((a.state_dict[k] - b.state_dict[k]).abs().max()) for k in a.state_dict)
     assert worst < TOLERANCE
-    assert not any(torch.equal(a["state_dict"][k], torch.zeros_like(a["state_dict"][k]))
+    assert not any(torch.equal(a.state_dict[k], torch.zeros_like(a.state_dict[k]))
                    for k in ("gru.weight_hh_l0", "head.weight"))
     for line_a, line_b in zip((one / "metrics.jsonl").read_text().splitlines(),
                               (two / "metrics.jsonl").read_text().splitlines(), strict=True):

@@ -7,7 +7,7 @@ import json
 import torch
 
 from tests.helpers import train_tiny
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import DataConfig
 from training.data import load_data
 
@@ -30,17 +30,18 @@ def test_airline_forecast_reports_metrics_beside_seasonal_naive(airline_run) -> 
 def test_same_seed_gives_identical_weights(tmp_path) -> None:
     a = train_tiny(tmp_path / "a", "run", "optim.max_epochs=3", "optim.patience=5")
     b = train_tiny(tmp_path / "b", "run", "optim.max_epochs=3", "optim.patience=5")
-    sa, sb = load_checkpoint(a.checkpoint)["state_dict"], load_checkpoint(b.checkpoint)["state_dict"]
+    sa, sb = Checkpoint.load(a.checkpoint).state_dict, Checkpoint.load(b.checkpoint).state_dict
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     c = train_tiny(tmp_path / "c", "run", "optim.max_epochs=3", "optim.patience=5", "optim.seed=1")
-    sc = load_checkpoint(c.checkpoint)["state_dict"]
+    sc = Checkpoint.load(c.checkpoint).state_dict
     assert not torch.equal(sa["gru.weight_hh_l0"], sc["gru.weight_hh_l0"])
 
 
 def test_checkpoint_is_plain_data_and_rebuilds_the_model(italy_run) -> None:
-    payload = load_checkpoint(italy_run.checkpoint)  # weights_only=True: no pickled objects
-    assert {"state_dict", "config", "preprocessing", "label_names", "feature_names"} <= set(payload)
-    model = model_from_checkpoint(payload)
+    checkpoint = Checkpoint.load(italy_run.checkpoint)  # weights_only=True: no pickled objects
+    assert checkpoint.label_names == ["1", "2"] and checkpoint.feature_names == ["value"]
+    assert checkpoint.config.model.task == "classification" and checkpoint.max_train_length == 24
+    model = checkpoint.model()
     data = load_data(DataConfig(dataset="ItalyPowerDemand"))
     with torch.no_grad():
         probs, _ = model.predict(torch.as_tensor(data.test.X))
@@ -49,7 +50,7 @@ def test_checkpoint_is_plain_data_and_rebuilds_the_model(italy_run) -> None:
 
 
 def test_normalisation_is_fitted_on_the_training_split_only(italy_run) -> None:
-    payload = load_checkpoint(italy_run.checkpoint)
+    checkpoint = Checkpoint.load(italy_run.checkpoint)
     train = load_data(DataConfig(dataset="ItalyPowerDemand")).train.X
-    assert abs(payload["preprocessing"]["feature_mean"][0] - float(train.mean())) < 1e-5
-    assert abs(payload["preprocessing"]["feature_std"][0] - float(train.std(ddof=1))) < 1e-4
+    assert abs(checkpoint.preprocessing["feature_mean"][0] - float(train.mean())) < 1e-5
+    assert abs(checkpoint.preprocessing["feature_std"][0] - float(train.std(ddof=1))) < 1e-4

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.loop import fit
 
@@ -49,9 +49,9 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: 
     interrupted_at = epochs_logged(killed)
     assert 0 < interrupted_at < 25, "the kill must land mid-run"
     subprocess.run(command(killed, "--resume"), check=True, capture_output=True)
-    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(killed / "r" / "checkpoint.pt")
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    assert a["test_metrics"] == b["test_metrics"] and a["epoch"] == b["epoch"]
+    a, b = Checkpoint.load(whole.checkpoint), Checkpoint.load(killed / "r" / "checkpoint.pt")
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert a.test_metrics == b.test_metrics and a.epoch == b.epoch
     assert without_timing(whole.run_dir / "metrics.jsonl") == without_timing(killed / "r" / "metrics.jsonl")
 
 
@@ -71,5 +71,5 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert result.returncode == 2
     assert "training loss became nan" in result.stderr and "lower optim.learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
-    kept = load_checkpoint(tmp_path / "nan" / "checkpoint.pt")
-    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+    kept = Checkpoint.load(tmp_path / "nan" / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in kept.state_dict.values())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import DataConfig
 from training.data import load_data
 from training.data.stream import read_shard
@@ -58,10 +58,10 @@ def test_two_ranks_streaming_their_shards_train_one_model_with_global_statistics
                                     "--nproc-per-node=2", "-m", "gru_cli"])]:
         done = subprocess.run(launcher + args + ["--name", name], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-    one, two = (load_checkpoint(tmp_path / n / "checkpoint.pt") for n in ("one", "two"))
+    one, two = (Checkpoint.load(tmp_path / n / "checkpoint.pt") for n in ("one", "two"))
     # all-reduced statistics over both shards == statistics of the whole training split
-    assert np.allclose(one["preprocessing"]["feature_mean"], two["preprocessing"]["feature_mean"], atol=1e-5)
-    assert np.allclose(one["preprocessing"]["feature_std"], two["preprocessing"]["feature_std"], atol=1e-5)
-    assert two["label_names"] == one["label_names"] == ["0", "1"]  # union of both shards
-    assert "shard 0 of 2" in two["data_source"]
-    assert two["test_metrics"]["accuracy"] > 0.8 and one["test_metrics"]["accuracy"] > 0.8
+    assert np.allclose(one.preprocessing["feature_mean"], two.preprocessing["feature_mean"], atol=1e-5)
+    assert np.allclose(one.preprocessing["feature_std"], two.preprocessing["feature_std"], atol=1e-5)
+    assert two.label_names == one.label_names == ["0", "1"]  # union of both shards
+    assert "shard 0 of 2" in two.data_source
+    assert two.test_metrics["accuracy"] > 0.8 and one.test_metrics["accuracy"] > 0.8
