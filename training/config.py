@@ -54,12 +54,15 @@ class DataConfig(_Section):
     time_column: str = "step"
     feature_columns: list[str] | None = None  # default: every column not named below
     target_column: str = "label"  # label (classification) or target (regression, forecast)
-    window: Whole = Field(24, ge=1)  # forecasting: input window length
-    horizon: Whole = Field(12, ge=1)  # forecasting: steps predicted
-    seasonal_period: Whole = Field(12, ge=1)  # forecasting: for the seasonal-naive baseline and MASE
+    # forecasting: input window, steps predicted, season of the seasonal-naive baseline and MASE;
+    # None: the dataset's own (M1Yearly 8/6/1, Airline and user files 24/12/12; training/data/windows.py)
+    window: Annotated[Whole, Field(ge=1)] | None = None
+    horizon: Annotated[Whole, Field(ge=1)] | None = None
+    seasonal_period: Annotated[Whole, Field(ge=1)] | None = None
     val_fraction: Number = Field(0.2, gt=0, lt=1)
     test_fraction: Number = Field(0.2, gt=0, lt=1)  # used only when there is no official test split
     stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
+    missing: Literal["error", "ffill", "zero"] = "error"  # NaN inputs in user files (data/missing.py)
 
 
 class ModelConfig(_Section):

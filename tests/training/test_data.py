@@ -10,6 +10,7 @@ import pytest
 
 from training.config import DataConfig
 from training.data import load_data
+from training.data.splits import holdout_indices, stratified_folds
 from training.data.windows import seasonal_naive
 
 
@@ -94,3 +95,41 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
     _long_frame().drop(columns="label").to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['label'\]"):
         load_data(DataConfig(dataset="file", path=str(tmp_path / "d.csv"), task="classification"))
+
+
+def test_acsf1_is_built_in_with_its_official_split() -> None:
+    data = load_data(DataConfig(dataset="ACSF1"))
+    assert len(data.train) + len(data.val) == 100 and len(data.test) == 100
+    assert data.train.X.shape[1:] == (1460, 1) and len(data.label_names) == 10
+    assert set(np.unique(data.val.y)) == set(range(10))  # 20 held out: two of each class
+
+
+@pytest.mark.parametrize("name", ["ItalyPowerDemand", "GunPoint", "ACSF1", "JapaneseVowels", "M1Yearly"])
+def test_built_in_inputs_are_finite(name: str) -> None:
+    data = load_data(DataConfig(dataset=name))
+    assert all(np.isfinite(split.X).all() for split in (data.train, data.val, data.test))
+
+
+def test_m1_yearly_uses_the_monash_horizon_by_default() -> None:
+    data = load_data(DataConfig(dataset="M1Yearly"))
+    assert data.test.y.shape == (181, 6) and data.test.X.shape[1] == 8 and data.seasonal_period == 1
+    with pytest.raises(ValueError, match="data.seasonal_period must be 1"):
+        load_data(DataConfig(dataset="M1Yearly", seasonal_period=12))
+
+
+def test_small_set_validation_holds_every_class() -> None:
+    labels = np.repeat(np.arange(10), [5, 5, 4, 4, 3, 3, 3, 3, 3, 3])  # 36 series, 10 classes
+    keep, held = holdout_indices(36, 0.2, seed=0, labels=labels)
+    assert len(held) == 10 and set(labels[held]) == set(range(10)) == set(labels[keep])
+    keep, held = holdout_indices(36, 0.2, seed=0, labels=np.repeat([0, 1, 2], 12))
+    assert len(held) == 8 and np.bincount(np.repeat([0, 1, 2], 12)[held]).min() >= 2
+
+
+def test_stratified_folds_cover_every_series_once() -> None:
+    labels = np.repeat([0, 1, 2], 12)
+    folds = stratified_folds(36, 4, seed=0, labels=labels)
+    held = np.concatenate([val for _, val in folds])
+    assert sorted(held.tolist()) == list(range(36))
+    assert all(np.bincount(labels[val]).tolist() == [3, 3, 3] for _, val in folds)
+    assert all(not set(train) & set(val) for train, val in folds)
+    assert len(stratified_folds(10, 3, seed=0, labels=np.array([0] * 9 + [1]))) == 3  # falls back to KFold

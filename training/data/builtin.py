@@ -9,9 +9,9 @@ import numpy as np
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split, pad_sequences
 from training.data.monash import m1_yearly
-from training.data.splits import encode_labels, holdout
+from training.data.splits import encode_labels, validation_split
 from training.data.synthetic import synthetic_regimes
-from training.data.windows import forecast_data
+from training.data.windows import forecast_data, forecast_settings
 
 
 def ucr_classification(name: str) -> Callable[[DataConfig], SequenceData]:
@@ -23,8 +23,7 @@ def ucr_classification(name: str) -> Callable[[DataConfig], SequenceData]:
         X_train, y_train = load_classification(name, split="train")
         X_test, y_test = load_classification(name, split="test")
         labels, (y_train_idx, y_test_idx) = encode_labels(y_train, y_test)
-        train = _split(X_train, y_train_idx)
-        train, val = holdout(train, config.val_fraction, seed=0, stratify=True)
+        train, val = validation_split(_split(X_train, y_train_idx), config.val_fraction, stratify=True)
         n_features = train.X.shape[2]
         return SequenceData(
             task="classification",
@@ -58,9 +57,10 @@ def airline(config: DataConfig) -> SequenceData:
     from aeon.datasets import load_airline
 
     values = np.asarray(load_airline(), dtype=np.float32).reshape(-1, 1)
+    window, horizon, season = forecast_settings(config)
     return forecast_data(
-        [values], target_index=0, window=config.window, horizon=config.horizon,
-        season=config.seasonal_period, val_fraction=config.val_fraction,
+        [values], target_index=0, window=window, horizon=horizon,
+        season=season, val_fraction=config.val_fraction,
         feature_names=["passengers"], source="Airline passengers (aeon), last horizon held out",
     )
 
@@ -68,8 +68,9 @@ def airline(config: DataConfig) -> SequenceData:
 BUILTIN: dict[str, Callable[[DataConfig], SequenceData]] = {
     "ItalyPowerDemand": ucr_classification("ItalyPowerDemand"),
     "GunPoint": ucr_classification("GunPoint"),
+    "ACSF1": ucr_classification("ACSF1"),  # 1,460 steps, 10 classes of appliances, 100 + 100 series
     "JapaneseVowels": ucr_classification("JapaneseVowels"),  # 12 channels, lengths 7-29, 9 speakers
     "Airline": airline,
     "SyntheticRegimes": synthetic_regimes,  # per-step tagging (training/data/synthetic.py)
-    "M1Yearly": m1_yearly,  # set data.window (e.g. 12), data.horizon=6, data.seasonal_period=1
+    "M1Yearly": m1_yearly,  # window 8, horizon 6, yearly (training/data/monash.py)
 }

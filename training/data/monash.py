@@ -16,16 +16,21 @@ import numpy as np
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
+from training.data.windows import forecast_settings
 
 MIN_OBSERVED = 3
+M1_YEARLY = (8, 6, 1)  # window, horizon (the Monash archive's), season: unless data.* says otherwise
 
 
 def m1_yearly(config: DataConfig) -> SequenceData:
     from aeon.datasets import load_forecasting
 
+    window, horizon, season = forecast_settings(config, M1_YEARLY)
+    if season != 1:
+        raise ValueError(f"M1Yearly is yearly: data.seasonal_period must be 1 (or unset), got {season}")
     frame = load_forecasting("m1_yearly_dataset")
     series = [np.asarray(values, dtype=np.float32) for values in frame["series_value"]]
-    return padded_windows(series, config.window, config.horizon,
+    return padded_windows(series, window, horizon,
                           "M1 yearly (Monash .tsf in aeon), last horizon of each series held out")
 
 

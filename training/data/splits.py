@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from training.data.dataset import Split
 
@@ -22,6 +24,12 @@ def _natural_key(name: str) -> tuple[int, float | str]:
         return (1, name)
 
 
+def validation_split(train: Split, fraction: float, stratify: bool) -> tuple[Split, Split]:
+    """The validation split held out of the training split: the same seeded rule for built-in sets and
+    user files, so that a set written to a file and read back splits as the built-in does."""
+    return holdout(train, fraction, seed=0, stratify=stratify)
+
+
 def holdout(split: Split, fraction: float, seed: int, stratify: bool) -> tuple[Split, Split]:
     """Random (stratified for classification) holdout of `fraction` of a split."""
     keep, held = holdout_indices(len(split), fraction, seed, split.y if stratify else None)
@@ -31,15 +39,32 @@ def holdout(split: Split, fraction: float, seed: int, stratify: bool) -> tuple[S
 def holdout_indices(
     n: int, fraction: float, seed: int, labels: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices kept and held out; stratified by integer `labels` where every class can be split."""
+    """Indices kept and held out; stratified by integer `labels` where every class can be split. A small
+    set holds out at least one series of every class (36 series of 10 classes: 10, not 8)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
-    if labels is not None and not _stratifiable(labels, fraction):
-        labels = None
-    keep, held = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=labels)
-    return np.sort(keep), np.sort(held)
+    held = math.ceil(n * fraction)  # what train_test_split holds out for a fraction
+    size: float | int = fraction
+    if labels is not None:
+        counts = np.bincount(labels)
+        classes = int((counts > 0).sum())
+        if held < classes:  # a small set: at least one series of every class
+            held = size = classes
+        if counts[counts > 0].min() < 2 or n - held < classes:
+            labels, size = None, fraction  # some class cannot be on both sides
+    kept, held_out = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=labels)
+    return np.sort(kept), np.sort(held_out)
 
 
-def _stratifiable(y: np.ndarray, fraction: float) -> bool:
-    counts = np.bincount(y)
-    return bool(counts[counts > 0].min() >= 2 and round(len(y) * fraction) >= len(counts))
+def stratified_folds(n: int, k: int, seed: int, labels: np.ndarray | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, validation) index pairs that cover every index once as validation; stratified by
+    integer `labels` where every class has at least k members (a small set's epoch choice by k-fold)."""
+    if not 2 <= k <= n:
+        raise ValueError(f"k-fold needs 2 <= k <= {n} (the number of series), got k={k}")
+    index = np.arange(n)
+    if labels is not None and np.bincount(labels)[np.bincount(labels) > 0].min() >= k:
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(index, labels)
+    else:
+        folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(index)
+    return [(np.sort(train), np.sort(val)) for train, val in folds]

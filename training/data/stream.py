@@ -58,7 +58,7 @@ def read_shard(path: Path, columns: list[str] | None, id_column: str, rank: int,
 
 def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     """This rank's train and validation series; the test split on rank 0 only (empty elsewhere)."""
-    from training.data.files import _feature_columns, _long_to_arrays
+    from training.data.files import series_from_frame
     from training.distributed import agree_on_labels
 
     if config.task not in ("classification", "regression"):
@@ -69,12 +69,13 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     frame = read_shard(path, None, config.id_column, rank, world)
     if frame.empty:
         raise ValueError(f"{path}: rank {rank} of {world} got no series; use fewer processes than series")
-    features = _feature_columns(frame, config, path)
-    X, y, ids = _arrays_with_ids(frame, config, path, _long_to_arrays)
-    X_test, y_test = np.zeros((0,) + X.shape[1:], np.float32), np.array([])
+    train, features = _equal_lengths(series_from_frame(frame, config, path), path)
+    ids = sorted(frame[config.id_column].unique())  # read_series orders series by id
+    test = Split(np.zeros((0,) + train.X.shape[1:], np.float32), np.array([]))
     if rank == 0:  # only rank 0 evaluates on test
         test_frame = read_shard(Path(test_path), None, config.id_column, 0, 1)
-        X_test, y_test = _long_to_arrays(test_frame, config, Path(test_path))[:2]
+        test = _equal_lengths(series_from_frame(test_frame, config, Path(test_path)), Path(test_path))[0]
+    X, y, X_test, y_test = train.X, train.y, test.X, test.y
     classify = config.task == "classification"
     labels: list[str] = []
     if classify:
@@ -83,7 +84,7 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
         y = np.array([index[str(v)] for v in y], dtype=np.int64)
         y_test = np.array([index[str(v)] for v in y_test], dtype=np.int64)
     else:
-        y, y_test = (np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in (y, y_test))
+        y_test = y_test.reshape(len(y_test), -1).astype(np.float32)
     held = np.array([shard_of(i, 1000, salt="val") < 1000 * config.val_fraction for i in ids], dtype=bool)
     return SequenceData(
         task="classification" if classify else "regression",
@@ -93,7 +94,11 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     )
 
 
-def _arrays_with_ids(frame: pd.DataFrame, config: DataConfig, path: Path, to_arrays) -> tuple:
-    X, y, _ = to_arrays(frame, config, path)
-    ids = sorted(frame[config.id_column].unique())  # _long_to_arrays orders series by id
-    return X, y, ids
+def _equal_lengths(series: tuple[Split, list[str]], path: Path) -> tuple[Split, list[str]]:
+    """Sharded training and evaluation read whole arrays (training/distributed.py): no ragged series."""
+    split = series[0]
+    if split.ragged:
+        raise ValueError(f"{path}: data.stream needs series of equal length (these have "
+                         f"{split.lengths.min()} to {split.lengths.max()} steps); read ragged files "
+                         "without data.stream")
+    return series

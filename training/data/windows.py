@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
+
+MONTHLY = (24, 12, 12)  # window, horizon, season: Airline and user files unless data.* says otherwise
+
+
+def forecast_settings(config: DataConfig, own: tuple[int, int, int] = MONTHLY) -> tuple[int, int, int]:
+    """data.window, data.horizon and data.seasonal_period where set; the dataset's `own` otherwise."""
+    given = (config.window, config.horizon, config.seasonal_period)
+    return tuple(value if value is not None else default  # type: ignore[return-value]
+                 for value, default in zip(given, own, strict=True))
 
 
 def forecast_data(

@@ -1,0 +1,159 @@
+"""The long format, one row per (series, time step), read from CSV or Parquet into zero-padded arrays
+with each series' true length. Series may have different lengths; rows may come in any order.
+
+Each problem is refused with the file, the series (and step) and the fix: a missing column, an empty
+series id, a non-numeric feature value, two rows for one step, a step missing inside a series (integer
+steps must be evenly spaced), a label that changes within a series; NaN and infinities go through
+training/data/missing.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import DataConfig
+from training.data.missing import check_finite
+
+
+@dataclass
+class LongSeries:
+    ids: np.ndarray  # (N,) series ids in sorted order
+    X: np.ndarray  # (N, T, F) float32, zero-padded after each length
+    lengths: np.ndarray  # (N,) int64
+    targets: np.ndarray  # (N,) the target column's value in each series (empty when not asked for)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path)
+    elif path.suffix in {".parquet", ".pq"}:
+        frame = pd.read_parquet(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
+    if frame.empty:
+        raise ValueError(f"{path}: the file has no rows")
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]:
+    required = [config.id_column, config.time_column, config.target_column]
+    missing = [c for c in required + (config.feature_columns or []) if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; found {list(frame.columns)} "
+            "(set data.id_column, data.time_column, data.target_column, data.feature_columns)"
+        )
+    features = config.feature_columns or [c for c in frame.columns if c not in required]
+    if not features:
+        raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
+    return features
+
+
+def long_to_series(
+    frame: pd.DataFrame, config: DataConfig, path: Path, features: list[str], target: str | None,
+) -> LongSeries:
+    """`target`: a column holding one value per series (a label), checked constant; None for none."""
+    frame = _sorted(frame, config, path)
+    ids, time = frame[config.id_column].to_numpy(), frame[config.time_column].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    lengths = np.diff(np.r_[starts, len(frame)]).astype(np.int64)
+
+    def locate(i: int, t: int) -> str:
+        return _row(ids, time, int(starts[i] + t), config)
+
+    series_of_row = np.repeat(np.arange(len(starts)), lengths)
+    _check_steps(ids, time, series_of_row, config, path)
+    values = _numeric(frame, features, path, lambda row: _row(ids, time, row, config))
+    X = np.zeros((len(starts), int(lengths.max()), len(features)), dtype=np.float32)
+    X[series_of_row, np.arange(len(frame)) - starts[series_of_row]] = values
+    X = check_finite(X, lengths, features, config.missing, str(path), locate)
+    targets = _constant(frame, config, path, target, starts) if target else np.empty(0)
+    return LongSeries(ids[starts], X, lengths, targets)
+
+
+def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
+    for column in (config.id_column, config.time_column):
+        empty = frame[column].isna().to_numpy()
+        if empty.any():
+            raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
+                             f"{column!r}; every row needs a series id and a step")
+    return frame.sort_values([config.id_column, config.time_column], kind="stable").reset_index(drop=True)
+
+
+def _row(ids: np.ndarray, time: np.ndarray, row: int, config: DataConfig) -> str:
+    return f"series {show(ids[row])}, {config.time_column} {show(time[row])}"
+
+
+def show(value: object) -> str:
+    """A value as a message shows it: text quoted, numbers plain (2, not np.int64(2))."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_steps(ids: np.ndarray, time: np.ndarray, series_of_row: np.ndarray, config: DataConfig,
+                 path: Path) -> None:
+    pairs = np.flatnonzero(ids[1:] == ids[:-1])  # rows r whose next row is the same series' next step
+    duplicate = pairs[time[pairs + 1] == time[pairs]]
+    if duplicate.size:
+        raise ValueError(f"{path}: {_row(ids, time, duplicate[0], config)} appears in more than one row; "
+                         "keep one row per series and step")
+    if not (np.issubdtype(time.dtype, np.integer) and pairs.size):
+        return  # non-integer steps (e.g. timestamps as text) only order the rows
+    gaps = time[pairs + 1].astype(np.int64) - time[pairs]
+    spacing = pd.Series(gaps).groupby(series_of_row[pairs]).transform("min").to_numpy()
+    skipped = np.flatnonzero(gaps > spacing)
+    if skipped.size:
+        row, step = pairs[skipped[0]], spacing[skipped[0]]
+        raise ValueError(
+            f"{path}: series {show(ids[row])} has no row for {config.time_column} {time[row] + step} "
+            f"(it goes {time[row]}, {time[row + 1]}): add the missing row(s), with empty feature cells if "
+            "the values are unknown (data.missing fills them), or number the steps 0, 1, 2, ... if nothing "
+            "is missing"
+        )
+
+
+def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
+             locate_row: Callable[[int], str]) -> np.ndarray:
+    """(rows, F) float32; a text value in a feature column is refused with its series and step."""
+    columns = []
+    for name in features:
+        column = frame[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = (numbers.isna() & column.notna()).to_numpy()
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise ValueError(
+                    f"{path}: {locate_row(row)}: {name!r} is {show(column.iloc[row])}, not a number; feature "
+                    "columns hold numbers only (list the inputs in data.feature_columns)"
+                )
+            column = numbers
+        columns.append(column.to_numpy(dtype=np.float32))
+    return np.stack(columns, axis=1)
+
+
+def _constant(frame: pd.DataFrame, config: DataConfig, path: Path, target: str,
+              starts: np.ndarray) -> np.ndarray:
+    """The target column's one value per series, refused where it is empty or changes."""
+    values = frame[target]
+    empty = values.isna().to_numpy()
+    if empty.any():
+        series = frame[config.id_column].iloc[int(np.argmax(empty))]
+        raise ValueError(f"{path}: series {show(series)} has an empty {target!r} cell; every row needs its "
+                         "series' label/target")
+    counts = values.groupby(frame[config.id_column], sort=True).nunique()
+    if (counts > 1).any():
+        series = counts.index[int(np.argmax(counts.to_numpy() > 1))]
+        seen = values[frame[config.id_column] == series].unique()[:3].tolist()
+        raise ValueError(
+            f"{path}: series {show(series)} has {int(counts[series])} different values in {target!r} "
+            f"({seen}...); the label/target must be the same on every row of a series"
+        )
+    return values.to_numpy()[starts]
