@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.seed=1 (repeatable)")
     parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME "
-                        "(ItalyPowerDemand, GunPoint, JapaneseVowels, Airline, M1Yearly, "
+                        "(ItalyPowerDemand, GunPoint, ACSF1, JapaneseVowels, Airline, M1Yearly, "
                         "SyntheticRegimes, or 'file')")
     parser.add_argument("--name", help="run name: the run folder is <run_dir>/<name>")
     parser.add_argument("--run-dir", help="folder for run folders (default: runs)")

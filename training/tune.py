@@ -1,18 +1,28 @@
 """`gru tune`: hyperparameter search with Optuna over hidden size, layers, dropout, learning rate, batch
 size, optimiser and gradient clip. Each trial is a real `fit` that reports its validation loss per epoch;
 a median pruner stops trials that fall behind. A seeded TPE sampler plus deterministic CPU training make
-a search reproducible. The best trial's config is written as YAML for `gru train --config`."""
+a search reproducible. `--timeout` bounds the whole search. The best trial's config is written as YAML for
+`gru train --config`: the searched values and what the base config set, without what the data decides
+or what only the search used (run name, the trials' epoch budget)."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig, load_config, save_config
+import yaml
+
+from training.config import TrainConfig, load_config
+
+# Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
+FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling")}
+# The search's own settings: trials' run folders and epoch budget, not chosen by it.
+SEARCH_ONLY = {"": ("name", "run_dir", "progress"), "optim": ("max_epochs", "plots", "tensorboard")}
 
 
 @dataclass
@@ -38,7 +48,10 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
     return config
 
 
-def tune(base: TrainConfig, trials: int, output: Path | None = None, sampler_seed: int = 0) -> TuneResult:
+def tune(base: TrainConfig, trials: int | None, output: Path | None = None, sampler_seed: int = 0,
+         timeout: float | None = None) -> TuneResult:
+    """Run `trials` trials, or as many as fit in `timeout` seconds (a trial still running then is
+    pruned at the end of its epoch), whichever ends first."""
     import optuna
 
     from training.loop import fit
@@ -50,6 +63,7 @@ def tune(base: TrainConfig, trials: int, output: Path | None = None, sampler_see
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
     )
     trial_root = Path(base.run_dir) / base.name / "trials"
+    deadline = time.monotonic() + timeout if timeout else float("inf")
 
     def objective(trial: optuna.Trial) -> float:
         config = suggest(trial, base)
@@ -63,29 +77,55 @@ def tune(base: TrainConfig, trials: int, output: Path | None = None, sampler_see
             trial.report(record["val_loss"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation loss {record['val_loss']:.4f} at epoch {epoch}")
+            if time.monotonic() > deadline:
+                raise optuna.TrialPruned(f"--timeout reached at epoch {epoch}")
 
         fit(config, on_epoch=report)
         return best
 
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=trials, timeout=timeout)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
-        raise ValueError("every trial was pruned or failed; raise --trials or optim.max_epochs")
+        raise ValueError("every trial was pruned or failed; raise --trials, --timeout or optim.max_epochs")
     best_config = suggest(optuna.trial.FixedTrial(study.best_params), base)
     path = output or Path(base.run_dir) / base.name / "best_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_config(best_config, path)
+    header = (f"# gru tune: best of {len(study.trials)} trials (validation loss {study.best_value:.4f}), "
+              f"each at most {base.optim.max_epochs} epochs.\n# The data sets input_size, task, "
+              "output_size and window_scaling; optim.max_epochs and the run name are yours to set.\n")
+    clean = clean_config(best_config, set(study.best_params))
+    path.write_text(header + yaml.safe_dump(clean, sort_keys=False))
     summary = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
                for t in study.trials]
     (path.parent / "tune_trials.json").write_text(json.dumps(summary, indent=2))
     return TuneResult(best_config, float(study.best_value), dict(study.best_params), path, summary)
 
 
+def clean_config(config: TrainConfig, searched: set[str]) -> dict[str, Any]:
+    """What a tuned config says: the searched values, the dataset, and what else the base config set to
+    other than the defaults, without the fields in FROM_DATA and SEARCH_ONLY."""
+    chosen, defaults = config.to_dict(), TrainConfig().to_dict()
+    clean: dict[str, Any] = {}
+    for key, value in chosen.items():
+        if isinstance(value, dict):
+            dropped = FROM_DATA.get(key, ()) + SEARCH_ONLY.get(key, ())
+            section = {k: v for k, v in value.items() if k not in dropped
+                       and (k in searched or f"{key}.{k}" == "data.dataset" or v != defaults[key][k])}
+            if section:
+                clean[key] = section
+        elif key not in SEARCH_ONLY[""] and value != defaults[key]:
+            clean[key] = value
+    return clean
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from training.cli import add_arguments as train_arguments
 
     train_arguments(parser)
-    parser.add_argument("--trials", type=int, default=20, help="number of Optuna trials (default 20)")
+    parser.add_argument("--trials", type=int,
+                        help="number of Optuna trials (default 20; with --timeout: as many as fit)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="time budget of the whole search; a trial still running then stops")
     parser.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
     parser.add_argument("--output", type=Path,
                         help="where to write the best config (default: <run_dir>/<name>/best_config.yaml)")
@@ -95,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from training.cli import overrides_from
 
     base = load_config(args.config, overrides_from(args))
-    result = tune(base, args.trials, args.output, args.sampler_seed)
+    trials = args.trials if args.trials is not None else (None if args.timeout else 20)
+    result = tune(base, trials, args.output, args.sampler_seed, args.timeout)
     states = [t["state"] for t in result.trials]
     print(f"{len(states)} trials: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned")
     print(f"best validation loss {result.best_value:.4f} with {json.dumps(result.best_params)}")
