@@ -51,7 +51,7 @@ def test_best_config_leaves_out_what_the_data_and_the_search_decide(tmp_path: Pa
 def test_timeout_bounds_the_search(tmp_path: Path) -> None:
     started = time.monotonic()
     result = tune(load_config(None, _base(tmp_path, "quick", epochs=1)), trials=None, timeout=3)
-    assert 1 <= len(result.trials) and time.monotonic() - started < 30
+    assert len(result.trials) >= 1 and time.monotonic() - started < 30
     assert result.trials[-1]["state"] in {"COMPLETE", "PRUNED"}
 
 
