@@ -71,13 +71,16 @@ def test_shipped_example_loads_and_matches_its_npz_form(tmp_path: Path) -> None:
     path = Path(__file__).parents[2] / "examples" / "data" / "sensors.csv"
     csv = load_data(DataConfig(dataset="file", path=str(path), task="classification"))
     assert csv.feature_names == ["temperature", "vibration"] and csv.label_names == ["fault", "normal"]
+    assert csv.train.ragged and 8 <= csv.train.lengths.min() < csv.train.lengths.max() <= 16
     frame = pd.read_csv(path).sort_values(["series_id", "step"])
-    X = frame[["temperature", "vibration"]].to_numpy(np.float32).reshape(30, 12, 2)
+    lengths = frame.groupby("series_id").size().to_numpy()
     y = frame.groupby("series_id")["label"].first().to_numpy(str)
-    np.savez(tmp_path / "sensors.npz", X=X, y=y, feature_names=np.array(["temperature", "vibration"]))
+    np.savez(tmp_path / "sensors.npz", X=frame[["temperature", "vibration"]].to_numpy(np.float32),
+             lengths=lengths, y=y, feature_names=np.array(["temperature", "vibration"]))  # concatenated
     npz = load_data(DataConfig(dataset="file", path=str(tmp_path / "sensors.npz"), task="classification"))
     assert npz.feature_names == csv.feature_names and npz.label_names == csv.label_names
     np.testing.assert_array_equal(npz.test.X, csv.test.X)  # same seeded split either way
+    np.testing.assert_array_equal(npz.test.lengths, csv.test.lengths)
 
 
 @pytest.mark.parametrize("config, message", [
