@@ -103,11 +103,11 @@ def baselines(name: str, seeds: list[int]) -> list[dict]:
     dtw = lambda: KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1)  # noqa: E731
     _warm_up(dtw, as_given(X_train), y_train, as_given(X_test))
     rows = [_score("1-NN DTW", None, dtw(), as_given(X_train), y_train, as_given(X_test), y_test)]
-    X_train, X_test = padded(X_train, longest), padded(X_test, longest)  # MiniRocket: one length
-    _warm_up(MiniRocketClassifier, X_train, y_train, X_test)
+    train, test = padded(X_train, longest), padded(X_test, longest)  # MiniRocket: one length
+    _warm_up(MiniRocketClassifier, train, y_train, test)
     for seed in seeds:
-        rocket = _score("MiniRocket", seed, MiniRocketClassifier(random_state=seed), X_train, y_train,
-                        X_test, y_test)
+        rocket = _score("MiniRocket", seed, MiniRocketClassifier(random_state=seed), train, y_train,
+                        test, y_test)
         rows.append(rocket | ({"padded": True} if ragged else {}))
     return [{"set": name, **row} for row in rows]
 
