@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from gru_cli import main
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.tune import tune
 
@@ -44,8 +44,8 @@ def test_best_config_leaves_out_what_the_data_and_the_search_decide(tmp_path: Pa
                  "--run-dir", str(tmp_path), "--name", "other", "--max-epochs", "1", "--no-progress",
                  "--set", "optim.plots=false", "--set", "optim.tensorboard=false"])
     assert code == 0
-    trained = load_checkpoint(tmp_path / "other" / "checkpoint.pt")["config"]["model"]
-    assert trained["input_size"] == 12 and trained["output_size"] == 9
+    trained = Checkpoint.load(tmp_path / "other" / "checkpoint.pt").config.model
+    assert trained.input_size == 12 and trained.output_size == 9
 
 
 def test_timeout_bounds_the_search(tmp_path: Path) -> None:

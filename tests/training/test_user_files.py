@@ -132,7 +132,7 @@ def _no_id(frame: pd.DataFrame) -> None:
     (_label_change, r"d\.csv: series 's06' has 2 different values in 'label' .*same on every row"),
     (_nan_value, r"d\.csv: series 's07', step 4: 'a' is missing \(NaN\); 1 missing .*data\.missing"),
     (_inf_value, r"d\.csv: series 's08', step 0: 'b' is inf \(infinite\); inputs must be finite"),
-    (_no_label, r"d\.csv: series 's09' has an empty 'label' cell"),
+    (_no_label, r"d\.csv: series 's09', step 0 has an empty 'label' cell; every row needs its label"),
     (_no_id, r"d\.csv: row 3 .* has no 'series_id'"),
 ])
 def test_long_format_problems_name_file_series_step_and_fix(tmp_path: Path, change, message: str) -> None:
@@ -205,3 +205,34 @@ def test_nan_in_padding_is_not_missing(tmp_path: Path) -> None:
     X[0, 4] = np.nan  # past lengths[0]
     data = read_series(_npz(tmp_path, X=X, y=Y4, lengths=np.array([4, 5, 5, 5])), _config(tmp_path))[0]
     assert np.isfinite(data.X).all() and data.X[0, 4, 0] == 0.0
+
+
+def test_tagging_file_has_a_label_on_every_step(tmp_path: Path) -> None:
+    from training.data.dataset import PAD_LABEL
+    from training.data.synthetic import REGIMES, regime_split
+
+    regimes = regime_split(12, seed=3)  # ragged 30-90 steps, a regime label on every step
+    rows = [{"series_id": i, "step": t, "value": float(regimes.X[i, t, 0]), "label": REGIMES[regimes.y[i, t]]}
+            for i in range(12) for t in range(regimes.lengths[i])]
+    path = _write(pd.DataFrame(rows), tmp_path / "tags.csv")
+    data = load_data(_config(path, task="tagging", test_fraction=0.25))
+    assert data.task == "tagging" and data.label_names == sorted(REGIMES)
+    assert len(data.train) + len(data.val) + len(data.test) == 12
+    split = data.test
+    for i in range(len(split)):
+        n = split.lengths[i]
+        assert (split.y[i, :n] != PAD_LABEL).all() and (split.y[i, n:] == PAD_LABEL).all()
+    with pytest.raises(ValueError, match="for data.task tagging write a long-format CSV or Parquet"):
+        load_data(_config(_npz(tmp_path, X=X3, y=Y4), task="tagging"))
+
+
+def test_user_tagging_file_trains(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.loop import fit
+
+    frame = _ragged_frame().assign(label=lambda f: np.where(f["a"] > 0, "high", "low"))
+    path = _write(frame, tmp_path / "tags.csv")
+    result = fit(load_config(None, ["data.dataset=file", f"data.path={path}", "data.task=tagging",
+                                    f"run_dir={tmp_path}", "progress=false", "optim.max_epochs=1",
+                                    "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"]))
+    assert 0.0 <= result.test_metrics["accuracy"] <= 1.0

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import DataConfig
-from training.data.dataset import SequenceData, Split
+from training.data.dataset import PAD_LABEL, SequenceData, Split
 from training.data.long import feature_columns, long_to_series, read_table, show
 from training.data.npz import read_npz
 from training.data.splits import encode_labels, holdout_indices, validation_split
@@ -18,7 +18,8 @@ from training.data.windows import forecast_data, forecast_settings
 
 def load_user_data(config: DataConfig) -> SequenceData:
     if config.task is None:
-        raise ValueError("data.task is required for user files: classification, regression or forecast")
+        raise ValueError("data.task is required for user files: classification, regression, forecast "
+                         "or tagging")
     if config.task == "forecast":
         return _forecast_from_long(config)
     train, features = read_series(Path(config.path or ""), config)
@@ -34,9 +35,11 @@ def load_user_data(config: DataConfig) -> SequenceData:
     y, y_test = train.y, test.y
     if classify:
         labels, (y, y_test) = encode_labels(y, y_test)
+    elif config.task == "tagging":
+        labels, (y, y_test) = _encode_steps(y, y_test)
     train, val = validation_split(Split(train.X, y, train.lengths), config.val_fraction, classify)
     return SequenceData(
-        task="classification" if classify else "regression",
+        task=config.task,
         train=train, val=val, test=Split(test.X, y_test, test.lengths),
         feature_names=features, label_names=labels, source=f"user file {config.path}",
     )
@@ -47,6 +50,9 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
     if path.suffix == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
+        if config.task == "tagging":
+            raise ValueError(f"{path}: for data.task tagging write a long-format CSV or Parquet file, with "
+                             "the label of every step on its row")
         split, features = read_npz(path, config.missing)
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
@@ -57,7 +63,8 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:
     """A long-format table's series (also a streamed shard's rows: training/data/stream.py)."""
     features = feature_columns(frame, config, path)
-    series = long_to_series(frame, config, path, features, target=config.target_column)
+    series = long_to_series(frame, config, path, features, target=config.target_column,
+                            per_step=config.task == "tagging")
     split = Split(series.X, series.targets, series.lengths)
     if config.task == "regression":
         split.y = _targets(split.y, path, [f"series {show(i)}" for i in series.ids])
@@ -68,6 +75,18 @@ def _holdout(series: Split, config: DataConfig) -> tuple[Split, Split]:
     codes = encode_labels(series.y)[1][0] if config.task == "classification" else None
     keep, held = holdout_indices(len(series), config.test_fraction, seed=0, labels=codes)
     return series.subset(keep), series.subset(held)
+
+
+def _encode_steps(*step_labels: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """Per-step labels (N, T), None after each length -> indices, PAD_LABEL after each length."""
+    valid = [labels != None for labels in step_labels]  # noqa: E711 - elementwise on an object array
+    names, codes = encode_labels(*(labels[mask] for labels, mask in zip(step_labels, valid, strict=True)))
+    encoded = []
+    for labels, mask, code in zip(step_labels, valid, codes, strict=True):
+        y = np.full(labels.shape, PAD_LABEL, dtype=np.int64)
+        y[mask] = code
+        encoded.append(y)
+    return names, encoded
 
 
 def _targets(y: np.ndarray, path: Path, names: list[str]) -> np.ndarray:

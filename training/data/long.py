@@ -58,23 +58,30 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> list
 
 def long_to_series(
     frame: pd.DataFrame, config: DataConfig, path: Path, features: list[str], target: str | None,
+    per_step: bool = False,
 ) -> LongSeries:
-    """`target`: a column holding one value per series (a label), checked constant; None for none."""
+    """`target`: a column holding one value per series (a label), checked constant; with `per_step`, a
+    label on every step (tagging), as (N, T) with None after each length; None: no target."""
     frame = _sorted(frame, config, path)
     ids, time = frame[config.id_column].to_numpy(), frame[config.time_column].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     lengths = np.diff(np.r_[starts, len(frame)]).astype(np.int64)
-
-    def locate(i: int, t: int) -> str:
-        return _row(ids, time, int(starts[i] + t), config)
-
     series_of_row = np.repeat(np.arange(len(starts)), lengths)
+    step_of_row = np.arange(len(frame)) - starts[series_of_row]
+    row_name = lambda row: _row(ids, time, row, config)  # noqa: E731
     _check_steps(ids, time, series_of_row, config, path)
-    values = _numeric(frame, features, path, lambda row: _row(ids, time, row, config))
     X = np.zeros((len(starts), int(lengths.max()), len(features)), dtype=np.float32)
-    X[series_of_row, np.arange(len(frame)) - starts[series_of_row]] = values
-    X = check_finite(X, lengths, features, config.missing, str(path), locate)
-    targets = _constant(frame, config, path, target, starts) if target else np.empty(0)
+    X[series_of_row, step_of_row] = _numeric(frame, features, path, row_name)
+    X = check_finite(X, lengths, features, config.missing, str(path),
+                     locate=lambda i, t: row_name(int(starts[i] + t)))
+    targets = np.empty(0)
+    if target:
+        _refuse_empty(frame, path, target, row_name)
+    if target and per_step:
+        targets = np.full(X.shape[:2], None, dtype=object)
+        targets[series_of_row, step_of_row] = frame[target].to_numpy()
+    elif target:
+        targets = _constant(frame, config, path, target, starts)
     return LongSeries(ids[starts], X, lengths, targets)
 
 
@@ -139,15 +146,17 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
     return np.stack(columns, axis=1)
 
 
+def _refuse_empty(frame: pd.DataFrame, path: Path, target: str, locate_row: Callable[[int], str]) -> None:
+    empty = frame[target].isna().to_numpy()
+    if empty.any():
+        raise ValueError(f"{path}: {locate_row(int(np.argmax(empty)))} has an empty {target!r} cell; "
+                         "every row needs its label/target")
+
+
 def _constant(frame: pd.DataFrame, config: DataConfig, path: Path, target: str,
               starts: np.ndarray) -> np.ndarray:
-    """The target column's one value per series, refused where it is empty or changes."""
+    """The target column's one value per series, refused where it changes."""
     values = frame[target]
-    empty = values.isna().to_numpy()
-    if empty.any():
-        series = frame[config.id_column].iloc[int(np.argmax(empty))]
-        raise ValueError(f"{path}: series {show(series)} has an empty {target!r} cell; every row needs its "
-                         "series' label/target")
     counts = values.groupby(frame[config.id_column], sort=True).nunique()
     if (counts > 1).any():
         series = counts.index[int(np.argmax(counts.to_numpy() > 1))]
