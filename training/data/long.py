@@ -2,9 +2,9 @@
 with each series' true length. Series may have different lengths; rows may come in any order.
 
 Each problem is refused with the file, the series (and step) and the fix: a missing column, an empty
-series id, a non-numeric feature value, two rows for one step, a step missing inside a series (integer
-steps must be evenly spaced), a label that changes within a series; NaN and infinities go through
-training/data/missing.py.
+series id or step, a non-numeric feature value, two rows for one step, a step missing inside a series
+(integer steps must be evenly spaced), an empty label, a label that changes within a series (tagging
+aside); NaN and infinities go through training/data/missing.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class LongSeries:
     ids: np.ndarray  # (N,) series ids in sorted order
     X: np.ndarray  # (N, T, F) float32, zero-padded after each length
     lengths: np.ndarray  # (N,) int64
-    targets: np.ndarray  # (N,) the target column's value in each series (empty when not asked for)
+    targets: np.ndarray  # (N,) each series' target value; tagging: (N, T) step labels, None after each
+    # length; empty when no target was asked for
 
 
 def read_table(path: Path) -> pd.DataFrame:
