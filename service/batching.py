@@ -1,12 +1,17 @@
-"""Server-side dynamic batching, one batcher per model per worker process.
+"""The scheduler: one per loaded model version per worker process, shared by every API.
 
-Requests put their sequences on a bounded queue and await their own future. One task per model takes
-what is queued (up to `max_batch_size` sequences), runs it on a dedicated inference thread and hands
-each caller its own rows. Adaptive: an idle batcher runs a lone request at once; under load the next
-batch gathers while the current one runs, and `max_queue_delay_ms` (default 0) may add a short wait to
-fill it. Mixed lengths in a batch run as one padded batch whose GRUs stop at each sequence's length
-(ModelRuntime.predict_many), so every answer is exactly what the sequence gets alone. A failed run is
-retried request by request, so one bad request fails only itself.
+Every API (native predict and stream, Open Inference Protocol infer) decodes its body into sequences
+(T_i, F) float32 and, when it carries them, their states (S,), and submits them here. One bounded queue
+counts the sequences of every API (`max_queue_size`); a full queue refuses at once (QueueFull, mapped to
+503 `queue_full`). One inference thread takes what is queued, runs it and hands each caller its rows.
+
+The thread does the batching itself, so admitted work needs the event loop only to queue a request and
+to wake its caller: under overload, when the loop is busy refusing, the model keeps running. An idle
+thread runs a lone request at once; under load the next batch gathers while the current one runs, and
+`max_queue_delay_ms` may add a short wait to fill it. A batch is whole requests in arrival order, up to
+`max_batch_size` sequences; it runs as one or more padded runs of similar lengths (`plan_runs`), whose
+GRUs stop at each sequence's length, so every answer is exactly what the sequence gets alone. A failed
+run is retried one sequence at a time, so one bad request fails only itself.
 """
 
 from __future__ import annotations
@@ -14,185 +19,244 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service import metrics
-from service.runtime import InferenceError, ModelRuntime
+from service.runtime import InferenceError, ModelRuntime, pad_batch
 from service.settings import BatchConfig
 
 log = logging.getLogger("gru_serve.batching")
-Rows = np.ndarray | list[np.ndarray]  # (N, O); tagging: one (T_i, O) array per sequence
+# A run's padded steps stay within this factor of its real steps (graphs with a lengths input; without
+# one, only equal lengths share a run). Measured: splitting a batch of mixed lengths this way costs a few
+# extra runs of ~0.1 ms each and saves up to 40 % of the compute of one padded run (bench/overload.py).
+PADDING_FACTOR = 1.25
 
 
 class QueueFull(Exception):
     """The model's queue holds `max_queue_size` sequences; the caller should retry later."""
 
 
-@dataclass
-class _Request:
-    sequences: list[np.ndarray]
-    future: asyncio.Future[Rows]
+@dataclass(frozen=True, slots=True)
+class Result:
+    outputs: np.ndarray | list[np.ndarray]  # (N, O); tagging: one (T_i, O) array per sequence
+    states: np.ndarray  # (N, S): each sequence's state after its last step
+
+
+@dataclass(eq=False, slots=True)
+class Work:
+    """One request's sequences on their way through the scheduler; the thread fills in the answer."""
+
+    sequences: list[np.ndarray]  # (T_i, F) float32
+    states: np.ndarray | None  # (N, S) carried states; None: every sequence starts from zeros
+    future: asyncio.Future[Result]
     queued_at: float = field(default_factory=time.perf_counter)
+    outputs: list[np.ndarray | None] = field(default_factory=list)  # per sequence, filled by the runs
+    next_states: list[np.ndarray | None] = field(default_factory=list)
+    result: Result | None = None
+    error: Exception | None = None
+
+    def answer(self, tagging: bool) -> None:
+        """All runs done: the rows in request order, unless one of them failed."""
+        if self.error is None:
+            outputs = self.outputs if tagging else np.stack(self.outputs)  # type: ignore[arg-type]
+            self.result = Result(outputs, np.stack(self.next_states))  # type: ignore[arg-type]
 
 
-@dataclass
-class Batcher:
-    runtime: ModelRuntime
-    config: BatchConfig
-    _pending: deque[_Request] = field(default_factory=deque, init=False)
-    _in_flight: int = field(default=0, init=False)  # sequences queued or running
-    _queued: int = field(default=0, init=False)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _full: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _task: asyncio.Task[None] | None = field(default=None, init=False)
-    _executor: ThreadPoolExecutor | None = field(default=None, init=False)
-    _closing: bool = field(default=False, init=False)
-
-    def start(self) -> None:
-        name = self.runtime.manifest.name
-        labels = (name, str(self.runtime.manifest.version))
+class Scheduler:
+    def __init__(self, runtime: ModelRuntime, config: BatchConfig):
+        self.runtime, self.config = runtime, config
+        manifest = runtime.manifest
+        self._tagging = manifest.task == "tagging"
+        self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
+        self._queue: deque[Work] = deque()
+        self._queued = 0  # sequences in the queue; guarded by _ready's lock
+        self._in_flight = 0  # sequences queued or running; touched on the event loop only
+        self._ready = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name=f"infer-{manifest.name}", daemon=True)
+        labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
         self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
-        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{name}")
+        self._padding_ratio = metrics.PADDING_RATIO.labels(*labels)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._thread.start()
 
     async def stop(self) -> None:
-        """Finish what is queued, then end the task and the inference thread."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        """Answer what is queued, then end the inference thread."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        await asyncio.shield(self._stopped)
 
     def check_room(self, count: int = 1) -> None:
-        """Raise QueueFull unless `count` more sequences fit. The fast path asks before it reads and
-        parses a body, so that shedding load costs as little as possible."""
+        """Raise QueueFull unless `count` more sequences fit. The API front asks before it reads a body,
+        so that shedding load costs as little as possible."""
         # A request larger than the whole queue still runs when nothing else is in flight.
         if self._closing or (self._in_flight and self._in_flight + count > self.config.max_queue_size):
             raise QueueFull(f"model {self.runtime.manifest.name!r} has {self._in_flight} sequence(s) "
                             f"in flight; the limit is {self.config.max_queue_size}")
 
-    async def submit(self, sequences: list[np.ndarray]) -> Rows:
-        """Queue one request's sequences and wait for their (len, outputs) rows, in order."""
+    async def run(self, sequences: list[np.ndarray], states: np.ndarray | None = None) -> Result:
+        """Queue one request's sequences (and their carried states) and wait for its answer."""
         count = len(sequences)
         self.check_room(count)
-        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(sequences, future))
+        work = Work(sequences, states, self._loop.create_future())
         self._in_flight += count
-        self._queued += count
-        self._depth.set(self._queued)
-        if self._queued >= self.config.max_batch_size:
-            self._full.set()
-        self._wakeup.set()
-        return await future
+        with self._ready:
+            self._queue.append(work)
+            self._queued += count
+            self._ready.notify()
+        return await work.future
 
-    async def _serve(self) -> None:
+    # --- the inference thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
         busy = False
+        delay = self.config.max_queue_delay_ms / 1000
         while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                busy = False  # woke from idle: run what is there, no added wait
-                continue
-            if busy and self.config.max_queue_delay_ms and self._queued < self.config.max_batch_size:
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.config.max_queue_delay_ms / 1000)
-            batch = self._take()
-            if batch:
-                await self._run(batch)
+            with self._ready:
+                if not self._queue:
+                    busy = False  # idle: the next request runs at once, no added wait
+                    self._ready.wait_for(lambda: self._queue or self._closing)
+                    if not self._queue:
+                        break  # closing, and everything queued was answered
+                if busy and delay and self._queued < self.config.max_batch_size:
+                    self._ready.wait_for(lambda: self._queued >= self.config.max_batch_size or self._closing,
+                                         delay)
+                batch = self._take()
+            self._run(batch)
+            self._deliver_soon(batch)
             busy = True
+        self._loop.call_soon_threadsafe(self._stopped.set_result, None)
 
-    def _take(self) -> list[_Request]:
-        """Whole requests up to max_batch_size sequences (at least one request)."""
-        batch: list[_Request] = []
-        size = 0
-        while self._pending:
-            request = self._pending[0]
-            if batch and size + len(request.sequences) > self.config.max_batch_size:
+    def _take(self) -> list[Work]:
+        """Whole requests in arrival order, up to max_batch_size sequences (at least one request)."""
+        batch: list[Work] = []
+        size, now = 0, time.perf_counter()
+        while self._queue:
+            count = len(self._queue[0].sequences)
+            if batch and size + count > self.config.max_batch_size:
                 break
-            self._pending.popleft()
-            self._queued -= len(request.sequences)
-            self._depth.set(self._queued)
-            self._wait.observe(time.perf_counter() - request.queued_at)
-            if request.future.done():  # the caller went away
-                self._in_flight -= len(request.sequences)
-                continue
-            batch.append(request)
-            size += len(request.sequences)
+            work = self._queue.popleft()
+            self._queued -= count
+            self._wait.observe(now - work.queued_at)
+            batch.append(work)
+            size += count
+        self._depth.set(self._queued)
         return batch
 
-    async def _run(self, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
-        sequences = [seq for request in batch for seq in request.sequences]
+    def _run(self, batch: list[Work]) -> None:
+        live = [w for w in batch if not w.future.done()]  # a caller that went away needs no run
         try:
-            try:
-                outputs = await loop.run_in_executor(self._executor, self.runtime.predict_many, sequences)
-            except Exception as exc:
-                if len(batch) == 1:
-                    _fail(batch[0], exc)
-                    return
-                log.warning("batch of %d requests failed (%s); retrying them one by one", len(batch), exc)
-                for request in batch:
-                    try:
-                        rows = await loop.run_in_executor(
-                            self._executor, self.runtime.predict_many, request.sequences)
-                    except Exception as single:
-                        _fail(request, single)
-                    else:
-                        _answer(request, rows)
-                return
-            start = 0
-            for request in batch:
-                end = start + len(request.sequences)
-                _answer(request, outputs[start:end])
-                start = end
-        finally:
-            self._in_flight -= len(sequences)
+            for work in live:
+                work.outputs, work.next_states = [None] * len(work.sequences), [None] * len(work.sequences)
+            items = [(w, i) for w in live for i in range(len(w.sequences))]
+            items.sort(key=lambda item: len(item[0].sequences[item[1]]), reverse=True)
+            lengths = [len(w.sequences[i]) for w, i in items]
+            for run in plan_runs(lengths, self.config.max_batch_size, self._padding):
+                self._run_items(items[run])
+            for work in live:
+                work.answer(self._tagging)
+        except Exception as exc:  # a bug, not a bad input: fail the batch, keep the thread
+            log.exception("scheduling a batch of %d requests failed", len(live))
+            for work in live:
+                work.error = InferenceError(f"inference failed: {exc}")
+
+    def _run_items(self, items: list[tuple[Work, int]]) -> None:
+        """One padded run; when it fails, each sequence alone, so that only the bad ones fail."""
+        try:
+            x, lengths = pad_batch([w.sequences[i] for w, i in items])
+            output, next_state = self.runtime.run(x, lengths, self._states(items))
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning("a run of %d sequences failed (%s); retrying them one by one", len(items), exc)
+                for item in items:
+                    self._run_items([item])
+            else:
+                items[0][0].error = exc if isinstance(exc, InferenceError) else InferenceError(
+                    f"inference failed: {exc}")
+            return
+        self._padding_ratio.observe(x.shape[0] * x.shape[1] / int(lengths.sum()))
+        for row, (work, i) in enumerate(items):
+            work.outputs[i] = output[row, : lengths[row]] if self._tagging else output[row]
+            work.next_states[i] = next_state[row]
+
+    def _states(self, items: list[tuple[Work, int]]) -> np.ndarray | None:
+        """(B, S) carried states for a run, zeros for new sequences; None when all are new."""
+        if all(w.states is None for w, _ in items):
+            return None
+        size = self.runtime.manifest.state.size
+        state = np.zeros((len(items), size), np.float32)
+        for row, (work, i) in enumerate(items):
+            if work.states is not None:
+                state[row] = work.states[i]
+        return state
+
+    def _deliver_soon(self, batch: list[Work]) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (exiting): nobody is waiting
+            self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[Work]) -> None:
+        """On the event loop: one wake-up per batch answers every caller in it."""
+        for work in batch:
+            self._in_flight -= len(work.sequences)
+            if work.future.done():  # the caller went away
+                continue
+            if work.result is not None:
+                work.future.set_result(work.result)
+            else:
+                work.future.set_exception(work.error or InferenceError("inference failed"))
 
 
-def _answer(request: _Request, rows: Rows) -> None:
-    if not request.future.done():
-        request.future.set_result(rows)
+def plan_runs(lengths: list[int], max_batch: int, factor: float) -> list[slice]:
+    """Cut sequences sorted longest first into runs of at most `max_batch` whose padded steps (count x
+    longest) stay within `factor` x their real steps."""
+    runs, start, real = [], 0, 0
+    for end, length in enumerate(lengths):
+        size = end - start
+        if size and (size == max_batch or (size + 1) * lengths[start] > factor * (real + length)):
+            runs.append(slice(start, end))
+            start, real = end, 0
+        real += length
+    if start < len(lengths):
+        runs.append(slice(start, len(lengths)))
+    return runs
 
 
-def _fail(request: _Request, exc: Exception) -> None:
-    if not request.future.done():
-        error = exc if isinstance(exc, InferenceError) else InferenceError(f"inference failed: {exc}")
-        request.future.set_exception(error)
-
-
-class BatcherPool:
-    """The batchers of one worker process, one per loaded model version, created on first use. A version
-    the repository retires (reload, unload, shutdown) answers what it holds, then stops."""
+class SchedulerPool:
+    """The schedulers of one worker process, one per loaded model version, created on first use. A
+    version the repository retires (reload, unload, shutdown) answers what it holds, then stops."""
 
     def __init__(self, defaults: BatchConfig, overrides: dict[str, BatchConfig] | None = None):
         self.defaults, self.overrides = defaults, overrides or {}
-        self._batchers: dict[tuple[str, int], Batcher] = {}
+        self._schedulers: dict[tuple[str, int], Scheduler] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
 
-    def get(self, runtime: ModelRuntime) -> Batcher:
+    def config_for(self, name: str) -> BatchConfig:
+        return self.overrides.get(name, self.defaults)
+
+    def get(self, runtime: ModelRuntime) -> Scheduler:
         key = (runtime.manifest.name, runtime.manifest.version)
-        batcher = self._batchers.get(key)
-        if batcher is None or batcher.runtime is not runtime:  # first use, or the version was reloaded
-            if batcher is not None:
-                self._retire(batcher)
-            batcher = Batcher(runtime, self.overrides.get(key[0], self.defaults))
-            self._batchers[key] = batcher
-            batcher.start()
-        return batcher
+        scheduler = self._schedulers.get(key)
+        if scheduler is None or scheduler.runtime is not runtime:  # first use, or the version was reloaded
+            if scheduler is not None:
+                self._retire(scheduler)
+            scheduler = Scheduler(runtime, self.config_for(key[0]))
+            self._schedulers[key] = scheduler
+            scheduler.start()
+        return scheduler
 
     def retire(self, runtime: ModelRuntime) -> None:
         """The repository's on_unload hook; it may run on a worker thread."""
@@ -201,16 +265,16 @@ class BatcherPool:
 
     def _retire_runtime(self, runtime: ModelRuntime) -> None:
         key = (runtime.manifest.name, runtime.manifest.version)
-        batcher = self._batchers.get(key)
-        if batcher is not None and batcher.runtime is runtime:
-            del self._batchers[key]
-            self._retire(batcher)
+        scheduler = self._schedulers.get(key)
+        if scheduler is not None and scheduler.runtime is runtime:
+            del self._schedulers[key]
+            self._retire(scheduler)
 
-    def _retire(self, batcher: Batcher) -> None:
-        task = asyncio.get_running_loop().create_task(batcher.stop())
+    def _retire(self, scheduler: Scheduler) -> None:
+        task = asyncio.get_running_loop().create_task(scheduler.stop())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(batcher.stop() for batcher in self._batchers.values()), *self._retiring)
-        self._batchers.clear()
+        await asyncio.gather(*(s.stop() for s in self._schedulers.values()), *self._retiring)
+        self._schedulers.clear()

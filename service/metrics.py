@@ -5,8 +5,8 @@ multiprocess mode) before the workers start, so /metrics sums every worker's sam
 they combine across workers (`multiprocess_mode`).
 
 Fed here: requests, latency, compute time, sequences per request, session-run batch sizes, load state.
-Fed by other parts after they land: queue depth and queue wait (the dynamic batcher), live streaming
-sessions (streaming) — the names are fixed here so dashboards do not change.
+Fed by other parts: queue depth, queue wait and padding (the scheduler), live streaming sessions
+(streaming) — the names are fixed here so dashboards do not change.
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ BATCH_SIZE = Histogram("gru_batch_size", "Sequences per onnxruntime session.run"
                        ["model", "version"], buckets=SIZE_BUCKETS)
 SEQUENCES_PER_REQUEST = Histogram("gru_sequences_per_request", "Sequences in one inference request",
                                   ["model"], buckets=SIZE_BUCKETS)
-QUEUE_DEPTH = Gauge("gru_queue_depth", "Sequences waiting in the model's batch queue",
+QUEUE_DEPTH = Gauge("gru_queue_depth", "Sequences waiting in the model's queue (sampled at each batch)",
                     ["model", "version"], multiprocess_mode="livesum")
 QUEUE_WAIT_SECONDS = Histogram("gru_queue_wait_seconds", "Time a request waited in the batch queue",
                                ["model", "version"], buckets=LATENCY_BUCKETS)
+PADDING_RATIO = Histogram("gru_batch_padding_ratio", "Padded steps / real steps of each onnxruntime run "
+                          "(1: no padding); the scheduler groups similar lengths to keep it low",
+                          ["model", "version"], buckets=(1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0))
 MODEL_LOADED = Gauge("gru_model_loaded", "1 while this model version is loaded and serving",
                      ["model", "version"], multiprocess_mode="max")
 MODEL_LOAD_FAILURES = Counter("gru_model_load_failures", "Bundles that failed to load or verify", ["model"])

@@ -65,8 +65,6 @@ class Settings(BaseSettings):
                               "the least recently used is evicted")
     session_idle_seconds: float = Field(300.0, gt=0, description="a streaming sequence without a chunk "
                                         "for this long expires")
-    stream_batch_delay_ms: float = Field(2.0, ge=0, description="how long a streaming chunk waits for "
-                                         "chunks of other sequences to run with")
 
     def batch_configs(self) -> tuple[BatchConfig, dict[str, BatchConfig]]:
         """The default batching config and the per-model ones (overrides on top of the defaults)."""

@@ -10,20 +10,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics
 from service.api.auth import Authenticator, is_loopback
 from service.api.errors import install_error_handlers
-from service.api.fastpath import PredictFastPath
+from service.api.inference import InferenceFront, LoadShedder, document
 from service.api.limits import BodySizeLimit
 from service.api.middleware import RequestMiddleware
-from service.api.routes import health, models, predict, stream, v2
+from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
-from service.batching import BatcherPool
+from service.batching import SchedulerPool
 from service.repository import Hook, Repository
 from service.settings import Settings
 from service.streaming.hub import StreamingHub
@@ -32,17 +34,17 @@ log = logging.getLogger("gru_serve")
 
 
 def create_app(settings: Settings | None = None, on_load: list[Hook] | None = None,
-               on_unload: list[Hook] | None = None) -> FastAPI:
+               on_unload: list[Hook] | None = None) -> Service:
     settings = settings or Settings()
-    batchers = BatcherPool(*settings.batch_configs())
+    schedulers = SchedulerPool(*settings.batch_configs())
     streaming = StreamingHub(settings)
-    repository = Repository(settings, on_load, [batchers.retire, streaming.retire, *(on_unload or [])])
+    repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         announce_security(settings, authenticator)
-        batchers.start()
+        schedulers.start()
         await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
@@ -53,28 +55,45 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-            await batchers.stop()  # answer what is queued, then end the inference threads
+            await schedulers.stop()  # answer what is queued, then end the inference threads
             await run_in_threadpool(repository.close)
             metrics.mark_worker_exit()
             log.info("stopped")
 
-    app = FastAPI(
+    app = Service(
         title="gru-serve",
         version="0.1.0",
         description="GRU sequence models (classification, forecasting, per-step tagging) served with "
         "onnxruntime; whole sequences or streamed in chunks with carried state.",
         lifespan=lifespan,
     )
-    app.state.settings, app.state.repository, app.state.batchers = settings, repository, batchers
+    app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
     app.state.streaming = streaming
-    app.add_middleware(PredictFastPath, state=app.state)  # the predict hot path, inside the size limit
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-    app.add_middleware(RequestMiddleware, authenticator=authenticator,  # outermost: ids, auth, metrics
-                       access_log=settings.access_log)
+    # The transport, outermost first; the inference operations end at InferenceFront, the rest in FastAPI.
+    answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), app.state)
+    answer = BodySizeLimit(answer, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    answer = RequestMiddleware(answer, authenticator=authenticator, access_log=settings.access_log)
+    app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
     install_error_handlers(app)
-    for module in (health, models, predict, stream, v2, repository_routes, metrics_routes):
+    for module in (health, models, v2, repository_routes, metrics_routes):
         app.include_router(module.router)
+    document(app)  # the inference operations in OpenAPI
     return app
+
+
+class Service(FastAPI):
+    """The app uvicorn runs: `front` (plain ASGI: load shedding; request ids, auth, metrics and the access
+    log; the body limit; the inference operations) first, FastAPI for every other route (health,
+    metadata, admin). A layer that must apply to every request goes into `front`, not add_middleware:
+    FastAPI's own layers cost more per request than the whole inference path (measured) and the
+    inference operations never enter them."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await super().__call__(scope, receive, send)
+        await self.front(scope, receive, send)
 
 
 def announce_security(settings: Settings, auth: Authenticator) -> None:

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.errors import ModelNotFound
-from service.batching import BatcherPool
 from service.logs import note_model
 from service.repository import Repository
 from service.runtime import ModelRuntime
@@ -17,10 +16,6 @@ from service.settings import Settings
 
 async def get_repository(request: Request) -> Repository:
     return request.app.state.repository
-
-
-async def get_batchers(request: Request) -> BatcherPool:
-    return request.app.state.batchers
 
 
 async def get_settings(request: Request) -> Settings:
@@ -50,6 +45,5 @@ async def get_model_version(name: str, version: int,
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-BatchersDep = Annotated[BatcherPool, Depends(get_batchers)]
 ModelDep = Annotated[ModelRuntime, Depends(get_model)]
 ModelVersionDep = Annotated[ModelRuntime, Depends(get_model_version)]

@@ -1,23 +1,26 @@
 """Open Inference Protocol (KServe v2) over REST, beside the native API: server and model metadata,
-health, readiness per model and version, and inference with JSON or binary tensors."""
+health, readiness per model and version, and inference with JSON or binary tensors (`infer`, routed
+with the native inference operations by service/api/inference.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter
 
-from service import metrics
-from service.api.deps import RepositoryDep, SettingsDep, resolve_model
-from service.api.errors import ApiError, Unavailable
+from service.api.deps import RepositoryDep, resolve_model
+from service.api.errors import ApiError
 from service.api.responses import NumpyJSONResponse
+from service.api.routes.stream import ERRORS as STREAM_ERRORS
 from service.api.routes.stream import held_chunk
 from service.api.v2_codec import HEADER_LENGTH, decode_request, encode_response, model_inputs, model_tensors
 from service.bundle import OUTPUT, STATE_OUTPUT
 from service.repository import Repository
 from service.runtime import ModelRuntime
+
+if TYPE_CHECKING:
+    from service.api.inference import Call, Reply
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 SERVER_NAME, SERVER_VERSION = "gru-serve", "0.1.0"
@@ -27,6 +30,10 @@ SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 class StreamingUnavailable(ApiError):
     status, code = 400, "streaming_unavailable"
+
+
+ERRORS = STREAM_ERRORS | {400: {"description": "malformed body or tensors, or a sequence request for a model "
+                                                "that cannot stream"}}
 
 
 @router.get("")
@@ -66,42 +73,33 @@ async def model_version_ready(name: str, version: int, repository: RepositoryDep
     return {"name": name, "version": str(version), "ready": True}
 
 
-@router.post("/models/{name}/infer")
-async def infer(name: str, request: Request, repository: RepositoryDep, settings: SettingsDep) -> Response:
-    return await _infer(request, resolve_model(repository, name), settings.max_sequences_per_request)
-
-
-@router.post("/models/{name}/versions/{version}/infer")
-async def infer_version(name: str, version: int, request: Request, repository: RepositoryDep,
-                        settings: SettingsDep) -> Response:
-    return await _infer(request, resolve_model(repository, name, version), settings.max_sequences_per_request)
-
-
 def _metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]) -> dict[str, Any]:
     inputs, outputs = model_tensors(runtime.manifest)
     return {"name": runtime.manifest.name, "versions": [str(v) for v in versions],
             "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
 
 
-async def _infer(request: Request, runtime: ModelRuntime, max_sequences: int) -> Response:
-    if not request.app.state.repository.ready:
-        raise Unavailable("the server is not ready", None)
-    body = await request.body()
-    decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-    x, state = model_inputs(decoded, runtime.manifest, max_sequences)
-    metrics.SEQUENCES_PER_REQUEST.labels(runtime.manifest.name).observe(x.shape[0])
+async def infer(call: Call) -> Reply:
+    """POST /v2/models/{name}[/versions/{v}]/infer (routed by service/api/inference.py): decode the
+    tensors (service/api/v2_codec.py), run them through the model's scheduler, encode the outputs."""
+    runtime = call.runtime
+    decoded = decode_request(call.body, call.header(HEADER_LENGTH.encode()))
+    x, state = model_inputs(decoded, runtime.manifest, call.settings.max_sequences_per_request)
     if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
-        output, next_state = await _sequence_chunk(request, runtime, decoded.parameters, x, state)
+        output, next_state = await _sequence_chunk(call, decoded.parameters, x, state)
     else:
-        output, next_state = await run_in_threadpool(runtime.run, x, None, state)  # all steps valid
+        result = await call.scheduler.run(list(x), state)
+        output = np.stack(result.outputs) if isinstance(result.outputs, list) else result.outputs
+        next_state = result.states
     content, headers = encode_response(runtime.manifest, decoded, {OUTPUT: output, STATE_OUTPUT: next_state})
-    return Response(content, headers=headers)
+    return content, [(k.encode(), v.encode()) for k, v in headers.items()]
 
 
-async def _sequence_chunk(request: Request, runtime: ModelRuntime, parameters: dict[str, Any],
-                          x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+async def _sequence_chunk(call: Call, parameters: dict[str, Any], x: np.ndarray,
+                          state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """sequence_id / sequence_start / sequence_end: one chunk of a server-held sequence (the semantics of
-    Triton's sequence batcher), sharing the native /stream route's sessions and chunk batcher."""
+    Triton's sequence batcher), sharing the native stream's sessions and the model's scheduler."""
+    runtime = call.runtime
     refusal = runtime.manifest.streaming_refusal
     if refusal:
         raise StreamingUnavailable(f"model {runtime.manifest.name!r} cannot stream: {refusal}",
@@ -113,7 +111,7 @@ async def _sequence_chunk(request: Request, runtime: ModelRuntime, parameters: d
     if x.shape[0] != 1 or state is not None:
         raise StreamingUnavailable("a sequence chunk is one sequence (x [1, time, features]) without a "
                                    "state: the server holds the state", "x.shape")
-    output, next_state, _ = await held_chunk(request.app.state.streaming, runtime, str(sequence_id),
+    output, next_state, _ = await held_chunk(call.streaming, runtime, call.scheduler, str(sequence_id),
                                              bool(parameters.get("sequence_start")),
                                              bool(parameters.get("sequence_end")), x[0])
     return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]

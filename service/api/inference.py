@@ -1,0 +1,282 @@
+"""Every operation that runs a model, answered in plain ASGI ahead of FastAPI's router:
+
+    POST /models/{name}[/versions/{v}]/predict      native predict   (service/api/routes/predict.py)
+    POST /models/{name}[/versions/{v}]/stream       native stream    (service/api/routes/stream.py)
+    POST /v2/models/{name}[/versions/{v}]/infer     Open Inference Protocol (service/api/routes/v2.py)
+
+The path names the model; the model's scheduler (service/batching.py) is asked for room before the
+body is read, so a full queue is refused (503 `queue_full`, Retry-After) for the price of the headers.
+Then the API's handler decodes the body, runs it through the scheduler and renders the answer in its
+own format. Routing and dependency injection in FastAPI cost several times this path (measured), so
+FastAPI never sees these requests; `document` adds them to its OpenAPI description from the same
+table and pydantic schemas. The front sits inside BodySizeLimit and RequestMiddleware (app.py): the
+body limit, auth, request ids, metrics and the access log apply as to every route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service import logs, metrics
+from service.api.auth import Authenticator
+from service.api.deps import resolve_model
+from service.api.errors import (
+    DOMAIN_ERRORS,
+    ModelNotFound,
+    UnsupportedMediaType,
+    domain_error_response,
+    error_response,
+)
+from service.api.routes import predict, stream, v2
+from service.api.schemas import (
+    ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+    StreamRequest,
+    StreamResponse,
+)
+from service.batching import QueueFull, Scheduler
+from service.runtime import ModelRuntime
+from service.settings import Settings
+from service.streaming.hub import StreamingHub
+
+log = logging.getLogger("gru_serve.access")
+SUMMARY_INTERVAL_S = 1.0  # refusals are logged as one line per model and interval, not one per request
+PATH = re.compile(r"/(?:(v2)/)?models/([^/]+)(?:/versions/([0-9]{1,9}))?/(predict|stream|infer)")
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Call:
+    """One inference request, as the front hands it to an API's handler."""
+
+    runtime: ModelRuntime
+    scheduler: Scheduler
+    settings: Settings
+    streaming: StreamingHub
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> str | None:
+        return next((v.decode("latin-1") for k, v in self.headers if k == name), None)
+
+    def json(self, content: Any) -> Reply:
+        """A 200 answer holding `content` as JSON (NumPy arrays included)."""
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", JSON)]
+
+    def require_json(self) -> None:
+        media_type = (self.header(b"content-type") or "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported; send JSON "
+                                       "with 'Content-Type: application/json'", "content-type")
+
+
+Reply = tuple[bytes, list[tuple[bytes, bytes]]]  # a 200 answer: body, headers (content-type at least)
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    api: str  # "" (native) or "v2": the path's prefix
+    verb: str  # the path's last segment
+    handler: Handler
+    tag: str
+    summary: str
+    request: type | None  # the body's pydantic schema, for OpenAPI
+    response: type | None
+    errors: dict[int | str, dict[str, Any]]
+
+
+OPERATIONS = (
+    Operation("", "predict", predict.predict, "predict", "Predict whole sequences", PredictRequest,
+              PredictResponse, predict.ERRORS),
+    Operation("", "stream", stream.stream, "stream", "Stream a sequence in chunks (carried state)",
+              StreamRequest, StreamResponse, stream.ERRORS),
+    # The v2 body is a KServe v2 inference request (JSON, or JSON + binary tensors); no schema here yet.
+    Operation("v2", "infer", v2.infer, "open inference protocol (v2)", "Infer (KServe v2 / Triton)", None,
+              None, v2.ERRORS),
+)
+HANDLERS = {(op.api, op.verb): op.handler for op in OPERATIONS}
+QUEUE_FULL = {503: {"description": "queue_full: the model's queue is full, refused before the body is read; "
+                                   "retry after the Retry-After header's seconds"}}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    runtime: ModelRuntime
+    scheduler: Scheduler
+
+
+def operation(scope: Scope) -> tuple[Handler, str, int | None] | None:
+    """The handler, model name and version an HTTP request's path names; None: not an inference path."""
+    match = PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+    handler = HANDLERS.get((match[1] or "", match[4])) if match else None
+    if match is None or handler is None:
+        return None
+    return handler, match[2], int(match[3]) if match[3] else None
+
+
+def resolve(state: State, handler: Handler, name: str, version: int | None) -> Route:
+    """The model version (ModelNotFound when not loaded) and its scheduler."""
+    runtime = resolve_model(state.repository, name, version)
+    return Route(handler, runtime, state.schedulers.get(runtime))
+
+
+class LoadShedder:
+    """The outermost layer: an inference request whose model's queue is full is refused here, before
+    anything else runs (no body read, no request id, no access log line; a summary line per second and
+    the request counter instead), so that refusing costs a small share of what answering costs."""
+
+    def __init__(self, app: ASGIApp, state: State, authenticator: Authenticator):
+        self.app, self.state, self.auth = app, state, authenticator
+        self._refused: Counter[tuple[str, int, str]] = Counter()
+        self._summary_due = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        op = operation(scope)
+        if op is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        try:
+            found = resolve(self.state, *op)
+        except ModelNotFound:  # answered by the front, with a request id and an access log line
+            return await self.app(scope, receive, send)
+        try:
+            found.scheduler.check_room()
+        except QueueFull as exc:
+            headers = dict(scope["headers"])
+            if self.auth.check(scope["path"], headers.get(b"authorization", b"").decode("latin-1") or None):
+                return await self.app(scope, receive, send)  # 401/403 first: refusals are for callers only
+            return await self._refuse(exc, found.runtime, headers, scope, receive, send)
+        scope["gru.route"] = found  # the front uses it; the queue may fill meanwhile, submit checks again
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, exc: QueueFull, runtime: ModelRuntime, headers: dict[bytes, bytes], scope: Scope,
+                      receive: Receive, send: Send) -> None:
+        request_id = logs.request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
+        context = logs.current.set(logs.RequestContext(request_id))  # for the error body's request_id
+        try:
+            response = domain_error_response(exc, scope["path"])
+        finally:
+            logs.current.reset(context)
+        response.headers["x-request-id"] = request_id
+        await response(scope, receive, send)
+        m = runtime.manifest
+        api = "v2" if scope["path"].startswith("/v2/") else "native"
+        metrics.REQUESTS.labels(m.name, str(m.version), api, "503").inc()
+        self._refused[(m.name, m.version, api)] += 1
+        if not self._summary_due:
+            self._summary_due = True
+            asyncio.get_running_loop().call_later(SUMMARY_INTERVAL_S, self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary_due = False
+        for (name, version, api), count in sorted(self._refused.items()):
+            limit = self.state.schedulers.config_for(name).max_queue_size
+            log.warning("refused %d %s request(s) for model %s version %d with 503 queue_full in the last "
+                        "%g s: %d sequences queued or running (GRU_MAX_QUEUE_SIZE)", count, api, name,
+                        version, SUMMARY_INTERVAL_S, limit)
+        self._refused.clear()
+
+
+class InferenceFront:
+    """The innermost layer: answers the inference operations (after auth, request id and body limit)."""
+
+    def __init__(self, app: ASGIApp, state: State):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found: Route | None = scope.get("gru.route")
+        op = None if found else operation(scope)
+        if found is None and op is None:
+            return await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            response = error_response(scope["path"], 405, "method_not_allowed", "use POST", None,
+                                      {"Allow": "POST"})
+            return await response(scope, receive, send)
+        try:
+            if found is None:
+                found = resolve(self.state, *op)
+            logs.note_model(found.runtime.manifest.name, found.runtime.manifest.version)
+            body = await read_body(receive)  # BodySizeLimit raises BodyTooLarge from receive
+            if body is None:
+                return  # the client went away
+            call = Call(found.runtime, found.scheduler, self.state.settings, self.state.streaming,
+                        scope["headers"], body)
+            content, headers = await found.handler(call)
+        except DOMAIN_ERRORS as exc:
+            return await domain_error_response(exc, scope["path"])(scope, receive, send)
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def document(app: FastAPI) -> None:
+    """Add the inference operations to the app's OpenAPI description (FastAPI routes none of them)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for op in OPERATIONS:
+                prefix = "/v2" if op.api else ""
+                for versioned in (False, True):
+                    path = f"{prefix}/models/{{name}}{'/versions/{version}' if versioned else ''}/{op.verb}"
+                    schema["paths"][path] = {"post": _operation(op, versioned, schemas)}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operation(op: Operation, versioned: bool, schemas: dict[str, Any]) -> dict[str, Any]:
+    parameters = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if versioned:
+        parameters.append({"name": "version", "in": "path", "required": True,
+                           "schema": {"type": "integer", "minimum": 1}})
+    ok = {"description": "the answer"}
+    if op.response is not None:
+        ok["content"] = {"application/json": {"schema": _ref(op.response, schemas)}}
+    responses: dict[str, Any] = {"200": ok}
+    for status, error in (op.errors | QUEUE_FULL).items():
+        responses[str(status)] = {"description": error["description"],
+                                  "content": {"application/json": {"schema": _ref(ErrorResponse, schemas)}}}
+    operation = {"tags": [op.tag], "summary": op.summary + (" (one loaded version)" if versioned else ""),
+                 "operationId": f"{op.api or 'native'}_{op.verb}{'_version' if versioned else ''}",
+                 "parameters": parameters, "responses": responses}
+    if op.request is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": _ref(op.request, schemas)}}}
+    return operation
+
+
+def _ref(model: Any, schemas: dict[str, Any]) -> dict[str, str]:
+    """A pydantic model's schema in components/schemas (its nested models too), and a $ref to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
