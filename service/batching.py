@@ -41,6 +41,10 @@ class QueueFull(Exception):
     """The model's queue holds `max_queue_size` sequences; the caller should retry later."""
 
 
+class SchedulerStopped(Exception):
+    """The version was retired and its queue drained: run the request on the version serving now."""
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     outputs: np.ndarray | list[np.ndarray]  # (N, O); tagging: one (T_i, O) array per sequence
@@ -77,16 +81,18 @@ class Scheduler:
         self._queued = 0  # sequences in the queue; guarded by _ready's lock
         self._in_flight = 0  # sequences queued or running; touched on the event loop only
         self._ready = threading.Condition()
-        self._closing = False
+        self._closing = False  # retired: answer what comes until the queue is empty, then stop
+        self._stopped = False  # the thread has ended; guarded by _ready's lock
         self._thread = threading.Thread(target=self._serve, name=f"infer-{manifest.name}", daemon=True)
         labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
         self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
         self._padding_ratio = metrics.PADDING_RATIO.labels(*labels)
+        self._per_request = metrics.SEQUENCES_PER_REQUEST.labels(manifest.name)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._ended: asyncio.Future[None] = self._loop.create_future()
         self._thread.start()
 
     async def stop(self) -> None:
@@ -94,13 +100,13 @@ class Scheduler:
         with self._ready:
             self._closing = True
             self._ready.notify()
-        await asyncio.shield(self._stopped)
+        await asyncio.shield(self._ended)
 
     def check_room(self, count: int = 1) -> None:
         """Raise QueueFull unless `count` more sequences fit. The API front asks before it reads a body,
         so that shedding load costs as little as possible."""
         # A request larger than the whole queue still runs when nothing else is in flight.
-        if self._closing or (self._in_flight and self._in_flight + count > self.config.max_queue_size):
+        if self._in_flight and self._in_flight + count > self.config.max_queue_size:
             raise QueueFull(f"model {self.runtime.manifest.name!r} has {self._in_flight} sequence(s) "
                             f"in flight; the limit is {self.config.max_queue_size}")
 
@@ -108,9 +114,13 @@ class Scheduler:
         """Queue one request's sequences (and their carried states) and wait for its answer."""
         count = len(sequences)
         self.check_room(count)
+        self._per_request.observe(count)
         work = Work(sequences, states, self._loop.create_future())
-        self._in_flight += count
         with self._ready:
+            if self._stopped:
+                raise SchedulerStopped(f"model {self.runtime.manifest.name!r} version "
+                                       f"{self.runtime.manifest.version} was retired")
+            self._in_flight += count
             self._queue.append(work)
             self._queued += count
             self._ready.notify()
@@ -127,7 +137,8 @@ class Scheduler:
                     busy = False  # idle: the next request runs at once, no added wait
                     self._ready.wait_for(lambda: self._queue or self._closing)
                     if not self._queue:
-                        break  # closing, and everything queued was answered
+                        self._stopped = True  # closing, and everything queued was answered
+                        break
                 if busy and delay and self._queued < self.config.max_batch_size:
                     self._ready.wait_for(lambda: self._queued >= self.config.max_batch_size or self._closing,
                                          delay)
@@ -135,7 +146,7 @@ class Scheduler:
             self._run(batch)
             self._deliver_soon(batch)
             busy = True
-        self._loop.call_soon_threadsafe(self._stopped.set_result, None)
+        self._loop.call_soon_threadsafe(self._ended.set_result, None)
 
     def _take(self) -> list[Work]:
         """Whole requests in arrival order, up to max_batch_size sequences (at least one request)."""
@@ -193,7 +204,7 @@ class Scheduler:
         """(B, S) carried states for a run, zeros for new sequences; None when all are new."""
         if all(w.states is None for w, _ in items):
             return None
-        size = self.runtime.manifest.state.size
+        size = self.runtime.state_size
         state = np.zeros((len(items), size), np.float32)
         for row, (work, i) in enumerate(items):
             if work.states is not None:

@@ -46,7 +46,7 @@ from service.api.schemas import (
     StreamRequest,
     StreamResponse,
 )
-from service.batching import QueueFull, Scheduler
+from service.batching import QueueFull, Scheduler, SchedulerStopped
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.streaming.hub import StreamingHub
@@ -197,29 +197,32 @@ class InferenceFront:
         self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found: Route | None = scope.get("gru.route")
-        op = None if found else operation(scope)
-        if found is None and op is None:
+        op = operation(scope)
+        if op is None:
             return await self.app(scope, receive, send)
         if scope["method"] != "POST":
             response = error_response(scope["path"], 405, "method_not_allowed", "use POST", None,
                                       {"Allow": "POST"})
             return await response(scope, receive, send)
         try:
-            if found is None:
-                found = resolve(self.state, *op)
+            found: Route = scope.get("gru.route") or resolve(self.state, *op)  # the shedder's, if it ran
             logs.note_model(found.runtime.manifest.name, found.runtime.manifest.version)
             body = await read_body(receive)  # BodySizeLimit raises BodyTooLarge from receive
             if body is None:
                 return  # the client went away
-            call = Call(found.runtime, found.scheduler, self.state.settings, self.state.streaming,
-                        scope["headers"], body)
-            content, headers = await found.handler(call)
+            try:
+                content, headers = await self._answer(found, scope, body)
+            except SchedulerStopped:  # the version was retired while the body arrived: the current one
+                content, headers = await self._answer(resolve(self.state, *op), scope, body)
         except DOMAIN_ERRORS as exc:
             return await domain_error_response(exc, scope["path"])(scope, receive, send)
         headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+
+    async def _answer(self, found: Route, scope: Scope, body: bytes) -> Reply:
+        return await found.handler(Call(found.runtime, found.scheduler, self.state.settings,
+                                        self.state.streaming, scope["headers"], body))
 
 
 async def read_body(receive: Receive) -> bytes | None:
@@ -257,7 +260,7 @@ def _operation(op: Operation, versioned: bool, schemas: dict[str, Any]) -> dict[
     if versioned:
         parameters.append({"name": "version", "in": "path", "required": True,
                            "schema": {"type": "integer", "minimum": 1}})
-    ok = {"description": "the answer"}
+    ok: dict[str, Any] = {"description": "the answer"}
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(op.response, schemas)}}
     responses: dict[str, Any] = {"200": ok}

@@ -166,7 +166,8 @@ def test_hot_reload_under_load_fails_no_request(repository: Path) -> None:
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(scratch_repository: Path) -> None:
-    server = Server(scratch_repository, GRU_SHUTDOWN_TIMEOUT_S="30").start()
+    # The queue holds all four requests' 4,096 sequences (it counts every API's sequences).
+    server = Server(scratch_repository, GRU_SHUTDOWN_TIMEOUT_S="30", GRU_MAX_QUEUE_SIZE="4096").start()
     try:
         x = np.random.default_rng(0).normal(size=(1024, 256, 1)).astype("<f4")  # ~0.3 s of compute each
         header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",

@@ -1,10 +1,9 @@
 """Streaming pieces in-process with real onnxruntime sessions: chunked answers equal whole-prefix
-answers, state tokens refuse tampering and other models, sessions evict and expire, and chunks of
-different sequences run together."""
+answers, state tokens refuse tampering and other models, sessions evict and expire. (Chunks of
+different sequences batched together: tests/service/test_batching.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from hypothesis import strategies as st
 from export.verify import TOLERANCE
 from service.runtime import ModelRuntime
 from service.settings import Settings
-from service.streaming.batcher import StepBatcher
 from service.streaming.sessions import SequenceGone, SessionStore
 from service.streaming.tokens import StateCodec, StateTokenError
 
@@ -102,25 +100,6 @@ def test_idle_sessions_expire() -> None:
     with pytest.raises(SequenceGone, match="expired after 5 s") as gone:
         store.get(("m", "a"))
     assert gone.value.reason == "expired" and store.get(("m", "b"))
-
-
-def test_chunks_of_different_sequences_run_together(runtimes) -> None:
-    runtime = runtimes["vowels_uni"]
-    batcher = StepBatcher(runtime, max_delay_s=0.05)
-    rng = np.random.default_rng(0)
-    chunks = [rng.normal(size=(n, 12)).astype(np.float32) for n in (3, 11, 6)]
-    _, [state] = runtime.step([chunks[0]], [None])
-    states = [None, state, None]
-
-    async def all_at_once():
-        return await asyncio.gather(*(batcher.submit(c, s) for c, s in zip(chunks, states, strict=True)))
-
-    answers = asyncio.run(all_at_once())
-    assert list(batcher.batch_sizes) == [3]  # one run for the three sequences
-    for chunk, state_in, (output, new_state) in zip(chunks, states, answers, strict=True):
-        [alone], [alone_state] = runtime.step([chunk], [state_in])
-        assert np.abs(output - alone).max() <= TOLERANCE
-        assert np.abs(new_state - alone_state).max() <= TOLERANCE
 
 
 def test_which_models_may_stream(runtimes) -> None:
