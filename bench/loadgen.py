@@ -28,6 +28,14 @@ CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+class Body:
+    """A request body and its headers (Content-Length is added)."""
+
+    content: bytes
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+
+
+@dataclass(frozen=True)
 class Phase:
     """`rate`: open loop at this many requests/s; else closed loop with `connections` connections."""
 
@@ -93,11 +101,10 @@ class _Connection(asyncio.Protocol):
 
 
 class LoadGenerator:
-    def __init__(self, host: str, port: int, path: str, bodies: list[bytes], max_connections: int = 1024):
+    def __init__(self, host: str, port: int, path: str, bodies: list[Body], max_connections: int = 1024):
         """`bodies`: sent in turn (one body, or several to vary lengths and sequence counts)."""
         self.host, self.port, self.max_connections = host, port, max_connections
-        self.requests = [(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json"
-                          f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body for body in bodies]
+        self.requests = [self._head(path, body) + body.content for body in bodies]
         self._next = 0
         self.records = Records()
         self._idle: deque[_Connection] = deque()
@@ -106,6 +113,12 @@ class LoadGenerator:
         self._closed_loop_until = 0.0
         self._phase = 0
         self._start = 0.0
+
+    def _head(self, path: str, body: Body) -> bytes:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 *(f"{name}: {value}" for name, value in body.headers),
+                 f"Content-Length: {len(body.content)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     async def run(self, phases: list[Phase], drain_timeout: float = 15.0) -> Records:
         """Run the phases back to back on one connection pool; wait for the stragglers at the end."""
@@ -216,11 +229,14 @@ class LoadGenerator:
         records.phase.append(phase)
 
 
-def generate(url: str, bodies: list[bytes], phases: list[Phase]) -> Records:
-    """POST the bodies to `url` (http://host:port/path) through the phases, in a fresh event loop
-    (uvloop when installed, as uvicorn uses it)."""
+def generate(url: str, bodies: list[bytes] | list[Body], phases: list[Phase],
+             max_connections: int = 1024) -> Records:
+    """POST the bodies (bytes: JSON) to `url` (http://host:port/path) through the phases, in a fresh event
+    loop (uvloop when installed, as uvicorn uses it)."""
     parts = urlsplit(url)
-    generator = LoadGenerator(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, bodies)
+    given = [b if isinstance(b, Body) else Body(b) for b in bodies]
+    generator = LoadGenerator(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, given,
+                              max_connections)
     try:
         import uvloop
     except ImportError:

@@ -67,8 +67,13 @@ class Work:
     def answer(self, tagging: bool) -> None:
         """All runs done: the rows in request order, unless one of them failed."""
         if self.error is None:
-            outputs = self.outputs if tagging else np.stack(self.outputs)  # type: ignore[arg-type]
-            self.result = Result(outputs, np.stack(self.next_states))  # type: ignore[arg-type]
+            outputs = self.outputs if tagging else _rows(self.outputs)
+            self.result = Result(outputs, _rows(self.next_states))  # type: ignore[arg-type]
+
+
+def _rows(rows: list[np.ndarray | None]) -> np.ndarray:
+    """(N, ...) from N rows; one row (most requests) becomes a view, not a copy."""
+    return rows[0][None] if len(rows) == 1 else np.stack(rows)  # type: ignore[index,arg-type]
 
 
 class Scheduler:

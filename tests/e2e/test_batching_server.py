@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from tests.helpers import Server
 
@@ -53,3 +54,82 @@ def test_full_queue_answers_503_with_retry_after(repository: Path) -> None:
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
     finally:
         server.stop()
+
+
+def _v2_binary(url: str, name: str, x: np.ndarray) -> np.ndarray:
+    header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    response = httpx.post(f"{url}/v2/models/{name}/infer", content=header + x.astype("<f4").tobytes(),
+                          headers={"inference-header-content-length": str(len(header)),
+                                   "content-type": "application/octet-stream"}, timeout=30)
+    assert response.status_code == 200, response.text
+    size = int(response.headers["inference-header-content-length"])
+    output = json.loads(response.content[:size])["outputs"][0]
+    return np.frombuffer(response.content[size:], "<f4").reshape(output["shape"])
+
+
+@pytest.fixture(scope="module")
+def vowels_server(ragged_repository: Path):
+    server = Server(ragged_repository, GRU_ACCESS_LOG="false").start()
+    yield server
+    server.stop()
+
+
+def test_every_api_answers_the_same_sequences_identically(vowels_server: Server) -> None:
+    """The same sequences through native predict (alone and together), native stream (one chunk; two
+    chunks with a state token; two server-held chunks) and v2 infer (JSON, binary, sequence parameters),
+    all at once, so that the scheduler mixes them in its batches: every answer equals predict's to 1e-6."""
+    url, name = vowels_server.url, "vowels_uni"
+    rng = np.random.default_rng(11)
+    sequences = [rng.normal(size=(int(n), 12)).astype(np.float32) for n in rng.integers(4, 29, 12)]
+
+    def native(x: np.ndarray) -> np.ndarray:
+        response = httpx.post(f"{url}/models/{name}/predict", json={"sequences": [x.tolist()]}, timeout=30)
+        assert response.status_code == 200, response.text
+        return np.array(response.json()["predictions"][0]["probabilities"])
+
+    def together(_: np.ndarray) -> list[np.ndarray]:
+        response = httpx.post(f"{url}/models/{name}/predict",
+                              json={"sequences": [x.tolist() for x in sequences]}, timeout=30)
+        return [np.array(p["probabilities"]) for p in response.json()["predictions"]]
+
+    def stream(x: np.ndarray, cut: int | None = None, held: str | None = None) -> np.ndarray:
+        chunks = [x] if cut is None else [x[:cut], x[cut:]]
+        state = None
+        for i, chunk in enumerate(chunks):
+            body: dict = {"steps": chunk.tolist()}
+            if held:
+                body |= {"sequence_id": held, "start": i == 0, "end": i == len(chunks) - 1}
+            elif state:
+                body["state"] = state
+            response = httpx.post(f"{url}/models/{name}/stream", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            state = response.json().get("state")
+        return np.array(response.json()["prediction"]["probabilities"])
+
+    def v2_json(x: np.ndarray, sequence_id: int | None = None) -> np.ndarray:
+        chunks = [x] if sequence_id is None else [x[:2], x[2:]]
+        for i, chunk in enumerate(chunks):
+            body: dict = {"inputs": [{"name": "x", "shape": [1, *chunk.shape], "datatype": "FP32",
+                                      "data": chunk.ravel().tolist()}]}
+            if sequence_id is not None:
+                body["parameters"] = {"sequence_id": sequence_id, "sequence_start": i == 0,
+                                      "sequence_end": i == len(chunks) - 1}
+            response = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+        return np.array(response.json()["outputs"][0]["data"])
+
+    ways = {"native": native, "stream": stream, "stream in two chunks": lambda x: stream(x, cut=3),
+            "server-held stream": lambda x: stream(x, cut=2, held=f"s{id(x)}"), "v2 json": v2_json,
+            "v2 binary": lambda x: _v2_binary(url, name, x[None])[0],
+            "v2 sequence": lambda x: v2_json(x, sequence_id=id(x) % 2**31 + 1)}
+    jobs = [(way, i) for way in ways for i in range(len(sequences))] + [("together", 0)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda job: (ways | {"together": together})[job[0]](sequences[job[1]]), jobs))
+    got = dict(zip(jobs, answers, strict=True))
+    for i in range(len(sequences)):
+        expected = got[("native", i)]
+        for way in ways:
+            assert np.abs(got[(way, i)] - expected).max() <= 1e-6, (way, i)
+        assert np.abs(got[("together", 0)][i] - expected).max() <= 1e-6

@@ -1,8 +1,9 @@
 """Overload and soak, short: the logic of bench/overload.py and bench/soak.py against `gru serve`.
 
-The precise targets (4x capacity, refusal p99 in milliseconds, recovery within seconds, RSS growth
-< 5 %) live in the scripts' printed checks; on this shared 2-core machine, where the load generator
-competes with the server for the cores, these tests assert structure and generous ratios only.
+The precise targets (goodput >= 90 % of capacity at 4x and 16x, refusal p99 <= 50 ms, the 200s' wait
+within (queue + one batch) / capacity, RSS growth < 5 %) live in the scripts' printed checks; on this
+shared 2-core machine, where the load generator competes with the server for the cores, these tests
+assert structure and generous ratios only.
 """
 
 from __future__ import annotations
@@ -13,43 +14,60 @@ import pytest
 
 from bench.loadgen import KIND_NAMES
 from bench.models import BenchModel
-from bench.overload import Plan, overload
-from bench.run import request_body
+from bench.overload import APIS, Plan, api_request, overload
 from bench.soak import checks as soak_checks
 from bench.soak import mixed_bodies, soak
-from tests.helpers import Server
+from tests.helpers import Server, train_tiny
 
 ITALY = BenchModel("italy", features=1, steps=24, hidden=16, classes=2)
+# Inference, not HTTP, must limit capacity (as in bench/overload.py): hidden 256 x 2 layers, 128 steps.
+HEAVY = BenchModel("italy_heavy", features=1, steps=128, hidden=256, classes=2)
+QUEUE = 16
 
 
 @pytest.fixture(scope="module")
-def shedding_server(repository: Path):
-    """A short queue (16 sequences) so that a burst surely overflows it; no access log lines."""
-    server = Server(repository, GRU_MAX_QUEUE_SIZE="16", GRU_ACCESS_LOG="false").start()
+def heavy_server(tmp_path_factory: pytest.TempPathFactory):
+    from export.bundle import export_checkpoint
+
+    run = train_tiny(tmp_path_factory.mktemp("runs"), HEAVY.name, "data.dataset=ItalyPowerDemand",
+                     f"model.hidden_size={HEAVY.hidden}", "model.num_layers=2", "optim.max_epochs=1")
+    root = tmp_path_factory.mktemp("heavy") / "models"
+    export_checkpoint(run.checkpoint, root, HEAVY.name)
+    server = Server(root, GRU_MAX_QUEUE_SIZE=str(QUEUE), GRU_ACCESS_LOG="false").start()
     yield server
     server.stop()
 
 
-def test_a_burst_is_shed_with_fast_503s_and_latency_recovers(shedding_server: Server) -> None:
-    # Capacity with 8 clients, fewer than the queue holds, so that it is measured without refusals.
-    plan = Plan(capacity_s=1.0, clients=8, before_s=2.5, burst_s=1.5, after_s=4.0, multiplier=4.0)
-    report = overload(f"{shedding_server.url}/models/italy/predict", [request_body(ITALY)], plan)
-    burst, phases = report["phases"]["burst"], report["phases"]
-    assert burst["refused"] > 0, report["phases"]  # 503 queue_full with Retry-After (bench/loadgen.py)
-    # Every answer was a 200 or such a refusal; no socket error, nothing left unanswered.
-    assert all(p["other"] == 0 and p["error"] == 0 for p in phases.values()), (phases, report["generator"])
-    assert sum(p["ok"] for p in phases.values()) > 0
-    # A refusal skips the queue and the model: it comes back faster than an answer from the same burst.
-    assert burst["refused_p50_ms"] <= burst["ok_p50_ms"], burst
-    # Recovered: in the last 2 s the 200s' p99 is a fraction of the burst's, and refusals (a busy
-    # machine can stall the server long enough to fill 16 places even at half load) a small share
-    # of the answers. The script's recovery time, against 1.5x the pre-burst p99, is finer.
-    last = [row for row in report["timeline"] if row["t"] >= plan.before_s + plan.burst_s + 2.0]
-    assert last and all(row["ok_p99_ms"] is not None for row in last)
-    assert max(row["ok_p99_ms"] for row in last) <= 0.2 * burst["ok_p99_ms"], report["timeline"]
-    refused_share = sum(r["refused_rps"] for r in last) / sum(r["refused_rps"] + r["ok_rps"] for r in last)
-    assert refused_share <= 0.5 * burst["refused"] / (burst["refused"] + burst["ok"]), report["timeline"]
-    assert set(KIND_NAMES) <= set(burst)
+@pytest.mark.parametrize("api", APIS)
+def test_a_burst_on_every_api_is_shed_with_fast_503s_while_the_model_keeps_answering(
+        heavy_server: Server, api: str) -> None:
+    plan = Plan(capacity_s=1.0, clients=8, before_s=0.5, burst_s=2.0, after_s=0.5, multiplier=4.0,
+                settle_s=0.5)
+    path, body = api_request(api, HEAVY)
+    report = overload(f"{heavy_server.url}{path}", [body], plan, QUEUE, server_pid=heavy_server.process.pid)
+    cap = report["capacity"]["rps"]
+    assert cap > 0 and report["refused"] > 0, report["timeline"]  # 503 queue_full with Retry-After
+    # Every answer was a 200 or such a refusal; no socket error, nothing left unsent.
+    assert (report["other"], report["error"], report["unsent"]) == (0, 0, 0), report["generator"]
+    # Refusing does not starve the model: the 200s keep coming at a good share of capacity (the script
+    # asks for 90 %; here the load generator and other jobs share the two cores, and the capacity and
+    # the burst are measured seconds apart, so the share the machine gives the model moves between them).
+    assert report["goodput_rps"] >= 0.3 * cap, (report["goodput_rps"], cap, report["server_cpu_cores"])
+    # A refusal skips the queue and the model: it comes back faster than an answer from the same burst,
+    # and an answer waits about what the bounded queue holds, not what the burst offered.
+    assert report["refused_p50_ms"] < report["ok_p50_ms"], report
+    assert report["ok_p50_ms"] <= 3 * report["wait_bound_ms"], report
+    assert {"ok_rps", "refused_rps", "unsent"} <= set(report["timeline"][0]) and set(KIND_NAMES) >= {"ok"}
+
+
+def test_sixteen_times_capacity_does_not_collapse_goodput(heavy_server: Server) -> None:
+    """Before the scheduler, 512 clients against a 16-sequence queue got 2 % of capacity as 200s."""
+    plan = Plan(capacity_s=1.0, clients=8, before_s=0.5, burst_s=2.0, after_s=0.5, multiplier=16.0,
+                settle_s=0.5)
+    path, body = api_request("native", HEAVY)
+    report = overload(f"{heavy_server.url}{path}", [body], plan, QUEUE, server_pid=heavy_server.process.pid)
+    assert report["refused"] > 0 and (report["other"], report["error"]) == (0, 0), report["generator"]
+    assert report["goodput_rps"] >= 0.2 * report["capacity"]["rps"], (report, report["server_cpu_cores"])
 
 
 def test_a_short_soak_has_no_errors_and_flat_memory(repository: Path) -> None:
