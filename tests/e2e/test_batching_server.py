@@ -1,8 +1,11 @@
-"""Dynamic batching end to end: concurrent clients against a real `gru serve` process."""
+"""The scheduler end to end: concurrent clients of every API against a real `gru serve` process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,33 +39,79 @@ def test_concurrent_mixed_lengths_equal_each_sequence_alone(server, repository: 
         assert got.shape == alone.shape and np.abs(got - alone).max() <= 1e-5
 
 
-def test_full_queue_answers_503_with_retry_after(repository: Path) -> None:
-    # A one-sequence queue, and a batcher that, once busy, waits a second to fill its next batch:
-    # while a request waits there, the others find the queue full.
-    server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_MAX_QUEUE_DELAY_MS="1000").start()
+def _plugged(url: str, stop: threading.Event) -> None:
+    """Keep the queue full: one 512-sequence request after another (with GRU_MAX_QUEUE_SIZE=1 and
+    GRU_MAX_BATCH_SIZE=1 each runs 512 times alone); every other request meanwhile finds it full."""
+    x = np.zeros((512, 256, 1), np.float32)
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError):
+            _v2_binary(url, "italy", x, check=False)
+
+
+def _raw(port: int, head: bytes, body: bytes) -> bytes:
+    """Send the headers and part of the body; the rest never comes. Whatever arrives within 3 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(head + body)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def test_a_full_queue_refuses_every_api_at_once_before_the_body(repository: Path) -> None:
+    server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_MAX_BATCH_SIZE="1",
+                    GRU_ACCESS_LOG="false").start()
+    stop = threading.Event()
+    plug = threading.Thread(target=_plugged, args=(server.url, stop))
+    plug.start()
+    steps = [[0.1 * k] for k in range(24)]
+    requests = {"/models/italy/predict": {"sequences": [steps]}, "/models/italy/stream": {"steps": steps},
+                "/v2/models/italy/infer": {"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32",
+                                                       "data": [v for [v] in steps]}]}}
     try:
-        sequence = [[0.1 * k for k in range(24)]]
-        with ThreadPoolExecutor(16) as pool:
-            responses = list(pool.map(lambda _: _post(server.url, sequence), range(32)))
-        refused = [r for r in responses if r.status_code == 503]
-        assert refused, "no request was refused with a one-sequence queue"
-        assert {r.status_code for r in responses} == {200, 503}
-        assert refused[0].headers["retry-after"] == "1"
-        error = refused[0].json()["error"]
-        assert error["code"] == "queue_full" and "GRU_MAX_QUEUE_SIZE" in error["message"]
-        assert _post(server.url, sequence).status_code == 200  # and it recovers
+        for path, body in requests.items():
+            for _ in range(200):  # a request may slip between two plugs: it is answered; try again
+                response = httpx.post(f"{server.url}{path}", json=body, timeout=30)
+                if response.status_code == 503:
+                    break
+                assert response.status_code == 200, response.text
+            assert response.status_code == 503 and response.headers["retry-after"] == "1", path
+            error = response.json()
+            if path.startswith("/v2/"):  # the Open Inference Protocol's error form
+                assert error["code"] == "queue_full" and "GRU_MAX_QUEUE_SIZE" in error["error"]
+            else:
+                assert error["error"]["code"] == "queue_full"
+                assert "GRU_MAX_QUEUE_SIZE" in error["error"]["message"]
+            # Refused from the headers alone: a body that never finishes gets its 503 at once, not the
+            # 408 of GRU_BODY_TIMEOUT_S (10 s).
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 100000\r\n\r\n").encode()
+            for _ in range(50):
+                answer = _raw(server.port, head, b'{"sequences": [')
+                if answer.startswith(b"HTTP/1.1 503"):
+                    break
+            assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower(), path
+    finally:
+        stop.set()
+        plug.join()
+    try:
+        assert httpx.post(f"{server.url}/models/italy/predict", json=requests["/models/italy/predict"],
+                          timeout=30).status_code == 200  # and it recovers
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
+        assert "refused" in server.output() and "queue_full" in server.output()  # the summary log line
     finally:
         server.stop()
 
 
-def _v2_binary(url: str, name: str, x: np.ndarray) -> np.ndarray:
+def _v2_binary(url: str, name: str, x: np.ndarray, check: bool = True) -> np.ndarray:
     header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
     response = httpx.post(f"{url}/v2/models/{name}/infer", content=header + x.astype("<f4").tobytes(),
                           headers={"inference-header-content-length": str(len(header)),
                                    "content-type": "application/octet-stream"}, timeout=30)
+    if not check and response.status_code != 200:
+        return np.empty(0)
     assert response.status_code == 200, response.text
     size = int(response.headers["inference-header-content-length"])
     output = json.loads(response.content[:size])["outputs"][0]
