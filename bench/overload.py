@@ -237,6 +237,36 @@ def _cores(cpu: dict) -> str:
     return f"{parts[0] or 0:.2f}>{parts[1] or 0:.2f}".rjust(9)
 
 
+def api_capacities(pid: int, port: int, model: BenchModel, seconds: float,
+                   rounds: int = 3) -> dict[str, list[dict]]:
+    """Each API's 200s/s with 32 closed-loop clients and the server's CPU per request, in one server,
+    the APIs in turn `rounds` times (a shift in the machine's load then hits every API alike). On a
+    shared machine the CPU per request is the steadier figure: req/s = the CPU the server gets / it."""
+    out: dict[str, list[dict]] = {api: [] for api in APIS}
+    for _ in range(rounds):
+        for api in APIS:
+            path, body = api_request(api, model)
+            cpu = ThreadCpu(pid)
+            rps = capacity(f"http://127.0.0.1:{port}{path}", [body], seconds)["rps"]
+            cpu.mark("run")
+            cores = cpu.parts["run"]["main"] + cpu.parts["run"]["others"]
+            out[api].append({"rps": rps, "cpu_us_per_req": 1e6 * cores * (seconds + 1.0) / (rps * seconds)})
+    return out
+
+
+def print_capacities(model: BenchModel, rows: dict[str, list[dict]]) -> None:
+    def median(api: str, key: str) -> float:
+        return float(np.median([r[key] for r in rows[api]]))
+
+    print(f"{model.name}, 32 clients, one worker, single-sequence requests; per round: 200s/s (server CPU "
+          "us per request); medians and x native")
+    for api, runs in rows.items():
+        rounds = " ".join(f"{r['rps']:6.0f} ({r['cpu_us_per_req']:4.0f})" for r in runs)
+        rps, cpu = median(api, "rps"), median(api, "cpu_us_per_req")
+        print(f"  {api:<9} {rounds}   {rps:6.0f} req/s {rps / median('native', 'rps'):5.2f}x   "
+              f"{cpu:4.0f} us/req {cpu / median('native', 'cpu_us_per_req'):5.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,11 +278,20 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"GRU_MAX_QUEUE_SIZE values ({DEFAULT_QUEUE}: the default, left unset)")
     parser.add_argument("--multipliers", default="4,16", help="burst rates, x capacity")
     parser.add_argument("--normal", type=float, default=0.5, help="rate before and after, x capacity")
+    parser.add_argument("--capacity-only", action="store_true",
+                        help="only each API's capacity at 32 clients in one server, in turn (3 rounds)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     model = MODELS[args.model]
     work = args.results / "work"
     build(work, (model,))
+    if args.capacity_only:
+        with serving("gru-serve", work, 1) as server:
+            rates = api_capacities(server.process.pid, server.port, model, args.duration / 2)
+        print_capacities(model, rates)
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "capacity.json").write_text(json.dumps({"model": model.name, "rps": rates}, indent=2))
+        return 0
     print(f"gru serve: model {model.name} ({model.features} features, {model.steps} steps, hidden "
           f"{model.hidden}), 1 worker; one fresh server per row. ms; 200/s and 503 latency: after the "
           "burst's first second; model cpu: cores of the server's other threads (the inference thread) "

@@ -1,4 +1,5 @@
-"""The app factory: settings -> repository loaded in the lifespan -> routes, middleware, error handlers.
+"""The app factory: settings -> repository loaded in the lifespan -> the transport layers, the inference
+front, FastAPI's routes and error handlers.
 
 The lifespan also runs the folder watch (GRU_POLL_INTERVAL_S) and, on shutdown, retires every loaded
 version through the repository's on_unload hooks."""
@@ -31,6 +32,21 @@ from service.settings import Settings
 from service.streaming.hub import StreamingHub
 
 log = logging.getLogger("gru_serve")
+
+
+class Service(FastAPI):
+    """The app uvicorn runs: `front` (plain ASGI: load shedding; request ids, auth, metrics and the access
+    log; the body limit; the inference operations) first, FastAPI for every other route (health,
+    metadata, admin). A layer that must apply to every request goes into `front`, not add_middleware:
+    FastAPI's own layers cost more per request than the whole inference path (measured) and the
+    inference operations never enter them."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await super().__call__(scope, receive, send)
+        await self.front(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, on_load: list[Hook] | None = None,
@@ -69,7 +85,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
     app.state.streaming = streaming
-    # The transport, outermost first; the inference operations end at InferenceFront, the rest in FastAPI.
+    # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
+    # BodySizeLimit; the inference operations end at InferenceFront, every other route in FastAPI.
     answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), app.state)
     answer = BodySizeLimit(answer, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     answer = RequestMiddleware(answer, authenticator=authenticator, access_log=settings.access_log)
@@ -79,21 +96,6 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         app.include_router(module.router)
     document(app)  # the inference operations in OpenAPI
     return app
-
-
-class Service(FastAPI):
-    """The app uvicorn runs: `front` (plain ASGI: load shedding; request ids, auth, metrics and the access
-    log; the body limit; the inference operations) first, FastAPI for every other route (health,
-    metadata, admin). A layer that must apply to every request goes into `front`, not add_middleware:
-    FastAPI's own layers cost more per request than the whole inference path (measured) and the
-    inference operations never enter them."""
-
-    front: ASGIApp
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return await super().__call__(scope, receive, send)
-        await self.front(scope, receive, send)
 
 
 def announce_security(settings: Settings, auth: Authenticator) -> None:

@@ -1,16 +1,16 @@
-"""Every operation that runs a model, answered in plain ASGI ahead of FastAPI's router:
+"""Every operation that runs a model, answered in plain ASGI ahead of FastAPI:
 
     POST /models/{name}[/versions/{v}]/predict      native predict   (service/api/routes/predict.py)
     POST /models/{name}[/versions/{v}]/stream       native stream    (service/api/routes/stream.py)
     POST /v2/models/{name}[/versions/{v}]/infer     Open Inference Protocol (service/api/routes/v2.py)
 
-The path names the model; the model's scheduler (service/batching.py) is asked for room before the
-body is read, so a full queue is refused (503 `queue_full`, Retry-After) for the price of the headers.
-Then the API's handler decodes the body, runs it through the scheduler and renders the answer in its
-own format. Routing and dependency injection in FastAPI cost several times this path (measured), so
-FastAPI never sees these requests; `document` adds them to its OpenAPI description from the same
-table and pydantic schemas. The front sits inside BodySizeLimit and RequestMiddleware (app.py): the
-body limit, auth, request ids, metrics and the access log apply as to every route.
+The path names the operation and the model version; the version's scheduler (service/batching.py) is
+asked for room first. `LoadShedder`, the outermost layer (service/api/app.py), refuses a full queue
+(503 `queue_full`, Retry-After) from the headers alone, for a small share of what an answer costs.
+`InferenceFront`, inside the request ids, auth, metrics, access log and body limit, reads the body and
+calls the API's handler: decode -> the scheduler -> render, in the API's own format. FastAPI's router
+never sees these requests (its routing and dependency injection cost more than this whole path,
+measured); `document` adds them to its OpenAPI description from the same table and pydantic schemas.
 """
 
 from __future__ import annotations
