@@ -185,7 +185,7 @@ class LoadShedder:
         for (name, version, api), count in sorted(self._refused.items()):
             limit = self.state.schedulers.config_for(name).max_queue_size
             log.warning("refused %d %s request(s) for model %s version %d with 503 queue_full in the last "
-                        "%g s: %d sequences queued or running (GRU_MAX_QUEUE_SIZE)", count, api, name,
+                        "%g s: its queue was full (GRU_MAX_QUEUE_SIZE=%d sequences)", count, api, name,
                         version, SUMMARY_INTERVAL_S, limit)
         self._refused.clear()
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -98,7 +99,10 @@ def test_a_full_queue_refuses_every_api_at_once_before_the_body(repository: Path
         assert httpx.post(f"{server.url}/models/italy/predict", json=requests["/models/italy/predict"],
                           timeout=30).status_code == 200  # and it recovers
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
-        assert "refused" in server.output() and "queue_full" in server.output()  # the summary log line
+        deadline = time.monotonic() + 5  # refusals are logged as one summary line per model and second
+        while "503 queue_full" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "refused" in server.output() and "503 queue_full" in server.output()
     finally:
         server.stop()
 
