@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     runtime = ModelRuntime(bundle, settings)
     runtime.load()
     sequences = mixed(4096, args.shortest, args.longest, MID.features)
-    report = {"model": MID.name, "lengths": [args.shortest, args.longest],
-              "batch": settings.max_batch_size,
-              "in_process": in_process(runtime, sequences, settings.max_batch_size, args.duration)}
+    inproc = in_process(runtime, sequences, settings.max_batch_size, args.duration)
+    report: dict[str, object] = {"model": MID.name, "lengths": [args.shortest, args.longest],
+                                 "batch": settings.max_batch_size, "in_process": inproc}
     print(f"{MID.name}, lengths {args.shortest}-{args.longest} steps, batches of {settings.max_batch_size}")
-    for name, row in report["in_process"].items():
+    for name, row in inproc.items():
         print(f"  in-process, {name:<25} padded/real {row['padded_over_real']:.2f}  "
               f"{row['runs_per_batch']:.1f} runs/batch  {row['seq_s']:7.0f} seq/s")
     with serving("gru-serve", args.results / "work", 1) as server:
