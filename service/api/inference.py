@@ -136,8 +136,8 @@ def resolve(state: State, handler: Handler, name: str, version: int | None) -> R
 
 class LoadShedder:
     """The outermost layer: an inference request whose model's queue is full is refused here, before
-    anything else runs (no body read, no request id, no access log line; a summary line per second and
-    the request counter instead), so that refusing costs a small share of what answering costs."""
+    anything else runs (no body read, no access log line: a summary line per model and second, and the
+    request counter), so that refusing costs a small share of what answering costs."""
 
     def __init__(self, app: ASGIApp, state: State, authenticator: Authenticator):
         self.app, self.state, self.auth = app, state, authenticator
