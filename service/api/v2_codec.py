@@ -142,9 +142,9 @@ def model_inputs(request: InferRequest, manifest: Manifest,
     unknown = sorted(set(request.inputs) - allowed)
     if unknown or X_INPUT not in request.inputs:
         size = manifest.state.size
-        state = f" and optionally '{STATE_INPUT}' [batch, {size}]" if size else ""
+        optional = f" and optionally '{STATE_INPUT}' [batch, {size}]" if size else ""
         raise BadTensor(f"inputs are {sorted(request.inputs)}; this model takes '{X_INPUT}' "
-                        f"[batch, time, features]{state}", "inputs")
+                        f"[batch, time, features]{optional}", "inputs")
     spec = manifest.inputs
     x = request.inputs[X_INPUT]
     if x.ndim != 3 or x.shape[2] != spec.num_features or x.shape[0] < 1:
