@@ -74,6 +74,10 @@ class ModelConfig(_Section):
     # "after": torch.nn.GRU (cuDNN; ONNX linear_before_reset=1); "before": the seed's GRU (Cho et al. 2014;
     # linear_before_reset=0), no fused kernel. training/cells.py
     reset: Literal["after", "before"] = "after"
+    # the candidate's activation g in n = g(...): tanh, or relu as in the seed's Keras example, or another
+    # that PyTorch and ONNX's GRU both express; anything but tanh runs on the loop GRU (training/cells.py)
+    activation: Literal["tanh", "relu", "sigmoid", "softsign", "softplus", "elu", "leaky_relu"] = "tanh"
+    cell: Literal["gru", "lstm"] = "gru"  # lstm: only for the comparison (bench/gru_vs_lstm.py); no export
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
