@@ -1,0 +1,159 @@
+"""GRU vs LSTM, measured: the seed's claims (fewer parameters, faster training, similar accuracy) on the
+same data, sizes and recipe. For each cell: parameter counts, training seconds per epoch, test accuracy
+over several seeds, and in-process onnxruntime latency at batch 1 and 64 (both exported with
+torch.onnx, 1 intra-op thread; the LSTM only for this measurement: it is not a servable bundle).
+
+    python -m bench.gru_vs_lstm [--dataset ItalyPowerDemand] [--seeds 3] [--set model.hidden_size=128 ...]
+
+Writes the raw numbers to bench/results/gru_vs_lstm.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from training.config import load_config
+from training.loop import fit
+from training.model import GRUModel
+
+CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"]}
+RECIPE = ["model.hidden_size=64", "model.num_layers=2", "optim.max_epochs=60", "optim.patience=1000",
+          "optim.plots=false", "optim.tensorboard=false"]  # fixed epochs: equal work per cell
+
+
+def train(cell: str, seed: int, dataset: str, extra: list[str], run_dir: Path) -> dict[str, Any]:
+    overrides = [f"data.dataset={dataset}", f"optim.seed={seed}", f"run_dir={run_dir}", f"name={cell}_{seed}",
+                 "progress=false", *RECIPE, *extra, *CELLS[cell]]
+    result = fit(load_config(None, overrides))
+    epochs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"cell": cell, "seed": seed, "accuracy": result.test_metrics["accuracy"],
+            "seconds_per_epoch": statistics.median(e["seconds"] for e in epochs), "epochs": len(epochs),
+            "checkpoint": str(result.checkpoint), "overrides": overrides}
+
+
+def parameter_counts(model: GRUModel) -> tuple[int, int]:
+    """(recurrent encoder, whole model)."""
+    return (sum(p.numel() for p in model.gru.parameters()), sum(p.numel() for p in model.parameters()))
+
+
+class Probabilities(torch.nn.Module):
+    """x (B, T, F) -> class probabilities: the plain graph both cells are timed on."""
+
+    def __init__(self, model: GRUModel):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(x)[0]
+
+
+def to_onnx(model: GRUModel, length: int) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Probabilities(model), (torch.randn(2, length, model.config.input_size),), buffer,
+                          input_names=["x"], output_names=["output"], opset_version=17, dynamo=False,
+                          dynamic_axes={"x": {0: "batch", 1: "time"}, "output": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def latencies(graphs: dict[str, bytes], length: int, features: int, batches: tuple[int, ...],
+              rounds: int = 7, per_round: float = 0.3) -> dict[str, dict[int, float]]:
+    """Median microseconds per session.run, the cells interleaved round by round (same machine load)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    sessions = {k: ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
+                for k, g in graphs.items()}
+    rng = np.random.default_rng(0)
+    samples: dict[str, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in graphs}
+    for _ in range(rounds):
+        for batch in batches:
+            x = rng.standard_normal((batch, length, features)).astype(np.float32)
+            for cell, session in sessions.items():
+                session.run(None, {"x": x})
+                runs, started = 0, time.perf_counter()
+                while time.perf_counter() - started < per_round:
+                    session.run(None, {"x": x})
+                    runs += 1
+                samples[cell][batch].append(1e6 * (time.perf_counter() - started) / runs)
+    return {cell: {b: statistics.median(v) for b, v in runs.items()} for cell, runs in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ItalyPowerDemand")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"change the recipe (default: {' '.join(RECIPE)})")
+    parser.add_argument("--output", type=Path, default=Path("bench/results/gru_vs_lstm.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):  # cells alternate, so both see the same machine load
+            for cell in CELLS:
+                rows.append(train(cell, seed, args.dataset, args.overrides, Path(tmp)))
+        models = {cell: _load(next(r for r in rows if r["cell"] == cell)["checkpoint"]) for cell in CELLS}
+        length = int(torch.load(rows[0]["checkpoint"], weights_only=True)["max_train_length"])
+    features = next(iter(models.values())).config.input_size
+    timing = latencies({c: to_onnx(m, length) for c, m in models.items()}, length, features, (1, 64))
+    summary = _summary(rows, models, timing)
+    _print(summary, args, length)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"dataset": args.dataset, "recipe": RECIPE + args.overrides,
+                                       "length": length, "runs": rows, "summary": summary}, indent=2))
+
+
+def _load(checkpoint: str) -> GRUModel:
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    return model_from_checkpoint(load_checkpoint(checkpoint))
+
+
+def _summary(rows: list[dict[str, Any]], models: dict[str, GRUModel],
+             timing: dict[str, dict[int, float]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for cell, model in models.items():
+        mine = [r for r in rows if r["cell"] == cell]
+        accuracy = [r["accuracy"] for r in mine]
+        encoder, total = parameter_counts(model)
+        out[cell] = {"encoder_parameters": encoder, "parameters": total,
+                     "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in mine),
+                     "accuracy_mean": statistics.mean(accuracy), "accuracy_sd": statistics.stdev(accuracy)
+                     if len(accuracy) > 1 else 0.0, "accuracy": accuracy,
+                     "latency_us_batch1": timing[cell][1], "latency_us_batch64": timing[cell][64]}
+    return out
+
+
+def _print(summary: dict[str, dict[str, Any]], args: argparse.Namespace, length: int) -> None:
+    print(f"\n{args.dataset} (length {length}), {args.seeds} seeds, {' '.join(RECIPE + args.overrides)}; "
+          f"load average {Path('/proc/loadavg').read_text().split()[0]}")
+    print("| cell | parameters (recurrent / all) | training s/epoch | test accuracy (mean ± sd) "
+          "| onnxruntime µs, batch 1 | batch 64 |")
+    print("|---|---|---|---|---|---|")
+    for cell, s in summary.items():
+        print(f"| {cell} | {s['encoder_parameters']:,} / {s['parameters']:,} | {s['seconds_per_epoch']:.3f} "
+              f"| {s['accuracy_mean']:.3f} ± {s['accuracy_sd']:.3f} | {s['latency_us_batch1']:.0f} "
+              f"| {s['latency_us_batch64']:.0f} |")
+    gru, lstm = summary["GRU"], summary["LSTM"]
+    print(f"LSTM/GRU: parameters {lstm['encoder_parameters'] / gru['encoder_parameters']:.2f}×, "
+          f"s/epoch {lstm['seconds_per_epoch'] / gru['seconds_per_epoch']:.2f}×, latency batch 1 "
+          f"{lstm['latency_us_batch1'] / gru['latency_us_batch1']:.2f}×, batch 64 "
+          f"{lstm['latency_us_batch64'] / gru['latency_us_batch64']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
