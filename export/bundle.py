@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from export.onnx import OPSET, io_specs, linear_before_reset, state_spec, to_onnx
+from export.onnx import OPSET, gru_spec, io_specs, state_spec, to_onnx
 from export.report import write_bundle_report
 from export.verify import TOLERANCE, ParityReport, check_parity, check_reference, check_structure
 from export.wrapper import InferenceModule
@@ -49,9 +49,7 @@ def export_checkpoint(
     max_length = max_length or max(256, 4 * train_length)
     module = InferenceModule(model)
     graph = to_onnx(module, model, trace_batch=2, trace_length=train_length)
-    gru = GRUSpec(hidden_size=model.config.hidden_size, num_layers=model.config.num_layers,
-                  bidirectional=model.config.bidirectional,
-                  linear_before_reset=linear_before_reset(model.config))
+    gru = gru_spec(model.config)
     inputs, outputs = io_specs(model)
     check_structure(graph, gru, inputs, outputs)
     cases = parity_cases(train_length, max_length)

@@ -19,11 +19,12 @@ from service.bundle import (
     STATE_OUTPUT,
     TIME_AXIS,
     X_INPUT,
+    GRUSpec,
     StatePart,
     StateSpec,
     TensorSpec,
 )
-from training.cells import torch_stand_in
+from training.cells import SeedGRU, torch_stand_in
 from training.config import ModelConfig
 from training.model import GRUModel
 
@@ -72,31 +73,36 @@ def example_inputs(
     return x, state, lengths
 
 
-def linear_before_reset(config: ModelConfig) -> int:
-    return 1 if config.reset == "after" else 0
+def gru_spec(config: ModelConfig) -> GRUSpec:
+    return GRUSpec(hidden_size=config.hidden_size, num_layers=config.num_layers,
+                   bidirectional=config.bidirectional, activation=config.activation,  # type: ignore[arg-type]
+                   linear_before_reset=1 if config.reset == "after" else 0)
 
 
 def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
     """Trace with the TorchScript exporter: the dynamo exporter (torch 2.13) fixes the time axis of
     bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way.
 
-    The seed's GRU (model.reset="before") has no exporter mapping: trace a stand-in nn.GRU with the same
-    weights, then flip linear_before_reset to 0 on every GRU node; ONNX's lbr=0 equations are the seed's.
-    Parity is then checked against the seed model itself, not the stand-in."""
-    if linear_before_reset(model.config) == 0:
+    The loop GRU (reset before, or a candidate other than tanh) has no exporter mapping: trace a stand-in
+    nn.GRU with the same weights, then set linear_before_reset and `activations` on every GRU node to the
+    model's; ONNX's equations with those attributes are the loop GRU's. Parity is then checked against
+    the model itself, not the stand-in."""
+    if isinstance(model.gru, SeedGRU):
         module = copy.deepcopy(module)
         module.model.gru = torch_stand_in(module.model.gru)  # type: ignore[union-attr, arg-type]
-        return _set_linear_before_reset(_trace(module, model, trace_batch, trace_length), 0)
-    return _trace(module, model, trace_batch, trace_length)
+    return set_gru_attributes(_trace(module, model, trace_batch, trace_length), gru_spec(model.config))
 
 
-def _set_linear_before_reset(graph: bytes, value: int) -> bytes:
+def set_gru_attributes(graph: bytes, gru: GRUSpec) -> bytes:
+    """linear_before_reset and activations (written out even when ONNX's default) on every GRU node."""
     proto = onnx.load_from_string(graph)
     for node in proto.graph.node:
         if node.op_type == "GRU":
-            kept = [a for a in node.attribute if a.name != "linear_before_reset"]
+            kept = [a for a in node.attribute if a.name not in ("linear_before_reset", "activations")]
             del node.attribute[:]
-            node.attribute.extend(kept + [onnx.helper.make_attribute("linear_before_reset", value)])
+            node.attribute.extend(kept)
+            node.attribute.append(helper.make_attribute("linear_before_reset", gru.linear_before_reset))
+            node.attribute.append(helper.make_attribute("activations", gru.onnx_activations))
     return proto.SerializeToString()
 
 

@@ -81,8 +81,8 @@ def check_reference(
     graph: bytes, model: GRUModel, cases: list[tuple[int, int]], tolerance: float = TOLERANCE
 ) -> float:
     """The GRU's h in the graph's next state against the NumPy GRU equations (training/reference.py) in
-    float64, with the reset-gate variant the model was trained with: an oracle independent of torch's
-    GRU kernels. The h part of the state is its first part (GRUModel.state_parts)."""
+    float64, with the reset-gate variant and candidate activation the model was trained with: an oracle
+    independent of torch's GRU kernels. The h part of the state is its first part (GRUModel.state_parts)."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     params = {k: v.detach().cpu().double().numpy() for k, v in model.gru.state_dict().items()}
     reset: ResetMode = "after" if model.config.reset == "after" else "before"
@@ -95,13 +95,14 @@ def check_reference(
         with torch.no_grad():
             gru_input = model.normaliser.inputs(x, model.normaliser.level(x)).double().numpy()
         _, expected = gru_forward(gru_input, params, model.config.num_layers, model.config.bidirectional,
-                                  h0, reset=reset)
+                                  h0, reset=reset, activation=model.config.activation)
         got = session.run([STATE_OUTPUT], {X_INPUT: x.numpy(), STATE_INPUT: state.numpy(),
                                            LENGTHS_INPUT: lengths.numpy()})[0]
         got = got[:, :size].reshape(batch, *shape).transpose(1, 0, 2)
         diff = float(np.abs(got - expected).max())
         worst = max(worst, diff)
         if not diff <= tolerance:
-            raise ParityError(f"{name} differs from the NumPy reference GRU (reset {reset}) by {diff:.3e} "
+            raise ParityError(f"{name} differs from the NumPy reference GRU (reset {reset}, "
+                              f"{model.config.activation} candidate) by {diff:.3e} "
                               f"(> {tolerance:g}) at batch={batch}, length={length}")
     return worst

@@ -27,6 +27,12 @@ OUTPUT = "output"  # float32 [batch, O], or [batch, time, O] for tagging
 STATE_OUTPUT = "next_state"  # float32 [batch, S]: the state after each sequence's last valid step
 BATCH_AXIS, TIME_AXIS = "batch", "time"  # names of the dynamic axes
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The GRU candidate activations a bundle may hold (gru.activation) and ONNX's name for each: every GRU
+# node's `activations` is [Sigmoid, <candidate>] per direction, ONNX's default alpha where there is one.
+# onnxruntime's CPU GRU kernel runs each; its CUDA provider only tanh (others fall back to CPU).
+ONNX_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid", "softsign": "Softsign",
+                    "softplus": "Softplus", "elu": "Elu", "leaky_relu": "LeakyRelu"}
+Activation = Literal["tanh", "relu", "sigmoid", "softsign", "softplus", "elu", "leaky_relu"]
 
 
 class BundleError(Exception):
@@ -59,10 +65,16 @@ class GRUSpec(_Strict):
         description="1: reset gate applied after the hidden matmul (torch.nn.GRU, cuDNN); "
         "0: before it (Cho et al. 2014)"
     )
+    activation: Activation = Field(default="tanh", description="the candidate's: n = activation(...)")
 
     @property
     def state_size(self) -> int:
         return self.num_layers * (2 if self.bidirectional else 1)
+
+    @property
+    def onnx_activations(self) -> list[str]:
+        """Every GRU node's `activations` attribute: the gates' and the candidate's, per direction."""
+        return ["Sigmoid", ONNX_ACTIVATIONS[self.activation]] * (2 if self.bidirectional else 1)
 
 
 class StatePart(_Strict):

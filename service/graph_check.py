@@ -34,18 +34,24 @@ def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str)
 
 
 def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_input: bool = False) -> None:
-    """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md); with a
+    """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md) and the
+    candidate activation (`activations`, case-insensitive as onnxruntime reads it); with a
     `lengths` input, every GRU node must read it as sequence_lens (else padding leaks into answers)."""
     nodes = [n for n in model.graph.node if n.op_type == "GRU"]
     if not nodes:
         raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")
     direction = b"bidirectional" if gru.bidirectional else b"forward"
+    default_activations = ["sigmoid", "tanh"] * (2 if gru.bidirectional else 1)  # ONNX's, when absent
     for node in nodes:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        activations = [a.decode().lower() for a in attrs.get("activations", [])] or default_activations
         checks = {
             "gru.linear_before_reset": (attrs.get("linear_before_reset", 0), gru.linear_before_reset),
             "gru.hidden_size": (attrs.get("hidden_size"), gru.hidden_size),
             "gru.bidirectional": (attrs.get("direction", b"forward"), direction),
+            "gru.activation": (activations, [a.lower() for a in gru.onnx_activations]),
+            "gru.activation (alpha/beta attributes)": (
+                [k for k in ("activation_alpha", "activation_beta") if k in attrs], []),
         }
         if lengths_input:
             wired = node.input[4] if len(node.input) > 4 else ""
