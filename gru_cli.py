@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("training.cli", "train a GRU on a built-in dataset or your own file", "train"),
     "tune": ("training.tune", "search hyperparameters with Optuna; write the best config", "tune"),
     "export": ("export.cli", "export a checkpoint to a verified ONNX model bundle", "export"),
+    "import": ("export.import_cli", "build a bundle from an ONNX GRU graph trained elsewhere", "export"),
     "serve": ("service.cli", "serve a model repository over REST", "serve"),
     "predict": ("service.client", "send sequences to a running server and print the answer", "serve"),
 }

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 3  # 3: one batch-major `state` [batch, S] in and `next_state` out (2 carried h0/h_n)
@@ -119,10 +120,29 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    kind: Literal["probabilities", "forecast", "step_probabilities"]  # step_: [batch, time, labels]
+    # step_: [batch, time, labels]; probability: [batch, 1], a binary task's P(positive_label)
+    kind: Literal["probabilities", "forecast", "step_probabilities", "probability"]
     size: int = Field(gt=0)
     labels: list[str] | None = None  # classification and tagging
+    positive_label: str | None = None  # kind "probability": the label whose probability the graph gives
     description: str
+
+    @model_validator(mode="after")
+    def _binary_names_both_classes(self) -> OutputSpec:
+        if self.kind == "probability" and (self.size != 1 or not self.labels or len(self.labels) != 2
+                                           or self.positive_label not in self.labels):
+            raise ValueError("kind 'probability' needs size 1, two labels and positive_label among them")
+        return self
+
+    def class_probabilities(self, output: np.ndarray) -> np.ndarray:
+        """(..., size) -> (..., labels): one probability per label, in label order (a binary sigmoid's
+        P(positive) becomes [P(other), P(positive)] in the labels' order)."""
+        if self.kind != "probability":
+            return output
+        positive = output.astype(np.float32, copy=False)
+        both = [1.0 - positive, positive]
+        return np.concatenate(both if self.labels and self.labels[1] == self.positive_label else both[::-1],
+                              axis=-1)
 
 
 class NormalizationSpec(_Strict):

@@ -30,8 +30,9 @@ def render(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[s
         answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
     elif isinstance(outputs, list):
         raise TypeError("per-step outputs for a model that is not a tagging model")
-    elif manifest.output.kind == "probabilities":
+    elif manifest.output.kind in ("probabilities", "probability"):  # probability: a binary sigmoid's
         labels = manifest.output.labels or []
+        outputs = manifest.output.class_probabilities(outputs)  # (B, labels): both classes named
         best = outputs.argmax(axis=1).tolist()
         answer["labels"] = labels
         answer["predictions"] = [
@@ -47,6 +48,7 @@ def prediction(manifest: Manifest, output: np.ndarray) -> dict[str, Any]:
     labels = manifest.output.labels or []
     if manifest.output.kind == "step_probabilities":
         return {"steps": [labels[k] for k in output.argmax(axis=1).tolist()], "probabilities": output}
-    if manifest.output.kind == "probabilities":
+    if manifest.output.kind in ("probabilities", "probability"):
+        output = manifest.output.class_probabilities(output)
         return {"label": labels[int(output.argmax())], "probabilities": output}
     return {"forecast": output}
