@@ -103,6 +103,10 @@ def _manifest(
 
 def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
     task, size = model.config.task, model.config.output_size
+    if task == "classification" and model.config.head == "sigmoid":
+        labels = trained.label_names
+        return OutputSpec(kind="probability", size=1, labels=labels, positive_label=labels[1],
+                          description=f"the probability of {labels[1]!r} (of {labels[0]!r}: 1 - it)")
     if task == "classification":
         return OutputSpec(kind="probabilities", size=size, labels=trained.label_names,
                           description="class probabilities in label order")

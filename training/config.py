@@ -78,6 +78,9 @@ class ModelConfig(_Section):
     # that PyTorch and ONNX's GRU both express; anything but tanh runs on the loop GRU (training/cells.py)
     activation: Literal["tanh", "relu", "sigmoid", "softsign", "softplus", "elu", "leaky_relu"] = "tanh"
     cell: Literal["gru", "lstm"] = "gru"  # lstm: only for the comparison (bench/gru_vs_lstm.py); no export
+    # classification: softmax over the labels (cross-entropy), or sigmoid: one probability, of the second
+    # label, for a binary task (binary cross-entropy), as the seed's Keras example's Dense(1, sigmoid)
+    head: Literal["softmax", "sigmoid"] = "softmax"
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data

@@ -90,6 +90,11 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
     config.model.input_size = data.train.X.shape[2]
     config.model.task = data.task
     config.model.output_size = data.output_size
+    if config.model.head == "sigmoid":  # one output: P(label_names[1])
+        if data.task != "classification" or data.output_size != 2:
+            raise ValueError(f"model.head=sigmoid is for binary classification; this data is {data.task} "
+                             f"with {data.output_size} output(s): use model.head=softmax")
+        config.model.output_size = 1
     config.model.window_scaling = data.window_scaling
 
 
@@ -157,6 +162,8 @@ def _loss(
 ) -> torch.Tensor:
     """`net` is the DDP-wrapped model when training on several ranks."""
     out, _, level = (net or model)(X, lengths=lengths)
+    if task == "classification" and model.config.head == "sigmoid":
+        return nn.functional.binary_cross_entropy_with_logits(out.float()[:, 0], y.float())
     if task == "classification":
         return nn.functional.cross_entropy(out.float(), y)
     if task == "tagging":  # (B, T, C) vs (B, T); padded steps carry PAD_LABEL and are ignored
@@ -215,7 +222,7 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
     metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task, lengths).item()}
     probs_or_forecast = model.predict(X, lengths=lengths)[0].cpu().numpy()
     if data.task == "classification":
-        return metrics | classification_metrics(split.y, probs_or_forecast.argmax(axis=1))
+        return metrics | classification_metrics(split.y, predicted_labels(probs_or_forecast))
     if data.task == "tagging":  # every valid step of every sequence counts once
         labels = y.cpu().numpy()
         valid = labels != PAD_LABEL
@@ -239,8 +246,15 @@ def _evaluate_sharded(
     y_all, predicted = distributed.gather(split.y, ctx), distributed.gather(predicted, ctx)
     metrics: dict[str, Any] = {"loss": distributed.all_reduce_sum(loss_sum, ctx) / len(y_all)}
     if data.task == "classification":
-        return metrics | classification_metrics(y_all, predicted.argmax(axis=1))
+        return metrics | classification_metrics(y_all, predicted_labels(predicted))
     return metrics | forecast_metrics(y_all, predicted)
+
+
+def predicted_labels(probabilities: np.ndarray) -> np.ndarray:
+    """(N, labels) -> the likeliest; (N, 1) from a sigmoid head -> 1 where P(the second label) > 0.5."""
+    if probabilities.shape[1] == 1:
+        return (probabilities[:, 0] > 0.5).astype(np.int64)
+    return probabilities.argmax(axis=1)
 
 
 def _checkpoint(

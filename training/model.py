@@ -95,8 +95,8 @@ class GRUModel(nn.Module):
         """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
         sequence's length), or forecasts in original units; plus h_n."""
         out, h_n, level = self(x, h0, lengths)
-        if self.config.task == "classification":
-            return torch.softmax(out, dim=-1), h_n
+        if self.config.task == "classification":  # a sigmoid head: (B, 1), P(the second label)
+            return (torch.sigmoid(out) if self.config.head == "sigmoid" else torch.softmax(out, dim=-1)), h_n
         if self.config.task == "tagging":
             probs = torch.softmax(out, dim=-1)
             if lengths is not None:
