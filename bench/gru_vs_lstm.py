@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.loop import fit
 from training.model import GRUModel
@@ -106,8 +107,10 @@ def main() -> None:
         for seed in range(args.seeds):  # cells alternate, so both see the same machine load
             for cell in CELLS:
                 rows.append(train(cell, seed, args.dataset, args.overrides, Path(tmp)))
-        models = {cell: _load(next(r for r in rows if r["cell"] == cell)["checkpoint"]) for cell in CELLS}
-        length = int(torch.load(rows[0]["checkpoint"], weights_only=True)["max_train_length"])
+        trained = {cell: Checkpoint.load(next(r for r in rows if r["cell"] == cell)["checkpoint"])
+                   for cell in CELLS}
+        models = {cell: checkpoint.model() for cell, checkpoint in trained.items()}
+        length = trained["GRU"].max_train_length
     features = next(iter(models.values())).config.input_size
     timing = latencies({c: to_onnx(m, length) for c, m in models.items()}, length, features, (1, 64))
     summary = _summary(rows, models, timing)
@@ -115,12 +118,6 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"dataset": args.dataset, "recipe": RECIPE + args.overrides,
                                        "length": length, "runs": rows, "summary": summary}, indent=2))
-
-
-def _load(checkpoint: str) -> GRUModel:
-    from training.checkpoint import load_checkpoint, model_from_checkpoint
-
-    return model_from_checkpoint(load_checkpoint(checkpoint))
 
 
 def _summary(rows: list[dict[str, Any]], models: dict[str, GRUModel],
