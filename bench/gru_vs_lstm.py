@@ -1,7 +1,8 @@
 """GRU vs LSTM, measured: the seed's claims (fewer parameters, faster training, similar accuracy) on the
 same data, sizes and recipe. For each cell: parameter counts, training seconds per epoch, test accuracy
-over several seeds, and in-process onnxruntime latency at batch 1 and 64 (both exported with
-torch.onnx, 1 intra-op thread; the LSTM only for this measurement: it is not a servable bundle).
+over several seeds, and in-process onnxruntime latency at batch 1 and 64 (all exported with torch.onnx,
+1 intra-op thread; the LSTM only for this measurement: it is not a servable bundle). A third row, the GRU
+with a ReLU candidate (the seed's example), prices the per-step loop it trains on.
 
     python -m bench.gru_vs_lstm [--dataset ItalyPowerDemand] [--seeds 3] [--set model.hidden_size=128 ...]
 
@@ -11,6 +12,7 @@ Writes the raw numbers to bench/results/gru_vs_lstm.json and prints a markdown t
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import statistics
@@ -24,12 +26,16 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.onnx import gru_spec, set_gru_attributes
+from training.cells import SeedGRU, torch_stand_in
 from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.loop import fit
 from training.model import GRUModel
 
-CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"]}
+# The GRU with a ReLU candidate runs on the per-step loop (no fused kernel, no cuDNN): its row prices that.
+CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"],
+         "GRU, ReLU candidate": ["model.cell=gru", "model.activation=relu"]}
 RECIPE = ["model.hidden_size=64", "model.num_layers=2", "optim.max_epochs=60", "optim.patience=1000",
           "optim.plots=false", "optim.tensorboard=false"]  # fixed epochs: equal work per cell
 
@@ -61,13 +67,28 @@ class Probabilities(torch.nn.Module):
 
 
 def to_onnx(model: GRUModel, length: int) -> bytes:
+    """x -> probabilities. The loop GRU is traced as an nn.GRU holding its weights, then given its
+    `activations`, and inter-layer dropout is cleared, as export does (export/onnx.py, wrapper.py); the
+    graph is checked against PyTorch before it is timed."""
+    traced = copy.deepcopy(model)
+    if isinstance(model.gru, SeedGRU):
+        traced.gru = torch_stand_in(model.gru)
+    traced.gru.dropout = 0.0
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Probabilities(model), (torch.randn(2, length, model.config.input_size),), buffer,
+        torch.onnx.export(Probabilities(traced), (torch.randn(2, length, model.config.input_size),), buffer,
                           input_names=["x"], output_names=["output"], opset_version=17, dynamo=False,
                           dynamic_axes={"x": {0: "batch", 1: "time"}, "output": {0: "batch"}})
-    return buffer.getvalue()
+    graph = buffer.getvalue()
+    if isinstance(model.gru, SeedGRU):
+        graph = set_gru_attributes(graph, gru_spec(model.config))
+    x = torch.randn(3, length + 5, model.config.input_size)
+    with torch.no_grad():
+        expected = model.predict(x)[0].numpy()
+    got = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4, "the timed graph is not the trained model"
+    return graph
 
 
 def latencies(graphs: dict[str, bytes], length: int, features: int, batches: tuple[int, ...],
@@ -145,7 +166,8 @@ def _print(summary: dict[str, dict[str, Any]], args: argparse.Namespace, length:
         print(f"| {cell} | {s['encoder_parameters']:,} / {s['parameters']:,} | {s['seconds_per_epoch']:.3f} "
               f"| {s['accuracy_mean']:.3f} ± {s['accuracy_sd']:.3f} | {s['latency_us_batch1']:.0f} "
               f"| {s['latency_us_batch64']:.0f} |")
-    gru, lstm = summary["GRU"], summary["LSTM"]
+    gru, lstm, relu = summary["GRU"], summary["LSTM"], summary["GRU, ReLU candidate"]
+    print(f"ReLU-candidate GRU / GRU: s/epoch {relu['seconds_per_epoch'] / gru['seconds_per_epoch']:.2f}×")
     print(f"LSTM/GRU: parameters {lstm['encoder_parameters'] / gru['encoder_parameters']:.2f}×, "
           f"s/epoch {lstm['seconds_per_epoch'] / gru['seconds_per_epoch']:.2f}×, latency batch 1 "
           f"{lstm['latency_us_batch1'] / gru['latency_us_batch1']:.2f}×, batch 64 "
