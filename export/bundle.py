@@ -44,6 +44,10 @@ def export_checkpoint(
     if not NAME_PATTERN.match(name):
         raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
     trained = Checkpoint.load(checkpoint)
+    if trained.config.model.cell != "gru":
+        raise ValueError(f"{checkpoint} holds an {trained.config.model.cell.upper()} (model.cell="
+                         f"{trained.config.model.cell}), trained for the GRU-vs-LSTM comparison only; "
+                         "bundles hold GRUs: train with model.cell=gru")
     model = trained.model()
     train_length = trained.max_train_length
     max_length = max_length or max(256, 4 * train_length)

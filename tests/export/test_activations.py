@@ -1,7 +1,7 @@
 """Candidate activations other than tanh: onnxruntime's CPU GRU kernel runs each one the project offers
 (against the NumPy equations), and a trained ReLU-candidate model exports with the matching `activations`
 on every GRU node, passes parity against PyTorch and the NumPy reference, streams, and is refused by the
-service when its manifest says another activation."""
+service when its manifest says another activation. A comparison-only LSTM checkpoint is refused by export."""
 
 from __future__ import annotations
 
@@ -86,3 +86,10 @@ def test_service_refuses_a_manifest_whose_activation_is_not_the_graphs(relu_bund
     with pytest.raises(BundleError, match=r"gru.activation says \['sigmoid', 'tanh'\] but GRU node .* "
                                           r"has \['sigmoid', 'relu'\]"):
         load_bundle(copy)
+
+
+def test_an_lstm_checkpoint_is_refused_by_export_with_the_reason(tmp_path: Path) -> None:
+    run = train_tiny(tmp_path / "runs", "lstm", "model.cell=lstm", "optim.max_epochs=1")
+    with pytest.raises(ValueError, match=r"holds an LSTM \(model.cell=lstm\).*train with model.cell=gru"):
+        export_checkpoint(run.checkpoint, tmp_path / "models", "lstm")
+    assert not (tmp_path / "models").exists()
