@@ -30,6 +30,7 @@ from export.onnx import gru_spec, set_gru_attributes
 from training.cells import SeedGRU, torch_stand_in
 from training.checkpoint import Checkpoint
 from training.config import load_config
+from training.data import load_data
 from training.loop import fit
 from training.model import GRUModel
 
@@ -113,6 +114,27 @@ def latencies(graphs: dict[str, bytes], length: int, features: int, batches: tup
     return {cell: {b: statistics.median(v) for b, v in runs.items()} for cell, runs in samples.items()}
 
 
+def step_times(hidden: int, layers: int, batch: int, length: int, repeats: int = 25) -> dict[str, float]:
+    """Median ms per training step (forward + backward) of nn.GRU and nn.LSTM, interleaved, one thread;
+    and of nn.LSTM with oneDNN off: PyTorch runs LSTM on CPU through oneDNN's fused RNN kernel (when
+    available) and GRU through its generic per-step cell loop, which is why the LSTM trains faster here."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, length, 1)
+    cells = {"GRU": torch.nn.GRU(1, hidden, layers, batch_first=True),
+             "LSTM": torch.nn.LSTM(1, hidden, layers, batch_first=True)}
+    runs = {"GRU": ("GRU", True), "LSTM": ("LSTM", True), "LSTM, oneDNN off": ("LSTM", False)}
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats + 3):  # the first 3 are warm-up
+        for label, (cell, onednn) in runs.items():
+            with torch.backends.mkldnn.flags(enabled=onednn):
+                started = time.perf_counter()
+                cells[cell].zero_grad()
+                y, _ = cells[cell](x)
+                y.sum().backward()
+                samples[label].append(time.perf_counter() - started)
+    return {label: 1000 * statistics.median(v[3:]) for label, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,8 +143,18 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=f"change the recipe (default: {' '.join(RECIPE)})")
     parser.add_argument("--output", type=Path, default=Path("bench/results/gru_vs_lstm.json"))
+    parser.add_argument("--step-speed-only", action="store_true",
+                        help="only time training steps of nn.GRU and nn.LSTM (and nn.LSTM with oneDNN off)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    config = load_config(None, [f"data.dataset={args.dataset}", *RECIPE, *args.overrides])
+    length = load_data(config.data).max_length
+    steps = step_times(config.model.hidden_size, config.model.num_layers, config.optim.batch_size, length)
+    print(f"training step (forward + backward), batch {config.optim.batch_size}, length {length}, hidden "
+          f"{config.model.hidden_size}, {config.model.num_layers} layers, one thread: "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in steps.items()))
+    if args.step_speed_only:
+        return
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):  # cells alternate, so both see the same machine load
@@ -138,7 +170,8 @@ def main() -> None:
     _print(summary, args, length)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"dataset": args.dataset, "recipe": RECIPE + args.overrides,
-                                       "length": length, "runs": rows, "summary": summary}, indent=2))
+                                       "length": length, "runs": rows, "summary": summary,
+                                       "step_ms": steps}, indent=2))
 
 
 def _summary(rows: list[dict[str, Any]], models: dict[str, GRUModel],
