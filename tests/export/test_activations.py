@@ -93,3 +93,14 @@ def test_an_lstm_checkpoint_is_refused_by_export_with_the_reason(tmp_path: Path)
     with pytest.raises(ValueError, match=r"holds an LSTM \(model.cell=lstm\).*train with model.cell=gru"):
         export_checkpoint(run.checkpoint, tmp_path / "models", "lstm")
     assert not (tmp_path / "models").exists()
+
+
+def test_the_activation_names_agree_from_config_to_manifest() -> None:
+    from typing import get_args
+
+    from training.cells import CANDIDATES
+    from training.config import ModelConfig
+    from training.reference import ACTIVATIONS
+
+    offered = set(get_args(ModelConfig.model_fields["activation"].annotation))
+    assert offered == set(CANDIDATES) == set(ACTIVATIONS) == set(ONNX_ACTIVATIONS)
