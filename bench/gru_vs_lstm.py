@@ -78,7 +78,8 @@ def to_onnx(model: GRUModel, length: int) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Probabilities(traced), (torch.randn(2, length, model.config.input_size),), buffer,
+        torch.onnx.export(Probabilities(traced), (torch.randn(2, length, model.config.input_size),),
+                          buffer,  # type: ignore[arg-type]
                           input_names=["x"], output_names=["output"], opset_version=17, dynamo=False,
                           dynamic_axes={"x": {0: "batch", 1: "time"}, "output": {0: "batch"}})
     graph = buffer.getvalue()

@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     common = [f"optim.max_epochs={args.epochs}", f"optim.patience={args.epochs}", *args.overrides]
-    curves = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in RUNS.items():
             curves[label] = train(args.config, [f"name=run{len(curves)}", *common, *extra], Path(tmp))

@@ -82,15 +82,15 @@ def read(model: onnx.ModelProto, input_name: str | None = None, output_name: str
         raise Unsupported(f"input {x.name!r} has shape {shape}; gru import needs (batch, time, features) "
                           "or (time, batch, features)")
     found = layout or input_layout(model, x.name)
-    batch_axis, time_axis = (0, 1) if found == "btf" else (1, 0)
-    if isinstance(shape[batch_axis], int) and shape[batch_axis] > 0:
-        raise Unsupported(f"input {x.name!r} fixes the batch size at {shape[batch_axis]} (shape {shape}); "
+    batch, time, features = shape if found == "btf" else (shape[1], shape[0], shape[2])
+    if isinstance(batch, int) and batch > 0:
+        raise Unsupported(f"input {x.name!r} fixes the batch size at {batch} (shape {shape}); "
                           "re-export the graph with a dynamic batch axis")
-    if not isinstance(shape[2], int) or shape[2] <= 0:
+    if not isinstance(features, int) or features <= 0:
         raise Unsupported(f"input {x.name!r} does not fix its number of features (shape {shape})")
-    length = shape[time_axis] if isinstance(shape[time_axis], int) and shape[time_axis] > 0 else None
+    length = time if isinstance(time, int) and time > 0 else None
     output = answer_output(model, output_name)
-    return ForeignGraph(model, grus, spec, x, found, int(shape[2]), length, output,
+    return ForeignGraph(model, grus, spec, x, found, features, length, output,
                         producer_op(model, output.name), opset, others)
 
 

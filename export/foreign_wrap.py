@@ -47,7 +47,9 @@ def wrap(foreign: ForeignGraph, wiring: Wiring, mean: np.ndarray, std: np.ndarra
     x_name, answer = _renamed(foreign.x.name), _renamed(foreign.output.name)
     replaced = {x_name, *(_renamed(n) for n in foreign.other_inputs)}
     kept_inputs = [i for i in graph.input if i.name not in replaced and not _is_initializer(graph, i.name)]
-    before, after, constants = _input_nodes(x_name, foreign.layout, mean, std), [], []
+    before = _input_nodes(x_name, foreign.layout, mean, std)
+    after: list[onnx.NodeProto] = []
+    constants: list[onnx.TensorProto] = []
     state_size, heads = sum(g.state_size for g in foreign.grus), []
     offset = 0
     nodes = [n for n in graph.node if n.op_type == "GRU"]  # the same order as foreign.grus
@@ -69,8 +71,8 @@ def wrap(foreign: ForeignGraph, wiring: Wiring, mean: np.ndarray, std: np.ndarra
                                gru.batch_first))
         offset += gru.state_size
     if activation:
-        after.append(helper.make_node(activation, [answer], [f"{PREFIX}probabilities"],
-                                      **({"axis": -1} if activation == "Softmax" else {})))
+        axis = {"axis": -1} if activation == "Softmax" else {}
+        after.append(helper.make_node(activation, [answer], [f"{PREFIX}probabilities"], **axis))  # type: ignore[arg-type]
         answer = f"{PREFIX}probabilities"
     after.append(helper.make_node("Identity", [answer], [OUTPUT]))
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [BATCH_AXIS, foreign.output_size])]

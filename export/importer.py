@@ -181,7 +181,8 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    dtype = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32"}[value.type.tensor_type.elem_type]
+    dtypes: dict[int, str] = {TensorProto.FLOAT: "float32", TensorProto.INT32: "int32"}
+    dtype = dtypes[value.type.tensor_type.elem_type]
     return TensorSpec(name=value.name, dtype=dtype, shape=dims(value))  # type: ignore[arg-type]
 
 
