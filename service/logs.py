@@ -64,6 +64,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+def capture_warnings() -> None:
+    """Python warnings (numpy's RuntimeWarning, deprecations) go through the logger "py.warnings", so
+    they come out as JSON lines like everything else, not as raw lines on stderr."""
+    logging.captureWarnings(True)
+
+
 def logging_config(level: str, fmt: str) -> dict[str, Any]:
     """A dictConfig for uvicorn's `log_config`: every worker process applies it at start."""
     formatter = {"()": "service.logs.JsonFormatter"} if fmt == "json" else {
@@ -76,5 +82,5 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "py.warnings")},
     }

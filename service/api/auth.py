@@ -19,6 +19,10 @@ from service.settings import Settings
 
 HEALTH_PATHS = frozenset({"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"})
 ADMIN_PREFIX = "/v2/repository"
+# The route groups the start-up line describes, each with a path of the group that access() is asked about.
+ROUTE_GROUPS = {"inference and metadata (/models/*, /v2/models/*, /v2)": "/models/m/predict",
+                "admin (/v2/repository/*)": f"{ADMIN_PREFIX}/index", "health": "/health/ready",
+                "/metrics": "/metrics"}
 
 
 class Access(Enum):
@@ -68,6 +72,17 @@ class Authenticator:
         if (path in HEALTH_PATHS and self.open_health) or (path == "/metrics" and self.open_metrics):
             return Access.OPEN
         return Access.API if self.api_tokens else Access.OPEN
+
+    def rule(self, path: str) -> str:
+        """Who may call `path`, in words: 'open', what token it needs, or 'closed'."""
+        needed = self.access(path) if self.enabled else Access.OPEN
+        if needed is Access.OPEN:
+            return "open"
+        if needed is Access.API:
+            return f"bearer token ({len(self.api_tokens)} API, {len(self.admin_tokens)} admin)"
+        if self.admin_tokens:
+            return f"admin token ({len(self.admin_tokens)})"
+        return "closed (no admin token is configured: GRU_ADMIN_TOKENS)"
 
     def check(self, path: str, authorization: str | None) -> Denial | None:
         needed = self.access(path)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.api.app import announce_security
@@ -60,11 +64,76 @@ def test_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_start_up_says_who_can_reach_the_service(caplog: pytest.LogCaptureFixture) -> None:
+def announcement(caplog: pytest.LogCaptureFixture, host: str, **tokens) -> tuple[str, list[str]]:
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="gru_serve"):
-        announce_security(Settings(host="0.0.0.0"), auth())
-        announce_security(Settings(), auth())
-    warning, info = caplog.records
-    assert warning.levelno == logging.WARNING and "SECURITY" in warning.message
-    assert "0.0.0.0" in warning.message
-    assert info.levelno == logging.INFO and "loopback 127.0.0.1:8000 only" in info.message
+        announce_security(Settings(host=host, **tokens), auth(**tokens))
+    info = [r.message for r in caplog.records if r.levelno == logging.INFO]
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(info) == 1
+    return info[0], warnings
+
+
+INFERENCE, ADMIN = "inference and metadata (/models/*, /v2/models/*, /v2)", "admin (/v2/repository/*)"
+
+
+def test_start_up_says_exactly_which_routes_are_open(caplog: pytest.LogCaptureFixture) -> None:
+    line, warnings = announcement(caplog, "0.0.0.0")
+    assert f"{INFERENCE}: open" in line and f"{ADMIN}: open" in line and "0.0.0.0:8000" in line
+    [warning] = warnings
+    assert warning.startswith("SECURITY") and INFERENCE in warning and ADMIN in warning
+
+    line, warnings = announcement(caplog, "127.0.0.1")
+    assert f"{INFERENCE}: open" in line and "loopback: only this machine" in line and not warnings
+
+    # Only admin tokens: predict is still open. The line says so, and off loopback that is a SECURITY warning.
+    line, warnings = announcement(caplog, "0.0.0.0", admin_tokens="adm")
+    assert f"{INFERENCE}: open" in line and f"{ADMIN}: admin token (1)" in line
+    [warning] = warnings
+    assert INFERENCE in warning and ADMIN not in warning
+    assert auth(admin_tokens="adm").check("/models/x/predict", None) is None  # what the line says holds
+
+    line, warnings = announcement(caplog, "0.0.0.0", api_tokens="a,b")
+    assert f"{INFERENCE}: bearer token (2 API, 0 admin)" in line and not warnings
+    assert f"{ADMIN}: closed (no admin token is configured" in line
+    assert auth(api_tokens="a,b").check("/v2/repository/index", "Bearer a").status == 403
+
+    line, warnings = announcement(caplog, "10.0.0.5", api_tokens="a", admin_tokens="adm", open_metrics=False)
+    assert "health: open" in line and "/metrics: bearer token (1 API, 1 admin)" in line and not warnings
+
+
+def test_python_warnings_become_json_log_lines(tmp_path: Path) -> None:
+    """A worker's numpy RuntimeWarning is a JSON log line, not a raw line in the one-object-per-line log."""
+    script = (
+        "import logging.config, numpy as np\n"
+        "from service.logs import logging_config\n"
+        "from service.api.app import create_app\n"
+        "from service.settings import Settings\n"
+        "logging.config.dictConfig(logging_config('info', 'json'))\n"
+        f"create_app(Settings(model_repository={str(tmp_path)!r}))\n"
+        "np.log(np.float32(-1.0))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    [warning] = [e for e in lines if e["logger"] == "py.warnings"]
+    assert warning["level"] == "warning" and "RuntimeWarning: invalid value encountered in log" in \
+        warning["message"]
+
+
+def test_methods_no_route_takes_get_405_and_every_other_needs_the_token(repository: Path) -> None:
+    """Over HTTP: auth runs before routing, except for methods no handler takes (then 405, not 401)."""
+    from tests.helpers import Server
+
+    server = Server(repository, GRU_ADMIN_TOKENS="adm", GRU_ACCESS_LOG="false").start()
+    try:
+        index = f"{server.url}/v2/repository/index"
+        assert httpx.get(index).status_code == 401 and httpx.post(index).status_code == 401
+        assert httpx.post(f"{server.url}/v2/repository/models/italy/unload").status_code == 401
+        for method in ("TRACE", "PUT", "DELETE", "OPTIONS"):
+            response = httpx.request(method, index)
+            allowed = set(response.headers["allow"].split(", "))
+            assert response.status_code == 405 and allowed == {"GET", "POST"}, method
+        assert httpx.get(index, headers={"authorization": "Bearer adm"}).status_code == 200
+        assert httpx.get(f"{server.url}/health/ready").json()["models"] == ["airline", "italy"]
+    finally:
+        server.stop()
