@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from service.api.transport import PROTOCOL, fit_file_limit
     from service.logs import logging_config
     from service.settings import Settings
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
+    # The connection cap must fit the open-files limit, or accept() fails with nothing answered.
+    os.environ["GRU_MAX_CONNECTIONS"] = str(fit_file_limit(settings.max_connections))
     metrics_dir = None
     workers = settings.workers or len(os.sched_getaffinity(0))  # 0: one worker per core
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
         workers=workers, log_level=settings.log_level, access_log=False, log_config=log_config,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+        http=PROTOCOL, timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
     )
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -20,6 +20,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Summary,
     disable_created_metrics,
     generate_latest,
     multiprocess,
@@ -53,17 +54,29 @@ MODEL_LOADED = Gauge("gru_model_loaded", "1 while this model version is loaded a
 MODEL_LOAD_FAILURES = Counter("gru_model_load_failures", "Bundles that failed to load or verify", ["model"])
 MODEL_LOAD_SECONDS = Histogram("gru_model_load_seconds", "Load + verify + warm-up time", ["model"],
                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+INFERENCE_REQUESTS = Summary("gru_inference_request_seconds", "Inference requests (predict, stream, infer) "
+                             "and their time, per outcome (success: 200; fail)",
+                             ["model", "version", "outcome"])
+LAST_INFERENCE = Gauge("gru_last_inference_timestamp_seconds", "Unix time of the model version's last "
+                       "successful inference request", ["model", "version"], multiprocess_mode="max")
+CONNECTIONS_REFUSED = Counter("gru_connections_refused", "Connections answered and closed by an HTTP limit "
+                              "(too_many_connections, headers_too_large, header_timeout)", ["reason"])
 STREAMING_SESSIONS = Gauge("gru_streaming_sessions", "Live server-held streaming sessions", ["model"],
                            multiprocess_mode="livesum")
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text: this process's registry, or every worker's in multiprocess mode."""
+def registry() -> CollectorRegistry:
+    """This process's registry, or, in multiprocess mode, one that reads every worker's samples."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+    return REGISTRY
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: this process's samples, or every worker's in multiprocess mode."""
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
 def mark_worker_exit() -> None:

@@ -28,8 +28,18 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session (0: ORT default)")
     allow_spinning: bool = Field(False, description="onnxruntime pool threads spin while waiting")
     graph_optimization: Literal["basic", "extended", "all"] = "all"
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413")
+    # HTTP limits (service/api/limits.py in ASGI, service/api/transport.py in the HTTP server).
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413 "
+                                "(compressed bodies: decoded size too)")
     body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; more gets 431")
+    max_header_count: int = Field(100, ge=8, description="header fields per request; more get 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request whose headers are not complete "
+                                    "this long after it began (or after its connection opened) is closed")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed "
+                                        "after this long")
+    max_connections: int = Field(2048, ge=1, description="open connections per worker process; more are "
+                                 "answered 503 too_many_connections and closed (logged, rate-limited)")
     max_sequences_per_request: int = Field(1024, gt=0)
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -31,8 +32,8 @@ def free_port() -> int:
 class Server:
     """`gru serve` as a separate process on a free loopback port."""
 
-    def __init__(self, repository: Path, **env: str):
-        self.port = free_port()
+    def __init__(self, repository: Path, preexec_fn: Callable[[], None] | None = None, **env: str):
+        self.port, self.preexec_fn = free_port(), preexec_fn
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_PORT": str(self.port),
                     "GRU_HOST": "127.0.0.1", **env}
@@ -42,7 +43,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "gru_cli", "serve"], env=self.env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+                                        stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -201,13 +201,13 @@ class InferenceFront:
         if op is None:
             return await self.app(scope, receive, send)
         if scope["method"] != "POST":
-            response = error_response(scope["path"], 405, "method_not_allowed", "use POST", None,
+            response = error_response(scope["path"], "method_not_allowed", "use POST", None,
                                       {"Allow": "POST"})
             return await response(scope, receive, send)
         try:
             found: Route = scope.get("gru.route") or resolve(self.state, *op)  # the shedder's, if it ran
             logs.note_model(found.runtime.manifest.name, found.runtime.manifest.version)
-            body = await read_body(receive)  # BodySizeLimit raises BodyTooLarge from receive
+            body = await read_body(receive)  # RequestLimits raises BodyTooLarge from receive
             if body is None:
                 return  # the client went away
             try:

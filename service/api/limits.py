@@ -1,32 +1,96 @@
-"""Refuses request bodies over the size limit: at once from Content-Length, or as soon as a chunked
-body passes the limit, before the whole body is read. A client that trickles its body slower than the
-body timeout gets 408 instead of holding a request open for ever."""
+"""Request limits enforced in ASGI, so that they hold whatever HTTP server runs the app:
+
+- the request line and headers: at most GRU_MAX_HEADER_BYTES bytes and GRU_MAX_HEADER_COUNT fields (431);
+- Content-Encoding: gzip and deflate bodies are decoded here, within the body limit (a zip bomb meets the
+  limit, not the memory); any other encoding gets 415;
+- the body: over GRU_MAX_BODY_BYTES (declared or as it arrives, before or after decoding) gets 413; a body
+  slower than GRU_BODY_TIMEOUT_S gets 408.
+
+What ASGI cannot see (headers that never end, slow headers, idle and surplus connections) is the HTTP
+server's job: service/api/transport.py configures and extends uvicorn for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import BodyTimeout, BodyTooLarge, error_response
+from service.api.errors import (
+    ApiError,
+    BodyTimeout,
+    BodyTooLarge,
+    HeadersTooLarge,
+    MalformedBody,
+    UnsupportedEncoding,
+    error_response,
+)
+from service.settings import Settings
+
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate is zlib-wrapped (RFC 9110)
+STRIPPED = (b"content-encoding", b"content-length")  # the app sees the decoded body
+CLOSE = {"connection": "close"}
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0):
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+def header_block_size(scope: Scope) -> int:
+    """The request line and header lines as sent, CRLFs included (what the server read)."""
+    target = len(scope.get("raw_path") or scope["path"].encode())
+    if scope.get("query_string"):
+        target += 1 + len(scope["query_string"])
+    request_line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+    return request_line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
+
+
+class RequestLimits:
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.max_body, self.timeout_s = settings.max_body_bytes, settings.body_timeout_s
+        self.max_header_bytes, self.max_header_count = settings.max_header_bytes, settings.max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = error_response(scope["path"], 413, BodyTooLarge.code, self._message(), "body")
+        try:
+            decoder = self._check_head(scope)
+        except ApiError as exc:  # the body (if any) is never read: close rather than parse it as a request
+            response = error_response(scope["path"], exc.code, exc.message, exc.field, CLOSE)
             return await response(scope, receive, send)
-        seen, body_done, deadline = 0, False, time.monotonic() + self.timeout_s
+        if decoder is not None:
+            scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k not in STRIPPED])
+        await self.app(scope, self._limited(receive, decoder), send)
+
+    def _check_head(self, scope: Scope) -> zlib._Decompress | None:
+        """Headers, declared length and encoding: refused before any of the body is read."""
+        headers = scope["headers"]
+        if len(headers) > self.max_header_count:
+            raise HeadersTooLarge(f"the request has {len(headers)} header fields; the limit is "
+                                  f"{self.max_header_count} (GRU_MAX_HEADER_COUNT)", "headers")
+        size = header_block_size(scope)
+        if size > self.max_header_bytes:
+            raise HeadersTooLarge(f"the request line and headers take {size} bytes; the limit is "
+                                  f"{self.max_header_bytes} (GRU_MAX_HEADER_BYTES)", "headers")
+        declared = encoding = None
+        for name, value in headers:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-encoding":
+                encoding = value.decode("latin-1").strip().lower()
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            raise BodyTooLarge(self._too_large(), "body")
+        if encoding in (None, "", "identity"):
+            return None
+        if encoding not in DECODERS:
+            raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send the body "
+                                      "uncompressed, or with gzip or deflate", "content-encoding")
+        return zlib.decompressobj(DECODERS[encoding])
+
+    def _limited(self, receive: Receive, decoder: zlib._Decompress | None) -> Receive:
+        seen, decoded, body_done, deadline = 0, 0, False, time.monotonic() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen, body_done
+            nonlocal seen, decoded, body_done
             if body_done:  # later receives wait for a disconnect: no deadline there
                 return await receive()
             try:
@@ -34,14 +98,33 @@ class BodySizeLimit:
             except TimeoutError:
                 raise BodyTimeout(f"the request body did not arrive within {self.timeout_s:g} s "
                                   "(GRU_BODY_TIMEOUT_S)", "body") from None
+            if message["type"] != "http.request":
+                return message
             body_done = not message.get("more_body", False)
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge(self._message(), "body")  # mapped to 413 by the error handlers
+            if seen > self.max_body:
+                raise BodyTooLarge(self._too_large(), "body")  # mapped to 413 by the error handlers
+            if decoder is not None:
+                message = dict(message, body=self._decode(decoder, message.get("body", b""), decoded,
+                                                          body_done))
+                decoded += len(message["body"])
             return message
 
-        await self.app(scope, limited_receive, send)
+        return limited_receive
 
-    def _message(self) -> str:
-        return f"the request body is over the {self.max_bytes}-byte limit (GRU_MAX_BODY_BYTES); " \
-               "send fewer sequences per request"
+    def _decode(self, decoder: zlib._Decompress, data: bytes, decoded: int, last: bool) -> bytes:
+        room = self.max_body - decoded
+        try:
+            out = decoder.decompress(data, room + 1)  # never more than one byte past the limit
+        except zlib.error as exc:
+            raise MalformedBody(f"the compressed body is corrupt ({exc}); check Content-Encoding",
+                                "body") from None
+        if len(out) > room:
+            raise BodyTooLarge(self._too_large() + " once decompressed", "body")
+        if last and not decoder.eof:
+            raise MalformedBody("the compressed body ends before its compressed stream does", "body")
+        return out
+
+    def _too_large(self) -> str:
+        return f"the request body is over the {self.max_body}-byte limit (GRU_MAX_BODY_BYTES); send " \
+               "fewer sequences per request"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, metrics
@@ -14,11 +15,14 @@ from service.api.errors import error_response
 
 log = logging.getLogger("gru_serve.access")
 QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug, not counted
+INFERENCE_SUFFIXES = ("/predict", "/stream", "/infer")
+CHECKED_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, access_log: bool = True):
-        self.app, self.auth, self.access_log = app, authenticator, access_log
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, access_log: bool = True,
+                 router: Router | None = None):
+        self.app, self.auth, self.access_log, self.router = app, authenticator, access_log, router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,10 +47,10 @@ class RequestMiddleware:
             metrics.IN_FLIGHT.inc()
         try:
             denial = self.auth.check(path, headers.get(b"authorization", b"").decode("latin-1") or None)
-            if denial is not None:
+            if denial is not None and scope["method"] in self.routed_methods():
                 extra = {"www-authenticate": 'Bearer realm="gru-serve"'} if denial.status == 401 else None
                 code = "unauthorized" if denial.status == 401 else "forbidden"
-                response = error_response(path, denial.status, code, denial.message, "authorization", extra)
+                response = error_response(path, code, denial.message, "authorization", extra)
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
@@ -61,6 +65,13 @@ class RequestMiddleware:
                         extra={"status": status, "duration_ms": round(duration * 1000, 3)})
             logs.current.reset(token)
 
+    def routed_methods(self) -> frozenset[str]:
+        """The methods a handler may take: GET, HEAD and POST always (the inference operations may be
+        answered outside the router), and those of the router's routes. A request with another method
+        reaches no handler (405 or 404), so it needs no token, and gets 405 whatever its token."""
+        routes = self.router.routes if self.router is not None else []
+        return CHECKED_METHODS | {m for route in routes for m in getattr(route, "methods", None) or ()}
+
     @staticmethod
     def _record(context: logs.RequestContext, path: str, status: int, duration: float) -> None:
         api = "v2" if path == "/v2" or path.startswith("/v2/") else "native"
@@ -69,3 +80,8 @@ class RequestMiddleware:
         metrics.REQUESTS.labels(model, version, api, str(status)).inc()
         if model:
             metrics.REQUEST_SECONDS.labels(model, api).observe(duration)
+            if path.endswith(INFERENCE_SUFFIXES):  # for the v2 statistics (service/api/v2_model.py)
+                metrics.INFERENCE_REQUESTS.labels(model, version, "success" if status == 200 else "fail") \
+                    .observe(duration)
+                if status == 200:
+                    metrics.LAST_INFERENCE.labels(model, version).set(time.time())

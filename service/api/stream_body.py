@@ -7,32 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.api.errors import ApiError, InvalidInput
+from service.api.errors import InvalidInput
 from service.api.parsing import load_object, sequence_array
 from service.bundle import InputSpec
 
 ALLOWED_KEYS = {"steps", "state", "sequence_id", "start", "end"}
 MAX_SEQUENCE_ID = 128
-
-
-class StreamingUnsupported(ApiError):
-    status, code = 422, "streaming_unsupported"
-
-
-class InvalidState(ApiError):
-    status, code = 422, "invalid_state"
-
-
-class SequenceNotOpen(ApiError):
-    status, code = 404, "sequence_not_found"
-
-
-class SequenceGoneError(ApiError):
-    status = 410  # code set per reason: sequence_expired / sequence_evicted / sequence_ended
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message, "sequence_id")
-        self.code = f"sequence_{reason}"
 
 
 @dataclass

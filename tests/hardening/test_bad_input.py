@@ -3,13 +3,16 @@ answer is a JSON 4xx (or the connection is closed), and the server keeps serving
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import time
+import zlib
 
 import httpx
 import pytest
 
+from bench.run import process_tree_rss
 from tests.helpers import Server
 
 GOOD = json.dumps({"sequences": [[0.5] * 24]}).encode()
@@ -135,3 +138,40 @@ def test_client_that_disconnects_mid_request(server) -> None:
         # closed before reading the answer
     assert_serving(server)
     assert server.process.poll() is None
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies_are_decoded(server, encoding: str) -> None:
+    packed = gzip.compress(GOOD) if encoding == "gzip" else zlib.compress(GOOD)
+    response = httpx.post(f"{server.url}/models/italy/predict", content=packed,
+                          headers={"content-type": "application/json", "content-encoding": encoding})
+    plain = httpx.post(f"{server.url}/models/italy/predict", content=GOOD,
+                       headers={"content-type": "application/json"})
+    assert response.status_code == 200 and response.json() == plain.json()
+
+
+def test_a_zip_bomb_meets_the_body_limit_not_the_memory(server) -> None:
+    """1 GB of zeros gzips to about 1 MB: under the 2 MB wire limit, far over it once decoded."""
+    rss_before = process_tree_rss(server.process.pid)
+    bomb = gzip.compress(b"0" * (1 << 30), compresslevel=9)
+    assert len(bomb) < 2_000_000
+    started = time.monotonic()
+    status, answer = raw_request(server, head(len(bomb)) + "Content-Encoding: gzip\r\n", bomb)
+    assert status == 413 and "once decompressed" in answer["error"]["message"]
+    assert time.monotonic() - started < 5
+    assert process_tree_rss(server.process.pid) - rss_before < 50 * 2**20  # decoded a slice at a time
+    assert_serving(server)
+
+
+@pytest.mark.parametrize("encoding, body, status, code", [
+    ("br", GOOD, 415, "unsupported_content_encoding"),
+    ("gzip, gzip", GOOD, 415, "unsupported_content_encoding"),
+    ("gzip", b"not gzip at all", 400, "malformed_body"),
+    ("gzip", gzip.compress(GOOD)[:-12], 400, "malformed_body"),  # truncated stream
+], ids=["brotli", "stacked", "corrupt", "truncated"])
+def test_other_encodings_and_broken_streams(server, encoding: str, body: bytes, status: int,
+                                            code: str) -> None:
+    got, answer = raw_request(server, head(len(body)) + f"Content-Encoding: {encoding}\r\n", body)
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert "Content-Encoding" in answer["error"]["message"] or status == 400
+    assert_serving(server)

@@ -13,20 +13,15 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RepositoryDep
-from service.api.errors import ApiError, ModelNotFound, Unavailable
+from service.api.errors import ModelNotFound, Unavailable, error_response
 from service.api.responses import NumpyJSONResponse
 from service.bundle import NAME_PATTERN, BundleError
-from service.logs import current_request_id
 
-router = APIRouter(prefix="/v2/repository", tags=["model repository (admin)"])
-
-
-class LoadFailed(ApiError):
-    status, code = 400, "load_failed"
+ADMIN_PATH = "/v2/repository"
+router = APIRouter(prefix=ADMIN_PATH, tags=["model repository (admin)"])
 
 
-@router.get("/index")
-@router.post("/index")
+@router.api_route("/index", methods=["GET", "POST"])  # one route: 405 answers say Allow: GET, POST
 async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
     try:
         return await run_in_threadpool(repository.index)
@@ -49,8 +44,7 @@ async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
     if report.failed:
         reasons = "; ".join(f"version {v}: {r}" for v, r in report.failed.items())
         message = f"{name}: {reasons}; serving versions {report.serving} unchanged"
-        error = {"error": message, "code": LoadFailed.code, "request_id": current_request_id()}
-        return NumpyJSONResponse(error | body, status_code=LoadFailed.status)
+        return error_response(ADMIN_PATH, "load_failed", message, "name", extra=body)
     return NumpyJSONResponse(body)
 
 

@@ -9,16 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.api.errors import InvalidState, SequenceGoneError, SequenceNotOpen, StreamingUnsupported
 from service.api.routes.predict import prediction
 from service.api.schemas import ERRORS as PREDICT_ERRORS
-from service.api.stream_body import (
-    InvalidState,
-    SequenceGoneError,
-    SequenceNotOpen,
-    StreamChunk,
-    StreamingUnsupported,
-    parse_stream_body,
-)
+from service.api.stream_body import StreamChunk, parse_stream_body
 from service.batching import Scheduler
 from service.runtime import ModelRuntime
 from service.streaming.hub import StreamingHub

@@ -1,0 +1,236 @@
+"""The limits only the HTTP server can enforce, for uvicorn: an ASGI app sees a request only once its
+headers are complete, and never sees a connection. `gru serve` runs uvicorn with this protocol class
+(`--http service.api.transport:LimitedHttpToolsProtocol` when running uvicorn by hand).
+
+- Headers that never end: httptools keeps an unfinished header value in memory without a bound. Here a
+  request whose header block is still incomplete after GRU_MAX_HEADER_BYTES bytes gets 431 and is closed.
+- Slow headers: a request whose headers are not complete GRU_HEADER_TIMEOUT_S after it began (or after
+  its connection opened) gets 408 and is closed; a connection that sent nothing is simply closed.
+- Open connections: past GRU_MAX_CONNECTIONS per worker, a new connection is answered 503
+  too_many_connections (Retry-After) and closed (when REFUSAL_SLOTS of them are being answered already,
+  closed without an answer); refusals are logged at most once per 10 s. The open-files limit is raised
+  to fit (fit_file_limit), or the cap lowered to what the hard limit allows, with a warning.
+- Idle keep-alive connections: uvicorn's timeout_keep_alive (GRU_KEEP_ALIVE_TIMEOUT_S).
+- Malformed HTTP: a JSON 400 instead of uvicorn's plain text.
+
+The header count and size of complete header blocks, the body limits and Content-Encoding are enforced in
+ASGI (service/api/limits.py) for every server. Another server must be given these equivalents (granian:
+--http1-header-read-timeout, --http1-max-buffer-size, --backpressure); the tests in
+tests/hardening/test_http_limits.py say what must hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from service import metrics
+from service.api.errors import RETRY_AFTER_S, raw_error_response
+from service.settings import Settings
+
+log = logging.getLogger("gru_serve.transport")
+RESERVED_FILES = 64  # per worker besides connections: listening socket, event loop, logs, metrics, models
+REFUSAL_SLOTS = 64  # connections over the cap being answered 503 at one time; past it they are just closed
+LINGER_S = 1.0  # after a refusal: time for the client to read it before the socket is closed
+DISCARD_LIMIT = 1 << 20  # bytes read and dropped after a refusal before reading stops
+LOG_INTERVAL_S = 10.0
+PROTOCOL = "service.api.transport:LimitedHttpToolsProtocol"  # uvicorn's `http` (importable by each worker)
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    max_header_bytes: int
+    max_header_count: int
+    header_timeout_s: float
+    max_connections: int
+
+
+@functools.cache
+def transport_limits() -> TransportLimits:
+    """From the environment, like the app: worker processes get their settings through it."""
+    s = Settings()
+    return TransportLimits(s.max_header_bytes, s.max_header_count, s.header_timeout_s, s.max_connections)
+
+
+class RateLimitedLog:
+    """The first refusal of a kind is logged at once; later ones are counted and summed up once per
+    `interval_s`, so that an attack cannot flood the log."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S):
+        self.interval_s, self.pending, self.latest = interval_s, 0, ""
+        self.window: asyncio.TimerHandle | None = None
+
+    def note(self, loop: asyncio.AbstractEventLoop, message: str) -> None:
+        if self.window is None:
+            log.warning("%s (more of these are summed up every %g s)", message, self.interval_s)
+            self.window = loop.call_later(self.interval_s, self._close_window, loop)
+        else:
+            self.pending, self.latest = self.pending + 1, message
+
+    def _close_window(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.window = None
+        if self.pending:
+            log.warning("%d more like this in the last %g s; the latest: %s", self.pending, self.interval_s,
+                        self.latest)
+            self.pending = 0
+            self.window = loop.call_later(self.interval_s, self._close_window, loop)
+
+
+REFUSALS: dict[str, RateLimitedLog] = defaultdict(RateLimitedLog)  # per error code
+REFUSED: set[asyncio.Protocol] = set()  # over the cap, answered 503, closing (at most REFUSAL_SLOTS)
+
+
+class TooManyHeaders(Exception):
+    pass
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = transport_limits()
+        self.awaiting_headers = True  # from the connection's start or a request's first byte to its headers
+        self.request_began = False
+        self.header_bytes = 0  # bytes received while the header block was incomplete
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.refused, self.discarded = False, 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        cap = self.limits.max_connections
+        if len(self.connections) > cap:
+            self.connections.discard(self)  # not served: it leaves the count, and waits in REFUSED
+            message = f"the server has {cap} connections open (GRU_MAX_CONNECTIONS); retry after " \
+                      f"{RETRY_AFTER_S} s"
+            if len(REFUSED) >= REFUSAL_SLOTS:  # no file descriptors to spare for answers: just close
+                REFUSALS["too_many_connections"].note(self.loop, f"too_many_connections: {message}")
+                metrics.CONNECTIONS_REFUSED.labels("too_many_connections").inc()
+                transport.close()
+                return
+            REFUSED.add(self)
+            self._refuse("too_many_connections", message, headers={"retry-after": str(RETRY_AFTER_S)})
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        REFUSED.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:  # the answer is written; what follows is dropped until the client closes
+            self.discarded += len(data)
+            if self.discarded > DISCARD_LIMIT:
+                self.transport.pause_reading()  # junk without end: TCP holds the rest until LINGER_S
+            return
+        if self.awaiting_headers:
+            self.header_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, TooManyHeaders):
+                limit = self.limits.max_header_count
+                self._refuse("headers_too_large", f"the request has more than {limit} header fields "
+                             "(GRU_MAX_HEADER_COUNT)", path=self._path())
+            else:
+                log.exception("parsing a request failed", exc_info=exc.__context__)
+                self._refuse("malformed_request", "the request could not be parsed", path=self._path())
+        except httptools.HttpParserError as exc:
+            self._refuse("malformed_request", f"the bytes received are not a valid HTTP/1.1 request: {exc}",
+                         path=self._path())
+        if self.awaiting_headers and self.header_bytes > self.limits.max_header_bytes and not self.refused:
+            limit = self.limits.max_header_bytes
+            self._refuse("headers_too_large", f"the request's headers passed {limit} bytes unfinished "
+                         "(GRU_MAX_HEADER_BYTES)", path=self._path())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_header_count:
+            raise TooManyHeaders  # stops the parser: 10,000 headers cost the same as 101
+        super().on_header(name, value)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.awaiting_headers = self.request_began = True
+        if self.header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self.awaiting_headers = self.request_began = False
+        self.header_bytes = 0
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _header_timeout(self) -> None:
+        self.header_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_header_timer()  # a pipelined request waits for the one being answered
+            return
+        if not self.request_began:  # an idle connection: nothing to answer
+            self.transport.close()
+            return
+        timeout = self.limits.header_timeout_s
+        self._refuse("header_timeout", f"the request's headers did not arrive within {timeout:g} s "
+                     "(GRU_HEADER_TIMEOUT_S)", path=self._path())
+
+    def _path(self) -> str:
+        return (getattr(self, "url", b"") or b"").split(b"?")[0].decode("latin-1")
+
+    def _refuse(self, code: str, message: str, path: str = "",
+                headers: dict[str, str] | None = None) -> None:
+        """Answer once, stop parsing, close when the client has read the answer (or after LINGER_S)."""
+        self.refused = True
+        self._cancel_header_timer()
+        REFUSALS[code].note(self.loop, f"{code}: {message}")
+        metrics.CONNECTIONS_REFUSED.labels(code).inc()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # an app still running must not write after this answer
+            self.cycle.message_event.set()
+        if self.transport.is_closing():
+            return
+        self.transport.write(raw_error_response(code, message, path, headers))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then EOF, and closes its side
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def fit_file_limit(max_connections: int) -> int:
+    """Raise the soft open-files limit (worker processes inherit it) so that `max_connections` fit, up
+    to the hard limit; return the connection cap that does fit, with a warning if it is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + REFUSAL_SLOTS + RESERVED_FILES
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target >= needed:
+        return max_connections
+    fitted = max(1, target - REFUSAL_SLOTS - RESERVED_FILES)
+    log.warning("GRU_MAX_CONNECTIONS=%d needs %d open files per worker but the hard limit (ulimit -Hn) is "
+                "%d: each worker takes at most %d connections. Raise the limit (docker run --ulimit "
+                "nofile=65536, compose `ulimits`) or lower GRU_MAX_CONNECTIONS", max_connections, needed,
+                hard, fitted)
+    return fitted

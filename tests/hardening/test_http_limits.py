@@ -1,0 +1,136 @@
+"""HTTP limits over raw sockets, short versions of bench/http_attacks.py: each attack runs in another
+process while a good client (one keep-alive connection) measures its latency, unloaded and then attacked,
+in the same test. The attacks get the documented answers, the good client's p99 stays within 2x its
+unloaded p99 (plus a margin for this shared 2-core machine), the server's RSS stays bounded, and the log
+says what was refused, once per kind rather than once per connection."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.http_attacks import EXPECTED, GoodClient, run_attack
+from bench.run import process_tree_rss
+from tests.helpers import Server
+
+ATTACK_S = 2.0
+MARGIN_MS = 25.0  # on top of 2x: two busy cores shared with other jobs make single requests jump
+MAX_CONNECTIONS = 300
+GOOD = json.dumps({"sequences": [[0.5] * 24]}).encode()
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path):
+    running = Server(repository, GRU_HEADER_TIMEOUT_S="1", GRU_KEEP_ALIVE_TIMEOUT_S="1",
+                     GRU_MAX_CONNECTIONS=str(MAX_CONNECTIONS), GRU_ACCESS_LOG="false").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> GoodClient:
+    good = GoodClient(server.port, "/models/italy/predict", GOOD)
+    good.run(0.5)  # warm-up
+    return good
+
+
+@pytest.mark.parametrize("attack", list(EXPECTED))
+def test_attack_is_refused_and_a_good_client_keeps_its_latency(server: Server, client: GoodClient,
+                                                               attack: str) -> None:
+    rss_before = process_tree_rss(server.process.pid)
+    row = run_attack(attack, server.port, client, ATTACK_S, options={"max_connections": MAX_CONNECTIONS,
+                                                                     "connections": 200})
+    print(f"\n{attack}: p99 {row['unloaded_p99_ms']:.1f} ms unloaded, {row['attacked_p99_ms']:.1f} ms "
+          f"attacked; attacker got {row['answers']}")
+    seen = {int(k) if k.isdigit() else k for k in row["answers"]}
+    assert seen and seen <= EXPECTED[attack], row["answers"]
+    assert row["failed"] == 0, row
+    assert row["attacked_p99_ms"] <= 2 * row["unloaded_p99_ms"] + MARGIN_MS, row
+    assert process_tree_rss(server.process.pid) - rss_before < 50 * 2**20  # bounded, not 100s of MB
+    assert server.process.poll() is None
+
+
+def test_refusals_are_logged_once_per_kind_not_per_connection(server: Server, client: GoodClient) -> None:
+    options = {"max_connections": MAX_CONNECTIONS, "connections": 50}
+    for attack in ("many-headers", "slowloris", "connection-flood"):  # many refusals within 10 s
+        run_attack(attack, server.port, client, 1.2, options=options)
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    refusals = [e["message"] for e in lines if e["logger"] == "gru_serve.transport"]
+    kinds = {m.split(":")[0] for m in refusals}
+    assert {"headers_too_large", "header_timeout", "too_many_connections"} <= kinds, refusals
+    assert len(refusals) < 3 * len(kinds) + 10, refusals  # first one, then summaries every 10 s
+    assert any("GRU_MAX_CONNECTIONS" in m for m in refusals)
+
+
+def test_idle_connections_are_closed(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # never sent anything: closed after GRU_HEADER_TIMEOUT_S, no answer
+        assert 0.8 < time.monotonic() - started < 3
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"alive"}'):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # keep-alive, then idle: closed after GRU_KEEP_ALIVE_TIMEOUT_S
+        assert 0.8 < time.monotonic() - started < 3
+
+
+def test_slow_headers_get_408_and_a_complete_oversized_block_431(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        head, _, body = sock.recv(4096).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and json.loads(body)["code"] == "header_timeout"  # v2 form
+    big = httpx.get(f"{server.url}/v2/health/live", headers={"x-big": "a" * 20_000})  # one whole block
+    assert big.status_code == 431 and big.json()["code"] == "headers_too_large"  # the v2 error form
+    assert big.headers["connection"] == "close"
+    many = httpx.get(f"{server.url}/health/live", headers={f"x-{i}": "1" for i in range(150)})
+    assert many.status_code == 431 and "GRU_MAX_HEADER_COUNT" in many.json()["error"]["message"]
+
+
+def test_garbage_gets_a_json_400(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01 not http\r\n\r\n")  # e.g. TLS to a plain-HTTP port
+        head, _, body = sock.recv(4096).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"]["code"] == "malformed_request"
+
+
+def _low_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+def test_connection_cap_fits_the_open_files_limit(repository: Path) -> None:
+    """nofile 256 (hard) and the default GRU_MAX_CONNECTIONS=2048: the server warns and caps at
+    256 - 64 (answering refusals) - 64 (reserved) = 128; past that, connections are refused with 503 (or
+    closed when 64 refusals are being answered), never left to fail in accept()."""
+    server = Server(repository, preexec_fn=_low_file_limit, GRU_ACCESS_LOG="false").start()
+    try:
+        assert "hard limit (ulimit -Hn) is 256: each worker takes at most 128 connections" in server.output()
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(300)]
+        try:
+            answers: dict[int, bytes] = {}
+            deadline = time.monotonic() + 5  # until every connection past the cap was refused
+            while len(answers) < 300 - 128 and time.monotonic() < deadline:
+                for i, sock in enumerate(held):
+                    sock.settimeout(0.001)
+                    with contextlib.suppress(TimeoutError):
+                        answers.setdefault(i, sock.recv(4096)[:12])
+            assert len(answers) == 300 - 128  # 128 served (and open), all others refused at once
+            assert list(answers.values()).count(b"HTTP/1.1 503") == 64  # the rest: closed, no answer
+        finally:
+            for sock in held:
+                sock.close()
+        assert httpx.post(f"{server.url}/models/italy/predict", content=GOOD,
+                          headers={"content-type": "application/json"}).status_code == 200
+        assert "too_many_connections" in server.output()
+    finally:
+        server.stop()

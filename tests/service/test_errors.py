@@ -1,0 +1,39 @@
+"""The one error table: README's copy matches it, and the same condition has one code on both APIs with
+the body form of each API."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from service.api.errors import ERROR_TABLE, InvalidInput, domain_error_response, error_response
+from service.runtime import NonFiniteOutput
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_lists_every_code_with_its_statuses() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| (.+) \|$", README.read_text(), re.MULTILINE)
+    documented = {code: (int(native), int(v2), when) for code, native, v2, when in rows}
+    assert documented == {code: (k.status, k.v2_status, k.meaning) for code, k in ERROR_TABLE.items()}
+
+
+def test_one_code_two_forms() -> None:
+    native = error_response("/models/m/predict", "invalid_input", "bad", "sequences[0]")
+    v2 = error_response("/v2/models/m/infer", "invalid_input", "bad", "inputs[0].data")
+    assert (native.status_code, v2.status_code) == (422, 400)
+    assert json.loads(native.body) == {"error": {"code": "invalid_input", "message": "bad",
+                                                 "field": "sequences[0]", "request_id": None}}
+    assert json.loads(v2.body) == {"error": "bad", "code": "invalid_input", "field": "inputs[0].data",
+                                   "request_id": None}
+    assert domain_error_response(InvalidInput("x", "f"), "/v2/models/m/infer").status_code == 400
+    refused = domain_error_response(NonFiniteOutput("nan"), "/models/m/predict")
+    assert refused.status_code == 422 and json.loads(refused.body)["error"]["field"] == "sequences"
+
+
+def test_streaming_unsupported_is_one_code() -> None:
+    """Once `streaming_unavailable` (400) on v2 and `streaming_unsupported` (422) natively."""
+    assert "streaming_unavailable" not in ERROR_TABLE
+    kind = ERROR_TABLE["streaming_unsupported"]
+    assert (kind.status, kind.v2_status) == (422, 400)
