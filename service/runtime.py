@@ -26,6 +26,11 @@ class InferenceError(Exception):
     """onnxruntime failed on a request's inputs."""
 
 
+class NonFiniteOutput(InferenceError):
+    """The graph computed NaN or infinity for these inputs (e.g. a window level that overflows float32):
+    the request's fault, refused rather than answered with nulls."""
+
+
 @dataclass
 class ProviderChoice:
     providers: list[str]
@@ -121,6 +126,10 @@ class ModelRuntime:
         metrics.COMPUTE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(*labels).observe(batch)
         next_state = results[1] if self.state_size else np.zeros((batch, 0), np.float32)
+        if not (np.isfinite(results[0]).all() and np.isfinite(next_state).all()):
+            raise NonFiniteOutput(f"model {self.manifest.name!r} computes a value that is not finite for "
+                                  "these inputs: they are too large (or too degenerate) for its float32 "
+                                  "arithmetic; send values in the range the model was trained on")
         return results[0], next_state
 
     def predict(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:

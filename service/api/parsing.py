@@ -12,6 +12,7 @@ from service.api.errors import InvalidInput, MalformedBody
 from service.bundle import InputSpec
 
 ALLOWED_KEYS = {"sequences"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def load_object(body: bytes, allowed: set[str], example: str) -> dict[str, Any]:
@@ -62,10 +63,12 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
     if not spec.min_length <= len(array) <= spec.max_length:
         raise InvalidInput(f"{field} has {len(array)} steps; this model accepts "
                            f"{spec.min_length} to {spec.max_length}", field)
+    beyond = np.abs(array) > FLOAT32_MAX  # refused even where float32 would round it down to its max
     with np.errstate(over="ignore"):  # overflow to inf is reported just below
         array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        step = int(np.argwhere(~np.isfinite(array))[0][0])
+    bad = beyond | ~np.isfinite(array)
+    if bad.any():
+        step = int(np.argwhere(bad)[0][0])
         raise InvalidInput(f"{field}[{step}] is not a finite float32 number", f"{field}[{step}]")
     return array
 

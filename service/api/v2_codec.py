@@ -11,18 +11,24 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.errors import ApiError, MalformedBody
+from service.api.errors import InvalidInput, MalformedBody
 from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
 
 HEADER_LENGTH = "inference-header-content-length"
-DTYPES: dict[str, np.dtype] = {name: np.dtype(t) for name, t in {
-    "FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "INT16": np.int16,
-    "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64}.items()}
-
-
-class BadTensor(ApiError):
-    status, code = 400, "invalid_input"
+# Every input this server offers (x, state) is FP32 and no conversion is applied: another datatype is
+# refused, as Triton refuses a datatype that differs from the model's (convert on the client, visibly).
+MODEL_DATATYPE = "FP32"
+DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+             "FP64", "BF16", "BYTES"}  # the protocol's; only MODEL_DATATYPE is accepted
+OUTPUT_NAMES = (OUTPUT, STATE_OUTPUT)
+REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
+OUTPUT_KEYS = {"name", "parameters"}
+REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output"}
+SEQUENCE_ID_MAX_CHARS = 128  # a string sequence_id is a server-held session's key
+UINT64_MAX = 2**64 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+EXAMPLE = '{"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [...]}]}'
 
 
 @dataclass
@@ -31,10 +37,12 @@ class InferRequest:
     outputs: list[str]
     binary_outputs: set[str]
     id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)  # sequence_* checked: see _parameters
 
 
 def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    """A v2 inference request, JSON or with binary tensors, checked as strictly as Triton checks it: every
+    refusal is a 400 naming the field."""
     json_part, binary = body, b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -47,64 +55,144 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         raise MalformedBody(f"the body is not valid JSON: {exc}", "body") from exc
     inputs_given = isinstance(document, dict) and isinstance(document.get("inputs"), list)
     if not inputs_given or not document["inputs"]:
-        raise BadTensor('the body must be an inference request like {"inputs": [{"name": "x", "shape": '
-                        '[1, 24, 1], "datatype": "FP32", "data": [...]}]}', "inputs")
-    parameters = _object(document.get("parameters"), "parameters")
-    inputs, offset = {}, 0
-    may_hold_bools = b"true" in json_part or b"false" in json_part
+        raise InvalidInput(f"the body must be an inference request like {EXAMPLE}", "inputs")
+    _known_keys(document, REQUEST_KEYS, "")
+    parameters = _parameters(document.get("parameters"))
+    inputs: dict[str, np.ndarray] = {}
+    offset, may_hold_bools = 0, b"true" in json_part or b"false" in json_part
     for i, spec in enumerate(document["inputs"]):
         array, offset = _decode_tensor(spec, f"inputs[{i}]", binary, offset, may_hold_bools)
+        if spec["name"] in inputs:
+            raise InvalidInput(f"inputs[{i}].name {spec['name']!r} is given twice; send each input once",
+                               f"inputs[{i}].name")
         inputs[spec["name"]] = array
     if offset != len(binary):
-        raise BadTensor(f"{len(binary) - offset} byte(s) of binary data follow the tensors the header "
-                        "describes; check each input's binary_data_size", "body")
+        raise InvalidInput(f"{len(binary) - offset} byte(s) of binary data follow the tensors the header "
+                           "describes; check each input's binary_data_size", "body")
     outputs, binary_outputs = _requested_outputs(document.get("outputs"), parameters)
     request_id = document.get("id")
-    return InferRequest(inputs, outputs, binary_outputs, str(request_id) if request_id is not None else None,
-                        parameters)
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("id must be a string; it is echoed in the response", "id")
+    return InferRequest(inputs, outputs, binary_outputs, request_id, parameters)
+
+
+def _known_keys(value: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        field = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise InvalidInput(f"unknown field {field!r}; {where or 'an inference request'} may hold "
+                           f"{sorted(allowed)}", field)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadTensor(f"{where} must be a JSON object", where)
+        raise InvalidInput(f"{where} must be a JSON object", where)
     return value
+
+
+def _parameters(value: Any) -> dict[str, Any]:
+    """Request parameters: the sequence ones as Triton's sequence batcher takes them, binary_data_output."""
+    parameters = _object(value, "parameters")
+    _known_keys(parameters, REQUEST_PARAMETERS, "parameters")  # e.g. Triton's priority, timeout: not served
+    for flag in ("sequence_start", "sequence_end", "binary_data_output"):
+        if flag in parameters and not isinstance(parameters[flag], bool):
+            raise InvalidInput(f"parameters.{flag} must be true or false (not {parameters[flag]!r})",
+                               f"parameters.{flag}")
+    sequence_id = parameters.get("sequence_id", 0)
+    if isinstance(sequence_id, str):
+        valid = len(sequence_id) <= SEQUENCE_ID_MAX_CHARS
+    else:
+        valid = _integer(sequence_id) and 0 <= sequence_id <= UINT64_MAX
+        if valid and "sequence_id" in parameters:
+            sequence_id = parameters["sequence_id"] = int(sequence_id)  # 7.0 is 7
+    if not valid:
+        raise InvalidInput(f"parameters.sequence_id must be an unsigned 64-bit integer or a string of at "
+                           f"most {SEQUENCE_ID_MAX_CHARS} characters", "parameters.sequence_id")
+    if sequence_id in (0, "") and (parameters.get("sequence_start") or parameters.get("sequence_end")):
+        raise InvalidInput("sequence_start and sequence_end need a non-zero sequence_id (an integer or a "
+                           "string) naming the sequence", "parameters.sequence_id")
+    return parameters
 
 
 def _decode_tensor(spec: Any, where: str, binary: bytes, offset: int,
                    may_hold_bools: bool) -> tuple[np.ndarray, int]:
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise BadTensor(f"{where} must be an object with name, shape, datatype and data", where)
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadTensor(f"{where}.shape must be a list of non-negative integers", f"{where}.shape")
-    dtype = DTYPES.get(spec.get("datatype"))  # type: ignore[arg-type]
-    if dtype is None:
-        raise BadTensor(f"{where}.datatype {spec.get('datatype')!r} is not supported; send FP32",
-                        f"{where}.datatype")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise InvalidInput(f"{where} must be an object with name, shape, datatype and data", where)
+    _known_keys(spec, INPUT_KEYS, where)
+    shape = _shape(spec.get("shape"), f"{where}.shape")
+    _datatype(spec.get("datatype"), f"{where}.datatype")
     count = math.prod(shape)
-    size = _object(spec.get("parameters"), f"{where}.parameters").get("binary_data_size")
+    parameters = _object(spec.get("parameters"), f"{where}.parameters")
+    _known_keys(parameters, {"binary_data_size"}, f"{where}.parameters")
+    size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):
-            raise BadTensor(f"{where}: binary_data_size {size} does not match shape {shape} of "
-                            f"{spec['datatype']} ({count * dtype.itemsize} bytes) or the body", where)
-        flat = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
-        return flat.reshape(shape), offset + size
-    data = spec.get("data")
+        if spec.get("data") is not None:
+            raise InvalidInput(f"{where} has both data and binary_data_size; send one", f"{where}.data")
+        if not _integer(size) or size != count * 4 or offset + size > len(binary):
+            raise InvalidInput(f"{where}: binary_data_size {size!r} does not match shape {shape} of FP32 "
+                               f"({count * 4} bytes) or the body", f"{where}.parameters.binary_data_size")
+        flat = np.frombuffer(binary, dtype="<f4", count=count, offset=offset)
+        return _in_range(flat, where).reshape(shape), offset + int(size)
+    return _json_data(spec.get("data"), where, shape, may_hold_bools).reshape(shape), offset
+
+
+def _shape(shape: Any, where: str) -> list[int]:
+    if not isinstance(shape, list) or not all(_integer(d) and 0 <= d < 2**63 for d in shape):
+        raise InvalidInput(f"{where} must be a list of non-negative integers, e.g. [1, 24, 1]", where)
+    return [int(d) for d in shape]
+
+
+def _integer(value: Any) -> bool:
+    """An integer as JSON Schema counts them: 3 or 3.0 (so the OpenAPI schema says exactly this)."""
+    return type(value) is int or (type(value) is float and value.is_integer())
+
+
+def _datatype(datatype: Any, where: str) -> None:
+    if datatype == MODEL_DATATYPE:
+        return
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"{where} must be a string: {MODEL_DATATYPE!r}", where)
+    if datatype in DATATYPES:
+        raise InvalidInput(f"{where} is {datatype!r}, but this model's inputs are {MODEL_DATATYPE}; convert "
+                           "on the client (no conversion is applied here, as in Triton)", where)
+    raise InvalidInput(f"{where} {datatype!r} is not a datatype of the protocol; send {MODEL_DATATYPE!r}",
+                       where)
+
+
+def _json_data(data: Any, where: str, shape: list[int], may_hold_bools: bool) -> np.ndarray:
     if data is None:
-        raise BadTensor(f"{where} has neither data nor binary_data_size", f"{where}.data")
+        raise InvalidInput(f"{where} has neither data nor parameters.binary_data_size", f"{where}.data")
+    numbers = f"{where}.data must hold only numbers (no strings, booleans or nulls), flattened row-major " \
+              "or nested to the shape"
+    if not isinstance(data, list):
+        raise InvalidInput(numbers, f"{where}.data")
     try:
-        flat = np.asarray(data, dtype=dtype).reshape(-1)
-    except (ValueError, TypeError) as exc:
-        raise BadTensor(f"{where}.data must hold only numbers, flattened row-major (or nested to the "
-                        f"shape): {exc}", f"{where}.data") from exc
-    if may_hold_bools and _has_bool(data):
-        raise BadTensor(f"{where}.data must hold only numbers (no booleans)", f"{where}.data")
-    if flat.size != count:
-        raise BadTensor(f"{where}.data holds {flat.size} value(s) but shape {shape} needs {count}",
-                        f"{where}.data")
-    return flat.reshape(shape), offset
+        array = np.asarray(data)
+    except ValueError:  # ragged nesting
+        raise InvalidInput(f"{numbers}; the nesting is ragged", f"{where}.data") from None
+    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(data)):
+        raise InvalidInput(numbers, f"{where}.data")
+    if array.size != math.prod(shape):
+        raise InvalidInput(f"{where}.data holds {array.size} value(s) but its shape needs {math.prod(shape)}",
+                           f"{where}.data")
+    if array.ndim != 1 and list(array.shape) != shape:
+        raise InvalidInput(f"{where}.data is nested as {list(array.shape)}; nest it as its shape {shape}, or "
+                           "send it flat (row-major)", f"{where}.data")
+    return _in_range(array.reshape(-1), where)
+
+
+def _in_range(flat: np.ndarray, where: str) -> np.ndarray:
+    """FP32 values, finite: NaN, infinities and numbers beyond FP32's range are refused."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        wide = flat.astype(np.float64)
+        finite = np.isfinite(wide) & (np.abs(wide) <= FLOAT32_MAX)  # no rounding down to FP32's max
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise InvalidInput(f"{where}.data[{index}] is {flat[index]!r}: not a finite FP32 number (at most "
+                           f"{FLOAT32_MAX:.6g} in magnitude)", f"{where}.data")
+    return wide.astype(np.float32)
 
 
 def _has_bool(value: Any) -> bool:
@@ -113,23 +201,30 @@ def _has_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
-OUTPUT_NAMES = (OUTPUT, STATE_OUTPUT)
-
-
 def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], set[str]]:
-    binary_default = bool(parameters.get("binary_data_output", False))
+    binary_default = parameters.get("binary_data_output", False)
     if outputs is None:
         return list(OUTPUT_NAMES), set(OUTPUT_NAMES) if binary_default else set()
     if not isinstance(outputs, list):
-        raise BadTensor("outputs must be a list of {name, parameters}", "outputs")
-    names, binary = [], set()
+        raise InvalidInput("outputs must be a list of {name, parameters}", "outputs")
+    names: list[str] = []
+    binary = set()
     for i, spec in enumerate(outputs):
         name = spec.get("name") if isinstance(spec, dict) else None
         if name not in OUTPUT_NAMES:
-            raise BadTensor(f"outputs[{i}].name is {name!r}; this model's outputs are {list(OUTPUT_NAMES)}",
-                            f"outputs[{i}].name")
+            raise InvalidInput(f"outputs[{i}].name is {name!r}; this model's outputs are "
+                               f"{list(OUTPUT_NAMES)}", f"outputs[{i}].name")
+        if name in names:
+            raise InvalidInput(f"outputs[{i}].name {name!r} is asked for twice", f"outputs[{i}].name")
+        _known_keys(spec, OUTPUT_KEYS, f"outputs[{i}]")
+        options = _object(spec.get("parameters"), f"outputs[{i}].parameters")
+        _known_keys(options, {"binary_data"}, f"outputs[{i}].parameters")
+        wanted = options.get("binary_data", binary_default)
+        if not isinstance(wanted, bool):
+            raise InvalidInput(f"outputs[{i}].parameters.binary_data must be true or false",
+                               f"outputs[{i}].parameters.binary_data")
         names.append(name)
-        if _object(spec.get("parameters"), f"outputs[{i}].parameters").get("binary_data", binary_default):
+        if wanted:
             binary.add(name)
     return names, binary
 
@@ -143,23 +238,23 @@ def model_inputs(request: InferRequest, manifest: Manifest,
     if unknown or X_INPUT not in request.inputs:
         size = manifest.state.size
         optional = f" and optionally '{STATE_INPUT}' [batch, {size}]" if size else ""
-        raise BadTensor(f"inputs are {sorted(request.inputs)}; this model takes '{X_INPUT}' "
-                        f"[batch, time, features]{optional}", "inputs")
+        raise InvalidInput(f"inputs are {sorted(request.inputs)}; this model takes '{X_INPUT}' "
+                           f"[batch, time, features]{optional}", "inputs")
     spec = manifest.inputs
     x = request.inputs[X_INPUT]
     if x.ndim != 3 or x.shape[2] != spec.num_features or x.shape[0] < 1:
-        raise BadTensor(f"x has shape {list(x.shape)}; expected [batch, time, {spec.num_features}] "
-                        f"(features: {', '.join(spec.features)})", "x.shape")
+        raise InvalidInput(f"x has shape {list(x.shape)}; expected [batch, time, {spec.num_features}] "
+                           f"(features: {', '.join(spec.features)})", "x.shape")
     if not spec.min_length <= x.shape[1] <= spec.max_length:
-        raise BadTensor(f"x has {x.shape[1]} steps; this model accepts {spec.min_length} to "
-                        f"{spec.max_length}", "x.shape")
+        raise InvalidInput(f"x has {x.shape[1]} steps; this model accepts {spec.min_length} to "
+                           f"{spec.max_length}", "x.shape")
     if x.shape[0] > max_sequences:
-        raise BadTensor(f"x holds {x.shape[0]} sequences; the limit is {max_sequences}", "x.shape")
+        raise InvalidInput(f"x holds {x.shape[0]} sequences; the limit is {max_sequences}", "x.shape")
     state = request.inputs.get(STATE_INPUT)
     expected = [x.shape[0], manifest.state.size]
     if state is not None and list(state.shape) != expected:
-        raise BadTensor(f"{STATE_INPUT} has shape {list(state.shape)}; expected {expected} [batch, state "
-                        "size]: the next_state of an earlier answer, or zeros", f"{STATE_INPUT}.shape")
+        raise InvalidInput(f"{STATE_INPUT} has shape {list(state.shape)}; expected {expected} [batch, state "
+                           "size]: the next_state of an earlier answer, or zeros", f"{STATE_INPUT}.shape")
     x = _finite_float32(x, X_INPUT)
     return x, None if state is None else _finite_float32(state, STATE_INPUT)
 
@@ -169,7 +264,7 @@ def _finite_float32(array: np.ndarray, name: str) -> np.ndarray:
         array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
         where = [int(i) for i in np.argwhere(~np.isfinite(array))[0]]
-        raise BadTensor(f"{name}{where} is not a finite float32 number", f"{name}.data")
+        raise InvalidInput(f"{name}{where} is not a finite float32 number", f"{name}.data")
     return array
 
 

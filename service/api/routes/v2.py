@@ -9,27 +9,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import APIRouter
 
-from service.api.deps import RepositoryDep, resolve_model
-from service.api.errors import ApiError
+from service.api.deps import RepositoryDep, SettingsDep, resolve_model
+from service.api.errors import InvalidInput, StreamingUnsupported
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.stream import ERRORS as STREAM_ERRORS
 from service.api.routes.stream import held_chunk
 from service.api.v2_codec import HEADER_LENGTH, decode_request, encode_response, model_inputs, model_tensors
+from service.api.v2_model import model_config, statistics
 from service.bundle import OUTPUT, STATE_OUTPUT
 from service.repository import Repository
 from service.runtime import ModelRuntime
+from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.api.inference import Call, Reply
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 SERVER_NAME, SERVER_VERSION = "gru-serve", "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics", "sequence"]
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
-
-
-class StreamingUnavailable(ApiError):
-    status, code = 400, "streaming_unavailable"
 
 
 ERRORS = STREAM_ERRORS | {400: {"description": "malformed body or tensors, or a sequence request for a model "
@@ -49,6 +47,36 @@ async def live() -> dict[str, bool]:
 @router.get("/health/ready", responses={503: {"description": "no model loaded yet"}})
 async def ready(repository: RepositoryDep) -> NumpyJSONResponse:
     return NumpyJSONResponse({"ready": repository.ready}, status_code=200 if repository.ready else 503)
+
+
+@router.get("/models/stats")
+async def all_statistics(repository: RepositoryDep) -> dict[str, Any]:
+    """Triton's statistics extension: every loaded version of every model."""
+    return statistics([(name, v) for name in sorted(repository.models) for v in repository.versions(name)])
+
+
+@router.get("/models/{name}/stats")
+async def model_statistics(name: str, repository: RepositoryDep) -> dict[str, Any]:
+    resolve_model(repository, name)
+    return statistics([(name, v) for v in repository.versions(name)])
+
+
+@router.get("/models/{name}/versions/{version}/stats")
+async def model_version_statistics(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
+    resolve_model(repository, name, version)
+    return statistics([(name, version)])
+
+
+@router.get("/models/{name}/config")
+async def model_configuration(name: str, repository: RepositoryDep, settings: SettingsDep) -> dict[str, Any]:
+    """Triton's model configuration, derived from the manifest (service/api/v2_model.py)."""
+    return _config(resolve_model(repository, name), settings)
+
+
+@router.get("/models/{name}/versions/{version}/config")
+async def model_version_configuration(name: str, version: int, repository: RepositoryDep,
+                                      settings: SettingsDep) -> dict[str, Any]:
+    return _config(resolve_model(repository, name, version), settings)
 
 
 @router.get("/models/{name}")
@@ -71,6 +99,13 @@ async def model_ready(name: str, repository: RepositoryDep) -> dict[str, Any]:
 async def model_version_ready(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
     resolve_model(repository, name, version)
     return {"name": name, "version": str(version), "ready": True}
+
+
+def _config(runtime: ModelRuntime, settings: Settings) -> dict[str, Any]:
+    defaults, per_model = settings.batch_configs()
+    batching = per_model.get(runtime.manifest.name, defaults)
+    return model_config(runtime.manifest, batching, settings.max_sequences_per_request,
+                        settings.session_idle_seconds)
 
 
 def _metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]) -> dict[str, Any]:
@@ -102,15 +137,15 @@ async def _sequence_chunk(call: Call, parameters: dict[str, Any], x: np.ndarray,
     runtime = call.runtime
     refusal = runtime.manifest.streaming_refusal
     if refusal:
-        raise StreamingUnavailable(f"model {runtime.manifest.name!r} cannot stream: {refusal}",
+        raise StreamingUnsupported(f"model {runtime.manifest.name!r} cannot stream: {refusal}",
                                    "parameters.sequence_id")
     sequence_id = parameters.get("sequence_id")
     if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or sequence_id in (0, ""):
-        raise StreamingUnavailable("sequence_start/sequence_end need a non-zero sequence_id (int or string)",
-                                   "parameters.sequence_id")
+        raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id (int or string)",
+                           "parameters.sequence_id")
     if x.shape[0] != 1 or state is not None:
-        raise StreamingUnavailable("a sequence chunk is one sequence (x [1, time, features]) without a "
-                                   "state: the server holds the state", "x.shape")
+        raise InvalidInput("a sequence chunk is one sequence (x [1, time, features]) without a state: the "
+                           "server holds the state", "x.shape")
     output, next_state, _ = await held_chunk(call.streaming, runtime, call.scheduler, str(sequence_id),
                                              bool(parameters.get("sequence_start")),
                                              bool(parameters.get("sequence_end")), x[0])
