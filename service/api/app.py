@@ -17,12 +17,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import metrics
-from service.api.auth import Authenticator, is_loopback
+from service import logs, metrics
+from service.api.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.api.errors import install_error_handlers
 from service.api.inference import InferenceFront, LoadShedder, document
-from service.api.limits import BodySizeLimit
+from service.api.limits import RequestLimits
 from service.api.middleware import RequestMiddleware
+from service.api.openapi import install_openapi
 from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     streaming = StreamingHub(settings)
     repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
+    logs.capture_warnings()  # in every worker process: Python warnings become JSON log lines
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,31 +88,36 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
     app.state.streaming = streaming
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
-    # BodySizeLimit; the inference operations end at InferenceFront, every other route in FastAPI.
+    # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
+    # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)
     answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), app.state)
-    answer = BodySizeLimit(answer, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-    answer = RequestMiddleware(answer, authenticator=authenticator, access_log=settings.access_log)
+    answer = RequestLimits(answer, settings=settings)
+    answer = RequestMiddleware(answer, authenticator=authenticator, access_log=settings.access_log,
+                               router=app.router)
     app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
     install_error_handlers(app)
     for module in (health, models, v2, repository_routes, metrics_routes):
         app.include_router(module.router)
     document(app)  # the inference operations in OpenAPI
+    install_openapi(app, authenticator)  # on top: one per loaded model, exact schemas, every status, security
     return app
 
 
 def announce_security(settings: Settings, auth: Authenticator) -> None:
-    """Say at start-up who can reach the service; shout when it is open beyond this machine."""
+    """Say at start-up exactly who can call which routes (from the same rules that check requests);
+    shout when inference is reachable without a token from beyond this machine."""
     where = f"{settings.host}:{settings.port}"
-    if auth.enabled:
-        log.info("auth: bearer tokens required (%d API, %d admin token(s)); listening on %s",
-                 len(auth.api_tokens), len(auth.admin_tokens), where)
-    elif is_loopback(settings.host):
-        log.info("auth: no tokens configured (GRU_API_TOKENS, GRU_ADMIN_TOKENS); listening on loopback "
-                 "%s only, so only this machine can reach the API, admin endpoints included", where)
-    else:
-        log.warning("SECURITY: no tokens configured and bound to non-loopback %s: anyone who can reach this "
-                    "port can run inference and load/unload models. Set GRU_API_TOKENS and GRU_ADMIN_TOKENS "
-                    "(or *_FILE), or bind to 127.0.0.1", where)
+    rules = {group: auth.rule(path) for group, path in ROUTE_GROUPS.items()}
+    log.info("auth: %s; listening on %s%s", "; ".join(f"{group}: {rule}" for group, rule in rules.items()),
+             where, " (loopback: only this machine can connect)" if is_loopback(settings.host) else "")
+    if is_loopback(settings.host):
+        return
+    open_groups = [group for group, rule in rules.items() if rule == "open" and ROUTE_GROUPS[group] not in
+                   HEALTH_PATHS | {"/metrics"}]
+    if open_groups:
+        log.warning("SECURITY: bound to %s, beyond loopback, and open without a token: %s. Anyone who can "
+                    "reach this port can use them. Set GRU_API_TOKENS and GRU_ADMIN_TOKENS (or *_FILE), or "
+                    "bind to 127.0.0.1", where, "; ".join(open_groups))
 
 
 async def watch_folder(repository: Repository, interval: float) -> None:

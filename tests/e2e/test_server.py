@@ -39,7 +39,7 @@ def test_health_models_and_docs(server) -> None:
     assert meta["inputs"]["num_features"] == 1 and meta["output"]["labels"] == ["1", "2"]
     assert meta["gru"]["linear_before_reset"] == 1 and meta["warnings"] == []
     schema = httpx.get(f"{server.url}/openapi.json").json()
-    assert "/models/{name}/predict" in schema["paths"]
+    assert "/models/italy/predict" in schema["paths"]  # one operation per loaded model
     assert httpx.get(f"{server.url}/docs").status_code == 200
 
 

@@ -15,19 +15,24 @@ INFERENCE_PATHS = {f"{'/v2' if op.api else ''}/models/{{name}}{version}/{op.verb
                    for op in OPERATIONS for version in ("", "/versions/{version}")}
 
 
-def test_inference_operations_are_documented_and_have_no_dead_route() -> None:
-    app = create_app(Settings(model_repository=Path("unused")))
+def test_inference_operations_are_documented_per_model_and_have_no_dead_route(repository: Path) -> None:
+    """document() adds the templated operations; service/api/openapi.py replaces them by one per loaded
+    model and version, with the request schema that model accepts (no stream for a model that cannot)."""
+    app = create_app(Settings(model_repository=repository))
+    app.state.repository.load_all()
     schema = app.openapi()
-    assert len(INFERENCE_PATHS) == 6 and set(schema["paths"]) >= INFERENCE_PATHS
     routed = {route.path for route in app.routes if isinstance(route, APIRoute)}
-    assert not routed & INFERENCE_PATHS  # no FastAPI handler that the front would shadow
-    for path in INFERENCE_PATHS:
+    assert len(INFERENCE_PATHS) == 6 and not routed & INFERENCE_PATHS  # no handler the front would shadow
+    assert not set(schema["paths"]) & INFERENCE_PATHS
+    no_stream = {"/models/airline/stream", "/models/airline/versions/1/stream"}  # airline cannot stream
+    concrete = {path.replace("{name}", name).replace("{version}", "1") for path in INFERENCE_PATHS
+                for name in ("italy", "airline")} - no_stream
+    assert set(schema["paths"]) >= concrete and not no_stream & set(schema["paths"])
+    for path in concrete:
         operation = schema["paths"][path]["post"]
         assert {"200", "404", "503"} <= set(operation["responses"]), path
-        if not path.startswith("/v2/"):
-            body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-            name = body.rsplit("/", 1)[1]
-            assert name in ("PredictRequest", "StreamRequest") and name in schema["components"]["schemas"]
-    predict = schema["components"]["schemas"]["PredictRequest"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["additionalProperties"] is False and body["required"], path
+    assert len({schema["paths"][p]["post"]["operationId"] for p in concrete}) == len(concrete)
+    predict = schema["components"]["schemas"]["PredictRequest"]  # the generic model, for other docs
     assert predict["required"] == ["sequences"] and predict["additionalProperties"] is False
-    assert len({op["post"]["operationId"] for p, op in schema["paths"].items() if p in INFERENCE_PATHS}) == 6
