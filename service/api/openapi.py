@@ -43,7 +43,7 @@ PER_VERB = {
                "sequence_ended", "sequence_expired", "sequence_evicted", "output_not_finite", "queue_full",
                "inference_failed"),
     "infer": ("streaming_unsupported", "output_not_finite", "sequence_not_found", "sequence_ended",
-              "sequence_expired", "sequence_evicted", "unavailable", "queue_full", "inference_failed"),
+              "sequence_expired", "sequence_evicted", "queue_full", "inference_failed"),
     "load": ("load_failed",), "index": ("unavailable",),
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
