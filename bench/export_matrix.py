@@ -1,0 +1,120 @@
+"""Export parity on trained models: every cell of uni/bi x 1-3 layers x both reset variants x 100 and 500
+epochs on Airline and ItalyPowerDemand, default model sizes, must export.
+
+    nice -n 5 python -m bench.export_matrix [--epochs 100 500] [--out bench/results/export_matrix]
+
+Each cell is trained with `gru train` (a fresh process; `optim.patience` = the epoch count, so every
+epoch runs) and exported like `gru export` does, with the verification of export/verify.py. Per cell it
+prints the case nearest its tolerance (output, batch, length, ragged), the measured difference, the
+tolerance there, their ratio, and `c needed`: the PARITY_C that this cell alone would need (the
+difference / (eps32 x sqrt(length) x scale), worst over every output and case); the largest `c needed`
+is what PARITY_C is fitted against. Trained cells are reused when the run folder holds a finished run
+(--retrain to start over), so an interrupted matrix resumes. Raw rows: <out>/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from export.bundle import export_checkpoint
+from export.verify import EPS32, PARITY_C, ParityReport, VerificationError
+
+
+def cell_name(dataset: str, direction: str, layers: int, reset: str, epochs: int) -> str:
+    return f"{dataset}-{direction}-L{layers}-{reset}-e{epochs}"
+
+
+def train(run_dir: Path, name: str, dataset: str, direction: str, layers: int, reset: str, epochs: int,
+          extra: list[str], retrain: bool) -> float:
+    """Seconds spent training (0 when a finished run was reused)."""
+    if not retrain and (run_dir / name / "test_metrics.json").exists():
+        return 0.0
+    sets = [f"model.num_layers={layers}", f"model.bidirectional={str(direction == 'bi').lower()}",
+            f"model.reset={reset}", f"optim.patience={epochs}", "optim.plots=false",
+            "optim.tensorboard=false", *extra]
+    command = [sys.executable, "-m", "gru_cli", "train", "--dataset", dataset, "--name", name,
+               "--run-dir", str(run_dir), "--max-epochs", str(epochs), "--no-progress"]
+    started = time.monotonic()
+    subprocess.run(command + [a for s in sets for a in ("--set", s)], check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def c_needed(reports: list[ParityReport]) -> float:
+    return max(r.diff / (EPS32 * math.sqrt(r.length) * r.scale) for report in reports for r in report.rows)
+
+
+def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], retrain: bool) -> dict:
+    name = cell_name(*cell)
+    seconds = train(out / "runs", name, *cell, extra, retrain)
+    epochs_run = len((out / "runs" / name / "metrics.jsonl").read_text().splitlines())
+    row: dict = {"cell": name, "dataset": cell[0], "direction": cell[1], "layers": cell[2], "reset": cell[3],
+                 "epochs": cell[4], "epochs_run": epochs_run, "train_seconds": round(seconds, 1)}
+    try:
+        result = export_checkpoint(out / "runs" / name / "checkpoint.pt", out / "models", name, version=1,
+                                   overwrite=True)
+    except VerificationError as exc:
+        return row | {"exported": False, "error": str(exc)}
+    reports = [result.parity, result.reference]
+    worst = max(reports, key=lambda r: r.worst.ratio)
+    return row | {
+        "exported": True, "best_epoch": result.manifest.training.get("best_epoch"),
+        "worst": f"{worst.worst.output} vs {'PyTorch' if worst is result.parity else 'float64'} "
+                 f"@ {worst.worst.where}",
+        "diff": worst.worst.diff, "tolerance": worst.worst.tolerance, "ratio": worst.worst.ratio,
+        "c_needed": c_needed(reports),
+        "rows": [vars(r) | {"against": report.against} for report in reports for r in report.rows],
+    }
+
+
+def print_row(row: dict) -> None:
+    if not row["exported"]:
+        print(f"| {row['cell']} | {row['epochs_run']} | – | NO: {row['error'][:80]} | | | | |", flush=True)
+        return
+    print(f"| {row['cell']} | {row['epochs_run']} (best {row['best_epoch']}) | yes | {row['worst']} | "
+          f"{row['diff']:.2e} | {row['tolerance']:.2e} | {row['ratio']:.2f} | {row['c_needed']:.1f} |",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["Airline", "ItalyPowerDemand"])
+    parser.add_argument("--directions", nargs="+", default=["uni", "bi"], choices=["uni", "bi"])
+    parser.add_argument("--layers", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--resets", nargs="+", default=["after", "before"], choices=["after", "before"])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[100, 500])
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="more training overrides for every cell (the tests use a tiny model)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/export_matrix"))
+    parser.add_argument("--retrain", action="store_true", help="train every cell again")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells = list(itertools.product(args.datasets, args.directions, args.layers, args.resets, args.epochs))
+    print(f"PARITY_C = {PARITY_C:g}; tolerance = PARITY_C x eps32 x sqrt(length) x max(1, |output|)")
+    print("| cell | epochs run | exported | nearest its tolerance | difference | tolerance | ratio "
+          "| c needed |\n|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    with open(args.out / "results.jsonl", "w") as raw:
+        for cell in cells:
+            row = run_cell(args.out, cell, args.extra, args.retrain)
+            raw.write(json.dumps(row) + "\n")
+            raw.flush()
+            print_row(row)
+            rows.append(row)
+    exported = [r for r in rows if r["exported"]]
+    print(f"\n{len(exported)} of {len(rows)} cells exported", end="")
+    if exported:
+        worst = max(exported, key=lambda r: r["c_needed"])
+        print(f"; the largest c needed: {worst['c_needed']:.1f} ({worst['cell']}), "
+              f"PARITY_C = {PARITY_C:g}; worst ratio {max(r['ratio'] for r in exported):.2f}")
+    return 0 if len(exported) == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
