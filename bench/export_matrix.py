@@ -64,7 +64,7 @@ def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], 
     reports = [result.parity, result.reference]
     worst = max(reports, key=lambda r: r.worst.ratio)
     return row | {
-        "exported": True, "best_epoch": result.manifest.training.get("best_epoch"),
+        "exported": True, "best_epoch": result.manifest.training.best_epoch,
         "worst": f"{worst.worst.output} vs {'PyTorch' if worst is result.parity else 'float64'} "
                  f"@ {worst.worst.where}",
         "diff": worst.worst.diff, "tolerance": worst.worst.tolerance, "ratio": worst.worst.ratio,
