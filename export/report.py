@@ -26,7 +26,7 @@ def write_bundle_report(run_dir: Path, manifest: Manifest, reference_diff: float
         f"(tolerance {manifest.parity.tolerance:.2e}: grows with sqrt(length) and the output's scale)"
         + (" — OVER THE TOLERANCE, written with --accept-parity-error" if manifest.parity.accepted_failure
            else ""),
-        f"- h_n vs the NumPy GRU equations (float64): max abs diff {reference_diff:.2e}",
+        f"- the GRU state vs the NumPy GRU equations (float64): max abs diff {reference_diff:.2e}",
         f"- accepted lengths 1..{manifest.inputs.max_length}; checkpoint sha256 "
         f"{manifest.checkpoint_sha256[:16]}…",
         "",

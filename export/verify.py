@@ -13,7 +13,7 @@ sqrt(length), and saturates on long sequences where the GRU forgets; it scales w
 
 PARITY_C is fitted on the export matrix (uni/bi x 1-3 layers x both reset variants x 100/500 epochs on
 Airline and ItalyPowerDemand): the worst cell measured 0.25 of it (see README). A real export bug (a wrong
-linear_before_reset, lengths not wired, a weight off by 0.01) differs by 1e-3 or more, far above it.
+linear_before_reset, lengths not wired, a weight off by 1e-3) differs by 1e-3 or more, far above it.
 """
 
 from __future__ import annotations
