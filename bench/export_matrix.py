@@ -10,6 +10,11 @@ tolerance there, their ratio, and `c needed`: the PARITY_C that this cell alone 
 difference / (eps32 x sqrt(length) x scale), worst over every output and case); the largest `c needed`
 is what PARITY_C is fitted against. Trained cells are reused when the run folder holds a finished run
 (--retrain to start over), so an interrupted matrix resumes. Raw rows: <out>/results.jsonl.
+
+`--sweep 1,4,16,64,256,1024` then measures how the difference grows with length: every exported cell
+against PyTorch at those lengths, `--draws` random batches each (plus their ragged twins), and prints
+per length the `c needed` over all cells (median and max): flat means the difference grows like
+sqrt(length), falling means slower.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ import argparse
 import itertools
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from export.bundle import export_checkpoint
-from export.verify import EPS32, PARITY_C, ParityReport, VerificationError
+from export.verify import EPS32, PARITY_C, CaseDiff, ParityReport, VerificationError, check_parity
+from export.wrapper import InferenceModule
+from training.checkpoint import Checkpoint
 
 
 def cell_name(dataset: str, direction: str, layers: int, reset: str, epochs: int) -> str:
@@ -46,8 +54,32 @@ def train(run_dir: Path, name: str, dataset: str, direction: str, layers: int, r
     return time.monotonic() - started
 
 
+def c_of(row: CaseDiff) -> float:
+    """The PARITY_C this one measurement needs."""
+    return row.diff / (EPS32 * math.sqrt(row.length) * row.scale)
+
+
 def c_needed(reports: list[ParityReport]) -> float:
-    return max(r.diff / (EPS32 * math.sqrt(r.length) * r.scale) for report in reports for r in report.rows)
+    return max(c_of(r) for report in reports for r in report.rows)
+
+
+def sweep(out: Path, names: list[str], lengths: list[int], draws: int) -> None:
+    """`c needed` by length over every exported cell: batches of 8.. 8+draws-1 (each its own seed)."""
+    by_length: dict[int, list[float]] = {n: [] for n in lengths}
+    diffs: dict[int, float] = dict.fromkeys(lengths, 0.0)
+    for name in names:
+        model = Checkpoint.load(out / "runs" / name / "checkpoint.pt").model()
+        graph = (out / "models" / name / "1" / "model.onnx").read_bytes()
+        cases = [(8 + d, n) for n in lengths for d in range(draws)]
+        for row in check_parity(graph, InferenceModule(model), model, cases).rows:
+            by_length[row.length].append(c_of(row))
+            diffs[row.length] = max(diffs[row.length], row.diff)
+    print(f"\nHow the difference grows with length ({len(names)} cells x {draws} batches, full and ragged, "
+          "every output):\n| length | c needed: median | c needed: max | largest difference | "
+          f"tolerance (scale 1) |\n|---|---|---|---|---|")
+    for n in lengths:
+        print(f"| {n} | {statistics.median(by_length[n]):.1f} | {max(by_length[n]):.1f} | {diffs[n]:.2e} | "
+              f"{PARITY_C * EPS32 * math.sqrt(n):.2e} |", flush=True)
 
 
 def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], retrain: bool) -> dict:
@@ -93,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="more training overrides for every cell (the tests use a tiny model)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/export_matrix"))
     parser.add_argument("--retrain", action="store_true", help="train every cell again")
+    parser.add_argument("--sweep", help="then measure these lengths on every exported cell, e.g. 1,16,256")
+    parser.add_argument("--draws", type=int, default=4, help="random batches per length in --sweep")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cells = list(itertools.product(args.datasets, args.directions, args.layers, args.resets, args.epochs))
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(exported, key=lambda r: r["c_needed"])
         print(f"; the largest c needed: {worst['c_needed']:.1f} ({worst['cell']}), "
               f"PARITY_C = {PARITY_C:g}; worst ratio {max(r['ratio'] for r in exported):.2f}")
+    if args.sweep and exported:
+        sweep(args.out, [r["cell"] for r in exported], [int(n) for n in args.sweep.split(",")], args.draws)
     return 0 if len(exported) == len(rows) else 1
 
 

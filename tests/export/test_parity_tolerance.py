@@ -74,11 +74,12 @@ def test_a_clean_export_records_the_case_nearest_its_tolerance(italy_run, tmp_pa
 
 def test_a_tiny_export_matrix_exports_every_cell(tmp_path: Path, capsys) -> None:
     argv = ["--datasets", "ItalyPowerDemand", "--epochs", "2", "--layers", "1", "--directions", "bi",
-            "--set", "model.hidden_size=8", "--out", str(tmp_path)]
+            "--set", "model.hidden_size=8", "--out", str(tmp_path), "--sweep", "1,16", "--draws", "1"]
     assert export_matrix.main(argv) == 0
     out = capsys.readouterr().out
     assert "2 of 2 cells exported" in out
     assert "| ItalyPowerDemand-bi-L1-after-e2 | 2 (best" in out
     assert "| ItalyPowerDemand-bi-L1-before-e2 | 2 (best" in out
+    assert "How the difference grows with length (2 cells x 1 batches" in out and "\n| 16 | " in out
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["exported"] and r["epochs_run"] == 2 and 0 < r["ratio"] <= 1 for r in rows)
