@@ -35,7 +35,7 @@ class ExportResult:
     bundle_dir: Path
     manifest: Manifest
     parity: ParityReport  # onnxruntime vs PyTorch
-    reference: ParityReport  # h_n vs the NumPy GRU equations (training/reference.py)
+    reference: ParityReport  # the GRU's h vs the NumPy GRU equations (training/reference.py)
 
 
 def export_checkpoint(

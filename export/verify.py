@@ -111,7 +111,8 @@ def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], output
 
 
 def _case(output: str, batch: int, length: int, ragged: bool, got: np.ndarray, ref: np.ndarray) -> CaseDiff:
-    diff = float(np.abs(got.astype(np.float64) - ref).max())
+    gap = np.abs(got.astype(np.float64) - ref)
+    diff = float(np.where(np.isnan(gap), np.inf, gap).max())  # a NaN on either side is a failure
     scale = max(1.0, float(np.abs(ref).max()))
     return CaseDiff(output, batch, length, ragged, diff, scale, parity_tolerance(length, scale))
 

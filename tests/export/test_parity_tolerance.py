@@ -8,13 +8,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
 import export.bundle
 import gru_cli
 from bench import export_matrix
-from export.verify import EPS32, PARITY_C, parity_tolerance
+from export.verify import EPS32, PARITY_C, ParityReport, _case, parity_tolerance
 
 
 def test_the_tolerance_grows_with_sqrt_length_and_the_output_scale() -> None:
@@ -23,6 +24,13 @@ def test_the_tolerance_grows_with_sqrt_length_and_the_output_scale() -> None:
     assert parity_tolerance(4, 500.0) == pytest.approx(2 * 500 * parity_tolerance(1, 1.0))
     assert parity_tolerance(51, 1.0) < 1e-3  # far below what a real export bug gives (>= 1e-3)
     assert parity_tolerance(51, 1.0) > 1.6e-5  # above what 400-epoch Airline models measured (issue 13)
+
+
+def test_a_nan_on_either_side_fails_parity() -> None:
+    ok = _case("output", 2, 4, False, np.ones(3, np.float32), np.ones(3))
+    nan = _case("output", 2, 4, True, np.array([1, np.nan, 1], np.float32), np.ones(3))
+    report = ParityReport("PyTorch", [(2, 4)], [ok, nan])
+    assert ok.ratio == 0 and not report.passed and report.worst is nan
 
 
 @pytest.fixture
