@@ -15,7 +15,8 @@ predict requests. The cases run in this order, each on the state the previous on
   bad-folders      folders '²', '02', '-1', '1.0', ' 3' appear, then version 5: hot reload goes on
   non-atomic       version 6 copied file by file, the graph in two halves 1 s apart: served once complete
   outside-symlink  version 7 is a symlink to a bundle outside the repository: never served
-  re-export        version 6 re-exported in place with different weights: a new runtime answers
+  re-export        version 6 re-exported in place with different weights: a new runtime answers, and a
+                   stream begun before it (a state token, a server-held session) is refused after it
 
 For each case it prints the answers by status and by serving version in the window before the change and
 in the window after it, the status of GET /v2/repository/index, and the version that must serve at the end.
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +246,24 @@ def probe(url: str, model: str, shape: tuple[int, int]) -> str:
     return json.dumps(response.json()["predictions"])
 
 
+def stream_chunk(url: str, model: str, shape: tuple[int, int], **fields: object) -> httpx.Response:
+    steps = np.linspace(1, 2, shape[0] * shape[1], dtype=np.float32).reshape(shape).tolist()
+    return httpx.post(f"{url}/models/{model}/stream", json={"steps": steps, **fields}, timeout=30)
+
+
+def streams_across(url: str, model: str, shape: tuple[int, int], change: Callable[[], None]) -> str:
+    """Begin a stateless stream and a server-held one, apply `change`, continue both: what they got."""
+    token = stream_chunk(url, model, shape).json()["state"]
+    stream_chunk(url, model, shape, sequence_id="across", start=True).raise_for_status()
+    change()
+    time.sleep(10 * POLL_S)  # the watch has swapped the new runtime in
+    stateless = stream_chunk(url, model, shape, state=token)
+    held = stream_chunk(url, model, shape, sequence_id="across")
+    return (f"stream continued across it: state token -> {stateless.status_code} "
+            f"{stateless.json().get('error', {}).get('code')}, server-held -> {held.status_code} "
+            f"{held.json().get('error', {}).get('code')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, required=True, help="a model repository")
@@ -272,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             before = load.window() if name != "startup" else None
             if name == "re-export":
                 answers["before"] = probe(url, args.model, shape)
-            if name != "startup":
-                getattr(changes, name.replace("-", "_"))()
+            apply = getattr(changes, name.replace("-", "_"))
+            if name == "re-export" and manifest["streaming"]["supported"]:
+                answers["streams"] = streams_across(url, args.model, shape, apply)
+            elif name != "startup":
+                apply()
             time.sleep(args.case_seconds)
             after = load.window()
             index = httpx.get(f"{url}/v2/repository/index", timeout=30)
@@ -281,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 answers["after"] = probe(url, args.model, shape)
             ok = (after.failed() == 0 and (before is None or before.failed() == 0)
                   and after.last_version == expect and index.status_code == 200
-                  and (name != "re-export" or answers["before"] != answers["after"]))
+                  and (name != "re-export" or answers["before"] != answers["after"])
+                  and "-> 200" not in answers.get("streams", ""))
             rows.append((name, change, before, after, index.status_code, expect, ok))
             if not ok:
                 failures.append(name)
@@ -299,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{after.last_version} ({expect}) | {'yes' if ok else 'NO'} |")
     if answers:
         print(f"\nre-export, one fixed sequence: {answers['before'][:60]}... before, "
-              f"{answers['after'][:60]}... after")
+              f"{answers['after'][:60]}... after; {answers.get('streams', 'the model cannot stream')}")
     log = (scratch / "server.log").read_text()
     print(f"\nserver log: {log.count('failed to load')} 'failed to load', {log.count('not a version number')}"
           f" 'not a version number' (once per folder), {log.count('outside the model repository')} "

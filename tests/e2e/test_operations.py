@@ -164,6 +164,7 @@ def test_hot_reload_under_load_fails_no_request(repository: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("| yes |") == 8 and "0 tracebacks" in out.stdout
+    assert "state token -> 422 invalid_state, server-held -> 410 sequence_ended" in out.stdout
     assert "exit code after SIGTERM: 0" in out.stdout
 
 
