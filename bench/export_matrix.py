@@ -2,19 +2,22 @@
 epochs on Airline and ItalyPowerDemand, default model sizes, must export.
 
     nice -n 5 python -m bench.export_matrix [--epochs 100 500] [--out bench/results/export_matrix]
+        [--sweep 1,4,16,64,256,1024]
 
 Each cell is trained with `gru train` (a fresh process; `optim.patience` = the epoch count, so every
-epoch runs) and exported like `gru export` does, with the verification of export/verify.py. Per cell it
-prints the case nearest its tolerance (output, batch, length, ragged), the measured difference, the
-tolerance there, their ratio, and `c needed`: the PARITY_C that this cell alone would need (the
-difference / (eps32 x sqrt(length) x scale), worst over every output and case); the largest `c needed`
-is what PARITY_C is fitted against. Trained cells are reused when the run folder holds a finished run
-(--retrain to start over), so an interrupted matrix resumes. Raw rows: <out>/results.jsonl.
+epoch runs) and exported like `gru export` does, with the verification of export/verify.py, twice: the
+best epoch's weights (checkpoint.pt, what `gru export` takes) and the weights after the last epoch (from
+last.pt, as final.pt: the model trained longest). Per cell and weights it prints the case nearest its
+tolerance (output, batch, length, ragged), the measured difference, the tolerance there, their ratio,
+and `c needed`: the PARITY_C that this export alone would need (the difference / (eps32 x sqrt(length) x
+scale), worst over every output and case); the largest `c needed` is what PARITY_C is fitted against.
+Trained cells are reused when the run folder holds a finished run (--retrain to start over), so an
+interrupted matrix resumes. Raw rows: <out>/results.jsonl.
 
-`--sweep 1,4,16,64,256,1024` then measures how the difference grows with length: every exported cell
-against PyTorch at those lengths, `--draws` random batches each (plus their ragged twins), and prints
-per length the `c needed` over all cells (median and max): flat means the difference grows like
-sqrt(length), falling means slower.
+`--sweep` then measures how the difference grows with length: every export against PyTorch at those
+lengths, `--draws` random batches each (plus their ragged twins), and prints per length the `c needed`
+over all exports (median and max): flat means the difference grows like sqrt(length), falling means
+slower.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from pathlib import Path
 from export.bundle import export_checkpoint
 from export.verify import EPS32, PARITY_C, CaseDiff, ParityReport, VerificationError, check_parity
 from export.wrapper import InferenceModule
-from training.checkpoint import Checkpoint
+from training.checkpoint import Checkpoint, load_payload
+
+WEIGHTS = ("best", "final")
 
 
 def cell_name(dataset: str, direction: str, layers: int, reset: str, epochs: int) -> str:
@@ -63,40 +68,56 @@ def c_needed(reports: list[ParityReport]) -> float:
     return max(c_of(r) for report in reports for r in report.rows)
 
 
-def sweep(out: Path, names: list[str], lengths: list[int], draws: int) -> None:
-    """`c needed` by length over every exported cell: batches of 8.. 8+draws-1 (each its own seed)."""
+def sweep(out: Path, exported: list[tuple[str, Path]], lengths: list[int], draws: int) -> None:
+    """`c needed` by length over every exported (bundle, checkpoint): batches of 8.. 8+draws-1 (each its
+    own seed)."""
     by_length: dict[int, list[float]] = {n: [] for n in lengths}
     diffs: dict[int, float] = dict.fromkeys(lengths, 0.0)
-    for name in names:
-        model = Checkpoint.load(out / "runs" / name / "checkpoint.pt").model()
+    for name, checkpoint in exported:
+        model = Checkpoint.load(checkpoint).model()
         graph = (out / "models" / name / "1" / "model.onnx").read_bytes()
         cases = [(8 + d, n) for n in lengths for d in range(draws)]
         for row in check_parity(graph, InferenceModule(model), model, cases).rows:
             by_length[row.length].append(c_of(row))
             diffs[row.length] = max(diffs[row.length], row.diff)
-    print(f"\nHow the difference grows with length ({len(names)} cells x {draws} batches, full and ragged, "
-          "every output):\n| length | c needed: median | c needed: max | largest difference | "
+    print(f"\nHow the difference grows with length ({len(exported)} exports x {draws} batches, full and "
+          "ragged, every output):\n| length | c needed: median | c needed: max | largest difference | "
           f"tolerance (scale 1) |\n|---|---|---|---|---|")
     for n in lengths:
         print(f"| {n} | {statistics.median(by_length[n]):.1f} | {max(by_length[n]):.1f} | {diffs[n]:.2e} | "
               f"{PARITY_C * EPS32 * math.sqrt(n):.2e} |", flush=True)
 
 
-def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], retrain: bool) -> dict:
+def final_checkpoint(run: Path, epochs_run: int) -> Path:
+    """The weights after the last epoch (last.pt) with the run's facts from checkpoint.pt."""
+    trained = Checkpoint.load(run / "checkpoint.pt")
+    trained.state_dict, trained.epoch = load_payload(run / "last.pt")["state_dict"], epochs_run
+    trained.save(run / "final.pt")
+    return run / "final.pt"
+
+
+def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], retrain: bool) -> list[dict]:
     name = cell_name(*cell)
     seconds = train(out / "runs", name, *cell, extra, retrain)
-    epochs_run = len((out / "runs" / name / "metrics.jsonl").read_text().splitlines())
+    run = out / "runs" / name
+    epochs_run = len((run / "metrics.jsonl").read_text().splitlines())
     row: dict = {"cell": name, "dataset": cell[0], "direction": cell[1], "layers": cell[2], "reset": cell[3],
                  "epochs": cell[4], "epochs_run": epochs_run, "train_seconds": round(seconds, 1)}
+    checkpoints = {"best": run / "checkpoint.pt", "final": final_checkpoint(run, epochs_run)}
+    return [export_row(out, f"{name}-{which}", checkpoints[which], row | {"weights": which})
+            for which in WEIGHTS]
+
+
+def export_row(out: Path, bundle: str, checkpoint: Path, row: dict) -> dict:
+    row |= {"bundle": bundle, "checkpoint": str(checkpoint)}
     try:
-        result = export_checkpoint(out / "runs" / name / "checkpoint.pt", out / "models", name, version=1,
-                                   overwrite=True)
+        result = export_checkpoint(checkpoint, out / "models", bundle, version=1, overwrite=True)
     except VerificationError as exc:
         return row | {"exported": False, "error": str(exc)}
     reports = [result.parity, result.reference]
     worst = max(reports, key=lambda r: r.worst.ratio)
     return row | {
-        "exported": True, "best_epoch": result.manifest.training.best_epoch,
+        "exported": True, "epoch": result.manifest.training.best_epoch,
         "worst": f"{worst.worst.output} vs {'PyTorch' if worst is result.parity else 'float64'} "
                  f"@ {worst.worst.where}",
         "diff": worst.worst.diff, "tolerance": worst.worst.tolerance, "ratio": worst.worst.ratio,
@@ -106,12 +127,12 @@ def run_cell(out: Path, cell: tuple[str, str, int, str, int], extra: list[str], 
 
 
 def print_row(row: dict) -> None:
+    head = f"| {row['cell']} | {row['epochs_run']} | {row['weights']}"
     if not row["exported"]:
-        print(f"| {row['cell']} | {row['epochs_run']} | – | NO: {row['error'][:80]} | | | | |", flush=True)
+        print(f"{head} | NO: {row['error'][:80]} | | | | |", flush=True)
         return
-    print(f"| {row['cell']} | {row['epochs_run']} (best {row['best_epoch']}) | yes | {row['worst']} | "
-          f"{row['diff']:.2e} | {row['tolerance']:.2e} | {row['ratio']:.2f} | {row['c_needed']:.1f} |",
-          flush=True)
+    print(f"{head} (epoch {row['epoch']}) | yes | {row['worst']} | {row['diff']:.2e} | "
+          f"{row['tolerance']:.2e} | {row['ratio']:.2f} | {row['c_needed']:.1f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,24 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cells = list(itertools.product(args.datasets, args.directions, args.layers, args.resets, args.epochs))
     print(f"PARITY_C = {PARITY_C:g}; tolerance = PARITY_C x eps32 x sqrt(length) x max(1, |output|)")
-    print("| cell | epochs run | exported | nearest its tolerance | difference | tolerance | ratio "
-          "| c needed |\n|---|---|---|---|---|---|---|---|", flush=True)
+    print("| cell | epochs run | weights | exported | nearest its tolerance | difference | tolerance | ratio "
+          "| c needed |\n|---|---|---|---|---|---|---|---|---|", flush=True)
     rows = []
     with open(args.out / "results.jsonl", "w") as raw:
         for cell in cells:
-            row = run_cell(args.out, cell, args.extra, args.retrain)
-            raw.write(json.dumps(row) + "\n")
-            raw.flush()
-            print_row(row)
-            rows.append(row)
+            for row in run_cell(args.out, cell, args.extra, args.retrain):
+                raw.write(json.dumps(row) + "\n")
+                raw.flush()
+                print_row(row)
+                rows.append(row)
     exported = [r for r in rows if r["exported"]]
-    print(f"\n{len(exported)} of {len(rows)} cells exported", end="")
+    print(f"\n{len(exported)} of {len(rows)} exports passed", end="")
     if exported:
         worst = max(exported, key=lambda r: r["c_needed"])
-        print(f"; the largest c needed: {worst['c_needed']:.1f} ({worst['cell']}), "
+        print(f"; the largest c needed: {worst['c_needed']:.1f} ({worst['bundle']}), "
               f"PARITY_C = {PARITY_C:g}; worst ratio {max(r['ratio'] for r in exported):.2f}")
     if args.sweep and exported:
-        sweep(args.out, [r["cell"] for r in exported], [int(n) for n in args.sweep.split(",")], args.draws)
+        sweep(args.out, [(r["bundle"], Path(r["checkpoint"])) for r in exported],
+              [int(n) for n in args.sweep.split(",")], args.draws)
     return 0 if len(exported) == len(rows) else 1
 
 

@@ -85,9 +85,10 @@ def test_a_tiny_export_matrix_exports_every_cell(tmp_path: Path, capsys) -> None
             "--set", "model.hidden_size=8", "--out", str(tmp_path), "--sweep", "1,16", "--draws", "1"]
     assert export_matrix.main(argv) == 0
     out = capsys.readouterr().out
-    assert "2 of 2 cells exported" in out
-    assert "| ItalyPowerDemand-bi-L1-after-e2 | 2 (best" in out
-    assert "| ItalyPowerDemand-bi-L1-before-e2 | 2 (best" in out
-    assert "How the difference grows with length (2 cells x 1 batches" in out and "\n| 16 | " in out
+    assert "4 of 4 exports passed" in out
+    for reset in ("after", "before"):
+        assert f"| ItalyPowerDemand-bi-L1-{reset}-e2 | 2 | best (epoch " in out
+        assert f"| ItalyPowerDemand-bi-L1-{reset}-e2 | 2 | final (epoch 2) | yes |" in out
+    assert "How the difference grows with length (4 exports x 1 batches" in out and "\n| 16 | " in out
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert all(r["exported"] and r["epochs_run"] == 2 and 0 < r["ratio"] <= 1 for r in rows)
