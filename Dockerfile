@@ -43,7 +43,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER gru
 EXPOSE 8000
-# Ready means every model loaded and answered a warm-up inference (GET /health/ready).
+# Ready (GET /health/ready) once start-up finished and a model serves, warmed up; a bundle that fails to load
+# is reported in /v2/repository/index and does not hold readiness back.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python3", "-c", "import os,urllib.request as u; u.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('GRU_PORT', '8000'), timeout=2)"]
 CMD ["gru", "serve"]

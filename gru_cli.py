@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"pip install 'gru-serve[{extra}]' ({exc})")
             module.add_arguments(sub)
             sub.set_defaults(run=module.run)
+            argv = getattr(module, "prepare_argv", list)(argv)  # e.g. predict: --values -0.71,...
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:  # what a user can fix: one line, exit 2
         print(f"gru {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,7 @@
   ragged   - a padded batch of random mixed lengths vs each sequence run alone (every model);
   chunked  - random chunkings streamed with carried state vs the whole prefix (streamable models).
 
-    python bench/exactness.py --models models [--trials 200] [--out bench/exactness.json]
+    python bench/exactness.py --models models [--trials 200] [--out bench/results/exactness.json]
 
 Prints a table and writes the raw numbers as JSON.
 """
@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("bench/exactness.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/exactness.json"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int,
                         help="longest sequence the service accepts (default: max(256, 4 x training length))")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle version")
+    parser.add_argument("--accept-parity-error", action="store_true",
+                        help="write the bundle even if onnxruntime differs from PyTorch by more than the "
+                        "tolerance (README 'The model bundle'); the manifest records the difference")
     triton = parser.add_argument_group("Triton",
                                        "also write a Triton model-repository entry (onnxruntime backend)")
     triton.add_argument("--triton-repository", help="Triton repository folder: writes <name>/config.pbtxt "
@@ -29,10 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from export.bundle import export_checkpoint
 
     result = export_checkpoint(Path(args.checkpoint), Path(args.repository), args.name,
-                               args.version, args.max_length, args.overwrite)
+                               args.version, args.max_length, args.overwrite, args.accept_parity_error)
     parity = result.manifest.parity
-    print(f"wrote {result.bundle_dir} (parity vs PyTorch: max abs diff {parity.max_abs_diff:.2e} "
-          f"over (batch, length) cases {parity.cases})")
+    print(f"wrote {result.bundle_dir} (parity, nearest the tolerance: {parity.worst_case}, difference "
+          f"{parity.max_abs_diff:.2e}, tolerance {parity.tolerance:.2e})")
+    if parity.accepted_failure:
+        print("warning: the difference is over the tolerance; written anyway (--accept-parity-error), "
+              "and the manifest says so (parity.accepted_failure)")
     if args.triton_repository:
         from export.triton import TritonOptions, write_triton_entry
 

@@ -1,9 +1,25 @@
 """Verification before anything is written: onnx.checker, I/O and GRU attributes, and onnxruntime vs
-PyTorch at batch sizes and lengths other than the traced ones. Failures raise specific errors."""
+PyTorch (and vs the NumPy GRU equations in float64) at batch sizes and lengths other than the traced ones.
+
+The parity tolerance comes from float32 arithmetic, not a fixed number. Two float32 implementations of
+the same recurrence (PyTorch's kernels, onnxruntime's MLAS) round differently at every step; each step
+adds rounding noise of a few eps32 (2^-23, the spacing of float32 numbers at 1) relative to the size of
+the values, and the recurrence carries it forward. Measured on trained models (bench/export_matrix.py,
+README "The model bundle"), the difference grows with the number of steps about like a random walk,
+sqrt(length), and saturates on long sequences where the GRU forgets; it scales with the output's size
+(forecasts are in original units). So, per output and case:
+
+    tolerance = PARITY_C * eps32 * sqrt(length) * max(1, max |reference output|)
+
+PARITY_C is fitted on the export matrix (uni/bi x 1-3 layers x both reset variants x 100/500 epochs on
+Airline and ItalyPowerDemand): the worst cell measured 0.25 of it (see README). A real export bug (a wrong
+linear_before_reset, lengths not wired, a weight off by 1e-3) differs by 1e-3 or more, far above it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -16,22 +32,71 @@ from service.graph_check import check_gru_nodes, check_tensors
 from training.model import GRUModel
 from training.reference import ResetMode, gru_forward
 
-TOLERANCE = 1e-5
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-07
+PARITY_C = 128.0  # fitted on the export matrix; see the module docstring
+TOLERANCE = 1e-5  # for tests comparing runs of one graph (ragged vs alone, chunked vs whole) on tiny models
 
 
-class VerificationError(Exception):
-    """The exported graph is not the trained model; nothing was written."""
+def parity_tolerance(length: int, scale: float) -> float:
+    """How far two float32 computations of `length` steps may differ, for outputs of size `scale`."""
+    return PARITY_C * EPS32 * math.sqrt(max(1, length)) * max(1.0, scale)
+
+
+class VerificationError(ValueError):
+    """The exported graph is not the trained model; nothing was written. A ValueError, so that `gru`
+    prints it as one `error:` line (exit 2)."""
 
 
 class ParityError(VerificationError):
     pass
 
 
+@dataclass(frozen=True)
+class CaseDiff:
+    """One output of one case: the measured max |difference| and the tolerance it is held to."""
+
+    output: str
+    batch: int
+    length: int
+    ragged: bool
+    diff: float
+    scale: float  # max(1, max |reference|)
+    tolerance: float
+
+    @property
+    def ratio(self) -> float:
+        return self.diff / self.tolerance
+
+    @property
+    def where(self) -> str:
+        return f"batch={self.batch}, length={self.length}{', ragged' if self.ragged else ''}"
+
+
 @dataclass
 class ParityReport:
-    max_abs_diff: float  # raw difference over all outputs and cases
-    max_scaled_diff: float  # |diff| / max(1, |reference|): what the tolerance applies to
+    against: str  # "PyTorch" or "the NumPy GRU equations (float64)"
     cases: list[tuple[int, int]]  # each run with every sequence at full length, and ragged (batch > 1)
+    rows: list[CaseDiff] = field(default_factory=list)
+
+    @property
+    def worst(self) -> CaseDiff:
+        return max(self.rows, key=lambda r: r.ratio)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst.ratio <= 1.0
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(r.diff for r in self.rows)
+
+    def error(self) -> ParityError:
+        w = self.worst
+        return ParityError(
+            f"output {w.output!r} differs from {self.against} by {w.diff:.3e} at {w.where}: over the "
+            f"tolerance {w.tolerance:.3e} there ({PARITY_C:g} x eps32 x sqrt({w.length}) x output scale "
+            f"{w.scale:.3g}). Nothing was written; --accept-parity-error writes the bundle anyway and "
+            "records the difference in its manifest")
 
 
 def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
@@ -45,17 +110,24 @@ def check_structure(graph: bytes, gru: GRUSpec, inputs: list[TensorSpec], output
         raise VerificationError(str(exc)) from exc
 
 
+def _case(output: str, batch: int, length: int, ragged: bool, got: np.ndarray, ref: np.ndarray) -> CaseDiff:
+    gap = np.abs(got.astype(np.float64) - ref)
+    diff = float(np.where(np.isnan(gap), np.inf, gap).max())  # a NaN on either side is a failure
+    scale = max(1.0, float(np.abs(ref).max()))
+    return CaseDiff(output, batch, length, ragged, diff, scale, parity_tolerance(length, scale))
+
+
 def check_parity(
-    graph: bytes, module: torch.nn.Module, model: GRUModel,
-    cases: list[tuple[int, int]], tolerance: float = TOLERANCE,
+    graph: bytes, module: torch.nn.Module, model: GRUModel, cases: list[tuple[int, int]]
 ) -> ParityReport:
     """Run every (batch, length) case through PyTorch and onnxruntime, once at full length and once
-    with ragged lengths (PyTorch packs, the graph uses sequence_lens); raise on the first miss."""
+    with ragged lengths (PyTorch packs, the graph uses sequence_lens). A shape mismatch raises at once;
+    the differences are measured on every case and judged by the caller (`report.passed`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    worst_abs = worst_scaled = 0.0
+    report = ParityReport("PyTorch", list(cases))
     runs = [(b, t, False) for b, t in cases] + [(b, t, True) for b, t in cases if b > 1 and t > 1]
     for batch, length, ragged in runs:
         x, state, lengths = example_inputs(model, batch, length, ragged)
@@ -66,31 +138,24 @@ def check_parity(
         for name, ref, out in zip(names, expected, got, strict=True):
             if ref.shape != out.shape:
                 raise ParityError(f"output {name!r}: shape {out.shape} != PyTorch {ref.shape} "
-                                  f"at batch={batch}, length={length}{' (ragged)' * ragged}")
-            diff = np.abs(out.astype(np.float64) - ref)
-            scaled = float((diff / np.maximum(1.0, np.abs(ref))).max())
-            worst_abs, worst_scaled = max(worst_abs, float(diff.max())), max(worst_scaled, scaled)
-            if not scaled <= tolerance:
-                raise ParityError(f"output {name!r} differs from PyTorch by {diff.max():.3e} "
-                                  f"(> {tolerance:g}) at batch={batch}, length={length}"
-                                  f"{' (ragged)' * ragged}")
-    return ParityReport(worst_abs, worst_scaled, list(cases))
+                                  f"at batch={batch}, length={length}{', ragged' * ragged}")
+            report.rows.append(_case(name, batch, length, ragged, out, ref))
+    return report
 
 
-def check_reference(
-    graph: bytes, model: GRUModel, cases: list[tuple[int, int]], tolerance: float = TOLERANCE
-) -> float:
+def check_reference(graph: bytes, model: GRUModel, cases: list[tuple[int, int]]) -> ParityReport:
     """The GRU's h in the graph's next state against the NumPy GRU equations (training/reference.py) in
     float64, with the reset-gate variant and candidate activation the model was trained with: an oracle
     independent of torch's GRU kernels. The h part of the state is its first part (GRUModel.state_parts)."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     params = {k: v.detach().cpu().double().numpy() for k, v in model.gru.state_dict().items()}
     reset: ResetMode = "after" if model.config.reset == "after" else "before"
-    worst = 0.0
+    report = ParityReport(f"the NumPy GRU equations (float64, reset {reset}, {model.config.activation} "
+                          "candidate)", list(cases))
+    name, shape = model.state_parts()[0]
+    size = int(np.prod(shape))
     for batch, length in cases:
         x, state, lengths = example_inputs(model, batch, length)  # whole sequences: the oracle does not pad
-        name, shape = model.state_parts()[0]
-        size = int(np.prod(shape))
         h0 = state[:, :size].reshape(batch, *shape).transpose(0, 1).double().numpy()  # (L*D, B, H)
         with torch.no_grad():
             gru_input = model.normaliser.inputs(x, model.normaliser.level(x)).double().numpy()
@@ -99,10 +164,5 @@ def check_reference(
         got = session.run([STATE_OUTPUT], {X_INPUT: x.numpy(), STATE_INPUT: state.numpy(),
                                            LENGTHS_INPUT: lengths.numpy()})[0]
         got = got[:, :size].reshape(batch, *shape).transpose(1, 0, 2)
-        diff = float(np.abs(got - expected).max())
-        worst = max(worst, diff)
-        if not diff <= tolerance:
-            raise ParityError(f"{name} differs from the NumPy reference GRU (reset {reset}, "
-                              f"{model.config.activation} candidate) by {diff:.3e} "
-                              f"(> {tolerance:g}) at batch={batch}, length={length}")
-    return worst
+        report.rows.append(_case(f"{STATE_OUTPUT} ({name})", batch, length, False, got, expected))
+    return report

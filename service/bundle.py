@@ -156,9 +156,13 @@ class NormalizationSpec(_Strict):
 
 
 class ParitySpec(_Strict):
-    max_abs_diff: float
-    tolerance: float
+    """What export measured (export/verify.py), at the case nearest its tolerance."""
+
+    max_abs_diff: float  # onnxruntime vs PyTorch (or vs the float64 GRU equations) there
+    tolerance: float  # that case's tolerance: grows with sqrt(length) and the output's scale
     cases: list[tuple[int, int]]  # (batch, length) pairs checked against PyTorch
+    worst_case: str = ""  # which output, against what, at which batch and length (ragged or not)
+    accepted_failure: bool = False  # written by `gru export --accept-parity-error` over the tolerance
 
 
 class Manifest(_Strict):

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     # another. Without GRU_STATE_SECRET tokens last as long as this process (see README).
     os.environ.setdefault("GRU_STATE_SECRET", secrets.token_hex(32))
     settings = Settings()
+    if not settings.model_repository.is_dir():  # before uvicorn, which would print a traceback
+        raise FileNotFoundError(f"model repository {settings.model_repository} is not a folder "
+                                "(--models or GRU_MODEL_REPOSITORY)")
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     # The connection cap must fit the open-files limit, or accept() fails with nothing answered.

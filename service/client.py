@@ -1,8 +1,13 @@
-"""`gru predict`: a small client. Sends sequences to a running server and prints its JSON answer."""
+"""`gru predict`: a small client. Sends sequences to a running server and prints its JSON answer.
+
+Sequences come from `--values` (one univariate sequence) or `--file`: a CSV in the layout training files
+use (long format: one row per series and step; `series_id`, `step`, one column per feature, named as in
+training; other columns, such as the label, are ignored) or JSON `{"sequences": [...]}`."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import urllib.error
@@ -15,46 +20,111 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server address")
     parser.add_argument("--model", required=True, help="model name (see GET /models)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--values", help="one univariate sequence: comma-separated numbers")
-    source.add_argument("--file", help='JSON file with {"sequences": [...]} (or - for stdin), '
-                        "or a CSV file holding one sequence: a row per step, a column per feature")
+    source.add_argument("--values", help="one univariate sequence: comma-separated numbers, e.g. "
+                        "--values -0.71,-1.18,-1.35 (a leading minus sign is fine)")
+    source.add_argument("--file", help="CSV in the training files' long layout: a row per (series, step), "
+                        "columns series_id, step and one per feature named as in training (others, such as "
+                        "the label, are ignored; series may differ in length); or JSON "
+                        '{"sequences": [...]}; - reads JSON from stdin')
+    parser.add_argument("--id-column", default="series_id",
+                        help="CSV: the series column (default: series_id)")
+    parser.add_argument("--time-column", default="step", help="CSV: the time-step column (default: step)")
 
 
-def build_body(args: argparse.Namespace) -> dict[str, Any]:
+def prepare_argv(argv: list[str]) -> list[str]:
+    """`--values -0.71,...`: argparse takes a value that starts with '-' (and is not one plain number) for
+    an option; glue it to the flag as `--values=-0.71,...`, which argparse reads as the value."""
+    glued, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--values" and i + 1 < len(argv) and argv[i + 1].startswith("-") and \
+                argv[i + 1][1:2] in set("0123456789."):
+            glued.append(f"--values={argv[i + 1]}")
+            i += 2
+            continue
+        glued.append(argv[i])
+        i += 1
+    return glued
+
+
+def parse_values(text: str) -> list[float]:
+    values = []
+    for item in text.replace(",", " ").split():
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ValueError(f"--values: {item!r} is not a number; give comma-separated numbers, "
+                             "e.g. --values -0.71,-1.18,-1.35") from None
+    if not values:
+        raise ValueError("--values: no numbers given; e.g. --values -0.71,-1.18,-1.35")
+    return values
+
+
+def read_long_csv(path: Path, features: list[str], id_column: str, time_column: str
+                  ) -> tuple[list[str], list[list[list[float]]]]:
+    """Series ids (in order of first appearance) and their sequences, steps sorted, features in the
+    model's order."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in [id_column, time_column, *features] if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; the file has {columns}. Expected the training "
+                             f"files' long layout: {id_column}, {time_column}, then the model's features "
+                             f"{features} (--id-column / --time-column name others)")
+        series: dict[str, list[tuple[float, list[float]]]] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                step = float(row[time_column])
+                values = [float(row[f]) for f in features]
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}, line {line}: {time_column} and {features} must be numbers, "
+                                 f"got {row}") from None
+            series.setdefault(row[id_column], []).append((step, values))
+    if not series:
+        raise ValueError(f"{path}: no rows after the header")
+    return list(series), [[values for _, values in sorted(steps)] for steps in series.values()]
+
+
+def model_features(url: str, model: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/models/{model}", timeout=30) as response:
+        return list(json.loads(response.read())["inputs"]["features"])
+
+
+def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None]:
+    """The request body, and the series ids of a CSV file (None otherwise)."""
     if args.values is not None:
-        return {"sequences": [[float(v) for v in args.values.split(",") if v.strip()]]}
+        return {"sequences": [parse_values(args.values)]}, None
     if args.file == "-":
-        return json.load(sys.stdin)
+        return json.load(sys.stdin), None
     path = Path(args.file)
-    if path.suffix == ".csv":
-        rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
-        if rows and not _is_number(rows[0][0]):
-            rows = rows[1:]  # header
-        return {"sequences": [[[float(v) for v in row] for row in rows]]}
-    return json.loads(path.read_text())
-
-
-def _is_number(text: str) -> bool:
+    if path.suffix.lower() == ".csv":
+        features = model_features(args.url.rstrip("/"), args.model)
+        ids, sequences = read_long_csv(path, features, args.id_column, args.time_column)
+        return {"sequences": sequences}, ids
     try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+        return json.loads(path.read_text()), None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc}); give a .csv file in the training layout or JSON "
+                         '{"sequences": [...]}') from None
 
 
 def run(args: argparse.Namespace) -> int:
-    body = json.dumps(build_body(args)).encode()
-    request = urllib.request.Request(
-        f"{args.url.rstrip('/')}/models/{args.model}/predict", data=body,
-        headers={"Content-Type": "application/json"}, method="POST",
-    )
     try:
+        body, ids = build_body(args)
+        request = urllib.request.Request(
+            f"{args.url.rstrip('/')}/models/{args.model}/predict", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
-            print(json.dumps(json.loads(response.read()), indent=2))
-            return 0
+            answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         print(exc.read().decode(errors="replace"), file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
-        print(f"cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+        print(f"gru predict: error: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
         return 1
+    if ids is not None:  # say which series each answer belongs to
+        for series_id, prediction in zip(ids, answer.get("predictions", []), strict=False):
+            prediction["series_id"] = series_id
+    print(json.dumps(answer, indent=2))
+    return 0

@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         announce_security(settings, authenticator)
         schedulers.start()
-        await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
+        await run_in_threadpool(repository.load_all)  # a bad bundle is reported, never stops start-up
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
         watch = asyncio.create_task(watch_folder(repository, settings.poll_interval_s))

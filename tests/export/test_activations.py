@@ -60,7 +60,7 @@ def test_relu_export_sets_the_activations_on_every_gru_node_and_passes_parity(re
         assert attrs["linear_before_reset"] == (1 if reset == "after" else 0)
     assert result.manifest.gru.activation == "relu"
     assert result.manifest.parity.max_abs_diff <= TOLERANCE  # onnxruntime vs the PyTorch loop GRU
-    assert result.reference_max_abs_diff <= TOLERANCE  # the state's h vs the NumPy ReLU equations
+    assert result.reference.max_abs_diff <= TOLERANCE  # the state's h vs the NumPy ReLU equations
 
 
 def test_relu_bundle_streams_chunk_by_chunk_as_whole(relu_bundle) -> None:

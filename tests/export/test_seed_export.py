@@ -36,7 +36,7 @@ def test_seed_export_sets_linear_before_reset_0_and_passes_parity(seed_bundle) -
         assert attrs["linear_before_reset"] == 0
     assert result.manifest.gru.linear_before_reset == 0
     assert result.manifest.parity.max_abs_diff <= 1e-5  # onnxruntime vs the PyTorch seed model
-    assert result.reference_max_abs_diff <= 1e-5  # h_n vs the NumPy reset-before equations
+    assert result.reference.max_abs_diff <= 1e-5  # h_n vs the NumPy reset-before equations
 
 
 def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle) -> None:

@@ -1,5 +1,5 @@
 """Faults: a disk that fills up or a process killed mid-export never leaves a half-written bundle
-visible; a corrupt bundle stops start-up with a clear message."""
+visible; a corrupt bundle never stops start-up (it is reported), a missing repository does, in one line."""
 
 from __future__ import annotations
 
@@ -57,15 +57,31 @@ def test_sigkill_during_export_never_shows_a_partial_bundle(italy_run, tmp_path:
     assert list(discover(root)) == ["italy"]
 
 
-def test_corrupt_bundle_stops_start_up_with_a_clear_message(repository: Path, tmp_path: Path) -> None:
+def test_a_corrupt_bundle_at_start_up_is_reported_the_rest_serves(repository: Path, tmp_path: Path) -> None:
+    import httpx
+
     root = tmp_path / "models"
     shutil.copytree(repository, root)
     graph = root / "italy" / "1" / "model.onnx"
     graph.write_bytes(graph.read_bytes()[: len(graph.read_bytes()) // 2])  # truncated
-    server = Server(root)
-    with pytest.raises(RuntimeError, match=r"onnx.sha256 does not match model.onnx"):
-        server.start(timeout=20)
-    assert server.process is not None and server.process.returncode != 0
+    (root / "italy" / "²").mkdir()  # "²".isdigit() is True, int("²") fails
+    server = Server(root).start(timeout=20)
+    try:
+        assert httpx.get(f"{server.url}/models").json()["models"][0]["name"] == "airline"
+        index = {(e["name"], e["version"]): e for e in httpx.get(f"{server.url}/v2/repository/index").json()}
+        assert "onnx.sha256 does not match model.onnx" in index[("italy", "1")]["reason"]
+        assert "not a version number" in index[("italy", "²")]["reason"]
+        assert httpx.post(f"{server.url}/v2/repository/models/italy/load").status_code == 400
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_a_missing_repository_stops_start_up_with_one_error_line(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "gru_cli", "serve", "--models", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
+    assert f"gru serve: error: model repository {tmp_path / 'nope'} is not a folder" in out.stderr
 
 
 def test_model_names_cannot_traverse_paths(server) -> None:

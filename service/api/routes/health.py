@@ -1,4 +1,4 @@
-"""Liveness (the process answers) and readiness (every model loaded and warmed up)."""
+"""Liveness (the process answers) and readiness (start-up finished and a model serves, warmed up)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,55 @@
+"""`gru predict` against a real server: negative values after --values, the training files' long CSV
+layout (ragged, shuffled, with a label column), JSON, and one-line errors for what a user can fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+README_SEQUENCE = ("-0.71,-1.18,-1.35,-1.59,-1.61,-1.35,-0.43,0.94,1.33,1.16,0.90,0.56,0.39,0.31,0.37,0.67,"
+                   "0.62,0.47,0.58,1.40,1.32,0.67,-0.18,-0.48")
+
+
+def predict(server, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "italy"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_values_may_start_with_a_minus_sign(server) -> None:
+    for args in (["--values", README_SEQUENCE], [f"--values={README_SEQUENCE}"]):
+        out = predict(server, *args)
+        assert out.returncode == 0, out.stderr
+        assert len(json.loads(out.stdout)["predictions"][0]["probabilities"]) == 2
+
+
+def test_a_csv_in_the_training_layout(server, tmp_path: Path) -> None:
+    [feature] = httpx.get(f"{server.url}/models/italy").json()["inputs"]["features"]
+    values = [float(v) for v in README_SEQUENCE.split(",")]
+    rows = [f"b,{t},{v},1" for t, v in enumerate(values[:20])]
+    rows += [f"a,{t},{v},2" for t, v in enumerate(values)]
+    path = tmp_path / "series.csv"
+    path.write_text(f"series_id,step,{feature},label\n" + "\n".join(reversed(rows)) + "\n")  # any order
+    out = predict(server, "--file", str(path))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)["predictions"]
+    assert [p["series_id"] for p in got] == ["a", "b"]  # in order of first appearance
+    whole = json.loads(predict(server, "--values", README_SEQUENCE).stdout)["predictions"][0]
+    assert got[0]["probabilities"] == whole["probabilities"]  # steps sorted: the same sequence
+
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"sequences": [values]}))
+    assert json.loads(predict(server, "--file", str(body)).stdout)["predictions"][0] == whole
+
+
+def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout
+    out = predict(server, "--file", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("gru predict: error: ") and "no column(s) ['series_id', 'step'" in out.stderr
+    out = predict(server, "--values", "1,two,3")
+    assert out.returncode == 2 and "'two' is not a number" in out.stderr
