@@ -67,9 +67,15 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
         watch = asyncio.create_task(watch_folder(repository, settings.poll_interval_s))
+        grpc_server = None
+        if settings.grpc_port:  # imported only then: grpcio adds ~17 MB to a worker
+            from service.grpc.server import start as start_grpc
+            grpc_server = await start_grpc(app.state, authenticator)
         try:
             yield
         finally:
+            if grpc_server is not None:  # in-flight calls finish, as HTTP requests do
+                await grpc_server.stop(settings.shutdown_timeout_s)
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
