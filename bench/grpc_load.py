@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -148,7 +149,7 @@ def answered(base: str) -> dict[tuple[str, str], float]:
 
 def summary(rows: list[dict]) -> dict:
     by_api = {api: [r for r in rows if r["api"] == api] for api in dict.fromkeys(r["api"] for r in rows)}
-    out = {api: {"rps": float(np.median([r["rps"] for r in rs])),
+    out: dict[str, dict[str, Any]] = {api: {"rps": float(np.median([r["rps"] for r in rs])),
                  "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
                  "cpu_us_per_req": float(np.median([r["cpu_us_per_req"] for r in rs]))}
            for api, rs in by_api.items()}

@@ -37,7 +37,6 @@ from service.runtime import ModelRuntime
 
 log = logging.getLogger("gru_serve.access")
 M = TypeVar("M")
-Answer = Awaitable[M] | M
 SERVICE = "/inference.GRPCInferenceService/"
 # The REST path of each operation: the Authenticator's rules for it apply unchanged.
 LIVE_PATH, READY_PATH, SERVER_PATH, MODELS_PATH = "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models"
@@ -169,7 +168,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     # -- what every call gets -----------------------------------------------------------------------
 
-    async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], Answer[M]]) -> M:
+    async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], M | Awaitable[M]]) -> M:
         async with self._call(context, method, path):
             result = answer()
             return await result if inspect.isawaitable(result) else result
