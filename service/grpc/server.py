@@ -32,10 +32,9 @@ def options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server | None:
+async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
+    """Listen on GRU_GRPC_PORT; a port that cannot be bound stops start-up with the reason."""
     settings: Settings = state.settings
-    if not settings.grpc_port:
-        return None
     server = grpc.aio.server(options=options(settings))
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state, authenticator), server)
     where = address(settings.host, settings.grpc_port)
