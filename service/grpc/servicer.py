@@ -28,8 +28,9 @@ from service import logs, metrics
 from service.api.auth import Authenticator, Denial
 from service.api.deps import resolve_model
 from service.api.errors import DOMAIN_ERRORS, RETRY_AFTER_S, ApiError, ModelNotFound
+from service.api.inference import Call
 from service.api.routes import v2
-from service.batching import QueueFull
+from service.batching import QueueFull, SchedulerStopped
 from service.grpc.codec import decode_infer, encode_infer
 from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
@@ -40,6 +41,7 @@ M = TypeVar("M")
 SERVICE = "/inference.GRPCInferenceService/"
 # The REST path of each operation: the Authenticator's rules for it apply unchanged.
 LIVE_PATH, READY_PATH, SERVER_PATH, MODELS_PATH = "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models"
+EXTENSIONS = ["model_configuration", "sequence"]  # of the protocol's, those served over gRPC
 QUIET = {"ServerLive", "ServerReady"}  # probes: logged at debug, not counted (as the REST health routes)
 STATUS_CODES = {  # the REST API's HTTP status -> the gRPC status of the same outcome
     400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -154,11 +156,22 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             yield response
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        runtime = self._model(request.model_name, request.model_version)
-        self.state.batchers.get(runtime).check_room()  # refuse before decoding, as the REST front does
+        """As POST /v2/models/{name}/infer: the scheduler is asked for room before anything is decoded,
+        then the REST route's own code runs the decoded request."""
+        call = self._v2_call(request)
+        call.scheduler.check_room()
         decoded = decode_infer(request)
-        arrays = await v2.answer(self.state, runtime, decoded)
-        return encode_infer(runtime.manifest, decoded, arrays)
+        try:
+            arrays = await v2.answer(call, decoded)
+        except SchedulerStopped:  # the version was retired meanwhile: the one serving now
+            call = self._v2_call(request)
+            arrays = await v2.answer(call, decoded)
+        return encode_infer(call.runtime.manifest, decoded, arrays)
+
+    def _v2_call(self, request: pb.ModelInferRequest) -> Call:
+        runtime = self._model(request.model_name, request.model_version)
+        state = self.state
+        return Call(runtime, state.schedulers.get(runtime), state.settings, state.streaming, [], b"")
 
     def _model(self, name: str, version: str) -> ModelRuntime:
         if version and not version.isdigit():
@@ -180,11 +193,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         """Request id, auth, metrics and the access log around one call (quiet: debug log, not counted).
         An error becomes a Failure: the call is aborted with its gRPC status, or (abort=False, a request
         on a stream) the Failure is raised."""
-        metadata = {key: value for key, value in context.invocation_metadata() or ()}
+        metadata = dict(context.invocation_metadata() or ())
         given = metadata.get("x-request-id") or request_id
         context_var = logs.RequestContext(logs.request_id_from(given), method="gRPC", path=SERVICE + method)
         token = logs.current.set(context_var)
-        quiet, started, status = quiet or method in QUIET, time.perf_counter(), 200
+        quiet, started = quiet or method in QUIET, time.perf_counter()
         refused: Failure | None = None
         if not quiet:
             metrics.IN_FLIGHT.inc()
@@ -195,16 +208,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             yield
         except Exception as exc:
             refused = failure(exc)
-            status = refused.status
         finally:
-            duration = time.perf_counter() - started
             if not quiet:
                 metrics.IN_FLIGHT.dec()
-                _record(context_var, status, duration)
-            level = logging.DEBUG if quiet or not self.state.settings.access_log else logging.INFO
-            if log.isEnabledFor(level):
-                log.log(level, "gRPC %s %s", method, status,
-                        extra={"status": status, "duration_ms": round(duration * 1000, 3)})
+            self._account(context_var, refused, time.perf_counter() - started, quiet)
             logs.current.reset(token)
         if refused is not None:
             if not abort:
@@ -214,13 +221,21 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         elif abort:
             context.set_trailing_metadata((("x-request-id", context_var.request_id),))
 
+    def _account(self, call: logs.RequestContext, refused: Failure | None, duration: float,
+                 quiet: bool) -> None:
+        """The request counter, the latency histogram and the access log line; a queue_full refusal goes
+        into the per-second refusal summary instead, as the REST APIs' refusals do."""
+        status = refused.status if refused is not None else 200
+        if refused is not None and refused.code == "queue_full" and call.model is not None:
+            self.state.refusals.add(call.model, call.version, "grpc")
+            quiet = True
+        elif not quiet:
+            model, version = call.model or "", str(call.version) if call.version is not None else ""
+            metrics.REQUESTS.labels(model, version, "grpc", str(status)).inc()
+            if model:
+                metrics.REQUEST_SECONDS.labels(model, "grpc").observe(duration)
+        level = logging.DEBUG if quiet or not self.state.settings.access_log else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "gRPC %s %s", call.path, status,
+                    extra={"status": status, "duration_ms": round(duration * 1000, 3)})
 
-EXTENSIONS = ["model_configuration", "sequence"]
-
-
-def _record(context: logs.RequestContext, status: int, duration: float) -> None:
-    model = context.model or ""
-    version = str(context.version) if context.version is not None else ""
-    metrics.REQUESTS.labels(model, version, "grpc", str(status)).inc()
-    if model:
-        metrics.REQUEST_SECONDS.labels(model, "grpc").observe(duration)
