@@ -1,34 +1,42 @@
-"""gRPC ModelInfer against the HTTP v2 JSON path (and native predict) on one server in one run.
+"""gRPC ModelInfer against the HTTP v2 JSON path (and native predict) on one server in one run, with the
+gRPC floor beside them.
 
-    python -m bench.grpc_load --duration 10 --clients 32 --rounds 2
+    python -m bench.grpc_load --duration 10 --clients 32 --rounds 2 [--model mid --sequences 64]
 
-Starts `gru serve` (bench model `small`, --workers, gRPC on its own port) and drives each API in turn,
+Starts `gru serve` (a bench model, --workers, gRPC on its own port) and drives each API in turn,
 `rounds` times, with h2load (nghttp2's load generator, C; Debian: apt-get install -y nghttp2-client):
-the same tool, clients and single-sequence request for every API, HTTP/1.1 keep-alive for REST and one
-HTTP/2 connection per client for gRPC (one stream in flight each), so that the load generator costs
-alike. A gRPC request is the raw_input_contents form tritonclient sends; every answer is checked
-through the server's own count (gru_requests_total by api and status), since h2load sees only HTTP
-statuses and gRPC reports errors in trailers. One tritonclient.grpc call first checks the answer equals
-native predict's. Prints a table; writes bench/results/grpc_load.json.
+the same tool, clients and request (`--sequences` sequences) for every API, HTTP/1.1 keep-alive for
+REST and one HTTP/2 connection per client for gRPC (one stream in flight each), so that the load
+generator costs alike. A gRPC request is the raw_input_contents form tritonclient sends. Every answer
+is checked through the server's own count (gru_requests_total by api and status): h2load sees only
+HTTP statuses, and gRPC reports errors in trailers. One tritonclient.grpc call first checks that the
+answer equals native predict's. `grpc-floor` is bench/baselines/grpc_floor.py (grpc.aio answering a
+constant, as many processes as workers): what grpcio's Python server costs per call before any work.
+Prints a table; writes bench/results/grpc_load-MODEL-SEQUENCES.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench.models import SMALL, build
+from bench.models import MODELS, build
 from bench.run import RESULTS, free_port, process_tree_cpu_s, serving
 
 GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -41,46 +49,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="each API this many times, interleaved")
+    parser.add_argument("--model", choices=[m.name for m in MODELS], default="small")
+    parser.add_argument("--sequences", type=int, default=1, help="sequences per request (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if shutil.which("h2load") is None:
         sys.exit("bench.grpc_load: the load generator `h2load` is not installed; on Debian/Ubuntu: "
                  "sudo apt-get install -y nghttp2-client")
     args.results.mkdir(parents=True, exist_ok=True)
-    bundles = build(args.results / "work", (SMALL,))
-    x = np.random.default_rng(0).standard_normal((1, SMALL.steps, SMALL.features)).astype(np.float32)
+    model = next(m for m in MODELS if m.name == args.model)
+    bundles = build(args.results / "work", (model,))
+    shape = (args.sequences, model.steps, model.features)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     grpc_port = free_port()
     rows = []
     env = {"GRU_GRPC_PORT": str(grpc_port)}
     with serving("gru-serve", args.results / "work", args.workers, env) as server, \
-            tempfile.TemporaryDirectory() as scratch:
+            grpc_floor(args.workers) as (floor, floor_port), tempfile.TemporaryDirectory() as scratch:
         base = f"http://127.0.0.1:{server.port}"
-        check_answer(base, grpc_port, x)
-        apis = bodies(Path(scratch), SMALL.name, x, base, grpc_port)
+        check_answer(base, grpc_port, model.name, x)
+        apis = bodies(Path(scratch), model.name, x, base, grpc_port)
+        url, body, headers, h1 = apis["grpc"]
+        apis["grpc-floor"] = (url.replace(f":{grpc_port}/", f":{floor_port}/"), body, headers, h1)
         for round_ in range(args.rounds):
             for api, (url, body, headers, h1) in apis.items():
+                pid = floor.pid if api == "grpc-floor" else server.process.pid
                 h2load(url, body, headers, h1, args.clients, 1.0, Path(scratch) / "warm.log")  # warm-up
-                before_cpu, before = process_tree_cpu_s(server.process.pid), answered(base)
+                before_cpu, before = process_tree_cpu_s(pid), answered(base)
                 result = h2load(url, body, headers, h1, args.clients, args.duration, Path(scratch) / "log")
-                cpu, after = process_tree_cpu_s(server.process.pid) - before_cpu, answered(base)
-                counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                cpu, after = process_tree_cpu_s(pid) - before_cpu, answered(base)
+                counted = {k: after.get(k, 0) - before.get(k, 0) for k in after if k[0] == API_LABEL[api]}
                 row = {"api": api, "round": round_, "clients": args.clients, **result,
-                       "server_ok": counted.get((API_LABEL[api], "200"), 0),
-                       "server_not_ok": sum(v for (a, s), v in counted.items() if a == API_LABEL[api]
-                                            and s != "200"),
+                       "server_ok": counted.pop((API_LABEL[api], "200"), 0),
+                       "server_not_ok": sum(counted.values()),
                        "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
                        "loadavg": os.getloadavg()[0]}
                 rows.append(row)
                 print(format_row(row), flush=True)
-    report = {"model": SMALL.name, "workers": args.workers, "duration_s": args.duration,
-              "cores": os.cpu_count(), "bundle": str(bundles[SMALL.name]), "rows": rows,
+    report = {"model": model.name, "sequences_per_request": args.sequences, "workers": args.workers,
+              "duration_s": args.duration, "cores": os.cpu_count(), "bundle": str(bundles[model.name]),
+              "rows": rows,
               "summary": summary(rows)}
-    (args.results / "grpc_load.json").write_text(json.dumps(report, indent=2))
+    name = f"grpc_load-{model.name}-{args.sequences}.json"
+    (args.results / name).write_text(json.dumps(report, indent=2))
     print_summary(report["summary"])
     return 0
 
 
-API_LABEL = {"grpc": "grpc", "v2-json": "v2", "native": "native"}  # gru_requests_total's `api`
+API_LABEL = {"grpc": "grpc", "v2-json": "v2", "native": "native", "grpc-floor": "-"}  # gru_requests_total's
+
+
+@contextlib.contextmanager
+def grpc_floor(workers: int) -> Iterator[tuple[subprocess.Popen, int]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.baselines.grpc_floor", str(port), str(workers)],
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the gRPC floor server did not start")
+            time.sleep(0.1)
+        yield process, port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # its own session: the parent and its worker processes
+        process.wait()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def bodies(scratch: Path, model: str, x: np.ndarray, base: str, grpc_port: int) -> dict[str, tuple]:
@@ -106,15 +144,15 @@ def bodies(scratch: Path, model: str, x: np.ndarray, base: str, grpc_port: int) 
     }
 
 
-def check_answer(base: str, grpc_port: int, x: np.ndarray) -> None:
+def check_answer(base: str, grpc_port: int, name: str, x: np.ndarray) -> None:
     """The official client's answer over gRPC equals native predict's for the benchmark's sequence."""
     import tritonclient.grpc as triton
 
     with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
         tensor = triton.InferInput("x", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
-        got = client.infer(SMALL.name, [tensor]).as_numpy("output")
-    native = httpx.post(f"{base}/models/{SMALL.name}/predict", json={"sequences": x.tolist()}).json()
+        got = client.infer(name, [tensor]).as_numpy("output")
+    native = httpx.post(f"{base}/models/{name}/predict", json={"sequences": x.tolist()}).json()
     expected = np.array([p["probabilities"] for p in native["predictions"]], np.float32)
     if np.abs(got - expected).max() > 1e-6:
         raise SystemExit(f"gRPC and native predict disagree: {got} vs {expected}")
@@ -161,17 +199,18 @@ def summary(rows: list[dict]) -> dict:
 
 
 def format_row(row: dict) -> str:
-    return (f"{row['api']:8s} round {row['round']}  {row['clients']:3d} clients  {row['rps']:8.0f} req/s  "
-            f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  server: {row['server_ok']:.0f} ok, "
-            f"{row['server_not_ok']:.0f} not  {row['cpu_us_per_req']:5.0f} CPU µs/req  "
-            f"load {row['loadavg']:.2f}")
+    checked = "" if row["api"] == "grpc-floor" else \
+        f"server: {row['server_ok']:.0f} ok, {row['server_not_ok']:.0f} not  "
+    return (f"{row['api']:10s} round {row['round']}  {row['clients']:3d} clients  {row['rps']:8.0f} req/s  "
+            f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {checked}"
+            f"{row['cpu_us_per_req']:5.0f} CPU µs/req  load {row['loadavg']:.2f}")
 
 
 def print_summary(summary: dict) -> None:
     print("\nmedian over rounds:")
     for api, figures in summary.items():
         if api != "target":
-            print(f"  {api:8s} {figures['rps']:8.0f} req/s  p99 {figures['p99_ms']:6.2f} ms  "
+            print(f"  {api:10s} {figures['rps']:8.0f} req/s  p99 {figures['p99_ms']:6.2f} ms  "
                   f"{figures['cpu_us_per_req']:5.0f} CPU µs/req (server processes)")
     if "target" in summary:
         target = summary["target"]
