@@ -26,8 +26,13 @@ def address(host: str, port: int) -> str:
 
 
 def options(settings: Settings) -> list[tuple[str, int]]:
+    """The HTTP limits, as gRPC states them; a call over them gets RESOURCE_EXHAUSTED."""
     return [
-        ("grpc.max_receive_message_length", settings.max_body_bytes),  # over it: RESOURCE_EXHAUSTED
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.keep_alive_timeout_s * 1000)),
         ("grpc.so_reuseport", int(settings.workers != 1)),  # one worker: a port in use fails start-up
     ]
 
@@ -35,7 +40,8 @@ def options(settings: Settings) -> list[tuple[str, int]]:
 async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
     """Listen on GRU_GRPC_PORT; a port that cannot be bound stops start-up with the reason."""
     settings: Settings = state.settings
-    server = grpc.aio.server(options=options(settings))
+    # GRU_MAX_CONNECTIONS bounds the open HTTP connections, each one request at a time; here the calls.
+    server = grpc.aio.server(options=options(settings), maximum_concurrent_rpcs=settings.max_connections)
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state, authenticator), server)
     where = address(settings.host, settings.grpc_port)
     try:

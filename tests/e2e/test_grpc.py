@@ -61,7 +61,7 @@ def tensor(name: str, array: np.ndarray) -> triton.InferInput:
     return item
 
 
-def test_health_metadata_and_config(client) -> None:
+def test_health_metadata_and_config(client, grpc_server) -> None:
     assert client.is_server_live(headers=AUTH) and client.is_server_ready(headers=AUTH)
     assert client.is_model_ready("italy", headers=AUTH) and client.is_model_ready("italy", "1", headers=AUTH)
     assert not client.is_model_ready("italy", "9", headers=AUTH)
@@ -74,9 +74,14 @@ def test_health_metadata_and_config(client) -> None:
                               {"name": "state", "datatype": "FP32", "shape": ["-1", str(STATE_SIZE)]}]
     assert [o["name"] for o in meta["outputs"]] == ["output", "next_state"]
     assert client.get_model_metadata("italy", "1", headers=AUTH).versions == ["1"]
-    config = client.get_model_config("airline", headers=AUTH).config
-    assert config.name == "airline" and config.platform == "onnxruntime_onnx"
-    assert [t.name for t in config.input] == ["x", "state"] and config.input[1].optional
+    config = client.get_model_config("italy", headers=AUTH).config
+    rest = httpx.get(f"{grpc_server.url}/v2/models/italy/config", headers=AUTH).json()
+    assert (config.name, config.platform, config.max_batch_size) == ("italy", rest["platform"],
+                                                                      rest["max_batch_size"])
+    assert [(t.name, list(t.dims), t.optional) for t in config.input] == [
+        (t["name"], t["dims"], t["optional"]) for t in rest["input"]]
+    assert config.sequence_batching.max_sequence_idle_microseconds == \
+        rest["sequence_batching"]["max_sequence_idle_microseconds"]
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
@@ -228,7 +233,12 @@ def test_auth_request_id_and_error_metadata(grpc_server) -> None:
     assert [(e["path"], e["status"]) for e in logged] == [("/inference.GRPCInferenceService/ModelInfer", 400)]
 
 
-def test_requests_are_counted_with_api_grpc(grpc_server) -> None:
+def test_requests_are_counted_with_api_grpc_and_in_the_statistics(grpc_server, client) -> None:
+    [stats] = client.get_inference_statistics("italy", headers=AUTH).model_stats
+    assert (stats.name, stats.version) == ("italy", "1") and stats.inference_count > 0
+    assert stats.inference_stats.success.count > 0 and stats.inference_stats.fail.count > 0
+    every = client.get_inference_statistics(headers=AUTH).model_stats
+    assert sorted(s.name for s in every) == ["airline", "italy"]
     text = httpx.get(f"{grpc_server.url}/metrics").text
     counted = {line.split(" ")[0] for line in text.splitlines() if 'api="grpc"' in line}
     assert 'gru_requests_total{api="grpc",model="italy",status="200",version="1"}' in counted
@@ -239,10 +249,11 @@ def test_requests_are_counted_with_api_grpc(grpc_server) -> None:
 
 @pytest.fixture(scope="module")
 def tight_server(repository):
-    """Two workers on one gRPC port (SO_REUSEPORT), a queue of one sequence, a 64 KB message limit."""
+    """Two workers on one gRPC port (SO_REUSEPORT), a queue of one sequence, a 64 KB message limit, 16 KB
+    of metadata."""
     port = free_port()
     running = Server(repository, GRU_GRPC_PORT=str(port), GRU_WORKERS="2", GRU_MAX_QUEUE_SIZE="1",
-                     GRU_MAX_BODY_BYTES=str(64 * 1024)).start()
+                     GRU_MAX_BODY_BYTES=str(64 * 1024), GRU_MAX_HEADER_BYTES=str(16 * 1024)).start()
     running.grpc_url = f"127.0.0.1:{port}"
     yield running
     running.stop()
@@ -253,6 +264,9 @@ def test_limits_oversize_message_and_full_queue(tight_server, series) -> None:
         big = np.zeros((1, 24 * 1024, 1), np.float32)  # 96 KB of raw contents
         with pytest.raises(InferenceServerException, match="larger than max") as caught:
             client.infer("italy", [tensor("x", big)])
+        assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        with pytest.raises(InferenceServerException) as caught:  # metadata over GRU_MAX_HEADER_BYTES
+            client.is_server_live(headers={"x-padding": "p" * 20_000})
         assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
         assert client.infer("italy", [tensor("x", series)]).as_numpy("output").shape == (8, 2)
 
