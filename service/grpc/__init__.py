@@ -5,6 +5,7 @@ proto/       Triton's grpc_service.proto and model_config.proto as published (tr
              KServe's grpc_predict_v2.proto and the service tritonclient.grpc calls
 generated/   protoc's modules, committed (scripts/grpc_codegen.py makes them; a test checks they match)
 codec.py     ModelInferRequest -> the v2 REST codec's InferRequest; outputs -> ModelInferResponse
-servicer.py  the RPCs, and what every call gets (request id, auth, metrics, access log, error statuses)
+servicer.py  the RPCs, answered by the REST v2 routes' own code
+calls.py     what every call gets: request id, auth, metrics, access log, errors as gRPC statuses
 server.py    the grpc.aio server started in the app's lifespan, one per worker on the same port
 """

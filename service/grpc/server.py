@@ -15,7 +15,7 @@ from starlette.datastructures import State
 
 from service.api.auth import Authenticator
 from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
-from service.grpc.servicer import InferenceServicer
+from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.grpc")
@@ -50,7 +50,8 @@ async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
         raise RuntimeError(f"GRU_GRPC_PORT: cannot listen on {where} ({exc}); choose a free port or 0 "
                            "to turn gRPC off") from None
     await server.start()
-    log.info("gRPC: Open Inference Protocol (inference.GRPCInferenceService) on %s", where)
+    log.info("gRPC: Open Inference Protocol (inference.GRPCInferenceService) on %s; inference and metadata: "
+             "%s; health: %s", where, authenticator.rule(MODELS_PATH), authenticator.rule(READY_PATH))
     return server
 
 
