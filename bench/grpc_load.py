@@ -164,6 +164,7 @@ def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, dur
                "--log-file", str(log), *(["--h1"] if h1 else [])]
     for header in headers:
         command += ["-H", header]
+    log.unlink(missing_ok=True)  # h2load appends to it
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     if done is None:
