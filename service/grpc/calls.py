@@ -4,9 +4,9 @@ the `authorization` metadata checked by the same Authenticator under the REST pa
 access log line, and the request metrics with api="grpc" and, as `status`, the HTTP status REST gives
 for the same outcome (queue_full refusals go to the per-second refusal summary instead, as REST's do).
 
-Errors are REST's (the one error table in service/api/errors.py): the message and code of the REST v2
-answer, sent as the gRPC status of its HTTP status (STATUS_CODES), with `gru-error-code` and
-`gru-error-field` in the trailing metadata.
+Errors are REST's: the message and code of the REST v2 answer, sent with the gRPC status the one error
+table (service/api/errors.py) gives the code, and `gru-error-code` and `gru-error-field` in the trailing
+metadata.
 """
 
 from __future__ import annotations
@@ -24,20 +24,12 @@ from starlette.datastructures import State
 
 from service import logs, metrics
 from service.api.auth import Authenticator, Denial
-from service.api.errors import DOMAIN_ERRORS, domain_error_response
+from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
 from service.api.middleware import record
 
 log = logging.getLogger("gru_serve.access")
 SERVICE = "/inference.GRPCInferenceService/"
 INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
-STATUS_CODES = {  # the REST API's HTTP status -> the gRPC status of the same outcome
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED, 410: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
-    422: grpc.StatusCode.INVALID_ARGUMENT, 431: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE,
-}
 
 
 @dataclass
@@ -49,6 +41,11 @@ class Failure(Exception):
     message: str
     field: str | None = None
     retry_after: str | None = None
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        kind = ERROR_TABLE.get(self.code)
+        return grpc.StatusCode[kind.grpc] if kind else grpc.StatusCode.INTERNAL
 
     def metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
         items = [("x-request-id", request_id), ("gru-error-code", self.code)]
@@ -106,8 +103,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     if refused is not None:
         if not abort:
             raise refused
-        await context.abort(STATUS_CODES.get(refused.status, grpc.StatusCode.UNKNOWN), refused.message,
-                            refused.metadata(call.request_id))
+        await context.abort(refused.grpc_status, refused.message, refused.metadata(call.request_id))
     elif abort:
         context.set_trailing_metadata((("x-request-id", call.request_id),))
 
