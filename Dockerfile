@@ -5,7 +5,7 @@
 #   train       offline job: torch (CPU) for `gru train` and `gru export`, writing to mounted volumes
 #
 #   docker build -t gru-serve .
-#   docker run -p 8000:8000 -v "$PWD/models:/models:ro" gru-serve
+#   docker run -p 8000:8000 -p 8001:8001 -v "$PWD/models:/models:ro" gru-serve   (8001: gRPC, GRU_GRPC_PORT)
 #   docker build --build-arg MODELS_DIR=models -t gru-serve:baked .    (models baked into /models)
 #
 # BASE_IMAGE must hold Python 3.11+ with venv (the official slim image, or a local Debian one: the build
@@ -39,10 +39,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRU_MODEL_REPOSITORY=/models \
     GRU_HOST=0.0.0.0 \
     GRU_PORT=8000 \
+    GRU_GRPC_PORT=8001 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER gru
-EXPOSE 8000
+# 8000: REST (native and Open Inference Protocol); 8001: the Open Inference Protocol over gRPC (Triton's ports).
+EXPOSE 8000 8001
 # Ready (GET /health/ready) once start-up finished and a model serves, warmed up; a bundle that fails to load
 # is reported in /v2/repository/index and does not hold readiness back.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
@@ -102,11 +104,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRU_MODEL_REPOSITORY=/models \
     GRU_HOST=0.0.0.0 \
     GRU_PORT=8000 \
+    GRU_GRPC_PORT=8001 \
     GRU_EXECUTION_PROVIDER=cuda \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER gru
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python3", "-c", "import os,urllib.request as u; u.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('GRU_PORT', '8000'), timeout=2)"]
 CMD ["gru", "serve"]

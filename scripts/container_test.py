@@ -4,10 +4,10 @@
 
 Steps: build (or reuse) a local Debian base, build the `serve` target, train and export two tiny models on
 the host (unless --repository is given), run the image with the repository mounted read-only at /models,
-time start -> ready, send real predictions and compare them with onnxruntime in this process, check the
-server runs as a non-root user with no torch or training code in the image, then clean up (container and
-image; the base image stays cached for the next run). Prints the image size and start-to-ready time
-against the targets. Without podman it says so and exits 0.
+time start -> ready, send real predictions and compare them with onnxruntime in this process (and the
+gRPC port's answers with REST's), check the server runs as a non-root user with no torch or training code
+in the image, then clean up (container and image; the base image stays cached for the next run). Prints
+the image size and start-to-ready time against the targets. Without podman it says so and exits 0.
 
 Podman flags are the ones that work on a rootful machine without a Docker engine or systemd (vfs storage,
 chroot isolation, runc, cgroupfs, host network); `docs`: README "Deployment".
@@ -160,6 +160,29 @@ def compare_predictions(url: str, repo: Path) -> float:
     return worst
 
 
+def compare_grpc(url: str, grpc_port: int, repo: Path) -> float:
+    """The image's gRPC port (GRU_GRPC_PORT, tritonclient.grpc) answers as its REST predict does."""
+    import tritonclient.grpc as triton
+
+    worst = 0.0
+    with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+        for manifest_path in sorted(repo.glob("*/*/manifest.json")):
+            name = manifest_path.parent.parent.name
+            features = json.loads(manifest_path.read_text())["inputs"]["features"]
+            x = np.random.default_rng(1).normal(size=(3, 20, len(features))).astype(np.float32)
+            tensor = triton.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            served = client.infer(name, [tensor]).as_numpy("output").astype(np.float64)
+            status, answer = http(f"{url}/models/{name}/predict", {"sequences": x.tolist()})
+            key = "probabilities" if "probabilities" in answer["predictions"][0] else "forecast"
+            expected = np.array([p[key] for p in answer["predictions"]], dtype=np.float64)
+            worst = max(worst, float(np.max(np.abs(served - expected))))
+    print(f"  gRPC ModelInfer (port {grpc_port}) vs REST predict: max diff {worst:.2e}")
+    if worst > TOLERANCE:
+        raise AssertionError(f"gRPC and REST answers differ by {worst:.2e}")
+    return worst
+
+
 def server_uid(container: str) -> tuple[list[int], str]:
     """Real, effective, saved and fs uid of PID 1 (the server) inside the container, and its command."""
     status = podman("exec", container, "cat", "/proc/1/status")
@@ -215,7 +238,7 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
     print(f"  {repo}: {', '.join(sorted(p.parent.name for p in repo.glob('*/*')))}")
 
     print("\n== run")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     cleanup.insert(0, [*PODMAN, "rm", "--force", "--time", "5", container])
     started = time.perf_counter()
@@ -223,6 +246,7 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
     podman("create", "--name", container, "--network", "host", "--health-interval", "disable",
            "--ulimit", "nofile=1024:1024",
            "--ulimit", "nproc=1024:1024", "-e", "GRU_HOST=127.0.0.1", "-e", f"GRU_PORT={port}",
+           "-e", f"GRU_GRPC_PORT={grpc_port}",
            "-v", f"{repo}:/models:ro", tag)
     created_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -244,6 +268,7 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
     bad_request(url, sorted(p.name for p in repo.iterdir() if p.is_dir())[0])
     print("  predictions, container vs in-process onnxruntime on the host:")
     worst = compare_predictions(url, repo)
+    compare_grpc(url, grpc_port, repo)
 
     size_ok, ready_ok = size_mb <= TARGET_SIZE_MB, ready_s <= TARGET_READY_S
     print("\n== figures")

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="model repository folder (GRU_MODEL_REPOSITORY, default: models)")
     parser.add_argument("--host", help="bind address (GRU_HOST, default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (GRU_PORT, default: 8000)")
+    parser.add_argument("--grpc-port", type=int,
+                        help="also serve the Open Inference Protocol over gRPC on this port "
+                        "(GRU_GRPC_PORT, default: 0, off)")
     parser.add_argument("--workers", type=int,
                         help="worker processes, 0: one per CPU core (GRU_WORKERS, default: 1)")
     parser.add_argument("--provider", choices=["cpu", "cuda", "auto"],
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     flags = {"GRU_MODEL_REPOSITORY": args.models, "GRU_HOST": args.host, "GRU_PORT": args.port,
-             "GRU_WORKERS": args.workers, "GRU_EXECUTION_PROVIDER": args.provider}
+             "GRU_WORKERS": args.workers, "GRU_EXECUTION_PROVIDER": args.provider,
+             "GRU_GRPC_PORT": args.grpc_port}
     # Worker processes build their own app from the environment, so flags travel through it.
     os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
     # Workers must share the key that signs streaming state tokens, or a token from one is refused by
@@ -48,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ["GRU_MAX_CONNECTIONS"] = str(fit_file_limit(settings.max_connections))
     metrics_dir = None
     workers = settings.workers or len(os.sched_getaffinity(0))  # 0: one worker per core
+    if settings.grpc_port and workers > 1:  # each worker will bind it with SO_REUSEPORT: check it once
+        from service.grpc.server import check_port_free
+        check_port_free(settings.host, settings.grpc_port)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics merges them (service/metrics.py).
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")

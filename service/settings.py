@@ -49,6 +49,8 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on "
+                           "this port too (0: off; the image sets 8001, Triton's gRPC port)")
     workers: int = Field(1, ge=0, description="uvicorn worker processes; 0: one per CPU core")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import logs, metrics
 from service.api.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.api.errors import install_error_handlers
-from service.api.inference import InferenceFront, LoadShedder, document
+from service.api.inference import InferenceFront, LoadShedder, Refusals, document
 from service.api.limits import RequestLimits
 from service.api.middleware import RequestMiddleware
 from service.api.openapi import install_openapi
@@ -67,9 +67,15 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
         watch = asyncio.create_task(watch_folder(repository, settings.poll_interval_s))
+        grpc_server = None
+        if settings.grpc_port:  # imported only then: grpcio adds ~17 MB to a worker
+            from service.grpc.server import start as start_grpc
+            grpc_server = await start_grpc(app.state, authenticator)
         try:
             yield
         finally:
+            if grpc_server is not None:  # in-flight calls finish, as HTTP requests do
+                await grpc_server.stop(settings.shutdown_timeout_s)
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
@@ -86,7 +92,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
-    app.state.streaming = streaming
+    app.state.streaming, app.state.refusals = streaming, Refusals(schedulers)
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
     # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
     # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)

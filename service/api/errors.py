@@ -1,5 +1,6 @@
 """The one error table: every error a client can get, its code and its HTTP status on the native API and
-on the Open Inference Protocol routes (/v2/...), and the one function that builds their JSON bodies.
+on the Open Inference Protocol routes (/v2/...) and its gRPC status, and the one function that builds
+their JSON bodies.
 
 Native:  {"error": {"code", "message", "field", "request_id"}}
 v2:      {"error": "<message>", "code", "field", "request_id"}   (the protocol's form, with extras beside)
@@ -33,36 +34,58 @@ RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is the head
 class ErrorKind:
     status: int  # native API
     v2_status: int  # /v2/... routes
+    grpc: str  # the gRPC status (a grpc.StatusCode name) of the same condition over gRPC (service/grpc/)
     meaning: str
 
 
-ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, when)
-    "malformed_request": ErrorKind(400, 400, "the bytes are not an HTTP/1.1 request (then closed)"),
-    "malformed_body": ErrorKind(400, 400, "the body is not JSON (or not the binary layout it claims)"),
-    "invalid_input": ErrorKind(422, 400, "well-formed, but not a valid request; `field` says where"),
-    "unauthorized": ErrorKind(401, 401, "no bearer token, or an unknown one (with WWW-Authenticate)"),
-    "forbidden": ErrorKind(403, 403, "a valid token without the admin rights the endpoint needs"),
-    "model_not_found": ErrorKind(404, 404, "no loaded model (or version) of that name"),
-    "not_found": ErrorKind(404, 404, "no such endpoint"),
-    "sequence_not_found": ErrorKind(404, 404, "a server-held sequence id that was never started"),
-    "method_not_allowed": ErrorKind(405, 405, "the endpoint exists, not with this method"),
-    "header_timeout": ErrorKind(408, 408, "the headers took longer than GRU_HEADER_TIMEOUT_S (then closed)"),
-    "body_timeout": ErrorKind(408, 408, "the body took longer than GRU_BODY_TIMEOUT_S"),
-    "sequence_ended": ErrorKind(410, 410, "the sequence was ended by its last chunk"),
-    "sequence_expired": ErrorKind(410, 410, "the sequence had no chunk for GRU_SESSION_IDLE_SECONDS"),
-    "sequence_evicted": ErrorKind(410, 410, "evicted: more than GRU_MAX_SESSIONS sequences were open"),
-    "body_too_large": ErrorKind(413, 413, "the body (decoded, if compressed) is over GRU_MAX_BODY_BYTES"),
-    "unsupported_media_type": ErrorKind(415, 415, "a Content-Type the endpoint does not take"),
-    "unsupported_content_encoding": ErrorKind(415, 415, "a Content-Encoding other than gzip or deflate"),
-    "output_not_finite": ErrorKind(422, 400, "the model computes NaN or infinity for these values"),
-    "streaming_unsupported": ErrorKind(422, 400, "the model cannot stream (e.g. bidirectional)"),
-    "invalid_state": ErrorKind(422, 400, "a streaming state token that is forged, foreign or stale"),
-    "headers_too_large": ErrorKind(431, 431, "over GRU_MAX_HEADER_BYTES or GRU_MAX_HEADER_COUNT"),
-    "inference_failed": ErrorKind(500, 500, "onnxruntime failed on this request (logged with its id)"),
-    "load_failed": ErrorKind(400, 400, "admin load: a version failed to load; serving ones unchanged"),
-    "queue_full": ErrorKind(503, 503, "the model's queue is full (GRU_MAX_QUEUE_SIZE); see Retry-After"),
-    "unavailable": ErrorKind(503, 503, "not ready yet, or the repository folder is unreadable"),
-    "too_many_connections": ErrorKind(503, 503, "GRU_MAX_CONNECTIONS are open (then closed); Retry-After"),
+ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC status, when)
+    "malformed_request": ErrorKind(400, 400, "INVALID_ARGUMENT",
+                                   "the bytes are not an HTTP/1.1 request (then closed)"),
+    "malformed_body": ErrorKind(400, 400, "INVALID_ARGUMENT",
+                                "the body is not JSON (or not the binary layout it claims)"),
+    "invalid_input": ErrorKind(422, 400, "INVALID_ARGUMENT",
+                               "well-formed, but not a valid request; `field` says where"),
+    "unauthorized": ErrorKind(401, 401, "UNAUTHENTICATED",
+                              "no bearer token, or an unknown one (with WWW-Authenticate)"),
+    "forbidden": ErrorKind(403, 403, "PERMISSION_DENIED",
+                           "a valid token without the admin rights the endpoint needs"),
+    "model_not_found": ErrorKind(404, 404, "NOT_FOUND", "no loaded model (or version) of that name"),
+    "not_found": ErrorKind(404, 404, "UNIMPLEMENTED", "no such endpoint"),
+    "sequence_not_found": ErrorKind(404, 404, "NOT_FOUND",
+                                    "a server-held sequence id that was never started"),
+    "method_not_allowed": ErrorKind(405, 405, "UNIMPLEMENTED", "the endpoint exists, not with this method"),
+    "header_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
+                                "the headers took longer than GRU_HEADER_TIMEOUT_S (then closed)"),
+    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED", "the body took longer than GRU_BODY_TIMEOUT_S"),
+    "sequence_ended": ErrorKind(410, 410, "NOT_FOUND", "the sequence was ended by its last chunk"),
+    "sequence_expired": ErrorKind(410, 410, "NOT_FOUND",
+                                  "the sequence had no chunk for GRU_SESSION_IDLE_SECONDS"),
+    "sequence_evicted": ErrorKind(410, 410, "NOT_FOUND",
+                                  "evicted: more than GRU_MAX_SESSIONS sequences were open"),
+    "body_too_large": ErrorKind(413, 413, "RESOURCE_EXHAUSTED",
+                                "the body (decoded, if compressed) is over GRU_MAX_BODY_BYTES"),
+    "unsupported_media_type": ErrorKind(415, 415, "INVALID_ARGUMENT",
+                                        "a Content-Type the endpoint does not take"),
+    "unsupported_content_encoding": ErrorKind(415, 415, "UNIMPLEMENTED",
+                                              "a Content-Encoding other than gzip or deflate"),
+    "output_not_finite": ErrorKind(422, 400, "INVALID_ARGUMENT",
+                                   "the model computes NaN or infinity for these values"),
+    "streaming_unsupported": ErrorKind(422, 400, "INVALID_ARGUMENT",
+                                       "the model cannot stream (e.g. bidirectional)"),
+    "invalid_state": ErrorKind(422, 400, "INVALID_ARGUMENT",
+                               "a streaming state token that is forged, foreign or stale"),
+    "headers_too_large": ErrorKind(431, 431, "RESOURCE_EXHAUSTED",
+                                   "over GRU_MAX_HEADER_BYTES or GRU_MAX_HEADER_COUNT"),
+    "inference_failed": ErrorKind(500, 500, "INTERNAL",
+                                  "onnxruntime failed on this request (logged with its id)"),
+    "load_failed": ErrorKind(400, 400, "INVALID_ARGUMENT",
+                             "admin load: a version failed to load; serving ones unchanged"),
+    "queue_full": ErrorKind(503, 503, "UNAVAILABLE",
+                            "the model's queue is full (GRU_MAX_QUEUE_SIZE); see Retry-After"),
+    "unavailable": ErrorKind(503, 503, "UNAVAILABLE",
+                             "not ready yet, or the repository folder is unreadable"),
+    "too_many_connections": ErrorKind(503, 503, "RESOURCE_EXHAUSTED",
+                                      "GRU_MAX_CONNECTIONS are open (then closed); Retry-After"),
 }
 
 

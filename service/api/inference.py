@@ -46,7 +46,7 @@ from service.api.schemas import (
     StreamRequest,
     StreamResponse,
 )
-from service.batching import QueueFull, Scheduler, SchedulerStopped
+from service.batching import QueueFull, Scheduler, SchedulerPool, SchedulerStopped
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.streaming.hub import StreamingHub
@@ -134,6 +134,32 @@ def resolve(state: State, handler: Handler, name: str, version: int | None) -> R
     return Route(handler, runtime, state.schedulers.get(runtime))
 
 
+class Refusals:
+    """Requests refused with queue_full: counted, and logged as one line per model, API and second
+    instead of an access log line each (LoadShedder's and the gRPC servicer's)."""
+
+    def __init__(self, schedulers: SchedulerPool):
+        self.schedulers = schedulers
+        self._refused: Counter[tuple[str, int, str]] = Counter()
+        self._summary_due = False
+
+    def add(self, name: str, version: int, api: str) -> None:
+        metrics.REQUESTS.labels(name, str(version), api, "503").inc()
+        self._refused[(name, version, api)] += 1
+        if not self._summary_due:
+            self._summary_due = True
+            asyncio.get_running_loop().call_later(SUMMARY_INTERVAL_S, self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary_due = False
+        for (name, version, api), count in sorted(self._refused.items()):
+            limit = self.schedulers.config_for(name).max_queue_size
+            log.warning("refused %d %s request(s) for model %s version %d with 503 queue_full in the last "
+                        "%g s: its queue was full (GRU_MAX_QUEUE_SIZE=%d sequences)", count, api, name,
+                        version, SUMMARY_INTERVAL_S, limit)
+        self._refused.clear()
+
+
 class LoadShedder:
     """The outermost layer: an inference request whose model's queue is full is refused here, before
     anything else runs (no body read, no access log line: a summary line per model and second, and the
@@ -141,8 +167,6 @@ class LoadShedder:
 
     def __init__(self, app: ASGIApp, state: State, authenticator: Authenticator):
         self.app, self.state, self.auth = app, state, authenticator
-        self._refused: Counter[tuple[str, int, str]] = Counter()
-        self._summary_due = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         op = operation(scope)
@@ -172,22 +196,8 @@ class LoadShedder:
             logs.current.reset(context)
         response.headers["x-request-id"] = request_id
         await response(scope, receive, send)
-        m = runtime.manifest
         api = "v2" if scope["path"].startswith("/v2/") else "native"
-        metrics.REQUESTS.labels(m.name, str(m.version), api, "503").inc()
-        self._refused[(m.name, m.version, api)] += 1
-        if not self._summary_due:
-            self._summary_due = True
-            asyncio.get_running_loop().call_later(SUMMARY_INTERVAL_S, self._summarise)
-
-    def _summarise(self) -> None:
-        self._summary_due = False
-        for (name, version, api), count in sorted(self._refused.items()):
-            limit = self.state.schedulers.config_for(name).max_queue_size
-            log.warning("refused %d %s request(s) for model %s version %d with 503 queue_full in the last "
-                        "%g s: its queue was full (GRU_MAX_QUEUE_SIZE=%d sequences)", count, api, name,
-                        version, SUMMARY_INTERVAL_S, limit)
-        self._refused.clear()
+        self.state.refusals.add(runtime.manifest.name, runtime.manifest.version, api)
 
 
 class InferenceFront:

@@ -58,7 +58,8 @@ class RequestMiddleware:
             duration = time.perf_counter() - started
             if not quiet:
                 metrics.IN_FLIGHT.dec()
-                self._record(context, path, status, duration)
+                api = "v2" if path == "/v2" or path.startswith("/v2/") else "native"
+                record(context, api, status, duration, path.endswith(INFERENCE_SUFFIXES))
             level = logging.DEBUG if quiet or not self.access_log else logging.INFO
             if log.isEnabledFor(level):
                 log.log(level, "%s %s %s", scope["method"], path, status,
@@ -72,16 +73,16 @@ class RequestMiddleware:
         routes = self.router.routes if self.router is not None else []
         return CHECKED_METHODS | {m for route in routes for m in getattr(route, "methods", None) or ()}
 
-    @staticmethod
-    def _record(context: logs.RequestContext, path: str, status: int, duration: float) -> None:
-        api = "v2" if path == "/v2" or path.startswith("/v2/") else "native"
-        model = context.model or ""
-        version = str(context.version) if context.version is not None else ""
-        metrics.REQUESTS.labels(model, version, api, str(status)).inc()
-        if model:
-            metrics.REQUEST_SECONDS.labels(model, api).observe(duration)
-            if path.endswith(INFERENCE_SUFFIXES):  # for the v2 statistics (service/api/v2_model.py)
-                metrics.INFERENCE_REQUESTS.labels(model, version, "success" if status == 200 else "fail") \
-                    .observe(duration)
-                if status == 200:
-                    metrics.LAST_INFERENCE.labels(model, version).set(time.time())
+
+def record(context: logs.RequestContext, api: str, status: int, duration: float, inference: bool) -> None:
+    """One request's metrics, on any API (the gRPC servicer records its calls here too)."""
+    model = context.model or ""
+    version = str(context.version) if context.version is not None else ""
+    metrics.REQUESTS.labels(model, version, api, str(status)).inc()
+    if model:
+        metrics.REQUEST_SECONDS.labels(model, api).observe(duration)
+        if inference:  # for the v2 statistics (service/api/v2_model.py)
+            metrics.INFERENCE_REQUESTS.labels(model, version, "success" if status == 200 else "fail") \
+                .observe(duration)
+            if status == 200:
+                metrics.LAST_INFERENCE.labels(model, version).set(time.time())

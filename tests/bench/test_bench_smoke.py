@@ -1,5 +1,6 @@
-"""A smoke test of the benchmark harness (bench/run.py): `gru serve` started as the bench starts it,
-one second of wrk through the Lua script, the summary parsed. No timing assertions."""
+"""Smoke tests of the benchmark harnesses (bench/run.py, bench/grpc_load.py): `gru serve` started as the
+bench starts it, one second of wrk (or h2load) per request kind, the summary parsed. No timing
+assertions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.run import load, process_tree_rss, serving
@@ -23,3 +25,25 @@ def test_harness_drives_the_service_with_wrk(repository: Path, tmp_path: Path) -
         assert process_tree_rss(server.process.pid) > 10 * 2**20
     assert result["requests"] > 0 and result["errors"] == 0
     assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None,
+                    reason="h2load is not installed (apt-get install -y nghttp2-client)")
+def test_grpc_load_frames_requests_the_server_answers(repository: Path, tmp_path: Path) -> None:
+    """bench/grpc_load.py: one second of h2load per API; the server answers every request with a 200
+    (the calls still in flight when h2load's window closes are answered too, not counted by h2load)."""
+    from bench.grpc_load import API_LABEL, answered, bodies, h2load
+    from bench.run import free_port
+
+    grpc_port = free_port()
+    with serving("gru-serve", repository.parent, workers=1, env={"GRU_GRPC_PORT": str(grpc_port)}) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        x = np.random.default_rng(0).standard_normal((1, 24, 1)).astype(np.float32)
+        for api, (url, body, headers, h1) in bodies(tmp_path, "italy", x, base, grpc_port).items():
+            before = answered(base)
+            result = h2load(url, body, headers, h1, clients=2, duration=1, log=tmp_path / f"{api}.log")
+            counted = {status: n - before.get((a, status), 0) for (a, status), n in answered(base).items()
+                       if a == API_LABEL[api]}
+            assert result["requests"] > 0 and result["failed"] == 0, (api, result)
+            assert result["requests"] <= counted.pop("200") <= result["requests"] + 4, (api, result)
+            assert not any(counted.values()), (api, counted)

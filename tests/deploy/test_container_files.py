@@ -42,6 +42,16 @@ def test_serving_images_run_as_non_root_with_a_readiness_healthcheck(stage: str)
     assert any(line.startswith("CMD") and '"serve"' in line for line in lines)
 
 
+@pytest.mark.parametrize("stage", ["serve-runtime", "serve-cuda"])
+def test_serving_images_expose_rest_and_grpc(stage: str) -> None:
+    text = " ".join(stages()[stage])
+    ports = {name: re.search(rf"{name}=(\d+)", text)[1] for name in ("GRU_PORT", "GRU_GRPC_PORT")}
+    [expose] = [line.split()[1:] for line in stages()[stage] if line.startswith("EXPOSE")]
+    assert sorted(expose) == sorted(ports.values()) and len(set(expose)) == 2
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {f"{p}:{p}" for p in ports.values()} <= set(compose["services"]["serve"]["ports"])
+
+
 def test_serving_images_install_only_the_service() -> None:
     """No torch: only service/ is copied into the serving builds, and only the serve extra installed."""
     for stage in ("serve-build", "serve-cuda"):

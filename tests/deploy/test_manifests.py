@@ -53,8 +53,11 @@ def test_kubernetes_deployment_service_and_autoscaler() -> None:
     assert pod["spec"]["terminationGracePeriodSeconds"] > float(env["GRU_SHUTDOWN_TIMEOUT_S"]) + 5
     volumes = {v["name"] for v in pod["spec"]["volumes"]}
     assert {m["name"] for m in container["volumeMounts"]} <= volumes
-    port_names = {p["name"] for p in container["ports"]}
-    assert all(p["targetPort"] in port_names for p in service["spec"]["ports"])
+    ports = {p["name"]: p for p in container["ports"]}
+    assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
+    assert str(ports["grpc"]["containerPort"]) == env["GRU_GRPC_PORT"] != env["GRU_PORT"]
+    [grpc] = [p for p in service["spec"]["ports"] if p["targetPort"] == "grpc"]
+    assert grpc["appProtocol"] == "kubernetes.io/h2c"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
@@ -70,6 +73,22 @@ def test_kserve_custom_predictor_runs_gru_serve() -> None:
     assert container["name"] == "kserve-container"
     check_container(container, mount_root="/mnt/models")
     assert container["securityContext"]["runAsNonRoot"] is True
+
+
+def test_kserve_grpc_predictor_exposes_only_the_grpc_port() -> None:
+    """Knative routes one port per container; h2c names it HTTP/2 (gRPC)."""
+    isvc = documents("kserve/inferenceservice-gru-serve-grpc.yaml")["InferenceService"]
+    [container] = isvc["spec"]["predictor"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["name"] == "kserve-container" and set(env) <= SETTINGS
+    [port] = container["ports"]
+    assert port["name"] == "h2c" and str(port["containerPort"]) == env["GRU_GRPC_PORT"] != env["GRU_PORT"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == port["containerPort"]
+    assert env["GRU_MODEL_REPOSITORY"] == "/mnt/models" and env["GRU_HOST"] == "0.0.0.0"
+    rest = documents("kserve/inferenceservice-gru-serve.yaml")["InferenceService"]
+    [rest_container] = rest["spec"]["predictor"]["containers"]
+    assert {"name": "GRU_GRPC_PORT", "value": "0"} in rest_container["env"]  # its one port is REST
 
 
 def test_kserve_triton_runtime_uses_the_exported_repository() -> None:

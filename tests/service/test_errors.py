@@ -14,9 +14,14 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_lists_every_code_with_its_statuses() -> None:
-    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| (.+) \|$", README.read_text(), re.MULTILINE)
-    documented = {code: (int(native), int(v2), when) for code, native, v2, when in rows}
-    assert documented == {code: (k.status, k.v2_status, k.meaning) for code, k in ERROR_TABLE.items()}
+    """Its HTTP statuses on both APIs and its gRPC status (every one a grpc.StatusCode)."""
+    import grpc
+
+    assert all(k.grpc in grpc.StatusCode.__members__ for k in ERROR_TABLE.values())
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| ([A-Z_]+) \| (.+) \|$", README.read_text(),
+                      re.MULTILINE)
+    documented = {code: (int(native), int(v2), grpc, when) for code, native, v2, grpc, when in rows}
+    assert documented == {code: (k.status, k.v2_status, k.grpc, k.meaning) for code, k in ERROR_TABLE.items()}
 
 
 def test_one_code_two_forms() -> None:

@@ -14,7 +14,14 @@ from service.api.errors import InvalidInput, StreamingUnsupported
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.stream import ERRORS as STREAM_ERRORS
 from service.api.routes.stream import held_chunk
-from service.api.v2_codec import HEADER_LENGTH, decode_request, encode_response, model_inputs, model_tensors
+from service.api.v2_codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    decode_request,
+    encode_response,
+    model_inputs,
+    model_tensors,
+)
 from service.api.v2_model import model_config, statistics
 from service.bundle import OUTPUT, STATE_OUTPUT
 from service.repository import Repository
@@ -70,23 +77,23 @@ async def model_version_statistics(name: str, version: int, repository: Reposito
 @router.get("/models/{name}/config")
 async def model_configuration(name: str, repository: RepositoryDep, settings: SettingsDep) -> dict[str, Any]:
     """Triton's model configuration, derived from the manifest (service/api/v2_model.py)."""
-    return _config(resolve_model(repository, name), settings)
+    return config(resolve_model(repository, name), settings)
 
 
 @router.get("/models/{name}/versions/{version}/config")
 async def model_version_configuration(name: str, version: int, repository: RepositoryDep,
                                       settings: SettingsDep) -> dict[str, Any]:
-    return _config(resolve_model(repository, name, version), settings)
+    return config(resolve_model(repository, name, version), settings)
 
 
 @router.get("/models/{name}")
 async def model_metadata(name: str, repository: RepositoryDep) -> dict[str, Any]:
-    return _metadata(repository, resolve_model(repository, name), repository.versions(name))
+    return metadata(repository, resolve_model(repository, name), repository.versions(name))
 
 
 @router.get("/models/{name}/versions/{version}")
 async def model_version_metadata(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
-    return _metadata(repository, resolve_model(repository, name, version), [version])
+    return metadata(repository, resolve_model(repository, name, version), [version])
 
 
 @router.get("/models/{name}/ready")
@@ -101,14 +108,14 @@ async def model_version_ready(name: str, version: int, repository: RepositoryDep
     return {"name": name, "version": str(version), "ready": True}
 
 
-def _config(runtime: ModelRuntime, settings: Settings) -> dict[str, Any]:
+def config(runtime: ModelRuntime, settings: Settings) -> dict[str, Any]:
     defaults, per_model = settings.batch_configs()
     batching = per_model.get(runtime.manifest.name, defaults)
     return model_config(runtime.manifest, batching, settings.max_sequences_per_request,
                         settings.session_idle_seconds)
 
 
-def _metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]) -> dict[str, Any]:
+def metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]) -> dict[str, Any]:
     inputs, outputs = model_tensors(runtime.manifest)
     return {"name": runtime.manifest.name, "versions": [str(v) for v in versions],
             "platform": "onnxruntime_onnx", "inputs": inputs, "outputs": outputs}
@@ -117,17 +124,22 @@ def _metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]
 async def infer(call: Call) -> Reply:
     """POST /v2/models/{name}[/versions/{v}]/infer (routed by service/api/inference.py): decode the
     tensors (service/api/v2_codec.py), run them through the model's scheduler, encode the outputs."""
-    runtime = call.runtime
     decoded = decode_request(call.body, call.header(HEADER_LENGTH.encode()))
-    x, state = model_inputs(decoded, runtime.manifest, call.settings.max_sequences_per_request)
+    content, headers = encode_response(call.runtime.manifest, decoded, await answer(call, decoded))
+    return content, [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+async def answer(call: Call, decoded: InferRequest) -> dict[str, np.ndarray]:
+    """The outputs of a decoded v2 request by name, from the model's scheduler or a held sequence; the
+    gRPC servicer (service/grpc/servicer.py) answers through here too."""
+    x, state = model_inputs(decoded, call.runtime.manifest, call.settings.max_sequences_per_request)
     if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
         output, next_state = await _sequence_chunk(call, decoded.parameters, x, state)
     else:
         result = await call.scheduler.run(list(x), state)
         output = np.stack(result.outputs) if isinstance(result.outputs, list) else result.outputs
         next_state = result.states
-    content, headers = encode_response(runtime.manifest, decoded, {OUTPUT: output, STATE_OUTPUT: next_state})
-    return content, [(k.encode(), v.encode()) for k, v in headers.items()]
+    return {OUTPUT: output, STATE_OUTPUT: next_state}
 
 
 async def _sequence_chunk(call: Call, parameters: dict[str, Any], x: np.ndarray,

@@ -1,0 +1,122 @@
+"""What every gRPC call gets, as an HTTP request gets it from RequestMiddleware: a request id (the
+caller's `x-request-id` metadata or a new one, sent back in the trailing metadata), the bearer token in
+the `authorization` metadata checked by the same Authenticator under the REST path of the operation, one
+access log line, and the request metrics with api="grpc" and, as `status`, the HTTP status REST gives
+for the same outcome (queue_full refusals go to the per-second refusal summary instead, as REST's do).
+
+Errors are REST's: the message and code of the REST v2 answer, sent with the gRPC status the one error
+table (service/api/errors.py) gives the code, and `gru-error-code` and `gru-error-field` in the trailing
+metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import orjson
+from starlette.datastructures import State
+
+from service import logs, metrics
+from service.api.auth import Authenticator, Denial
+from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
+from service.api.middleware import record
+
+log = logging.getLogger("gru_serve.access")
+SERVICE = "/inference.GRPCInferenceService/"
+INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
+
+
+@dataclass
+class Failure(Exception):
+    """A refused call: the REST API's status and code for it, its message and field, Retry-After."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def grpc_status(self) -> grpc.StatusCode:
+        kind = ERROR_TABLE.get(self.code)
+        return grpc.StatusCode[kind.grpc] if kind else grpc.StatusCode.INTERNAL
+
+    def metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
+        items = [("x-request-id", request_id), ("gru-error-code", self.code)]
+        if self.field:
+            items.append(("gru-error-field", self.field))
+        if self.retry_after:  # REST's header, and gRPC's own retry pushback
+            items += [("retry-after", self.retry_after),
+                      ("grpc-retry-pushback-ms", str(int(self.retry_after) * 1000))]
+        return tuple(items)
+
+
+def failure(exc: Exception) -> Failure:
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, DOMAIN_ERRORS):
+        answer = domain_error_response(exc, INFER_PATH)
+        body = orjson.loads(answer.body)
+        return Failure(answer.status_code, body["code"], body["error"], body["field"],
+                       answer.headers.get("retry-after"))
+    log.exception("unexpected error")
+    return Failure(500, "internal", "internal error; the server log has it under this request id")
+
+
+def denied(denial: Denial) -> Failure:
+    message = denial.message.replace("'Authorization: Bearer <token>'", "'authorization: Bearer <token>' "
+                                     "metadata")
+    return Failure(denial.status, "unauthorized" if denial.status == 401 else "forbidden", message,
+                   "authorization")
+
+
+@asynccontextmanager
+async def scope(state: State, auth: Authenticator, context: Any, method: str, path: str, quiet: bool = False,
+                abort: bool = True, request_id: str | None = None) -> AsyncIterator[None]:
+    """One call (quiet: a probe, logged at debug and not counted). An error in it becomes a Failure: the
+    call is aborted with its gRPC status, or (abort=False: a request on a stream) the Failure is raised."""
+    metadata = dict(context.invocation_metadata() or ())
+    call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
+                               method="gRPC", path=SERVICE + method)
+    token = logs.current.set(call)
+    started, refused = time.perf_counter(), None
+    if not quiet:
+        metrics.IN_FLIGHT.inc()
+    try:
+        denial = auth.check(path, metadata.get("authorization"))
+        if denial is not None:
+            raise denied(denial)
+        yield
+    except Exception as exc:
+        refused = failure(exc)
+    finally:
+        if not quiet:
+            metrics.IN_FLIGHT.dec()
+        account(state, call, refused, time.perf_counter() - started, quiet)
+        logs.current.reset(token)
+    if refused is not None:
+        if not abort:
+            raise refused
+        await context.abort(refused.grpc_status, refused.message, refused.metadata(call.request_id))
+    elif abort:
+        context.set_trailing_metadata((("x-request-id", call.request_id),))
+
+
+def account(state: State, call: logs.RequestContext, refused: Failure | None, duration: float,
+            quiet: bool) -> None:
+    status = refused.status if refused is not None else 200
+    if refused is not None and refused.code == "queue_full" and call.model and call.version:
+        state.refusals.add(call.model, call.version, "grpc")
+        quiet = True
+    elif not quiet:
+        record(call, "grpc", status, duration, call.path.endswith(("ModelInfer", "ModelStreamInfer")))
+    level = logging.DEBUG if quiet or not state.settings.access_log else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "%s %s %s", call.method, call.path, status,
+                extra={"status": status, "duration_ms": round(duration * 1000, 3)})

@@ -1,0 +1,68 @@
+"""The gRPC server's life: started in the app's lifespan on the worker's event loop (so that it shares
+the repository, the schedulers and the sessions with the HTTP routes), stopped before them.
+
+With several worker processes each one listens on GRU_GRPC_PORT with SO_REUSEPORT and the kernel
+spreads connections over them, as uvicorn's shared socket spreads HTTP connections. A gRPC channel is
+one HTTP/2 connection, so one client's calls all go to one worker (its streamed sequences too)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import grpc
+from starlette.datastructures import State
+
+from service.api.auth import Authenticator
+from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
+from service.settings import Settings
+
+log = logging.getLogger("gru_serve.grpc")
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def options(settings: Settings) -> list[tuple[str, int]]:
+    """The HTTP limits, as gRPC states them; a call over them gets RESOURCE_EXHAUSTED."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.keep_alive_timeout_s * 1000)),
+        ("grpc.so_reuseport", int(settings.workers != 1)),  # one worker: a port in use fails start-up
+    ]
+
+
+async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
+    """Listen on GRU_GRPC_PORT; a port that cannot be bound stops start-up with the reason."""
+    settings: Settings = state.settings
+    # GRU_MAX_CONNECTIONS bounds the open HTTP connections, each one request at a time; here the calls.
+    server = grpc.aio.server(options=options(settings), maximum_concurrent_rpcs=settings.max_connections)
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state, authenticator), server)
+    where = address(settings.host, settings.grpc_port)
+    try:
+        server.add_insecure_port(where)
+    except RuntimeError as exc:
+        raise RuntimeError(f"GRU_GRPC_PORT: cannot listen on {where} ({exc}); choose a free port or 0 "
+                           "to turn gRPC off") from None
+    await server.start()
+    log.info("gRPC: Open Inference Protocol (inference.GRPCInferenceService) on %s; inference and metadata: "
+             "%s; health: %s", where, authenticator.rule(MODELS_PATH), authenticator.rule(READY_PATH))
+    return server
+
+
+def check_port_free(host: str, port: int) -> None:
+    """With SO_REUSEPORT every worker binds the port, and so could an unrelated server of the same user:
+    `gru serve` checks once, before the workers start, that nothing listens there yet."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"GRU_GRPC_PORT: cannot listen on {address(host, port)}: "
+                             f"{exc.strerror}") from None

@@ -1,0 +1,149 @@
+"""The Open Inference Protocol's gRPC service (Triton's `inference.GRPCInferenceService`, a superset of
+KServe's), answered from the same objects and code as the REST v2 routes: the repository, the v2
+codec's checks, the v2 route's `answer` (the model's scheduler, the server-held sequences), Triton's
+model configuration and statistics. Each RPC runs inside calls.scope: request id, auth, metrics, log,
+errors as gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from starlette.datastructures import State
+
+from service.api.auth import Authenticator
+from service.api.deps import resolve_model
+from service.api.errors import ModelNotFound
+from service.api.inference import Call
+from service.api.routes import v2
+from service.api.v2_model import statistics
+from service.batching import SchedulerStopped
+from service.grpc import calls
+from service.grpc.codec import decode_infer, encode_infer
+from service.grpc.generated import grpc_service_pb2 as pb
+from service.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
+from service.runtime import ModelRuntime
+
+M = TypeVar("M")
+# The REST path of each operation: the Authenticator's rules for it apply unchanged.
+LIVE_PATH, READY_PATH, SERVER_PATH, MODELS_PATH = "/v2/health/live", "/v2/health/ready", "/v2", "/v2/models"
+EXTENSIONS = ["model_configuration", "statistics", "sequence"]  # the protocol's, as served over gRPC
+
+
+class InferenceServicer(GRPCInferenceServiceServicer):
+    """The RPCs gru-serve answers; the others (repository, shared memory, trace, log settings) answer
+    UNIMPLEMENTED through the generated base class."""
+
+    def __init__(self, state: State, authenticator: Authenticator):
+        self.state, self.auth = state, authenticator
+
+    # -- health and metadata ------------------------------------------------------------------------
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return await self._unary(context, "ServerLive", LIVE_PATH, lambda: pb.ServerLiveResponse(live=True),
+                                 quiet=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return await self._unary(context, "ServerReady", READY_PATH, quiet=True,
+                                 answer=lambda: pb.ServerReadyResponse(ready=self.state.repository.ready))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest,
+                             context: Any) -> pb.ServerMetadataResponse:
+        answer = pb.ServerMetadataResponse(name=v2.SERVER_NAME, version=v2.SERVER_VERSION,
+                                           extensions=EXTENSIONS)
+        return await self._unary(context, "ServerMetadata", SERVER_PATH, lambda: answer)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        def ready() -> pb.ModelReadyResponse:  # not loaded is an answer here, not an error (as in Triton)
+            try:
+                self._model(request.name, request.version)
+            except ModelNotFound:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+        return await self._unary(context, "ModelReady", MODELS_PATH, ready)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        def metadata() -> pb.ModelMetadataResponse:
+            runtime = self._model(request.name, request.version)
+            repository = self.state.repository
+            versions = [runtime.manifest.version] if request.version else repository.versions(request.name)
+            document = v2.metadata(repository, runtime, versions)
+            return json_format.ParseDict(document, pb.ModelMetadataResponse())
+        return await self._unary(context, "ModelMetadata", MODELS_PATH, metadata)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        def config() -> pb.ModelConfigResponse:
+            document = v2.config(self._model(request.name, request.version), self.state.settings)
+            if "sequence_batching" in document:  # Triton's ModelConfig holds one scheduler (a oneof)
+                document.pop("dynamic_batching", None)
+            return json_format.ParseDict({"config": document}, pb.ModelConfigResponse())
+        return await self._unary(context, "ModelConfig", MODELS_PATH, config)
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
+                              context: Any) -> pb.ModelStatisticsResponse:
+        """As GET /v2/models[/{name}[/versions/{v}]]/stats: no name, every loaded version of every model."""
+        def stats() -> pb.ModelStatisticsResponse:
+            repository = self.state.repository
+            if not request.name:
+                models = [(n, v) for n in sorted(repository.models) for v in repository.versions(n)]
+            else:
+                runtime = self._model(request.name, request.version)
+                versions = [runtime.manifest.version] if request.version else None
+                models = [(request.name, v) for v in versions or repository.versions(request.name)]
+            return json_format.ParseDict(statistics(models), pb.ModelStatisticsResponse())
+        return await self._unary(context, "ModelStatistics", MODELS_PATH, stats)
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return await self._unary(context, "ModelInfer", MODELS_PATH, lambda: self._infer(request))
+
+    async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
+                               context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One answer per request, in order. A refused request is answered with its error_message and the
+        stream goes on (as Triton's); a missing or wrong token refuses the stream itself. The chunks of a
+        sequence (sequence_id, sequence_start, sequence_end parameters) use the REST stream's sessions."""
+        async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH, quiet=True):
+            pass  # the token, checked once for the stream
+        async for request in requests:
+            try:
+                async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
+                                       abort=False, request_id=request.id):
+                    response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except calls.Failure as refused:
+                response = pb.ModelStreamInferResponse(error_message=refused.message)
+            yield response
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """As POST /v2/models/{name}/infer: the scheduler is asked for room before anything is decoded,
+        then the REST route's own code runs the decoded request."""
+        call = self._v2_call(request)
+        call.scheduler.check_room()
+        decoded = decode_infer(request)
+        try:
+            arrays = await v2.answer(call, decoded)
+        except SchedulerStopped:  # the version was retired meanwhile: the one serving now
+            call = self._v2_call(request)
+            arrays = await v2.answer(call, decoded)
+        return encode_infer(call.runtime.manifest, decoded, arrays)
+
+    def _v2_call(self, request: pb.ModelInferRequest) -> Call:
+        runtime = self._model(request.model_name, request.model_version)
+        state = self.state
+        return Call(runtime, state.schedulers.get(runtime), state.settings, state.streaming, [], b"")
+
+    def _model(self, name: str, version: str) -> ModelRuntime:
+        if version and not version.isdigit():
+            raise ModelNotFound(f"model version {version!r} is not a version number; loaded versions of "
+                                f"{name!r}: {self.state.repository.versions(name)}", "version")
+        return resolve_model(self.state.repository, name, int(version) if version else None)
+
+    async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], M | Awaitable[M]],
+                     quiet: bool = False) -> M:
+        async with calls.scope(self.state, self.auth, context, method, path, quiet=quiet):
+            result = answer()
+            return await result if inspect.isawaitable(result) else result
+        raise AssertionError("unreachable: calls.scope aborts the call on every error")
