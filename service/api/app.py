@@ -22,7 +22,7 @@ from service.api.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopb
 from service.api.errors import install_error_handlers
 from service.api.inference import InferenceFront, LoadShedder, document
 from service.api.limits import RequestLimits
-from service.api.middleware import RequestMiddleware
+from service.api.middleware import RequestLog, RequestMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
     logs.capture_warnings()  # in every worker process: Python warnings become JSON log lines
+    requests = RequestLog(settings.access_log)  # access log lines and request metrics, written in batches
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
                 await watch
             await schedulers.stop()  # answer what is queued, then end the inference threads
             await run_in_threadpool(repository.close)
+            requests.flush()
             metrics.mark_worker_exit()
             log.info("stopped")
 
@@ -86,14 +88,13 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
-    app.state.streaming = streaming
+    app.state.streaming, app.state.requests = streaming, requests
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
     # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
     # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)
     answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), app.state)
     answer = RequestLimits(answer, settings=settings)
-    answer = RequestMiddleware(answer, authenticator=authenticator, access_log=settings.access_log,
-                               router=app.router)
+    answer = RequestMiddleware(answer, authenticator=authenticator, requests=requests, router=app.router)
     app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
     install_error_handlers(app)
     for module in (health, models, v2, repository_routes, metrics_routes):

@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import logs, metrics
+from service import logs
 from service.api.auth import Authenticator
 from service.api.deps import resolve_model
 from service.api.errors import (
@@ -174,7 +174,7 @@ class LoadShedder:
         await response(scope, receive, send)
         m = runtime.manifest
         api = "v2" if scope["path"].startswith("/v2/") else "native"
-        metrics.REQUESTS.labels(m.name, str(m.version), api, "503").inc()
+        self.state.requests.refused(m.name, str(m.version), api)
         self._refused[(m.name, m.version, api)] += 1
         if not self._summary_due:
             self._summary_due = True
