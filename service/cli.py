@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         workers=workers, log_level=settings.log_level, access_log=False, log_config=log_config,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
         http=PROTOCOL, timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        # No Server header (one less header per answer, nothing advertised) and no X-Forwarded-* rewriting
+        # (nothing here reads the client address): ~2 us less per request, measured on the bare app.
+        server_header=False, proxy_headers=False,
     )
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
