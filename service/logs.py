@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def note_model(name: str, version: int) -> None:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -77,7 +78,8 @@ class JsonFormatter(logging.Formatter):
         context = current.get()
         if context is not None:
             entry.update({k: v for k, v in vars(context).items() if v not in (None, "")})
-        entry.update({k: getattr(record, k) for k in CONTEXT_FIELDS if hasattr(record, k)})
+        fields = vars(record)
+        entry.update({k: fields[k] for k in CONTEXT_FIELDS if k in fields})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -87,6 +89,23 @@ def capture_warnings() -> None:
     """Python warnings (numpy's RuntimeWarning, deprecations) go through the logger "py.warnings", so
     they come out as JSON lines like everything else, not as raw lines on stderr."""
     logging.captureWarnings(True)
+
+
+def iso_time(created: float) -> str:
+    """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")`, the date and time of day
+    worked out once per second (4 us each time, a tenth of an access log line's cost)."""
+    fraction, whole = math.modf(created)  # rounded as datetime rounds it (half even, in microseconds)
+    second, micros = int(whole), round(fraction * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached_second, text = _second_text
+    if second != cached_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_text[:] = [second, text]
+    return f"{text}.{micros // 1000:03d}+00:00"
+
+
+_second_text: list[Any] = [None, ""]
 
 
 def handle_many(logger: logging.Logger, records: Sequence[logging.LogRecord]) -> None:

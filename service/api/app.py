@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         await run_in_threadpool(repository.load_all)  # a bad bundle fails start-up with its reason
         log.info("ready: %d model(s) from %s (version policy %s)", len(repository.models),
                  settings.model_repository, settings.version_policy)
+        gc.freeze()  # what start-up built lives on: the collector no longer walks it (~5% of a request)
         watch = asyncio.create_task(watch_folder(repository, settings.poll_interval_s))
         try:
             yield
