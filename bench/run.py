@@ -353,11 +353,11 @@ def targets(report: dict) -> list[dict]:
             add(f"{model.name}, 1 client: p50 ms vs fastapi-ort {ort1['p50_ms']:.2f}", serve1["p50_ms"],
                 "<= baseline", serve1["p50_ms"] <= ort1["p50_ms"])
     encodings = {r["encoding"]: r for r in report.get("large", [])}
-    if {"json", "binary"} <= set(encodings):
+    if {"json", "binary"} <= set(encodings) and encodings["json"]["seq_s"] > 0:
         ratio = encodings["binary"]["seq_s"] / encodings["json"]["seq_s"]
         add("mid, 64 sequences per request: binary seq/s vs JSON", ratio, ">= 1.5x", ratio >= 1.5)
     apis = {r["api"]: r for r in report.get("grpc", [])}
-    if {"grpc", "v2-json"} <= set(apis):
+    if {"grpc", "v2-json"} <= set(apis) and apis["v2-json"]["rps"] > 0:
         ratio = apis["grpc"]["rps"] / apis["v2-json"]["rps"]
         add(f"small, {GRPC_CLIENTS} clients: gRPC ModelInfer req/s vs HTTP v2 JSON", ratio, ">= 1x",
             ratio >= 1)
