@@ -285,11 +285,11 @@ def _operation(op: Operation, versioned: bool, schemas: dict[str, Any]) -> dict[
                  "operationId": f"{op.api or 'native'}_{op.verb}{'_version' if versioned else ''}",
                  "parameters": parameters, "responses": responses}
     if op.request is not None:
-        operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": _ref(op.request, schemas)}}}
-    if op.binary:
-        operation["requestBody"]["content"][BINARY] = {"schema": {"type": "string", "format": "binary"}}
-        parameters += BINARY_HEADERS
+        content: dict[str, Any] = {"application/json": {"schema": _ref(op.request, schemas)}}
+        if op.binary:
+            content[BINARY] = {"schema": {"type": "string", "format": "binary"}}
+            parameters += BINARY_HEADERS
+        operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 
