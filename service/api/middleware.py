@@ -26,7 +26,7 @@ QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug
 INFERENCE_SUFFIXES = ("/predict", "/stream", "/infer")
 CHECKED_METHODS = frozenset({"GET", "HEAD", "POST"})
 FLUSH_INTERVAL_S = 0.5  # how late an access log line or a request's metrics may be written
-LINES_PER_WRITE = 256
+LINES_PER_WRITE = 256  # access log lines formatted and written at once
 
 Answered = tuple[float, logs.RequestContext, int, float]  # (unix time, context, status, seconds taken)
 
@@ -95,23 +95,32 @@ class RequestLog:
             metrics.LAST_INFERENCE.labels(*labels2).set(at)
 
     def _write_lines(self, answered: list[Answered]) -> None:
-        template: dict[str, object] = {}
-        for start in range(0, len(answered), LINES_PER_WRITE):
+        for start in range(0, len(answered), LINES_PER_WRITE):  # few records alive at once, for the gc
             records = []
             for at, context, status, duration in answered[start:start + LINES_PER_WRITE]:
                 level = logging.DEBUG if context.path in QUIET_PATHS or not self.access_log else logging.INFO
-                if not log.isEnabledFor(level):
-                    continue
-                if not template:  # one LogRecord built the usual way, the others copied from it (3 us less)
-                    template = vars(log.makeRecord(log.name, logging.INFO, __file__, 0, "", (), None))
-                record = logging.LogRecord.__new__(logging.LogRecord)
-                record.__dict__ = {**template, "levelno": level, "levelname": logging.getLevelName(level),
-                                   "msg": "%s %s %s", "args": (context.method, context.path, status),
-                                   "created": at, "msecs": (at - int(at)) * 1000, "status": status,
-                                   "duration_ms": round(duration * 1000, 3)}
-                record.__dict__.update((k, v) for k, v in vars(context).items() if v not in (None, ""))
-                records.append(record)
-            logs.handle_many(log, records)  # in slices: few records alive at once, for the garbage collector
+                if log.isEnabledFor(level):
+                    records.append(AccessRecord(level, at, context, status, duration))
+            logs.handle_many(log, records)
+
+
+class AccessRecord(logging.LogRecord):
+    """An access log line: LogRecord's attributes copied from one record built the usual way, then the
+    request's (building each the usual way cost 5 us)."""
+
+    def __init__(self, level: int, at: float, context: logs.RequestContext, status: int, duration: float):
+        fields = vars(self)
+        fields.update(_TEMPLATE)
+        fields.update(request_id=context.request_id, method=context.method, path=context.path,
+                      levelno=level, levelname=_LEVEL_NAMES[level], created=at, msecs=(at - int(at)) * 1000,
+                      args=(context.method, context.path, status), status=status,
+                      duration_ms=round(duration * 1000, 3))
+        if context.model is not None:
+            fields.update(model=context.model, version=context.version)
+
+
+_TEMPLATE = vars(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", (), None))
+_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO"}
 
 
 class RequestMiddleware:
