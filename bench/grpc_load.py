@@ -38,6 +38,7 @@ import numpy as np
 
 from bench.models import MODELS, build
 from bench.run import RESULTS, free_port, process_tree_cpu_s, serving
+from service.api.middleware import FLUSH_INTERVAL_S
 
 GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -176,7 +177,9 @@ def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, dur
 
 
 def answered(base: str) -> dict[tuple[str, str], float]:
-    """gru_requests_total by (api, status), every worker's."""
+    """gru_requests_total by (api, status), every worker's (another worker's requests are written on its
+    flush timer: wait for it)."""
+    time.sleep(FLUSH_INTERVAL_S + 0.2)
     counts: dict[tuple[str, str], float] = {}
     for line in httpx.get(f"{base}/metrics").text.splitlines():
         if line.startswith("gru_requests_total{"):

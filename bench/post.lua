@@ -1,11 +1,18 @@
--- wrk script: POST one JSON body (a file, first script argument) and print the summary as one JSON line.
+-- wrk script: POST one body (a file, the first script argument; JSON unless a later argument names
+-- another Content-Type) with the headers given as further arguments ("Name: value"), and print the
+-- summary as one JSON line.
 local body_request
 
 function init(args)
   local f = assert(io.open(args[1], "rb"))
   local body = f:read("*a")
   f:close()
-  body_request = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+  local headers = {["Content-Type"] = "application/json"}
+  for i = 2, #args do
+    local name, value = args[i]:match("^([^:]+):%s*(.*)$")
+    headers[name] = value
+  end
+  body_request = wrk.format("POST", nil, headers, body)
 end
 
 function request()

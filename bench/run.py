@@ -2,9 +2,13 @@
 
 Trains and exports the two bench models (bench/models.py), measures in-process onnxruntime (batch 1 and
 the max batch: the compute ceiling), then starts each system as users run it and drives it with wrk at
-concurrency 1, 8, 32, 128 with single-sequence requests: `gru serve` (dynamic batching), and the two
-plain apps in bench/baselines/. Also measures one worker's idle RSS with both models and its start to
-ready. Prints a table and the targets; writes bench/results/bench.json and bench/results/bench.png.
+concurrency 1, 8, 32, 128 with single-sequence requests: `gru serve` (dynamic batching), the HTTP floor
+(bench/baselines/bare_app.py: the same server, settings and workers answering a constant; small model's
+bodies only) and the two plain apps in bench/baselines/. Then, on the same gru-serve: 64-sequence
+requests of the mid model as JSON and as binary float32 (8 clients), and gRPC ModelInfer against the
+HTTP JSON paths at 32 clients (bench/grpc_load.py, with h2load). Also measures one worker's idle RSS with
+both models and its start to ready. Prints the table and the targets; writes bench/results/bench.json,
+bench/results/bench.md (the README's table) and bench/results/bench.png.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from bench.models import MID, MODELS, SMALL, build
 RESULTS = Path(__file__).parent / "results"
 LUA = Path(__file__).parent / "post.lua"
 CONCURRENCY = (1, 8, 32, 128)
-SYSTEMS = ("gru-serve", "fastapi-ort", "fastapi-torch")
+SYSTEMS = ("gru-serve", "bare-asgi", "fastapi-ort", "fastapi-torch")
+LARGE = (MID, 64, 8)  # 64-sequence requests of the mid model, 8 clients: JSON against binary
+BINARY_HEADERS = ("Content-Type: application/octet-stream",)
+GRPC_CLIENTS = 32
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,40 +53,108 @@ def main(argv: list[str] | None = None) -> int:
                  "sudo apt-get install -y wrk")
     args.results.mkdir(parents=True, exist_ok=True)
     bundles = build(args.results / "work")
+    started = time.perf_counter()
     report: dict = {"duration_s": args.duration, "workers": args.workers, "cores": os.cpu_count(),
-                    "inprocess": inprocess(bundles), "startup": startup(bundles["small"].parent.parent),
-                    "http": []}
+                    "loadavg_start": os.getloadavg()[0], "inprocess": inprocess(bundles),
+                    "startup": startup(bundles["small"].parent.parent), "http": [], "large": [], "grpc": []}
     print_inprocess(report)
     levels = [int(c) for c in args.concurrency.split(",")]
+    work = args.results / "work"
+    grpc_port = free_port()
     with contextlib.ExitStack() as stack:
         # All systems up at once, measured in turn at each level: drift in the machine's load
         # (other work on a shared box) then hits every system alike.
-        servers = {system: stack.enter_context(serving(system, args.results / "work", args.workers))
+        servers = {system: stack.enter_context(serving(system, work, args.workers,
+                                                       {"GRU_GRPC_PORT": str(grpc_port)}))
                    for system in args.systems.split(",")}
         for model in MODELS:
-            body = args.results / "work" / f"{model.name}.body.json"
+            body = work / f"{model.name}.body.json"
             body.write_bytes(request_body(model))
             for clients in levels:
                 for system, server in servers.items():
-                    load(server.url(model.name), body, clients, 1)  # warm-up, discarded
-                    cpu = process_tree_cpu_s(server.process.pid)
-                    result = load(server.url(model.name), body, clients, args.duration)
-                    cpu = process_tree_cpu_s(server.process.pid) - cpu
-                    row = {"system": system, "model": model.name, "clients": clients, **result,
-                           "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
-                           "rss_mb": server.rss_mb()}
-                    report["http"].append(row)
-                    print(format_row(row), flush=True)
+                    if system == "bare-asgi" and model is not SMALL:
+                        continue  # the floor answers a small model's answer, for the small model's bodies
+                    row = measure(server, model.name, body, (), clients, args.duration)
+                    report["http"].append({"system": system, "model": model.name, **row})
+                    print(format_row(report["http"][-1]), flush=True)
+        if "gru-serve" in servers:
+            report["large"] = large_requests(servers["gru-serve"], work, args.duration)
+            report["grpc"] = grpc_rows(servers["gru-serve"], grpc_port, work, args.duration)
+    report["loadavg_end"], report["wall_s"] = os.getloadavg()[0], time.perf_counter() - started
     report["targets"] = targets(report)
     (args.results / "bench.json").write_text(json.dumps(report, indent=2))
     print_summary(report)
+    (args.results / "bench.md").write_text(markdown(report))
     plot(report, args.results / "bench.png")
     return 0
 
 
-def request_body(model) -> bytes:
-    x = np.random.default_rng(0).standard_normal((1, model.steps, model.features)).round(4)
-    return json.dumps({"sequences": x.tolist()}).encode()
+def request_body(model, sequences: int = 1) -> bytes:
+    return json.dumps({"sequences": request_array(model, sequences).tolist()}).encode()
+
+
+def request_array(model, sequences: int = 1) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((sequences, model.steps, model.features)).round(4)
+
+
+def measure(server: Running, model: str, body: Path, headers: tuple[str, ...], clients: int,
+            duration: float) -> dict:
+    """One load level: a 1 s warm-up (discarded), then `duration` seconds, with the server processes'
+    CPU time over the run."""
+    load(server.url(model), body, clients, 1, headers)
+    cpu = process_tree_cpu_s(server.process.pid)
+    result = load(server.url(model), body, clients, duration, headers)
+    cpu = process_tree_cpu_s(server.process.pid) - cpu
+    return {"clients": clients, **result, "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
+            "rss_mb": server.rss_mb()}
+
+
+def large_requests(server: Running, work: Path, duration: float) -> list[dict]:
+    """64-sequence requests of the mid model, the same sequences as JSON and as binary float32 (native
+    predict, X-Shape), in turn: sequences/s of each encoding."""
+    model, sequences, clients = LARGE
+    x = request_array(model, sequences)
+    (work / "large.json").write_bytes(json.dumps({"sequences": x.tolist()}).encode())
+    (work / "large.f32").write_bytes(x.astype("<f4").tobytes())
+    shape = f"X-Shape: {sequences},{model.steps},{model.features}"
+    rows = []
+    for encoding, body, headers in (("json", work / "large.json", ()),
+                                    ("binary", work / "large.f32", (*BINARY_HEADERS, shape))):
+        row = {"model": model.name, "sequences": sequences, "encoding": encoding,
+               **measure(server, model.name, body, headers, clients, duration)}
+        row["seq_s"] = row["rps"] * sequences
+        rows.append(row)
+        print(f"large requests: mid, {sequences} sequences each, {clients} clients, {encoding:<6} "
+              f"{row['seq_s']:>8.0f} seq/s  p99 {row['p99_ms']:.1f} ms  {row['cpu_us_per_req']:.0f} "
+              "CPU us/req", flush=True)
+    return rows
+
+
+def grpc_rows(server: Running, grpc_port: int, work: Path, duration: float) -> list[dict]:
+    """gRPC ModelInfer against the HTTP JSON paths (v2 infer, native predict), small model, 32 clients,
+    each driven by h2load (bench/grpc_load.py: the same tool for every API). Empty when this tree has no
+    gRPC server or h2load is missing: the table then says so."""
+    try:
+        from bench.grpc_load import bodies, h2load
+    except ImportError:
+        print("gRPC: not measured (bench/grpc_load.py and service/grpc are not in this tree)")
+        return []
+    if shutil.which("h2load") is None:
+        print("gRPC: not measured (h2load is missing: apt-get install -y nghttp2-client)")
+        return []
+    x = request_array(SMALL).astype(np.float32)
+    rows = []
+    base = f"http://127.0.0.1:{server.port}"
+    for api, (url, body, headers, h1) in bodies(work, SMALL.name, x, base, grpc_port).items():
+        h2load(url, body, headers, h1, GRPC_CLIENTS, 1.0, work / "h2load.log")  # warm-up, discarded
+        cpu = process_tree_cpu_s(server.process.pid)
+        result = h2load(url, body, headers, h1, GRPC_CLIENTS, duration, work / "h2load.log")
+        cpu = process_tree_cpu_s(server.process.pid) - cpu
+        rows.append({"api": api, "model": SMALL.name, "clients": GRPC_CLIENTS, **result,
+                     "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1)})
+        print(f"h2load, small, {GRPC_CLIENTS} clients, {api:<8} {result['rps']:>8.0f} req/s  "
+              f"p99 {result['p99_ms']:.2f} ms  {rows[-1]['cpu_us_per_req']:.0f} CPU us/req", flush=True)
+    return rows
 
 
 def inprocess(bundles: dict[str, Path]) -> dict:
@@ -125,6 +200,8 @@ def serving(system: str, work: Path, workers: int, env: dict[str, str] | None = 
     if system == "gru-serve":
         command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(work / "models"),
                    "--port", str(port), "--workers", str(workers)]
+    elif system == "bare-asgi":
+        command = [sys.executable, "-m", "bench.baselines.bare_app", str(port), str(workers)]
     else:
         app = {"fastapi-ort": "bench.baselines.ort_app:app", "fastapi-torch": "bench.baselines.torch_app:app"}
         command = [sys.executable, "-m", "uvicorn", app[system], "--port", str(port),
@@ -177,10 +254,11 @@ def startup(repository: Path) -> dict:
         stop(process)
 
 
-def load(url: str, body: Path, clients: int, duration: float) -> dict:
+def load(url: str, body: Path, clients: int, duration: float, headers: tuple[str, ...] = ()) -> dict:
+    """wrk POSTing `body` (JSON unless `headers` hold another "Content-Type: ...")."""
     threads = min(clients, 2)
     command = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(duration))}s",
-               "--timeout", "10s", "-s", str(LUA), url, "--", str(body)]
+               "--timeout", "10s", "-s", str(LUA), url, "--", str(body), *headers]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     raw = json.loads(next(line for line in out.splitlines() if line.startswith("WRK_JSON"))[9:])
     errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
@@ -251,13 +329,18 @@ def targets(report: dict) -> list[dict]:
     def add(what: str, value: float, goal: str, met: bool) -> None:
         out.append({"target": what, "measured": round(value, 3), "goal": goal, "met": bool(met)})
 
-    serve, ort_, torch_ = (find(report, s, SMALL.name, 32) for s in SYSTEMS)
+    serve, bare, ort_, torch_ = (find(report, s, SMALL.name, 32) for s in SYSTEMS)
+    if serve and bare:
+        add("small, 32 clients: req/s vs the bare-ASGI floor", serve["rps"] / bare["rps"], ">= 0.5",
+            serve["rps"] >= 0.5 * bare["rps"])
     if serve and ort_:
         add("small, 32 clients: req/s vs fastapi-ort", serve["rps"] / ort_["rps"], ">= 4x",
             serve["rps"] >= 4 * ort_["rps"])
     if serve and torch_:
         add("small, 32 clients: req/s vs fastapi-torch", serve["rps"] / torch_["rps"], ">= 8x",
             serve["rps"] >= 8 * torch_["rps"])
+    if serve:
+        add("small, 32 clients: p99 ms", serve["p99_ms"], "<= 10", serve["p99_ms"] <= 10)
     mid = find(report, "gru-serve", MID.name, 128)
     if mid:
         ceiling = report["inprocess"][MID.name]["max_batch_seq_s"]
@@ -269,11 +352,21 @@ def targets(report: dict) -> list[dict]:
         if serve1 and ort1:
             add(f"{model.name}, 1 client: p50 ms vs fastapi-ort {ort1['p50_ms']:.2f}", serve1["p50_ms"],
                 "<= baseline", serve1["p50_ms"] <= ort1["p50_ms"])
+    encodings = {r["encoding"]: r for r in report.get("large", [])}
+    if {"json", "binary"} <= set(encodings) and encodings["json"]["seq_s"] > 0:
+        ratio = encodings["binary"]["seq_s"] / encodings["json"]["seq_s"]
+        add("mid, 64 sequences per request: binary seq/s vs JSON", ratio, ">= 1.5x", ratio >= 1.5)
+    apis = {r["api"]: r for r in report.get("grpc", [])}
+    if {"grpc", "v2-json"} <= set(apis) and apis["v2-json"]["rps"] > 0:
+        ratio = apis["grpc"]["rps"] / apis["v2-json"]["rps"]
+        add(f"small, {GRPC_CLIENTS} clients: gRPC ModelInfer req/s vs HTTP v2 JSON", ratio, ">= 1x",
+            ratio >= 1)
     start = report["startup"]
     add("one worker, both models: idle RSS MB", start["idle_rss_mb"], "<= 150", start["idle_rss_mb"] <= 150)
     add("one worker, both models: start to ready s", start["start_to_ready_s"], "<= 2",
         start["start_to_ready_s"] <= 2)
-    errors = sum(r["errors"] for r in report["http"] if r["system"] == "gru-serve")
+    errors = sum(r["errors"] for r in report["http"] if r["system"] == "gru-serve") + \
+        sum(r["errors"] for r in report.get("large", []))
     add("gru-serve errors below the queue limit", errors, "0", errors == 0)
     return out
 
@@ -299,9 +392,37 @@ def print_inprocess(report: dict) -> None:
 
 
 def print_summary(report: dict) -> None:
-    print("\ntargets (ratios within this run):")
+    print(f"\ntargets (ratios within this run; load average {report['loadavg_start']:.1f} at the start, "
+          f"{report['loadavg_end']:.1f} at the end; {report['wall_s'] / 60:.1f} min):")
     for t in report["targets"]:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['measured']} (goal {t['goal']})")
+
+
+def markdown(report: dict) -> str:
+    """The README's tables, from this run."""
+    lines = [f"`make bench DURATION={report['duration_s']:g}` ({report['cores']} cores, {report['workers']} "
+             f"workers per server, load average {report['loadavg_start']:.1f} → {report['loadavg_end']:.1f}; "
+             "one sequence per request; CPU µs/req: the server processes' CPU time per request)", "",
+             "| system | model | clients | req/s | p50 ms | p99 ms | CPU µs/req |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['system']} | {r['model']} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
+              f"{r['p99_ms']:.2f} | {r['cpu_us_per_req']:,.0f} |" for r in report["http"]]
+    if report.get("large"):
+        lines += ["", "| mid, 64 sequences per request, 8 clients | sequences/s | p99 ms | CPU µs/req |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| native predict, {r['encoding']} | {r['seq_s']:,.0f} | {r['p99_ms']:.1f} | "
+                  f"{r['cpu_us_per_req']:,.0f} |" for r in report["large"]]
+    if report.get("grpc"):
+        lines += ["", f"| small, {GRPC_CLIENTS} clients, h2load | req/s | p50 ms | p99 ms | CPU µs/req |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['api']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                  f"{r['cpu_us_per_req']:,.0f} |" for r in report["grpc"]]
+    else:
+        lines += ["", "gRPC: not measured in this run (no gRPC server in this tree, or no h2load)."]
+    lines += ["", "| target | measured | goal | |", "|---|---:|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {t['goal']} | {'met' if t['met'] else '**missed**'} |"
+              for t in report["targets"]]
+    return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
@@ -313,13 +434,14 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, model in zip(axes, MODELS, strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), gridspec_kw={"width_ratios": [3, 3, 2]})
+    for ax, model in zip(axes, MODELS, strict=False):
         for system in SYSTEMS:
             rows = sorted((r for r in report["http"] if r["system"] == system and r["model"] == model.name),
                           key=lambda r: r["clients"])
             if rows:
-                ax.plot([r["rps"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=system)
+                ax.plot([r["rps"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=system,
+                        linestyle=":" if system == "bare-asgi" else "-")
                 for r in rows:
                     ax.annotate(str(r["clients"]), (r["rps"], r["p99_ms"]), fontsize=7)
         ceiling = report["inprocess"][model.name]["max_batch_seq_s"]
@@ -327,9 +449,16 @@ def plot(report: dict, path: Path) -> None:
         ax.set(title=f"{model.name} ({model.features} feat, {model.steps} steps, hidden {model.hidden})",
                xlabel="requests/s (one sequence each)", ylabel="p99 latency (ms)", yscale="log")
         ax.legend(fontsize=8)
+    bars = [(f"mid x64\n{r['encoding']}", r["seq_s"] / 1000, "seq/s") for r in report.get("large", [])]
+    bars += [(f"small\n{r['api']}", r["rps"] / 1000, "req/s") for r in report.get("grpc", [])]
+    ax = axes[2]
+    colours = ["C0" if unit == "seq/s" else "C1" for _, _, unit in bars]
+    ax.bar([name for name, _, _ in bars], [value for _, value, _ in bars], color=colours)
+    ax.set(title="64-sequence requests (seq/s) and gRPC vs HTTP (req/s)", ylabel="thousands per second")
+    ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    print(f"wrote {path} and {path.with_name('bench.json')}")
+    print(f"wrote {path}, {path.with_name('bench.json')} and {path.with_name('bench.md')}")
 
 
 if __name__ == "__main__":

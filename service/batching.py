@@ -119,7 +119,6 @@ class Scheduler:
         """Queue one request's sequences (and their carried states) and wait for its answer."""
         count = len(sequences)
         self.check_room(count)
-        self._per_request.observe(count)
         work = Work(sequences, states, self._loop.create_future())
         with self._ready:
             if self._stopped:
@@ -148,6 +147,7 @@ class Scheduler:
                     self._ready.wait_for(lambda: self._queued >= self.config.max_batch_size or self._closing,
                                          delay)
                 batch = self._take()
+            self._observe(batch)
             self._run(batch)
             self._deliver_soon(batch)
             busy = True
@@ -156,18 +156,23 @@ class Scheduler:
     def _take(self) -> list[Work]:
         """Whole requests in arrival order, up to max_batch_size sequences (at least one request)."""
         batch: list[Work] = []
-        size, now = 0, time.perf_counter()
+        size = 0
         while self._queue:
             count = len(self._queue[0].sequences)
             if batch and size + count > self.config.max_batch_size:
                 break
             work = self._queue.popleft()
             self._queued -= count
-            self._wait.observe(now - work.queued_at)
             batch.append(work)
             size += count
         self._depth.set(self._queued)
         return batch
+
+    def _observe(self, batch: list[Work]) -> None:
+        """The batch's requests in the metrics: one update per bucket, not one per request."""
+        now = time.perf_counter()
+        metrics.observe_many(self._wait, [now - w.queued_at for w in batch])
+        metrics.observe_many(self._per_request, [len(w.sequences) for w in batch])
 
     def _run(self, batch: list[Work]) -> None:
         live = [w for w in batch if not w.future.done()]  # a caller that went away needs no run

@@ -10,6 +10,10 @@ import os
 import secrets
 import shutil
 import signal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from service.api.transport import PROTOCOL, fit_file_limit
+    from service.api.transport import fit_file_limit
     from service.logs import logging_config
     from service.settings import Settings
 
@@ -63,12 +67,23 @@ def run(args: argparse.Namespace) -> int:
     # nothing, so a shutdown that went as planned exits 0, not "killed by SIGTERM".
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        "service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=workers, log_level=settings.log_level, access_log=False, log_config=log_config,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
-        http=PROTOCOL, timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
-    )
+    uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=workers, **uvicorn_options(settings, log_config))
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:
+    """How `gru serve` runs uvicorn (the bench's HTTP floor, bench/baselines/bare_app.py, runs the same)."""
+    from service.api.transport import PROTOCOL
+
+    return {
+        "log_level": settings.log_level, "access_log": False, "log_config": log_config,
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout_s),
+        # No Server header (one header less per answer, nothing advertised) and no X-Forwarded-* rewriting
+        # (nothing here reads the client address): ~2 us less per request, measured on the bare app.
+        "server_header": False, "proxy_headers": False,
+        # The HTTP limits only a server can enforce (service/api/transport.py), and idle keep-alive closes.
+        "http": PROTOCOL, "timeout_keep_alive": settings.keep_alive_timeout_s,
+    }

@@ -2,7 +2,11 @@
 
 Sequences come from `--values` (one univariate sequence) or `--file`: a CSV in the layout training files
 use (long format: one row per series and step; `series_id`, `step`, one column per feature, named as in
-training; other columns, such as the label, are ignored) or JSON `{"sequences": [...]}`."""
+training; other columns, such as the label, are ignored) or JSON `{"sequences": [...]}`.
+
+`predict()` is the same client for Python code: JSON by default, or (binary=True) the sequences as
+float32 steps (Content-Type: application/octet-stream, X-Shape, X-Lengths; README "Binary input"),
+which the server decodes without parsing text: about half the request's bytes and much less CPU."""
 
 from __future__ import annotations
 
@@ -12,8 +16,11 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", default="series_id",
                         help="CSV: the series column (default: series_id)")
     parser.add_argument("--time-column", default="step", help="CSV: the time-step column (default: step)")
+    parser.add_argument("--binary", action="store_true",
+                        help="send the sequences as float32 steps (application/octet-stream), not JSON")
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
@@ -108,15 +117,43 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
                          '{"sequences": [...]}') from None
 
 
+def encode_binary(sequences: Sequence[Any]) -> tuple[bytes, dict[str, str]]:
+    """Sequences (each (time, features), or a flat list for one feature) as the binary body: float32
+    little-endian, padded to the longest, with X-Shape and, when lengths differ, X-Lengths."""
+    arrays = [np.asarray(seq, dtype=np.float32) for seq in sequences]
+    arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
+    if not arrays or any(a.ndim != 2 or a.shape[1] != arrays[0].shape[1] for a in arrays):
+        raise ValueError("every sequence must be a list of steps with the same number of features")
+    lengths = [len(a) for a in arrays]
+    x = np.zeros((len(arrays), max(lengths), arrays[0].shape[1]), "<f4")
+    for i, a in enumerate(arrays):
+        x[i, : len(a)] = a
+    headers = {"Content-Type": "application/octet-stream", "X-Shape": ",".join(map(str, x.shape))}
+    if min(lengths) != max(lengths):
+        headers["X-Lengths"] = ",".join(map(str, lengths))
+    return x.tobytes(), headers
+
+
+def predict(url: str, model: str, sequences: Sequence[Any], binary: bool = False,
+            timeout: float = 30.0) -> dict[str, Any]:
+    """POST sequences to a model's predict operation and return the answer (urllib's HTTPError on an
+    error status: its body is the JSON error)."""
+    if binary:
+        body, headers = encode_binary(sequences)
+    else:
+        body, headers = json.dumps({"sequences": sequences}).encode(), {"Content-Type": "application/json"}
+    request = urllib.request.Request(f"{url.rstrip('/')}/models/{model}/predict", data=body, headers=headers,
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         body, ids = build_body(args)
-        request = urllib.request.Request(
-            f"{args.url.rstrip('/')}/models/{args.model}/predict", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
+        if not isinstance(body, dict) or "sequences" not in body:
+            raise ValueError('the input must be {"sequences": [...]}')
+        answer = predict(args.url, args.model, body["sequences"], args.binary)
     except urllib.error.HTTPError as exc:
         print(exc.read().decode(errors="replace"), file=sys.stderr)
         return 1

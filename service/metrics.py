@@ -7,11 +7,21 @@ they combine across workers (`multiprocess_mode`).
 Fed here: requests, latency, compute time, sequences per request, session-run batch sizes, load state.
 Fed by other parts: queue depth, queue wait and padding (the scheduler), live streaming sessions
 (streaming) — the names are fixed here so dashboards do not change.
+
+Per-request figures are not written one request at a time (a labelled update costs 2-3 us, several per
+request): the request log (service/api/middleware.py) and the scheduler gather them and write one
+update per label set and bucket with `observe_many`, at most FLUSH_INTERVAL_S late (a batch late for the
+scheduler's); reading the metrics (`registry`) flushes this process's first.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import weakref
+from collections import Counter as Tally
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,8 +75,40 @@ STREAMING_SESSIONS = Gauge("gru_streaming_sessions", "Live server-held streaming
                            multiprocess_mode="livesum")
 
 
+def observe_many(metric: Histogram | Summary, values: Iterable[float]) -> None:
+    """`metric.observe(v)` for every value, as one update per bucket and one of the sum (and count). Uses
+    the child's buckets, sum and count: prometheus-client has no public way to add many observations at
+    once; tests/service/test_metrics.py checks the result equals one observe() per value."""
+    values = list(values)
+    if not values:
+        return
+    metric._sum.inc(sum(values))  # type: ignore[union-attr]
+    if isinstance(metric, Summary):
+        metric._count.inc(len(values))  # type: ignore[attr-defined]
+        return
+    bounds = metric._upper_bounds  # type: ignore[attr-defined]
+    for bucket, count in Tally(bisect.bisect_left(bounds, v) for v in values).items():
+        metric._buckets[bucket].inc(count)  # observe(): the first bucket whose bound is >= the value
+
+
+class Pending(Protocol):
+    def flush(self) -> None: ...
+
+
+_pending: weakref.WeakSet[Pending] = weakref.WeakSet()
+
+
+def flush_before_reading(holder: Pending) -> None:
+    """`holder.flush()` writes figures it gathers (service/api/middleware.py); it runs whenever the
+    metrics are read, so that a reader sees every request this process answered."""
+    _pending.add(holder)
+
+
 def registry() -> CollectorRegistry:
-    """This process's registry, or, in multiprocess mode, one that reads every worker's samples."""
+    """This process's registry, or, in multiprocess mode, one that reads every worker's samples (another
+    worker's latest requests are there at most its FLUSH_INTERVAL_S later)."""
+    for holder in list(_pending):
+        holder.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from prometheus_client import Histogram
 
 from service import metrics
 from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest, load_bundle
@@ -74,6 +75,8 @@ class ModelRuntime:
     load_seconds: float = field(init=False, default=0.0)
     _session: ort.InferenceSession = field(init=False, repr=False)
     _outputs: list[str] = field(init=False, repr=False, default_factory=list)
+    _compute_seconds: Histogram = field(init=False, repr=False)
+    _batch_size: Histogram = field(init=False, repr=False)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -82,6 +85,9 @@ class ModelRuntime:
         if choice.warning:
             log.warning("%s/%s: %s", self.manifest.name, self.manifest.version, choice.warning)
             self.warnings.append(choice.warning)
+        labels = (self.manifest.name, str(self.manifest.version))
+        self._compute_seconds = metrics.COMPUTE_SECONDS.labels(*labels)  # looked up once, not per run
+        self._batch_size = metrics.BATCH_SIZE.labels(*labels)
         options = session_options(self.settings)
         self._session = ort.InferenceSession(graph, options, providers=choice.providers)
         self._outputs = [OUTPUT, STATE_OUTPUT] if self.manifest.state.size else [OUTPUT]
@@ -122,9 +128,8 @@ class ModelRuntime:
             results = self._session.run(self._outputs, feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
-        labels = (self.manifest.name, str(self.manifest.version))
-        metrics.COMPUTE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.labels(*labels).observe(batch)
+        self._compute_seconds.observe(time.perf_counter() - started)
+        self._batch_size.observe(batch)
         next_state = results[1] if self.state_size else np.zeros((batch, 0), np.float32)
         if not (np.isfinite(results[0]).all() and np.isfinite(next_state).all()):
             raise NonFiniteOutput(f"model {self.manifest.name!r} computes a value that is not finite for "

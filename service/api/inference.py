@@ -38,6 +38,7 @@ from service.api.errors import (
     domain_error_response,
     error_response,
 )
+from service.api.parsing import BINARY
 from service.api.routes import predict, stream, v2
 from service.api.schemas import (
     ErrorResponse,
@@ -75,11 +76,15 @@ class Call:
         """A 200 answer holding `content` as JSON (NumPy arrays included)."""
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), [(b"content-type", JSON)]
 
-    def require_json(self) -> None:
-        media_type = (self.header(b"content-type") or "").split(";")[0].strip().lower()
+    def media_type(self) -> str:
+        return (self.header(b"content-type") or "").split(";")[0].strip().lower()
+
+    def require_json(self, alternative: str = "") -> None:
+        """UnsupportedMediaType unless the body is JSON; `alternative`: what else the API takes."""
+        media_type = self.media_type()
         if media_type != "application/json":
             raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported; send JSON "
-                                       "with 'Content-Type: application/json'", "content-type")
+                                       f"with 'Content-Type: application/json'{alternative}", "content-type")
 
 
 Reply = tuple[bytes, list[tuple[bytes, bytes]]]  # a 200 answer: body, headers (content-type at least)
@@ -96,11 +101,12 @@ class Operation:
     request: type | None  # the body's pydantic schema, for OpenAPI
     response: type | None
     errors: dict[int | str, dict[str, Any]]
+    binary: bool = False  # also takes float32 steps (application/octet-stream, service/api/parsing.py)
 
 
 OPERATIONS = (
     Operation("", "predict", predict.predict, "predict", "Predict whole sequences", PredictRequest,
-              PredictResponse, predict.ERRORS),
+              PredictResponse, predict.ERRORS, binary=True),
     Operation("", "stream", stream.stream, "stream", "Stream a sequence in chunks (carried state)",
               StreamRequest, StreamResponse, stream.ERRORS),
     # The v2 body is a KServe v2 inference request (JSON, or JSON + binary tensors); no schema here yet.
@@ -108,6 +114,14 @@ OPERATIONS = (
               None, v2.ERRORS),
 )
 HANDLERS = {(op.api, op.verb): op.handler for op in OPERATIONS}
+BINARY_HEADERS = [
+    {"name": "X-Shape", "in": "header", "required": False, "schema": {"type": "string", "example": "2,24,1"},
+     "description": "binary body (application/octet-stream) only, and required with it: batch,time,features "
+                    "of the float32 little-endian values it holds (C order)"},
+    {"name": "X-Lengths", "in": "header", "required": False, "schema": {"type": "string", "example": "24,17"},
+     "description": "binary body only: each sequence's steps when shorter than X-Shape's time (the rest of "
+                    "its row is padding, never read)"},
+]
 QUEUE_FULL = {503: {"description": "queue_full: the model's queue is full, refused before the body is read; "
                                    "retry after the Retry-After header's seconds"}}
 
@@ -281,8 +295,11 @@ def _operation(op: Operation, versioned: bool, schemas: dict[str, Any]) -> dict[
                  "operationId": f"{op.api or 'native'}_{op.verb}{'_version' if versioned else ''}",
                  "parameters": parameters, "responses": responses}
     if op.request is not None:
-        operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": _ref(op.request, schemas)}}}
+        content: dict[str, Any] = {"application/json": {"schema": _ref(op.request, schemas)}}
+        if op.binary:
+            content[BINARY] = {"schema": {"type": "string", "format": "binary"}}
+            parameters += BINARY_HEADERS
+        operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 

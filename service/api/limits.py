@@ -13,7 +13,6 @@ server's job: service/api/transport.py configures and extends uvicorn for it.
 from __future__ import annotations
 
 import asyncio
-import time
 import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,14 +86,16 @@ class RequestLimits:
         return zlib.decompressobj(DECODERS[encoding])
 
     def _limited(self, receive: Receive, decoder: zlib._Decompress | None) -> Receive:
-        seen, decoded, body_done, deadline = 0, 0, False, time.monotonic() + self.timeout_s
+        seen, decoded, body_done = 0, 0, False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> Message:
             nonlocal seen, decoded, body_done
             if body_done:  # later receives wait for a disconnect: no deadline there
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout_at(deadline):  # not wait_for: a task per call, 3 us more (perf)
+                    message = await receive()
             except TimeoutError:
                 raise BodyTimeout(f"the request body did not arrive within {self.timeout_s:g} s "
                                   "(GRU_BODY_TIMEOUT_S)", "body") from None

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from service.api.auth import Access, Authenticator
 from service.api.errors import ERROR_TABLE, is_v2
+from service.api.parsing import BINARY
 from service.api.schemas import (
     ErrorResponse,
     V2ErrorResponse,
@@ -131,7 +132,10 @@ def _per_model(operation: dict[str, Any], path: str, runtime: ModelRuntime, verb
                            "when binary outputs are asked for",
             "content": {"application/json": {"schema": infer_response_schema()},
                         "application/octet-stream": {"schema": binary}}}}
-    operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    content = {"application/json": {"schema": schema}}
+    if verb == "predict":  # float32 steps too (X-Shape, X-Lengths: service/api/inference.py)
+        content.update((k, v) for k, v in operation["requestBody"]["content"].items() if k == BINARY)
+    operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 

@@ -3,6 +3,7 @@ per-element validation, without a Python loop over floats; errors name the field
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,84 @@ def _has_bool(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_bool(v) for v in value)
     return isinstance(value, bool)
+
+
+# Binary input (native predict): `Content-Type: application/octet-stream`, the body float32
+# little-endian steps of the batch x (batch, time, features) in C order, the shape in `X-Shape:
+# batch,time,features` and, for sequences shorter than `time`, their steps in `X-Lengths: l1,...` (steps
+# past a sequence's length are padding: sent, never read). The model's own inputs (x, lengths).
+BINARY = "application/octet-stream"
+SHAPE_HEADER, LENGTHS_HEADER = "x-shape", "x-lengths"
+FLOAT32 = np.dtype("<f4")
+INTEGER = re.compile(r" *[0-9]{1,9} *")
+
+
+def parse_predict_binary(body: bytes, shape: str | None, lengths: str | None, spec: InputSpec,
+                         max_sequences: int) -> list[np.ndarray]:
+    """The sequences (T_i, F) float32 of a binary body: views of the body, no copy."""
+    batch, time, features = _shape(shape, spec, max_sequences)
+    expected = batch * time * features * FLOAT32.itemsize
+    if len(body) != expected:
+        raise MalformedBody(f"the body has {len(body)} bytes; X-Shape {batch},{time},{features} needs "
+                            f"{batch}x{time}x{features} float32 values = {expected} bytes", "body")
+    x = np.frombuffer(body, FLOAT32).reshape(batch, time, features)
+    steps = _lengths(lengths, batch, time, spec)
+    valid = np.isfinite(x).all(axis=2)  # (batch, time): a step with every feature finite
+    if steps is not None:
+        valid |= np.arange(time) >= steps[:, None]  # padding is never read, so never checked
+    if not valid.all():
+        sequence, step = (int(i) for i in np.argwhere(~valid)[0])
+        raise InvalidInput(f"sequences[{sequence}][{step}] is not a finite float32 number (NaN or "
+                           "infinity)", f"sequences[{sequence}][{step}]")
+    if steps is None:
+        return list(x)
+    return [x[i, :n] for i, n in enumerate(steps.tolist())]
+
+
+def _shape(header: str | None, spec: InputSpec, max_sequences: int) -> tuple[int, int, int]:
+    example = f"e.g. X-Shape: 1,{spec.max_length},{spec.num_features}"
+    if header is None:
+        raise MalformedBody(f"a binary body needs its shape in the X-Shape header (batch,time,features; "
+                            f"{example})", SHAPE_HEADER)
+    dims = _integers(header, SHAPE_HEADER, example)
+    if len(dims) != 3 or min(dims) < 1:
+        raise MalformedBody(f"X-Shape {header!r} must be three positive integers batch,time,features "
+                            f"({example})", SHAPE_HEADER)
+    batch, time, features = dims
+    if features != spec.num_features:
+        raise InvalidInput(f"X-Shape says {features} feature(s) per step; this model takes "
+                           f"{spec.num_features} ({', '.join(spec.features)})", SHAPE_HEADER)
+    if batch > max_sequences:
+        raise InvalidInput(f"{batch} sequences in one request; the limit is {max_sequences}", SHAPE_HEADER)
+    if time > spec.max_length:
+        raise InvalidInput(f"X-Shape says {time} steps; this model accepts {spec.min_length} to "
+                           f"{spec.max_length}", SHAPE_HEADER)
+    return batch, time, features
+
+
+def _lengths(header: str | None, batch: int, time: int, spec: InputSpec) -> np.ndarray | None:
+    """Each sequence's steps (None: every sequence has `time` steps), checked against the model's range."""
+    if header is None:
+        if time < spec.min_length:
+            raise InvalidInput(f"X-Shape says {time} steps; this model accepts {spec.min_length} to "
+                               f"{spec.max_length}", SHAPE_HEADER)
+        return None
+    steps = np.array(_integers(header, LENGTHS_HEADER, "e.g. X-Lengths: 24,17,20"))
+    if len(steps) != batch:
+        raise MalformedBody(f"X-Lengths has {len(steps)} value(s); X-Shape says {batch} sequence(s): give "
+                            "one length per sequence", LENGTHS_HEADER)
+    low, high = max(spec.min_length, 1), min(spec.max_length, time)
+    outside = np.flatnonzero((steps < low) | (steps > high))
+    if outside.size:
+        i = int(outside[0])
+        raise InvalidInput(f"X-Lengths gives sequence {i} {steps[i]} steps; each must be {low} to {high} "
+                           f"(the model accepts {spec.min_length} to {spec.max_length}, X-Shape's time is "
+                           f"{time})", f"{LENGTHS_HEADER}[{i}]")
+    return steps
+
+
+def _integers(header: str, field: str, example: str) -> list[int]:
+    parts = header.split(",")
+    if not all(INTEGER.fullmatch(part) for part in parts):
+        raise MalformedBody(f"{field} {header[:64]!r} must be comma-separated integers ({example})", field)
+    return [int(part) for part in parts]

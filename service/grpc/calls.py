@@ -22,13 +22,13 @@ import grpc
 import orjson
 from starlette.datastructures import State
 
-from service import logs, metrics
+from service import logs
 from service.api.auth import Authenticator, Denial
 from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
-from service.api.middleware import record
+from service.api.middleware import GRPC_PREFIX
 
 log = logging.getLogger("gru_serve.access")
-SERVICE = "/inference.GRPCInferenceService/"
+SERVICE = GRPC_PREFIX
 INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
 
 
@@ -87,7 +87,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     token = logs.current.set(call)
     started, refused = time.perf_counter(), None
     if not quiet:
-        metrics.IN_FLIGHT.inc()
+        state.requests.in_flight += 1
     try:
         denial = auth.check(path, metadata.get("authorization"))
         if denial is not None:
@@ -97,7 +97,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         refused = failure(exc)
     finally:
         if not quiet:
-            metrics.IN_FLIGHT.dec()
+            state.requests.in_flight -= 1
         account(state, call, refused, time.perf_counter() - started, quiet)
         logs.current.reset(token)
     if refused is not None:
@@ -114,9 +114,9 @@ def account(state: State, call: logs.RequestContext, refused: Failure | None, du
     if refused is not None and refused.code == "queue_full" and call.model and call.version:
         state.refusals.add(call.model, call.version, "grpc")
         quiet = True
-    elif not quiet:
-        record(call, "grpc", status, duration, call.path.endswith(("ModelInfer", "ModelStreamInfer")))
-    level = logging.DEBUG if quiet or not state.settings.access_log else logging.INFO
-    if log.isEnabledFor(level):
-        log.log(level, "%s %s %s", call.method, call.path, status,
-                extra={"status": status, "duration_ms": round(duration * 1000, 3)})
+    elif not quiet:  # counted and logged with the HTTP requests (service/api/middleware.py RequestLog)
+        state.requests.answered(call, status, duration)
+        return
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s %s", call.method, call.path, status,
+                  extra={"status": status, "duration_ms": round(duration * 1000, 3)})

@@ -130,9 +130,10 @@ def vowels_server(ragged_repository: Path):
 
 
 def test_every_api_answers_the_same_sequences_identically(vowels_server: Server) -> None:
-    """The same sequences through native predict (alone and together), native stream (one chunk; two
-    chunks with a state token; two server-held chunks) and v2 infer (JSON, binary, sequence parameters),
-    all at once, so that the scheduler mixes them in its batches: every answer equals predict's to 1e-6."""
+    """The same sequences through native predict (alone and together, JSON and binary), native stream (one
+    chunk; two chunks with a state token; two server-held chunks) and v2 infer (JSON, binary, sequence
+    parameters), all at once, so that the scheduler mixes them in its batches: every answer equals
+    predict's to 1e-6."""
     url, name = vowels_server.url, "vowels_uni"
     rng = np.random.default_rng(11)
     sequences = [rng.normal(size=(int(n), 12)).astype(np.float32) for n in rng.integers(4, 29, 12)]
@@ -146,6 +147,21 @@ def test_every_api_answers_the_same_sequences_identically(vowels_server: Server)
         response = httpx.post(f"{url}/models/{name}/predict",
                               json={"sequences": [x.tolist() for x in sequences]}, timeout=30)
         return [np.array(p["probabilities"]) for p in response.json()["predictions"]]
+
+    def binary(x: np.ndarray, lengths: list[int] | None = None) -> list[np.ndarray]:
+        headers = {"content-type": "application/octet-stream", "x-shape": ",".join(map(str, x.shape))}
+        if lengths:
+            headers["x-lengths"] = ",".join(map(str, lengths))
+        response = httpx.post(f"{url}/models/{name}/predict", content=x.astype("<f4").tobytes(),
+                              headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+        return [np.array(p["probabilities"]) for p in response.json()["predictions"]]
+
+    def together_binary(_: np.ndarray) -> list[np.ndarray]:
+        padded = np.full((len(sequences), max(map(len, sequences)), 12), np.nan, np.float32)  # never read
+        for i, x in enumerate(sequences):
+            padded[i, : len(x)] = x
+        return binary(padded, [len(x) for x in sequences])
 
     def stream(x: np.ndarray, cut: int | None = None, held: str | None = None) -> np.ndarray:
         chunks = [x] if cut is None else [x[:cut], x[cut:]]
@@ -173,16 +189,19 @@ def test_every_api_answers_the_same_sequences_identically(vowels_server: Server)
             assert response.status_code == 200, response.text
         return np.array(response.json()["outputs"][0]["data"])
 
-    ways = {"native": native, "stream": stream, "stream in two chunks": lambda x: stream(x, cut=3),
+    ways = {"native": native, "native binary": lambda x: binary(x[None])[0], "stream": stream,
+            "stream in two chunks": lambda x: stream(x, cut=3),
             "server-held stream": lambda x: stream(x, cut=2, held=f"s{id(x)}"), "v2 json": v2_json,
             "v2 binary": lambda x: _v2_binary(url, name, x[None])[0],
             "v2 sequence": lambda x: v2_json(x, sequence_id=id(x) % 2**31 + 1)}
-    jobs = [(way, i) for way in ways for i in range(len(sequences))] + [("together", 0)]
+    several = {"together": together, "together binary": together_binary}
+    jobs = [(way, i) for way in ways for i in range(len(sequences))] + [(way, 0) for way in several]
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda job: (ways | {"together": together})[job[0]](sequences[job[1]]), jobs))
+        answers = list(pool.map(lambda job: (ways | several)[job[0]](sequences[job[1]]), jobs))
     got = dict(zip(jobs, answers, strict=True))
     for i in range(len(sequences)):
         expected = got[("native", i)]
         for way in ways:
             assert np.abs(got[(way, i)] - expected).max() <= 1e-6, (way, i)
-        assert np.abs(got[("together", 0)][i] - expected).max() <= 1e-6
+        for way in several:
+            assert np.abs(got[(way, 0)][i] - expected).max() <= 1e-6, (way, i)

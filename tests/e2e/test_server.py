@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from service.client import predict
 from training.checkpoint import Checkpoint
 from training.config import DataConfig
 from training.data import load_data
@@ -112,6 +114,22 @@ def test_still_serving_after_bad_input(server) -> None:
 
 def test_predict_client_command(server) -> None:
     values = ",".join(["0.5"] * 24)
-    out = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "italy",
-                          "--values", values], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout)["predictions"][0]["label"] in {"1", "2"}
+    answers = [json.loads(subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url,
+                                          "--model", "italy", "--values", values, *flag],
+                                         capture_output=True, text=True, check=True).stdout)
+               for flag in ([], ["--binary"])]
+    assert answers[0]["predictions"][0]["label"] in {"1", "2"}
+    assert answers[0] == answers[1]  # JSON and binary float32 bodies: the same answer
+
+
+def test_python_client_binary_equals_json(server) -> None:
+    """service.client.predict: ragged sequences as float32 (padded, X-Lengths) answer as JSON does."""
+    rng = np.random.default_rng(3)
+    sequences = [rng.normal(size=(n, 1)).round(3).tolist() for n in (24, 17, 9)] + [[0.25] * 20]
+    as_json = predict(server.url, "italy", sequences)
+    as_binary = predict(server.url, "italy", sequences, binary=True)
+    assert as_json == as_binary and len(as_json["predictions"]) == 4
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the server's field-named error
+        predict(server.url, "italy", [[float("nan")] * 24], binary=True)
+    assert refused.value.code == 422 and json.loads(refused.value.read())["error"]["field"] == \
+        "sequences[0][0]"

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from service.api.errors import InvalidInput, MalformedBody
-from service.api.parsing import parse_predict_body
+from service.api.parsing import parse_predict_binary, parse_predict_body
 from service.bundle import InputSpec
 
 UNI = InputSpec(features=["value"], max_length=10)
@@ -47,4 +47,43 @@ def test_mixed_lengths_and_flat_univariate_sequences() -> None:
 def test_bad_input_names_the_field(body, error, field: str, message: str) -> None:
     with pytest.raises(error, match=message) as caught:
         parse(body)
+    assert caught.value.field == field
+
+
+def binary(x: np.ndarray, lengths: str | None = None) -> list[np.ndarray]:
+    shape = ",".join(map(str, x.shape))
+    return parse_predict_binary(x.astype("<f4").tobytes(), shape, lengths, MULTI, max_sequences=4)
+
+
+def test_binary_body_gives_the_json_paths_arrays() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    as_json = parse({"sequences": x.tolist()})
+    for got, want in zip(binary(x), as_json, strict=True):
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    ragged = binary(x, lengths="3,1")  # the padded form: sequence 1 is its first step
+    assert [a.shape for a in ragged] == [(3, 2), (1, 2)] and np.array_equal(ragged[1], x[1, :1])
+    x[1, 2] = np.nan  # padding is never read, so never checked
+    assert len(binary(x, lengths="3,2")) == 2
+
+
+@pytest.mark.parametrize("shape, lengths, body, error, field, message", [
+    (None, None, None, MalformedBody, "x-shape", "X-Shape header"),
+    ("2,3", None, None, MalformedBody, "x-shape", "three positive integers"),
+    ("2,3,x", None, None, MalformedBody, "x-shape", "comma-separated integers"),
+    ("2,0,2", None, None, MalformedBody, "x-shape", "three positive integers"),
+    ("2,3,3", None, None, InvalidInput, "x-shape", "3 feature"),
+    ("5,3,2", None, None, InvalidInput, "x-shape", "limit is 4"),
+    ("2,11,2", None, None, InvalidInput, "x-shape", "1 to 10"),
+    ("2,3,2", "3", None, MalformedBody, "x-lengths", "2 sequence"),
+    ("2,3,2", "3,4", None, InvalidInput, "x-lengths[1]", "1 to 3"),
+    ("2,3,2", "3,0", None, InvalidInput, "x-lengths[1]", "1 to 3"),
+    ("2,3,2", "3,-1", None, MalformedBody, "x-lengths", "integers"),
+    ("2,3,2", None, b"\0" * 44, MalformedBody, "body", "44 bytes.*48 bytes"),
+    ("2,3,2", None, np.array([0] * 9 + [np.inf] + [0] * 2, "<f4").tobytes(), InvalidInput,
+     "sequences[1][1]", "not a finite"),
+])
+def test_bad_binary_input_names_the_field(shape, lengths, body, error, field: str, message: str) -> None:
+    raw = np.zeros(12, "<f4").tobytes() if body is None else body
+    with pytest.raises(error, match=message) as caught:
+        parse_predict_binary(raw, shape, lengths, MULTI, max_sequences=4)
     assert caught.value.field == field

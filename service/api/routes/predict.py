@@ -1,5 +1,6 @@
 """Native predict, POST /models/{name}[/versions/{v}]/predict (routed by service/api/inference.py):
-JSON sequences in (service/api/parsing.py), the scheduler, one prediction per sequence out."""
+sequences in as JSON or as binary float32 (service/api/parsing.py), the scheduler, one prediction per
+sequence out (JSON either way)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.api.parsing import parse_predict_body
+from service.api.parsing import BINARY, parse_predict_binary, parse_predict_body
 from service.api.schemas import ERRORS as ERRORS
 from service.bundle import Manifest
 
@@ -16,9 +17,14 @@ if TYPE_CHECKING:
 
 
 async def predict(call: Call) -> Reply:
-    call.require_json()
     manifest = call.runtime.manifest
-    sequences = parse_predict_body(call.body, manifest.inputs, call.settings.max_sequences_per_request)
+    limit = call.settings.max_sequences_per_request
+    if call.media_type() == BINARY:
+        sequences = parse_predict_binary(call.body, call.header(b"x-shape"), call.header(b"x-lengths"),
+                                         manifest.inputs, limit)
+    else:
+        call.require_json(f", or float32 steps with 'Content-Type: {BINARY}' and X-Shape")
+        sequences = parse_predict_body(call.body, manifest.inputs, limit)
     result = await call.scheduler.run(sequences)
     return call.json(render(manifest, result.outputs))
 
