@@ -60,6 +60,13 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def output_with(self, text: str, timeout: float = 5.0) -> str:
+        """The output once it holds `text` (access lines are written in batches, up to 0.5 s late)."""
+        deadline = time.monotonic() + timeout
+        while text not in (output := self.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return output
+
     def stop(self) -> int | None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
