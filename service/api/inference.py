@@ -115,12 +115,12 @@ OPERATIONS = (
 )
 HANDLERS = {(op.api, op.verb): op.handler for op in OPERATIONS}
 BINARY_HEADERS = [
-    {"name": "X-Shape", "in": "header", "required": False, "schema": {"type": "string", "example": "2,24,1"},
+    {"name": "X-Shape", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "binary body (application/octet-stream) only, and required with it: batch,time,features "
-                    "of the float32 little-endian values it holds (C order)"},
-    {"name": "X-Lengths", "in": "header", "required": False, "schema": {"type": "string", "example": "24,17"},
+                    "of the float32 little-endian values it holds (C order), e.g. 2,24,1"},
+    {"name": "X-Lengths", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "binary body only: each sequence's steps when shorter than X-Shape's time (the rest of "
-                    "its row is padding, never read)"},
+                    "its row is padding, never read), e.g. 24,17"},
 ]
 QUEUE_FULL = {503: {"description": "queue_full: the model's queue is full, refused before the body is read; "
                                    "retry after the Retry-After header's seconds"}}

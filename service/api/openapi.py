@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from service.api.auth import Access, Authenticator
 from service.api.errors import ERROR_TABLE, is_v2
-from service.api.parsing import BINARY
+from service.api.parsing import BINARY, LENGTHS_PATTERN, shape_pattern
 from service.api.schemas import (
     ErrorResponse,
     V2ErrorResponse,
@@ -135,8 +135,19 @@ def _per_model(operation: dict[str, Any], path: str, runtime: ModelRuntime, verb
     content = {"application/json": {"schema": schema}}
     if verb == "predict":  # float32 steps too (X-Shape, X-Lengths: service/api/inference.py)
         content.update((k, v) for k, v in operation["requestBody"]["content"].items() if k == BINARY)
+        features = len(manifest.inputs.features)
+        operation["parameters"] = [_shape_pattern(p, features) for p in operation["parameters"]]
     operation["requestBody"] = {"required": True, "content": content}
     return operation
+
+
+def _shape_pattern(parameter: dict[str, Any], features: int) -> dict[str, Any]:
+    """X-Shape with this model's feature count (batch,time,features), X-Lengths: the parser's grammar."""
+    patterns = {"X-Shape": shape_pattern(features), "X-Lengths": LENGTHS_PATTERN}
+    pattern = patterns.get(parameter.get("name", ""))
+    if pattern is None:
+        return parameter
+    return {**parameter, "schema": {**parameter["schema"], "pattern": pattern}}
 
 
 def _responses(path: str, method: str, operation: dict[str, Any], error: dict[str, str],

@@ -87,7 +87,16 @@ def _has_bool(value: Any) -> bool:
 BINARY = "application/octet-stream"
 SHAPE_HEADER, LENGTHS_HEADER = "x-shape", "x-lengths"
 FLOAT32 = np.dtype("<f4")
-INTEGER = re.compile(r" *[0-9]{1,9} *")
+# The headers' grammar; the OpenAPI patterns are these very expressions. (A length of 0 parses, to be
+# refused by the range check that names the sequence.)
+POSITIVE, INTEGER = r" *[1-9][0-9]{0,8} *", r" *[0-9]{1,9} *"
+LENGTHS_PATTERN = rf"^{INTEGER}(,{INTEGER})*$"
+
+
+def shape_pattern(features: int | None = None) -> str:
+    """X-Shape's grammar (batch,time,features); with `features`, one model's."""
+    last = POSITIVE if features is None else f" *{features} *"
+    return rf"^{POSITIVE},{POSITIVE},{last}$"
 
 
 def parse_predict_binary(body: bytes, shape: str | None, lengths: str | None, spec: InputSpec,
@@ -117,11 +126,10 @@ def _shape(header: str | None, spec: InputSpec, max_sequences: int) -> tuple[int
     if header is None:
         raise MalformedBody(f"a binary body needs its shape in the X-Shape header (batch,time,features; "
                             f"{example})", SHAPE_HEADER)
-    dims = _integers(header, SHAPE_HEADER, example)
-    if len(dims) != 3 or min(dims) < 1:
-        raise MalformedBody(f"X-Shape {header!r} must be three positive integers batch,time,features "
+    if not re.fullmatch(shape_pattern(), header):
+        raise MalformedBody(f"X-Shape {header[:64]!r} must be three positive integers batch,time,features "
                             f"({example})", SHAPE_HEADER)
-    batch, time, features = dims
+    batch, time, features = (int(part) for part in header.split(","))
     if features != spec.num_features:
         raise InvalidInput(f"X-Shape says {features} feature(s) per step; this model takes "
                            f"{spec.num_features} ({', '.join(spec.features)})", SHAPE_HEADER)
@@ -140,7 +148,10 @@ def _lengths(header: str | None, batch: int, time: int, spec: InputSpec) -> np.n
             raise InvalidInput(f"X-Shape says {time} steps; this model accepts {spec.min_length} to "
                                f"{spec.max_length}", SHAPE_HEADER)
         return None
-    steps = np.array(_integers(header, LENGTHS_HEADER, "e.g. X-Lengths: 24,17,20"))
+    if not re.fullmatch(LENGTHS_PATTERN, header):
+        raise MalformedBody(f"X-Lengths {header[:64]!r} must be comma-separated integers (e.g. X-Lengths: "
+                            "24,17,20)", LENGTHS_HEADER)
+    steps = np.array([int(part) for part in header.split(",")])
     if len(steps) != batch:
         raise MalformedBody(f"X-Lengths has {len(steps)} value(s); X-Shape says {batch} sequence(s): give "
                             "one length per sequence", LENGTHS_HEADER)
@@ -152,10 +163,3 @@ def _lengths(header: str | None, batch: int, time: int, spec: InputSpec) -> np.n
                            f"(the model accepts {spec.min_length} to {spec.max_length}, X-Shape's time is "
                            f"{time})", f"{LENGTHS_HEADER}[{i}]")
     return steps
-
-
-def _integers(header: str, field: str, example: str) -> list[int]:
-    parts = header.split(",")
-    if not all(INTEGER.fullmatch(part) for part in parts):
-        raise MalformedBody(f"{field} {header[:64]!r} must be comma-separated integers ({example})", field)
-    return [int(part) for part in parts]

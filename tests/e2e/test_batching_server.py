@@ -205,3 +205,12 @@ def test_every_api_answers_the_same_sequences_identically(vowels_server: Server)
             assert np.abs(got[(way, i)] - expected).max() <= 1e-6, (way, i)
         for way in several:
             assert np.abs(got[(way, 0)][i] - expected).max() <= 1e-6, (way, i)
+
+
+def test_binary_headers_on_a_json_body_are_refused(vowels_server: Server) -> None:
+    """X-Shape / X-Lengths describe a binary body: on a JSON one they are a client's mistake, named."""
+    for header in ("X-Shape", "X-Lengths"):
+        response = httpx.post(f"{vowels_server.url}/models/vowels_uni/predict", headers={header: "1,4,12"},
+                              json={"sequences": [[[0.0] * 12] * 4]}, timeout=30)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["field"] == header.lower()

@@ -5,6 +5,9 @@ Invalid (negative) requests are left as generated.
 - v2 infer: each tensor's data holds prod(shape) values (flat; nested data must follow the shape); the
   state has x's batch; a sequence chunk (sequence_id / sequence_start / sequence_end) is one sequence
   without a state, and continues a live sequence (server state): positive chunks start a new one.
+- native predict, binary body: X-Shape (its pattern has the model's feature count) must match the body's
+  byte count and the model's lengths, and the values must be finite: positive cases get zeros in every
+  value and no X-Lengths. A JSON body takes neither header.
 - native stream: a state token is one the server signed on an earlier answer, which a generator cannot
   make: positive requests start a sequence instead (state null); a sequence_id chunk starts a new one.
 
@@ -32,7 +35,14 @@ MAX_VALUES = 50_000  # values per tensor after filling: about 1 MB of JSON
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
+    if meta is not None and not meta.generation.mode.is_positive:  # no meta: the schema's own examples
+        return case
+    if case.path.endswith("/predict") and case.media_type == "application/octet-stream":
+        _binary_steps(case)
+    elif case.path.endswith("/predict") and case.headers:  # binary bodies' headers: refused on JSON
+        for name in ("X-Shape", "X-Lengths"):
+            case.headers.pop(name, None)
+    if not isinstance(case.body, dict):
         return case
     if case.path.endswith("/infer"):
         _whole_tensors(case.body)
@@ -42,6 +52,32 @@ def map_case(context: Any, case: Any) -> Any:
         if case.body.get("sequence_id") is not None:
             case.body.update(sequence_id=_new_sequence(), start=True)
     return case
+
+
+def _binary_steps(case: Any) -> None:
+    """A shape the model takes (its features and lengths; the generated batch and time where they parse,
+    as the coverage phase sends header values outside their pattern as valid ones) and a body to match."""
+    headers = case.headers or {}
+    try:
+        batch, time, _ = (int(n) for n in str(headers.get("X-Shape", "")).split(","))
+    except ValueError:
+        batch, time = 1, 1
+    low, high, features = _steps(case)
+    batch, time = max(batch, 1), min(max(time, low), high)
+    while batch * time * features > MAX_VALUES and batch > 1:  # valid either way, but small
+        batch //= 2
+    headers.update({"X-Shape": f"{batch},{time},{features}"})
+    headers.pop("X-Lengths", None)
+    case.headers = headers
+    case.body = bytes(4 * batch * time * features)  # float32 zeros
+
+
+def _steps(case: Any) -> tuple[int, int, int]:
+    """The model's sequence lengths and features, from the operation's JSON body schema."""
+    schema = case.operation.definition.raw["requestBody"]["content"]["application/json"]["schema"]
+    steps = schema["properties"]["sequences"]["items"]
+    steps = steps["anyOf"][0] if "anyOf" in steps else steps
+    return steps["minItems"], steps["maxItems"], steps["items"]["minItems"]
 
 
 def _new_sequence() -> str:

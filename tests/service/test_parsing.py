@@ -69,7 +69,7 @@ def test_binary_body_gives_the_json_paths_arrays() -> None:
 @pytest.mark.parametrize("shape, lengths, body, error, field, message", [
     (None, None, None, MalformedBody, "x-shape", "X-Shape header"),
     ("2,3", None, None, MalformedBody, "x-shape", "three positive integers"),
-    ("2,3,x", None, None, MalformedBody, "x-shape", "comma-separated integers"),
+    ("2,3,x", None, None, MalformedBody, "x-shape", "three positive integers"),
     ("2,0,2", None, None, MalformedBody, "x-shape", "three positive integers"),
     ("2,3,3", None, None, InvalidInput, "x-shape", "3 feature"),
     ("5,3,2", None, None, InvalidInput, "x-shape", "limit is 4"),

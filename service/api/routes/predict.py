@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.api.errors import MalformedBody
 from service.api.parsing import BINARY, parse_predict_binary, parse_predict_body
 from service.api.schemas import ERRORS as ERRORS
 from service.bundle import Manifest
@@ -24,6 +25,10 @@ async def predict(call: Call) -> Reply:
                                          manifest.inputs, limit)
     else:
         call.require_json(f", or float32 steps with 'Content-Type: {BINARY}' and X-Shape")
+        for header, name in ((b"x-shape", "X-Shape"), (b"x-lengths", "X-Lengths")):
+            if call.header(header) is not None:
+                raise MalformedBody(f"{name} describes a binary body ('Content-Type: {BINARY}'); a JSON body "
+                                    "carries its own shape: drop the header", name.lower())
         sequences = parse_predict_body(call.body, manifest.inputs, limit)
     result = await call.scheduler.run(sequences)
     return call.json(render(manifest, result.outputs))
