@@ -2,8 +2,10 @@
 
 Every API (native predict and stream, Open Inference Protocol infer) decodes its body into sequences
 (T_i, F) float32 and, when it carries them, their states (S,), and submits them here. One bounded queue
-counts the sequences of every API (`max_queue_size`); a full queue refuses at once (QueueFull, mapped to
-503 `queue_full`). One inference thread takes what is queued, runs it and hands each caller its rows.
+counts the sequences of every API; a full queue refuses at once (QueueFull, mapped to 503 `queue_full`).
+Full means `max_queue_size` sequences, or more work than `max_queue_wait_ms` at the rate the model has
+been running (so that what is admitted is answered in bounded time whatever the model's speed). One
+inference thread takes what is queued, runs it and hands each caller its rows.
 
 The thread does the batching itself, so admitted work needs the event loop only to queue a request and
 to wake its caller: under overload, when the loop is busy refusing, the model keeps running. An idle
@@ -38,7 +40,7 @@ PADDING_FACTOR = 1.25
 
 
 class QueueFull(Exception):
-    """The model's queue holds `max_queue_size` sequences; the caller should retry later."""
+    """The model's queue is full (max_queue_size sequences or max_queue_wait_ms of work); retry later."""
 
 
 class SchedulerStopped(Exception):
@@ -85,6 +87,7 @@ class Scheduler:
         self._queue: deque[Work] = deque()
         self._queued = 0  # sequences in the queue; guarded by _ready's lock
         self._in_flight = 0  # sequences queued or running; touched on the event loop only
+        self._seconds_per_sequence = 0.0  # recent batches' run time per sequence; written by the thread
         self._ready = threading.Condition()
         self._closing = False  # retired: answer what comes until the queue is empty, then stop
         self._stopped = False  # the thread has ended; guarded by _ready's lock
@@ -111,9 +114,17 @@ class Scheduler:
         """Raise QueueFull unless `count` more sequences fit. The API front asks before it reads a body,
         so that shedding load costs as little as possible."""
         # A request larger than the whole queue still runs when nothing else is in flight.
-        if self._in_flight and self._in_flight + count > self.config.max_queue_size:
-            raise QueueFull(f"model {self.runtime.manifest.name!r} has {self._in_flight} sequence(s) "
-                            f"in flight; the limit is {self.config.max_queue_size}")
+        if not self._in_flight:
+            return
+        name, total = self.runtime.manifest.name, self._in_flight + count
+        if total > self.config.max_queue_size:
+            raise QueueFull(f"model {name!r} has {self._in_flight} sequence(s) in flight; the limit is "
+                            f"GRU_MAX_QUEUE_SIZE={self.config.max_queue_size}")
+        wait_s = total * self._seconds_per_sequence
+        if self.config.max_queue_wait_ms and wait_s * 1000 > self.config.max_queue_wait_ms:
+            raise QueueFull(f"model {name!r} has {self._in_flight} sequence(s) in flight, about "
+                            f"{wait_s * 1000:.0f} ms of work at its measured rate; the limit is "
+                            f"GRU_MAX_QUEUE_WAIT_MS={self.config.max_queue_wait_ms:g}")
 
     async def run(self, sequences: list[np.ndarray], states: np.ndarray | None = None) -> Result:
         """Queue one request's sequences (and their carried states) and wait for its answer."""
@@ -148,7 +159,9 @@ class Scheduler:
                                          delay)
                 batch = self._take()
             self._observe(batch)
+            started = time.perf_counter()
             self._run(batch)
+            self._learn_rate(batch, time.perf_counter() - started)
             self._deliver_soon(batch)
             busy = True
         self._loop.call_soon_threadsafe(self._ended.set_result, None)
@@ -173,6 +186,13 @@ class Scheduler:
         now = time.perf_counter()
         metrics.observe_many(self._wait, [now - w.queued_at for w in batch])
         metrics.observe_many(self._per_request, [len(w.sequences) for w in batch])
+
+    def _learn_rate(self, batch: list[Work], seconds: float) -> None:
+        """Seconds per sequence, averaged over the last few batches (under load, batches are full and this
+        is the model's real rate; alone, a request's own run time)."""
+        per_sequence = seconds / sum(len(w.sequences) for w in batch)
+        last = self._seconds_per_sequence
+        self._seconds_per_sequence = per_sequence if not last else last + 0.25 * (per_sequence - last)
 
     def _run(self, batch: list[Work]) -> None:
         live = [w for w in batch if not w.future.done()]  # a caller that went away needs no run

@@ -81,7 +81,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "load_failed": ErrorKind(400, 400, "INVALID_ARGUMENT",
                              "admin load: a version failed to load; serving ones unchanged"),
     "queue_full": ErrorKind(503, 503, "UNAVAILABLE",
-                            "the model's queue is full (GRU_MAX_QUEUE_SIZE); see Retry-After"),
+                            "the model's queue is full (GRU_MAX_QUEUE_SIZE or GRU_MAX_QUEUE_WAIT_MS); "
+                            "see Retry-After"),
     "unavailable": ErrorKind(503, 503, "UNAVAILABLE",
                              "not ready yet, or the repository folder is unreadable"),
     "too_many_connections": ErrorKind(503, 503, "RESOURCE_EXHAUSTED",
@@ -202,7 +203,7 @@ def domain_error_response(exc: ApiError | InferenceError | QueueFull, path: str)
     if isinstance(exc, ApiError):
         return error_response(path, exc.code, exc.message, exc.field)
     if isinstance(exc, QueueFull):
-        message = f"{exc}; retry after {RETRY_AFTER_S} s, or raise GRU_MAX_QUEUE_SIZE or GRU_WORKERS"
+        message = f"{exc}; retry after {RETRY_AFTER_S} s, or add workers (GRU_WORKERS)"
         return error_response(path, "queue_full", message, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, NonFiniteOutput):
         field = {"predict": "sequences", "stream": "steps", "infer": "inputs"}.get(path.rsplit("/", 1)[-1])

@@ -167,10 +167,12 @@ class Refusals:
     def _summarise(self) -> None:
         self._summary_due = False
         for (name, version, api), count in sorted(self._refused.items()):
-            limit = self.schedulers.config_for(name).max_queue_size
+            config = self.schedulers.config_for(name)
             log.warning("refused %d %s request(s) for model %s version %d with 503 queue_full in the last "
-                        "%g s: its queue was full (GRU_MAX_QUEUE_SIZE=%d sequences)", count, api, name,
-                        version, SUMMARY_INTERVAL_S, limit)
+                        "%g s: its queue was full (GRU_MAX_QUEUE_SIZE=%d sequences, "
+                        "GRU_MAX_QUEUE_WAIT_MS=%g)",
+                        count, api, name, version, SUMMARY_INTERVAL_S, config.max_queue_size,
+                        config.max_queue_wait_ms)
         self._refused.clear()
 
 

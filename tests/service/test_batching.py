@@ -174,6 +174,28 @@ def test_full_queue_refuses_at_once_and_stop_drains(italy: ModelRuntime) -> None
     assert drained[0].outputs.shape == (10, 2) and all(r.outputs.shape == (1, 2) for r in drained[1:])
 
 
+def test_a_queue_holding_more_work_than_the_wait_limit_refuses(italy: ModelRuntime) -> None:
+    """Full also means more work queued than max_queue_wait_ms at the rate measured on earlier batches."""
+    async def main() -> tuple[float, list]:
+        scheduler = Scheduler(italy, BatchConfig(max_queue_size=1000))
+        scheduler.start()
+        try:
+            await scheduler.run(_sequences(8, 0))  # a first batch: the rate is measured
+            per_sequence = scheduler._seconds_per_sequence
+            scheduler.config = BatchConfig(max_queue_size=1000, max_queue_wait_ms=1000 * per_sequence * 10.5)
+            with scheduler._ready:  # nothing runs while they queue: the work in flight only grows
+                tasks = [asyncio.ensure_future(scheduler.run(_sequences(1, k))) for k in range(20)]
+                await asyncio.sleep(0.01)
+            return per_sequence, await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await scheduler.stop()
+
+    per_sequence, results = asyncio.run(main())
+    assert per_sequence > 0
+    assert [isinstance(r, QueueFull) for r in results] == [False] * 10 + [True] * 10
+    assert "GRU_MAX_QUEUE_WAIT_MS" in str(results[-1]) and "ms of work" in str(results[-1])
+
+
 def test_per_model_overrides_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("GRU_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("GRU_MODEL_BATCHING", '{"mid": {"max_batch_size": 32, "max_queue_delay_ms": 2}}')
