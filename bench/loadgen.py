@@ -52,6 +52,7 @@ class Records:
     kind: list[int] = field(default_factory=list)
     phase: list[int] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)  # the `other` answers by status
+    examples: dict[int, str] = field(default_factory=dict)  # the first `other` answer's body per status
     unanswered: int = 0  # still in flight when the run ended (counted as errors too)
     unsent: int = 0  # open loop: every connection was waiting for an answer
     connections_opened: int = 0
@@ -206,6 +207,7 @@ class LoadGenerator:
         else:
             kind = OTHER
             self.records.statuses[status] = self.records.statuses.get(status, 0) + 1
+            self.records.examples.setdefault(status, (head + b"\n\n" + body)[:400].decode("latin-1"))
         self._record(sent_at, latency, kind, connection.phase)
         if b"\r\nconnection: close" in head:
             return

@@ -112,7 +112,7 @@ def overload(url: str, bodies: list[Body], plan: Plan, queue: int, max_batch: in
                and plan.before_s + plan.settle_s <= r["t"] < plan.before_s + plan.burst_s]
     row["refused_p99_bucket_median_ms"] = float(np.median(settled)) if settled else None
     generator = {"connections_opened": records.connections_opened, "max_lag_s": records.max_lag_s,
-                 "other_statuses": records.statuses}
+                 "other_statuses": records.statuses, "other_examples": records.examples}
     report: dict[str, Any] = {"capacity": cap, "rates": rates, **row, "generator": generator,
                               "server_cpu_cores": cpu.parts, "loadavg": os.getloadavg()[0],
                               "timeline": rows}
