@@ -44,7 +44,7 @@ from bench.run import RESULTS, serving
 
 MODELS = {m.name: m for m in (HEAVY, MID, SMALL)}
 APIS = ("native", "stream", "v2-json", "v2-binary")
-DEFAULT_QUEUE, MAX_BATCH, MAX_WAIT_MS = 2048, 64, 500.0  # the service's defaults (service/settings.py)
+DEFAULT_QUEUE, MAX_BATCH, MAX_WAIT_MS = 2048, 64, 2000.0  # the service's defaults (service/settings.py)
 
 
 @dataclass(frozen=True)
