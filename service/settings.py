@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
     max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load")
     max_queue_size: int = Field(2048, ge=1, description="sequences waiting or running; more get 503")
-    max_queue_wait_ms: float = Field(2000.0, ge=0, description="refuse (503) a request that would wait longer "
-                                     "than this behind the queue, at the model's measured rate; 0: no limit")
+    max_queue_wait_ms: float = Field(2000.0, ge=0, description="refuse (503) a request that would wait "
+                                     "longer than this behind the queue, at the model's measured rate; "
+                                     "0: no limit")
     model_batching: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
     host: str = "127.0.0.1"
