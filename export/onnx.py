@@ -8,8 +8,8 @@ import math
 import warnings
 
 import onnx
+from onnx import helper
 import torch
-from onnx import TensorProto, helper
 
 from service.bundle import (
     BATCH_AXIS,
@@ -29,7 +29,6 @@ from training.config import ModelConfig
 from training.model import GRUModel
 
 OPSET = 17
-SEQUENCE_LENS = 4  # the ONNX GRU's input index for per-sequence lengths
 
 
 def state_spec(model: GRUModel) -> StateSpec:
@@ -65,7 +64,7 @@ def example_inputs(
     x = x * std + mean  # raw units, so that the normalised inputs look like training data
     if model.config.window_scaling:  # a positive level for the scaled feature
         x = x.abs() + mean.abs()
-    state = 0.5 * torch.randn(batch, state_spec(model).size, generator=generator)
+    state = example_state(model, batch, generator)
     lengths = torch.full((batch,), length, dtype=torch.int32)
     if ragged:
         lengths[1:] = torch.randint(1, length + 1, (batch - 1,), generator=generator, dtype=torch.int32)
@@ -79,18 +78,38 @@ def gru_spec(config: ModelConfig) -> GRUSpec:
                    linear_before_reset=1 if config.reset == "after" else 0)
 
 
+def example_state(model: GRUModel, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A state (B, S) such as a stream carries midway: a random GRU h, an unfinished patch of 0..k-1
+    steps, pools over up to 20 earlier steps."""
+    state = 0.5 * torch.randn(batch, model.state_size(), generator=generator)
+    parts = model.unpack(state)
+    if "patch_count" in parts:
+        count = torch.randint(0, model.config.patch, (batch, 1), generator=generator)
+        parts["patch_count"] = count.float()
+        offset = torch.arange(model.config.patch - 1).view(1, -1, 1)
+        parts["patch_steps"] = parts["patch_steps"] * (offset < count.unsqueeze(1))
+    if "pool_count" in parts:
+        parts["pool_count"] = torch.randint(0, 21, (batch, 1), generator=generator).float()
+    return model.pack(parts)
+
+
 def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_length: int) -> bytes:
     """Trace with the TorchScript exporter: the dynamo exporter (torch 2.13) fixes the time axis of
     bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way.
 
-    The loop GRU (reset before, or a candidate other than tanh) has no exporter mapping: trace a stand-in
-    nn.GRU with the same weights, then set linear_before_reset and `activations` on every GRU node to the
+    Each GRU layer and direction becomes one forward ONNX GRU node; `lengths` reaches the answers through
+    the front end and the readout (training/model.py), not through the nodes' sequence_lens.
+    The loop GRU (reset before, or a candidate other than tanh) has no exporter mapping: trace stand-in
+    nn.GRUs with the same weights, then set linear_before_reset and `activations` on every GRU node to the
     model's; ONNX's equations with those attributes are the loop GRU's. Parity is then checked against
     the model itself, not the stand-in."""
-    if isinstance(model.gru, SeedGRU):
+    if any(isinstance(gru, SeedGRU) for layer in model.layers for gru in layer):
         module = copy.deepcopy(module)
-        module.model.gru = torch_stand_in(module.model.gru)  # type: ignore[union-attr, arg-type]
-    return set_gru_attributes(_trace(module, model, trace_batch, trace_length), gru_spec(model.config))
+        for layer in module.model.layers:  # type: ignore[union-attr]
+            for d, gru in enumerate(layer):
+                layer[d] = torch_stand_in(gru)
+    one_direction = gru_spec(model.config).model_copy(update={"bidirectional": False, "num_layers": 1})
+    return set_gru_attributes(_trace(module, model, trace_batch, trace_length), one_direction)
 
 
 def set_gru_attributes(graph: bytes, gru: GRUSpec) -> bytes:
@@ -117,22 +136,16 @@ def _trace(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_len
             input_names=[t.name for t in inputs], output_names=[t.name for t in outputs],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False,
         )
-    return wire_sequence_lens(buffer.getvalue())
+    return declare_shapes(buffer.getvalue(), outputs)
 
 
-def wire_sequence_lens(graph: bytes) -> bytes:
-    """Feed the `lengths` graph input into every GRU node's sequence_lens: padded steps then give zeros
-    in Y and Y_h is each sequence's last valid step, in both directions and every layer (the traced
-    GRU ran unpacked). The tracer drops `lengths` when nothing else reads it; it is added back, after
-    x and the state."""
+def declare_shapes(graph: bytes, outputs: list[TensorSpec]) -> bytes:
+    """Write the outputs' fixed sizes into the graph where the tracer's shape inference left a symbol
+    (the state, a concatenation of its parts); verification runs the graph and checks them."""
     model = onnx.load_from_string(graph)
-    names = [i.name for i in model.graph.input]
-    if LENGTHS_INPUT not in names:
-        model.graph.input.insert(2, helper.make_tensor_value_info(LENGTHS_INPUT, TensorProto.INT32,
-                                                                  [BATCH_AXIS]))
-    for node in model.graph.node:
-        if node.op_type == "GRU":
-            while len(node.input) <= SEQUENCE_LENS:
-                node.input.append("")
-            node.input[SEQUENCE_LENS] = LENGTHS_INPUT
+    for value, spec in zip(model.graph.output, outputs, strict=True):
+        for dim, size in zip(value.type.tensor_type.shape.dim, spec.shape, strict=True):
+            if isinstance(size, int):
+                dim.ClearField("dim_param")
+                dim.dim_value = size
     return model.SerializeToString()

@@ -121,7 +121,7 @@ def check_parity(
     graph: bytes, module: torch.nn.Module, model: GRUModel, cases: list[tuple[int, int]]
 ) -> ParityReport:
     """Run every (batch, length) case through PyTorch and onnxruntime, once at full length and once
-    with ragged lengths (PyTorch packs, the graph uses sequence_lens). A shape mismatch raises at once;
+    with ragged lengths (both read each sequence up to its length). A shape mismatch raises at once;
     the differences are measured on every case and judged by the caller (`report.passed`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -146,9 +146,11 @@ def check_parity(
 def check_reference(graph: bytes, model: GRUModel, cases: list[tuple[int, int]]) -> ParityReport:
     """The GRU's h in the graph's next state against the NumPy GRU equations (training/reference.py) in
     float64, with the reset-gate variant and candidate activation the model was trained with: an oracle
-    independent of torch's GRU kernels. The h part of the state is its first part (GRUModel.state_parts)."""
+    independent of torch's GRU kernels. The h part of the state is its first part (GRUModel.state_parts);
+    the GRU's input comes from the model's front end (its whole patches), and the carried state holds no
+    unfinished patch."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    params = {k: v.detach().cpu().double().numpy() for k, v in model.gru.state_dict().items()}
+    params = {k: v.detach().cpu().double().numpy() for k, v in model.gru_weights().items()}
     reset: ResetMode = "after" if model.config.reset == "after" else "before"
     report = ParityReport(f"the NumPy GRU equations (float64, reset {reset}, {model.config.activation} "
                           "candidate)", list(cases))
@@ -156,9 +158,10 @@ def check_reference(graph: bytes, model: GRUModel, cases: list[tuple[int, int]])
     size = int(np.prod(shape))
     for batch, length in cases:
         x, state, lengths = example_inputs(model, batch, length)  # whole sequences: the oracle does not pad
+        state = _without_unfinished_patch(model, state)
         h0 = state[:, :size].reshape(batch, *shape).transpose(0, 1).double().numpy()  # (L*D, B, H)
         with torch.no_grad():
-            gru_input = model.normaliser.inputs(x, model.normaliser.level(x)).double().numpy()
+            gru_input = model.gru_inputs(x).double().numpy()
         _, expected = gru_forward(gru_input, params, model.config.num_layers, model.config.bidirectional,
                                   h0, reset=reset, activation=model.config.activation)
         got = session.run([STATE_OUTPUT], {X_INPUT: x.numpy(), STATE_INPUT: state.numpy(),
@@ -166,3 +169,11 @@ def check_reference(graph: bytes, model: GRUModel, cases: list[tuple[int, int]])
         got = got[:, :size].reshape(batch, *shape).transpose(1, 0, 2)
         report.rows.append(_case(f"{STATE_OUTPUT} ({name})", batch, length, False, got, expected))
     return report
+
+
+def _without_unfinished_patch(model: GRUModel, state: torch.Tensor) -> torch.Tensor:
+    parts = model.unpack(state)
+    if "patch_count" in parts:
+        parts["patch_count"] = torch.zeros_like(parts["patch_count"])
+        parts["patch_steps"] = torch.zeros_like(parts["patch_steps"])
+    return model.pack(parts)

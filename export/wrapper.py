@@ -18,10 +18,10 @@ from training.model import GRUModel
 class InferenceModule(nn.Module):
     def __init__(self, model: GRUModel):
         super().__init__()
-        self.model = copy.deepcopy(model).eval()
-        # Inter-layer dropout is a no-op at inference, but the TorchScript exporter (torch 2.13) emits
-        # wrong numbers for a GRU that has it set (caught by verify.check_parity). Clear it.
-        self.model.gru.dropout = 0.0
+        self.model = copy.deepcopy(model)
+        # torch.onnx.export puts the module back in the mode it found it in, recursively: keep it in
+        # eval mode for good, so that parity runs after the export do not see dropout
+        self.eval()
 
     def forward(
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor

@@ -22,7 +22,7 @@ MANIFEST_FILE = "manifest.json"
 
 # The graph's I/O names, declared once: export writes them, verification and the service read them.
 X_INPUT = "x"  # float32 [batch, time, features], raw units (normalisation is inside the graph)
-LENGTHS_INPUT = "lengths"  # int32 [batch]: valid steps per sequence, wired into every GRU's sequence_lens
+LENGTHS_INPUT = "lengths"  # int32 [batch]: valid steps per sequence; padded steps never reach an answer
 STATE_INPUT = "state"  # float32 [batch, S]: everything a sequence carries between chunks; zeros = new
 OUTPUT = "output"  # float32 [batch, O], or [batch, time, O] for tagging
 STATE_OUTPUT = "next_state"  # float32 [batch, S]: the state after each sequence's last valid step

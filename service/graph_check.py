@@ -35,25 +35,32 @@ def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str)
 
 def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_input: bool = False) -> None:
     """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md) and the
-    candidate activation (`activations`, case-insensitive as onnxruntime reads it); with a
-    `lengths` input, every GRU node must read it as sequence_lens (else padding leaks into answers)."""
+    candidate activation (`activations`, case-insensitive as onnxruntime reads it). Two layouts: one node
+    per layer (bidirectional nodes when gru.bidirectional; with a `lengths` input every node reads it as
+    sequence_lens), or one forward node per layer and direction, as `gru export` writes them (the model
+    reads each sequence up to its length itself; the graph must read `lengths`). Else padding leaks into
+    answers."""
     nodes = [n for n in model.graph.node if n.op_type == "GRU"]
     if not nodes:
         raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")
-    direction = b"bidirectional" if gru.bidirectional else b"forward"
-    default_activations = ["sigmoid", "tanh"] * (2 if gru.bidirectional else 1)  # ONNX's, when absent
+    wired = all(len(n.input) > 4 and n.input[4] for n in nodes)  # sequence_lens on every node
+    per_direction = not wired and len(nodes) == gru.state_size  # gru export's layout
+    directions = 1 if per_direction else (2 if gru.bidirectional else 1)
+    direction = b"bidirectional" if directions == 2 else b"forward"
+    expected_activations = [a.lower() for a in gru.onnx_activations][: 2 * directions]
     for node in nodes:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        activations = [a.decode().lower() for a in attrs.get("activations", [])] or default_activations
+        activations = [a.decode().lower() for a in attrs.get("activations", [])] or (
+            ["sigmoid", "tanh"] * directions)  # ONNX's, when absent
         checks = {
             "gru.linear_before_reset": (attrs.get("linear_before_reset", 0), gru.linear_before_reset),
             "gru.hidden_size": (attrs.get("hidden_size"), gru.hidden_size),
             "gru.bidirectional": (attrs.get("direction", b"forward"), direction),
-            "gru.activation": (activations, [a.lower() for a in gru.onnx_activations]),
+            "gru.activation": (activations, expected_activations),
             "gru.activation (alpha/beta attributes)": (
                 [k for k in ("activation_alpha", "activation_beta") if k in attrs], []),
         }
-        if lengths_input:
+        if lengths_input and not per_direction:
             wired = node.input[4] if len(node.input) > 4 else ""
             checks["onnx.inputs (lengths)"] = (wired, LENGTHS_INPUT)
         for field, (found, expected) in checks.items():
@@ -61,5 +68,8 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
                 raise BundleError(
                     f"{where}: {field} says {expected!r} but GRU node {node.name!r} has {found!r}"
                 )
-    if len(nodes) != gru.num_layers:
+    expected_nodes = gru.state_size if per_direction else gru.num_layers
+    if len(nodes) != expected_nodes:
         raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}, graph has {len(nodes)} GRU nodes")
+    if lengths_input and not any(LENGTHS_INPUT in node.input for node in model.graph.node):
+        raise BundleError(f"{where}: onnx.inputs has {LENGTHS_INPUT!r} but no node of the graph reads it")

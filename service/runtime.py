@@ -144,9 +144,9 @@ class ModelRuntime:
 
     def predict_many(self, sequences: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Sequences of mixed lengths, answers back in request order: (N, O), or for tagging a list of
-        (T_i, O) arrays. Every answer is exactly what the sequence gets alone: one padded run whose
-        GRUs stop at each sequence's length (sequence_lens), or, for a graph without a lengths input,
-        one run per length."""
+        (T_i, O) arrays. Every answer is exactly what the sequence gets alone: one padded run that reads
+        each sequence up to its length (`lengths`), or, for a graph without a lengths input, one run per
+        length."""
         outputs, _ = self.step(sequences, [None] * len(sequences))
         if self.manifest.task == "tagging":
             return outputs

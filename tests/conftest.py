@@ -38,9 +38,10 @@ def server(repository: Path):
 
 @pytest.fixture(scope="session")
 def vowels_uni_run(tmp_path_factory: pytest.TempPathFactory):
-    """JapaneseVowels (ragged, 12 channels), 2 layers: stacking and sequence_lens together."""
+    """JapaneseVowels (ragged, 12 channels), 2 layers, 3 steps per GRU step and pooled readouts: the
+    state carries an unfinished patch and running pools."""
     return train_tiny(tmp_path_factory.mktemp("runs"), "vowels_uni", "data.dataset=JapaneseVowels",
-                      "model.num_layers=2", "optim.max_epochs=2")
+                      "model.num_layers=2", "model.patch=3", "optim.max_epochs=2")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
 Task = Literal["classification", "regression", "tagging"]  # tagging: one label per time step
 DataTask = Literal["classification", "regression", "forecast", "tagging"]  # forecast: windows of series
@@ -37,8 +37,21 @@ def _whole(value: Any) -> Any:
     return value
 
 
+def _whole_or_auto(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        whole = _whole(value)
+    except ValueError:
+        whole = None
+    if not isinstance(whole, int) or whole < 1:
+        raise ValueError(f"must be a whole number of at least 1 or 'auto' (from the data), got {value!r}")
+    return whole
+
+
 Number = Annotated[float, BeforeValidator(_number)]
 Whole = Annotated[int, BeforeValidator(_whole)]
+WholeOrAuto = Annotated[int | Literal["auto"], PlainValidator(_whole_or_auto)]
 
 
 class _Section(BaseModel):
@@ -68,8 +81,8 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     input_size: Whole = Field(1, ge=1)  # filled in from the data
     hidden_size: Whole = Field(64, ge=1)
-    num_layers: Whole = Field(2, ge=1)
-    dropout: Number = Field(0.1, ge=0, lt=1)  # between GRU layers (ignored with one layer)
+    num_layers: Whole = Field(1, ge=1)
+    dropout: Number = Field(0.1, ge=0, lt=1)  # between GRU layers and before the head
     bidirectional: bool = False
     # "after": torch.nn.GRU (cuDNN; ONNX linear_before_reset=1); "before": the seed's GRU (Cho et al. 2014;
     # linear_before_reset=0), no fused kernel. training/cells.py
@@ -84,15 +97,26 @@ class ModelConfig(_Section):
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
+    # Front end: k steps read as one GRU step (training/frontend.py); "auto": from the data's lengths
+    patch: WholeOrAuto = "auto"
+    # What the head reads (training/readout.py): the last state, and/or mean and max over the valid steps
+    readout: list[Literal["last", "mean", "max"]] = Field(default_factory=lambda: ["last", "mean", "max"],
+                                                          min_length=1)
 
 
 class OptimConfig(_Section):
     seed: Whole = 0
-    learning_rate: Number = Field(1e-3, gt=0)
+    learning_rate: Number = Field(3e-3, gt=0)  # the peak of the one-cycle schedule
     weight_decay: Number = Field(1e-2, ge=0)
-    batch_size: Whole = Field(16, ge=1)
-    max_epochs: Whole = Field(100, ge=1)
-    patience: Whole = Field(30, ge=1)  # epochs without validation improvement before stopping
+    batch_size: WholeOrAuto = "auto"  # auto: training/defaults.py
+    max_epochs: WholeOrAuto = "auto"  # auto: training/defaults.py
+    schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
+    jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
+    scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
+    # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
+    # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune)
+    final_fit: bool = True
+    patience: Whole = Field(30, ge=1)  # without final_fit: epochs without validation improvement
     grad_clip: Number = Field(1.0, gt=0)  # max global gradient norm
     threads: Whole = Field(1, ge=1)  # torch intra-op threads; 1 keeps small models fast and runs reproducible
     optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"  # sgd: Nesterov momentum 0.9

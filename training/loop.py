@@ -1,6 +1,12 @@
-"""fit(): seed -> data -> model -> optimiser with gradient clipping and early stopping -> best checkpoint
--> test metrics -> plots and report. Deterministic on CPU under a fixed seed. Data-parallel under torchrun,
-on CPU or CUDA, in fp32/bf16/fp16 (training/distributed.py)."""
+"""fit(): seed -> data -> defaults from the data -> model -> AdamW on a one-cycle schedule with
+augmentation and gradient clipping -> checkpoint -> test metrics -> plots and report. Deterministic on CPU
+under a fixed seed. Data-parallel under torchrun, on CPU or CUDA, in fp32/bf16/fp16 (distributed.py).
+
+The recipe (README "Model"): by default the shipped model is trained on every training series (the
+validation split included) for the whole schedule, and its last epoch is kept: no epoch is picked on a
+handful of held-out series. `optim.final_fit=false` holds the validation split out instead, keeps the
+epoch with the best validation loss and stops early after `optim.patience` epochs (what `gru tune`
+compares trials on)."""
 
 from __future__ import annotations
 
@@ -17,13 +23,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training import distributed
+from training import defaults, distributed
 from training.checkpoint import Checkpoint
 from training.config import OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
+from training.recipe import augment, make_schedule
 from training.resume import Progress, load_last, save_last
 from training.tracking import Tracker, finish_run
 
@@ -62,18 +69,24 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
+    train = data.train if not config.optim.final_fit else merge(data.train, data.val, data.task)
+    chosen = defaults.resolve(config, train)
+    if data.sharded:  # each rank chose from its own shard: take rank 0's choices
+        config, chosen = distributed.agree((config, chosen), ctx)
+    if ctx.is_main:
+        print("\n".join(chosen), flush=True)
     model = GRUModel(config.model)
-    targets = data.train.y if data.task == "regression" else None
-    model.normaliser.fit(data.train.X, targets, lengths=data.train.lengths)
+    targets = train.y if data.task == "regression" else None
+    model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
-        distributed.sync_normaliser(model.normaliser, data.train.X, targets, ctx)
+        distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
     checkpoint = run_dir / "checkpoint.pt"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    best_epoch = _train(model, data, config, run_dir, checkpoint, ctx, on_epoch, resume)
+    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume)
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
@@ -99,48 +112,71 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
 
 
 def _train(
-    model: GRUModel, data: SequenceData, config: TrainConfig, run_dir: Path, ckpt: Path,
+    model: GRUModel, data: SequenceData, train: Split, config: TrainConfig, run_dir: Path, ckpt: Path,
     ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool,
 ) -> int:
-    opt = config.optim
+    """Train on `train`; with a validation split (not optim.final_fit), keep the best epoch and stop
+    early. Returns the epoch whose weights are in the checkpoint."""
+    opt, validating = config.optim, not config.optim.final_fit
+    assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
     optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
+    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    schedule = make_schedule(optimizer, opt.schedule, opt.learning_rate, steps * opt.max_epochs)
     generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
     progress = Progress()
     if resume:
-        progress = load_last(run_dir, model, optimizer, generator, config.to_dict())
+        progress = load_last(run_dir, model, optimizer, schedule, generator, config.to_dict())
     show = config.progress and ctx.is_main
     epochs = tqdm(range(progress.epoch + 1, opt.max_epochs + 1), desc=config.name, disable=not show,
                   initial=progress.epoch, total=opt.max_epochs)
-    if progress.stale >= opt.patience:  # interrupted after it had already stopped early
+    if validating and progress.stale >= opt.patience:  # interrupted after it had already stopped early
         epochs = tqdm([], disable=True)
     with Tracker(run_dir, config, enabled=ctx.is_main, keep_epochs=progress.epoch) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
-            train_loss = _train_epoch(net, model, data.train, optimizer, opt, generator, ctx,
+            train_loss = _train_epoch(net, model, train, optimizer, schedule, opt, generator, ctx,
                                       data.sharded)
-            val = evaluate(model, data.val, data)  # every rank: identical weights, identical decisions
-            record = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                      "seconds": round(time.perf_counter() - started, 4)}
-            tracker.log(record)
-            epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val['loss']:.4f}")
             if not np.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; "
                                          "lower optim.learning_rate or optim.grad_clip")
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
+                                      "learning_rate": schedule.get_last_lr()[0]}
+            if validating:  # every rank: identical weights, identical decisions
+                record |= {f"val_{k}": v for k, v in evaluate(model, data.val, data).items()}
+            record["seconds"] = round(time.perf_counter() - started, 4)
+            tracker.log(record)
+            epochs.set_postfix(train=f"{train_loss:.4f}", **({"val": f"{record['val_loss']:.4f}"}
+                                                             if validating else {}))
             if on_epoch is not None:
                 on_epoch(epoch, record)  # e.g. an Optuna trial reporting, and maybe pruning
             progress.epoch = epoch
-            if val["loss"] < progress.best_loss:
-                progress.best_loss, progress.best_epoch, progress.stale = val["loss"], epoch, 0
+            # a final fit keeps its newest epoch: the last one in the end, the last good one if it diverges
+            if not validating or record["val_loss"] < progress.best_loss:
+                progress.best_loss = record.get("val_loss", 0.0)
+                progress.best_epoch, progress.stale = epoch, 0
                 if ctx.is_main:
                     _checkpoint(model, config, data, epoch, {}).save(ckpt)
             else:
                 progress.stale += 1
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
-                save_last(run_dir, model, optimizer, generator, progress, config.to_dict())
-            if progress.stale >= opt.patience:
+                save_last(run_dir, model, optimizer, schedule, generator, progress, config.to_dict())
+            if validating and progress.stale >= opt.patience:
                 break
     return progress.best_epoch
+
+
+def merge(a: Split, b: Split, task: str) -> Split:
+    """Two splits as one (the validation series joining the training ones), padded to the longer."""
+    steps = max(a.X.shape[1], b.X.shape[1])
+
+    def padded(split: Split) -> tuple[np.ndarray, np.ndarray]:
+        extra = steps - split.X.shape[1]
+        y = np.pad(split.y, ((0, 0), (0, extra)), constant_values=PAD_LABEL) if task == "tagging" else split.y
+        return np.pad(split.X, ((0, 0), (0, extra), (0, 0))), y
+
+    (xa, ya), (xb, yb) = padded(a), padded(b)
+    return Split(np.concatenate([xa, xb]), np.concatenate([ya, yb]), np.concatenate([a.lengths, b.lengths]))
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -188,16 +224,21 @@ def _batch(
 
 def _train_epoch(
     net: nn.Module, model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
-    opt: OptimConfig, generator: torch.Generator, ctx: distributed.Context, sharded: bool,
+    schedule: torch.optim.lr_scheduler.LRScheduler, opt: OptimConfig, generator: torch.Generator,
+    ctx: distributed.Context, sharded: bool,
 ) -> float:
     """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
     shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
+    assert isinstance(opt.batch_size, int)
     plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
+    augmenting = model.config.task != "regression"  # a perturbed window has another forecast
     total = count = 0.0
     for local, weight in plan:
         X, y, lengths = _batch(split, local, model.config.task, ctx.device)
+        if augmenting:
+            X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
         with distributed.autocast(opt.precision, ctx.device):
             loss = _loss(model, X, y, model.config.task, lengths, net)
         optimizer.zero_grad()
@@ -206,6 +247,7 @@ def _train_epoch(
         nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        schedule.step()
         total += loss.item() * len(local) * (weight > 0)
         count += len(local) * (weight > 0)
     return distributed.all_reduce_sum(total, ctx) / distributed.all_reduce_sum(count, ctx)

@@ -1,48 +1,80 @@
-"""GRUModel: a GRU encoder plus a task head, built from one ModelConfig."""
+"""GRUModel: front end -> GRU -> readout -> head, built from one ModelConfig.
+
+    raw x (B, T, F) -> normalise -> Patcher: k steps as one (B, ceil(T/k), E) -> GRU layers (either reset
+    variant) -> readout: last state ⊕ mean ⊕ max over the valid steps -> dropout -> linear head
+
+One function, `run`, computes everything from (x, lengths, state) to (output, next state): training calls
+it with a zero state, the exported graph is a trace of it. So the graph computes exactly what training
+evaluated, and a stream read in chunks gives what the whole sequence gives.
+
+Ragged batches: `lengths` (B,) gives each sequence's valid steps. The GRU runs over the padded batch;
+the readout reads each sequence's own steps only (its state at its last valid step, pools over its
+valid steps) and a GRU is causal, so padding never reaches an answer. The reverse direction of a
+bidirectional layer reads each sequence reversed within its own length.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from training.cells import SeedGRU, make_gru
+from training import readout
+from training.cells import make_gru
 from training.config import ModelConfig
+from training.frontend import Patcher, gather_steps, step_mask
 from training.normalise import Normaliser
 
-
-def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B,) lengths -> (B, T) bool: True on each sequence's valid steps."""
-    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.long().unsqueeze(1)
+__all__ = ["GRUModel", "step_mask"]
 
 
 class GRUModel(nn.Module):
-    """A GRU encoder and a linear head.
-
-    Classification/regression (many-to-one): the last layer's final state (both directions) feeds the
-    head; classification gives logits over labels, regression `output_size` values in normalised
-    units (`predict` maps them back). Tagging (many-to-many): the head reads the last layer's output at
-    every step and gives logits per step. Inputs are raw: normalisation is inside the model.
-
-    Ragged batches: `lengths` (B,) gives each sequence's valid steps (the rest is padding). The GRU then
-    runs on packed sequences, so each answer is exactly that sequence's own; the exported graph does
-    the same with the ONNX GRU's `sequence_lens` (export/onnx.py wires it in).
-    """
+    """Classification/regression (many-to-one): the readout feeds the head; classification gives logits
+    over labels, regression `output_size` values in normalised units (`predict` maps them back).
+    Tagging (many-to-many, patch 1): the head reads the last layer's output at every step."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if not isinstance(config.patch, int):
+            raise ValueError("model.patch must be resolved from the data before the model is built")
+        if config.task == "tagging" and config.patch != 1:
+            raise ValueError("model.patch must be 1 for tagging: it answers at every step")
         self.config = config
         self.directions = 2 if config.bidirectional else 1
-        self.gru = make_gru(config)  # nn.GRU, or the seed's reset-before GRU (model.reset)
-        self.head = nn.Linear(config.hidden_size * self.directions, config.output_size)
+        width = config.hidden_size * self.directions
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
+        self.frontend = Patcher(config.input_size, config.patch, config.hidden_size)
+        self.layers = nn.ModuleList(
+            nn.ModuleList(make_gru(_one_layer(config, config.hidden_size if i == 0 else width))
+                          for _ in range(self.directions))
+            for i in range(config.num_layers))
+        self.dropout = nn.Dropout(config.dropout)
+        parts = 1 if config.task == "tagging" else len(config.readout)
+        self.head = nn.Linear(parts * width, config.output_size)
 
-    def state_shape(self, batch: int) -> tuple[int, int, int]:
-        return (self.config.num_layers * self.directions, batch, self.config.hidden_size)
+    # -- the state --------------------------------------------------------------------------------------
+
+    @property
+    def carries(self) -> bool:
+        """Whether the state carries an unfinished patch and pools (not for bidirectional models, whose
+        answers never come from a carried state)."""
+        return not self.config.bidirectional
 
     def state_parts(self) -> list[tuple[str, tuple[int, ...]]]:
-        """The per-sequence streaming state, packed in this order into one vector (the graph's `state`)."""
-        return [("gru_h", (self.config.num_layers * self.directions, self.config.hidden_size))]
+        """The per-sequence state, packed in this order into one vector (the graph's `state`)."""
+        config, hidden = self.config, self.config.hidden_size
+        parts = [("gru_h", (config.num_layers * self.directions, hidden))]
+        if not self.carries:
+            return parts
+        if config.patch > 1:
+            parts += [("patch_steps", (config.patch - 1, config.input_size)), ("patch_count", (1,))]
+        if config.task != "tagging" and {"mean", "max"} & set(config.readout):
+            parts += [("pool_mean", (hidden,)), ("pool_max", (hidden,)), ("pool_count", (1,))]
+        return parts
+
+    def state_size(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.state_parts())
 
     def streaming_refusal(self) -> str | None:
         """Why a prefix of a sequence cannot be answered from a carried state, or None if it can."""
@@ -54,57 +86,158 @@ class GRUModel(nn.Module):
                     "the window ends")
         return None
 
+    def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, S) -> {part: (B, *shape)}."""
+        parts, start = {}, 0
+        for name, shape in self.state_parts():
+            size = math.prod(shape)
+            parts[name] = state[:, start : start + size].reshape(-1, *shape)
+            start += size
+        return parts
+
+    def pack(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{part: (B, *shape)} -> (B, S), in state_parts order."""
+        return torch.cat([parts[name].flatten(1) for name, _ in self.state_parts()], dim=1)
+
+    # -- the computation --------------------------------------------------------------------------------
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw x (B, T, F); lengths (B,) or None (all T steps valid); state (B, S) or None (zeros: new
+        sequences). Returns the head output ((B, O), or (B, T, O) for tagging), the next state (B, S)
+        and the window level (B, 1)."""
+        batch, steps = x.shape[0], x.shape[1]
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long, device=x.device)
+        if state is None:
+            state = x.new_zeros(batch, self.state_size())
+        return self.run(x, lengths.to(x.device), state)
+
+    def run(
+        self, x: torch.Tensor, lengths: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        level = self.normaliser.level(x, lengths)
+        carried = self.unpack(state)
+        steps, total = self._steps(x, lengths, level, carried)  # (B, T', F), (B,)
+        k = self.config.patch
+        seen, done = (total + k - 1) // k, total // k  # patches with any step / with all k steps
+        z = self.frontend.embed(self.frontend.cut(steps))  # (B, P, E)
+        y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
+        nxt = {"gru_h": h_done if self.carries else h_seen}
+        if self.carries and k > 1:
+            nxt["patch_steps"], count = self.frontend.unfinished(steps, total)
+            nxt["patch_count"] = count.to(x.dtype).unsqueeze(1)
+        if self.config.task == "tagging":
+            return self.head(self.dropout(y)), self.pack(nxt), level
+        last = h_seen[:, -self.directions :].flatten(1)  # the last layer, both directions: (B, D*H)
+        before = self._carried_pools(carried, y)
+        pools = readout.pooled(y, seen, before, self.config.readout)
+        if self.carries and pools:  # the next chunk continues from the whole patches only
+            kept = readout.pooled(y, done, before, self.config.readout)
+            zeros = torch.zeros_like(last)
+            nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
+                    "pool_count": kept["count"].unsqueeze(1)}
+        out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
+        return out, self.pack(nxt), level
+
+    def _steps(
+        self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised steps, zero past each length, after the carried steps of an unfinished patch;
+        and each sequence's number of steps."""
+        inputs = self.normaliser.inputs(x, level) * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
+        if not (self.carries and self.config.patch > 1):
+            return inputs, lengths.long()
+        count = carried["patch_count"].squeeze(1).round()
+        return self.frontend.join(carried["patch_steps"], count, inputs, lengths)
+
+    def _carried_pools(self, carried: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if "pool_count" in carried:
+            return {"mean": carried["pool_mean"], "max": carried["pool_max"],
+                    "count": carried["pool_count"].squeeze(1)}
+        zeros = y.new_zeros(y.shape[0], y.shape[2])  # nothing carried: a new sequence
+        return {"mean": zeros, "max": zeros, "count": zeros[:, 0]}
+
+    def encode(
+        self, z: torch.Tensor, h0: torch.Tensor, seen: torch.Tensor, done: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, P, E); h0 (B, L*D, H); seen/done (B,) patches. Returns the last layer's outputs
+        (B, P, D*H) and every layer's and direction's state after `seen` and after `done` patches."""
+        h_seen, h_done = [], []
+        for i, layer in enumerate(self.layers):
+            outputs = []
+            for d, gru in enumerate(layer):
+                start = h0[:, i * self.directions + d]  # (B, H)
+                if d == 0:
+                    out, _ = gru(z, start.unsqueeze(0).contiguous())  # (B, P, H)
+                    h_seen.append(_state_after(out, seen, start))
+                    h_done.append(_state_after(out, done, start))
+                else:  # each sequence reversed within its own length, read, and put back in order
+                    order = _reversed_order(seen, z.shape[1])
+                    out, _ = gru(gather_steps(z, order), start.unsqueeze(0).contiguous())
+                    h_seen.append(_state_after(out, seen, start))
+                    h_done.append(h_seen[-1])
+                    out = gather_steps(out, order)
+                outputs.append(out)
+            z = torch.cat(outputs, dim=2)
+            if i < len(self.layers) - 1:
+                z = self.dropout(z)
+        return z, torch.stack(h_seen, dim=1), torch.stack(h_done, dim=1)
+
+    def predict(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
+        sequence's length), or forecasts in original units; plus the next state."""
+        out, nxt, level = self(x, lengths, state)
+        if self.config.task == "classification":  # a sigmoid head: (B, 1), P(the second label)
+            return (torch.sigmoid(out) if self.config.head == "sigmoid" else torch.softmax(out, dim=-1)), nxt
+        if self.config.task == "tagging":
+            probs = torch.softmax(out, dim=-1)
+            if lengths is not None:
+                probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
+            return probs, nxt
+        return self.normaliser.outputs(out, level), nxt
+
     def stream(
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The exported function: raw x (B, T, F), the packed state (B, S) and lengths (B,) in; what
         `predict` gives and the next packed state (B, S) out."""
-        layers_dirs, hidden = self.state_parts()[0][1]
-        h0 = state.reshape(-1, layers_dirs, hidden).transpose(0, 1).contiguous()  # (L*D, B, H)
-        out, h_n = self.predict(x, h0, lengths)
-        return out, h_n.transpose(0, 1).reshape(x.shape[0], layers_dirs * hidden)
+        return self.predict(x, lengths, state)
 
-    def forward(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw x: (B, T, F); h0: (L*D, B, H); lengths: (B,) or None (all T steps valid).
-        Returns the head output ((B, O), or (B, T, O) for tagging), h_n and the window level (B, 1)."""
-        level = self.normaliser.level(x, lengths)
-        y, h_n = self.encode(self.normaliser.inputs(x, level), h0, lengths)  # (B, T, D*H), (L*D, B, H)
-        if self.config.task == "tagging":
-            return self.head(y), h_n, level
-        return self.head(self.last_layer_state(h_n)), h_n, level
+    # -- for checks against the NumPy reference GRU -----------------------------------------------------
 
-    def encode(
-        self, x: torch.Tensor, h0: torch.Tensor | None, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if lengths is None or torch.jit.is_tracing():
-            # While tracing for export the GRU runs unpacked: export wires `lengths` into every ONNX
-            # GRU node's sequence_lens afterwards, which gives the packed semantics in the graph.
-            return self.gru(x, h0)
-        if isinstance(self.gru, SeedGRU):  # masks padded steps itself (no packed-sequence kernel)
-            return self.gru(x, h0, lengths)
-        packed = pack_padded_sequence(x, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
-        y, h_n = self.gru(packed, h0)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # zeros past lengths
-        return y, h_n
+    def gru_weights(self) -> dict[str, torch.Tensor]:
+        """The GRU's weights under torch.nn.GRU's names (weight_ih_l{layer}[_reverse], ...)."""
+        weights = {}
+        for i, layer in enumerate(self.layers):
+            for d, gru in enumerate(layer):
+                for name, value in gru.named_parameters():
+                    weights[name.replace("_l0", f"_l{i}") + ("_reverse" if d else "")] = value
+        return weights
 
-    def predict(
-        self, x: torch.Tensor, h0: torch.Tensor | None = None, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
-        sequence's length), or forecasts in original units; plus h_n."""
-        out, h_n, level = self(x, h0, lengths)
-        if self.config.task == "classification":  # a sigmoid head: (B, 1), P(the second label)
-            return (torch.sigmoid(out) if self.config.head == "sigmoid" else torch.softmax(out, dim=-1)), h_n
-        if self.config.task == "tagging":
-            probs = torch.softmax(out, dim=-1)
-            if lengths is not None:
-                probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
-            return probs, h_n
-        return self.normaliser.outputs(out, level), h_n
+    def gru_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole sequences x (B, T, F) -> the GRU's input (B, P, E) for the patches whose state the next
+        state holds (the whole ones, for a model that carries an unfinished patch)."""
+        steps = self.normaliser.inputs(x, self.normaliser.level(x))
+        z = self.frontend.embed(self.frontend.cut(steps))
+        return z[:, : x.shape[1] // self.config.patch] if self.carries else z
 
-    def last_layer_state(self, h_n: torch.Tensor) -> torch.Tensor:
-        layers, hidden = self.config.num_layers, self.config.hidden_size
-        last = h_n.view(layers, self.directions, -1, hidden)[-1]  # (D, B, H)
-        return last.permute(1, 0, 2).reshape(last.shape[1], -1)  # (B, D*H)
+
+def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:
+    return config.model_copy(update={"input_size": input_size, "num_layers": 1, "bidirectional": False,
+                                     "dropout": 0.0})
+
+
+def _state_after(out: torch.Tensor, steps: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """A GRU's state after each sequence's first `steps` (B,) steps: out[:, steps-1], or `start` when 0."""
+    picked = gather_steps(out, (steps - 1).clamp_min(0).unsqueeze(1)).squeeze(1)  # (B, H)
+    return torch.where(steps.unsqueeze(1) > 0, picked, start)
+
+
+def _reversed_order(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T) indices that reverse each sequence within its length (steps past it stay past it)."""
+    position = torch.arange(steps, device=lengths.device).unsqueeze(0)
+    return torch.where(position < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - position, position)

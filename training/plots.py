@@ -25,7 +25,8 @@ def write_plots(run_dir: Path, model: GRUModel, data: SequenceData) -> list[str]
     model.eval()
     with torch.no_grad():
         X = torch.as_tensor(data.test.X, device=model.head.weight.device)
-        predicted = model.predict(X)[0].cpu().numpy()
+        lengths = torch.as_tensor(data.test.lengths, device=X.device)
+        predicted = model.predict(X, lengths)[0].cpu().numpy()
     if data.task == "classification":
         written.append(confusion_matrix(data, predicted.argmax(axis=1), run_dir / "confusion_matrix.png"))
     else:
@@ -34,11 +35,13 @@ def write_plots(run_dir: Path, model: GRUModel, data: SequenceData) -> list[str]
 
 
 def learning_curves(records: list[dict], path: Path) -> str:
+    """Losses, and the validation metric (or, in a final fit without one, the learning rate)."""
     epochs = [r["epoch"] for r in records]
-    metric = "val_accuracy" if "val_accuracy" in records[0] else "val_mae"
+    metric = next((m for m in ("val_accuracy", "val_mae") if m in records[0]), "learning_rate")
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [r["train_loss"] for r in records], label="train")
-    left.plot(epochs, [r["val_loss"] for r in records], label="validation")
+    if "val_loss" in records[0]:
+        left.plot(epochs, [r["val_loss"] for r in records], label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     left.legend()
     right.plot(epochs, [r[metric] for r in records], color="tab:green")

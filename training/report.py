@@ -16,21 +16,25 @@ REPORT_FILE = "report.md"
 def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, test: dict[str, Any],
                      plots: list[str]) -> Path:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    best = min(records, key=lambda r: r["val_loss"])
+    validated = "val_loss" in records[0]
+    best = min(records, key=lambda r: r["val_loss"]) if validated else records[-1]
+    kept = (f"best epoch {best['epoch']} (validation loss {best['val_loss']:.4f})" if validated else
+            f"final fit on the training and validation series, last epoch {best['epoch']} kept")
     m, o = config.model, config.optim
     variant = "reset after the hidden matmul (torch.nn.GRU)" if m.reset == "after" else \
         "reset before the hidden matmul (the seed's GRU, Cho et al. 2014)"
     lines = [
         f"# Model report: {config.name}",
         "",
-        f"- data: {data.source}; task {data.task}; {len(data.train)} train / {len(data.val)} validation / "
+        f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit)} / "
         f"{len(data.test)} test sequences of up to {data.max_length} steps, {len(data.feature_names)} "
         "feature(s)",
-        f"- model: GRU, {m.num_layers} layer(s) × hidden {m.hidden_size}"
-        f"{', bidirectional' if m.bidirectional else ''}, dropout {m.dropout}; {variant}",
-        f"- training: {o.optimizer}, lr {o.learning_rate:g}, weight decay {o.weight_decay:g}, batch "
-        f"{o.batch_size}, grad clip {o.grad_clip:g}, {o.precision} on {o.device}, seed {o.seed}; "
-        f"{len(records)} epoch(s), best epoch {best['epoch']} (validation loss {best['val_loss']:.4f})",
+        f"- model: {m.patch} step(s) per GRU step, GRU {m.num_layers} layer(s) × hidden {m.hidden_size}"
+        f"{', bidirectional' if m.bidirectional else ''}, dropout {m.dropout}; readout "
+        f"{' ⊕ '.join(m.readout)}; {variant}",
+        f"- training: {o.optimizer}, {o.schedule} lr {o.learning_rate:g}, weight decay {o.weight_decay:g}, "
+        f"batch {o.batch_size}, grad clip {o.grad_clip:g}, jitter {o.jitter:g}, scaling {o.scaling:g}, "
+        f"{o.precision} on {o.device}, seed {o.seed}; {len(records)} epoch(s), {kept}",
         "",
         "## Test metrics",
         "",
@@ -47,6 +51,12 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _split_sizes(data: SequenceData, final_fit: bool) -> str:
+    if final_fit:
+        return f"{len(data.train) + len(data.val)} train (the validation split included)"
+    return f"{len(data.train)} train / {len(data.val)} validation"
 
 
 def _fmt(value: Any) -> str:

@@ -27,10 +27,12 @@ class Progress:
 
 
 def save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              generator: torch.Generator, progress: Progress, config: dict[str, Any]) -> None:
+              schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, progress: Progress,
+              config: dict[str, Any]) -> None:
     save_payload(run_dir / LAST, {
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
         "generator": generator.get_state(),  # the order of examples
         "torch_rng": torch.get_rng_state(),  # dropout
         "progress": asdict(progress),
@@ -39,7 +41,8 @@ def save_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 
 
 def load_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              generator: torch.Generator, config: dict[str, Any]) -> Progress:
+              schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+              config: dict[str, Any]) -> Progress:
     """Restore the state saved after the last completed epoch; Progress() when there is none."""
     path = run_dir / LAST
     if not path.exists():
@@ -51,6 +54,7 @@ def load_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                          "resume with the run's own config or start a new run name")
     model.load_state_dict(saved["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
     generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     return Progress(**saved["progress"])
@@ -66,3 +70,4 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             changed.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return changed
+

@@ -22,7 +22,8 @@ from training.config import TrainConfig, load_config
 # Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
 FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling")}
 # The search's own settings: trials' run folders and epoch budget, not chosen by it.
-SEARCH_ONLY = {"": ("name", "run_dir", "progress"), "optim": ("max_epochs", "plots", "tensorboard")}
+SEARCH_ONLY = {"": ("name", "run_dir", "progress"),
+               "optim": ("max_epochs", "plots", "tensorboard", "final_fit")}
 
 
 @dataclass
@@ -69,6 +70,7 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
         config = suggest(trial, base)
         config.run_dir, config.name, config.progress = str(trial_root), f"trial_{trial.number:03d}", False
         config.optim.plots = config.optim.tensorboard = False
+        config.optim.final_fit = False  # trials are compared on the held-out validation split
         best = float("inf")
 
         def report(epoch: int, record: dict[str, Any]) -> None:

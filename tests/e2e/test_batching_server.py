@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service.bundle import read_manifest
 from tests.helpers import Server
 
 
@@ -30,11 +31,12 @@ def test_concurrent_mixed_lengths_equal_each_sequence_alone(server, repository: 
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda seqs: _post(server.url, seqs), requests))
     session = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
+    size = read_manifest(repository / "italy" / "1").state.size
     for seqs, response in zip(requests, responses, strict=True):
         assert response.status_code == 200, response.text
         got = np.array([p["probabilities"] for p in response.json()["predictions"]])
         alone = np.concatenate([session.run(None, {"x": np.array(s, np.float32).reshape(1, -1, 1),
-                                                   "state": np.zeros((1, 16), np.float32),
+                                                   "state": np.zeros((1, size), np.float32),
                                                    "lengths": np.array([len(s)], np.int32)})[0]
                                 for s in seqs])
         assert got.shape == alone.shape and np.abs(got - alone).max() <= 1e-5

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from service.bundle import read_manifest
 from training.config import DataConfig
 from training.data import load_data
 
@@ -28,7 +29,7 @@ def native(server, name: str, sequences) -> np.ndarray:
     return np.array([p[key] for p in body["predictions"]], np.float32)
 
 
-def test_health_and_metadata_through_tritonclient(client) -> None:
+def test_health_and_metadata_through_tritonclient(client, repository) -> None:
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("italy") and client.is_model_ready("italy", "1")
     assert not client.is_model_ready("italy", "9") and not client.is_model_ready("nope")
@@ -38,13 +39,14 @@ def test_health_and_metadata_through_tritonclient(client) -> None:
     meta = client.get_model_metadata("italy")
     assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, -1, 1]},
-                              {"name": "state", "datatype": "FP32", "shape": [-1, 16]}]
+                              {"name": "state", "datatype": "FP32",
+                               "shape": [-1, read_manifest(repository / "italy" / "1").state.size]}]
     assert [o["name"] for o in meta["outputs"]] == ["output", "next_state"]
     assert client.get_model_metadata("italy", "1")["versions"] == ["1"]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary tensors", "JSON tensors"])
-def test_infer_matches_the_native_api(client, server, binary: bool) -> None:
+def test_infer_matches_the_native_api(client, server, repository, binary: bool) -> None:
     X = load_data(DataConfig(dataset="ItalyPowerDemand")).test.X[:7]
     x = triton.InferInput("x", list(X.shape), "FP32")
     x.set_data_from_numpy(X, binary_data=binary)
@@ -53,7 +55,7 @@ def test_infer_matches_the_native_api(client, server, binary: bool) -> None:
     response = result.get_response()
     assert (response["model_name"], response["model_version"], response["id"]) == ("italy", "1", "r-7")
     np.testing.assert_allclose(result.as_numpy("output"), native(server, "italy", X.tolist()), atol=1e-7)
-    assert result.as_numpy("next_state").shape == (7, 16)
+    assert result.as_numpy("next_state").shape == (7, read_manifest(repository / "italy" / "1").state.size)
 
 
 def test_carried_state_equals_one_pass(client) -> None:
@@ -106,9 +108,6 @@ BAD = [
      "inputs", "takes 'x'"),
     ("bad datatype", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "BYTES", "data": ["a"]}]},
      "inputs[0].datatype", "inputs are FP32"),
-    ("bad state", {"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [1, 2]},
-                              {"name": "state", "shape": [2, 16], "datatype": "FP32", "data": [0] * 32}]},
-     "state.shape", "expected [1, 16]"),
     ("unknown output", {"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32", "data": [1]}],
                         "outputs": [{"name": "probs"}]}, "outputs[0].name", "'output'"),
     ("no inputs", {"inputs": []}, "inputs", "inference request like"),
@@ -166,6 +165,15 @@ def test_bad_requests_get_a_400_naming_the_field(server, case, body, field, mess
     error = response.json()
     assert error["field"] == field and message in error["error"] and error["request_id"] == "bad-1"
     assert response.headers["x-request-id"] == "bad-1"
+
+
+def test_a_state_for_another_batch_gets_a_400_naming_the_field(server, repository) -> None:
+    size = read_manifest(repository / "italy" / "1").state.size
+    body = {"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [1, 2]},
+                       {"name": "state", "shape": [2, size], "datatype": "FP32", "data": [0] * 2 * size}]}
+    response = httpx.post(f"{server.url}/v2/models/italy/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "state.shape" and f"expected [1, {size}]" in response.json()["error"]
 
 
 def test_errors_reach_tritonclient_as_exceptions(client) -> None:

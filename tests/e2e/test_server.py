@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from service.bundle import read_manifest
 from service.client import predict
 from training.checkpoint import Checkpoint
 from training.config import DataConfig
@@ -53,7 +54,8 @@ def test_classification_matches_onnxruntime_and_pytorch(server, repository, ital
     probs = np.array([p["probabilities"] for p in body["predictions"]])
     session = ort.InferenceSession(str(_bundle(repository, "italy") / "model.onnx"))
     lengths = np.full(len(X), X.shape[1], dtype=np.int32)
-    expected, _ = session.run(None, {"x": X, "state": np.zeros((50, 16), np.float32), "lengths": lengths})
+    state = np.zeros((50, read_manifest(_bundle(repository, "italy")).state.size), np.float32)
+    expected, _ = session.run(None, {"x": X, "state": state, "lengths": lengths})
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     with torch.no_grad():
         model = Checkpoint.load(italy_run.checkpoint).model()

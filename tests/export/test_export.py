@@ -14,6 +14,7 @@ import torch
 
 import export.bundle
 from export.bundle import export_checkpoint
+from export.onnx import example_state
 from export.verify import TOLERANCE, VerificationError
 from service.bundle import load_bundle
 from tests.helpers import train_tiny
@@ -29,49 +30,51 @@ def _full(x: np.ndarray) -> np.ndarray:
     return np.full(x.shape[0], x.shape[1], dtype=np.int32)  # no padding: every step is valid
 
 
-def _packed(h: np.ndarray) -> np.ndarray:
-    """The GRU's (L*D, B, H) state as the graph's batch-major (B, L*D*H) `state`."""
-    return np.ascontiguousarray(h.transpose(1, 0, 2).reshape(h.shape[1], -1))
-
-
+@pytest.mark.parametrize("patch", [1, 3])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool) -> None:
+def test_parity_matrix(tmp_path: Path, layers: int, bidirectional: bool, patch: int) -> None:
     run = train_tiny(tmp_path, "m", "optim.max_epochs=1", f"model.num_layers={layers}",
-                     f"model.bidirectional={str(bidirectional).lower()}", "model.dropout=0.2")
+                     f"model.bidirectional={str(bidirectional).lower()}", "model.dropout=0.2",
+                     f"model.patch={patch}")
     result = export_checkpoint(run.checkpoint, tmp_path / "models", "m")
     manifest = result.manifest
     assert manifest.parity.max_abs_diff <= TOLERANCE
     assert (2, 24) not in manifest.parity.cases and (1, 51) in manifest.parity.cases  # traced (2, 24)
     graph = onnx.load(result.bundle_dir / "model.onnx")
     grus = [n for n in graph.graph.node if n.op_type == "GRU"]
-    assert len(grus) == layers
+    assert len(grus) == layers * (2 if bidirectional else 1)  # one forward node per layer and direction
     assert all(onnx.helper.get_attribute_value(a) == 1
                for n in grus for a in n.attribute if a.name == "linear_before_reset")
     model = Checkpoint.load(run.checkpoint).model()
     session = _session(result.bundle_dir)
     for batch, length in [(1, 1), (4, 37), (9, 100)]:  # more shapes, beyond the export's own checks
         x = np.random.default_rng(length).normal(size=(batch, length, 1)).astype(np.float32)
-        h0 = np.random.default_rng(batch).normal(size=(layers * (2 if bidirectional else 1), batch, 16))
-        h0 = h0.astype(np.float32)
-        out, state = session.run(None, {"x": x, "state": _packed(h0), "lengths": _full(x)})
+        state = example_state(model, batch, torch.Generator().manual_seed(batch))
+        lengths = np.random.default_rng(batch).integers(1, length + 1, batch).astype(np.int32)
+        x *= np.arange(length)[None, :, None] < lengths[:, None, None]
+        out, next_state = session.run(None, {"x": x, "state": state.numpy(), "lengths": lengths})
         with torch.no_grad():
-            ref_out, ref_h = model.predict(torch.as_tensor(x), torch.as_tensor(h0))
+            ref_out, ref_state = model.predict(torch.as_tensor(x), torch.as_tensor(lengths), state)
         assert np.abs(out - ref_out.numpy()).max() <= TOLERANCE
-        assert np.abs(state - _packed(ref_h.numpy())).max() <= TOLERANCE
+        assert np.abs(next_state - ref_state.numpy()).max() <= TOLERANCE
 
 
-def test_graph_state_matches_the_numpy_oracle(tmp_path: Path) -> None:
-    run = train_tiny(tmp_path, "m", "optim.max_epochs=1", "model.num_layers=2", "model.bidirectional=true")
+@pytest.mark.parametrize("patch", [1, 4])
+def test_graph_state_matches_the_numpy_oracle(tmp_path: Path, patch: int) -> None:
+    run = train_tiny(tmp_path, "m", "optim.max_epochs=1", "model.num_layers=2", "model.bidirectional=true",
+                     f"model.patch={patch}")
     bundle_dir = export_checkpoint(run.checkpoint, tmp_path / "models", "m").bundle_dir
     model = Checkpoint.load(run.checkpoint).model()
     x = np.random.default_rng(0).normal(size=(3, 30, 1)).astype(np.float32)
     h0 = np.random.default_rng(1).normal(size=(4, 3, 16)).astype(np.float32)
-    _, state = _session(bundle_dir).run(None, {"x": x, "state": _packed(h0), "lengths": _full(x)})
-    normalised = model.normaliser.inputs(torch.as_tensor(x), torch.ones(3, 1)).numpy()
-    params = {k: v.detach().double().numpy() for k, v in model.gru.named_parameters()}
-    _, ref_h = gru_forward(normalised, params, 2, True, h0, reset="after")
-    assert np.abs(state - _packed(ref_h)).max() <= TOLERANCE
+    packed = np.ascontiguousarray(h0.transpose(1, 0, 2).reshape(3, -1))
+    _, state = _session(bundle_dir).run(None, {"x": x, "state": packed, "lengths": _full(x)})
+    with torch.no_grad():
+        gru_input = model.gru_inputs(torch.as_tensor(x)).double().numpy()  # the front end's patches
+    params = {k: v.detach().double().numpy() for k, v in model.gru_weights().items()}
+    _, ref_h = gru_forward(gru_input, params, 2, True, h0, reset="after")
+    assert np.abs(state - ref_h.transpose(1, 0, 2).reshape(3, -1)).max() <= TOLERANCE
 
 
 def test_forecast_bundle_answers_in_original_units(airline_run, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Exported graphs answer a padded batch of mixed lengths exactly as each sequence alone (onnxruntime,
-sequence_lens in every GRU node), for uni- and bidirectional stacks, and as PyTorch's packed run."""
+"""Exported graphs answer a padded batch of mixed lengths exactly as each sequence alone (onnxruntime),
+for uni- and bidirectional stacks, a patching front end and pooled readouts, and as PyTorch does."""
 
 from __future__ import annotations
 
@@ -63,18 +63,46 @@ def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -
     assert np.abs(got_state - ref_state.numpy()).max() <= TOLERANCE
 
 
-def test_a_gru_node_without_sequence_lens_is_refused(ragged_repository: Path, tmp_path: Path) -> None:
+def test_a_graph_that_ignores_lengths_is_refused(ragged_repository: Path, tmp_path: Path) -> None:
+    """A graph with a `lengths` input that no node reads would let padding into the answers."""
     bundle = tmp_path / "vowels_bi" / "1"
     shutil.copytree(ragged_repository / "vowels_bi" / "1", bundle)
     graph = onnx.load(bundle / "model.onnx")
-    next(n for n in graph.graph.node if n.op_type == "GRU").input[4] = ""
+    _answer_at_full_length(graph)
+    _rewrite(bundle, graph, drop_lengths=False)
+    with pytest.raises(BundleError, match="no node of the graph reads it"):
+        load_bundle(bundle)
+
+
+def _answer_at_full_length(graph: onnx.ModelProto) -> None:
+    """Rewire every reader of `lengths` to every sequence's full length, computed from x's shape."""
+    nodes = [
+        onnx.helper.make_node("Shape", ["x"], ["x_shape"]),
+        onnx.helper.make_node("Constant", [], ["axis_0"], value=onnx.helper.make_tensor("a0", 7, [1], [0])),
+        onnx.helper.make_node("Constant", [], ["axis_1"], value=onnx.helper.make_tensor("a1", 7, [], [1])),
+        onnx.helper.make_node("Gather", ["x_shape", "axis_0"], ["batch_1d"]),
+        onnx.helper.make_node("Gather", ["x_shape", "axis_1"], ["time"]),
+        onnx.helper.make_node("Expand", ["time", "batch_1d"], ["full_64"]),
+        onnx.helper.make_node("Cast", ["full_64"], ["full_lengths"], to=onnx.TensorProto.INT32),
+    ]
+    for node in graph.graph.node:
+        for i, name in enumerate(node.input):
+            if name == "lengths":
+                node.input[i] = "full_lengths"
+    for node in reversed(nodes):
+        graph.graph.node.insert(0, node)
+
+
+def _rewrite(bundle: Path, graph: onnx.ModelProto, drop_lengths: bool) -> None:
+    if drop_lengths:
+        graph.graph.input.remove(next(i for i in graph.graph.input if i.name == "lengths"))
     data = graph.SerializeToString()
     (bundle / "model.onnx").write_bytes(data)
     doc = json.loads((bundle / "manifest.json").read_text())
     doc["onnx"]["sha256"] = hashlib.sha256(data).hexdigest()
+    if drop_lengths:
+        doc["onnx"]["inputs"] = [t for t in doc["onnx"]["inputs"] if t["name"] != "lengths"]
     (bundle / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(BundleError, match="lengths"):
-        load_bundle(bundle)
 
 
 def test_a_graph_without_lengths_still_serves_mixed_lengths(ragged_repository, tmp_path) -> None:
@@ -82,17 +110,8 @@ def test_a_graph_without_lengths_still_serves_mixed_lengths(ragged_repository, t
     bundle = tmp_path / "vowels_bi" / "1"
     shutil.copytree(ragged_repository / "vowels_bi" / "1", bundle)
     graph = onnx.load(bundle / "model.onnx")
-    for node in graph.graph.node:
-        if node.op_type == "GRU":
-            node.input[4] = ""
-    lengths_input = next(i for i in graph.graph.input if i.name == "lengths")
-    graph.graph.input.remove(lengths_input)
-    data = graph.SerializeToString()
-    (bundle / "model.onnx").write_bytes(data)
-    doc = json.loads((bundle / "manifest.json").read_text())
-    doc["onnx"]["sha256"] = hashlib.sha256(data).hexdigest()
-    doc["onnx"]["inputs"] = [t for t in doc["onnx"]["inputs"] if t["name"] != "lengths"]
-    (bundle / "manifest.json").write_text(json.dumps(doc))
+    _answer_at_full_length(graph)
+    _rewrite(bundle, graph, drop_lengths=True)
     old = ModelRuntime(bundle, Settings())
     old.load()
     new = _runtime(ragged_repository, "vowels_bi")

@@ -30,7 +30,7 @@ def test_seed_export_sets_linear_before_reset_0_and_passes_parity(seed_bundle) -
     _, result = seed_bundle
     graph = onnx.load(str(result.bundle_dir / "model.onnx"))
     grus = [n for n in graph.graph.node if n.op_type == "GRU"]
-    assert len(grus) == 2
+    assert len(grus) == 4  # 2 layers x 2 directions, one forward node each
     for node in grus:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["linear_before_reset"] == 0
@@ -49,8 +49,8 @@ def test_seed_graph_matches_numpy_and_not_the_reset_after_equations(seed_bundle)
                                           "lengths": lengths.numpy()})[0]
     h_n = packed.reshape(3, 4, -1).transpose(1, 0, 2)  # (L*D, B, H)
     h0 = state.reshape(3, 4, -1).transpose(0, 1).double().numpy()
-    gru_in = model.normaliser.inputs(x, model.normaliser.level(x)).detach().double().numpy()
-    params = {k: v.double().numpy() for k, v in model.gru.state_dict().items()}
+    gru_in = model.gru_inputs(x).detach().double().numpy()  # what the front end feeds the GRU
+    params = {k: v.detach().double().numpy() for k, v in model.gru_weights().items()}
     _, before = gru_forward(gru_in, params, 2, True, h0, reset="before")
     _, after = gru_forward(gru_in, params, 2, True, h0, reset="after")
     assert np.abs(h_n - before).max() < 1e-5
@@ -73,7 +73,7 @@ def test_service_loads_the_seed_bundle_and_ignores_the_report_files(seed_bundle)
 
 
 def test_seed_graph_with_ragged_lengths_equals_each_sequence_alone(seed_bundle) -> None:
-    """sequence_lens in a linear_before_reset=0 graph: a padded batch answers each sequence as alone."""
+    """A linear_before_reset=0 graph: a padded batch answers each sequence as alone."""
     _, result = seed_bundle
     runtime = ModelRuntime(result.bundle_dir, Settings())
     runtime.load()

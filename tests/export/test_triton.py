@@ -14,6 +14,7 @@ from google.protobuf import text_format
 
 import gru_cli
 from export.triton import TritonOptions, write_triton_entry
+from service.bundle import read_manifest
 
 
 def model_config_pb2():
@@ -31,6 +32,10 @@ def parse_config(model_dir: Path):
     return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2().ModelConfig())
 
 
+def _state_size(repository: Path) -> int:
+    return read_manifest(repository / "italy" / "1").state.size
+
+
 def test_dynamic_batching_entry(tmp_path: Path, repository: Path) -> None:
     entry = write_triton_entry(repository / "italy" / "1", tmp_path, TritonOptions(max_batch_size=32))
     assert entry == tmp_path / "italy" / "1" and (entry / "model.onnx").is_file()
@@ -45,7 +50,7 @@ def test_dynamic_batching_entry(tmp_path: Path, repository: Path) -> None:
     assert [i.name for i in session.get_inputs()] == ["x"]  # the zero state is built inside
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(1).normal(size=(6, 30, 1)).astype(np.float32)
-    expected = original.run(["output"], {"x": x, "state": np.zeros((6, 16), np.float32),
+    expected = original.run(["output"], {"x": x, "state": np.zeros((6, _state_size(repository)), np.float32),
                                          "lengths": np.full(6, 30, np.int32)})[0]
     np.testing.assert_allclose(session.run(["output"], {"x": x})[0], expected, atol=1e-6)
 
@@ -57,18 +62,19 @@ def test_sequence_batching_entry_with_batch_major_implicit_state(tmp_path: Path,
     sequence = config.sequence_batching
     assert sequence.oldest.max_candidate_sequences == 64
     [state] = sequence.state
-    assert (state.input_name, state.output_name, list(state.dims)) == ("state", "next_state", [16])
-    assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [16]
+    size = _state_size(repository)  # the GRU's h, the pools' mean, max and count (state.parts)
+    assert (state.input_name, state.output_name, list(state.dims)) == ("state", "next_state", [size])
+    assert state.initial_state[0].zero_data and list(state.initial_state[0].dims) == [size]
     session = ort.InferenceSession(str(entry / "model.onnx"))
     shapes = {t.name: t.shape for t in session.get_inputs() + session.get_outputs()}
-    assert shapes["state"][1:] == [16] and shapes["next_state"][1:] == [16]  # batch first, as Triton batches
+    assert shapes["state"][1:] == [size] and shapes["next_state"][1:] == [size]  # batch first, as Triton does
     # Two chunks through the Triton graph, state carried batch-major, equal one pass over the whole series
     # (italy: fixed per-feature normalisation; a window-scaled forecaster is not chunkable this way).
     original = ort.InferenceSession(str(repository / "italy" / "1" / "model.onnx"))
     x = np.random.default_rng(2).normal(size=(3, 24, 1)).astype(np.float32)
-    whole, whole_h = original.run(None, {"x": x, "state": np.zeros((3, 16), np.float32),
+    whole, whole_h = original.run(None, {"x": x, "state": np.zeros((3, size), np.float32),
                                          "lengths": np.full(3, 24, np.int32)})
-    _, h = session.run(None, {"x": x[:, :10], "state": np.zeros((3, 16), np.float32)})
+    _, h = session.run(None, {"x": x[:, :10], "state": np.zeros((3, size), np.float32)})
     out, h = session.run(None, {"x": x[:, 10:], "state": h})
     np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(h, whole_h, atol=1e-5)

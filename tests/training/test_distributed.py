@@ -2,7 +2,8 @@
 
 Equal global batch (training/distributed.py): both runs take the same optimiser steps on the same
 examples; only the order of floating-point reductions differs (gloo all-reduce vs one sum), so the
-results agree to float32 rounding, not bit for bit.
+results agree to float32 rounding, not bit for bit. Per-example randomness (dropout, augmentation) draws
+differ between a batch and its shards, so it is off here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ TOLERANCE = 1e-4  # weights and losses; float32 reduction-order noise after a fe
 def _train(run_dir: Path, name: str, processes: int) -> Path:
     args = ["train", "--name", name, "--run-dir", str(run_dir), "--no-progress", "--max-epochs", "3",
             "--set", "model.hidden_size=8", "--set", "model.num_layers=1", "--set", "optim.batch_size=10",
-            "--set", "optim.plots=false", "--set", "optim.tensorboard=false"]
+            "--set", "optim.plots=false", "--set", "optim.tensorboard=false", "--set", "model.dropout=0",
+            "--set", "optim.jitter=0", "--set", "optim.scaling=0", "--set", "optim.final_fit=false"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={processes}"]
     launcher = (torchrun if processes > 1 else [sys.executable]) + ["-m", "gru_cli"]
@@ -37,7 +39,7 @@ def test_two_processes_match_one_within_reduction_order_noise(tmp_path: Path) ->
     worst = max(float((a.state_dict[k] - b.state_dict[k]).abs().max()) for k in a.state_dict)
     assert worst < TOLERANCE
     assert not any(torch.equal(a.state_dict[k], torch.zeros_like(a.state_dict[k]))
-                   for k in ("gru.weight_hh_l0", "head.weight"))
+                   for k in ("layers.0.0.weight_hh_l0", "head.weight"))
     for line_a, line_b in zip((one / "metrics.jsonl").read_text().splitlines(),
                               (two / "metrics.jsonl").read_text().splitlines(), strict=True):
         ra, rb = json.loads(line_a), json.loads(line_b)

@@ -25,30 +25,79 @@ def test_japanese_vowels_keeps_its_true_lengths() -> None:
     assert (data.test.X[i, data.test.lengths[i]:] == 0).all() and (data.test.X[i, :7] != 0).any()
 
 
-def _model(bidirectional: bool, task: str = "classification") -> GRUModel:
+def _model(bidirectional: bool, task: str = "classification", patch: int = 1,
+           readout: tuple[str, ...] = ("last", "mean", "max"), reset: str = "after") -> GRUModel:
     torch.manual_seed(0)
     config = ModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
-                         task=task, output_size=4)  # type: ignore[arg-type]
+                         task=task, output_size=4, patch=1 if task == "tagging" else patch,
+                         readout=list(readout), reset=reset)  # type: ignore[arg-type]
     return GRUModel(config).eval()
 
 
-@settings(max_examples=25, deadline=None)
+READOUTS = st.sampled_from([("last",), ("mean",), ("max",), ("last", "mean", "max"), ("max", "last")])
+
+
+@settings(max_examples=40, deadline=None)
 @given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=6), bidirectional=st.booleans(),
-       task=st.sampled_from(["classification", "tagging"]))
-def test_packed_batch_equals_each_sequence_alone(lengths: list[int], bidirectional: bool, task: str) -> None:
-    model = _model(bidirectional, task)
+       task=st.sampled_from(["classification", "tagging"]), patch=st.integers(1, 5), readout=READOUTS)
+def test_padded_batch_equals_each_sequence_alone(
+    lengths: list[int], bidirectional: bool, task: str, patch: int, readout: tuple[str, ...]
+) -> None:
+    """Every front end (patch k) and readout: a padded batch answers each sequence as if it were alone,
+    and carries each one's own next state."""
+    model = _model(bidirectional, task, patch, readout)
     rng = np.random.default_rng(sum(lengths))
     sequences = [rng.normal(size=(n, 3)).astype(np.float32) for n in lengths]
     X, steps = pad_sequences(sequences)
     with torch.no_grad():
-        out, h_n = model.predict(torch.as_tensor(X), lengths=torch.as_tensor(steps))
+        out, state = model.predict(torch.as_tensor(X), lengths=torch.as_tensor(steps))
         for i, seq in enumerate(sequences):
-            alone, alone_h = model.predict(torch.as_tensor(seq)[None])
+            alone, alone_state = model.predict(torch.as_tensor(seq)[None])
             got = out[i, : len(seq)] if task == "tagging" else out[i]
             assert (got - alone[0]).abs().max() <= 1e-6
-            assert (h_n[:, i] - alone_h[:, 0]).abs().max() <= 1e-6
+            assert (state[i] - alone_state[0]).abs().max() <= 1e-6
             if task == "tagging":  # steps past the length: zero probability, not padding's answer
                 assert (out[i, len(seq):] == 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, 9), min_size=1, max_size=5), patch=st.integers(1, 5), readout=READOUTS,
+       task=st.sampled_from(["classification", "tagging"]))
+def test_chunked_equals_whole(cuts: list[int], patch: int, readout: tuple[str, ...], task: str) -> None:
+    """A sequence read chunk by chunk, the state carried between chunks (chunk ends that split a patch
+    included), answers as the whole sequence does, after every chunk, with the same state."""
+    model = _model(False, task, patch, readout)
+    values = np.random.default_rng(len(cuts)).normal(size=(sum(cuts), 3))
+    sequence = torch.as_tensor(values, dtype=torch.float32)
+    state, start = None, 0
+    with torch.no_grad():
+        for size in cuts:
+            out, state = model.predict(sequence[None, start : start + size], state=state)
+            start += size
+            whole, whole_state = model.predict(sequence[None, :start])
+            expected = whole[:, start - size :] if task == "tagging" else whole
+            assert (out - expected).abs().max() <= 1e-5
+            assert (state - whole_state).abs().max() <= 1e-5
+
+
+def test_the_seed_reset_variant_streams_and_pads_exactly_too() -> None:
+    model = _model(False, patch=3, reset="before")
+    sequence = torch.randn(1, 11, 3)
+    with torch.no_grad():
+        first, state = model.predict(sequence[:, :4])
+        second, state = model.predict(sequence[:, 4:], state=state)
+        whole, whole_state = model.predict(sequence)
+        padded, _ = model.predict(torch.cat([sequence, torch.zeros(1, 5, 3)], 1), torch.tensor([11]))
+    assert (second - whole).abs().max() <= 1e-5 and (state - whole_state).abs().max() <= 1e-5
+    assert (padded - whole).abs().max() <= 1e-6
+
+
+def test_a_patch_carries_its_unfinished_steps_in_the_state() -> None:
+    model = _model(False, patch=4)
+    parts = model.unpack(model.predict(torch.randn(2, 10, 3), torch.tensor([10, 7]))[1])
+    assert parts["patch_count"].squeeze(1).tolist() == [2.0, 3.0]  # 10 = 2*4 + 2, 7 = 4 + 3
+    assert parts["pool_count"].squeeze(1).tolist() == [2.0, 1.0]  # whole patches only
+    assert (parts["patch_steps"][0, 2:] == 0).all() and (parts["patch_steps"][1] != 0).all()
 
 
 def test_normaliser_ignores_padded_steps() -> None:

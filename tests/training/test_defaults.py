@@ -1,0 +1,62 @@
+"""Settings chosen from the data: what `auto` resolves to for short, long, small and large training sets,
+and that what a user set stays as set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.config import TrainConfig, load_config
+from training.data.dataset import Split
+from training.defaults import resolve
+
+
+def _split(count: int, lengths: list[int], features: int = 1) -> Split:
+    steps = np.resize(np.array(lengths), count)
+    X = np.zeros((count, int(steps.max()), features), np.float32)
+    return Split(X, np.zeros(count, np.int64), steps.astype(np.int64))
+
+
+def _config(*overrides: str, task: str = "classification") -> TrainConfig:
+    config = load_config(None, list(overrides))
+    config.model.task = task  # type: ignore[assignment]  # the loop sets these from the data
+    config.model.output_size = 3
+    return config
+
+
+@pytest.mark.parametrize("lengths, patch", [([24], 1), ([150], 2), ([1460], 23), ([7, 15, 29], 1),
+                                            ([29, 136, 361], 2)])
+def test_the_patch_gives_the_gru_about_sixty_four_steps_of_a_median_sequence(lengths, patch) -> None:
+    config = _config()
+    lines = resolve(config, _split(60, lengths))
+    assert config.model.patch == patch
+    assert any(line.startswith(f"model.patch={patch}") for line in lines)
+
+
+def test_tagging_reads_every_step() -> None:
+    config = _config(task="tagging")
+    resolve(config, _split(60, [1460]))
+    assert config.model.patch == 1
+
+
+@pytest.mark.parametrize("series, batch, epochs", [
+    (36, 9, 200),  # tiny: 4 steps an epoch, the 200-epoch cap
+    (67, 16, 200),  # ItalyPowerDemand: 5 steps an epoch
+    (270, 16, 100),  # JapaneseVowels: 17 steps an epoch, 100 epochs
+    (1197, 16, 100),  # M1 yearly's windows: 75 steps an epoch
+    (10_000, 64, 64),  # large: 157 steps an epoch, 10,000 steps
+    (100_000, 64, 7),  # larger: at least 1,000 steps
+])
+def test_batch_and_epochs_scale_with_the_number_of_series(series, batch, epochs) -> None:
+    config = _config()
+    resolve(config, _split(series, [24]))
+    assert (config.optim.batch_size, config.optim.max_epochs) == (batch, epochs)
+
+
+def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
+    config = _config("model.patch=5", "optim.batch_size=32", "optim.max_epochs=7")
+    lines = resolve(config, _split(60, [1460], features=3))
+    assert (config.model.patch, config.optim.batch_size, config.optim.max_epochs) == (5, 32, 7)
+    assert lines[0] == ("data: 60 training series, lengths 1460-1460 (median 1460), 3 feature(s), "
+                        "task classification, 3 classes")
+    assert "5 step(s) per GRU step" in lines[-1] and "7 epochs x batch 32" in lines[-1]

@@ -1,0 +1,46 @@
+"""The recipe's pieces: augmentation in normalised units that never touches padding, and the schedule."""
+
+from __future__ import annotations
+
+import torch
+
+from training.normalise import Normaliser
+from training.recipe import augment, make_schedule
+
+
+def _normaliser(mean: float, std: float) -> Normaliser:
+    normaliser = Normaliser(2, 1)
+    normaliser.feature_mean.fill_(mean)
+    normaliser.feature_std.fill_(std)
+    return normaliser
+
+
+def test_augmentation_scales_about_the_mean_adds_noise_in_units_of_std_and_keeps_padding_zero() -> None:
+    torch.manual_seed(0)
+    x = 100.0 + 10.0 * torch.randn(64, 30, 2)
+    lengths = torch.randint(1, 31, (64,))
+    x = x * (torch.arange(30)[None] < lengths[:, None]).unsqueeze(2)
+    out = augment(x, lengths, _normaliser(100.0, 10.0), jitter=0.05, scaling=0.0)
+    valid = torch.arange(30)[None] < lengths[:, None]
+    assert (out[~valid] == 0).all()
+    noise = (out - x)[valid] / 10.0  # in normalised units
+    assert abs(float(noise.std()) - 0.05) < 0.005 and abs(float(noise.mean())) < 0.005
+    scaled = augment(x, None, _normaliser(100.0, 10.0), jitter=0.0, scaling=0.2)
+    ratio = (scaled - 100.0) / (x - 100.0)  # one factor per series and feature, over all steps
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-3) and ratio[:, 0].std() > 0.1
+    assert augment(x, lengths, _normaliser(100.0, 10.0), 0.0, 0.0) is x
+
+
+def test_one_cycle_peaks_at_the_learning_rate_and_ends_near_zero() -> None:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.003)
+    schedule = make_schedule(optimizer, "onecycle", 0.003, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert abs(max(rates) - 0.003) < 1e-6 and rates.index(max(rates)) in range(25, 35)
+    assert rates[-1] < 0.003 / 1000
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.003)
+    constant = make_schedule(optimizer, "constant", 0.003, total_steps=100)
+    assert constant.get_last_lr() == [0.003]

@@ -1,0 +1,56 @@
+"""Defaults chosen from the data: the settings left at "auto" are resolved from the training split's
+lengths, series count and task before the model is built, and printed, so that a run says what it did.
+
+- model.patch: steps read as one GRU step, so that the GRU reads about TARGET_STEPS steps of a median
+  sequence (1 for tagging, which answers at every step);
+- optim.batch_size: a quarter of the series, between 4 and 16 (64 from 2,000 series);
+- optim.max_epochs: at least 1,000 optimiser steps (small sets need many epochs), and 100 epochs unless
+  that exceeds 10,000 steps (large sets need few); never more than 200 epochs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from training.config import TrainConfig
+from training.data.dataset import Split
+
+TARGET_STEPS = 64
+MIN_STEPS, USUAL_EPOCHS, MAX_STEPS, MAX_EPOCHS = 1_000, 100, 10_000, 200
+
+
+def resolve(config: TrainConfig, train: Split) -> list[str]:
+    """Fill in every "auto" setting from the training series (`model.task`, `input_size` and
+    `output_size` already set from the data); return what the run will do, as lines to print."""
+    model, optim = config.model, config.optim
+    median = int(np.median(train.lengths)) if len(train) else 1
+    classes = f", {model.output_size} classes" if model.task == "classification" else ""
+    lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
+             f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
+             f"task {model.task}{classes}"]
+    if model.patch == "auto":
+        model.patch = 1 if model.task == "tagging" else max(1, round(median / TARGET_STEPS))
+        lines.append(f"model.patch={model.patch} (auto: ~{math.ceil(median / model.patch)} GRU steps "
+                     f"for the median length)")
+    if optim.batch_size == "auto":
+        optim.batch_size = 64 if len(train) >= 2000 else min(16, max(4, len(train) // 4))
+        lines.append(f"optim.batch_size={optim.batch_size} (auto)")
+    if optim.max_epochs == "auto":
+        per_epoch = max(1, math.ceil(len(train) / optim.batch_size))
+        usual = min(USUAL_EPOCHS, math.ceil(MAX_STEPS / per_epoch))
+        optim.max_epochs = min(MAX_EPOCHS, max(math.ceil(MIN_STEPS / per_epoch), usual))
+        lines.append(f"optim.max_epochs={optim.max_epochs} (auto: {optim.max_epochs * per_epoch} steps of "
+                     f"batch {optim.batch_size})")
+    return lines + [summary(config)]
+
+
+def summary(config: TrainConfig) -> str:
+    m, o = config.model, config.optim
+    direction = "bidirectional " if m.bidirectional else ""
+    kept = "final fit, last epoch kept" if o.final_fit else "best validation epoch kept"
+    return (f"model: {m.patch} step(s) per GRU step -> {direction}GRU {m.num_layers}x{m.hidden_size} "
+            f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
+            f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "
+            f"{o.batch_size}, jitter {o.jitter:g}, scaling {o.scaling:g}, {kept}")
