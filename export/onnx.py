@@ -8,8 +8,8 @@ import math
 import warnings
 
 import onnx
-from onnx import helper
 import torch
+from onnx import helper
 
 from service.bundle import (
     BATCH_AXIS,

@@ -29,6 +29,7 @@ import torch
 from export.onnx import example_inputs
 from service.bundle import LENGTHS_INPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, BundleError, GRUSpec, TensorSpec
 from service.graph_check import check_gru_nodes, check_tensors
+from training.frontend import FRONT_PARTS
 from training.model import GRUModel
 from training.reference import ResetMode, gru_forward
 
@@ -172,8 +173,9 @@ def check_reference(graph: bytes, model: GRUModel, cases: list[tuple[int, int]])
 
 
 def _without_unfinished_patch(model: GRUModel, state: torch.Tensor) -> torch.Tensor:
+    """The state of a stream at a patch boundary with nothing before it for the front end to read."""
     parts = model.unpack(state)
-    if "patch_count" in parts:
-        parts["patch_count"] = torch.zeros_like(parts["patch_count"])
-        parts["patch_steps"] = torch.zeros_like(parts["patch_steps"])
+    for name in FRONT_PARTS:
+        if name in parts:
+            parts[name] = torch.zeros_like(parts[name])
     return model.pack(parts)

@@ -97,8 +97,10 @@ class ModelConfig(_Section):
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
-    # Front end: k steps read as one GRU step (training/frontend.py); "auto": from the data's lengths
-    patch: WholeOrAuto = "auto"
+    # Front end (training/frontend.py): causal strided convolutions ("conv"), non-overlapping patches
+    # ("patch") or none; "auto": conv for classification, none for regression/forecast/tagging
+    frontend: Literal["auto", "none", "patch", "conv"] = "auto"
+    patch: WholeOrAuto = "auto"  # the front end's stride: k steps per GRU step; "auto": from the lengths
     # What the head reads (training/readout.py): the last state, and/or mean and max over the valid steps
     readout: list[Literal["last", "mean", "max"]] = Field(default_factory=lambda: ["last", "mean", "max"],
                                                           min_length=1)

@@ -1,8 +1,10 @@
 """Defaults chosen from the data: the settings left at "auto" are resolved from the training split's
 lengths, series count and task before the model is built, and printed, so that a run says what it did.
 
-- model.patch: steps read as one GRU step, so that the GRU reads about TARGET_STEPS steps of a median
-  sequence (1 for tagging, which answers at every step);
+- model.frontend: "conv" for classification (the measured winner on long and short sets), "none" for
+  forecasting, regression and tagging (short windows; tagging answers at every step);
+- model.patch: the front end's stride, so that the GRU reads about TARGET_STEPS steps of a median
+  sequence (1 for tagging and with no front end);
 - optim.batch_size: a quarter of the series, between 4 and 16 (64 from 2,000 series);
 - optim.max_epochs: at least 1,000 optimiser steps (small sets need many epochs), and 100 epochs unless
   that exceeds 10,000 steps (large sets need few); never more than 200 epochs.
@@ -30,8 +32,12 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
     lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {model.task}{classes}"]
+    if model.frontend == "auto":
+        model.frontend = "conv" if model.task == "classification" else "none"
+        lines.append(f"model.frontend={model.frontend} (auto: {model.task})")
     if model.patch == "auto":
-        model.patch = 1 if model.task == "tagging" else max(1, round(median / TARGET_STEPS))
+        per_step = model.task == "tagging" or model.frontend == "none"
+        model.patch = 1 if per_step else max(1, round(median / TARGET_STEPS))
         lines.append(f"model.patch={model.patch} (auto: ~{math.ceil(median / model.patch)} GRU steps "
                      f"for the median length)")
     if optim.batch_size == "auto":
@@ -50,7 +56,9 @@ def summary(config: TrainConfig) -> str:
     m, o = config.model, config.optim
     direction = "bidirectional " if m.bidirectional else ""
     kept = "final fit, last epoch kept" if o.final_fit else "best validation epoch kept"
-    return (f"model: {m.patch} step(s) per GRU step -> {direction}GRU {m.num_layers}x{m.hidden_size} "
+    front = {"conv": f"causal conv (kernel {2 * m.patch}, stride {m.patch}) + conv (kernel 3)",
+             "patch": f"patches of {m.patch} step(s)", "none": "no front end"}[str(m.frontend)]
+    return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
             f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
             f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "
             f"{o.batch_size}, jitter {o.jitter:g}, scaling {o.scaling:g}, {kept}")

@@ -1,7 +1,8 @@
 """GRUModel: front end -> GRU -> readout -> head, built from one ModelConfig.
 
-    raw x (B, T, F) -> normalise -> Patcher: k steps as one (B, ceil(T/k), E) -> GRU layers (either reset
-    variant) -> readout: last state ⊕ mean ⊕ max over the valid steps -> dropout -> linear head
+    raw x (B, T, F) -> normalise -> front end: causal strided convolutions, k steps per GRU step
+    (B, ceil(T/k), E) -> GRU layers (either reset variant) -> readout: last state ⊕ mean ⊕ max over the
+    valid steps -> dropout -> linear head
 
 One function, `run`, computes everything from (x, lengths, state) to (output, next state): training calls
 it with a zero state, the exported graph is a trace of it. So the graph computes exactly what training
@@ -23,7 +24,7 @@ from torch import nn
 from training import readout
 from training.cells import make_gru
 from training.config import ModelConfig
-from training.frontend import Patcher, gather_steps, step_mask
+from training.frontend import FRONT_PARTS, FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
 
 __all__ = ["GRUModel", "step_mask"]
@@ -36,17 +37,18 @@ class GRUModel(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if not isinstance(config.patch, int):
-            raise ValueError("model.patch must be resolved from the data before the model is built")
+        if not isinstance(config.patch, int) or config.frontend == "auto":
+            raise ValueError("model.patch and model.frontend must be resolved from the data (training/"
+                             "defaults.py) before the model is built")
         if config.task == "tagging" and config.patch != 1:
             raise ValueError("model.patch must be 1 for tagging: it answers at every step")
         self.config = config
         self.directions = 2 if config.bidirectional else 1
         width = config.hidden_size * self.directions
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
-        self.frontend = Patcher(config.input_size, config.patch, config.hidden_size)
+        self.frontend = FrontEnd(config.frontend, config.input_size, config.patch, config.hidden_size)
         self.layers = nn.ModuleList(
-            nn.ModuleList(make_gru(_one_layer(config, config.hidden_size if i == 0 else width))
+            nn.ModuleList(make_gru(_one_layer(config, self.frontend.width if i == 0 else width))
                           for _ in range(self.directions))
             for i in range(config.num_layers))
         self.dropout = nn.Dropout(config.dropout)
@@ -67,8 +69,7 @@ class GRUModel(nn.Module):
         parts = [("gru_h", (config.num_layers * self.directions, hidden))]
         if not self.carries:
             return parts
-        if config.patch > 1:
-            parts += [("patch_steps", (config.patch - 1, config.input_size)), ("patch_count", (1,))]
+        parts += self.frontend.state_parts()
         if config.task != "tagging" and {"mean", "max"} & set(config.readout):
             parts += [("pool_mean", (hidden,)), ("pool_max", (hidden,)), ("pool_count", (1,))]
         return parts
@@ -122,9 +123,11 @@ class GRUModel(nn.Module):
         steps, total = self._steps(x, lengths, level, carried)  # (B, T', F), (B,)
         k = self.config.patch
         seen, done = (total + k - 1) // k, total // k  # patches with any step / with all k steps
-        z = self.frontend.embed(self.frontend.cut(steps))  # (B, P, E)
+        z, context = self.frontend(steps, done, carried)  # (B, P, E), the front end's next context
         y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
         nxt = {"gru_h": h_done if self.carries else h_seen}
+        if self.carries:
+            nxt |= context
         if self.carries and k > 1:
             nxt["patch_steps"], count = self.frontend.unfinished(steps, total)
             nxt["patch_count"] = count.to(x.dtype).unsqueeze(1)
@@ -222,7 +225,8 @@ class GRUModel(nn.Module):
         """Whole sequences x (B, T, F) -> the GRU's input (B, P, E) for the patches whose state the next
         state holds (the whole ones, for a model that carries an unfinished patch)."""
         steps = self.normaliser.inputs(x, self.normaliser.level(x))
-        z = self.frontend.embed(self.frontend.cut(steps))
+        whole = torch.full((x.shape[0],), x.shape[1] // self.config.patch, dtype=torch.long)
+        z, _ = self.frontend(steps, whole, {})
         return z[:, : x.shape[1] // self.config.patch] if self.carries else z
 
 
