@@ -20,7 +20,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -37,7 +37,8 @@ from training.model import GRUModel
 # The GRU with a ReLU candidate runs on the per-step loop (no fused kernel, no cuDNN): its row prices that.
 CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"],
          "GRU, ReLU candidate": ["model.cell=gru", "model.activation=relu"]}
-RECIPE = ["model.hidden_size=64", "model.num_layers=2", "optim.max_epochs=60", "optim.patience=1000",
+RECIPE = ["model.hidden_size=64", "model.num_layers=2", "optim.max_epochs=60", "optim.batch_size=16",
+          "optim.patience=1000",
           "optim.plots=false", "optim.tensorboard=false"]  # fixed epochs: equal work per cell
 
 
@@ -53,7 +54,7 @@ def train(cell: str, seed: int, dataset: str, extra: list[str], run_dir: Path) -
 
 def parameter_counts(model: GRUModel) -> tuple[int, int]:
     """(recurrent encoder, whole model)."""
-    return (sum(p.numel() for p in model.gru.parameters()), sum(p.numel() for p in model.parameters()))
+    return (sum(p.numel() for p in model.layers.parameters()), sum(p.numel() for p in model.parameters()))
 
 
 class Probabilities(torch.nn.Module):
@@ -72,9 +73,11 @@ def to_onnx(model: GRUModel, length: int) -> bytes:
     `activations`, and inter-layer dropout is cleared, as export does (export/onnx.py, wrapper.py); the
     graph is checked against PyTorch before it is timed."""
     traced = copy.deepcopy(model)
-    if isinstance(model.gru, SeedGRU):
-        traced.gru = torch_stand_in(model.gru)
-    traced.gru.dropout = 0.0
+    for layer in traced.layers:
+        grus = cast(torch.nn.ModuleList, layer)
+        for d, gru in enumerate(grus):
+            if isinstance(gru, SeedGRU):
+                grus[d] = torch_stand_in(gru)  # one layer each: no inter-layer dropout inside
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,8 +86,8 @@ def to_onnx(model: GRUModel, length: int) -> bytes:
                           input_names=["x"], output_names=["output"], opset_version=17, dynamo=False,
                           dynamic_axes={"x": {0: "batch", 1: "time"}, "output": {0: "batch"}})
     graph = buffer.getvalue()
-    if isinstance(model.gru, SeedGRU):
-        graph = set_gru_attributes(graph, gru_spec(model.config))
+    graph = set_gru_attributes(graph, gru_spec(model.config).model_copy(
+        update={"bidirectional": False, "num_layers": 1}))  # one forward node per layer and direction
     x = torch.randn(3, length + 5, model.config.input_size)
     with torch.no_grad():
         expected = model.predict(x)[0].numpy()
@@ -150,7 +153,7 @@ def main() -> None:
     torch.set_num_threads(1)
     config = load_config(None, [f"data.dataset={args.dataset}", *RECIPE, *args.overrides])
     length = load_data(config.data).max_length
-    steps = step_times(config.model.hidden_size, config.model.num_layers, config.optim.batch_size, length)
+    steps = step_times(config.model.hidden_size, config.model.num_layers, 16, length)
     print(f"training step (forward + backward), batch {config.optim.batch_size}, length {length}, hidden "
           f"{config.model.hidden_size}, {config.model.num_layers} layers, one thread: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in steps.items()))

@@ -6,6 +6,7 @@ import copy
 import io
 import math
 import warnings
+from typing import cast
 
 import onnx
 import torch
@@ -84,9 +85,9 @@ def example_state(model: GRUModel, batch: int, generator: torch.Generator) -> to
     state = 0.5 * torch.randn(batch, model.state_size(), generator=generator)
     parts = model.unpack(state)
     if "patch_count" in parts:
-        count = torch.randint(0, model.config.patch, (batch, 1), generator=generator)
+        count = torch.randint(0, model.patch, (batch, 1), generator=generator)
         parts["patch_count"] = count.float()
-        offset = torch.arange(model.config.patch - 1).view(1, -1, 1)
+        offset = torch.arange(model.patch - 1).view(1, -1, 1)
         parts["patch_steps"] = parts["patch_steps"] * (offset < count.unsqueeze(1))
     if "pool_count" in parts:
         parts["pool_count"] = torch.randint(0, 21, (batch, 1), generator=generator).float()
@@ -103,11 +104,12 @@ def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_le
     nn.GRUs with the same weights, then set linear_before_reset and `activations` on every GRU node to the
     model's; ONNX's equations with those attributes are the loop GRU's. Parity is then checked against
     the model itself, not the stand-in."""
-    if any(isinstance(gru, SeedGRU) for layer in model.layers for gru in layer):
+    if any(isinstance(gru, SeedGRU) for layer in model.layers for gru in cast(torch.nn.ModuleList, layer)):
         module = copy.deepcopy(module)
-        for layer in module.model.layers:  # type: ignore[union-attr]
-            for d, gru in enumerate(layer):
-                layer[d] = torch_stand_in(gru)
+        for layer in cast(GRUModel, module.model).layers:
+            grus = cast(torch.nn.ModuleList, layer)
+            for d, gru in enumerate(grus):
+                grus[d] = torch_stand_in(cast(SeedGRU, gru))
     one_direction = gru_spec(model.config).model_copy(update={"bidirectional": False, "num_layers": 1})
     return set_gru_attributes(_trace(module, model, trace_batch, trace_length), one_direction)
 

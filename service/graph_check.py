@@ -61,8 +61,7 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
                 [k for k in ("activation_alpha", "activation_beta") if k in attrs], []),
         }
         if lengths_input and not per_direction:
-            wired = node.input[4] if len(node.input) > 4 else ""
-            checks["onnx.inputs (lengths)"] = (wired, LENGTHS_INPUT)
+            checks["onnx.inputs (lengths)"] = (node.input[4] if len(node.input) > 4 else "", LENGTHS_INPUT)
         for field, (found, expected) in checks.items():
             if found != expected:
                 raise BundleError(

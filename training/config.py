@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
+Readout = Literal["last", "mean", "max"]
+READOUTS: tuple[Readout, ...] = ("last", "mean", "max")
 Task = Literal["classification", "regression", "tagging"]  # tagging: one label per time step
 DataTask = Literal["classification", "regression", "forecast", "tagging"]  # forecast: windows of series
 
@@ -102,8 +104,7 @@ class ModelConfig(_Section):
     frontend: Literal["auto", "none", "patch", "conv"] = "auto"
     patch: WholeOrAuto = "auto"  # the front end's stride: k steps per GRU step; "auto": from the lengths
     # What the head reads (training/readout.py): the last state, and/or mean and max over the valid steps
-    readout: list[Literal["last", "mean", "max"]] = Field(default_factory=lambda: ["last", "mean", "max"],
-                                                          min_length=1)
+    readout: list[Readout] = Field(default_factory=lambda: list(READOUTS), min_length=1)
 
 
 class OptimConfig(_Section):

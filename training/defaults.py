@@ -37,14 +37,16 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
         lines.append(f"model.frontend={model.frontend} (auto: {model.task})")
     if model.patch == "auto":
         per_step = model.task == "tagging" or model.frontend == "none"
-        model.patch = 1 if per_step else max(1, round(median / TARGET_STEPS))
-        lines.append(f"model.patch={model.patch} (auto: ~{math.ceil(median / model.patch)} GRU steps "
+        stride = 1 if per_step else max(1, round(median / TARGET_STEPS))
+        model.patch = stride
+        lines.append(f"model.patch={stride} (auto: ~{math.ceil(median / stride)} GRU steps "
                      f"for the median length)")
     if optim.batch_size == "auto":
         optim.batch_size = 64 if len(train) >= 2000 else min(16, max(4, len(train) // 4))
         lines.append(f"optim.batch_size={optim.batch_size} (auto)")
+    batch = int(optim.batch_size)
     if optim.max_epochs == "auto":
-        per_epoch = max(1, math.ceil(len(train) / optim.batch_size))
+        per_epoch = max(1, math.ceil(len(train) / batch))
         usual = min(USUAL_EPOCHS, math.ceil(MAX_STEPS / per_epoch))
         optim.max_epochs = min(MAX_EPOCHS, max(math.ceil(MIN_STEPS / per_epoch), usual))
         lines.append(f"optim.max_epochs={optim.max_epochs} (auto: {optim.max_epochs * per_epoch} steps of "

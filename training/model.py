@@ -17,6 +17,7 @@ bidirectional layer reads each sequence reversed within its own length.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from torch import nn
 from training import readout
 from training.cells import make_gru
 from training.config import ModelConfig
-from training.frontend import FRONT_PARTS, FrontEnd, gather_steps, step_mask
+from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
 
 __all__ = ["GRUModel", "step_mask"]
@@ -43,6 +44,7 @@ class GRUModel(nn.Module):
         if config.task == "tagging" and config.patch != 1:
             raise ValueError("model.patch must be 1 for tagging: it answers at every step")
         self.config = config
+        self.patch: int = config.patch
         self.directions = 2 if config.bidirectional else 1
         width = config.hidden_size * self.directions
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
@@ -66,7 +68,7 @@ class GRUModel(nn.Module):
     def state_parts(self) -> list[tuple[str, tuple[int, ...]]]:
         """The per-sequence state, packed in this order into one vector (the graph's `state`)."""
         config, hidden = self.config, self.config.hidden_size
-        parts = [("gru_h", (config.num_layers * self.directions, hidden))]
+        parts: list[tuple[str, tuple[int, ...]]] = [("gru_h", (config.num_layers * self.directions, hidden))]
         if not self.carries:
             return parts
         parts += self.frontend.state_parts()
@@ -121,7 +123,7 @@ class GRUModel(nn.Module):
         level = self.normaliser.level(x, lengths)
         carried = self.unpack(state)
         steps, total = self._steps(x, lengths, level, carried)  # (B, T', F), (B,)
-        k = self.config.patch
+        k = self.patch
         seen, done = (total + k - 1) // k, total // k  # patches with any step / with all k steps
         z, context = self.frontend(steps, done, carried)  # (B, P, E), the front end's next context
         y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
@@ -150,7 +152,7 @@ class GRUModel(nn.Module):
         """Normalised steps, zero past each length, after the carried steps of an unfinished patch;
         and each sequence's number of steps."""
         inputs = self.normaliser.inputs(x, level) * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
-        if not (self.carries and self.config.patch > 1):
+        if not (self.carries and self.patch > 1):
             return inputs, lengths.long()
         count = carried["patch_count"].squeeze(1).round()
         return self.frontend.join(carried["patch_steps"], count, inputs, lengths)
@@ -170,7 +172,7 @@ class GRUModel(nn.Module):
         h_seen, h_done = [], []
         for i, layer in enumerate(self.layers):
             outputs = []
-            for d, gru in enumerate(layer):
+            for d, gru in enumerate(cast(nn.ModuleList, layer)):
                 start = h0[:, i * self.directions + d]  # (B, H)
                 if d == 0:
                     out, _ = gru(z, start.unsqueeze(0).contiguous())  # (B, P, H)
@@ -214,9 +216,9 @@ class GRUModel(nn.Module):
 
     def gru_weights(self) -> dict[str, torch.Tensor]:
         """The GRU's weights under torch.nn.GRU's names (weight_ih_l{layer}[_reverse], ...)."""
-        weights = {}
+        weights: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            for d, gru in enumerate(layer):
+            for d, gru in enumerate(cast(nn.ModuleList, layer)):
                 for name, value in gru.named_parameters():
                     weights[name.replace("_l0", f"_l{i}") + ("_reverse" if d else "")] = value
         return weights
@@ -225,9 +227,9 @@ class GRUModel(nn.Module):
         """Whole sequences x (B, T, F) -> the GRU's input (B, P, E) for the patches whose state the next
         state holds (the whole ones, for a model that carries an unfinished patch)."""
         steps = self.normaliser.inputs(x, self.normaliser.level(x))
-        whole = torch.full((x.shape[0],), x.shape[1] // self.config.patch, dtype=torch.long)
+        whole = torch.full((x.shape[0],), x.shape[1] // self.patch, dtype=torch.long)
         z, _ = self.frontend(steps, whole, {})
-        return z[:, : x.shape[1] // self.config.patch] if self.carries else z
+        return z[:, : x.shape[1] // self.patch] if self.carries else z
 
 
 def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:

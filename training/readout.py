@@ -11,13 +11,15 @@ a sum grows with the stream, and with it the rounding error a verification must 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 PARTS = ("last", "mean", "max")
 LOWEST = torch.finfo(torch.float32).min  # "no step yet" in a running maximum
 
 
-def pooled(y: torch.Tensor, seen: torch.Tensor, carried: dict[str, torch.Tensor], parts: list[str]
+def pooled(y: torch.Tensor, seen: torch.Tensor, carried: dict[str, torch.Tensor], parts: Sequence[str]
            ) -> dict[str, torch.Tensor]:
     """Running mean, max and count over the carried ones and y's first `seen` (B,) steps.
 
@@ -39,7 +41,7 @@ def pooled(y: torch.Tensor, seen: torch.Tensor, carried: dict[str, torch.Tensor]
     return pools
 
 
-def features(last: torch.Tensor, pools: dict[str, torch.Tensor], parts: list[str]) -> torch.Tensor:
+def features(last: torch.Tensor, pools: dict[str, torch.Tensor], parts: Sequence[str]) -> torch.Tensor:
     """The head's input (B, len(parts)·H), in the order of `parts`."""
     chosen = []
     for part in parts:

@@ -29,7 +29,8 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
         f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit)} / "
         f"{len(data.test)} test sequences of up to {data.max_length} steps, {len(data.feature_names)} "
         "feature(s)",
-        f"- model: front end {m.frontend}, {m.patch} step(s) per GRU step, GRU {m.num_layers} layer(s) × hidden {m.hidden_size}"
+        f"- model: front end {m.frontend}, {m.patch} step(s) per GRU step, GRU {m.num_layers} layer(s) × "
+        f"hidden {m.hidden_size}"
         f"{', bidirectional' if m.bidirectional else ''}, dropout {m.dropout}; readout "
         f"{' ⊕ '.join(m.readout)}; {variant}",
         f"- training: {o.optimizer}, {o.schedule} lr {o.learning_rate:g}, weight decay {o.weight_decay:g}, "
