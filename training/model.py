@@ -174,13 +174,14 @@ class GRUModel(nn.Module):
             outputs = []
             for d, gru in enumerate(cast(nn.ModuleList, layer)):
                 start = h0[:, i * self.directions + d]  # (B, H)
+                h = None if self.config.cell == "lstm" else start.unsqueeze(0).contiguous()  # lstm: no state
                 if d == 0:
-                    out, _ = gru(z, start.unsqueeze(0).contiguous())  # (B, P, H)
+                    out, _ = gru(z, h)  # (B, P, H)
                     h_seen.append(_state_after(out, seen, start))
                     h_done.append(_state_after(out, done, start))
                 else:  # each sequence reversed within its own length, read, and put back in order
                     order = _reversed_order(seen, z.shape[1])
-                    out, _ = gru(gather_steps(z, order), start.unsqueeze(0).contiguous())
+                    out, _ = gru(gather_steps(z, order), h)
                     h_seen.append(_state_after(out, seen, start))
                     h_done.append(h_seen[-1])
                     out = gather_steps(out, order)

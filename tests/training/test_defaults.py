@@ -36,7 +36,7 @@ def test_the_patch_gives_the_gru_about_sixty_four_steps_of_a_median_sequence(len
 def test_tagging_reads_every_step() -> None:
     config = _config(task="tagging")
     resolve(config, _split(60, [1460]))
-    assert config.model.patch == 1
+    assert (config.model.frontend, config.model.patch) == ("none", 1)
 
 
 @pytest.mark.parametrize("series, batch, epochs", [
@@ -59,4 +59,19 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
     assert (config.model.patch, config.optim.batch_size, config.optim.max_epochs) == (5, 32, 7)
     assert lines[0] == ("data: 60 training series, lengths 1460-1460 (median 1460), 3 feature(s), "
                         "task classification, 3 classes")
-    assert "5 step(s) per GRU step" in lines[-1] and "7 epochs x batch 32" in lines[-1]
+    assert "causal conv (kernel 10, stride 5)" in lines[-1] and "7 epochs x batch 32" in lines[-1]
+
+
+@pytest.mark.parametrize("task, frontend, patch", [("classification", "conv", 23), ("regression", "none", 1),
+                                                   ("tagging", "none", 1)])
+def test_the_front_end_is_chosen_from_the_task(task, frontend, patch) -> None:
+    config = _config(task=task)
+    lines = resolve(config, _split(60, [1460]))
+    assert (config.model.frontend, config.model.patch) == (frontend, patch)
+    assert f"model.frontend={frontend} (auto: {task})" in lines
+
+
+def test_a_front_end_the_user_set_is_kept() -> None:
+    config = _config("model.frontend=patch")
+    resolve(config, _split(60, [1460]))
+    assert (config.model.frontend, config.model.patch) == ("patch", 23)

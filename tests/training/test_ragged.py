@@ -26,26 +26,30 @@ def test_japanese_vowels_keeps_its_true_lengths() -> None:
 
 
 def _model(bidirectional: bool, task: str = "classification", patch: int = 1,
-           readout: tuple[str, ...] = ("last", "mean", "max"), reset: str = "after") -> GRUModel:
+           readout: tuple[str, ...] = ("last", "mean", "max"), reset: str = "after",
+           frontend: str = "conv") -> GRUModel:
     torch.manual_seed(0)
+    per_step = task == "tagging" or frontend == "none"
     config = ModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
-                         task=task, output_size=4, patch=1 if task == "tagging" else patch,
+                         task=task, output_size=4, patch=1 if per_step else patch, frontend=frontend,
                          readout=list(readout), reset=reset)  # type: ignore[arg-type]
     return GRUModel(config).eval()
 
 
 READOUTS = st.sampled_from([("last",), ("mean",), ("max",), ("last", "mean", "max"), ("max", "last")])
+FRONT_ENDS = st.sampled_from(["conv", "patch", "none"])
 
 
 @settings(max_examples=40, deadline=None)
 @given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=6), bidirectional=st.booleans(),
-       task=st.sampled_from(["classification", "tagging"]), patch=st.integers(1, 5), readout=READOUTS)
+       task=st.sampled_from(["classification", "tagging"]), patch=st.integers(1, 5), readout=READOUTS,
+       frontend=FRONT_ENDS)
 def test_padded_batch_equals_each_sequence_alone(
-    lengths: list[int], bidirectional: bool, task: str, patch: int, readout: tuple[str, ...]
+    lengths: list[int], bidirectional: bool, task: str, patch: int, readout: tuple[str, ...], frontend: str
 ) -> None:
-    """Every front end (patch k) and readout: a padded batch answers each sequence as if it were alone,
+    """Every front end (stride k) and readout: a padded batch answers each sequence as if it were alone,
     and carries each one's own next state."""
-    model = _model(bidirectional, task, patch, readout)
+    model = _model(bidirectional, task, patch, readout, frontend=frontend)
     rng = np.random.default_rng(sum(lengths))
     sequences = [rng.normal(size=(n, 3)).astype(np.float32) for n in lengths]
     X, steps = pad_sequences(sequences)
@@ -62,11 +66,14 @@ def test_padded_batch_equals_each_sequence_alone(
 
 @settings(max_examples=40, deadline=None)
 @given(cuts=st.lists(st.integers(1, 9), min_size=1, max_size=5), patch=st.integers(1, 5), readout=READOUTS,
-       task=st.sampled_from(["classification", "tagging"]))
-def test_chunked_equals_whole(cuts: list[int], patch: int, readout: tuple[str, ...], task: str) -> None:
-    """A sequence read chunk by chunk, the state carried between chunks (chunk ends that split a patch
-    included), answers as the whole sequence does, after every chunk, with the same state."""
-    model = _model(False, task, patch, readout)
+       task=st.sampled_from(["classification", "tagging"]), frontend=FRONT_ENDS)
+def test_chunked_equals_whole(
+    cuts: list[int], patch: int, readout: tuple[str, ...], task: str, frontend: str
+) -> None:
+    """A sequence read chunk by chunk, the state carried between chunks (chunks shorter than the stride
+    and chunk ends that split a patch included), answers as the whole sequence does, after every chunk,
+    with the same state."""
+    model = _model(False, task, patch, readout, frontend=frontend)
     values = np.random.default_rng(len(cuts)).normal(size=(sum(cuts), 3))
     sequence = torch.as_tensor(values, dtype=torch.float32)
     state, start = None, 0
@@ -94,10 +101,27 @@ def test_the_seed_reset_variant_streams_and_pads_exactly_too() -> None:
 
 def test_a_patch_carries_its_unfinished_steps_in_the_state() -> None:
     model = _model(False, patch=4)
-    parts = model.unpack(model.predict(torch.randn(2, 10, 3), torch.tensor([10, 7]))[1])
+    x = torch.randn(2, 10, 3)
+    parts = model.unpack(model.predict(x, torch.tensor([10, 7]))[1])
     assert parts["patch_count"].squeeze(1).tolist() == [2.0, 3.0]  # 10 = 2*4 + 2, 7 = 4 + 3
     assert parts["pool_count"].squeeze(1).tolist() == [2.0, 1.0]  # whole patches only
     assert (parts["patch_steps"][0, 2:] == 0).all() and (parts["patch_steps"][1] != 0).all()
+    # the conv's context: the last whole patch, normalised (steps 4..7 of the first, 0..3 of the second)
+    steps = model.normaliser.inputs(x, model.normaliser.level(x))
+    torch.testing.assert_close(parts["conv_patch"][0], steps[0, 4:8])
+    torch.testing.assert_close(parts["conv_patch"][1], steps[1, 0:4])
+    assert parts["conv_out"].shape == (2, 2, 8) and (parts["conv_out"][1, 0] == 0).all()  # one patch done
+
+
+def test_the_state_names_its_parts_per_front_end() -> None:
+    names = {kind: [name for name, _ in _model(False, patch=3, frontend=kind).state_parts()]
+             for kind in ("conv", "patch")}
+    names["none"] = [name for name, _ in _model(False, frontend="none").state_parts()]
+    assert names["conv"] == ["gru_h", "patch_steps", "patch_count", "conv_patch", "conv_out", "pool_mean",
+                             "pool_max", "pool_count"]
+    assert names["patch"] == ["gru_h", "patch_steps", "patch_count", "pool_mean", "pool_max", "pool_count"]
+    assert names["none"] == ["gru_h", "pool_mean", "pool_max", "pool_count"]
+    assert [name for name, _ in _model(True, patch=3).state_parts()] == ["gru_h"]  # bidirectional: no stream
 
 
 def test_normaliser_ignores_padded_steps() -> None:
