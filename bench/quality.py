@@ -5,6 +5,8 @@ official train/test splits: 1-NN DTW and MiniRocket (aeon), with the seconds eac
     python -m bench.quality --check-sets         # also the held-out check sets, as a new user would run them
     python -m bench.quality --skip-gru           # baselines only (a minute or two)
     python -m bench.quality --quick              # 1 seed, 2 epochs, small sets: a smoke test
+    python -m bench.quality --check-sets --baselines bench/results/baselines.json
+                                                 # baselines from an earlier --skip-gru run's file
 
 The GRU gets no per-dataset settings: only the data (`data.dataset`, or a user file) and the seed. Built-in
 sets train through `data.dataset: <name>`; "(user CSV)" rows write the official split to long-format CSV
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 3 small sets: a smoke test")
     parser.add_argument("--budget-minutes", type=float, default=240.0,
                         help="start no new GRU run after this long (runs in progress finish)")
+    parser.add_argument("--baselines", type=Path, help="take the baseline rows of the sets it holds from "
+                        "this earlier output (e.g. a --skip-gru run); compute the others")
     parser.add_argument("--output", type=Path, default=Path("bench/results/quality.json"))
     args = parser.parse_args(argv)
     benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else [])
@@ -234,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = [b for b in benchmarks if chosen is None or b.name in chosen]
     seeds = list(range(1 if args.quick else args.seeds))
     extra = QUICK_OVERRIDES if args.quick else []
+    earlier = json.loads(args.baselines.read_text())["rows"] if args.baselines else []
     rows: list[dict] = []
     for name in dict.fromkeys(b.name for b in benchmarks if b.metric == "accuracy"):
-        for row in baselines(name, seeds):
+        kept = [r for r in earlier if r["set"] == name and r["model"] != "GRU"]
+        for row in kept or baselines(name, seeds):
             rows.append(row)
             print(json.dumps(row), flush=True)
     deadline, skipped = time.monotonic() + 60 * args.budget_minutes, []

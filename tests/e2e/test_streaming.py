@@ -66,6 +66,25 @@ def test_stateless_stream_answers_each_prefix(stream_server, name: str) -> None:
         state = body["state"]
 
 
+def test_v2_sequence_chunks_not_aligned_to_the_stride_answer_each_prefix(stream_server) -> None:
+    """vowels_uni reads 3 steps per GRU step through the conv front end: chunks of 1, 2, 4 and 5 steps
+    (shorter than the stride, and split mid-patch) held by the server as a v2 sequence answer as the
+    whole prefix does."""
+    sequence = np.array(_sequence(12, 12, seed=5), np.float32)
+    seen = 0
+    for i, size in enumerate((1, 2, 4, 5)):
+        chunk = sequence[seen : seen + size]
+        body = {"inputs": [{"name": "x", "shape": [1, size, 12], "datatype": "FP32",
+                            "data": chunk.ravel().tolist()}],
+                "parameters": {"sequence_id": 4242, "sequence_start": i == 0, "sequence_end": i == 3}}
+        response = httpx.post(f"{stream_server.url}/v2/models/vowels_uni/infer", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        seen += size
+        whole = _whole(stream_server, "vowels_uni", sequence[:seen].tolist())["probabilities"]
+        got = np.array(response.json()["outputs"][0]["data"])
+        assert np.abs(got - whole).max() <= TOLERANCE
+
+
 def test_tampered_or_foreign_state_tokens_are_refused(stream_server) -> None:
     first = _post(stream_server, "vowels_uni", "stream", {"steps": _sequence(4, 12)}).json()
     token = first["state"]
