@@ -24,7 +24,7 @@ def _config(*overrides: str, task: str = "classification") -> TrainConfig:
     return config
 
 
-@pytest.mark.parametrize("lengths, patch", [([24], 1), ([150], 2), ([1460], 23), ([7, 15, 29], 1),
+@pytest.mark.parametrize("lengths, patch", [([24], 1), ([150], 2), ([1460], 12), ([7, 15, 29], 1),
                                             ([29, 136, 361], 2)])
 def test_the_patch_gives_the_gru_about_sixty_four_steps_of_a_median_sequence(lengths, patch) -> None:
     config = _config()
@@ -62,7 +62,7 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
     assert "causal conv (kernel 10, stride 5)" in lines[-1] and "7 epochs x batch 32" in lines[-1]
 
 
-@pytest.mark.parametrize("task, frontend, patch", [("classification", "conv", 23), ("regression", "none", 1),
+@pytest.mark.parametrize("task, frontend, patch", [("classification", "conv", 12), ("regression", "none", 1),
                                                    ("tagging", "none", 1)])
 def test_the_front_end_is_chosen_from_the_task(task, frontend, patch) -> None:
     config = _config(task=task)
@@ -74,4 +74,4 @@ def test_the_front_end_is_chosen_from_the_task(task, frontend, patch) -> None:
 def test_a_front_end_the_user_set_is_kept() -> None:
     config = _config("model.frontend=patch")
     resolve(config, _split(60, [1460]))
-    assert (config.model.frontend, config.model.patch) == ("patch", 23)
+    assert (config.model.frontend, config.model.patch) == ("patch", 12)
