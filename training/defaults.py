@@ -1,8 +1,9 @@
 """Defaults chosen from the data: the settings left at "auto" are resolved from the training split's
 lengths, series count and task before the model is built, and printed, so that a run says what it did.
 
-- model.frontend: "conv" for classification (the measured winner on long and short sets), "none" for
-  forecasting, regression and tagging (short windows; tagging answers at every step);
+- model.frontend: "conv" for classification (the measured winner on long and short sets) and for
+  regression on series of 128 steps or more; "none" for shorter regression and forecasting windows (M1's
+  research figures come from the plain GRU) and for tagging (it answers at every step);
 - model.patch: the front end's stride, so that the GRU reads about TARGET_STEPS steps of a median
   sequence (1 for tagging and with no front end), at most MAX_STRIDE: on ACSF1 (1,460 steps) stride 23
   (64 GRU steps) gave 0.78 against 0.85 for stride 12 (122 steps), the conv's windows then spanning 24
@@ -35,8 +36,11 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {model.task}{classes}"]
     if model.frontend == "auto":
-        model.frontend = "conv" if model.task == "classification" else "none"
-        lines.append(f"model.frontend={model.frontend} (auto: {model.task})")
+        long = median >= 2 * TARGET_STEPS  # a stride of 2 or more
+        conv = model.task == "classification" or (model.task == "regression" and long)
+        model.frontend = "conv" if conv else "none"
+        why = model.task if model.task != "regression" else f"regression, median length {median}"
+        lines.append(f"model.frontend={model.frontend} (auto: {why})")
     if model.patch == "auto":
         per_step = model.task == "tagging" or model.frontend == "none"
         stride = 1 if per_step else min(MAX_STRIDE, max(1, round(median / TARGET_STEPS)))

@@ -62,13 +62,14 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
     assert "causal conv (kernel 10, stride 5)" in lines[-1] and "7 epochs x batch 32" in lines[-1]
 
 
-@pytest.mark.parametrize("task, frontend, patch", [("classification", "conv", 12), ("regression", "none", 1),
-                                                   ("tagging", "none", 1)])
-def test_the_front_end_is_chosen_from_the_task(task, frontend, patch) -> None:
+@pytest.mark.parametrize("task, length, frontend, patch", [
+    ("classification", 1460, "conv", 12), ("classification", 24, "conv", 1), ("regression", 1460, "conv", 12),
+    ("regression", 8, "none", 1), ("tagging", 1460, "none", 1)])
+def test_the_front_end_is_chosen_from_the_task_and_lengths(task, length, frontend, patch) -> None:
     config = _config(task=task)
-    lines = resolve(config, _split(60, [1460]))
+    lines = resolve(config, _split(60, [length]))
     assert (config.model.frontend, config.model.patch) == (frontend, patch)
-    assert f"model.frontend={frontend} (auto: {task})" in lines
+    assert any(line.startswith(f"model.frontend={frontend} (auto: {task}") for line in lines)
 
 
 def test_a_front_end_the_user_set_is_kept() -> None:
