@@ -103,6 +103,7 @@ class ModelConfig(_Section):
     # ("patch") or none; "auto": conv for classification, none for regression/forecast/tagging
     frontend: Literal["auto", "none", "patch", "conv"] = "auto"
     patch: WholeOrAuto = "auto"  # the front end's stride: k steps per GRU step; "auto": from the lengths
+    conv_kernel: Whole = Field(2, ge=1)  # conv: the first convolution's kernel in strides (2: kernel 2k)
     # What the head reads (training/readout.py): the last state, and/or mean and max over the valid steps
     readout: list[Readout] = Field(default_factory=lambda: list(READOUTS), min_length=1)
 

@@ -49,12 +49,12 @@ def windows(history: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class FrontEnd(nn.Module):
     """Normalised steps (B, T, F) -> GRU steps (B, ceil(T/k), width)."""
 
-    def __init__(self, kind: str, features: int, patch: int, width: int):
+    def __init__(self, kind: str, features: int, patch: int, width: int, kernel: int = 2):
         super().__init__()
         if kind == "none" and patch != 1:
             raise ValueError("model.patch must be 1 with model.frontend=none")
         self.kind, self.features, self.patch = kind, features, patch
-        self.context, self.recent = (1, 2) if kind == "conv" else (0, 0)
+        self.context, self.recent = (kernel - 1, 2) if kind == "conv" else (0, 0)  # kernel in strides
         self.width = features if kind == "none" else width
         if kind != "none":
             self.first = nn.Sequential(nn.Linear((1 + self.context) * patch * features, width), nn.GELU())

@@ -48,7 +48,8 @@ class GRUModel(nn.Module):
         self.directions = 2 if config.bidirectional else 1
         width = config.hidden_size * self.directions
         self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
-        self.frontend = FrontEnd(config.frontend, config.input_size, config.patch, config.hidden_size)
+        self.frontend = FrontEnd(config.frontend, config.input_size, config.patch, config.hidden_size,
+                                 config.conv_kernel)
         self.layers = nn.ModuleList(
             nn.ModuleList(make_gru(_one_layer(config, self.frontend.width if i == 0 else width))
                           for _ in range(self.directions))

@@ -27,12 +27,12 @@ def test_japanese_vowels_keeps_its_true_lengths() -> None:
 
 def _model(bidirectional: bool, task: str = "classification", patch: int = 1,
            readout: tuple[str, ...] = ("last", "mean", "max"), reset: str = "after",
-           frontend: str = "conv") -> GRUModel:
+           frontend: str = "conv", kernel: int = 2) -> GRUModel:
     torch.manual_seed(0)
     per_step = task == "tagging" or frontend == "none"
     config = ModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
                          task=task, output_size=4, patch=1 if per_step else patch, frontend=frontend,
-                         readout=list(readout), reset=reset)  # type: ignore[arg-type]
+                         readout=list(readout), reset=reset, conv_kernel=kernel)  # type: ignore[arg-type]
     return GRUModel(config).eval()
 
 
@@ -66,14 +66,14 @@ def test_padded_batch_equals_each_sequence_alone(
 
 @settings(max_examples=40, deadline=None)
 @given(cuts=st.lists(st.integers(1, 9), min_size=1, max_size=5), patch=st.integers(1, 5), readout=READOUTS,
-       task=st.sampled_from(["classification", "tagging"]), frontend=FRONT_ENDS)
+       task=st.sampled_from(["classification", "tagging"]), frontend=FRONT_ENDS, kernel=st.integers(1, 4))
 def test_chunked_equals_whole(
-    cuts: list[int], patch: int, readout: tuple[str, ...], task: str, frontend: str
+    cuts: list[int], patch: int, readout: tuple[str, ...], task: str, frontend: str, kernel: int
 ) -> None:
     """A sequence read chunk by chunk, the state carried between chunks (chunks shorter than the stride
     and chunk ends that split a patch included), answers as the whole sequence does, after every chunk,
     with the same state."""
-    model = _model(False, task, patch, readout, frontend=frontend)
+    model = _model(False, task, patch, readout, frontend=frontend, kernel=kernel)
     values = np.random.default_rng(len(cuts)).normal(size=(sum(cuts), 3))
     sequence = torch.as_tensor(values, dtype=torch.float32)
     state, start = None, 0
