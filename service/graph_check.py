@@ -36,20 +36,26 @@ def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str)
 def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_input: bool = False) -> None:
     """Every GRU node must match the trained cell: the reset-gate variant above all (DESIGN.md) and the
     candidate activation (`activations`, case-insensitive as onnxruntime reads it). Two layouts: one node
-    per layer (bidirectional nodes when gru.bidirectional; with a `lengths` input every node reads it as
-    sequence_lens), or one forward node per layer and direction, as `gru export` writes them (the model
-    reads each sequence up to its length itself; the graph must read `lengths`). Else padding leaks into
-    answers."""
+    per layer (bidirectional nodes when gru.bidirectional), or one forward node per layer and direction,
+    as `gru export` writes them (a reverse direction reads each sequence reversed within its length).
+    With a `lengths` input, either every GRU node reads it as sequence_lens, or none does and the graph
+    reads it before and after the GRUs (`gru export`: the model reads each sequence up to its length);
+    else padding leaks into answers."""
     nodes = [n for n in model.graph.node if n.op_type == "GRU"]
     if not nodes:
         raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")
-    wired = all(len(n.input) > 4 and n.input[4] for n in nodes)  # sequence_lens on every node
-    per_direction = not wired and len(nodes) == gru.state_size  # gru export's layout
-    directions = 1 if per_direction else (2 if gru.bidirectional else 1)
+    attributes = [{a.name: helper.get_attribute_value(a) for a in node.attribute} for node in nodes]
+    forward = all(a.get("direction", b"forward") == b"forward" for a in attributes)
+    per_direction = gru.bidirectional and forward
+    expected_nodes = gru.state_size if per_direction else gru.num_layers
+    if len(nodes) != expected_nodes:
+        raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}"
+                          f"{' (x 2 directions)' if per_direction else ''}, graph has {len(nodes)} GRU nodes")
+    directions = 2 if gru.bidirectional and not per_direction else 1
     direction = b"bidirectional" if directions == 2 else b"forward"
     expected_activations = [a.lower() for a in gru.onnx_activations][: 2 * directions]
-    for node in nodes:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    wired = [len(n.input) > 4 and n.input[4] == LENGTHS_INPUT for n in nodes]
+    for node, attrs, reads_lengths in zip(nodes, attributes, wired, strict=True):
         activations = [a.decode().lower() for a in attrs.get("activations", [])] or (
             ["sigmoid", "tanh"] * directions)  # ONNX's, when absent
         checks = {
@@ -60,15 +66,12 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
             "gru.activation (alpha/beta attributes)": (
                 [k for k in ("activation_alpha", "activation_beta") if k in attrs], []),
         }
-        if lengths_input and not per_direction:
-            checks["onnx.inputs (lengths)"] = (node.input[4] if len(node.input) > 4 else "", LENGTHS_INPUT)
+        if lengths_input and any(wired):  # some nodes read lengths: every one must
+            checks["onnx.inputs (lengths)"] = (node.input[4] if reads_lengths else "", LENGTHS_INPUT)
         for field, (found, expected) in checks.items():
             if found != expected:
                 raise BundleError(
                     f"{where}: {field} says {expected!r} but GRU node {node.name!r} has {found!r}"
                 )
-    expected_nodes = gru.state_size if per_direction else gru.num_layers
-    if len(nodes) != expected_nodes:
-        raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}, graph has {len(nodes)} GRU nodes")
     if lengths_input and not any(LENGTHS_INPUT in node.input for node in model.graph.node):
         raise BundleError(f"{where}: onnx.inputs has {LENGTHS_INPUT!r} but no node of the graph reads it")

@@ -19,12 +19,15 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers import Server, free_port
-from training.config import DataConfig
+from training.config import DataConfig, ModelConfig
 from training.data import load_data
+from training.model import GRUModel
 
 TOKEN = "grpc-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-STATE_SIZE = 16  # the italy fixture: one GRU layer of 16
+# the italy fixture's state (tests/helpers.py train_tiny: hidden 16, one layer, the default conv front end
+# and pooled readout)
+STATE_SIZE = GRUModel(ModelConfig(hidden_size=16, num_layers=1, frontend="conv", patch=1)).state_size()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,8 @@ ZEROS = np.zeros((1, 3, 1))
 BAD = [
     ("bad shape", dict(x=np.zeros((1, 3, 2))), INVALID, r"x has shape \[1, 3, 2\]"),
     ("bad datatype", dict(x=ZEROS, datatype="FP64"), INVALID, r"inputs\[0\].datatype is 'FP64'"),
-    ("bad state", dict(x=ZEROS, state=np.zeros((2, STATE_SIZE))), INVALID, r"state has shape \[2, 16\]"),
+    ("bad state", dict(x=ZEROS, state=np.zeros((2, STATE_SIZE))), INVALID,
+     rf"state has shape \[2, {STATE_SIZE}\]"),
     ("not finite", dict(x=np.full((1, 3, 1), np.inf)), INVALID, "not a finite"),
     ("unknown model", dict(x=ZEROS, model="nope"), NOT_FOUND, "no model named 'nope'"),
     ("unknown version", dict(x=ZEROS, version="4"), NOT_FOUND, "no loaded version 4"),

@@ -49,7 +49,7 @@ def test_the_native_answer_names_both_classes(seed_example) -> None:
                       timeout=10).json()
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     x = sequences[:, :, None].astype(np.float32)
-    p = session.run(["output"], {"x": x, "state": np.zeros((3, 32), np.float32),
+    p = session.run(["output"], {"x": x, "state": np.zeros((3, result.manifest.state.size), np.float32),
                                  "lengths": np.full(3, 24, np.int32)})[0][:, 0]
     assert body["labels"] == ["1", "2"]
     for answer, p_2 in zip(body["predictions"], p, strict=True):
