@@ -82,7 +82,7 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     input_size: Whole = Field(1, ge=1)  # filled in from the data
-    hidden_size: Whole = Field(64, ge=1)
+    hidden_size: Whole = Field(128, ge=1)  # also the front end's width
     num_layers: Whole = Field(1, ge=1)
     dropout: Number = Field(0.1, ge=0, lt=1)  # between GRU layers and before the head
     bidirectional: bool = False
