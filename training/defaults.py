@@ -64,9 +64,12 @@ def summary(config: TrainConfig) -> str:
     m, o = config.model, config.optim
     direction = "bidirectional " if m.bidirectional else ""
     kept = "final fit, last epoch kept" if o.final_fit else "best validation epoch kept"
-    front = {"conv": f"causal conv (kernel {2 * m.patch}, stride {m.patch}) + conv (kernel 3)",
-             "patch": f"patches of {m.patch} step(s)", "none": "no front end"}[str(m.frontend)]
+    stride = int(m.patch)
+    front = {"conv": f"causal conv (kernel {m.conv_kernel * stride}, stride {stride}) + conv (kernel 3)",
+             "patch": f"patches of {stride} step(s)", "none": "no front end"}[str(m.frontend)]
+    # the loop augments classification and tagging only: a perturbed window has another forecast
+    augmented = f"jitter {o.jitter:g}, scaling {o.scaling:g}" if m.task != "regression" else "no augmentation"
     return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
             f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
             f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "
-            f"{o.batch_size}, jitter {o.jitter:g}, scaling {o.scaling:g}, {kept}")
+            f"{o.batch_size}, {augmented}, {kept}")
