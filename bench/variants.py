@@ -28,7 +28,8 @@ def step_speed(batch: int, length: int, hidden: int, layers: int, repeats: int =
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, length, 1), torch.randint(0, 2, (batch,))
-    models = {reset: GRUModel(ModelConfig(hidden_size=hidden, num_layers=layers, reset=reset))
+    models = {reset: GRUModel(ModelConfig(hidden_size=hidden, num_layers=layers, reset=reset, frontend="none",
+                                          patch=1))  # the GRU itself: no front end
               for reset, _ in VARIANTS}
     optimizers = {k: torch.optim.AdamW(m.parameters()) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
