@@ -76,7 +76,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         def config() -> pb.ModelConfigResponse:
-            document = v2.config(self._model(request.name, request.version), self.state.settings)
+            document = v2.config(self._model(request.name, request.version), self.state)
             if "sequence_batching" in document:  # Triton's ModelConfig holds one scheduler (a oneof)
                 document.pop("dynamic_batching", None)
             return json_format.ParseDict({"config": document}, pb.ModelConfigResponse())

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.datastructures import State
 
-from service.api.deps import RepositoryDep, SettingsDep, resolve_model
+from service.api.deps import RepositoryDep, resolve_model
 from service.api.errors import InvalidInput, StreamingUnsupported
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.stream import ERRORS as STREAM_ERRORS
@@ -75,15 +76,15 @@ async def model_version_statistics(name: str, version: int, repository: Reposito
 
 
 @router.get("/models/{name}/config")
-async def model_configuration(name: str, repository: RepositoryDep, settings: SettingsDep) -> dict[str, Any]:
+async def model_configuration(name: str, repository: RepositoryDep, request: Request) -> dict[str, Any]:
     """Triton's model configuration, derived from the manifest (service/api/v2_model.py)."""
-    return config(resolve_model(repository, name), settings)
+    return config(resolve_model(repository, name), request.app.state)
 
 
 @router.get("/models/{name}/versions/{version}/config")
 async def model_version_configuration(name: str, version: int, repository: RepositoryDep,
-                                      settings: SettingsDep) -> dict[str, Any]:
-    return config(resolve_model(repository, name, version), settings)
+                                      request: Request) -> dict[str, Any]:
+    return config(resolve_model(repository, name, version), request.app.state)
 
 
 @router.get("/models/{name}")
@@ -108,11 +109,11 @@ async def model_version_ready(name: str, version: int, repository: RepositoryDep
     return {"name": name, "version": str(version), "ready": True}
 
 
-def config(runtime: ModelRuntime, settings: Settings) -> dict[str, Any]:
-    defaults, per_model = settings.batch_configs()
-    batching = per_model.get(runtime.manifest.name, defaults)
-    return model_config(runtime.manifest, batching, settings.max_sequences_per_request,
-                        settings.session_idle_seconds)
+def config(runtime: ModelRuntime, state: State) -> dict[str, Any]:
+    """`state`: the app's (its settings, and the batching its scheduler runs with)."""
+    settings: Settings = state.settings
+    return model_config(runtime.manifest, state.schedulers.config_for(runtime.manifest.name),
+                        settings.max_sequences_per_request, settings.session_idle_seconds)
 
 
 def metadata(repository: Repository, runtime: ModelRuntime, versions: list[int]) -> dict[str, Any]:
