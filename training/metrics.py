@@ -16,14 +16,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
 def forecast_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, mase_scale: np.ndarray | None = None
 ) -> dict[str, float]:
-    """y: (N, horizon). MAPE in percent. MASE: each window's MAE over its series' in-sample
+    """y: (N, horizon). MAPE in percent, over the targets that are not 0 (none: no MAPE; a zero target
+    would make it infinite, which JSON cannot hold). MASE: each window's MAE over its series' in-sample
     seasonal-naive MAE, averaged over windows (M4 convention)."""
     error = y_pred.astype(np.float64) - y_true.astype(np.float64)
-    metrics = {
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt((error**2).mean())),
-        "mape": float(100.0 * np.abs(error / y_true).mean()),
-    }
+    metrics = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean()))}
+    nonzero = y_true != 0
+    if nonzero.any():
+        metrics["mape"] = float(100.0 * np.abs(error[nonzero] / y_true[nonzero]).mean())
     if mase_scale is not None:
         metrics["mase"] = float((np.abs(error).mean(axis=1) / mase_scale).mean())
     return metrics
