@@ -41,10 +41,13 @@ from bench.loadgen import ERROR, KIND_NAMES, OK, OTHER, REFUSED, UNSENT, Body, P
 from bench.loadgen import percentile_ms as pct
 from bench.models import HEAVY, MID, SMALL, BenchModel, build
 from bench.run import RESULTS, serving
+from service.settings import Settings
 
 MODELS = {m.name: m for m in (HEAVY, MID, SMALL)}
 APIS = ("native", "stream", "v2-json", "v2-binary")
-DEFAULT_QUEUE, MAX_BATCH, MAX_WAIT_MS = 2048, 64, 2000.0  # the service's defaults (service/settings.py)
+# The service's defaults (what `gru serve` runs with when GRU_* is unset)
+DEFAULT_QUEUE, MAX_BATCH, MAX_WAIT_MS = (Settings.model_fields[name].default for name in
+                                         ("max_queue_size", "max_batch_size", "max_queue_wait_ms"))
 
 
 @dataclass(frozen=True)
