@@ -32,8 +32,10 @@ serve: install
 
 run: train export serve
 
+# The docs site builds strictly: a broken link, a missing page or a stale generated reference fails.
 test: install
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -47,9 +49,9 @@ bench: install
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run --duration $(DURATION) --workers $(WORKERS)
 
-# Build the serving image with podman, run it, check it against in-process onnxruntime (README "Deployment").
+# Build the serving image with podman, run it, check it against in-process onnxruntime (docs/guides/deployment.md).
 container-test: install
 	$(BIN)/python scripts/container_test.py
 
 clean:
-	rm -rf $(VENV) runs models .pytest_cache
+	rm -rf $(VENV) runs models .pytest_cache site
