@@ -126,8 +126,9 @@ def settings_page() -> str:
     for name, field in Settings.model_fields.items():
         secret = "SecretStr" in str(field.annotation)
         default = "(random per start)" if secret else field_default(field)
-        out.append(f"| `{prefix}{name.upper()}` | {cell(type_name(field.annotation)).replace('SecretStr', 'str')}"
-                   f" | {cell(default)} | {cell(field.description or comments.get(name, ''))} |\n")
+        kind = type_name(field.annotation).replace("SecretStr", "str")
+        meaning = field.description or comments.get(name, "")
+        out.append(f"| `{prefix}{name.upper()}` | {cell(kind)} | {cell(default)} | {cell(meaning)} |\n")
     return "".join(out)
 
 

@@ -1,0 +1,100 @@
+"""Every request/answer example of README.md and docs/ runs against a real server, and every `gru ...`
+command line in them parses with the real parser, so no example can go stale.
+
+A block marked `<!-- example -->` is run as written (bash, or python), with `localhost:8000` pointing at
+a `gru serve` started here on tiny models of the documented names, and `gru predict` at that server.
+When a JSON block follows, the output must match it: the same keys, list lengths, strings, integers and
+booleans (tests/docs/examples.py `mismatches`); the tiny models' probabilities differ from the docs'.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs.examples import ROOT, Example, command_lines, json_documents, marked_examples, mismatches
+from tests.helpers import Server, free_port
+
+EXAMPLES = marked_examples()
+COMMANDS = command_lines()
+
+
+@pytest.fixture(scope="module")
+def docs_server(tmp_path_factory: pytest.TempPathFactory, italy_run, regimes_run, vowels_bi_run):
+    """The models the docs talk to, under their names: italy_power (`make run`'s), regimes (tagging),
+    japanese_vowels (bidirectional)."""
+    from export.bundle import export_checkpoint
+
+    root = tmp_path_factory.mktemp("docs") / "models"
+    runs = {"italy_power": italy_run, "regimes": regimes_run, "japanese_vowels": vowels_bi_run}
+    for name, run in runs.items():
+        export_checkpoint(run.checkpoint, root, name)
+    running = Server(root, GRU_GRPC_PORT=str(free_port()), GRU_STATE_SECRET="docs-secret-0123456789").start()
+    yield running
+    running.stop()
+
+
+def shell_env(server: Server, tmp_path: Path) -> dict[str, str]:
+    """PATH with `python` and a `gru` that runs this tree's CLI (`gru predict` aimed at the server)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    gru = bin_dir / "gru"
+    gru.write_text(f'#!/bin/sh\nif [ "$1" = predict ]; then exec {sys.executable} -m gru_cli "$@" '
+                   f'--url {server.url}; fi\nexec {sys.executable} -m gru_cli "$@"\n')
+    gru.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+
+
+def aimed(code: str, server: Server) -> str:
+    address = server.url.removeprefix("http://")
+    grpc = f"127.0.0.1:{server.env['GRU_GRPC_PORT']}"
+    for host in ("localhost", "127.0.0.1"):
+        code = code.replace(f"{host}:8000", address).replace(f"{host}:8001", grpc)
+    return code
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=str)
+def test_example_answers_as_documented(example: Example, docs_server: Server, tmp_path: Path) -> None:
+    if example.language == "bash":
+        command = ["bash", "-e", "-o", "pipefail", "-c", aimed(example.code, docs_server)]
+    else:
+        assert example.language == "python", f"{example}: run bash or python examples, not {example.language}"
+        command = [sys.executable, "-c", aimed(example.code, docs_server)]
+    done = subprocess.run(command, cwd=ROOT, env=shell_env(docs_server, tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, f"{example} failed:\n{done.stderr}\n{done.stdout}"
+    if example.answer is None:
+        return
+    expected, actual = json_documents(example.answer), json_documents(done.stdout)
+    assert len(actual) == len(expected), f"{example}: {len(actual)} answers, documented {len(expected)}"
+    problems = [m for e, a in zip(expected, actual, strict=True) for m in mismatches(e, a)]
+    assert not problems, f"{example} answers otherwise than documented:\n" + "\n".join(problems)
+
+
+def test_examples_are_found() -> None:
+    """The README's request and the guides' examples are all marked (a lost marker would skip them)."""
+    pages = {example.page for example in EXAMPLES}
+    assert {"README.md", "docs/guides/getting-started.md", "docs/guides/requests.md",
+            "docs/guides/streaming.md"} <= pages
+    assert all(example.answer is not None for example in EXAMPLES if example.language == "bash")
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
+def test_command_line_parses(where: str, argv: list[str]) -> None:
+    """The flags of every documented `gru` command exist and take the values shown."""
+    import importlib
+
+    import gru_cli
+    from scripts.docs_reference import cli_parser
+
+    module = importlib.import_module(gru_cli.COMMANDS[argv[0]][0])
+    argv = getattr(module, "prepare_argv", list)(argv)
+    try:
+        cli_parser().parse_args(argv)
+    except SystemExit as exit_:
+        pytest.fail(f"{where}: `gru {' '.join(argv)}` does not parse (exit {exit_.code})")
