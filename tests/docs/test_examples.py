@@ -98,3 +98,47 @@ def test_command_line_parses(where: str, argv: list[str]) -> None:
         cli_parser().parse_args(argv)
     except SystemExit as exit_:
         pytest.fail(f"{where}: `gru {' '.join(argv)}` does not parse (exit {exit_.code})")
+
+
+def documented_overrides() -> list[tuple[str, str, list[str]]]:
+    """(where, config file or None, --set overrides) of every documented `gru train` / `gru tune`."""
+    found = []
+    for where, argv in COMMANDS:
+        if argv[0] in ("train", "tune"):
+            sets = [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == "--set"]
+            sets += [word.removeprefix("--set=") for word in argv if word.startswith("--set=")]
+            config = argv[argv.index("--config") + 1] if "--config" in argv else None
+            found.append((where, config, sets))
+    return found
+
+
+@pytest.mark.parametrize(("where", "config", "sets"), documented_overrides(),
+                         ids=[where for where, *_ in documented_overrides()])
+def test_documented_config_overrides_validate(where: str, config: str | None, sets: list[str]) -> None:
+    """`--set section.key=value` names a real key with a valid value (and `--config` a file that ships)."""
+    from training.config import load_config
+
+    shipped = config is not None and (ROOT / config).exists()
+    load_config(ROOT / config if shipped else None, sets)
+
+
+# Config fields a user does not set: filled in from the data, or the run's plumbing.
+FROM_THE_DATA = {"model.input_size", "model.task", "model.output_size", "model.window_scaling", "run_dir",
+                 "progress", "data.id_column", "data.time_column", "data.feature_columns",
+                 "data.target_column"}
+
+
+def test_training_config_table_matches_the_config() -> None:
+    """docs/guides/training.md's configuration table names every key a user sets, and no other."""
+    import re
+
+    from training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+    fields = {name for name in TrainConfig.model_fields if name not in sections}
+    fields |= {f"{section}.{name}" for section, config in sections.items() for name in config.model_fields}
+    table = (ROOT / "docs/guides/training.md").read_text().split("## Configuration", 1)[1].split("\n## ")[0]
+    documented = {key for row in re.findall(r"^\| (.+?) \|", table, re.MULTILINE)
+                  for key in re.findall(r"`([a-z_.]+)`", row)}
+    assert documented - fields == set(), "the table names keys the config does not have"
+    assert fields - FROM_THE_DATA - documented == set(), "config keys missing from the table"
