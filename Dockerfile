@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# gru-serve images, one Dockerfile, three targets (README "Deployment"):
+# gru-serve images, one Dockerfile, three targets (docs/guides/deployment.md):
 #   serve       (default) CPU serving: onnxruntime + FastAPI + uvicorn, no torch, no training/export code
 #   serve-cuda  GPU serving: onnxruntime-gpu on an NVIDIA CUDA + cuDNN runtime base (GRU_EXECUTION_PROVIDER=cuda)
 #   train       offline job: torch (CPU) for `gru train` and `gru export`, writing to mounted volumes

@@ -37,9 +37,9 @@ from training.model import GRUModel
 # The GRU with a ReLU candidate runs on the per-step loop (no fused kernel, no cuDNN): its row prices that.
 CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"],
          "GRU, ReLU candidate": ["model.cell=gru", "model.activation=relu"]}
-# The cells compared as they are (the seed's claim): no front end, the last state, and the recipe the
-# README's table was measured with (constant learning rate 1e-3, no augmentation, fixed epochs: equal work
-# per cell, the best validation epoch kept).
+# The cells compared as they are: no front end, the last state, and the recipe the table in
+# docs/results/quality.md was measured with (constant learning rate 1e-3, no augmentation, fixed epochs:
+# equal work per cell, the best validation epoch kept).
 RECIPE = ["model.hidden_size=64", "model.num_layers=2", "model.frontend=none", "model.readout=[last]",
           "optim.max_epochs=60", "optim.batch_size=16", "optim.patience=1000", "optim.learning_rate=0.001",
           "optim.schedule=constant", "optim.jitter=0", "optim.scaling=0", "optim.final_fit=false",

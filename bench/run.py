@@ -8,7 +8,7 @@ bodies only) and the two plain apps in bench/baselines/. Then, on the same gru-s
 requests of the mid model as JSON and as binary float32 (8 clients), and gRPC ModelInfer against the
 HTTP JSON paths at 32 clients (bench/grpc_load.py, with h2load). Also measures one worker's idle RSS with
 both models and its start to ready. Prints the table and the targets; writes bench/results/bench.json,
-bench/results/bench.md (the README's table) and bench/results/bench.png.
+bench/results/bench.md (the table of docs/results/performance.md) and bench/results/bench.png.
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def print_summary(report: dict) -> None:
 
 
 def markdown(report: dict) -> str:
-    """The README's tables, from this run."""
+    """docs/results/performance.md's tables, from this run."""
     lines = [f"`make bench DURATION={report['duration_s']:g}` ({report['cores']} cores, {report['workers']} "
              f"workers per server, load average {report['loadavg_start']:.1f} → {report['loadavg_end']:.1f}; "
              "one sequence per request; CPU µs/req: the server processes' CPU time per request)", "",

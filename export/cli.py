@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle version")
     parser.add_argument("--accept-parity-error", action="store_true",
                         help="write the bundle even if onnxruntime differs from PyTorch by more than the "
-                        "tolerance (README 'The model bundle'); the manifest records the difference")
+                        "tolerance (docs/guides/export.md); the manifest records the difference")
     triton = parser.add_argument_group("Triton",
                                        "also write a Triton model-repository entry (onnxruntime backend)")
     triton.add_argument("--triton-repository", help="Triton repository folder: writes <name>/config.pbtxt "

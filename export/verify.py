@@ -5,15 +5,16 @@ The parity tolerance comes from float32 arithmetic, not a fixed number. Two floa
 the same recurrence (PyTorch's kernels, onnxruntime's MLAS) round differently at every step; each step
 adds rounding noise of a few eps32 (2^-23, the spacing of float32 numbers at 1) relative to the size of
 the values, and the recurrence carries it forward. Measured on trained models (bench/export_matrix.py,
-README "The model bundle"), the difference grows with the number of steps about like a random walk,
+docs/results/quality.md), the difference grows with the number of steps about like a random walk,
 sqrt(length), and saturates on long sequences where the GRU forgets; it scales with the output's size
 (forecasts are in original units). So, per output and case:
 
     tolerance = PARITY_C * eps32 * sqrt(length) * max(1, max |reference output|)
 
 PARITY_C is fitted on the export matrix (uni/bi x 1-3 layers x both reset variants x 100/500 epochs on
-Airline and ItalyPowerDemand): the worst cell measured 0.25 of it (see README). A real export bug (a wrong
-linear_before_reset, lengths not wired, a weight off by 1e-3) differs by 1e-3 or more, far above it.
+Airline and ItalyPowerDemand): the worst cell measured 0.50 of it (docs/results/quality.md). A real
+export bug (a wrong linear_before_reset, lengths not wired, a weight off by 1e-3) differs by 1e-3 or more,
+far above it.
 """
 
 from __future__ import annotations

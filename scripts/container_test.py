@@ -10,7 +10,7 @@ in the image, then clean up (container and image; the base image stays cached fo
 the image size and start-to-ready time against the targets. Without podman it says so and exits 0.
 
 Podman flags are the ones that work on a rootful machine without a Docker engine or systemd (vfs storage,
-chroot isolation, runc, cgroupfs, host network); `docs`: README "Deployment".
+chroot isolation, runc, cgroupfs, host network); `docs`: docs/guides/deployment.md.
 """
 
 from __future__ import annotations

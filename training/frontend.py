@@ -11,8 +11,8 @@
 Both learned front ends are the same two layers: `first` reads `context` (model.conv_kernel - 1) previous
 patches beside the current one, `second` reads `recent` previous outputs of `first` beside the current one
 (conv: 1 and 2; patch: 0 and 0). A GRU reading 1,460 steps one at a time barely learns from a hundred
-series; read 12 at a time through overlapping windows it sees 122 steps and learns (ACSF1: 0.87, README
-"The model").
+series; read 12 at a time through overlapping windows it sees 122 steps and learns (ACSF1: 0.87,
+docs/guides/model.md).
 
 Ragged sequences and streaming: a sequence of n steps gives ceil(n/k) patches, the last one zero-filled
 when n is not a multiple of k. A stream carries in its state what the next chunk needs to continue exactly

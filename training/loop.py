@@ -2,7 +2,7 @@
 augmentation and gradient clipping -> checkpoint -> test metrics -> plots and report. Deterministic on CPU
 under a fixed seed. Data-parallel under torchrun, on CPU or CUDA, in fp32/bf16/fp16 (distributed.py).
 
-The recipe (README "The model"): by default the shipped model is trained on every training series (the
+The recipe (docs/guides/model.md): by default the shipped model is trained on every training series (the
 validation split included) for the whole schedule, and its last epoch is kept: no epoch is picked on a
 handful of held-out series. `optim.final_fit=false` holds the validation split out instead, keeps the
 epoch with the best validation loss and stops early after `optim.patience` epochs (what `gru tune`

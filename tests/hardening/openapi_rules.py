@@ -1,5 +1,5 @@
 """schemathesis hooks: the request rules that JSON Schema cannot state, applied to the requests generated
-as valid (positive mode), so that "valid under the schema" means "valid" (README "OpenAPI and fuzzing").
+as valid (positive mode), so that "valid under the schema" means "valid" (docs/results/hardening.md, fuzzing).
 Invalid (negative) requests are left as generated.
 
 - v2 infer: each tensor's data holds prod(shape) values (flat; nested data must follow the shape); the

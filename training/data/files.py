@@ -1,5 +1,5 @@
 """The user's own data: CSV/Parquet in long format (training/data/long.py) or NPZ arrays
-(training/data/npz.py), series of equal or different lengths. Formats are documented in README."""
+(training/data/npz.py), series of equal or different lengths. Formats: docs/guides/data.md."""
 
 from __future__ import annotations
 
