@@ -97,6 +97,20 @@ def shell_commands(line: str) -> list[list[str]]:
     return [words for words in commands if words]
 
 
+def documented_scripts() -> list[tuple[str, str, list[str]]]:
+    """(page, script file, its --flags) of every `python -m bench.x ...` / `python scripts/x.py ...` in
+    the docs, in code blocks or inline code."""
+    found = []
+    pattern = re.compile(r"python -m (bench|scripts)\.(\w+)([^`#\n]*)"
+                         r"|python ((?:bench|scripts)/\w+\.py)([^`#\n]*)")
+    for page in PAGES:
+        for match in pattern.finditer(page.read_text()):
+            path = f"{match[1]}/{match[2]}.py" if match[1] else match[4]
+            flags = re.findall(r"(--[a-z][a-z-]*)", match[3] or match[5] or "")
+            found.append((str(page.relative_to(ROOT)), path, flags))
+    return found
+
+
 def json_documents(text: str) -> list[Any]:
     """Every JSON document in `text`, in order (one per line, or pretty-printed, or concatenated)."""
     decoder, documents, position = json.JSONDecoder(), [], 0

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.examples import ROOT, Example, command_lines, json_documents, marked_examples, mismatches
+from tests.docs.examples import (
+    ROOT,
+    Example,
+    command_lines,
+    documented_scripts,
+    json_documents,
+    marked_examples,
+    mismatches,
+)
 from tests.helpers import Server, free_port
 
 EXAMPLES = marked_examples()
@@ -142,3 +150,12 @@ def test_training_config_table_matches_the_config() -> None:
                   for key in re.findall(r"`([a-z_.]+)`", row)}
     assert documented - fields == set(), "the table names keys the config does not have"
     assert fields - FROM_THE_DATA - documented == set(), "config keys missing from the table"
+
+
+@pytest.mark.parametrize(("page", "path", "flags"), documented_scripts(),
+                         ids=[f"{page}:{path}" for page, path, _ in documented_scripts()])
+def test_documented_scripts_and_flags_exist(page: str, path: str, flags: list[str]) -> None:
+    """A benchmark or script the docs run exists and defines each flag they pass it."""
+    source = (ROOT / path).read_text()
+    missing = [flag for flag in flags if f'"{flag}"' not in source]
+    assert not missing, f"{page}: {path} has no {missing}"
