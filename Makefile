@@ -40,7 +40,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy training export service bench gru_cli.py scripts/container_test.py
+	$(BIN)/mypy training export service bench gru_cli.py scripts/container_test.py scripts/docs_reference.py
 
 # Serving benchmark against baselines in one run (needs wrk: apt-get install -y wrk). DURATION: s per level.
 DURATION ?= 10

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # document the tree being built, not whatever is installed
     sys.path.insert(0, str(ROOT))
@@ -92,7 +94,6 @@ def type_name(annotation: Any) -> str:
 
 
 def field_default(field: Any) -> str:
-    from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
 
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
@@ -155,13 +156,11 @@ def errors_page() -> str:
     return "".join(out)
 
 
-def pydantic_models(root: type) -> list[type]:
+def pydantic_models(root: type[BaseModel]) -> list[type[BaseModel]]:
     """`root` and every pydantic model its fields hold, depth first, each once."""
-    from pydantic import BaseModel
+    found: list[type[BaseModel]] = []
 
-    found: list[type] = []
-
-    def visit(model: type) -> None:
+    def visit(model: type[BaseModel]) -> None:
         if model in found:
             return
         found.append(model)
@@ -182,7 +181,7 @@ def graph_io_rows(module: types.ModuleType) -> str:
                                module.STATE_OUTPUT))
 
 
-def type_link(annotation: Any, models: list[type]) -> str:
+def type_link(annotation: Any, models: list[type[BaseModel]]) -> str:
     """The type, with a link to the section of a nested model."""
     text = type_name(annotation)
     for model in models:
