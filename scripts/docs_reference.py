@@ -28,8 +28,8 @@ GENERATED = "<!-- generated from the code by scripts/docs_reference.py at build 
 
 
 def cell(text: object) -> str:
-    """One Markdown table cell: pipes escaped, no line breaks."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One Markdown table cell: pipes and angle brackets escaped (`<name>` is not HTML), no line breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def cli_parser() -> argparse.ArgumentParser:
@@ -102,8 +102,8 @@ def field_default(field: Any) -> str:
         return f"`{field.default_factory()}`"
     if field.default is PydanticUndefined:
         return "(required)"
-    if field.default is None:
-        return ""
+    if field.default is None or field.default == "":
+        return "(none)"
     return f"`{field.default}`"
 
 

@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session (0: ORT default)")
     allow_spinning: bool = Field(False, description="onnxruntime pool threads spin while waiting")
-    graph_optimization: Literal["basic", "extended", "all"] = "all"
+    graph_optimization: Literal["basic", "extended", "all"] = Field("all", description="onnxruntime graph "
+                                                                    "optimisation level")
     # HTTP limits (service/api/limits.py in ASGI, service/api/transport.py in the HTTP server).
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413 "
                                 "(compressed bodies: decoded size too)")
@@ -41,7 +42,8 @@ class Settings(BaseSettings):
                                         "after this long")
     max_connections: int = Field(2048, ge=1, description="open connections per worker process; more are "
                                  "answered 503 too_many_connections and closed (logged, rate-limited)")
-    max_sequences_per_request: int = Field(1024, gt=0)
+    max_sequences_per_request: int = Field(1024, gt=0, description="more in one request are refused (422, "
+                                           "v2: 400); the v2 model config's max_batch_size")
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
     max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load")
@@ -51,12 +53,13 @@ class Settings(BaseSettings):
                                      "0: no limit")
     model_batching: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="address to listen on; beyond loopback, set tokens")
+    port: int = Field(8000, description="HTTP port (REST, v2)")
     grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on "
                            "this port too (0: off; the image sets 8001, Triton's gRPC port)")
     workers: int = Field(1, ge=0, description="uvicorn worker processes; 0: one per CPU core")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least severe level "
+                                                                     "logged")
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (~30 us each)")
     # Model repository: versions and hot reload.
@@ -66,9 +69,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(5.0, ge=0, description="rescan the repository every N s (0: never)")
     # Auth: comma-separated bearer tokens, or files with one token per line.
     api_tokens: str = Field("", repr=False, description="tokens for inference and metadata endpoints")
-    api_tokens_file: Path | None = None
+    api_tokens_file: Path | None = Field(None, description="a file of API tokens, one per line")
     admin_tokens: str = Field("", repr=False, description="tokens for /v2/repository/* (load, unload)")
-    admin_tokens_file: Path | None = None
+    admin_tokens_file: Path | None = Field(None, description="a file of admin tokens, one per line")
     open_health: bool = Field(True, description="health endpoints need no token")
     open_metrics: bool = Field(True, description="/metrics needs no token")
     shutdown_timeout_s: float = Field(
