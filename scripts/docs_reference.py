@@ -136,8 +136,10 @@ def settings_page() -> str:
 def errors_page() -> str:
     from service.api import errors
 
+    table = errors.ERROR_TABLE
+    source = Path(inspect.getfile(type(next(iter(table.values()))))).relative_to(ROOT)  # where it is defined
     out = ["# Errors\n\n", GENERATED,
-           "Every error is JSON and has a code. One table (`service/api/errors.py`) maps each code to its "
+           f"Every error is JSON and has a code. One table (`{source}`) maps each code to its "
            "HTTP status on the native API and on the Open Inference Protocol routes (`/v2/...`), and to "
            "its gRPC status. The bodies:\n\n",
            "- native: `{\"error\": {\"code\", \"message\", \"field\", \"request_id\"}}`\n",
@@ -151,7 +153,7 @@ def errors_page() -> str:
            "column, and the code and field also in the trailing metadata (`gru-error-code`, "
            "`gru-error-field`).\n\n",
            "| code | native | v2 | gRPC | when |\n|---|---:|---:|---|---|\n"]
-    for code, kind in errors.ERROR_TABLE.items():
+    for code, kind in table.items():
         out.append(f"| `{code}` | {kind.status} | {kind.v2_status} | {kind.grpc} | {cell(kind.meaning)} |\n")
     return "".join(out)
 

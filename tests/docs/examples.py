@@ -153,3 +153,19 @@ def mismatches(expected: Any, actual: Any, path: str = "$", key: str = "") -> li
         return [] if ok else [f"{path}: {actual!r} is not a number"]
     return [] if actual == expected and type(actual) is type(expected) else [
         f"{path}: {actual!r}, documented {expected!r}"]
+
+
+TREE_PATH = re.compile(r"(?<![\w./-])((?:training|export|service|bench|scripts|tests|deploy|configs|examples)"
+                       r"/[\w./-]*[\w/])")
+
+
+def repository_paths() -> list[tuple[str, str]]:
+    """(page, path) of every file or folder of the repository the docs name in inline code, e.g.
+    `service/batching.py` or `tests/e2e/`; generated outputs (bench/results/) are not in the tree."""
+    found = []
+    for page in PAGES:
+        for code in re.findall(r"`([^`\n]+)`", page.read_text()):
+            for path in TREE_PATH.findall(code):
+                if not path.startswith("bench/results"):
+                    found.append((str(page.relative_to(ROOT)), path))
+    return sorted(set(found))

@@ -24,6 +24,7 @@ from tests.docs.examples import (
     json_documents,
     marked_examples,
     mismatches,
+    repository_paths,
 )
 from tests.helpers import Server, free_port
 
@@ -159,3 +160,17 @@ def test_documented_scripts_and_flags_exist(page: str, path: str, flags: list[st
     source = (ROOT / path).read_text()
     missing = [flag for flag in flags if f'"{flag}"' not in source]
     assert not missing, f"{page}: {path} has no {missing}"
+
+
+@pytest.mark.parametrize(("page", "path"), repository_paths(),
+                         ids=[f"{page}:{path}" for page, path in repository_paths()])
+def test_named_files_exist(page: str, path: str) -> None:
+    """A file or folder the docs point at is there (a module renamed or moved leaves no stale pointer)."""
+    assert (ROOT / path).exists(), f"{page} names {path}, which is not in the repository"
+
+
+def test_readme_is_a_front_page() -> None:
+    """Short, with the two quick-start commands as CI and newcomers run them; the manual is docs/."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert "\nmake run " in readme and "\nmake test " in readme and ".venv/bin" in readme
