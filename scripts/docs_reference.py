@@ -108,9 +108,17 @@ def field_default(field: Any) -> str:
 
 
 def source_comments(cls: type) -> dict[str, str]:
-    """`name: type = ...  # comment` lines of a class body: the comment, per field."""
-    found = re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(cls), re.MULTILINE)
-    return {name: comment.strip() for name, comment in found}
+    """Per field of a class body, its comment: `name: type = ...  # this`, or the `# lines` just above."""
+    found, above = {}, []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        if (comment := re.match(r"\s+#\s*(.*)$", line)):
+            above.append(comment[1])
+        elif (field := re.match(r"\s+(\w+):[^#]*(?:#\s*(.+))?$", line)):
+            found[field[1]] = field[2] or " ".join(above)
+            above = []
+        else:
+            above = []
+    return {name: comment.strip() for name, comment in found.items() if comment}
 
 
 def settings_page() -> str:

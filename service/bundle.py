@@ -45,23 +45,23 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    name: str
+    name: str  # the graph's input or output name
     dtype: Literal["float32", "int32", "int64"] = "float32"
     shape: list[int | str]  # ints are fixed; strings name dynamic axes ("batch", "time")
 
 
 class OnnxSpec(_Strict):
-    file: str = "model.onnx"
-    sha256: str
-    opset: int
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    file: str = "model.onnx"  # the graph, beside the manifest
+    sha256: str  # of the graph file: a changed graph is refused
+    opset: int  # ONNX opset the graph was exported with
+    inputs: list[TensorSpec]  # x, state and lengths (a graph may lack lengths: then one length per run)
+    outputs: list[TensorSpec]  # output and next_state
 
 
 class GRUSpec(_Strict):
     hidden_size: int = Field(gt=0)
     num_layers: int = Field(ge=1)
-    bidirectional: bool
+    bidirectional: bool  # a bidirectional model cannot stream
     linear_before_reset: Literal[0, 1] = Field(
         description="1: reset gate applied after the hidden matmul (torch.nn.GRU, cuDNN); "
         "0: before it (Cho et al. 2014)"
@@ -94,25 +94,25 @@ class StateSpec(_Strict):
 
 
 class StreamingSpec(_Strict):
-    supported: bool
+    supported: bool  # whether /stream and v2 sequences serve this model
     reason: str | None = None  # why not, when not supported
 
 
 class TrainingInfo(_Strict):
     """What training knew that the service uses (warm-up length) or reports (metrics)."""
 
-    dataset: str = ""
+    dataset: str = ""  # what it was trained on
     seed: int | None = None
-    best_epoch: int | None = None
-    test_metrics: dict[str, Any] = Field(default_factory=dict)
-    max_train_length: int = Field(default=8, ge=1)
+    best_epoch: int | None = None  # the epoch whose weights were exported
+    test_metrics: dict[str, Any] = Field(default_factory=dict)  # as in the run's test_metrics.json
+    max_train_length: int = Field(default=8, ge=1)  # longest training sequence: the warm-up length
     ragged: bool = False  # the training data held sequences of different lengths
 
 
 class InputSpec(_Strict):
-    features: list[str] = Field(min_length=1)
-    min_length: int = Field(default=1, ge=1)
-    max_length: int = Field(ge=1)
+    features: list[str] = Field(min_length=1)  # one name per input feature, in order
+    min_length: int = Field(default=1, ge=1)  # steps a request's sequence may have, at least
+    max_length: int = Field(ge=1)  # and at most
 
     @property
     def num_features(self) -> int:
@@ -122,10 +122,10 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     # step_: [batch, time, labels]; probability: [batch, 1], a binary task's P(positive_label)
     kind: Literal["probabilities", "forecast", "step_probabilities", "probability"]
-    size: int = Field(gt=0)
+    size: int = Field(gt=0)  # values per answer (labels, or the forecast horizon)
     labels: list[str] | None = None  # classification and tagging
     positive_label: str | None = None  # kind "probability": the label whose probability the graph gives
-    description: str
+    description: str  # what the output means, in words
 
     @model_validator(mode="after")
     def _binary_names_both_classes(self) -> OutputSpec:
@@ -147,11 +147,11 @@ class OutputSpec(_Strict):
 
 class NormalizationSpec(_Strict):
     location: Literal["graph"] = "graph"  # applied inside model.onnx; the service adds nothing
-    window_scaling: bool
-    scale_feature: int | None = None
-    feature_mean: list[float]
+    window_scaling: bool  # forecasting: each window scaled by its mean level (cannot stream)
+    scale_feature: int | None = None  # the feature whose window mean scales it
+    feature_mean: list[float]  # the training split's, per feature (applied in the graph)
     feature_std: list[float]
-    target_mean: list[float]
+    target_mean: list[float]  # regression and forecasting: answers come back in original units
     target_std: list[float]
 
 
@@ -167,9 +167,9 @@ class ParitySpec(_Strict):
 
 class Manifest(_Strict):
     schema_version: Literal[3] = 3  # SCHEMA_VERSION
-    name: str = Field(pattern=NAME_PATTERN.pattern)
-    version: int = Field(ge=1)
-    task: Literal["classification", "regression", "tagging"]
+    name: str = Field(pattern=NAME_PATTERN.pattern)  # must match the model's folder name
+    version: int = Field(ge=1)  # must match the version folder's name
+    task: Literal["classification", "regression", "tagging"]  # forecasting: regression, output.kind forecast
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec
@@ -179,7 +179,7 @@ class Manifest(_Strict):
     normalization: NormalizationSpec
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     parity: ParitySpec
-    checkpoint_sha256: str
+    checkpoint_sha256: str  # of the training checkpoint it was exported from
     created_at: datetime
 
     def to_json(self) -> str:
