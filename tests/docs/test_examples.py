@@ -174,3 +174,11 @@ def test_readme_is_a_front_page() -> None:
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 250
     assert "\nmake run " in readme and "\nmake test " in readme and ".venv/bin" in readme
+
+
+def test_readme_links_resolve() -> None:
+    """mkdocs --strict checks the site's links; the README is outside it, so its links are checked here."""
+    import re
+
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert links and [link for link in links if not (ROOT / link).exists()] == []
