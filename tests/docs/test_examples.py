@@ -114,7 +114,7 @@ def test_command_line_parses(where: str, argv: list[str]) -> None:
         pytest.fail(f"{where}: `gru {' '.join(argv)}` does not parse (exit {exit_.code})")
 
 
-def documented_overrides() -> list[tuple[str, str, list[str]]]:
+def documented_overrides() -> list[tuple[str, str | None, list[str]]]:
     """(where, config file or None, --set overrides) of every documented `gru train` / `gru tune`."""
     found = []
     for where, argv in COMMANDS:
@@ -132,8 +132,8 @@ def test_documented_config_overrides_validate(where: str, config: str | None, se
     """`--set section.key=value` names a real key with a valid value (and `--config` a file that ships)."""
     from training.config import load_config
 
-    shipped = config is not None and (ROOT / config).exists()
-    load_config(ROOT / config if shipped else None, sets)
+    shipped = ROOT / config if config is not None and (ROOT / config).exists() else None
+    load_config(shipped, sets)
 
 
 # Config fields a user does not set: filled in from the data, or the run's plumbing.
@@ -144,9 +144,11 @@ FROM_THE_DATA = {"model.input_size", "model.task", "model.output_size", "model.w
 
 def test_training_config_table_matches_the_config() -> None:
     """docs/guides/training.md's configuration table names every key a user sets, and no other."""
+    from pydantic import BaseModel
+
     from training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
-    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+    sections: dict[str, type[BaseModel]] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
     fields = {name for name in TrainConfig.model_fields if name not in sections}
     fields |= {f"{section}.{name}" for section, config in sections.items() for name in config.model_fields}
     table = (ROOT / "docs/guides/training.md").read_text().split("## Configuration", 1)[1].split("\n## ")[0]
