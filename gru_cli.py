@@ -12,7 +12,7 @@ COMMANDS = {
     "tune": ("training.tune", "search hyperparameters with Optuna; write the best config", "tune"),
     "export": ("export.cli", "export a checkpoint to a verified ONNX model bundle", "export"),
     "import": ("export.import_cli", "build a bundle from an ONNX GRU graph trained elsewhere", "export"),
-    "serve": ("service.cli", "serve a model repository over REST", "serve"),
+    "serve": ("service.cli", "serve a model repository over REST (and gRPC)", "serve"),
     "predict": ("service.client", "send sequences to a running server and print the answer", "serve"),
 }
 

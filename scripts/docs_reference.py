@@ -62,7 +62,7 @@ def cli_page() -> str:
     out = ["# Command line: `gru`\n\n", GENERATED, f"{gru_cli.__doc__.strip()}\n\n",
            "Errors a user can fix are one `gru <command>: error: ...` line and exit code 2.\n\n"]
     for name, sub in subcommands(cli_parser()).items():
-        usage = sub.format_usage().removeprefix("usage: ").strip()
+        usage = sub.format_usage().removeprefix("usage: ").replace("\n" + " " * len("usage: "), "\n").strip()
         out += [f"## gru {name}\n\n{sub.description}\n\n```text\n{usage}\n```\n\n",
                 "| argument | default | meaning |\n|---|---|---|\n"]
         for action in sub._actions:
