@@ -169,7 +169,7 @@ class Manifest(_Strict):
     schema_version: Literal[3] = 3  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)  # must match the model's folder name
     version: int = Field(ge=1)  # must match the version folder's name
-    task: Literal["classification", "regression", "tagging"]  # forecasting: regression, output.kind forecast
+    task: Literal["classification", "regression", "tagging"]
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec
