@@ -167,8 +167,8 @@ class ParitySpec(_Strict):
 
 class Manifest(_Strict):
     schema_version: Literal[3] = 3  # SCHEMA_VERSION
-    name: str = Field(pattern=NAME_PATTERN.pattern)  # must match the model's folder name
-    version: int = Field(ge=1)  # must match the version folder's name
+    name: str = Field(pattern=NAME_PATTERN.pattern)
+    version: int = Field(ge=1)
     task: Literal["classification", "regression", "tagging"]
     inputs: InputSpec
     output: OutputSpec
