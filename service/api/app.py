@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
     logs.capture_warnings()  # in every worker process: Python warnings become JSON log lines
+    metrics.set_build_info()
     requests = RequestLog(settings.access_log)  # access log lines and request metrics, written in batches
 
     @asynccontextmanager
