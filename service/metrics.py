@@ -89,11 +89,15 @@ def set_build_info() -> None:
     built, or the checkout's HEAD), onnxruntime's and Python's versions."""
     import onnxruntime
 
+    BUILD_INFO.labels(package_version(), git_commit(), onnxruntime.__version__,
+                      platform.python_version()).set(1)
+
+
+def package_version() -> str:
     try:
-        version = importlib.metadata.version("gru-serve")
+        return importlib.metadata.version("gru-serve")
     except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    BUILD_INFO.labels(version, git_commit(), onnxruntime.__version__, platform.python_version()).set(1)
+        return "unknown"
 
 
 @functools.cache
