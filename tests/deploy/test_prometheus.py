@@ -16,6 +16,7 @@ import yaml
 
 from service.metrics import git_commit
 from tests.deploy.promql import exported_names, metric_names
+from tests.deploy.test_grafana import dashboard_exprs, fill_variables
 from tests.helpers import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +44,6 @@ def test_promtool_unit_tests_of_the_alerts() -> None:
 def rule_exprs() -> list[str]:
     groups = yaml.safe_load((RULES / "rules.yml").read_text())["groups"]
     return [rule["expr"] for group in groups for rule in group["rules"]]
-
-
-@pytest.fixture(scope="module")
-def gru(repository: Path):
-    running = Server(repository).start()
-    yield running
-    running.stop()
 
 
 def test_rules_read_only_exported_metrics(gru: Server) -> None:
@@ -91,7 +85,7 @@ class Prometheus:
             try:
                 if found := self.query(expr):
                     return found
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):  # not listening yet, or "Service Unavailable"
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"{expr} gave nothing within {timeout} s")
@@ -135,5 +129,9 @@ def test_prometheus_scrapes_gru_serve_and_evaluates_the_rules(gru: Server, tmp_p
         assert len(evaluated) == 18 and all(rule["health"] == "ok" for rule in evaluated), evaluated
         alerts = {rule["name"]: rule["state"] for rule in evaluated if rule["type"] == "alerting"}
         assert set(alerts.values()) == {"inactive"}, alerts  # a healthy server with its models loaded
+        # The dashboard's queries are valid PromQL, and give values but where nothing happened yet.
+        empty = {title for title, expr in dashboard_exprs() if not prometheus.query(fill_variables(expr))}
+        assert empty == {"Load failures (increase)", "Streaming sessions",
+                         "Connections refused / s (HTTP limits)"}
     finally:
         prometheus.stop()
