@@ -119,20 +119,21 @@ def end(request: RequestTrace, context: logs.RequestContext | None, status: int,
     """The request's answer is sent with `status` (gRPC: REST's status for the outcome): its decode (if it
     failed before the queue) and render spans, and the request span itself, with what the log context
     learnt (model, version, request id). A server error (5xx) marks the span an error."""
-    from opentelemetry.trace import Status, StatusCode
-
-    now = time.perf_counter()
-    if request.queued_at is None and request.decode_from is not None and status >= 400:
-        _child(request, "decode", request.decode_from, now, {})  # refused while decoding
-    if request.answered_at is not None:
-        _child(request, "render", request.answered_at, now, {})
     span = request.span
-    if context is not None:
-        span.set_attributes({"gru.request_id": context.request_id, **_model_attributes(context)})
-    span.set_attributes(attributes)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-    span.end()
+    if span.is_recording():  # not sampled: nothing to record
+        from opentelemetry.trace import Status, StatusCode
+
+        now = time.perf_counter()
+        if request.queued_at is None and request.decode_from is not None and status >= 400:
+            _child(request, "decode", request.decode_from, now, {})  # refused while decoding
+        if request.answered_at is not None:
+            _child(request, "render", request.answered_at, now, {})
+        if context is not None:
+            span.set_attributes({"gru.request_id": context.request_id, **_model_attributes(context)})
+        span.set_attributes(attributes)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
     if request.tokens is not None:
         current.reset(request.tokens[0])
         logs.trace_id.reset(request.tokens[1])
