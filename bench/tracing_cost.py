@@ -3,7 +3,8 @@
 Starts `gru serve` (one worker, the `small` bench model, bench/models.py) side by side with tracing off,
 on with every request sampled, and on with 1% sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio),
 each exporting over OTLP/gRPC to a receiver in this process (opentelemetry-proto's TraceService), and with
-`--baseline` also the `gru serve` of another checkout (e.g. `git worktree add /tmp/before <commit>`).
+`--baseline` also the `gru serve` of another checkout (e.g. `git worktree add /tmp/before <commit>`);
+`--only off,baseline` runs some of them.
 wrk drives them in interleaved rounds (32 clients, one-sequence native predict; the order alternates
 every round), so that load from elsewhere on the machine falls on all of them alike.
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round and server")
     parser.add_argument("--baseline", type=Path, help="another checkout's tree to compare with (tracing off)")
+    parser.add_argument("--only", help="the servers to run, comma-separated (default: all): off,baseline")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gru-bench")
     parser.add_argument("--results", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict[str, float]]] = {}
     try:
         for name, env in servers(receiver, args.baseline).items():
+            if args.only and name.split(" (")[0] not in args.only.split(","):
+                continue
             running[name] = serving("gru-serve", args.work, 1, env)
             rows[name] = []
         for round_ in range(args.rounds):

@@ -88,8 +88,8 @@ class RequestLog:
                         last_success[(model, version)] = at
         for labels, count in counts.items():
             metrics.REQUESTS.labels(*labels).inc(count)
-        for labels3, values in durations.items():
-            metrics.observe_many(metrics.REQUEST_SECONDS.labels(*labels3), values)
+        for key, values in durations.items():
+            metrics.observe_many(metrics.REQUEST_SECONDS.labels(*key), values)
         for labels3, values in inferences.items():
             metrics.observe_many(metrics.INFERENCE_REQUESTS.labels(*labels3), values)
         for labels2, at in last_success.items():
