@@ -20,7 +20,8 @@ class BatchConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore")
+    # populate_by_name: Settings(tracing_protocol=...) as well as its environment aliases
+    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore", populate_by_name=True)
 
     model_repository: Path = Field(Path("models"), description="folder of <name>/<version>/ bundles")
     execution_provider: Literal["cpu", "cuda", "auto"] = Field(
