@@ -152,6 +152,22 @@ def test_rest_request_is_traced_under_the_callers_span(traced: Server, receiver:
     assert access["trace_id"] == CALLER_TRACE
 
 
+def test_refused_requests_are_traced_too(traced: Server, receiver: GrpcReceiver) -> None:
+    """A body refused while decoding: its server span and a decode span, no queue; a 4xx is no error."""
+    trace = "5bf92f3577b34da6a3ce929d0e0e4736"
+    bad = httpx.post(f"{traced.url}/models/italy/predict", json={"sequences": [[[1, 2]]]},
+                     headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"})
+    assert bad.status_code == 422
+    spans = receiver.received.trace(trace, 2)
+    server, decode = sorted(spans, key=lambda s: s.kind != trace_pb2.Span.SPAN_KIND_SERVER)
+    assert server.parent_span_id.hex() == CALLER_SPAN and decode.name == "decode"
+    assert decode.parent_span_id == server.span_id
+    assert attributes(server)["http.response.status_code"] == 422
+    assert server.status.code == trace_pb2.Status.STATUS_CODE_UNSET
+    time.sleep(0.3)  # nothing more arrives for it
+    assert len(receiver.received.trace(trace, 2)) == 2
+
+
 def test_grpc_call_is_traced_from_its_metadata(traced: Server, receiver: GrpcReceiver) -> None:
     trace = "0af7651916cd43dd8448eb211c80319c"
     client = triton_grpc.InferenceServerClient(f"127.0.0.1:{traced.env['GRU_GRPC_PORT']}")
