@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.runtime import InferenceError, ModelRuntime, pad_batch
 from service.settings import BatchConfig
 
@@ -65,6 +65,7 @@ class Work:
     next_states: list[np.ndarray | None] = field(default_factory=list)
     result: Result | None = None
     error: Exception | None = None
+    trace: tracing.RequestTrace | None = None  # the request's, while tracing is on (service/tracing.py)
 
     def answer(self, tagging: bool) -> None:
         """All runs done: the rows in request order, unless one of them failed."""
@@ -131,6 +132,8 @@ class Scheduler:
         count = len(sequences)
         self.check_room(count)
         work = Work(sequences, states, self._loop.create_future())
+        if tracing.enabled:
+            work.trace = tracing.queued(work.queued_at, count)
         with self._ready:
             if self._stopped:
                 raise SchedulerStopped(f"model {self.runtime.manifest.name!r} version "
@@ -139,7 +142,10 @@ class Scheduler:
             self._queue.append(work)
             self._queued += count
             self._ready.notify()
-        return await work.future
+        result = await work.future
+        if work.trace is not None:
+            tracing.answered(work.trace)
+        return result
 
     # --- the inference thread ---------------------------------------------------------------------
 
@@ -161,7 +167,10 @@ class Scheduler:
             self._observe(batch)
             started = time.perf_counter()
             self._run(batch)
-            self._learn_rate(batch, time.perf_counter() - started)
+            ended = time.perf_counter()
+            if tracing.enabled:
+                tracing.batch_ran(self.runtime.manifest, batch, started, ended)
+            self._learn_rate(batch, ended - started)
             self._deliver_soon(batch)
             busy = True
         self._loop.call_soon_threadsafe(self._ended.set_result, None)

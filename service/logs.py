@@ -11,14 +11,17 @@ import os
 import re
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-CONTEXT_FIELDS = ("request_id", "model", "version", "status", "duration_ms", "method", "path")
+CONTEXT_FIELDS = ("request_id", "trace_id", "model", "version", "status", "duration_ms", "method", "path")
+# The OpenTelemetry trace id (32 hex digits) of the request being served, while tracing is on
+# (service/tracing.py sets it around each request); unset, None.
+trace_id: ContextVar[str | None] = ContextVar("gru_trace_id", default=None)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class RequestContext:
     path: str = ""
     model: str | None = None
     version: int | None = None
+    trace_id: str | None = field(default_factory=trace_id.get)
 
 
 current: ContextVar[RequestContext | None] = ContextVar("gru_request", default=None)

@@ -4,7 +4,8 @@ With several uvicorn workers, `gru serve` sets PROMETHEUS_MULTIPROC_DIR (prometh
 multiprocess mode) before the workers start, so /metrics sums every worker's samples; gauges say how
 they combine across workers (`multiprocess_mode`).
 
-Fed here: requests, latency, compute time, sequences per request, session-run batch sizes, load state.
+Fed here: requests, latency, compute time, sequences per request, session-run batch sizes, load state,
+build info (set once per worker by the app).
 Fed by other parts: queue depth, queue wait and padding (the scheduler), live streaming sessions
 (streaming) — the names are fixed here so dashboards do not change.
 
@@ -17,10 +18,15 @@ scheduler's); reading the metrics (`registry`) flushes this process's first.
 from __future__ import annotations
 
 import bisect
+import functools
+import importlib.metadata
 import os
+import platform
+import subprocess
 import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import (
@@ -43,7 +49,7 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 REQUESTS = Counter("gru_requests", "HTTP requests answered", ["model", "version", "api", "status"])
 REQUEST_SECONDS = Histogram("gru_request_duration_seconds", "Whole-request latency, parse to answer",
-                            ["model", "api"], buckets=LATENCY_BUCKETS)
+                            ["model", "version", "api"], buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("gru_requests_in_flight", "Requests being served now (health and metrics excluded)",
                   multiprocess_mode="livesum")
 COMPUTE_SECONDS = Histogram("gru_inference_compute_seconds", "onnxruntime session.run time per call",
@@ -71,8 +77,41 @@ LAST_INFERENCE = Gauge("gru_last_inference_timestamp_seconds", "Unix time of the
                        "successful inference request", ["model", "version"], multiprocess_mode="max")
 CONNECTIONS_REFUSED = Counter("gru_connections_refused", "Connections answered and closed by an HTTP limit "
                               "(too_many_connections, headers_too_large, header_timeout)", ["reason"])
+BUILD_INFO = Gauge("gru_build_info", "Always 1: what this server runs (gru-serve version, git commit or "
+                   "'unknown', onnxruntime and Python versions)",
+                   ["version", "git_commit", "onnxruntime", "python"], multiprocess_mode="max")
 STREAMING_SESSIONS = Gauge("gru_streaming_sessions", "Live server-held streaming sessions", ["model"],
                            multiprocess_mode="livesum")
+
+
+def set_build_info() -> None:
+    """gru_build_info: the package version, the git commit (GRU_GIT_COMMIT, e.g. set when an image is
+    built, or the checkout's HEAD), onnxruntime's and Python's versions."""
+    import onnxruntime
+
+    BUILD_INFO.labels(package_version(), git_commit(), onnxruntime.__version__,
+                      platform.python_version()).set(1)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("gru-serve")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def git_commit() -> str:
+    """GRU_GIT_COMMIT, else the HEAD of the checkout this code runs from, else 'unknown' (an image holds no
+    .git folder)."""
+    if os.environ.get("GRU_GIT_COMMIT"):
+        return os.environ["GRU_GIT_COMMIT"]
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
 
 
 def observe_many(metric: Histogram | Summary, values: Iterable[float]) -> None:

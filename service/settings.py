@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,7 +20,8 @@ class BatchConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore")
+    # populate_by_name: Settings(tracing_protocol=...) as well as its environment aliases
+    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore", populate_by_name=True)
 
     model_repository: Path = Field(Path("models"), description="folder of <name>/<version>/ bundles")
     execution_provider: Literal["cpu", "cuda", "auto"] = Field(
@@ -62,6 +63,15 @@ class Settings(BaseSettings):
                                                                      "logged")
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line")
     access_log: bool = Field(True, description="one log line per request (~30 us each)")
+    # OpenTelemetry (service/tracing.py); the standard OTEL_* variables set the rest (sampler, service name).
+    tracing: bool = Field(False, description="export a trace of each request over OTLP (needs the tracing "
+                          "extra); off: tracing costs nothing")
+    tracing_endpoint: str = Field("", description="OTLP endpoint (grpc: http://host:4317; http/protobuf: "
+                                  "http://host:4318/v1/traces); empty: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+                                  "OTEL_EXPORTER_OTLP_ENDPOINT or the exporter's localhost default")
+    tracing_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc", description="OTLP transport", validation_alias=AliasChoices(
+            "GRU_TRACING_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"))
     # Model repository: versions and hot reload.
     version_policy: str = Field(
         "latest:1", description="which versions to serve: 'latest:N', 'all' or 'specific:1,3'; a model's "

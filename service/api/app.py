@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import logs, metrics
+from service import logs, metrics, tracing
 from service.api.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.api.errors import install_error_handlers
 from service.api.inference import InferenceFront, LoadShedder, Refusals, document
@@ -28,6 +28,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
+from service.api.traced import TracedHTTP
 from service.batching import SchedulerPool
 from service.repository import Hook, Repository
 from service.settings import Settings
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
     logs.capture_warnings()  # in every worker process: Python warnings become JSON log lines
+    metrics.set_build_info()
+    tracing.configure(settings)  # GRU_TRACING: a tracer per worker process
     requests = RequestLog(settings.access_log)  # access log lines and request metrics, written in batches
 
     @asynccontextmanager
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
             await run_in_threadpool(repository.close)
             requests.flush()
             metrics.mark_worker_exit()
+            tracing.shutdown()  # the last spans exported
             log.info("stopped")
 
     app = Service(
@@ -104,6 +108,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     answer = RequestLimits(answer, settings=settings)
     answer = RequestMiddleware(answer, authenticator=authenticator, requests=requests, router=app.router)
     app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
+    if tracing.enabled:  # only then: while off, tracing costs nothing per request
+        app.front = TracedHTTP(app.front)
     install_error_handlers(app)
     for module in (health, models, v2, repository_routes, metrics_routes):
         app.include_router(module.router)

@@ -69,7 +69,7 @@ class RequestLog:
     @staticmethod
     def _count(answered: list[Answered]) -> None:
         counts: Counter[tuple[str, str, str, str]] = Counter()
-        durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        durations: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
         inferences: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
         last_success: dict[tuple[str, str], float] = {}
         for at, context, status, duration in answered:
@@ -81,15 +81,15 @@ class RequestLog:
             api = api_of(path)
             counts[(model, version, api, str(status))] += 1
             if model:
-                durations[(model, api)].append(duration)
+                durations[(model, version, api)].append(duration)
                 if path.endswith(INFERENCE_SUFFIXES):  # for the v2 statistics (service/api/v2_model.py)
                     inferences[(model, version, "success" if status == 200 else "fail")].append(duration)
                     if status == 200:
                         last_success[(model, version)] = at
         for labels, count in counts.items():
             metrics.REQUESTS.labels(*labels).inc(count)
-        for (model, api), values in durations.items():
-            metrics.observe_many(metrics.REQUEST_SECONDS.labels(model, api), values)
+        for key, values in durations.items():
+            metrics.observe_many(metrics.REQUEST_SECONDS.labels(*key), values)
         for labels3, values in inferences.items():
             metrics.observe_many(metrics.INFERENCE_REQUESTS.labels(*labels3), values)
         for labels2, at in last_success.items():
@@ -124,6 +124,8 @@ class AccessRecord(logging.LogRecord):
                       duration_ms=round(duration * 1000, 3))
         if context.model is not None:
             fields.update(model=context.model, version=context.version)
+        if context.trace_id is not None:
+            fields["trace_id"] = context.trace_id
 
 
 _TEMPLATE = vars(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", (), None))

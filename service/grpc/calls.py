@@ -22,7 +22,7 @@ import grpc
 import orjson
 from starlette.datastructures import State
 
-from service import logs
+from service import logs, tracing
 from service.api.auth import Authenticator, Denial
 from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
 from service.api.middleware import GRPC_PREFIX
@@ -82,6 +82,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     """One call (quiet: a probe, logged at debug and not counted). An error in it becomes a Failure: the
     call is aborted with its gRPC status, or (abort=False: a request on a stream) the Failure is raised."""
     metadata = dict(context.invocation_metadata() or ())
+    traced = tracing.begin_grpc(metadata, method) if tracing.enabled and not quiet else None
     call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
                                method="gRPC", path=SERVICE + method)
     token = logs.current.set(call)
@@ -99,6 +100,9 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         if not quiet:
             state.requests.in_flight -= 1
         account(state, call, refused, time.perf_counter() - started, quiet)
+        if traced is not None:
+            tracing.end_grpc(traced, call, refused.status if refused else 200,
+                             refused.grpc_status if refused else grpc.StatusCode.OK)
         logs.current.reset(token)
     if refused is not None:
         if not abort:
