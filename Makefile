@@ -1,4 +1,4 @@
-# Task runner. Quick start: `make run` (install, train, export, serve) and `make test` (install, test).
+# Task runner. Quick start: `make run` (install, train, export, serve) and `make test` (dev tools, test).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
