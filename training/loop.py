@@ -54,18 +54,20 @@ def seed_everything(seed: int, threads: int, device: torch.device | None = None)
     torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
 
 
-def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False) -> FitResult:
+def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False,
+        quiet: bool = False) -> FitResult:
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
-    batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
+    batch; only rank 0 writes files and returns test metrics (others return empty ones). quiet: do not
+    print what the run chose (a tuning trial)."""
     ctx = distributed.setup(config.optim.device)
     try:
-        return _fit(config, ctx, on_epoch, resume)
+        return _fit(config, ctx, on_epoch, resume, quiet)
     finally:
         distributed.teardown()
 
 
 def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
-         resume: bool) -> FitResult:
+         resume: bool, quiet: bool) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
@@ -73,7 +75,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
-    if ctx.is_main:
+    if ctx.is_main and not quiet:
         print("\n".join(chosen), flush=True)
     model = GRUModel(config.model)
     targets = train.y if data.task == "regression" else None
