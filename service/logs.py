@@ -18,18 +18,20 @@ from typing import Any
 import orjson
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-CONTEXT_FIELDS = ("request_id", "model", "version", "status", "duration_ms", "method", "path")
+CONTEXT_FIELDS = ("request_id", "model", "version", "status", "error", "duration_ms", "method", "path")
 
 
 @dataclass
 class RequestContext:
-    """Filled by the middleware (id, method, path) and the route (model, version); read by every log line."""
+    """Filled by the middleware (id, method, path), the route (model, version) and an error answer (its
+    code); read by every log line."""
 
     request_id: str
     method: str = ""
     path: str = ""
     model: str | None = None
     version: int | None = None
+    error: str | None = None
 
 
 current: ContextVar[RequestContext | None] = ContextVar("gru_request", default=None)
@@ -65,6 +67,12 @@ def note_model(name: str, version: int) -> None:
     context = current.get()
     if context is not None:
         context.model, context.version = name, version
+
+
+def note_error(code: str) -> None:
+    context = current.get()
+    if context is not None:
+        context.error = code
 
 
 class JsonFormatter(logging.Formatter):

@@ -124,6 +124,8 @@ class AccessRecord(logging.LogRecord):
                       duration_ms=round(duration * 1000, 3))
         if context.model is not None:
             fields.update(model=context.model, version=context.version)
+        if context.error is not None:
+            fields["error"] = context.error
 
 
 _TEMPLATE = vars(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", (), None))
