@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
+    parser.add_argument("--mlflow", metavar="URI",
+                        help="log the run to this MLflow tracking server (default: MLFLOW_TRACKING_URI)")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.loop import fit
 
+    if args.mlflow:
+        os.environ["MLFLOW_TRACKING_URI"] = args.mlflow
     config = load_config(args.config, overrides_from(args))
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")

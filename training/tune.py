@@ -193,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.study and not args.storage:
         raise ValueError("--study names a study in --storage: give --storage too, e.g. sqlite:///study.db")
+    if args.mlflow:
+        raise ValueError("gru tune's trials are not logged to MLflow: train the best config with "
+                         "gru train --mlflow URI")
     base = load_config(args.config, overrides_from(args))
     if args.study and "name" not in base.model_fields_set:
         base.name = args.study  # every process of the study writes its trials into one run folder
