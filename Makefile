@@ -23,7 +23,7 @@ PIP_INSTALL = $(BIN)/pip install --quiet -c constraints.txt
 
 $(VENV)/.torch-$(TORCH): $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-deps --retries 1 $(TORCH_PIN)
+	$(BIN)/pip install --quiet --no-deps --force-reinstall --retries 1 $(TORCH_PIN)
 	rm -f $(VENV)/.torch-* && touch $@
 
 # `make run`: the runtime and training extras (train, export, serve); `make test`: the dev tools too.
