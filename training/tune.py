@@ -123,13 +123,23 @@ def open_storage(url: str | None) -> Any:
     append-only journal file (a shared file system without a database)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
-    if url is None or not url.startswith("journal:"):
-        return url
-    path = url.removeprefix("journal:").removeprefix("//")
-    if not path:
-        raise ValueError("--storage journal:PATH needs a file, e.g. journal:./study.log")
-    return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if url is None:
+        return None
+    if url.startswith("journal:"):
+        path = url.removeprefix("journal:").removeprefix("//")
+        if not path:
+            raise ValueError("--storage journal:PATH needs a file, e.g. journal:./study.log")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    for attempt in range(1, 6):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, OperationalError) as exc:  # e.g. another process creating the tables
+            if attempt == 5:
+                raise ValueError(f"--storage {url}: {str(exc).splitlines()[0]}") from None
+            time.sleep(0.5 * attempt)
+    return None
 
 
 def clean_config(config: TrainConfig, searched: set[str]) -> dict[str, Any]:

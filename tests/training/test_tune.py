@@ -108,3 +108,15 @@ def test_study_needs_a_storage(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["tune", "--study", "x", "--run-dir", str(tmp_path)]) == 2
     assert "--study names a study in --storage" in capsys.readouterr().err
 
+
+
+def test_processes_creating_one_database_at_once_all_join_it(tmp_path: Path) -> None:
+    """Optuna's first connection creates the tables; four processes doing it at once used to fail about
+    half the time (a UNIQUE constraint on alembic_version): open_storage retries."""
+    storage = f"sqlite:///{tmp_path / 'new.db'}"
+    code = ("import sys, optuna; from training.tune import open_storage; "
+            "optuna.create_study(storage=open_storage(sys.argv[1]), study_name='s', load_if_exists=True)")
+    processes = [subprocess.Popen([sys.executable, "-c", code, storage], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
