@@ -16,12 +16,17 @@ ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 # ---- serving venv: only service/ and gru_cli.py are copied, so only they are installed -------------------
 FROM ${BASE_IMAGE} AS serve-build
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md gru_cli.py ./
+COPY pyproject.toml README.md gru_cli.py requirements/serve.txt ./
 COPY service ./service
+# The serve extra's packages come from the lock (requirements/serve.txt, `make lock`): the same versions and
+# files, checked by hash, on every build; then the project itself, without resolving anything again.
 # Then out of the finished venv: pip and setuptools (the image never installs anything again) and the
 # packages' own test suites (34 MB: onnx's test models, numpy's tests), which nothing imports.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt '.[serve]' \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps \
+        -r serve.txt \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
  && find /opt/venv/lib -depth -type d \( -name tests -o -path '*/onnx/backend/test' \) -exec rm -rf {} +
 
@@ -31,8 +36,10 @@ COPY --from=serve-build /opt/venv /opt/venv
 # MODELS_DIR (a folder of the build context, e.g. models): baked into /models, read-only for the server.
 # Empty: models are mounted at /models at run time.
 ARG MODELS_DIR=""
+# gru has a home: onnxruntime's telemetry keeps its files under ~ and, without one, warns in plain text
+# before the first JSON log line.
 RUN --mount=type=bind,target=/context \
-    useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gru \
+    useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin gru \
  && mkdir -p /models \
  && if [ -n "$MODELS_DIR" ]; then cp -R "/context/$MODELS_DIR/." /models/ && chmod -R a+rX /models; fi
 ENV PATH=/opt/venv/bin:$PATH \
@@ -83,21 +90,23 @@ CMD ["gru", "--help"]
 FROM ${CUDA_BASE_IMAGE} AS serve-cuda
 ARG ONNXRUNTIME_GPU=onnxruntime-gpu==1.31.1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md gru_cli.py ./
+COPY pyproject.toml README.md gru_cli.py requirements/serve.txt ./
 COPY service ./service
-# onnxruntime and onnxruntime-gpu ship the same `onnxruntime` module: the serve extra brings the CPU one,
-# which is removed before the GPU one goes in.
+# onnxruntime and onnxruntime-gpu ship the same `onnxruntime` module: the lock brings the CPU one, which is
+# removed before the GPU one goes in.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt '.[serve]' \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps \
+        -r serve.txt \
+ && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  && /opt/venv/bin/pip uninstall --yes onnxruntime \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "${ONNXRUNTIME_GPU}" \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
  && find /opt/venv/lib -depth -type d \( -name tests -o -path '*/onnx/backend/test' \) -exec rm -rf {} + \
  && rm -rf /src \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gru \
+ && useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin gru \
  && mkdir -p /models && chown gru /models
 WORKDIR /
 ENV PATH=/opt/venv/bin:$PATH \

@@ -14,6 +14,8 @@ COMMANDS = {
     "import": ("export.import_cli", "build a bundle from an ONNX GRU graph trained elsewhere", "export"),
     "serve": ("service.cli", "serve a model repository over REST (and gRPC)", "serve"),
     "predict": ("service.client", "send sequences to a running server and print the answer", "serve"),
+    "pull": ("service.registry", "download a registered model version (MLflow) into a model repository",
+             "mlflow"),
 }
 
 

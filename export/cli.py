@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-parity-error", action="store_true",
                         help="write the bundle even if onnxruntime differs from PyTorch by more than the "
                         "tolerance (docs/guides/export.md); the manifest records the difference")
+    registry = parser.add_argument_group("MLflow", "also register the bundle in an MLflow model registry")
+    registry.add_argument("--register", metavar="NAME",
+                          help="register the bundle as a new version of the registered model NAME, logged to "
+                          "the MLflow run that trained it (if `gru train` tracked one); `gru pull` serves it")
+    registry.add_argument("--mlflow", metavar="URI",
+                          help="MLflow tracking server (default: MLFLOW_TRACKING_URI)")
     triton = parser.add_argument_group("Triton",
                                        "also write a Triton model-repository entry (onnxruntime backend)")
     triton.add_argument("--triton-repository", help="Triton repository folder: writes <name>/config.pbtxt "
@@ -31,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from export.bundle import export_checkpoint
 
+    if args.register:  # a missing server or extra is said before the export's work
+        from service.registry import client
+
+        client(args.mlflow)
     result = export_checkpoint(Path(args.checkpoint), Path(args.repository), args.name,
                                args.version, args.max_length, args.overwrite, args.accept_parity_error)
     parity = result.manifest.parity
@@ -39,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if parity.accepted_failure:
         print("warning: the difference is over the tolerance; written anyway (--accept-parity-error), "
               "and the manifest says so (parity.accepted_failure)")
+    if args.register:
+        from service.registry import register_bundle
+        from training.mlflow_run import stored_run_id
+
+        run_id = stored_run_id(Path(args.checkpoint).parent)
+        done = register_bundle(result.bundle_dir, args.register, run_id)
+        print(f"registered models:/{done.name}/{done.version} (MLflow run {done.run_id}"
+              f"{', the training run' if run_id else ''})")
     if args.triton_repository:
         from export.triton import TritonOptions, write_triton_entry
 

@@ -205,6 +205,33 @@ def image_checks(container: str) -> None:
     print("  HEALTHCHECK (GET /health/ready inside the container): healthy")
 
 
+def installed_as_locked(container: str) -> None:
+    """The image holds exactly the lock's packages at the lock's versions (requirements/serve.txt), and
+    the project: a rebuild gets the same set."""
+    probe = ("import importlib.metadata as m; "
+             "print('\\n'.join(sorted(f'{d.name.lower()}=={d.version}' for d in m.distributions())))")
+    found = set(podman("exec", container, "python3", "-c", probe).splitlines())
+    lock = (ROOT / "requirements" / "serve.txt").read_text()
+    pinned = {line.split(" ")[0].lower().replace("_", "-") for line in lock.splitlines() if "==" in line}
+    found = {name.replace("_", "-") for name in found if not name.startswith("gru-serve==")}
+    if found != pinned:
+        raise AssertionError(f"image and lock differ: only in the image {sorted(found - pinned)}, "
+                             f"only in the lock {sorted(pinned - found)}")
+    print(f"  installed packages = requirements/serve.txt ({len(pinned)} pins): ok")
+
+
+def logs_are_json(container: str) -> None:
+    """Every line the server wrote so far is JSON, the first included (no library's plain-text warning)."""
+    written = subprocess.run([*PODMAN, "logs", container], capture_output=True, text=True, check=True)
+    lines = [line for line in (written.stdout + written.stderr).splitlines() if line.strip()]
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            raise AssertionError(f"a log line is not JSON: {line!r}") from None
+    print(f"  {len(lines)} log lines, all JSON (the first: {lines[0][:60]}...): ok")
+
+
 def bad_request(url: str, name: str) -> None:
     status, answer = http(f"{url}/models/{name}/predict", {"sequences": [["not", "numbers"]]})
     if status != 422 or answer["error"]["code"] != "invalid_input":
@@ -265,6 +292,8 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
         raise AssertionError(f"server runs as root: uids {uids}")
     print(f"  server process (PID 1: {cmdline}) uid {uids[0]} (real/effective/saved/fs {uids}): non-root")
     image_checks(container)
+    installed_as_locked(container)
+    logs_are_json(container)
     bad_request(url, sorted(p.name for p in repo.iterdir() if p.is_dir())[0])
     print("  predictions, container vs in-process onnxruntime on the host:")
     worst = compare_predictions(url, repo)

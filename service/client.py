@@ -4,6 +4,10 @@ Sequences come from `--values` (one univariate sequence) or `--file`: a CSV in t
 use (long format: one row per series and step; `series_id`, `step`, one column per feature, named as in
 training; other columns, such as the label, are ignored) or JSON `{"sequences": [...]}`.
 
+A file's sequences go out as as many requests as the server's limits need (--max-sequences, --max-bytes:
+its defaults, GRU_MAX_SEQUENCES_PER_REQUEST and GRU_MAX_BODY_BYTES); their answers are printed as one. An
+error is one `gru predict: error:` line that says what to change.
+
 `predict()` is the same client for Python code: JSON by default, or (binary=True) the sequences as
 float32 steps (Content-Type: application/octet-stream, X-Shape, X-Lengths; README "Binary input"),
 which the server decodes without parsing text: about half the request's bytes and much less CPU."""
@@ -22,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_SEQUENCES, MAX_BYTES = 1024, 4 * 1024 * 1024  # the server's defaults (service/settings.py)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server address")
@@ -38,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-column", default="step", help="CSV: the time-step column (default: step)")
     parser.add_argument("--binary", action="store_true",
                         help="send the sequences as float32 steps (application/octet-stream), not JSON")
+    parser.add_argument("--max-sequences", type=int, default=MAX_SEQUENCES, metavar="N",
+                        help=f"sequences per request at most (default {MAX_SEQUENCES}: the server's default "
+                        "GRU_MAX_SEQUENCES_PER_REQUEST)")
+    parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
+                        help=f"request body bytes at most (default {MAX_BYTES}: the server's default "
+                        "GRU_MAX_BODY_BYTES)")
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
@@ -99,6 +111,31 @@ def model_features(url: str, model: str) -> list[str]:
         return list(json.loads(response.read())["inputs"]["features"])
 
 
+def split_requests(sequences: Sequence[Any], max_sequences: int, max_bytes: int, binary: bool
+                   ) -> list[list[Any]]:
+    """Consecutive runs of sequences whose request bodies stay within both limits."""
+    if max_sequences < 1 or max_bytes < 1:
+        raise ValueError("--max-sequences and --max-bytes must be at least 1")
+    empty = 0 if binary else len('{"sequences": []}')
+    chunks: list[list[Any]] = []
+    current: list[Any] = []
+    size, longest = empty, 0
+    for i, seq in enumerate(sequences):
+        # JSON: the sequence's text and ", "; binary: float32 values, every sequence padded to the longest
+        one = 4 * np.asarray(seq, dtype=np.float32).size if binary else len(json.dumps(seq)) + 2
+        grown = max(longest, one) * (len(current) + 1) if binary else size + one
+        if current and (len(current) == max_sequences or grown > max_bytes):
+            chunks.append(current)
+            current, size, longest = [], empty, 0
+            grown = one if binary else empty + one
+        if grown > max_bytes:
+            raise ValueError(f"sequence {i} alone makes a {grown}-byte request, over --max-bytes "
+                             f"{max_bytes}: raise both it and the server's GRU_MAX_BODY_BYTES")
+        current.append(seq)
+        size, longest = grown, max(longest, one)
+    return [*chunks, current]
+
+
 def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None]:
     """The request body, and the series ids of a CSV file (None otherwise)."""
     if args.values is not None:
@@ -149,19 +186,66 @@ def predict(url: str, model: str, sequences: Sequence[Any], binary: bool = False
 
 
 def run(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/")
     try:
         body, ids = build_body(args)
-        if not isinstance(body, dict) or "sequences" not in body:
+        if not isinstance(body, dict) or not isinstance(body.get("sequences"), list):
             raise ValueError('the input must be {"sequences": [...]}')
-        answer = predict(args.url, args.model, body["sequences"], args.binary)
+        answer: dict[str, Any] = {}
+        for chunk in split_requests(body["sequences"], args.max_sequences, args.max_bytes, args.binary):
+            part = predict(url, args.model, chunk, args.binary)
+            answer = answer or part
+            if part is not answer:
+                answer["predictions"] += part["predictions"]
     except urllib.error.HTTPError as exc:
-        print(exc.read().decode(errors="replace"), file=sys.stderr)
-        return 1
+        raise ValueError(explain_http_error(exc, url, args.model)) from None
     except urllib.error.URLError as exc:
-        print(f"gru predict: error: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
-        return 1
+        raise ValueError(explain_unreachable(exc.reason, url)) from None
+    except (ConnectionError, TimeoutError) as exc:  # the server closed or stalled mid-request
+        raise ValueError(explain_unreachable(exc, url)) from None
     if ids is not None:  # say which series each answer belongs to
         for series_id, prediction in zip(ids, answer.get("predictions", []), strict=False):
             prediction["series_id"] = series_id
     print(json.dumps(answer, indent=2))
     return 0
+
+
+def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str) -> str:
+    """One line from the server's JSON error (native or v2 form) and what to change."""
+    try:
+        error = json.loads(exc.read())["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {}
+    if isinstance(error, str):
+        error = {"message": error}
+    code, message = error.get("code", ""), error.get("message") or exc.reason
+    where = f" ({error['field']})" if error.get("field") else ""
+    fix = {
+        "model_not_found": f"available models: {available_models(url)} (--model NAME)",
+        "body_too_large": "the server's GRU_MAX_BODY_BYTES is below --max-bytes: pass a smaller --max-bytes",
+        "invalid_input": f"see GET {url}/models/{model} for the inputs it takes",
+        "queue_full": "the server is overloaded: retry later, or send fewer sequences at once",
+        "unauthorized": "this server needs a bearer token",
+    }.get(code, "")
+    if exc.code == 413 and not code:
+        fix = "pass a smaller --max-bytes or --max-sequences"
+    return f"HTTP {exc.code}{' ' + code if code else ''}{where}: {message}" + (f"; {fix}" if fix else "")
+
+
+def available_models(url: str) -> str:
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+            names = sorted({m["name"] for m in json.loads(response.read())["models"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"see GET {url}/models"
+    return ", ".join(names) if names else "none loaded"
+
+
+def explain_unreachable(reason: object, url: str) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return (f"cannot reach {url}: connection refused; is the server running? Start one with "
+                "`gru serve` (or pass --url)")
+    if isinstance(reason, BrokenPipeError | ConnectionResetError):
+        return (f"{url} closed the connection mid-request ({reason}): the request was probably over its "
+                "GRU_MAX_BODY_BYTES; pass a smaller --max-bytes")
+    return f"cannot reach {url}: {reason}"

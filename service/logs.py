@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-CONTEXT_FIELDS = ("request_id", "trace_id", "model", "version", "status", "duration_ms", "method", "path")
+CONTEXT_FIELDS = ("request_id", "trace_id", "model", "version", "status", "error", "duration_ms", "method", "path")
 # The OpenTelemetry trace id (32 hex digits) of the request being served, while tracing is on
 # (service/tracing.py sets it around each request); unset, None.
 trace_id: ContextVar[str | None] = ContextVar("gru_trace_id", default=None)
@@ -26,7 +26,8 @@ trace_id: ContextVar[str | None] = ContextVar("gru_trace_id", default=None)
 
 @dataclass
 class RequestContext:
-    """Filled by the middleware (id, method, path) and the route (model, version); read by every log line."""
+    """Filled by the middleware (id, method, path), the route (model, version) and an error answer (its
+    code); read by every log line."""
 
     request_id: str
     method: str = ""
@@ -34,6 +35,7 @@ class RequestContext:
     model: str | None = None
     version: int | None = None
     trace_id: str | None = field(default_factory=trace_id.get)
+    error: str | None = None
 
 
 current: ContextVar[RequestContext | None] = ContextVar("gru_request", default=None)
@@ -69,6 +71,12 @@ def note_model(name: str, version: int) -> None:
     context = current.get()
     if context is not None:
         context.model, context.version = name, version
+
+
+def note_error(code: str) -> None:
+    context = current.get()
+    if context is not None:
+        context.error = code
 
 
 class JsonFormatter(logging.Formatter):

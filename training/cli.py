@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,13 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="shortcut for --set data.dataset=NAME "
                         "(ItalyPowerDemand, GunPoint, ACSF1, JapaneseVowels, Airline, M1Yearly, "
                         "SyntheticRegimes, or 'file')")
-    parser.add_argument("--name", help="run name: the run folder is <run_dir>/<name>")
+    parser.add_argument("--name", help="run name: the run folder is <run_dir>/<name> (default: a new one, "
+                        "<dataset>-<date>-<time>)")
     parser.add_argument("--run-dir", help="folder for run folders (default: runs)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
+    parser.add_argument("--mlflow", metavar="URI",
+                        help="log the run to this MLflow tracking server (default: MLFLOW_TRACKING_URI)")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
@@ -31,11 +42,34 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def name_the_run(config: TrainConfig) -> None:
+    """A run given no name (no --name, none in the config file) gets a folder of its own, never another
+    run's: <dataset or file>-<date>-<time>, said on stdout."""
+    if "name" in config.model_fields_set:
+        return
+    if "WORLD_SIZE" in os.environ:  # torchrun: each process would pick its own time
+        raise ValueError("under torchrun give the run a --name: every process must use the same run folder")
+    data = config.data
+    source = Path(data.path).stem if data.dataset == "file" and data.path else data.dataset
+    name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config.name, taken = name, 1
+    while (Path(config.run_dir) / config.name).exists():  # two runs started in the same second
+        taken += 1
+        config.name = f"{name}-{taken}"
+    print(f"run name: {config.name} (no --name given); run folder {Path(config.run_dir) / config.name}")
+
+
 def run(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.loop import fit
 
-    result = fit(load_config(args.config, overrides_from(args)), resume=args.resume)
+    if args.mlflow:
+        os.environ["MLFLOW_TRACKING_URI"] = args.mlflow
+    config = load_config(args.config, overrides_from(args))
+    if args.resume and "name" not in config.model_fields_set:
+        raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
+    name_the_run(config)
+    result = fit(config, resume=args.resume)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
         print("test metrics: " + json.dumps(result.test_metrics))

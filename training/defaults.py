@@ -32,6 +32,8 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
     model, optim = config.model, config.optim
     median = int(np.median(train.lengths)) if len(train) else 1
     classes = f", {model.output_size} classes" if model.task == "classification" else ""
+    if model.head == "sigmoid":  # one output for two classes
+        classes = ", 2 classes (one sigmoid output)"
     lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {model.task}{classes}"]

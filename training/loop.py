@@ -54,18 +54,20 @@ def seed_everything(seed: int, threads: int, device: torch.device | None = None)
     torch.use_deterministic_algorithms(True, warn_only=device is not None and device.type == "cuda")
 
 
-def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False) -> FitResult:
+def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False,
+        quiet: bool = False) -> FitResult:
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
-    batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
+    batch; only rank 0 writes files and returns test metrics (others return empty ones). quiet (a search
+    trial): print nothing of what the run chose, log nothing to MLflow."""
     ctx = distributed.setup(config.optim.device)
     try:
-        return _fit(config, ctx, on_epoch, resume)
+        return _fit(config, ctx, on_epoch, resume, quiet)
     finally:
         distributed.teardown()
 
 
 def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
-         resume: bool) -> FitResult:
+         resume: bool, quiet: bool) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
@@ -73,7 +75,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
-    if ctx.is_main:
+    if ctx.is_main and not quiet:
         print("\n".join(chosen), flush=True)
     model = GRUModel(config.model)
     targets = train.y if data.task == "regression" else None
@@ -86,7 +88,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume)
+    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume, quiet)
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
@@ -113,7 +115,7 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
 
 def _train(
     model: GRUModel, data: SequenceData, train: Split, config: TrainConfig, run_dir: Path, ckpt: Path,
-    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool,
+    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool, quiet: bool,
 ) -> int:
     """Train on `train`; with a validation split (not optim.final_fit), keep the best epoch and stop
     early. Returns the epoch whose weights are in the checkpoint."""
@@ -132,7 +134,7 @@ def _train(
                   initial=progress.epoch, total=opt.max_epochs)
     if validating and progress.stale >= opt.patience:  # interrupted after it had already stopped early
         epochs = tqdm([], disable=True)
-    with Tracker(run_dir, config, enabled=ctx.is_main, keep_epochs=progress.epoch) as tracker:
+    with Tracker(run_dir, config, ctx.is_main, progress.epoch, mlflow=not quiet) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
             train_loss = _train_epoch(net, model, train, optimizer, schedule, opt, generator, ctx,

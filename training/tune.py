@@ -1,7 +1,9 @@
 """`gru tune`: hyperparameter search with Optuna over hidden size, layers, dropout, learning rate, batch
 size, optimiser and gradient clip. Each trial is a real `fit` that reports its validation loss per epoch;
 a median pruner stops trials that fall behind. A seeded TPE sampler plus deterministic CPU training make
-a search reproducible. `--timeout` bounds the whole search. The best trial's config is written as YAML for
+a search reproducible. `--timeout` bounds the whole search. `--storage URL --study NAME` keeps the study in
+a database or journal file that several processes or machines share: each runs trials of the one search.
+Each trial prints one line as it ends. The best trial's config is written as YAML for
 `gru train --config`: the searched values and what the base config set, without what the data decides
 or what only the search used (run name, the trials' epoch budget)."""
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 import yaml
 
 from training.config import TrainConfig, load_config
+from training.publish import write_atomic
 
 # Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
 FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling")}
@@ -50,17 +54,23 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
 
 
 def tune(base: TrainConfig, trials: int | None, output: Path | None = None, sampler_seed: int = 0,
-         timeout: float | None = None) -> TuneResult:
+         timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
+         on_trial: Any = None) -> TuneResult:
     """Run `trials` trials, or as many as fit in `timeout` seconds (a trial still running then is
-    pruned at the end of its epoch), whichever ends first."""
+    pruned at the end of its epoch), whichever ends first. With `storage` the study is shared: it is
+    created or joined by name, and `trials` counts the finished trials of every process.
+    on_trial(study, trial) is called as each trial ends."""
     import optuna
 
     from training.loop import fit
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Processes that share a study must not draw the same random start-up trials: seed each its own.
+    seed = sampler_seed if storage is None else sampler_seed + os.getpid()
     study = optuna.create_study(
+        storage=open_storage(storage), study_name=study_name, load_if_exists=storage is not None,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
     )
     trial_root = Path(base.run_dir) / base.name / "trials"
@@ -82,10 +92,14 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
             if time.monotonic() > deadline:
                 raise optuna.TrialPruned(f"--timeout reached at epoch {epoch}")
 
-        fit(config, on_epoch=report)
+        fit(config, on_epoch=report, quiet=True)
         return best
 
-    study.optimize(objective, n_trials=trials, timeout=timeout)
+    callbacks = [on_trial] if on_trial else []
+    if storage is not None and trials is not None:  # stop once the shared study holds `trials` finished
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        callbacks.insert(0, optuna.study.MaxTrialsCallback(trials, states=finished))
+    study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise ValueError("every trial was pruned or failed; raise --trials, --timeout or optim.max_epochs")
@@ -96,11 +110,36 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
               f"each at most {base.optim.max_epochs} epochs.\n# The data sets input_size, task, "
               "output_size and window_scaling; optim.max_epochs and the run name are yours to set.\n")
     clean = clean_config(best_config, set(study.best_params))
-    path.write_text(header + yaml.safe_dump(clean, sort_keys=False))
+    # Processes sharing a study finish at different times: each writes the study's best so far, whole.
+    write_atomic(path, (header + yaml.safe_dump(clean, sort_keys=False)).encode())
     summary = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
                for t in study.trials]
-    (path.parent / "tune_trials.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(path.parent / "tune_trials.json", json.dumps(summary, indent=2).encode())
     return TuneResult(best_config, float(study.best_value), dict(study.best_params), path, summary)
+
+
+def open_storage(url: str | None) -> Any:
+    """None (in memory), an RDB URL (sqlite:///study.db, postgresql://...) or journal:PATH, Optuna's
+    append-only journal file (a shared file system without a database)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if url is None:
+        return None
+    if url.startswith("journal:"):
+        path = url.removeprefix("journal:").removeprefix("//")
+        if not path:
+            raise ValueError("--storage journal:PATH needs a file, e.g. journal:./study.log")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    for attempt in range(1, 6):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, OperationalError) as exc:  # e.g. another process creating the tables
+            if attempt == 5:
+                raise ValueError(f"--storage {url}: {str(exc).splitlines()[0]}") from None
+            time.sleep(0.5 * attempt)
+    return None
 
 
 def clean_config(config: TrainConfig, searched: set[str]) -> dict[str, Any]:
@@ -131,14 +170,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
     parser.add_argument("--output", type=Path,
                         help="where to write the best config (default: <run_dir>/<name>/best_config.yaml)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="share the study between processes or machines: an Optuna RDB URL "
+                        "(sqlite:///study.db, postgresql://user@host/db) or journal:PATH (a journal file); "
+                        "--trials then counts every process's trials")
+    parser.add_argument("--study", metavar="NAME",
+                        help="the study's name in --storage; processes given the same one run one search "
+                        "(default run name: NAME)")
+
+
+def print_trial(study: Any, trial: Any) -> None:
+    """One line per finished trial: its number, outcome and the best so far."""
+    import optuna
+
+    state = trial.state
+    if state == optuna.trial.TrialState.COMPLETE:
+        outcome = f"validation loss {trial.value:.4f}"
+    elif state == optuna.trial.TrialState.PRUNED:
+        last = trial.intermediate_values
+        outcome = f"pruned at epoch {max(last)} (validation loss {last[max(last)]:.4f})" if last else "pruned"
+    else:
+        outcome = state.name.lower()
+    try:
+        best = f"best so far {study.best_value:.4f} (trial {study.best_trial.number})"
+    except ValueError:  # no trial completed yet
+        best = "no trial completed yet"
+    print(f"trial {trial.number}: {outcome}; {best}; {json.dumps(trial.params)}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.cli import overrides_from
+    from training.cli import name_the_run, overrides_from
 
+    if args.study and not args.storage:
+        raise ValueError("--study names a study in --storage: give --storage too, e.g. sqlite:///study.db")
+    if args.mlflow:
+        raise ValueError("gru tune's trials are not logged to MLflow: train the best config with "
+                         "gru train --mlflow URI")
     base = load_config(args.config, overrides_from(args))
+    if args.study and "name" not in base.model_fields_set:
+        base.name = args.study  # every process of the study writes its trials into one run folder
+    name_the_run(base)
     trials = args.trials if args.trials is not None else (None if args.timeout else 20)
-    result = tune(base, trials, args.output, args.sampler_seed, args.timeout)
+    result = tune(base, trials, args.output, args.sampler_seed, args.timeout, args.storage, args.study,
+                  on_trial=print_trial)
     states = [t["state"] for t in result.trials]
     print(f"{len(states)} trials: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned")
     print(f"best validation loss {result.best_value:.4f} with {json.dumps(result.best_params)}")

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from service.api.responses import NumpyJSONResponse as JSONError
 from service.batching import QueueFull
-from service.logs import current_request_id
+from service.logs import current_request_id, note_error
 from service.runtime import InferenceError, NonFiniteOutput
 
 log = logging.getLogger("gru_serve.api")
@@ -101,6 +101,7 @@ def status_of(code: str, path: str) -> int:
 
 def error_body(path: str, code: str, message: str, field: str | None = None) -> dict[str, Any]:
     """The JSON error body, in the form of the API that `path` belongs to. Every error body is built here."""
+    note_error(code)  # the access log line names it
     if is_v2(path):
         return {"error": message, "code": code, "field": field, "request_id": current_request_id()}
     return {"error": {"code": code, "message": message, "field": field, "request_id": current_request_id()}}

@@ -126,6 +126,8 @@ class AccessRecord(logging.LogRecord):
             fields.update(model=context.model, version=context.version)
         if context.trace_id is not None:
             fields["trace_id"] = context.trace_id
+        if context.error is not None:
+            fields["error"] = context.error
 
 
 _TEMPLATE = vars(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s", (), None))

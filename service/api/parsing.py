@@ -59,8 +59,12 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
     if array.ndim == 1 and features == 1:
         array = array.reshape(-1, 1)  # a univariate sequence may be a flat list of numbers
     if array.ndim != 2 or array.shape[1] != features:
-        got = array.shape[1] if array.ndim == 2 else f"shape {list(array.shape)}"
-        raise InvalidInput(f"{field} has {got} feature(s) per step; expected {expected}", field)
+        got = f"has shape {list(array.shape)}"
+        if array.ndim == 2:
+            got = f"has {array.shape[1]} feature(s) per step"
+        elif array.ndim == 1:
+            got = f"is a flat list of {len(array)} number(s), one feature per step"
+        raise InvalidInput(f"{field} {got}; this model takes {expected}: shape [steps, {features}]", field)
     if not spec.min_length <= len(array) <= spec.max_length:
         raise InvalidInput(f"{field} has {len(array)} steps; this model accepts "
                            f"{spec.min_length} to {spec.max_length}", field)

@@ -53,12 +53,21 @@ def test_serving_images_expose_rest_and_grpc(stage: str) -> None:
 
 
 def test_serving_images_install_only_the_service() -> None:
-    """No torch: only service/ is copied into the serving builds, and only the serve extra installed."""
+    """No torch: only service/ is copied into the serving builds, and only the serve extra's lock installed,
+    checked by hash; the project itself resolves nothing more."""
     for stage in ("serve-build", "serve-cuda"):
         text = "\n".join(stages()[stage])
         assert "COPY service ./service" in text
-        assert "training" not in text and "export ./export" not in text
-        assert "'.[serve]'" in text and "torch" not in text
+        assert "training" not in text and "export ./export" not in text and "torch" not in text
+        assert re.search(r"--require-hashes --no-deps\s+-r serve.txt", text) and "--no-deps ." in text
+        assert "constraints.txt" not in text
+
+
+@pytest.mark.parametrize("stage", ["serve-runtime", "serve-cuda"])
+def test_the_server_user_has_a_home(stage: str) -> None:
+    """Without one, onnxruntime's first words are a plain-text warning ahead of the JSON logs."""
+    [useradd] = [line for line in stages()[stage] if "useradd" in line]
+    assert "--create-home" in useradd and "--no-create-home" not in useradd
 
 
 def test_cuda_image_uses_onnxruntime_gpu_and_the_cuda_provider() -> None:

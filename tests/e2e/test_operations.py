@@ -72,6 +72,8 @@ def test_metrics_request_ids_and_json_logs(server) -> None:
     assert {"time", "level", "message"} <= set(access)
     assert (access["model"], access["version"], access["status"]) == ("italy", 1, 200)
     assert access["duration_ms"] > 0
+    [refused] = [e for e in lines if e.get("request_id") == generated and e["logger"] == "gru_serve.access"]
+    assert (refused["status"], refused["error"]) == (422, "invalid_input") and "error" not in access
     assert any("(loopback: only this machine can connect)" in e["message"] for e in lines)
 
 

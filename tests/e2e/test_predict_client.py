@@ -1,5 +1,6 @@
 """`gru predict` against a real server: negative values after --values, the training files' long CSV
-layout (ragged, shuffled, with a label column), JSON, and one-line errors for what a user can fix."""
+layout (ragged, shuffled, with a label column), JSON, a file split into requests within the server's limits,
+and one-line errors for what a user can fix (HTTP errors, an unknown model, no server)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
+
+from tests.helpers import Server, free_port
 
 README_SEQUENCE = ("-0.71,-1.18,-1.35,-1.59,-1.61,-1.35,-0.43,0.94,1.33,1.16,0.90,0.56,0.39,0.31,0.37,0.67,"
                    "0.62,0.47,0.58,1.40,1.32,0.67,-0.18,-0.48")
@@ -53,3 +57,55 @@ def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     assert out.stderr.startswith("gru predict: error: ") and "no column(s) ['series_id', 'step'" in out.stderr
     out = predict(server, "--values", "1,two,3")
     assert out.returncode == 2 and "'two' is not a number" in out.stderr
+
+
+def _file_of(tmp_path: Path, count: int) -> tuple[Path, list[list[float]]]:
+    rng = np.random.default_rng(0)
+    sequences = rng.normal(size=(count, 24)).round(6).tolist()
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"sequences": sequences}))
+    return path, sequences
+
+
+def test_a_large_file_goes_out_as_requests_within_the_limits(server, tmp_path: Path) -> None:
+    """2,500 sequences: over the 1,024 a request may hold, sent as 3 requests, answered as one."""
+    path, sequences = _file_of(tmp_path, 2500)
+    out = predict(server, "--file", str(path))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)["predictions"]
+    assert len(got) == 2500
+    for i in (0, 1023, 1024, 2499):  # the answers stay in the file's order across requests
+        alone = predict(server, "--values", ",".join(map(str, sequences[i])))
+        assert got[i] == json.loads(alone.stdout)["predictions"][0]
+
+
+def test_a_server_with_a_lower_body_limit_is_named_with_the_fix(repository: Path, tmp_path: Path) -> None:
+    path, _ = _file_of(tmp_path, 300)  # ~150 kB of JSON
+    small = Server(repository, GRU_MAX_BODY_BYTES="40000").start()
+    try:
+        refused = predict(small, "--file", str(path))
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith("gru predict: error: ")
+        assert "pass a smaller --max-bytes" in refused.stderr
+        split = predict(small, "--file", str(path), "--max-bytes", "40000")
+        assert split.returncode == 0, split.stderr
+        assert len(json.loads(split.stdout)["predictions"]) == 300
+    finally:
+        small.stop()
+
+
+def test_an_unknown_model_is_one_line_naming_the_available_ones(server) -> None:
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "nope",
+               "--values", "1,2,3"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stdout == ""
+    assert out.stderr.startswith("gru predict: error: HTTP 404 model_not_found")
+    assert out.stderr.rstrip().endswith("available models: airline, italy (--model NAME)")
+
+
+def test_no_server_suggests_gru_serve() -> None:
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", f"http://127.0.0.1:{free_port()}",
+               "--model", "italy", "--values", "1,2,3"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "connection refused" in out.stderr and "`gru serve`" in out.stderr

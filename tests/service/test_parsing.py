@@ -41,7 +41,10 @@ def test_mixed_lengths_and_flat_univariate_sequences() -> None:
     ({"sequences": [[[1, None]]]}, InvalidInput, "sequences[0]", "only numbers"),
     ({"sequences": [[[1, 1e39]]]}, InvalidInput, "sequences[0][0]", "finite float32"),
     ({"sequences": [[[1, 2]] * 11]}, InvalidInput, "sequences[0]", "1 to 10"),
-    ({"sequences": [[1, 2]]}, InvalidInput, "sequences[0]", "feature"),
+    ({"sequences": [[1, 2, 3]]}, InvalidInput, "sequences[0]",
+     r"is a flat list of 3 number\(s\), one feature per step; this model takes a list of steps, each a list "
+     r"of 2 number\(s\) \(a, b\): shape \[steps, 2\]"),
+    ({"sequences": [[[[1, 2]]]]}, InvalidInput, "sequences[0]", r"has shape \[1, 1, 2\]; this model takes"),
     ({"sequences": "abc"}, InvalidInput, "sequences", "non-empty list"),
 ])
 def test_bad_input_names_the_field(body, error, field: str, message: str) -> None:

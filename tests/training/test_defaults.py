@@ -62,6 +62,13 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
     assert "causal conv (kernel 10, stride 5)" in lines[-1] and "7 epochs x batch 32" in lines[-1]
 
 
+def test_a_binary_sigmoid_model_is_described_with_two_classes() -> None:
+    config = _config("model.head=sigmoid")
+    config.model.output_size = 1  # one output: P(second label)
+    described = resolve(config, _split(60, [24]))[0]
+    assert described.endswith("task classification, 2 classes (one sigmoid output)")
+
+
 @pytest.mark.parametrize("task, length, frontend, patch", [
     ("classification", 1460, "conv", 12), ("classification", 24, "conv", 1), ("regression", 1460, "conv", 12),
     ("regression", 8, "none", 1), ("tagging", 1460, "none", 1)])

@@ -1,0 +1,116 @@
+"""The MLflow model registry (the `mlflow` extra): `gru export --register NAME` logs a bundle folder as
+artifacts of an MLflow run (the run that trained it, where `gru train` tracked one) and registers it as a
+version of the registered model NAME; `gru pull` downloads a registered version's bundle into a model
+repository, where `gru serve` loads it like any other. The tracking server is MLFLOW_TRACKING_URI, or
+--mlflow. No torch here: pulling runs wherever the service does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.bundle import Manifest
+
+EXPERIMENT = "gru-serve"  # where an export with no tracked training run logs its bundle
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    run_id: str
+
+
+def client(uri: str | None) -> Any:
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ValueError("no MLflow server: pass --mlflow URI or set MLFLOW_TRACKING_URI")
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        raise ValueError("the MLflow registry needs the mlflow extra: "
+                         "pip install 'gru-serve[mlflow]'") from None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return MlflowClient()
+
+
+def register_bundle(bundle_dir: Path, name: str, run_id: str | None, uri: str | None = None) -> Registered:
+    """Log the bundle's files to `run_id` (or to a new run of its own) and register them as a version."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow = client(uri)
+    manifest = Manifest.model_validate_json((bundle_dir / "manifest.json").read_text())
+    if run_id is None:
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        found = mlflow.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+        run_id = mlflow.create_run(experiment_id, run_name=f"export {manifest.name}").info.run_id
+        mlflow.set_terminated(run_id)
+    path = f"bundle/{manifest.name}/{manifest.version}"
+    mlflow.log_artifacts(run_id, str(bundle_dir), path)
+    try:
+        mlflow.create_registered_model(name, description="a gru-serve model bundle (gru pull serves it)")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    tags = {"gru.task": manifest.task, "gru.bundle": f"{manifest.name}/{manifest.version}",
+            "gru.checkpoint_sha256": manifest.checkpoint_sha256}
+    version = mlflow.create_model_version(name, f"runs:/{run_id}/{path}", run_id=run_id, tags=tags)
+    return Registered(name, str(version.version), run_id)
+
+
+def pull(name: str, version: str, repository: Path, overwrite: bool = False, uri: str | None = None) -> Path:
+    """Download models:/<name>/<version> (a registry version number, or "latest") into the repository at
+    <bundle name>/<bundle version>, where its manifest says it belongs; whole or not at all (downloaded
+    into a staging folder, which the repository ignores, then renamed into place)."""
+    from mlflow.artifacts import download_artifacts
+
+    mlflow = client(uri)
+    if version == "latest":
+        versions = mlflow.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise ValueError(f"no registered model {name!r} with a version on "
+                             f"{os.environ['MLFLOW_TRACKING_URI']}")
+        version = str(max(int(v.version) for v in versions))
+    repository.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=repository, prefix=".staging-pull-"))
+    try:
+        folder = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging)))
+        if not (folder / "manifest.json").exists():
+            raise ValueError(f"models:/{name}/{version} holds no manifest.json: not a gru-serve bundle")
+        manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
+        target = repository / manifest.name / str(manifest.version)
+        if target.exists():
+            if not overwrite:
+                raise ValueError(f"{target} exists; --overwrite replaces it")
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)  # a non-root server reads it
+        os.replace(folder, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="registered model NAME, NAME/VERSION or NAME/latest (the default)")
+    parser.add_argument("--repository", default="models", help="model repository folder (default: models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the bundle if it is there")
+    parser.add_argument("--mlflow", metavar="URI",
+                        help="MLflow tracking server (default: MLFLOW_TRACKING_URI)")
+
+
+def run(args: argparse.Namespace) -> int:
+    name, _, version = args.model.partition("/")
+    target = pull(name, version or "latest", Path(args.repository), args.overwrite, args.mlflow)
+    task = json.loads((target / "manifest.json").read_text())["task"]
+    print(f"pulled models:/{args.model} ({task}) into {target}; "
+          f"serve it: gru serve --models {args.repository}")
+    return 0
