@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-CONTEXT_FIELDS = ("request_id", "trace_id", "model", "version", "status", "error", "duration_ms", "method", "path")
+CONTEXT_FIELDS = ("request_id", "trace_id", "model", "version", "status", "error", "duration_ms", "method",
+                  "path")
 # The OpenTelemetry trace id (32 hex digits) of the request being served, while tracing is on
 # (service/tracing.py sets it around each request); unset, None.
 trace_id: ContextVar[str | None] = ContextVar("gru_trace_id", default=None)
