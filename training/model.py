@@ -17,13 +17,14 @@ bidirectional layer reads each sequence reversed within its own length.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import cast
 
 import torch
 from torch import nn
 
 from training import readout
-from training.cells import make_gru
+from training.cells import LSTMEncoder, make_gru
 from training.config import ModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
@@ -57,6 +58,9 @@ class GRUModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         parts = 1 if config.task == "tagging" else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
+        # how encode runs one GRU layer and direction; export swaps in one ONNX GRU node that reads the
+        # valid steps as its sequence_lens (export/gru_node.py): the same numbers, a leaner graph
+        self.read_gru: GRURead = read_gru
 
     # -- the state --------------------------------------------------------------------------------------
 
@@ -125,7 +129,8 @@ class GRUModel(nn.Module):
         carried = self.unpack(state)
         steps, total = self._steps(x, lengths, level, carried)  # (B, T', F), (B,)
         k = self.patch
-        seen, done = (total + k - 1) // k, total // k  # patches with any step / with all k steps
+        # patches with any step / with all k steps (one tensor at stride 1: the graph computes it once)
+        seen, done = (total, total) if k == 1 else ((total + k - 1) // k, total // k)
         z, context = self.frontend(steps, done, carried)  # (B, P, E), the front end's next context
         y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
         nxt = {"gru_h": h_done if self.carries else h_seen}
@@ -155,13 +160,13 @@ class GRUModel(nn.Module):
         inputs = self.normaliser.inputs(x, level) * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
         if not (self.carries and self.patch > 1):
             return inputs, lengths.long()
-        count = carried["patch_count"].squeeze(1).round()
+        count = carried["patch_count"][:, 0].round()
         return self.frontend.join(carried["patch_steps"], count, inputs, lengths)
 
     def _carried_pools(self, carried: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
         if "pool_count" in carried:
             return {"mean": carried["pool_mean"], "max": carried["pool_max"],
-                    "count": carried["pool_count"].squeeze(1)}
+                    "count": carried["pool_count"][:, 0]}
         zeros = y.new_zeros(y.shape[0], y.shape[2])  # nothing carried: a new sequence
         return {"mean": zeros, "max": zeros, "count": zeros[:, 0]}
 
@@ -175,16 +180,15 @@ class GRUModel(nn.Module):
             outputs = []
             for d, gru in enumerate(cast(nn.ModuleList, layer)):
                 start = h0[:, i * self.directions + d]  # (B, H)
-                h = None if self.config.cell == "lstm" else start.unsqueeze(0).contiguous()  # lstm: no state
                 if d == 0:
-                    out, _ = gru(z, h)  # (B, P, H)
-                    h_seen.append(_state_after(out, seen, start))
-                    h_done.append(_state_after(out, done, start))
+                    out, last = self.read_gru(gru, z, start, seen)  # (B, P, H), (B, H)
+                    h_seen.append(last)
+                    h_done.append(last if done is seen else _state_after(out, done, start))
                 else:  # each sequence reversed within its own length, read, and put back in order
                     order = _reversed_order(seen, z.shape[1])
-                    out, _ = gru(gather_steps(z, order), h)
-                    h_seen.append(_state_after(out, seen, start))
-                    h_done.append(h_seen[-1])
+                    out, last = self.read_gru(gru, gather_steps(z, order), start, seen)
+                    h_seen.append(last)
+                    h_done.append(last)
                     out = gather_steps(out, order)
                 outputs.append(out)
             z = torch.cat(outputs, dim=2)
@@ -239,9 +243,22 @@ def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:
                                      "dropout": 0.0})
 
 
+GRURead = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def read_gru(
+    gru: nn.Module, z: torch.Tensor, start: torch.Tensor, steps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GRU layer and direction over z (B, P, E) from start (B, H): its outputs (B, P, H) and its
+    state after each sequence's first `steps` (B,) steps."""
+    h = None if isinstance(gru, LSTMEncoder) else start.unsqueeze(0).contiguous()  # lstm: no state
+    out, _ = gru(z, h)
+    return out, _state_after(out, steps, start)
+
+
 def _state_after(out: torch.Tensor, steps: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """A GRU's state after each sequence's first `steps` (B,) steps: out[:, steps-1], or `start` when 0."""
-    picked = gather_steps(out, (steps - 1).clamp_min(0).unsqueeze(1)).squeeze(1)  # (B, H)
+    picked = gather_steps(out, (steps - 1).clamp_min(0).unsqueeze(1))[:, 0]  # (B, H); no squeeze: no If
     return torch.where(steps.unsqueeze(1) > 0, picked, start)
 
 
