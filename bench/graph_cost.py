@@ -121,7 +121,8 @@ def reference(case: Case) -> tuple[bytes, dict[str, np.ndarray], dict[str, np.nd
     x = torch.randn(2, case.shape.steps, case.shape.features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), buffer, input_names=["x"], output_names=["output"],
+        torch.onnx.export(module, (x,), buffer,  # type: ignore[arg-type]
+                          input_names=["x"], output_names=["output"],
                           dynamic_axes={"x": {0: "batch", 1: "time"}, "output": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
     gru = spec_of(ModelConfig(hidden_size=case.shape.hidden, reset=case.reset))
@@ -180,7 +181,8 @@ def profile(graph: bytes, feeds: dict[str, np.ndarray], runs: int = 300) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="where each product graph's time goes")
     args = parser.parse_args()
@@ -202,7 +204,8 @@ def main() -> None:
               f"{row['batch1_ratio']:>5.2f} {p['batch64_seq_s']:>8.0f}/{r['batch64_seq_s']:<8.0f}"
               f"{row['batch64_ratio']:>5.2f}" + (f"  {row['profile']}" if args.profile else ""), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"load": os.getloadavg()[0], "rounds": args.rounds, "rows": rows}, indent=1))
+    raw = {"load": os.getloadavg()[0], "rounds": args.rounds, "rows": rows}
+    RESULTS.write_text(json.dumps(raw, indent=1))
     print(f"\n(product/reference; ratio = product's cost / reference's) raw numbers: {RESULTS}")
 
 

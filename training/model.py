@@ -96,16 +96,14 @@ class GRUModel(nn.Module):
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, S) -> {part: (B, *shape)}."""
-        parts, start = {}, 0
-        for name, shape in self.state_parts():
-            size = math.prod(shape)
-            parts[name] = state[:, start : start + size].reshape(-1, *shape)
-            start += size
-        return parts
+        parts = self.state_parts()
+        pieces = state.split([math.prod(shape) for _, shape in parts], dim=1)  # one Split node when exported
+        return {name: piece.reshape(-1, *shape) for (name, shape), piece in zip(parts, pieces, strict=True)}
 
     def pack(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """{part: (B, *shape)} -> (B, S), in state_parts order."""
-        return torch.cat([parts[name].flatten(1) for name, _ in self.state_parts()], dim=1)
+        flat = [parts[n] if len(shape) == 1 else parts[n].flatten(1) for n, shape in self.state_parts()]
+        return torch.cat(flat, dim=1)
 
     # -- the computation --------------------------------------------------------------------------------
 
@@ -155,10 +153,13 @@ class GRUModel(nn.Module):
     def _steps(
         self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised steps, zero past each length, after the carried steps of an unfinished patch;
-        and each sequence's number of steps."""
-        inputs = self.normaliser.inputs(x, level) * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
-        if not (self.carries and self.patch > 1):
+        """Normalised steps (zero past each length when the front end cuts patches of k > 1 steps),
+        after the carried steps of an unfinished patch; and each sequence's number of steps."""
+        inputs = self.normaliser.inputs(x, level)
+        if self.patch == 1:  # steps past a length reach only steps past it: the readout never reads them
+            return inputs, lengths.long()
+        inputs = inputs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
+        if not self.carries:
             return inputs, lengths.long()
         count = carried["patch_count"][:, 0].round()
         return self.frontend.join(carried["patch_steps"], count, inputs, lengths)

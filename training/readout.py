@@ -32,12 +32,11 @@ def pooled(y: torch.Tensor, seen: torch.Tensor, carried: dict[str, torch.Tensor]
     if "mean" in parts:
         total = carried["mean"] * carried["count"].unsqueeze(1) + (y * valid.to(y.dtype)).sum(dim=1)
         pools["mean"] = total / count.clamp_min(1.0).unsqueeze(1)
-    if "max" in parts:
-        lowest = torch.full_like(carried["max"], LOWEST)
+    if "max" in parts:  # scalar fills broadcast: constants in the exported graph, not per-request tensors
+        lowest = torch.tensor(LOWEST, dtype=y.dtype, device=y.device)
         before = torch.where(carried["count"].unsqueeze(1) > 0, carried["max"], lowest)
-        now = torch.where(valid, y, torch.full_like(y, LOWEST)).amax(dim=1)
-        highest = torch.maximum(before, now)
-        pools["max"] = torch.where(count.unsqueeze(1) > 0, highest, torch.zeros_like(highest))
+        highest = torch.maximum(before, torch.where(valid, y, lowest).amax(dim=1))
+        pools["max"] = torch.where(count.unsqueeze(1) > 0, highest, torch.zeros_like(lowest))
     return pools
 
 
