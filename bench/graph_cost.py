@@ -4,11 +4,12 @@ reference of the same layers (a bare torch.onnx.export: no lengths, no state, no
 every front end × readout × reset variant, and the benchmark's default small and mid models
 (bench/models.py's shapes, their front end and readouts as the defaults resolve them).
 
-    python -m bench.graph_cost [--rounds 7] [--profile]
+    python -m bench.graph_cost [--rounds 7] [--profile] [--before GIT_REF]
 
 One intra-op thread; product and reference timed alternately in each round so that both see the same
 load; the best round is kept. Weights are random: the cost does not depend on them. --profile adds,
-for each product graph, where its batch-1 time goes (onnxruntime's profiler, time per op type).
+for each product graph, where its batch-1 time goes (onnxruntime's profiler, time per op type);
+--before adds, for the default models, the graph the tree at GIT_REF exported (same inputs, same rounds).
 Writes the raw numbers to bench/results/graph_cost.json.
 """
 
@@ -19,6 +20,8 @@ import collections
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -135,6 +138,33 @@ def reference(case: Case) -> tuple[bytes, dict[str, np.ndarray], dict[str, np.nd
     return graph, feeds(1), feeds(64)
 
 
+EXPORT_AT = """
+import sys, torch
+from export.onnx import to_onnx
+from export.wrapper import InferenceModule
+from training.config import ModelConfig
+from training.model import GRUModel
+features, hidden, classes, steps, out = sys.argv[1:]
+config = ModelConfig(input_size=int(features), hidden_size=int(hidden), num_layers=2,
+                     output_size=int(classes), frontend="conv", patch=1, readout=["last", "mean", "max"])
+torch.manual_seed(0)
+model = GRUModel(config).eval()
+open(out, "wb").write(to_onnx(InferenceModule(model), model, 2, int(steps)))
+"""
+
+
+def exported_at(ref: str, case: Case) -> bytes:
+    """The default model's graph as the tree at `ref` exported it (its own code, this interpreter)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tree = subprocess.run(["git", "archive", ref], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=tree, check=True)
+        shape, out = case.shape, os.path.join(folder, "model.onnx")
+        args = [str(v) for v in (shape.features, shape.hidden, shape.classes, shape.steps)]
+        subprocess.run([sys.executable, "-c", EXPORT_AT, *args, out], check=True, cwd=folder,
+                       env={**os.environ, "PYTHONPATH": folder})
+        return Path(out).read_bytes()
+
+
 def session(graph: bytes, profile: str | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -185,6 +215,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="where each product graph's time goes")
+    parser.add_argument("--before", metavar="GIT_REF",
+                        help="also time the default models as the tree at GIT_REF exported them")
     args = parser.parse_args()
     rows = []
     print(f"load: {os.getloadavg()[0]:.2f}; 1 intra-op thread; batch-1 µs, batch-64 seq/s, best of "
@@ -192,9 +224,11 @@ def main() -> None:
     print(f"{'model':44} {'nodes':>11} {'batch 1 µs':>15} {'ratio':>5} {'batch 64 seq/s':>17} {'ratio':>5}")
     for case in cases():
         graphs = {"product": product(case), "reference": reference(case)}
+        if args.before and case.name.startswith("default"):
+            graphs["before"] = (exported_at(args.before, case), *graphs["product"][1:])
         got = measure(graphs, args.rounds)
         p, r = got["product"], got["reference"]
-        row = {"case": case.name, "product": p, "reference": r,
+        row = {"case": case.name, "product": p, "reference": r, "before": got.get("before"),
                "batch1_ratio": p["batch1_us"] / r["batch1_us"],
                "batch64_ratio": r["batch64_seq_s"] / p["batch64_seq_s"]}
         if args.profile:
@@ -203,6 +237,10 @@ def main() -> None:
         print(f"{case.name:44} {p['nodes']:>5}/{r['nodes']:<5} {p['batch1_us']:>7.1f}/{r['batch1_us']:<7.1f}"
               f"{row['batch1_ratio']:>5.2f} {p['batch64_seq_s']:>8.0f}/{r['batch64_seq_s']:<8.0f}"
               f"{row['batch64_ratio']:>5.2f}" + (f"  {row['profile']}" if args.profile else ""), flush=True)
+        if "before" in got:
+            b = got["before"]
+            print(f"{'  the same, exported at ' + args.before:44} {b['nodes']:>5}{'':6} "
+                  f"{b['batch1_us']:>7.1f}{'':13} {b['batch64_seq_s']:>8.0f}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     raw = {"load": os.getloadavg()[0], "rounds": args.rounds, "rows": rows}
     RESULTS.write_text(json.dumps(raw, indent=1))
