@@ -4,11 +4,13 @@ reference of the same layers (a bare torch.onnx.export: no lengths, no state, no
 every front end × readout × reset variant, and the benchmark's default small and mid models
 (bench/models.py's shapes, their front end and readouts as the defaults resolve them).
 
-    python -m bench.graph_cost [--rounds 7] [--profile] [--before GIT_REF]
+    python -m bench.graph_cost [--rounds 30] [--profile] [--before GIT_REF]
 
-One intra-op thread; product and reference timed alternately in each round so that both see the same
-load; the best round is kept. Weights are random: the cost does not depend on them. --profile adds,
-for each product graph, where its batch-1 time goes (onnxruntime's profiler, time per op type);
+One intra-op thread, so that onnxruntime runs every node on the calling thread: the time is that
+thread's CPU time, which the machine's other processes do not inflate. Product and reference take turns
+in each round, so that both see the same load (caches, memory bandwidth); the best round is kept.
+Weights are random: the cost does not depend on them. --profile adds, for each product graph, where its
+batch-1 time goes (onnxruntime's profiler, share of the node time per op type);
 --before adds, for the default models, the graph the tree at GIT_REF exported (same inputs, same rounds).
 Writes the raw numbers to bench/results/graph_cost.json.
 """
@@ -174,10 +176,12 @@ def session(graph: bytes, profile: str | None = None) -> ort.InferenceSession:
 
 
 def seconds_per_run(s: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int) -> float:
-    started = time.perf_counter()
+    """CPU seconds of this thread per run: with one intra-op thread onnxruntime runs every node on the
+    calling thread, and time the machine's other processes take from it does not count."""
+    started = time.thread_time()
     for _ in range(runs):
         s.run(None, feeds)
-    return (time.perf_counter() - started) / runs
+    return (time.thread_time() - started) / runs
 
 
 def measure(graphs: dict[str, tuple[bytes, dict, dict]], rounds: int) -> dict[str, dict[str, float]]:
@@ -187,10 +191,10 @@ def measure(graphs: dict[str, tuple[bytes, dict, dict]], rounds: int) -> dict[st
     many: dict[str, list[float]] = collections.defaultdict(list)
     for k, (_, f1, f64) in graphs.items():  # warm-up
         seconds_per_run(sessions[k], f1, 20), seconds_per_run(sessions[k], f64, 3)
-    for _ in range(rounds):
+    for _ in range(rounds):  # short rounds, many of them: the best is one the machine left alone
         for k, (_, f1, f64) in graphs.items():
-            one[k].append(seconds_per_run(sessions[k], f1, 200))
-            many[k].append(seconds_per_run(sessions[k], f64, 10))
+            one[k].append(seconds_per_run(sessions[k], f1, 50))
+            many[k].append(seconds_per_run(sessions[k], f64, 3))
     return {k: {"nodes": len(onnx.load_from_string(graphs[k][0]).graph.node),
                 "batch1_us": 1e6 * min(one[k]), "batch64_seq_s": 64 / min(many[k])} for k in graphs}
 
@@ -202,24 +206,27 @@ def profile(graph: bytes, feeds: dict[str, np.ndarray], runs: int = 300) -> dict
         for _ in range(runs):
             s.run(None, feeds)
         events = json.loads(Path(s.end_profiling()).read_text())
-    per_op: collections.Counter[str] = collections.Counter()
+    runs_of: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"]
+            runs_of[e["args"]["op_name"], e["name"]].append(e["dur"])
+    per_op: dict[str, float] = collections.defaultdict(float)
+    for (op, _), durations in runs_of.items():  # each node's median: a run the machine cut into is one
+        per_op[op] += float(np.median(durations))
     total = sum(per_op.values())
-    return {op: round(us / total, 3) for op, us in per_op.most_common(6)}
+    return {op: round(us / total, 3) for op, us in sorted(per_op.items(), key=lambda kv: -kv[1])[:6]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="where each product graph's time goes")
     parser.add_argument("--before", metavar="GIT_REF",
                         help="also time the default models as the tree at GIT_REF exported them")
     args = parser.parse_args()
     rows = []
-    print(f"load: {os.getloadavg()[0]:.2f}; 1 intra-op thread; batch-1 µs, batch-64 seq/s, best of "
+    print(f"load: {os.getloadavg()[0]:.2f}; 1 intra-op thread; the calling thread's CPU time; best of "
           f"{args.rounds} rounds\n")
     print(f"{'model':44} {'nodes':>11} {'batch 1 µs':>15} {'ratio':>5} {'batch 64 seq/s':>17} {'ratio':>5}")
     for case in cases():

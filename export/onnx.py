@@ -100,8 +100,9 @@ def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_le
     """Trace with the TorchScript exporter: the dynamo exporter (torch 2.13) fixes the time axis of
     bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way.
 
-    Each GRU layer and direction becomes one forward ONNX GRU node; `lengths` reaches the answers through
-    the front end and the readout (training/model.py), not through the nodes' sequence_lens.
+    Each GRU layer and direction becomes one forward ONNX GRU node that reads each sequence's valid steps
+    (patches) as its sequence_lens (export/gru_node.py); the front end and the readout read `lengths` too.
+    onnxscript's optimiser then folds what the trace left to compute at run time (`optimize`).
     The loop GRU (reset before, or a candidate other than tanh) has no exporter mapping: trace stand-in
     nn.GRUs with the same weights, then set linear_before_reset and `activations` on every GRU node to the
     model's; ONNX's equations with those attributes are the loop GRU's. Parity is then checked against
