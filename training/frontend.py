@@ -40,12 +40,12 @@ def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(2) + across)  # broadcast, not expand(-1): no shape plumbing
 
 
-def windows(history: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+def windows(history: torch.Tensor | None, z: torch.Tensor, c: int) -> torch.Tensor:
     """history (B, c, E) before z (B, P, E) -> (B, P, (c+1)·E): each step with the c steps before it;
-    None: c = 0, z itself."""
+    None: c = 0, z itself. c is given, not read from history: a constant in the exported graph."""
     if history is None:
         return z
-    both, c = torch.cat([history, z], dim=1), history.shape[1]
+    both = torch.cat([history, z], dim=1)
     # ends counted from the end: constants in the exported graph
     return torch.cat([both[:, i : i - c] for i in range(c)] + [both[:, c:]], dim=2)
 
@@ -86,14 +86,14 @@ class FrontEnd(nn.Module):
             return patches, {}
         nxt = {}
         before = self._carried(carried, "conv_patch", self.context, self.patch * self.features, patches)
-        z = self.first(windows(before, patches))  # (B, P, E)
+        z = self.first(windows(before, patches, self.context))  # (B, P, E)
         recent = self._carried(carried, "conv_out", self.recent, self.width, z)  # (B, recent, E)
-        out = self.second(windows(recent, z))  # (B, P, E)
+        out = self.second(windows(recent, z, self.recent))  # (B, P, E)
         if before is not None:  # the last `context` whole patches (or the carried ones, when fewer were done)
-            nxt["conv_patch"] = self._last(before, patches, done).reshape(-1, self.context * self.patch,
-                                                                           self.features)
+            last = self._last(before, patches, done, self.context)
+            nxt["conv_patch"] = last.reshape(-1, self.context * self.patch, self.features)
         if recent is not None:
-            nxt["conv_out"] = self._last(recent, z, done)
+            nxt["conv_out"] = self._last(recent, z, done, self.recent)
         return out, nxt
 
     def _carried(self, carried: dict[str, torch.Tensor], name: str, count: int, width: int,
@@ -106,9 +106,8 @@ class FrontEnd(nn.Module):
         return like.new_zeros(like.shape[0], count, width)
 
     @staticmethod
-    def _last(history: torch.Tensor, z: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    def _last(history: torch.Tensor, z: torch.Tensor, done: torch.Tensor, c: int) -> torch.Tensor:
         """The last c (= history's length) steps of history ⊕ z's first `done` (B,) steps."""
-        c = history.shape[1]
         index = done.unsqueeze(1) + torch.arange(c, device=z.device).unsqueeze(0)  # (B, c)
         return gather_steps(torch.cat([history, z], dim=1), index)
 

@@ -102,7 +102,7 @@ class GRUModel(nn.Module):
 
     def pack(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """{part: (B, *shape)} -> (B, S), in state_parts order."""
-        flat = [parts[n] if len(shape) == 1 else parts[n].flatten(1) for n, shape in self.state_parts()]
+        flat = [parts[n] if parts[n].dim() == 2 else parts[n].flatten(1) for n, _ in self.state_parts()]
         return torch.cat(flat, dim=1)
 
     # -- the computation --------------------------------------------------------------------------------
@@ -130,8 +130,8 @@ class GRUModel(nn.Module):
         # patches with any step / with all k steps (one tensor at stride 1: the graph computes it once)
         seen, done = (total, total) if k == 1 else ((total + k - 1) // k, total // k)
         z, context = self.frontend(steps, done, carried)  # (B, P, E), the front end's next context
-        y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
-        nxt = {"gru_h": h_done if self.carries else h_seen}
+        y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), L*D x (B, H) x2
+        nxt = {"gru_h": torch.cat(h_done if self.carries else h_seen, dim=1)}  # (B, L*D*H)
         if self.carries:
             nxt |= context
         if self.carries and k > 1:
@@ -139,7 +139,7 @@ class GRUModel(nn.Module):
             nxt["patch_count"] = count.to(x.dtype).unsqueeze(1)
         if self.config.task == "tagging":
             return self.head(self.dropout(y)), self.pack(nxt), level
-        last = h_seen[:, -self.directions :].flatten(1)  # the last layer, both directions: (B, D*H)
+        last = torch.cat(h_seen[-self.directions :], dim=1)  # the last layer, both directions: (B, D*H)
         before = self._carried_pools(carried, y)
         pools = readout.pooled(y, seen, before, self.config.readout)
         if self.carries and pools:  # the next chunk continues from the whole patches only
@@ -173,9 +173,10 @@ class GRUModel(nn.Module):
 
     def encode(
         self, z: torch.Tensor, h0: torch.Tensor, seen: torch.Tensor, done: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """z (B, P, E); h0 (B, L*D, H); seen/done (B,) patches. Returns the last layer's outputs
-        (B, P, D*H) and every layer's and direction's state after `seen` and after `done` patches."""
+        (B, P, D*H) and every layer's and direction's state (B, H) after `seen` and after `done` patches
+        (lists, not stacked: the state and the readout concatenate them flat)."""
         h_seen, h_done = [], []
         for i, layer in enumerate(self.layers):
             outputs = []
@@ -195,7 +196,7 @@ class GRUModel(nn.Module):
             z = torch.cat(outputs, dim=2)
             if i < len(self.layers) - 1:
                 z = self.dropout(z)
-        return z, torch.stack(h_seen, dim=1), torch.stack(h_done, dim=1)
+        return z, h_seen, h_done
 
     def predict(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: torch.Tensor | None = None

@@ -16,9 +16,10 @@ from export.wrapper import InferenceModule
 from training.config import ModelConfig
 from training.model import GRUModel
 
-# front end, stride, readout -> at most this many nodes (today's counts; before issue 24: 239, -, 525)
-BUDGET = {("none", 1, LAST_ONLY): 30, ("conv", 1, LAST_ONLY): 95, ("conv", 1, POOLED): 125,
-          ("patch", 4, POOLED): 210, ("conv", 4, POOLED): 255}
+# front end, stride, readout -> at most this many nodes (today: 24, 69, 101, 194, 225; before issue 24
+# the first was 239 and the default small model, conv at stride 1 with pools, 525)
+BUDGET = {("none", 1, LAST_ONLY): 25, ("conv", 1, LAST_ONLY): 70, ("conv", 1, POOLED): 105,
+          ("patch", 4, POOLED): 200, ("conv", 4, POOLED): 230}
 
 
 def exported(frontend: str, stride: int, readout: tuple[str, ...], reset: str = "after") -> onnx.ModelProto:
@@ -43,5 +44,5 @@ def test_the_graph_stays_within_its_node_budget_with_no_if_and_standard_ops(case
 def test_the_plain_gru_has_about_the_nodes_of_a_bare_export() -> None:
     bare, _, _ = reference(Case("plain", "none", 1, LAST_ONLY, "after"))
     plain = exported("none", 1, LAST_ONLY)
-    assert len(plain.graph.node) <= len(onnx.load_from_string(bare).graph.node) + 2
+    assert len(plain.graph.node) <= len(onnx.load_from_string(bare).graph.node)
 
