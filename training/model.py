@@ -146,7 +146,7 @@ class GRUModel(nn.Module):
             kept = readout.pooled(y, done, before, self.config.readout)
             zeros = torch.zeros_like(last)
             nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
-                    "pool_count": kept["count"].unsqueeze(1)}
+                    "pool_count": kept["count"]}
         out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
         return out, self.pack(nxt), level
 
@@ -166,10 +166,9 @@ class GRUModel(nn.Module):
 
     def _carried_pools(self, carried: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
         if "pool_count" in carried:
-            return {"mean": carried["pool_mean"], "max": carried["pool_max"],
-                    "count": carried["pool_count"][:, 0]}
+            return {"mean": carried["pool_mean"], "max": carried["pool_max"], "count": carried["pool_count"]}
         zeros = y.new_zeros(y.shape[0], y.shape[2])  # nothing carried: a new sequence
-        return {"mean": zeros, "max": zeros, "count": zeros[:, 0]}
+        return {"mean": zeros, "max": zeros, "count": zeros[:, :1]}
 
     def encode(
         self, z: torch.Tensor, h0: torch.Tensor, seen: torch.Tensor, done: torch.Tensor
