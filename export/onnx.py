@@ -9,9 +9,11 @@ import warnings
 from typing import cast
 
 import onnx
+import onnxscript.optimizer
 import torch
 from onnx import helper
 
+from export.gru_node import gru_node_read
 from service.bundle import (
     BATCH_AXIS,
     LENGTHS_INPUT,
@@ -98,20 +100,29 @@ def to_onnx(module: torch.nn.Module, model: GRUModel, trace_batch: int, trace_le
     """Trace with the TorchScript exporter: the dynamo exporter (torch 2.13) fixes the time axis of
     bidirectional GRUs. Verification (verify.py) proves the axes are dynamic either way.
 
-    Each GRU layer and direction becomes one forward ONNX GRU node; `lengths` reaches the answers through
-    the front end and the readout (training/model.py), not through the nodes' sequence_lens.
+    Each GRU layer and direction becomes one forward ONNX GRU node that reads each sequence's valid steps
+    (patches) as its sequence_lens (export/gru_node.py); the front end and the readout read `lengths` too.
+    onnxscript's optimiser then folds what the trace left to compute at run time (`optimize`).
     The loop GRU (reset before, or a candidate other than tanh) has no exporter mapping: trace stand-in
     nn.GRUs with the same weights, then set linear_before_reset and `activations` on every GRU node to the
     model's; ONNX's equations with those attributes are the loop GRU's. Parity is then checked against
     the model itself, not the stand-in."""
-    if any(isinstance(gru, SeedGRU) for layer in model.layers for gru in cast(torch.nn.ModuleList, layer)):
-        module = copy.deepcopy(module)
-        for layer in cast(GRUModel, module.model).layers:
-            grus = cast(torch.nn.ModuleList, layer)
-            for d, gru in enumerate(grus):
-                grus[d] = torch_stand_in(cast(SeedGRU, gru))
+    module = copy.deepcopy(module)
+    traced = cast(GRUModel, module.model)
+    traced.read_gru = gru_node_read
+    for layer in traced.layers:
+        grus = cast(torch.nn.ModuleList, layer)
+        for d, gru in enumerate(grus):
+            if isinstance(gru, SeedGRU):
+                grus[d] = torch_stand_in(gru)
     one_direction = gru_spec(model.config).model_copy(update={"bidirectional": False, "num_layers": 1})
-    return set_gru_attributes(_trace(module, model, trace_batch, trace_length), one_direction)
+    return optimize(set_gru_attributes(_trace(module, model, trace_batch, trace_length), one_direction))
+
+
+def optimize(graph: bytes) -> bytes:
+    """onnxscript's optimiser: constants folded, shapes known at export resolved, dead and repeated
+    nodes removed. Standard ONNX ops only, so any onnxruntime (and Triton's) loads the result."""
+    return onnxscript.optimizer.optimize(onnx.load_from_string(graph)).SerializeToString()
 
 
 def set_gru_attributes(graph: bytes, gru: GRUSpec) -> bytes:

@@ -39,8 +39,8 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
     per layer (bidirectional nodes when gru.bidirectional), or one forward node per layer and direction,
     as `gru export` writes them (a reverse direction reads each sequence reversed within its length).
     With a `lengths` input, either every GRU node reads it as sequence_lens, or none does and the graph
-    reads it before and after the GRUs (`gru export`: the model reads each sequence up to its length);
-    else padding leaks into answers."""
+    reads it elsewhere (`gru export`: each node's sequence_lens is the valid steps or patches computed
+    from it, and the front end and readout read it too); else padding leaks into answers."""
     nodes = [n for n in model.graph.node if n.op_type == "GRU"]
     if not nodes:
         raise BundleError(f"{where}: the graph has no GRU node; gru.* describes one")

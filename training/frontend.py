@@ -35,16 +35,19 @@ def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, T, F), index (B, T') of steps (clamped into range) -> (B, T', F)."""
-    index = index.clamp(0, x.shape[1] - 1)
-    return torch.gather(x, 1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+    """x (B, T, F), index (B, T') of steps, each in 0..T-1 -> (B, T', F)."""
+    across = torch.zeros(1, 1, x.shape[2], dtype=index.dtype, device=index.device)
+    return torch.gather(x, 1, index.unsqueeze(2) + across)  # broadcast, not expand(-1): no shape plumbing
 
 
-def windows(history: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """history (B, c, E) before z (B, P, E) -> (B, P, (c+1)·E): each step with the c steps before it."""
+def windows(history: torch.Tensor | None, z: torch.Tensor, c: int) -> torch.Tensor:
+    """history (B, c, E) before z (B, P, E) -> (B, P, (c+1)·E): each step with the c steps before it;
+    None: c = 0, z itself. c is given, not read from history: a constant in the exported graph."""
+    if history is None:
+        return z
     both = torch.cat([history, z], dim=1)
-    c, steps = history.shape[1], z.shape[1]
-    return torch.cat([both[:, i : i + steps] for i in range(c + 1)], dim=2)
+    # ends counted from the end: constants in the exported graph
+    return torch.cat([both[:, i : i - c] for i in range(c)] + [both[:, c:]], dim=2)
 
 
 class FrontEnd(nn.Module):
@@ -81,27 +84,30 @@ class FrontEnd(nn.Module):
         patches = self.cut(steps)  # (B, P, k·F)
         if self.kind == "none":
             return patches, {}
-        batch, nxt = steps.shape[0], {}
-        before = self._carried(carried, "conv_patch", batch, self.context, patches)  # (B, context, k·F)
-        z = self.first(windows(before, patches))  # (B, P, E)
-        recent = self._carried(carried, "conv_out", batch, self.recent, z)  # (B, recent, E)
-        out = self.second(windows(recent, z))  # (B, P, E)
-        if self.context:  # the last `context` whole patches (or the carried ones, when fewer were done)
-            nxt["conv_patch"] = self._last(before, patches, done).reshape(batch, -1, self.features)
-        if self.recent:
-            nxt["conv_out"] = self._last(recent, z, done)
+        nxt = {}
+        before = self._carried(carried, "conv_patch", self.context, self.patch * self.features, patches)
+        z = self.first(windows(before, patches, self.context))  # (B, P, E)
+        recent = self._carried(carried, "conv_out", self.recent, self.width, z)  # (B, recent, E)
+        out = self.second(windows(recent, z, self.recent))  # (B, P, E)
+        if before is not None:  # the last `context` whole patches (or the carried ones, when fewer were done)
+            last = self._last(before, patches, done, self.context)
+            nxt["conv_patch"] = last.reshape(-1, self.context * self.patch, self.features)
+        if recent is not None:
+            nxt["conv_out"] = self._last(recent, z, done, self.recent)
         return out, nxt
 
-    def _carried(self, carried: dict[str, torch.Tensor], name: str, batch: int, count: int,
-                 like: torch.Tensor) -> torch.Tensor:
+    def _carried(self, carried: dict[str, torch.Tensor], name: str, count: int, width: int,
+                 like: torch.Tensor) -> torch.Tensor | None:
+        """(B, count, width): sizes from the config, so that the exported graph knows them; None for 0."""
+        if not count:
+            return None
         if name in carried:
-            return carried[name].reshape(batch, count, like.shape[2])
-        return like.new_zeros(batch, count, like.shape[2])
+            return carried[name].reshape(-1, count, width)
+        return like.new_zeros(like.shape[0], count, width)
 
     @staticmethod
-    def _last(history: torch.Tensor, z: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    def _last(history: torch.Tensor, z: torch.Tensor, done: torch.Tensor, c: int) -> torch.Tensor:
         """The last c (= history's length) steps of history ⊕ z's first `done` (B,) steps."""
-        c = history.shape[1]
         index = done.unsqueeze(1) + torch.arange(c, device=z.device).unsqueeze(0)  # (B, c)
         return gather_steps(torch.cat([history, z], dim=1), index)
 
@@ -120,6 +126,7 @@ class FrontEnd(nn.Module):
         count = count.long().clamp(0, carried).unsqueeze(1)  # (B, 1)
         source = torch.where(position < count, position, position + carried - count)  # close the gap
         total = count.squeeze(1) + lengths.long()
+        source = source.clamp(max=both.shape[1] - 1)
         steps = gather_steps(both, source) * step_mask(total, both.shape[1]).unsqueeze(2).to(x.dtype)
         return steps, total
 
@@ -128,11 +135,8 @@ class FrontEnd(nn.Module):
         k, (batch, length, features) = self.patch, steps.shape
         if k == 1:
             return steps
-        patches = (length + k - 1) // k
-        index = torch.arange(patches * k, device=steps.device)  # past T: clamped, then zeroed
-        filled = gather_steps(steps, index.unsqueeze(0).expand(batch, -1))
-        filled = filled * (index < length).to(steps.dtype).view(1, -1, 1)
-        return filled.reshape(batch, patches, k * features)
+        filled = nn.functional.pad(steps, (0, 0, 0, (k - length % k) % k))  # zeros up to whole patches
+        return filled.reshape(batch, -1, k * features)
 
     def unfinished(self, steps: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the next chunk must start with: the steps after the last whole patch (B, k-1, F) and their
@@ -141,5 +145,5 @@ class FrontEnd(nn.Module):
         done = total // k * k  # (B,) steps in whole patches
         count = total - done
         offset = torch.arange(k - 1, device=steps.device).unsqueeze(0)  # (1, k-1)
-        pending = gather_steps(steps, done.unsqueeze(1) + offset)
+        pending = gather_steps(steps, (done.unsqueeze(1) + offset).clamp(max=steps.shape[1] - 1))
         return pending * (offset < count.unsqueeze(1)).unsqueeze(2).to(steps.dtype), count

@@ -17,13 +17,14 @@ bidirectional layer reads each sequence reversed within its own length.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import cast
 
 import torch
 from torch import nn
 
 from training import readout
-from training.cells import make_gru
+from training.cells import LSTMEncoder, make_gru
 from training.config import ModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
@@ -57,6 +58,9 @@ class GRUModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         parts = 1 if config.task == "tagging" else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
+        # how encode runs one GRU layer and direction; export swaps in one ONNX GRU node that reads the
+        # valid steps as its sequence_lens (export/gru_node.py): the same numbers, a leaner graph
+        self.read_gru: GRURead = read_gru
 
     # -- the state --------------------------------------------------------------------------------------
 
@@ -92,16 +96,14 @@ class GRUModel(nn.Module):
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, S) -> {part: (B, *shape)}."""
-        parts, start = {}, 0
-        for name, shape in self.state_parts():
-            size = math.prod(shape)
-            parts[name] = state[:, start : start + size].reshape(-1, *shape)
-            start += size
-        return parts
+        parts = self.state_parts()
+        pieces = state.split([math.prod(shape) for _, shape in parts], dim=1)  # one Split node when exported
+        return {name: piece.reshape(-1, *shape) for (name, shape), piece in zip(parts, pieces, strict=True)}
 
     def pack(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """{part: (B, *shape)} -> (B, S), in state_parts order."""
-        return torch.cat([parts[name].flatten(1) for name, _ in self.state_parts()], dim=1)
+        flat = [parts[n] if parts[n].dim() == 2 else parts[n].flatten(1) for n, _ in self.state_parts()]
+        return torch.cat(flat, dim=1)
 
     # -- the computation --------------------------------------------------------------------------------
 
@@ -125,10 +127,11 @@ class GRUModel(nn.Module):
         carried = self.unpack(state)
         steps, total = self._steps(x, lengths, level, carried)  # (B, T', F), (B,)
         k = self.patch
-        seen, done = (total + k - 1) // k, total // k  # patches with any step / with all k steps
+        # patches with any step / with all k steps (one tensor at stride 1: the graph computes it once)
+        seen, done = (total, total) if k == 1 else ((total + k - 1) // k, total // k)
         z, context = self.frontend(steps, done, carried)  # (B, P, E), the front end's next context
-        y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), (B, L*D, H) x2
-        nxt = {"gru_h": h_done if self.carries else h_seen}
+        y, h_seen, h_done = self.encode(z, carried["gru_h"], seen, done)  # (B, P, D*H), L*D x (B, H) x2
+        nxt = {"gru_h": torch.cat(h_done if self.carries else h_seen, dim=1)}  # (B, L*D*H)
         if self.carries:
             nxt |= context
         if self.carries and k > 1:
@@ -136,61 +139,63 @@ class GRUModel(nn.Module):
             nxt["patch_count"] = count.to(x.dtype).unsqueeze(1)
         if self.config.task == "tagging":
             return self.head(self.dropout(y)), self.pack(nxt), level
-        last = h_seen[:, -self.directions :].flatten(1)  # the last layer, both directions: (B, D*H)
+        last = torch.cat(h_seen[-self.directions :], dim=1)  # the last layer, both directions: (B, D*H)
         before = self._carried_pools(carried, y)
         pools = readout.pooled(y, seen, before, self.config.readout)
         if self.carries and pools:  # the next chunk continues from the whole patches only
             kept = readout.pooled(y, done, before, self.config.readout)
             zeros = torch.zeros_like(last)
             nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
-                    "pool_count": kept["count"].unsqueeze(1)}
+                    "pool_count": kept["count"]}
         out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
         return out, self.pack(nxt), level
 
     def _steps(
         self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised steps, zero past each length, after the carried steps of an unfinished patch;
-        and each sequence's number of steps."""
-        inputs = self.normaliser.inputs(x, level) * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
-        if not (self.carries and self.patch > 1):
+        """Normalised steps (zero past each length when the front end cuts patches of k > 1 steps),
+        after the carried steps of an unfinished patch; and each sequence's number of steps."""
+        inputs = self.normaliser.inputs(x, level)
+        if self.patch == 1:  # steps past a length reach only steps past it: the readout never reads them
             return inputs, lengths.long()
-        count = carried["patch_count"].squeeze(1).round()
+        inputs = inputs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)
+        if not self.carries:
+            return inputs, lengths.long()
+        count = carried["patch_count"][:, 0].round()
         return self.frontend.join(carried["patch_steps"], count, inputs, lengths)
 
     def _carried_pools(self, carried: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
         if "pool_count" in carried:
-            return {"mean": carried["pool_mean"], "max": carried["pool_max"],
-                    "count": carried["pool_count"].squeeze(1)}
+            return {"mean": carried["pool_mean"], "max": carried["pool_max"], "count": carried["pool_count"]}
         zeros = y.new_zeros(y.shape[0], y.shape[2])  # nothing carried: a new sequence
-        return {"mean": zeros, "max": zeros, "count": zeros[:, 0]}
+        return {"mean": zeros, "max": zeros, "count": zeros[:, :1]}
 
     def encode(
         self, z: torch.Tensor, h0: torch.Tensor, seen: torch.Tensor, done: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """z (B, P, E); h0 (B, L*D, H); seen/done (B,) patches. Returns the last layer's outputs
-        (B, P, D*H) and every layer's and direction's state after `seen` and after `done` patches."""
+        (B, P, D*H) and every layer's and direction's state (B, H) after `seen` and after `done` patches
+        (lists, not stacked: the state and the readout concatenate them flat)."""
         h_seen, h_done = [], []
         for i, layer in enumerate(self.layers):
             outputs = []
             for d, gru in enumerate(cast(nn.ModuleList, layer)):
                 start = h0[:, i * self.directions + d]  # (B, H)
-                h = None if self.config.cell == "lstm" else start.unsqueeze(0).contiguous()  # lstm: no state
                 if d == 0:
-                    out, _ = gru(z, h)  # (B, P, H)
-                    h_seen.append(_state_after(out, seen, start))
-                    h_done.append(_state_after(out, done, start))
+                    out, last = self.read_gru(gru, z, start, seen)  # (B, P, H), (B, H)
+                    h_seen.append(last)
+                    h_done.append(last if done is seen else _state_after(out, done, start))
                 else:  # each sequence reversed within its own length, read, and put back in order
                     order = _reversed_order(seen, z.shape[1])
-                    out, _ = gru(gather_steps(z, order), h)
-                    h_seen.append(_state_after(out, seen, start))
-                    h_done.append(h_seen[-1])
+                    out, last = self.read_gru(gru, gather_steps(z, order), start, seen)
+                    h_seen.append(last)
+                    h_done.append(last)
                     out = gather_steps(out, order)
                 outputs.append(out)
             z = torch.cat(outputs, dim=2)
             if i < len(self.layers) - 1:
                 z = self.dropout(z)
-        return z, torch.stack(h_seen, dim=1), torch.stack(h_done, dim=1)
+        return z, h_seen, h_done
 
     def predict(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: torch.Tensor | None = None
@@ -239,9 +244,22 @@ def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:
                                      "dropout": 0.0})
 
 
+GRURead = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def read_gru(
+    gru: nn.Module, z: torch.Tensor, start: torch.Tensor, steps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GRU layer and direction over z (B, P, E) from start (B, H): its outputs (B, P, H) and its
+    state after each sequence's first `steps` (B,) steps."""
+    h = None if isinstance(gru, LSTMEncoder) else start.unsqueeze(0).contiguous()  # lstm: no state
+    out, _ = gru(z, h)
+    return out, _state_after(out, steps, start)
+
+
 def _state_after(out: torch.Tensor, steps: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """A GRU's state after each sequence's first `steps` (B,) steps: out[:, steps-1], or `start` when 0."""
-    picked = gather_steps(out, (steps - 1).clamp_min(0).unsqueeze(1)).squeeze(1)  # (B, H)
+    picked = gather_steps(out, (steps - 1).clamp_min(0).unsqueeze(1))[:, 0]  # (B, H); no squeeze: no If
     return torch.where(steps.unsqueeze(1) > 0, picked, start)
 
 

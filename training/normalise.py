@@ -43,6 +43,8 @@ class Normaliser(nn.Module):
         return (scaled * valid).sum(dim=1, keepdim=True) / lengths.unsqueeze(1).to(x.dtype)
 
     def inputs(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        if not self.window_scaling:  # level is 1: no divisor in the exported graph
+            return (x - self.feature_mean) / self.feature_std
         divisor = 1.0 + self.scale_mask * (level.unsqueeze(2) - 1.0)  # (B, 1, F)
         return (x / divisor - self.feature_mean) / self.feature_std
 

@@ -23,23 +23,24 @@ def pooled(y: torch.Tensor, seen: torch.Tensor, carried: dict[str, torch.Tensor]
            ) -> dict[str, torch.Tensor]:
     """Running mean, max and count over the carried ones and y's first `seen` (B,) steps.
 
-    y (B, P, H); carried: {"mean": (B, H), "max": (B, H), "count": (B,)}, zeros for a new sequence."""
+    y (B, P, H); carried: {"mean": (B, H), "max": (B, H), "count": (B, 1)}, zeros for a new sequence.
+    Counts stay (B, 1), as the state carries them: no reshaping per request."""
     if not {"mean", "max"} & set(parts):
         return {}
-    valid = (torch.arange(y.shape[1], device=y.device).unsqueeze(0) < seen.unsqueeze(1)).unsqueeze(2)
-    count = carried["count"] + seen.to(y.dtype)  # (B,)
+    steps = seen.unsqueeze(1)  # (B, 1)
+    valid = (torch.arange(y.shape[1], device=y.device).unsqueeze(0) < steps).unsqueeze(2)  # (B, P, 1)
+    count = carried["count"] + steps.to(y.dtype)  # (B, 1)
     pools = {"count": count}
+    zero = torch.zeros((), dtype=y.dtype, device=y.device)  # scalar fills: constants in the exported graph
     if "mean" in parts:
-        total = carried["mean"] * carried["count"].unsqueeze(1) + (y * valid.to(y.dtype)).sum(dim=1)
-        pools["mean"] = total / count.clamp_min(1.0).unsqueeze(1)
+        total = carried["mean"] * carried["count"] + torch.where(valid, y, zero).sum(dim=1)
+        pools["mean"] = total / count.clamp_min(1.0)
     if "max" in parts:
-        lowest = torch.full_like(carried["max"], LOWEST)
-        before = torch.where(carried["count"].unsqueeze(1) > 0, carried["max"], lowest)
-        now = torch.where(valid, y, torch.full_like(y, LOWEST)).amax(dim=1)
-        highest = torch.maximum(before, now)
-        pools["max"] = torch.where(count.unsqueeze(1) > 0, highest, torch.zeros_like(highest))
+        lowest = torch.tensor(LOWEST, dtype=y.dtype, device=y.device)
+        before = torch.where(carried["count"] > 0, carried["max"], lowest)
+        highest = torch.maximum(before, torch.where(valid, y, lowest).amax(dim=1))
+        pools["max"] = torch.where(count > 0, highest, zero)
     return pools
-
 
 def features(last: torch.Tensor, pools: dict[str, torch.Tensor], parts: Sequence[str]) -> torch.Tensor:
     """The head's input (B, len(parts)·H), in the order of `parts`."""
