@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from training.config import TrainConfig
+from training.config import VALUE_TASKS, TrainConfig
 from training.data.dataset import Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
@@ -68,7 +68,7 @@ def summary(config: TrainConfig) -> str:
     front = {"conv": f"causal conv (kernel {m.conv_kernel * stride}, stride {stride}) + conv (kernel 3)",
              "patch": f"patches of {stride} step(s)", "none": "no front end"}[str(m.frontend)]
     # the loop augments classification and tagging only: a perturbed window has another forecast
-    augmented = f"jitter {o.jitter:g}, scaling {o.scaling:g}" if m.task != "regression" else "no augmentation"
+    augmented = "no augmentation" if m.task in VALUE_TASKS else f"jitter {o.jitter:g}, scaling {o.scaling:g}"
     return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
             f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
             f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "

@@ -24,8 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from training import defaults, distributed
+from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
-from training.config import OptimConfig, TrainConfig, save_config
+from training.config import VALUE_TASKS, OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
@@ -74,9 +75,9 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
     if ctx.is_main:
-        print("\n".join(chosen), flush=True)
+        print("\n".join(data.notes + chosen), flush=True)
     model = GRUModel(config.model)
-    targets = train.y if data.task == "regression" else None
+    targets = train.y if data.task in VALUE_TASKS else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
@@ -91,7 +92,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
-    test = evaluate(model, data.test, data)
+    test = with_baselines(evaluate(model, data.test, data), data, train)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     finish_run(run_dir, model, data, config, test)
@@ -109,6 +110,7 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
                              f"with {data.output_size} output(s): use model.head=softmax")
         config.model.output_size = 1
     config.model.window_scaling = data.window_scaling
+    config.model.seasonal_skip = (data.seasonal_period or 1) if data.task == "forecast" else 0
 
 
 def _train(
@@ -233,7 +235,7 @@ def _train_epoch(
     assert isinstance(opt.batch_size, int)
     plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
-    augmenting = model.config.task != "regression"  # a perturbed window has another forecast
+    augmenting = model.config.task not in VALUE_TASKS  # a perturbed window has another forecast
     total = count = 0.0
     for local, weight in plan:
         X, y, lengths = _batch(split, local, model.config.task, ctx.device)
@@ -269,12 +271,8 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         labels = y.cpu().numpy()
         valid = labels != PAD_LABEL
         return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
-    is_test = split is data.test
-    metrics |= forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale if is_test else None)
-    if is_test and data.test_naive is not None:
-        naive = forecast_metrics(split.y, data.test_naive, data.test_mase_scale)
-        metrics["seasonal_naive"] = naive
-    return metrics
+    scale = data.test_mase_scale if split is data.test else None
+    return metrics | forecast_metrics(split.y, probs_or_forecast, scale)
 
 
 def _evaluate_sharded(

@@ -24,7 +24,7 @@ from torch import nn
 
 from training import readout
 from training.cells import make_gru
-from training.config import ModelConfig
+from training.config import VALUE_TASKS, ModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
 
@@ -57,6 +57,8 @@ class GRUModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         parts = 1 if config.task == "tagging" else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
+        if config.task in VALUE_TASKS:
+            _start_from_the_baseline(self.head)
 
     # -- the state --------------------------------------------------------------------------------------
 
@@ -88,6 +90,9 @@ class GRUModel(nn.Module):
         if self.config.window_scaling:
             return ("its inputs are scaled by the mean of the whole window, which is not known until "
                     "the window ends")
+        if self.config.seasonal_skip:
+            return ("its forecast repeats the last season of the input window, which a carried state does "
+                    "not hold")
         return None
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -145,7 +150,17 @@ class GRUModel(nn.Module):
             nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
                     "pool_count": kept["count"].unsqueeze(1)}
         out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
+        if self.config.seasonal_skip:
+            out = out + self.seasonal_naive(x, lengths, level)
         return out, self.pack(nxt), level
+
+    def seasonal_naive(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The seasonal-naive forecast (B, horizon) at period model.seasonal_skip, in normalised target
+        units: the last season of the target (feature 0) repeated. The head's output corrects it."""
+        period, horizon = self.config.seasonal_skip, self.config.output_size
+        offsets = torch.arange(horizon, device=x.device) % period - period  # (H,) in -period..-1
+        index = lengths.long().unsqueeze(1) + offsets.unsqueeze(0)  # (B, H) steps of each sequence
+        return self.normaliser.targets(gather_steps(x[:, :, :1], index).squeeze(2), level)
 
     def _steps(
         self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]
@@ -232,6 +247,13 @@ class GRUModel(nn.Module):
         whole = torch.full((x.shape[0],), x.shape[1] // self.patch, dtype=torch.long)
         z, _ = self.frontend(steps, whole, {})
         return z[:, : x.shape[1] // self.patch] if self.carries else z
+
+
+def _start_from_the_baseline(head: nn.Linear) -> None:
+    """A value head starts at zero: the untrained model predicts the training mean (or, with a seasonal
+    skip, the seasonal-naive forecast), and training moves it only as far as the data supports."""
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
 
 
 def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:
