@@ -27,7 +27,7 @@ RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 
 def with_baselines(test: dict[str, Any], data: SequenceData, train: Split) -> dict[str, Any]:
     """The model's test metrics plus `baselines` (name -> metrics) and `versus_baselines`; `train`:
-    the series the model was fit on. Classification and tagging: unchanged."""
+    every training series (the validation split included). Classification and tagging: unchanged."""
     if data.task == "forecast":
         forecasts = forecast_baselines(data)
     elif data.task == "regression":

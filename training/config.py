@@ -123,8 +123,9 @@ class OptimConfig(_Section):
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
-    # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune)
-    final_fit: bool = True
+    # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
+    # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)
+    final_fit: bool | Literal["auto"] = "auto"
     patience: Whole = Field(30, ge=1)  # without final_fit: epochs without validation improvement
     grad_clip: Number = Field(1.0, gt=0)  # max global gradient norm
     threads: Whole = Field(1, ge=1)  # torch intra-op threads; 1 keeps small models fast and runs reproducible

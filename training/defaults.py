@@ -60,6 +60,17 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
     return lines + [summary(config)]
 
 
+def resolve_fit(config: TrainConfig, task: str) -> list[str]:
+    """optim.final_fit "auto": a final fit for classification and tagging. Regression and forecasts hold
+    the validation split out: it picks the epoch and how much of its correction to the baseline the model
+    keeps (training/shrink.py): on CardanoSentiment (74 series) and yearly sunspots a final fit lost
+    clearly to the mean and to the seasonal naive (docs/guides/forecasting.md)."""
+    if config.optim.final_fit != "auto":
+        return []
+    config.optim.final_fit = task not in VALUE_TASKS
+    return [f"optim.final_fit={str(config.optim.final_fit).lower()} (auto: {task})"]
+
+
 def summary(config: TrainConfig) -> str:
     m, o = config.model, config.optim
     direction = "bidirectional " if m.bidirectional else ""

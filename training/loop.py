@@ -33,6 +33,7 @@ from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
 from training.recipe import augment, make_schedule
 from training.resume import Progress, load_last, save_last
+from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
 
 EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
@@ -70,12 +71,13 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
+    notes = data.notes + defaults.resolve_fit(config, data.task)
     train = data.train if not config.optim.final_fit else merge(data.train, data.val, data.task)
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
     if ctx.is_main:
-        print("\n".join(data.notes + chosen), flush=True)
+        print("\n".join(notes + chosen), flush=True)
     model = GRUModel(config.model)
     targets = train.y if data.task in VALUE_TASKS else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
@@ -92,11 +94,23 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
-    test = with_baselines(evaluate(model, data.test, data), data, train)
+    kept = _shrunk(model, data, config)
+    everything = merge(data.train, data.val, data.task)  # the baselines fit on every training series
+    test = kept | with_baselines(evaluate(model, data.test, data), data, everything)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     finish_run(run_dir, model, data, config, test)
     return FitResult(run_dir, checkpoint, test, best_epoch)
+
+
+def _shrunk(model: GRUModel, data: SequenceData, config: TrainConfig) -> dict[str, float]:
+    """A value model with a validation split held out: how much of its correction to the baseline it
+    keeps (training/shrink.py), printed and reported."""
+    if data.task not in VALUE_TASKS or config.optim.final_fit:
+        return {}
+    factor = shrink_to_baseline(model, data.val)
+    print(f"correction to the baseline kept: {factor:.3f} (fitted on the validation series)", flush=True)
+    return {"correction_kept": factor}
 
 
 def _describe_model(config: TrainConfig, data: SequenceData) -> None:

@@ -26,7 +26,7 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
     lines = [
         f"# Model report: {config.name}",
         "",
-        f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit)} / "
+        f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit is True)} / "
         f"{len(data.test)} test sequences of up to {data.max_length} steps, {len(data.feature_names)} "
         "feature(s)",
         f"- model: front end {m.frontend}, {m.patch} step(s) per GRU step, GRU {m.num_layers} layer(s) × "

@@ -63,4 +63,4 @@ def test_target_only_forecast_csv_trains_exports_serves_as_forecast(tmp_path: Pa
     assert np.abs(served - test.y).mean() == pytest.approx(reported["mae"], rel=1e-5)
     manifest = json.loads((tmp_path / "models" / "sun" / "1" / "manifest.json").read_text())
     assert manifest["task"] == "forecast" and manifest["inputs"]["features"] == ["sunactivity"]
-    assert "last season" in manifest["streaming"]["reason"]
+    assert manifest["streaming"]["supported"] is False and manifest["streaming"]["reason"]

@@ -49,7 +49,7 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     windows = "" if config.window else f" (auto: max({MIN_WINDOW}, 2 x period))"
     return SequenceData(
         task="forecast", train=train, val=val, test=test, feature_names=inputs,
-        window_scaling=all(float(v[:, 0].min()) > 0 for v in before),
+        window_scaling=_levels_positive(series, window),
         seasonal_period=season, test_naive=naive, test_mase_scale=scale, test_history=history,
         source=f"user file {path}, rolling-origin test over {held}",
         notes=[f"data.seasonal_period={season} ({how})",
@@ -62,6 +62,9 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
 
 def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
     """Series ids, each series' (T_i, F) values with the target first, and the input names."""
+    if path.suffix == ".npz":
+        raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
+                         "(series id, step, target, optional extra columns)")
     frame = read_table(path)
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]
@@ -93,6 +96,16 @@ def _season(before: list[np.ndarray], config: DataConfig) -> tuple[int, str]:
         return config.seasonal_period, "data.seasonal_period, as set"
     period, how = find_period([values[:, 0] for values in before])
     return period, f"auto: {how}"
+
+
+def _levels_positive(series: list[np.ndarray], window: int) -> bool:
+    """Window scaling (each window divided by its mean level: a series whose swings grow with its level,
+    like sunspots' cycles) where that level is positive in every window: no negative target and no
+    `window` zeros in a row."""
+    def lowest_level(target: np.ndarray) -> float:
+        return float(np.convolve(target, np.ones(window) / window, mode="valid").min())
+
+    return all(float(v[:, 0].min()) >= 0 and lowest_level(v[:, 0]) > 0 for v in series)
 
 
 def _check_lengths(ids: np.ndarray, series: list[np.ndarray], starts: list[int], window: int,
