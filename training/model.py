@@ -24,7 +24,7 @@ from torch import nn
 
 from training import readout
 from training.cells import make_gru
-from training.config import VALUE_TASKS, ModelConfig
+from training.config import ModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
 
@@ -57,7 +57,7 @@ class GRUModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         parts = 1 if config.task == "tagging" else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
-        if config.task in VALUE_TASKS:
+        if config.task == "regression" or config.seasonal_skip:
             _start_from_the_baseline(self.head)
 
     # -- the state --------------------------------------------------------------------------------------
@@ -250,8 +250,10 @@ class GRUModel(nn.Module):
 
 
 def _start_from_the_baseline(head: nn.Linear) -> None:
-    """A value head starts at zero: the untrained model predicts the training mean (or, with a seasonal
-    skip, the seasonal-naive forecast), and training moves it only as far as the data supports."""
+    """A regression head, or a forecaster's with a seasonal skip, starts at zero: the untrained model
+    predicts the training mean (or the seasonal-naive forecast), and training moves it only as far as the
+    data supports. Not for other forecasters: on M1 yearly it spread the seeds (MASE 3.46 ± 0.18 against
+    3.45 ± 0.07)."""
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
 
