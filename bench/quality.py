@@ -3,6 +3,9 @@ official train/test splits: 1-NN DTW and MiniRocket (aeon), with the seconds eac
 
     python -m bench.quality                      # the benchmark sets, 3 seeds
     python -m bench.quality --check-sets         # also the held-out check sets, as a new user would run them
+    python -m bench.quality --values             # also the regression and forecasting sets (VALUE_SETS)
+    python -m bench.quality --values --only CardanoSentiment,Covid3Month,Sunspots,M1Yearly
+                                                 # the value sets and M1 yearly only
     python -m bench.quality --skip-gru           # baselines only (a minute or two)
     python -m bench.quality --quick              # 1 seed, 2 epochs, small sets: a smoke test
     python -m bench.quality --check-sets --baselines bench/results/baselines.json
@@ -151,9 +154,97 @@ def gru_run(bench: Benchmark, seed: int, run_dir: Path, extra: list[str]) -> dic
     epochs = len((result.run_dir / "metrics.jsonl").read_text().splitlines())
     row = {"set": bench.name, "via_file": bench.via_file, "model": "GRU", "seed": seed,
            "value": result.test_metrics[bench.metric], "seconds": seconds, "epochs": epochs}
-    if "seasonal_naive" in result.test_metrics:
-        row["naive"] = result.test_metrics["seasonal_naive"][bench.metric]
+    if "baselines" in result.test_metrics:
+        row["naive"] = result.test_metrics["baselines"]["naive"][bench.metric]
     return row
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """A regression set with its official split (aeon), or a forecasting series (statsmodels), trained
+    from user CSVs with `gru train` defaults; its baselines come from the same run (training/baselines.py)."""
+
+    name: str
+    task: str  # regression | forecast
+    target: str
+
+    @property
+    def metric(self) -> str:
+        return "rmse" if self.task == "regression" else "mase"
+
+
+VALUE_SETS = [
+    ValueSet("CardanoSentiment", "regression", "RMSE ≤ mean and ridge"),  # 74 train x 24 steps x 2
+    ValueSet("Covid3Month", "regression", "RMSE ≤ mean and ridge"),  # 140 train x 84 steps
+    # yearly sunspots, 309 values: train on the first 80 %, rolling-origin test over the rest
+    ValueSet("Sunspots", "forecast", "MASE ≤ best seasonal naive"),
+]
+
+
+def value_files(vset: ValueSet, folder: Path) -> list[str]:
+    """The set written as a user would (long CSV, the official split as data.test_path for regression;
+    one target-only file for the forecast); the data.* overrides that read it."""
+    if vset.task == "forecast":
+        from statsmodels.datasets import sunspots
+
+        frame = sunspots.load_pandas().data
+        path = folder / "sunspots.csv"
+        pd.DataFrame({"series_id": "sun", "step": frame["YEAR"].astype(int),
+                      "sunactivity": frame["SUNACTIVITY"]}).to_csv(path, index=False)
+        return [f"data.path={path}", "data.task=forecast", "data.target_column=sunactivity"]
+    from aeon.datasets import load_regression
+
+    paths = {}
+    for split in ("train", "test"):
+        X, y = load_regression(vset.name, split=split)
+        paths[split] = write_long_csv(list(X), np.asarray(y), folder / f"{vset.name}_{split}.csv")
+    return [f"data.path={paths['train']}", f"data.test_path={paths['test']}", "data.task=regression"]
+
+
+def value_run(vset: ValueSet, seed: int, run_dir: Path, extra: list[str]) -> dict:
+    from training.config import load_config
+    from training.loop import fit
+
+    overrides = ["data.dataset=file", *value_files(vset, run_dir), f"optim.seed={seed}", f"run_dir={run_dir}",
+                 f"name={vset.name}_{seed}", "progress=false", "optim.plots=false", "optim.tensorboard=false",
+                 *extra]
+    started = time.perf_counter()
+    result = fit(load_config(None, overrides))
+    metrics = result.test_metrics
+    return {"set": vset.name, "task": vset.task, "model": "GRU", "seed": seed, "metric": vset.metric,
+            "value": metrics[vset.metric], "seconds": time.perf_counter() - started,
+            "epochs": len((result.run_dir / "metrics.jsonl").read_text().splitlines()),
+            "correction_kept": metrics.get("correction_kept"),
+            "baselines": {name: m[vset.metric] for name, m in metrics["baselines"].items()}}
+
+
+def value_table(rows: list[dict]) -> str:
+    """One row per value set: the GRU beside every baseline of the same runs (mean over seeds)."""
+    lines = ["| dataset | task | metric | GRU defaults, mean ± sd (seeds) | GRU s | baselines (same runs) | "
+             "best baseline | target |", "|---|---|---|---|---|---|---|---|"]
+    for vset in VALUE_SETS:
+        runs = [r for r in rows if r["model"] == "GRU" and r["set"] == vset.name and "baselines" in r]
+        if not runs:
+            continue
+        names = list(runs[0]["baselines"])
+        means = {n: statistics.mean(r["baselines"][n] for r in runs) for n in names}
+        best = min(means, key=means.__getitem__)
+        ours = statistics.mean(r["value"] for r in runs)
+        verdict = "met" if ours <= means[best] else "missed"
+        shown = ", ".join(f"{n} {v:.4f}" for n, v in means.items())
+        lines.append(f"| {vset.name} | {vset.task} | {vset.metric.upper()} | "
+                     f"{mean_sd([r['value'] for r in runs])} ({len(runs)}) | {seconds(runs)} | {shown} | "
+                     f"{best} {means[best]:.4f} | {vset.target}: {verdict} |")
+    return "\n".join(lines)
+
+
+def value_rows(names: set[str] | None, seeds: list[int], run_dir: Path, extra: list[str]) -> list[dict]:
+    rows = []
+    for vset in [v for v in VALUE_SETS if names is None or v.name in names]:
+        for seed in seeds:
+            rows.append(value_run(vset, seed, run_dir, extra))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def mean_sd(values: list[float]) -> str:
@@ -232,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", type=Path, help="take the baseline rows of the sets it holds from "
                         "this earlier output (e.g. a --skip-gru run); compute the others")
     parser.add_argument("--output", type=Path, default=Path("bench/results/quality.json"))
+    parser.add_argument("--values", action="store_true", help="add the regression and forecasting sets "
+                        f"(user files, baselines in the same runs): {', '.join(v.name for v in VALUE_SETS)}")
     args = parser.parse_args(argv)
     benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else [])
     chosen = set(args.only.split(",")) if args.only else set(QUICK) if args.quick else None
@@ -254,10 +347,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 rows.append(gru_run(bench, seed, Path(tmp), extra))
                 print(json.dumps(rows[-1]), flush=True)
+        if args.values:
+            rows += value_rows(set(args.only.split(",")) if args.only else None, seeds, Path(tmp), extra)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"seeds": seeds, "quick": args.quick, "rows": rows,
                                        "skipped": skipped}, indent=2))
     print("\n" + table(benchmarks, rows) + "\n\n" + summary(benchmarks, rows))
+    if args.values:
+        print("\n" + value_table(rows))
     if skipped:
         print(f"\nskipped (over --budget-minutes): {skipped}")
     return 0

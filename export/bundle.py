@@ -133,9 +133,12 @@ def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
         return OutputSpec(kind="step_probabilities", size=size, labels=trained.label_names,
                           description="per time step: class probabilities in label order "
                                       "(zero past each sequence's length)")
+    if task == "forecast":
+        return OutputSpec(kind="forecast", size=size, labels=None,
+                          description=f"the next {size} values of {trained.feature_names[0]!r}, "
+                                      "in original units")
     return OutputSpec(kind="forecast", size=size, labels=None,
-                      description=f"the next {size} values of {trained.feature_names[0]!r}, "
-                                  "in original units")
+                      description=f"{size} regression target(s) per sequence, in original units")
 
 
 def write_bundle(

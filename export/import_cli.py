@@ -20,7 +20,7 @@ def _numbers(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", type=Path, help="the ONNX file (a graph with ONNX GRU nodes)")
     parser.add_argument("--name", required=True, help="model name: letters, digits, '_', '-', '.'")
-    parser.add_argument("--task", required=True, choices=["classification", "regression"])
+    parser.add_argument("--task", required=True, choices=["classification", "regression", "forecast"])
     parser.add_argument("--labels", type=_names, help="classification: class names in output order "
                         "(two names, negative then positive, for one sigmoid output)")
     parser.add_argument("--positive-label", help="one sigmoid output: the label it is the probability of "

@@ -45,7 +45,7 @@ class ImportRequest:
     """What the graph cannot say, from the user (`gru import` flags)."""
 
     name: str
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "forecast"]
     labels: list[str] | None = None  # classification: one per output, or two for one sigmoid output
     positive_label: str | None = None  # one sigmoid output: whose probability it is (default: labels[1])
     features: list[str] | None = None  # default feature_0, feature_1, ...
@@ -107,7 +107,7 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
 def output_spec(foreign: ForeignGraph, request: ImportRequest) -> tuple[OutputSpec, str | None]:
     """The manifest's output, and the activation to add after the graph's answer (None: none)."""
     size, op = foreign.output_size, foreign.output_op
-    if request.task == "regression":
+    if request.task != "classification":  # regression or forecast: numbers as the graph gives them
         return OutputSpec(kind="forecast", size=size, description=f"the graph's output "
                           f"{foreign.output.name!r} as it gives it ({size} value(s))"), None
     labels = request.labels

@@ -169,7 +169,7 @@ class Manifest(_Strict):
     schema_version: Literal[3] = 3  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)
     version: int = Field(ge=1)
-    task: Literal["classification", "regression", "tagging"]
+    task: Literal["classification", "regression", "forecast", "tagging"]  # older forecasters: regression
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec

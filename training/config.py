@@ -15,8 +15,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 Readout = Literal["last", "mean", "max"]
 READOUTS: tuple[Readout, ...] = ("last", "mean", "max")
-Task = Literal["classification", "regression", "tagging"]  # tagging: one label per time step
-DataTask = Literal["classification", "regression", "forecast", "tagging"]  # forecast: windows of series
+# tagging: one label per time step; forecast: the next values of a series (windows cut from series)
+Task = Literal["classification", "regression", "forecast", "tagging"]
+VALUE_TASKS = ("regression", "forecast")  # a head of numbers in original units, fit on standardised targets
 
 
 def _number(value: Any) -> Any:
@@ -64,18 +65,19 @@ class DataConfig(_Section):
     dataset: str = "ItalyPowerDemand"  # a built-in name, or "file" to read `path`
     path: str | None = None  # user data: .csv / .parquet (long format) or .npz
     test_path: str | None = None  # optional separate test file; otherwise split from `path`
-    task: DataTask | None = None  # required for user files; built-ins know their own task
+    task: Task | None = None  # required for user files; built-ins know their own task
     id_column: str = "series_id"
     time_column: str = "step"
     feature_columns: list[str] | None = None  # default: every column not named below
     target_column: str = "label"  # label (classification) or target (regression, forecast)
     # forecasting: input window, steps predicted, season of the seasonal-naive baseline and MASE;
-    # None: the dataset's own (M1Yearly 8/6/1, Airline and user files 24/12/12; training/data/windows.py)
+    # None: the dataset's own (M1Yearly 8/6/1, Airline 24/12/12); user files: horizon 12, the season found
+    # from the data, window max(24, 2 x season) (training/data/forecast.py)
     window: Annotated[Whole, Field(ge=1)] | None = None
     horizon: Annotated[Whole, Field(ge=1)] | None = None
     seasonal_period: Annotated[Whole, Field(ge=1)] | None = None
     val_fraction: Number = Field(0.2, gt=0, lt=1)
-    test_fraction: Number = Field(0.2, gt=0, lt=1)  # used only when there is no official test split
+    test_fraction: Number = Field(0.2, gt=0, lt=1)  # no test file: held out (forecast: each series' end)
     stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
     missing: Literal["error", "ffill", "zero"] = "error"  # NaN inputs in user files (data/missing.py)
 
@@ -99,6 +101,9 @@ class ModelConfig(_Section):
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
+    # forecasting: the head adds its correction to the seasonal-naive forecast at this period (0: none);
+    # from the data (data.seasonal_period). training/model.py
+    seasonal_skip: Whole = Field(0, ge=0)
     # Front end (training/frontend.py): causal strided convolutions ("conv"), non-overlapping patches
     # ("patch") or none; "auto": conv for classification, none for regression/forecast/tagging
     frontend: Literal["auto", "none", "patch", "conv"] = "auto"
@@ -118,8 +123,9 @@ class OptimConfig(_Section):
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
-    # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune)
-    final_fit: bool = True
+    # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
+    # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)
+    final_fit: bool | Literal["auto"] = "auto"
     patience: Whole = Field(30, ge=1)  # without final_fit: epochs without validation improvement
     grad_clip: Number = Field(1.0, gt=0)  # max global gradient norm
     threads: Whole = Field(1, ge=1)  # torch intra-op threads; 1 keeps small models fast and runs reproducible

@@ -24,14 +24,16 @@ from torch import nn
 from tqdm import tqdm
 
 from training import defaults, distributed
+from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
-from training.config import OptimConfig, TrainConfig, save_config
+from training.config import VALUE_TASKS, OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
 from training.recipe import augment, make_schedule
 from training.resume import Progress, load_last, save_last
+from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
 
 EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
@@ -71,14 +73,15 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
+    notes = data.notes + defaults.resolve_fit(config, data.task, len(data.train) + len(data.val))
     train = data.train if not config.optim.final_fit else merge(data.train, data.val, data.task)
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
     if ctx.is_main and not quiet:
-        print("\n".join(chosen), flush=True)
+        print("\n".join(notes + chosen), flush=True)
     model = GRUModel(config.model)
-    targets = train.y if data.task == "regression" else None
+    targets = train.y if data.task in VALUE_TASKS else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
@@ -93,11 +96,23 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
-    test = evaluate(model, data.test, data)
+    kept = _shrunk(model, data, config)
+    everything = merge(data.train, data.val, data.task)  # the baselines fit on every training series
+    test = kept | with_baselines(evaluate(model, data.test, data), data, everything)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     finish_run(run_dir, model, data, config, test)
     return FitResult(run_dir, checkpoint, test, best_epoch)
+
+
+def _shrunk(model: GRUModel, data: SequenceData, config: TrainConfig) -> dict[str, float]:
+    """A value model with a validation split held out: how much of its correction to the baseline it
+    keeps (training/shrink.py), printed and reported."""
+    if data.task not in VALUE_TASKS or config.optim.final_fit:
+        return {}
+    factor = shrink_to_baseline(model, data.val)
+    print(f"correction to the baseline kept: {factor:.3f} (fitted on the validation series)", flush=True)
+    return {"correction_kept": factor}
 
 
 def _describe_model(config: TrainConfig, data: SequenceData) -> None:
@@ -111,6 +126,8 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
                              f"with {data.output_size} output(s): use model.head=softmax")
         config.model.output_size = 1
     config.model.window_scaling = data.window_scaling
+    period = data.seasonal_period or 1  # a skip for seasonal forecasts only: naive-1 cost M1 0.2 MASE
+    config.model.seasonal_skip = period if data.task == "forecast" and period > 1 else 0
 
 
 def _train(
@@ -235,7 +252,7 @@ def _train_epoch(
     assert isinstance(opt.batch_size, int)
     plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
-    augmenting = model.config.task != "regression"  # a perturbed window has another forecast
+    augmenting = model.config.task not in VALUE_TASKS  # a perturbed window has another forecast
     total = count = 0.0
     for local, weight in plan:
         X, y, lengths = _batch(split, local, model.config.task, ctx.device)
@@ -271,12 +288,8 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         labels = y.cpu().numpy()
         valid = labels != PAD_LABEL
         return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
-    is_test = split is data.test
-    metrics |= forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale if is_test else None)
-    if is_test and data.test_naive is not None:
-        naive = forecast_metrics(split.y, data.test_naive, data.test_mase_scale)
-        metrics["seasonal_naive"] = naive
-    return metrics
+    scale = data.test_mase_scale if split is data.test else None
+    return metrics | forecast_metrics(split.y, probs_or_forecast, scale)
 
 
 def _evaluate_sharded(

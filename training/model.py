@@ -61,6 +61,8 @@ class GRUModel(nn.Module):
         # how encode runs one GRU layer and direction; export swaps in one ONNX GRU node that reads the
         # valid steps as its sequence_lens (export/gru_node.py): the same numbers, a leaner graph
         self.read_gru: GRURead = read_gru
+        if config.task == "regression" or config.seasonal_skip:
+            _start_from_the_baseline(self.head)
 
     # -- the state --------------------------------------------------------------------------------------
 
@@ -92,6 +94,9 @@ class GRUModel(nn.Module):
         if self.config.window_scaling:
             return ("its inputs are scaled by the mean of the whole window, which is not known until "
                     "the window ends")
+        if self.config.seasonal_skip:
+            return ("its forecast repeats the last season of the input window, which a carried state does "
+                    "not hold")
         return None
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -148,7 +153,17 @@ class GRUModel(nn.Module):
             nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
                     "pool_count": kept["count"]}
         out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
+        if self.config.seasonal_skip:
+            out = out + self.seasonal_naive(x, lengths, level)
         return out, self.pack(nxt), level
+
+    def seasonal_naive(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The seasonal-naive forecast (B, horizon) at period model.seasonal_skip, in normalised target
+        units: the last season of the target (feature 0) repeated. The head's output corrects it."""
+        period, horizon = self.config.seasonal_skip, self.config.output_size
+        offsets = torch.arange(horizon, device=x.device) % period - period  # (H,) in -period..-1
+        index = lengths.long().unsqueeze(1) + offsets.unsqueeze(0)  # (B, H) steps of each sequence
+        return self.normaliser.targets(gather_steps(x[:, :, :1], index).squeeze(2), level)
 
     def _steps(
         self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]
@@ -237,6 +252,15 @@ class GRUModel(nn.Module):
         whole = torch.full((x.shape[0],), x.shape[1] // self.patch, dtype=torch.long)
         z, _ = self.frontend(steps, whole, {})
         return z[:, : x.shape[1] // self.patch] if self.carries else z
+
+
+def _start_from_the_baseline(head: nn.Linear) -> None:
+    """A regression head, or a forecaster's with a seasonal skip, starts at zero: the untrained model
+    predicts the training mean (or the seasonal-naive forecast), and training moves it only as far as the
+    data supports. Not for other forecasters: on M1 yearly it spread the seeds (MASE 3.46 ± 0.18 against
+    3.45 ± 0.07)."""
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
 
 
 def _one_layer(config: ModelConfig, input_size: int) -> ModelConfig:

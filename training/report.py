@@ -26,7 +26,7 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
     lines = [
         f"# Model report: {config.name}",
         "",
-        f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit)} / "
+        f"- data: {data.source}; task {data.task}; {_split_sizes(data, o.final_fit is True)} / "
         f"{len(data.test)} test sequences of up to {data.max_length} steps, {len(data.feature_names)} "
         "feature(s)",
         f"- model: front end {m.frontend}, {m.patch} step(s) per GRU step, GRU {m.num_layers} layer(s) × "
@@ -41,17 +41,34 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict)],
+        *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k != "mape_omitted"],
     ]
-    baseline = test.get("seasonal_naive")
-    if isinstance(baseline, dict):
-        lines += ["", "Seasonal-naive baseline on the same test windows: "
-                  + ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items())]
+    lines += _baselines(test)
     if plots:
         lines += ["", "## Plots", "", *[f"![{p}]({p})" for p in plots]]
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _baselines(test: dict[str, Any]) -> list[str]:
+    """The model beside its baselines on the same test data (training/baselines.py), and the verdict."""
+    baselines, versus = test.get("baselines"), test.get("versus_baselines")
+    if not (baselines and versus):
+        return []
+    columns = [c for c in ("mase", "rmse", "mae", "mape") if c in test]
+    rows = {"**GRU (this model)**": test} | baselines
+    verdict = "beats" if versus["beaten"] else "does NOT beat"
+    lines = ["", "## Baselines (same test data, same run)", "",
+             "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
+             *[f"| {name} | " + " | ".join(_fmt(row.get(c, "–")) for c in columns) + " |"
+               for name, row in rows.items()],
+             "", f"The model {verdict} the best baseline ({versus['best_baseline']}, {versus['metric']} "
+             f"{_fmt(versus['best_baseline_value'])} vs {_fmt(versus['model'])})."]
+    omitted = test.get("mape_omitted")
+    if omitted:
+        lines.append(f"MAPE is not reported: {omitted}.")
+    return lines
 
 
 def _split_sizes(data: SequenceData, final_fit: bool) -> str:

@@ -24,7 +24,7 @@ from training.config import TrainConfig, load_config
 from training.publish import write_atomic
 
 # Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
-FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling")}
+FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling", "seasonal_skip")}
 # The search's own settings: trials' run folders and epoch budget, not chosen by it.
 SEARCH_ONLY = {"": ("name", "run_dir", "progress"),
                "optim": ("max_epochs", "plots", "tensorboard", "final_fit")}
@@ -107,8 +107,8 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     path = output or Path(base.run_dir) / base.name / "best_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# gru tune: best of {len(study.trials)} trials (validation loss {study.best_value:.4f}), "
-              f"each at most {base.optim.max_epochs} epochs.\n# The data sets input_size, task, "
-              "output_size and window_scaling; optim.max_epochs and the run name are yours to set.\n")
+              f"each at most {base.optim.max_epochs} epochs.\n# The data sets input_size, task, output_size, "
+              "window_scaling and seasonal_skip; optim.max_epochs and the run name are yours to set.\n")
     clean = clean_config(best_config, set(study.best_params))
     # Processes sharing a study finish at different times: each writes the study's best so far, whole.
     write_atomic(path, (header + yaml.safe_dump(clean, sort_keys=False)).encode())

@@ -41,6 +41,7 @@ def model_config(manifest: Manifest, batching: BatchConfig, max_sequences: int,
         "dynamic_batching": {"max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000),
                              "default_queue_policy": {"max_queue_size": batching.max_queue_size}},
         "default_model_filename": manifest.onnx.file,
+        "parameters": {"task": {"string_value": manifest.task}},  # Triton's free-form model parameters
     }
     if manifest.streaming_refusal is None:  # sequence_id / sequence_start / sequence_end are served
         config["sequence_batching"] = {"max_sequence_idle_microseconds": int(session_idle_s * 1e6)}

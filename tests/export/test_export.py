@@ -80,7 +80,7 @@ def test_graph_state_matches_the_numpy_oracle(tmp_path: Path, patch: int) -> Non
 def test_forecast_bundle_answers_in_original_units(airline_run, tmp_path: Path) -> None:
     result = export_checkpoint(airline_run.checkpoint, tmp_path / "models", "airline")
     manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
-    assert manifest["task"] == "regression" and manifest["output"]["size"] == 12
+    assert manifest["task"] == "forecast" and manifest["output"]["size"] == 12
     assert manifest["normalization"]["window_scaling"] is True
     x = np.linspace(300, 450, 24, dtype=np.float32).reshape(1, 24, 1)
     state = np.zeros((1, result.manifest.state.size), np.float32)

@@ -42,7 +42,9 @@ def test_without_final_fit_the_validation_split_picks_the_epoch(tmp_path) -> Non
 def test_airline_forecast_reports_metrics_beside_seasonal_naive(airline_run) -> None:
     metrics = airline_run.test_metrics
     assert {"mae", "rmse", "mape", "mase"} <= set(metrics)
-    assert metrics["seasonal_naive"]["mape"] > 9.0  # 1959 repeated for 1960 misses by ~10%
+    assert metrics["baselines"]["seasonal_naive"]["mape"] > 9.0  # 1959 repeated for 1960 misses by ~10%
+    assert set(metrics["baselines"]) == {"naive", "seasonal_naive", "ets", "theta"}
+    assert metrics["seasonal_period"] == 12
 
 
 def test_same_seed_gives_identical_weights(tmp_path) -> None:

@@ -5,6 +5,7 @@ refuses to resume; a NaN loss stops with a clear message and keeps the last good
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
                              str(tmp_path), "--no-progress", *[a for d in diverge for a in ("--set", d)]],
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert "training loss became nan" in result.stderr and "lower optim.learning_rate" in result.stderr
+    assert re.search(r"training loss became (nan|inf) at epoch", result.stderr)
+    assert "lower optim.learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
     kept = Checkpoint.load(tmp_path / "nan" / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in kept.state_dict.values())

@@ -29,7 +29,7 @@ def test_a_binary_task_trains_one_probability_of_the_second_label(tmp_path: Path
     assert accuracy > 0.6  # it learnt something in 15 epochs (chance is 0.5)
 
 
-@pytest.mark.parametrize(("dataset", "what"), [("Airline", "regression"), ("SyntheticRegimes", "tagging")])
+@pytest.mark.parametrize(("dataset", "what"), [("Airline", "forecast"), ("SyntheticRegimes", "tagging")])
 def test_a_sigmoid_head_is_refused_where_the_task_is_not_binary(tmp_path: Path, dataset: str,
                                                                 what: str) -> None:
     with pytest.raises(ValueError, match=f"model.head=sigmoid is for binary classification; this data is "

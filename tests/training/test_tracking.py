@@ -25,7 +25,8 @@ def test_classification_run_has_tensorboard_scalars_plots_and_report(italy_run) 
 
 def test_forecast_run_plots_forecast_against_actual(airline_run) -> None:
     assert (airline_run.run_dir / "forecast.png").read_bytes()[:8] == PNG
-    assert "Seasonal-naive baseline" in (airline_run.run_dir / "report.md").read_text()
+    report = (airline_run.run_dir / "report.md").read_text()
+    assert "## Baselines (same test data, same run)" in report and "| seasonal_naive |" in report
 
 
 def test_bf16_autocast_trains_on_cpu_and_exports_in_fp32_within_parity(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.config import DataConfig, Task
+from training.config import VALUE_TASKS, DataConfig, Task
 
 PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the metrics)
 
@@ -53,12 +53,14 @@ class SequenceData:
     seasonal_period: int | None = None  # forecasting: for the seasonal-naive baseline
     test_naive: np.ndarray | None = None  # forecasting: seasonal-naive forecast per test window
     test_mase_scale: np.ndarray | None = None  # forecasting: in-sample seasonal MAE per test window
+    test_history: list[np.ndarray] | None = None  # forecasting: the target before each test window
+    notes: list[str] = field(default_factory=list)  # what loading chose from the data (printed by gru train)
     source: str = ""
     sharded: bool = False  # data.stream under torchrun: train/val hold only this rank's series
 
     @property
     def output_size(self) -> int:
-        return self.train.y.shape[1] if self.task == "regression" else len(self.label_names)
+        return self.train.y.shape[1] if self.task in VALUE_TASKS else len(self.label_names)
 
     @property
     def max_length(self) -> int:

@@ -10,10 +10,10 @@ import pandas as pd
 
 from training.config import DataConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
+from training.data.forecast import forecast_from_files
 from training.data.long import feature_columns, long_to_series, read_table, show
 from training.data.npz import read_npz
 from training.data.splits import encode_labels, holdout_indices, validation_split
-from training.data.windows import forecast_data, forecast_settings
 
 
 def load_user_data(config: DataConfig) -> SequenceData:
@@ -21,7 +21,7 @@ def load_user_data(config: DataConfig) -> SequenceData:
         raise ValueError("data.task is required for user files: classification, regression, forecast "
                          "or tagging")
     if config.task == "forecast":
-        return _forecast_from_long(config)
+        return forecast_from_files(config)
     train, features = read_series(Path(config.path or ""), config)
     if config.test_path:
         test, test_features = read_series(Path(config.test_path), config)
@@ -105,17 +105,3 @@ def _number(value: object) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return float("nan")
-
-
-def _forecast_from_long(config: DataConfig) -> SequenceData:
-    path = Path(config.path or "")
-    frame = read_table(path)
-    features = feature_columns(frame, config, path)
-    inputs = [config.target_column] + [f for f in features if f != config.target_column]
-    series = long_to_series(frame, config, path, inputs, target=None)
-    window, horizon, season = forecast_settings(config)
-    return forecast_data(
-        [x[:n] for x, n in zip(series.X, series.lengths, strict=True)], target_index=0, window=window,
-        horizon=horizon, season=season, val_fraction=config.val_fraction,
-        feature_names=inputs, source=f"user file {path}, last horizon of each series held out",
-    )

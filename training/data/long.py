@@ -43,7 +43,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]:
+def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
+    """data.feature_columns, or every column but the id, step and target; `needed`: refuse none (a
+    forecast's target is an input too, so it needs no other)."""
     required = [config.id_column, config.time_column, config.target_column]
     missing = [c for c in required + (config.feature_columns or []) if c not in frame.columns]
     if missing:
@@ -52,7 +54,7 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path) -> list
             "(set data.id_column, data.time_column, data.target_column, data.feature_columns)"
         )
     features = config.feature_columns or [c for c in frame.columns if c not in required]
-    if not features:
+    if needed and not features:
         raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
     return features
 

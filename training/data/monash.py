@@ -51,7 +51,7 @@ def padded_windows(series: list[np.ndarray], window: int, horizon: int, source: 
         scale.append(np.abs(np.diff(history)).mean())
     stack = lambda rows: np.stack(rows).astype(np.float32)  # noqa: E731
     return SequenceData(
-        task="regression",
+        task="forecast",
         train=Split(stack(train_x)[:, :, None], stack(train_y)),
         val=Split(stack(val_x)[:, :, None], stack(val_y)),
         test=Split(stack(test_x)[:, :, None], stack(test_y)),
@@ -60,6 +60,7 @@ def padded_windows(series: list[np.ndarray], window: int, horizon: int, source: 
         seasonal_period=1,
         test_naive=stack(naive),
         test_mase_scale=np.array(scale, dtype=np.float32),
+        test_history=[values[:-horizon] for values in series],
         source=source,
     )
 

@@ -1,0 +1,77 @@
+"""Baselines beside the model's figures: a regression run's test_metrics.json and report carry the mean and
+ridge on the same test series; value models start from the baseline (the mean, or the seasonal naive);
+MAPE is left out, with the reason, where it would mislead."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tests.helpers import train_tiny
+from training.config import ModelConfig
+from training.metrics import forecast_metrics
+from training.model import GRUModel
+
+
+def _write_regression_csv(X: np.ndarray, y: np.ndarray, path: Path) -> str:
+    frames = []
+    for i, (series, target) in enumerate(zip(X, y, strict=True)):  # series: (channels, steps)
+        frame = pd.DataFrame(series.T, columns=[f"channel_{c}" for c in range(series.shape[0])])
+        frames.append(frame.assign(series_id=f"s{i:03d}", step=np.arange(series.shape[1]), label=target))
+    pd.concat(frames).to_csv(path, index=False)
+    return str(path)
+
+
+def test_regression_run_reports_mean_and_ridge_beside_the_model(tmp_path: Path) -> None:
+    from aeon.datasets import load_regression
+
+    X_train, y_train = load_regression("CardanoSentiment", split="train")  # 74 x 2 channels x 24 steps
+    X_test, y_test = load_regression("CardanoSentiment", split="test")
+    run = train_tiny(tmp_path, "cardano", "data.dataset=file", "data.task=regression", "optim.max_epochs=2",
+                     f"data.path={_write_regression_csv(X_train, y_train, tmp_path / 'train.csv')}",
+                     f"data.test_path={_write_regression_csv(X_test, y_test, tmp_path / 'test.csv')}",
+                     "optim.plots=false", "optim.tensorboard=false")
+    metrics = json.loads((run.run_dir / "test_metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"mean", "ridge"}
+    mean_rmse = float(np.sqrt(((y_test - y_train.mean()) ** 2).mean()))  # the official train split's mean
+    assert abs(metrics["baselines"]["mean"]["rmse"] - mean_rmse) < 1e-6
+    assert metrics["baselines"]["ridge"]["rmse"] < mean_rmse + 0.01  # ridge on raw steps, fitted
+    versus = metrics["versus_baselines"]
+    assert versus["metric"] == "rmse" and versus["model"] == metrics["rmse"]
+    assert versus["best_baseline"] in ("mean", "ridge") and isinstance(versus["beaten"], bool)
+    assert "both signs" in metrics["mape_omitted"] and "mape" not in metrics  # sentiment in [-0.5, 0.8]
+    report = (run.run_dir / "report.md").read_text()
+    assert "## Baselines (same test data, same run)" in report and "| ridge |" in report
+    assert "| mean |" in report and "MAPE is not reported: targets are zero or of both signs" in report
+
+
+def test_an_untrained_value_model_predicts_the_mean_or_the_seasonal_naive() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 10, 2)).astype(np.float32)
+    y = rng.normal(3.0, 2.0, size=(20, 1)).astype(np.float32)
+    regression = GRUModel(ModelConfig(input_size=2, hidden_size=8, task="regression", output_size=1,
+                                      frontend="none", patch=1))
+    regression.normaliser.fit(X, y)
+    out = regression.eval().predict(torch.as_tensor(X))[0].detach().numpy()
+    np.testing.assert_allclose(out, np.full_like(out, y.mean()), rtol=1e-5)
+    forecaster = GRUModel(ModelConfig(input_size=1, hidden_size=8, task="forecast", output_size=5,
+                                      frontend="none", patch=1, seasonal_skip=3))
+    forecaster.normaliser.fit(X[:, :, :1], rng.normal(size=(20, 5)))
+    lengths = torch.tensor([10, 7])  # ragged: each sequence's own last season
+    out = forecaster.eval().predict(torch.as_tensor(X[:2, :, :1]), lengths)[0].detach().numpy()
+    np.testing.assert_allclose(out[0], X[0, [7, 8, 9, 7, 8], 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[1], X[1, [4, 5, 6, 4, 5], 0], rtol=1e-5, atol=1e-5)
+
+
+def test_mape_only_where_it_means_something() -> None:
+    level = np.array([[100.0, 110.0], [90.0, 120.0]])
+    assert abs(forecast_metrics(level, level * 1.1)["mape"] - 10.0) < 1e-9
+    near = forecast_metrics(np.array([[100.0, 2.0]]), np.array([[100.0, 3.0]]))
+    assert "mape" not in near and "1 of 2 targets are near zero" in near["mape_omitted"]
+    signs = forecast_metrics(np.array([[1.0], [-1.0]]), np.zeros((2, 1)))
+    assert "mape" not in signs and "both signs" in signs["mape_omitted"]
+    json.dumps(signs, allow_nan=False)

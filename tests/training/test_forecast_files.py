@@ -1,0 +1,87 @@
+"""Forecasting from user files: target-only files, the rolling-origin test, a test file that continues
+the series, the period found from the data (or set), and the errors that say what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig
+from training.data import load_data
+from training.data.season import find_period
+
+
+def _sunspots() -> np.ndarray:
+    from statsmodels.datasets import sunspots
+
+    return sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(np.float32)  # as training reads it
+
+
+def _write(path: Path, series: dict[str, np.ndarray], start: int = 0, **extra: np.ndarray) -> Path:
+    frames = [pd.DataFrame({"series_id": key, "step": np.arange(start, start + len(values)), "value": values,
+                            **{name: column[key] for name, column in extra.items()}})
+              for key, values in series.items()]
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def _config(path: Path, **changes) -> DataConfig:
+    return DataConfig(dataset="file", path=str(path), task="forecast", target_column="value", **changes)
+
+
+def test_periods_found_from_the_data() -> None:
+    from aeon.datasets import load_airline
+
+    assert find_period([_sunspots()[:247]])[0] == 11  # the solar cycle, on the first 80 %
+    assert find_period([np.asarray(load_airline(), np.float64)])[0] == 12
+    rng = np.random.default_rng(0)
+    assert find_period([rng.normal(size=300)])[0] == 1  # noise: not seasonal
+    assert find_period([np.cumsum(rng.normal(size=300))])[0] == 1  # a random walk neither
+
+
+def test_target_only_file_gives_a_rolling_origin_test_over_the_last_part(tmp_path: Path) -> None:
+    values = _sunspots()
+    data = load_data(_config(_write(tmp_path / "sun.csv", {"sun": values})))
+    assert data.task == "forecast" and data.feature_names == ["value"] and data.seasonal_period == 11
+    assert data.test.X.shape == (24, 24, 1) and data.test.y.shape == (24, 12)  # 51 origins, 24 kept
+    held = len(values) - round(0.2 * len(values))  # 247: nothing after it is trained on
+    assert max(data.train.y.max(), data.val.y.max()) <= values[:held].max()
+    np.testing.assert_array_equal(data.test.y[0], values[held : held + 12])  # the first origin
+    np.testing.assert_array_equal(data.test.y[-1], values[-12:])  # the last one ends the series
+    np.testing.assert_array_equal(data.test.X[-1, :, 0], values[-36:-12])  # the actual history before it
+    assert data.test_history is not None and len(data.test_history[-1]) == len(values) - 12
+    assert any("data.seasonal_period=11 (auto" in note for note in data.notes)
+
+
+def test_the_period_can_be_set_and_extra_columns_are_inputs(tmp_path: Path) -> None:
+    values = _sunspots()
+    path = _write(tmp_path / "sun.csv", {"sun": values}, year=pd.Series({"sun": np.arange(len(values))}))
+    data = load_data(_config(path, seasonal_period=12, window=30, horizon=6))
+    assert data.seasonal_period == 12 and data.feature_names == ["value", "year"]
+    assert data.test.X.shape[1:] == (30, 2) and data.test.y.shape[1] == 6
+
+
+def test_test_file_holds_the_later_steps_of_the_same_series(tmp_path: Path) -> None:
+    values = _sunspots()
+    train = _write(tmp_path / "train.csv", {"sun": values[:250]})
+    test = _write(tmp_path / "test.csv", {"sun": values[250:]}, start=250)
+    data = load_data(_config(train, test_path=str(test)))
+    np.testing.assert_array_equal(data.test.y[0], values[250:262])
+    np.testing.assert_array_equal(data.test.X[0, :, 0], values[226:250])
+    assert "later steps in" in data.source and max(data.train.y.max(), data.val.y.max()) <= values[:250].max()
+    stranger = _write(tmp_path / "other.csv", {"moon": values[250:]}, start=250)
+    with pytest.raises(ValueError, match=r"series 'moon' is not in .*later steps of the training file"):
+        load_data(_config(train, test_path=str(stranger)))
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"window": 240}, r"series 'sun' has 247 values before its test part, fewer than data.window \+ data"),
+    ({"horizon": 70}, r"series 'sun' has 62 held-out values, fewer than data.horizon = 70; raise data.test_"),
+])
+def test_series_too_short_for_the_settings_say_what_to_change(tmp_path: Path, changes: dict,
+                                                              message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_data(_config(_write(tmp_path / "sun.csv", {"sun": _sunspots()}), **changes))

@@ -1,0 +1,105 @@
+"""Baselines on the same test data in the same run, reported beside the model's figures (test_metrics.json
+and the report): a model that loses to them is not worth serving.
+
+- forecast: naive (the last value repeated), seasonal naive at the data's period, ETS (Holt-Winters:
+  damped additive trend, additive season where two periods of history exist) and Theta (statsmodels),
+  each refitted at every test origin on the target's history before it;
+- regression: the training mean, and ridge regression on the raw steps (scikit-learn: standardised
+  steps, the penalty chosen by leave-one-out on the training series).
+
+MASE is the headline for forecasts, RMSE for regression; `versus_baselines` says which baseline was best
+and whether the model beat it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from training.data import SequenceData, Split
+from training.metrics import forecast_metrics
+
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+
+
+def with_baselines(test: dict[str, Any], data: SequenceData, train: Split) -> dict[str, Any]:
+    """The model's test metrics plus `baselines` (name -> metrics) and `versus_baselines`; `train`:
+    every training series (the validation split included). Classification and tagging: unchanged."""
+    if data.task == "forecast":
+        forecasts = forecast_baselines(data)
+    elif data.task == "regression":
+        forecasts = regression_baselines(train, data.test)
+    else:
+        return test
+    scale = data.test_mase_scale
+    baselines = {name: _without("mape_omitted", forecast_metrics(data.test.y, f, scale))  # said once
+                 for name, f in forecasts.items()}
+    metric = "mase" if "mase" in test else "rmse"
+    best = min(baselines, key=lambda name: baselines[name][metric])
+    value = baselines[best][metric]
+    versus = {"metric": metric, "model": test[metric], "best_baseline": best, "best_baseline_value": value,
+              "beaten": test[metric] <= value}
+    period = {"seasonal_period": data.seasonal_period} if data.task == "forecast" else {}
+    return test | period | {"baselines": baselines, "versus_baselines": versus}
+
+
+def _without(key: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != key}
+
+
+def forecast_baselines(data: SequenceData) -> dict[str, np.ndarray]:
+    """(test windows, horizon) forecasts per baseline."""
+    assert data.test_history is not None and data.test_naive is not None, "forecast data carry histories"
+    horizon, season = data.test.y.shape[1], data.seasonal_period or 1
+    out = {"naive": np.stack([np.repeat(h[-1], horizon) for h in data.test_history])}
+    if season > 1:
+        out["seasonal_naive"] = data.test_naive  # at data.seasonal_period
+    for name, method in (("ets", _ets), ("theta", _theta)):
+        out[name] = np.stack([_fitted(method, h, season, horizon) for h in data.test_history])
+    return out
+
+
+def _fitted(method: Callable[[np.ndarray, int, int], np.ndarray], history: np.ndarray, season: int,
+            horizon: int) -> np.ndarray:
+    """A statsmodels forecast, quiet about convergence; a history too short for the method: naive."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return np.asarray(method(history.astype(np.float64), season, horizon), dtype=np.float32)
+        except (ValueError, np.linalg.LinAlgError):
+            return np.repeat(history[-1], horizon).astype(np.float32)
+
+
+def _ets(history: np.ndarray, season: int, horizon: int) -> np.ndarray:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    seasonal = season > 1 and len(history) >= 2 * season
+    model = ExponentialSmoothing(history, trend="add", damped_trend=True,
+                                 seasonal="add" if seasonal else None,
+                                 seasonal_periods=season if seasonal else None,
+                                 initialization_method="estimated")
+    return model.fit().forecast(horizon)
+
+
+def _theta(history: np.ndarray, season: int, horizon: int) -> np.ndarray:
+    from statsmodels.tsa.forecasting.theta import ThetaModel
+
+    seasonal = season > 1 and len(history) >= 2 * season
+    model = ThetaModel(history, period=season if seasonal else 1, deseasonalize=seasonal)
+    return model.fit().forecast(horizon)
+
+
+def regression_baselines(train: Split, test: Split) -> dict[str, np.ndarray]:
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = max(train.X.shape[1], test.X.shape[1])
+    flat = lambda split: np.pad(split.X, ((0, 0), (0, steps - split.X.shape[1]), (0, 0))).reshape(  # noqa: E731
+        len(split), -1)
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(flat(train), train.y)
+    mean = np.repeat(train.y.mean(axis=0, keepdims=True), len(test), axis=0)
+    return {"mean": mean, "ridge": np.asarray(ridge.predict(flat(test)), np.float32).reshape(test.y.shape)}

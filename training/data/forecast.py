@@ -1,0 +1,144 @@
+"""Forecasting from the user's long-format file(s) (`data.task: forecast`; docs/guides/forecasting.md).
+
+A file needs the series id, the step and the target column (`data.target_column`) and nothing else;
+any other columns (or those listed in `data.feature_columns`) are extra inputs, read over the same past
+window. The model reads the last `window` steps and forecasts the target's next `horizon` values.
+
+Evaluation, by rolling origin: with `data.test_path` the test file holds the later steps of the same
+series (the same ids); otherwise the last `data.test_fraction` of each series is held out. Forecasts
+start at origins spread over the held-out part (every step, at most MAX_ORIGINS per series, evenly
+spaced), each from the actual history before it, `horizon` steps each, all inside the held-out part.
+Training and validation windows come from the part before it only. MASE divides each series' errors
+by the in-sample seasonal-naive MAE of that part.
+
+Unless set: the seasonal period is found from the part before the test (training/data/season.py), the
+horizon is HORIZON and the window max(MIN_WINDOW, 2 periods).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from training.config import DataConfig
+from training.data.dataset import SequenceData, Split
+from training.data.long import feature_columns, long_to_series, read_table, show
+from training.data.season import find_period
+from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
+
+MAX_ORIGINS, HORIZON, MIN_WINDOW = 24, 12, 24
+
+
+def forecast_from_files(config: DataConfig) -> SequenceData:
+    path = Path(config.path or "")
+    ids, series, inputs = _read(path, config)
+    if config.test_path:
+        series, starts = _continued(ids, series, inputs, Path(config.test_path), config)
+        held = f"the later steps in {config.test_path}"
+    else:
+        starts = [len(v) - max(1, round(len(v) * config.test_fraction)) for v in series]
+        held = f"the last {config.test_fraction:.0%} of each series"
+    before = [values[:start] for values, start in zip(series, starts, strict=True)]
+    season, how = _season(before, config)
+    horizon = config.horizon or HORIZON
+    window = config.window or max(MIN_WINDOW, 2 * season)
+    _check_lengths(ids, series, starts, window, horizon)
+    train, val = fit_windows(before, 0, window, horizon, config.val_fraction)
+    test, naive, scale, history = _rolling_origin(series, starts, window, horizon, season)
+    windows = "" if config.window else f" (auto: max({MIN_WINDOW}, 2 x period))"
+    return SequenceData(
+        task="forecast", train=train, val=val, test=test, feature_names=inputs,
+        window_scaling=_levels_positive(series, window),
+        seasonal_period=season, test_naive=naive, test_mase_scale=scale, test_history=history,
+        source=f"user file {path}, rolling-origin test over {held}",
+        notes=[f"data.seasonal_period={season} ({how})",
+               f"data.window={window}{windows}, data.horizon={horizon}"
+               f"{'' if config.horizon else ' (auto)'}",
+               f"test: rolling origin, {len(test)} windows of {horizon} steps from {len(series)} series "
+               f"over {held} (at most {MAX_ORIGINS} origins per series)"],
+    )
+
+
+def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """Series ids, each series' (T_i, F) values with the target first, and the input names."""
+    if path.suffix == ".npz":
+        raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
+                         "(series id, step, target, optional extra columns)")
+    frame = read_table(path)
+    extra = feature_columns(frame, config, path, needed=False)
+    inputs = [config.target_column] + [c for c in extra if c != config.target_column]
+    long = long_to_series(frame, config, path, inputs, target=None)
+    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs
+
+
+def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], test_path: Path,
+               config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
+    """Each series followed by its later steps from the test file; where the test part starts."""
+    test_ids, later, test_inputs = _read(test_path, config)
+    if test_inputs != inputs:
+        raise ValueError(f"{test_path} has columns {test_inputs} but {config.path} has {inputs}; the "
+                         "test file needs the same columns")
+    position = {key: i for i, key in enumerate(ids.tolist())}
+    unknown = [key for key in test_ids.tolist() if key not in position]
+    if unknown:
+        raise ValueError(f"{test_path}: series {show(unknown[0])} is not in {config.path}; for forecasting "
+                         "the test file holds the later steps of the training file's series (same ids)")
+    joined, starts = list(series), [len(values) for values in series]
+    for key, values in zip(test_ids.tolist(), later, strict=True):
+        i = position[key]
+        joined[i] = np.concatenate([series[i], values])
+    return joined, starts
+
+
+def _season(before: list[np.ndarray], config: DataConfig) -> tuple[int, str]:
+    if config.seasonal_period is not None:
+        return config.seasonal_period, "data.seasonal_period, as set"
+    period, how = find_period([values[:, 0] for values in before])
+    return period, f"auto: {how}"
+
+
+def _levels_positive(series: list[np.ndarray], window: int) -> bool:
+    """Window scaling (each window divided by its mean level: a series whose swings grow with its level,
+    like sunspots' cycles) where that level is positive in every window: no negative target and no
+    `window` zeros in a row."""
+    def lowest_level(target: np.ndarray) -> float:
+        return float(np.convolve(target, np.ones(window) / window, mode="valid").min())
+
+    return all(float(v[:, 0].min()) >= 0 and lowest_level(v[:, 0]) > 0 for v in series)
+
+
+def _check_lengths(ids: np.ndarray, series: list[np.ndarray], starts: list[int], window: int,
+                   horizon: int) -> None:
+    for key, values, start in zip(ids.tolist(), series, starts, strict=True):
+        if start < window + horizon:
+            raise ValueError(f"series {show(key)} has {start} values before its test part, fewer than "
+                             f"data.window + data.horizon = {window + horizon}; lower data.window or "
+                             "data.horizon, or give longer series")
+        if start < len(values) and len(values) - start < horizon:
+            raise ValueError(f"series {show(key)} has {len(values) - start} held-out values, fewer than "
+                             f"data.horizon = {horizon}; raise data.test_fraction or lower data.horizon")
+    if all(start == len(values) for values, start in zip(series, starts, strict=True)):
+        raise ValueError("no series has a test part: the test file holds no later steps")
+
+
+def _rolling_origin(
+    series: list[np.ndarray], starts: list[int], window: int, horizon: int, season: int
+) -> tuple[Split, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The test windows (inputs, targets), their seasonal-naive forecasts, MASE scales and the target's
+    history before each origin."""
+    xs, ys, naive, scale, history = [], [], [], [], []
+    for values, start in zip(series, starts, strict=True):
+        last = len(values) - horizon  # the last origin whose horizon ends inside the series
+        if last < start:
+            continue
+        origins = np.unique(np.linspace(start, last, min(MAX_ORIGINS, last - start + 1)).round().astype(int))
+        in_sample = seasonal_mae(values[:start, 0], season)
+        for origin in origins:
+            xs.append(values[origin - window : origin])
+            ys.append(values[origin : origin + horizon, 0])
+            naive.append(seasonal_naive(values[:origin, 0], season, horizon))
+            scale.append(in_sample)
+            history.append(values[:origin, 0])
+    stack = lambda rows: np.stack(rows).astype(np.float32)  # noqa: E731
+    return Split(stack(xs), stack(ys)), stack(naive), np.array(scale, np.float32), history
