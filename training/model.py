@@ -163,6 +163,7 @@ class GRUModel(nn.Module):
         period, horizon = self.config.seasonal_skip, self.config.output_size
         offsets = torch.arange(horizon, device=x.device) % period - period  # (H,) in -period..-1
         index = lengths.long().unsqueeze(1) + offsets.unsqueeze(0)  # (B, H) steps of each sequence
+        index = index.clamp(min=0)  # a sequence shorter than one season repeats its first step
         return self.normaliser.targets(gather_steps(x[:, :, :1], index).squeeze(2), level)
 
     def _steps(
