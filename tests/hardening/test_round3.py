@@ -1,0 +1,74 @@
+"""Hardening round 3 (issue 20): each defect found, tried the way it was found, on every API it applies
+to (REST native, v2 JSON and binary, gRPC unary and ModelStreamInfer). docs/guides/limits.md lists them."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import httpx
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.helpers import Server, free_port
+
+TOKEN = "round3-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def served(repository):
+    """One server with every API on and tokens set."""
+    port = free_port()
+    running = Server(repository, GRU_GRPC_PORT=str(port), GRU_API_TOKENS=TOKEN).start()
+    running.grpc_url = f"127.0.0.1:{port}"
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(served):
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def grpc_infer(shape: list[int], name: str = "x", version: str = "") -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="italy", model_version=version)
+    request.inputs.add(name=name, datatype="FP32", shape=shape)
+    request.raw_input_contents.append(b"")
+    return request
+
+
+# -- 3. zero elements, huge dimensions --------------------------------------------------------------------
+
+HUGE_EMPTY = [[0, 2**62, 2**62], [2**62, 2**62, 0], [0, 2**63 - 1, 1]]
+
+
+@pytest.mark.parametrize("shape", HUGE_EMPTY)
+def test_zero_element_shapes_with_huge_dimensions_are_400_on_v2(served, shape) -> None:
+    url = f"{served.url}/v2/models/italy/infer"
+    as_json = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": []}]}
+    state = {"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [0.5] * 24},
+                        {"name": "state", "shape": shape, "datatype": "FP32", "data": []}]}
+    header = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 0}}]}).encode()
+    for body, extra, field in ((json.dumps(as_json).encode(), {}, "inputs[0].shape"),
+                               (json.dumps(state).encode(), {}, "inputs[1].shape"),
+                               (header, {"inference-header-content-length": str(len(header))},
+                                "inputs[0].shape")):
+        response = httpx.post(url, content=body, headers=AUTH | {"content-type": "application/json"} | extra)
+        assert response.status_code == 400, response.text
+        assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize("shape", HUGE_EMPTY)
+def test_zero_element_shapes_with_huge_dimensions_are_invalid_argument_on_grpc(served, stub, shape) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(grpc_infer(shape), metadata=tuple(AUTH.items()))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("gru-error-field", "inputs[0].shape") in refused.value.trailing_metadata()
+    answers = list(stub.ModelStreamInfer(iter([grpc_infer(shape), grpc_infer([1, 24, 1], version="1")]),
+                                         metadata=tuple(AUTH.items())))
+    assert "inputs[0].shape" in answers[0].error_message and "too large" in answers[0].error_message
+    assert answers[1].error_message.startswith("raw_input_contents[0]")  # the stream goes on
+    assert "Traceback" not in served.output()
