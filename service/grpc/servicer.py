@@ -136,10 +136,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return Call(runtime, state.schedulers.get(runtime), state.settings, state.streaming, [], b"")
 
     def _model(self, name: str, version: str) -> ModelRuntime:
-        if version and not version.isdigit():
-            raise ModelNotFound(f"model version {version!r} is not a version number; loaded versions of "
-                                f"{name!r}: {self.state.repository.versions(name)}", "version")
-        return resolve_model(self.state.repository, name, int(version) if version else None)
+        return resolve_model(self.state.repository, name, version or None)  # "": the serving version
 
     async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], M | Awaitable[M]],
                      quiet: bool = False) -> M:

@@ -72,3 +72,43 @@ def test_zero_element_shapes_with_huge_dimensions_are_invalid_argument_on_grpc(s
     assert "inputs[0].shape" in answers[0].error_message and "too large" in answers[0].error_message
     assert answers[1].error_message.startswith("raw_input_contents[0]")  # the stream goes on
     assert "Traceback" not in served.output()
+
+
+# -- 4. one version grammar --------------------------------------------------------------------------------
+
+NOT_VERSIONS = ["²", "٣", "01", "+1", " 1", "1_0", "1.0", "0"]
+
+
+@pytest.mark.parametrize("version", NOT_VERSIONS)
+def test_a_version_is_canonical_ascii_digits_on_rest(served, version) -> None:
+    base = f"{served.url}/v2/models/italy/versions/{httpx.URL(version).raw_path.decode()}"
+    for method, path in (("GET", ""), ("GET", "/ready"), ("GET", "/config"), ("GET", "/stats"),
+                         ("POST", "/infer")):
+        body = {"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [0.5] * 24}]}
+        response = httpx.request(method, base + path, json=body if method == "POST" else None, headers=AUTH)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["field"] == "version"
+    native = httpx.post(f"{served.url}/models/italy/versions/{version}/predict",
+                        json={"sequences": [[0.5] * 24]}, headers=AUTH)
+    assert native.status_code == 404 and native.json()["error"]["field"] == "version"
+    assert httpx.get(f"{served.url}/v2/models/italy/versions/1/ready", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("version", NOT_VERSIONS)
+def test_a_version_is_canonical_ascii_digits_on_grpc(served, stub, version) -> None:
+    metadata = tuple(AUTH.items())
+    assert not stub.ModelReady(service_pb2.ModelReadyRequest(name="italy", version=version),
+                               metadata=metadata).ready
+    request = grpc_infer([1, 24, 1], version=version)
+    request.raw_input_contents[0] = b"\0" * 96
+    calls = [(stub.ModelInfer, request),
+             (stub.ModelMetadata, service_pb2.ModelMetadataRequest(name="italy", version=version)),
+             (stub.ModelConfig, service_pb2.ModelConfigRequest(name="italy", version=version)),
+             (stub.ModelStatistics, service_pb2.ModelStatisticsRequest(name="italy", version=version))]
+    for rpc, message in calls:
+        with pytest.raises(grpc.RpcError) as refused:
+            rpc(message, metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND, rpc
+    answer = next(stub.ModelStreamInfer(iter([request]), metadata=metadata))
+    assert "no loaded version" in answer.error_message
+    assert stub.ModelReady(service_pb2.ModelReadyRequest(name="italy", version="1"), metadata=metadata).ready
