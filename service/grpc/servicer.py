@@ -11,6 +11,7 @@ import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
 from google.protobuf import json_format
 from starlette.datastructures import State
 
@@ -35,7 +36,8 @@ EXTENSIONS = ["model_configuration", "statistics", "sequence"]  # the protocol's
 
 class InferenceServicer(GRPCInferenceServiceServicer):
     """The RPCs gru-serve answers; the others (repository, shared memory, trace, log settings) answer
-    UNIMPLEMENTED through the generated base class."""
+    UNIMPLEMENTED quietly (`unserved`, below: the generated base class's raise logs a traceback per call,
+    which anyone without a token could flood the log with)."""
 
     def __init__(self, state: State, authenticator: Authenticator):
         self.state, self.auth = state, authenticator
@@ -144,3 +146,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             result = answer()
             return await result if inspect.isawaitable(result) else result
         raise AssertionError("unreachable: calls.scope aborts the call on every error")
+
+
+def unserved(method: str) -> Callable[..., Awaitable[None]]:
+    async def answer(self: InferenceServicer, request: Any, context: Any) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve; "
+                            "the model repository is served over REST (/v2/repository/...)")
+    return answer
+
+
+for _method in vars(GRPCInferenceServiceServicer):
+    if not _method.startswith("_") and _method not in vars(InferenceServicer):
+        setattr(InferenceServicer, _method, unserved(_method))

@@ -112,3 +112,27 @@ def test_a_version_is_canonical_ascii_digits_on_grpc(served, stub, version) -> N
     answer = next(stub.ModelStreamInfer(iter([request]), metadata=metadata))
     assert "no loaded version" in answer.error_message
     assert stub.ModelReady(service_pb2.ModelReadyRequest(name="italy", version="1"), metadata=metadata).ready
+
+
+# -- 5. unimplemented RPCs, unauthenticated --------------------------------------------------------------
+
+UNSERVED = {"RepositoryIndex": service_pb2.RepositoryIndexRequest(),
+            "RepositoryModelLoad": service_pb2.RepositoryModelLoadRequest(model_name="italy"),
+            "RepositoryModelUnload": service_pb2.RepositoryModelUnloadRequest(model_name="italy"),
+            "SystemSharedMemoryStatus": service_pb2.SystemSharedMemoryStatusRequest(),
+            "CudaSharedMemoryRegister": service_pb2.CudaSharedMemoryRegisterRequest(),
+            "TraceSetting": service_pb2.TraceSettingRequest(),
+            "LogSettings": service_pb2.LogSettingsRequest()}
+
+
+def test_unserved_rpcs_are_unimplemented_quietly(served, stub) -> None:
+    before = len(served.output())
+    for method, message in UNSERVED.items():
+        for _ in range(20):  # no token, as a flood would come
+            with pytest.raises(grpc.RpcError) as refused:
+                getattr(stub, method)(message)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+            assert "REST" in refused.value.details()
+    stub.ServerLive(service_pb2.ServerLiveRequest())  # the log has caught up with the calls
+    written = served.output()[before:]
+    assert "Traceback" not in written and "ERROR" not in written.upper(), written[:2000]
