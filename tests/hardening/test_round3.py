@@ -136,3 +136,97 @@ def test_unserved_rpcs_are_unimplemented_quietly(served, stub) -> None:
     stub.ServerLive(service_pb2.ServerLiveRequest())  # the log has caught up with the calls
     written = served.output()[before:]
     assert "Traceback" not in written and "ERROR" not in written.upper(), written[:2000]
+
+
+# -- 1. bundles are self-contained -----------------------------------------------------------------------
+
+def external_bundle(root, location: str, version: int = 2):
+    """italy version `version`: its first initializer kept as external data at `location` (the file is
+    written there, and in the working directory, so that onnxruntime would find it)."""
+    import hashlib
+    import shutil
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    from service.bundle import read_manifest
+
+    bundle = root / "italy" / str(version)
+    shutil.copytree(root / "italy" / "1", bundle)
+    model = onnx.load(bundle / "model.onnx")
+    tensor = model.graph.initializer[0]
+    data, tensor.raw_data = onnx.numpy_helper.to_array(tensor).tobytes(), b""
+    tensor.ClearField("float_data")
+    set_external_data(tensor, location)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    graph = model.SerializeToString()
+    (bundle / "model.onnx").write_bytes(graph)
+    manifest = read_manifest(bundle)
+    onnx_spec = manifest.onnx.model_copy(update={"sha256": hashlib.sha256(graph).hexdigest()})
+    manifest = manifest.model_copy(update={"version": version, "onnx": onnx_spec})
+    (bundle / "manifest.json").write_text(manifest.to_json())
+    return bundle, data
+
+
+@pytest.mark.parametrize("where", ["relative", "inside", "absolute", "parent", "symlink"])
+def test_a_bundle_with_external_data_is_unavailable_with_the_reason(tmp_path, repository, monkeypatch,
+                                                                    caplog, where) -> None:
+    import shutil
+
+    from service.repository import Repository
+    from service.settings import Settings
+
+    root = tmp_path / "repo" / "models"
+    shutil.copytree(repository / "italy", root / "italy")
+    outside = tmp_path / "elsewhere.bin"
+    location = {"relative": "cwd.bin", "inside": "weights.bin", "absolute": str(outside),
+                "parent": "../../../elsewhere.bin", "symlink": "link.bin"}[where]
+    bundle, data = external_bundle(root, location)
+    outside.write_bytes(data)
+    (tmp_path / "cwd.bin").write_bytes(data)
+    (bundle / "weights.bin").write_bytes(data)
+    (bundle / "link.bin").symlink_to(outside)
+    monkeypatch.chdir(tmp_path)  # where onnxruntime looked for `cwd.bin`
+    repo = Repository(Settings(model_repository=root, version_policy="all"))
+    repo.load_all()
+    assert repo.versions("italy") == [1]
+    entry = next(e for e in repo.index() if e["version"] == "2")
+    assert entry["state"] == "UNAVAILABLE" and "external data" in entry["reason"], entry
+    assert entry["reason"].startswith("italy/2/manifest.json: model.onnx: 1 tensor(s)"), entry
+    assert str(tmp_path) not in entry["reason"] and str(tmp_path) not in caplog.text
+
+
+def test_the_index_names_files_relative_to_the_repository(tmp_path, repository) -> None:
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(repository / "italy", root / "italy")
+    external_bundle(root, "cwd.bin")
+    shutil.copytree(root / "italy" / "1", root / "italy" / "3")  # a manifest that says version 1
+    (root / "italy" / "4").symlink_to(tmp_path)  # out of the repository
+    running = Server(root, GRU_VERSION_POLICY="all").start()
+    try:
+        index = {e["version"]: e for e in httpx.get(f"{running.url}/v2/repository/index").json()
+                 if e["name"] == "italy"}
+        log = running.output()
+    finally:
+        running.stop()
+    assert index["1"]["state"] == "READY"
+    assert [index[v]["state"] for v in "234"] == ["UNAVAILABLE"] * 3
+    assert "external data" in index["2"]["reason"] and "italy/3/manifest.json" in index["3"]["reason"]
+    assert all(str(tmp_path) not in e["reason"] for e in index.values()), index
+    assert str(tmp_path) not in log.replace(f"from {root}", ""), log  # the start-up line names the folder
+
+
+def test_export_and_import_never_write_a_bundle_with_external_data(tmp_path, repository) -> None:
+    import shutil
+
+    from export.bundle import write_bundle
+    from service.bundle import read_manifest
+
+    root = tmp_path / "models"
+    shutil.copytree(repository / "italy", root / "italy")
+    bundle, _ = external_bundle(root, "weights.bin")
+    with pytest.raises(ValueError, match="external data"):
+        write_bundle(tmp_path / "out", read_manifest(bundle), (bundle / "model.onnx").read_bytes())
+    assert not (tmp_path / "out").exists()
