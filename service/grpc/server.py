@@ -26,13 +26,15 @@ def address(host: str, port: int) -> str:
 
 
 def options(settings: Settings) -> list[tuple[str, int]]:
-    """The HTTP limits, as gRPC states them; a call over them gets RESOURCE_EXHAUSTED."""
+    """The HTTP limits, as gRPC states them (a call over them gets RESOURCE_EXHAUSTED), and the calls one
+    connection may have open at once (the servicer caps a client's streams and closes idle ones)."""
     return [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_metadata_size", settings.max_header_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
         ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(settings.keep_alive_timeout_s * 1000)),
+        ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
         ("grpc.so_reuseport", int(settings.workers != 1)),  # one worker: a port in use fails start-up
     ]
 

@@ -41,6 +41,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     def __init__(self, state: State, authenticator: Authenticator):
         self.state, self.auth = state, authenticator
+        self.streams = calls.StreamCount(state.settings.grpc_max_streams_per_client)
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -106,18 +107,23 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One answer per request, in order. A refused request is answered with its error_message and the
-        stream goes on (as Triton's); a missing or wrong token refuses the stream itself. The chunks of a
+        stream goes on (as Triton's); a missing or wrong token, or a client over its stream limit, refuses
+        the stream itself, and a stream idle for GRU_GRPC_STREAM_IDLE_S is closed. The chunks of a
         sequence (sequence_id, sequence_start, sequence_end parameters) use the REST stream's sessions."""
+        client = calls.client_address(context.peer())
         async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH, quiet=True):
-            pass  # the token, checked once for the stream
-        async for request in requests:
-            try:
-                async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
-                                       abort=False, request_id=request.id):
-                    response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
-            except calls.Failure as refused:
-                response = pb.ModelStreamInferResponse(error_message=refused.message)
-            yield response
+            self.streams.open(client)  # after the token: a stranger cannot use up a client's streams
+        try:
+            async for request in calls.until_idle(requests, self.state.settings.grpc_stream_idle_s, context):
+                try:
+                    async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
+                                           abort=False, request_id=request.id):
+                        response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                except calls.Failure as refused:
+                    response = pb.ModelStreamInferResponse(error_message=refused.message)
+                yield response
+        finally:
+            self.streams.close(client)
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """As POST /v2/models/{name}/infer: the scheduler is asked for room before anything is decoded,

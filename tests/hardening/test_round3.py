@@ -230,3 +230,64 @@ def test_export_and_import_never_write_a_bundle_with_external_data(tmp_path, rep
     with pytest.raises(ValueError, match="external data"):
         write_bundle(tmp_path / "out", read_manifest(bundle), (bundle / "model.onnx").read_bytes())
     assert not (tmp_path / "out").exists()
+
+
+# -- 2. idle gRPC streams cannot hold every slot ---------------------------------------------------------
+
+def test_idle_streams_are_closed_and_one_client_cannot_hold_every_slot(repository) -> None:
+    import asyncio
+    import time
+
+    port = free_port()
+    running = Server(repository, GRU_GRPC_PORT=str(port), GRU_MAX_CONNECTIONS="12",
+                     GRU_GRPC_STREAM_IDLE_S="1.5", GRU_GRPC_MAX_STREAMS_PER_CLIENT="6",
+                     GRU_GRPC_MAX_STREAMS_PER_CONNECTION="3").start()
+    running.grpc_url = f"127.0.0.1:{port}"
+    request = grpc_infer([1, 24, 1])
+    request.raw_input_contents[0] = b"\0" * 96
+
+    async def idle_stream(stub, opened: asyncio.Event, answer_first: bool = False):
+        """A stream that sends (at most) one request and then nothing: how does it end?"""
+        async def requests():
+            if answer_first:
+                yield request
+            opened.set()
+            await asyncio.sleep(3600)
+            yield request
+        started, answers = time.monotonic(), []
+        try:
+            async for answer in stub.ModelStreamInfer(requests()):
+                answers.append((time.monotonic() - started, answer.error_message))
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), answers, time.monotonic() - started
+        return grpc.StatusCode.OK, answers, time.monotonic() - started
+
+    async def attack():
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]  # channels share connections otherwise
+        channels = [grpc.aio.insecure_channel(running.grpc_url, own_connection) for _ in range(3)]
+        stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+        events = [asyncio.Event() for _ in range(6)]
+        holders = [asyncio.create_task(idle_stream(stubs[i % 2], events[i])) for i in range(6)]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 5)
+        await asyncio.sleep(0.3)  # the six streams are open on the server
+        over = await asyncio.wait_for(idle_stream(stubs[2], asyncio.Event()), 10)  # a seventh: same client
+        live = await stubs[2].ServerLive(service_pb2.ServerLiveRequest(), timeout=2)  # unary calls pass
+        # a fourth stream on a connection with three open waits for one of them (in the client) ...
+        queued = asyncio.create_task(idle_stream(stubs[0], asyncio.Event(), answer_first=True))
+        results = await asyncio.wait_for(asyncio.gather(*holders), 10)
+        late = await asyncio.wait_for(queued, 10)
+        for channel in channels:
+            await channel.close()
+        return over, live, results, late
+
+    try:
+        over, live, results, late = asyncio.run(attack())
+        assert over[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and live.live
+        for code, answers, seconds in results:  # ... until the idle ones are closed
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED and answers == [] and 1.4 < seconds < 5
+        code, answers, _ = late
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and len(answers) == 1 and answers[0][1] == ""
+        assert answers[0][0] > 0.8  # it waited for a slot on its connection
+        assert "Traceback" not in running.output()
+    finally:
+        running.stop()
