@@ -31,6 +31,7 @@ from service.api.middleware import GRPC_PREFIX
 
 log = logging.getLogger("gru_serve.access")
 SERVICE = GRPC_PREFIX
+READ = ("authorization", "x-request-id")  # the metadata a call's scope reads
 INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
 
 
@@ -83,7 +84,8 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
                 abort: bool = True, request_id: str | None = None) -> AsyncIterator[None]:
     """One call (quiet: a probe, logged at debug and not counted). An error in it becomes a Failure: the
     call is aborted with its gRPC status, or (abort=False: a request on a stream) the Failure is raised."""
-    metadata = dict(context.invocation_metadata() or ())
+    pairs = context.invocation_metadata() or ()
+    metadata = dict(pairs)
     call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
                                method="gRPC", path=SERVICE + method)
     token = logs.current.set(call)
@@ -91,6 +93,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     if not quiet:
         state.requests.in_flight += 1
     try:
+        once(pairs)
         denial = auth.check(path, metadata.get("authorization"))
         if denial is not None:
             raise denied(denial)
@@ -108,6 +111,15 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         await context.abort(refused.grpc_status, refused.message, refused.metadata(call.request_id))
     elif abort:
         context.set_trailing_metadata((("x-request-id", call.request_id),))
+
+
+def once(pairs: Any) -> None:
+    """The metadata read here, each key given once (as REST's headers: service/api/limits.py SINGLE)."""
+    keys = [key for key, _ in pairs if key in READ]
+    if len(keys) != len(set(keys)):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise Failure(400, "malformed_request", f"the {twice} metadata is given more than once; send it once",
+                      twice)
 
 
 def account(state: State, call: logs.RequestContext, refused: Failure | None, duration: float,

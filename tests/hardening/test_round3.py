@@ -291,3 +291,48 @@ def test_idle_streams_are_closed_and_one_client_cannot_hold_every_slot(repositor
         assert "Traceback" not in running.output()
     finally:
         running.stop()
+
+
+# -- 6. duplicate headers -----------------------------------------------------------------------
+
+def raw_answer(server: Server, head: str, body: bytes = b"") -> tuple[int, dict]:
+    """Bytes as they are, over a socket; the status and JSON body of the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    header, _, payload = data.partition(b"\r\n\r\n")
+    return int(header.split()[1]), json.loads(payload) if payload.startswith(b"{") else {}
+
+
+BINARY_BODY = b"\0" * 96  # 1 x 24 x 1 float32, or 2 x 12 x 1
+
+
+@pytest.mark.parametrize("lines, field", [
+    (["X-Shape: 1,24,1", "X-Shape: 2,12,1"], "x-shape"),
+    (["X-Shape: 2,12,1", "X-Lengths: 12,12", "X-Lengths: 12,11"], "x-lengths"),
+    (["X-Shape: 1,24,1", "Content-Type: application/json"], "content-type"),
+    (["X-Shape: 1,24,1", f"Authorization: Bearer {TOKEN}"], "authorization"),
+    (["X-Shape: 1,24,1", "X-Request-ID: a", "X-Request-ID: b"], "x-request-id"),
+    (["X-Shape: 1,24,1", "Host: elsewhere"], "host"),
+])
+def test_conflicting_duplicate_headers_are_400_naming_the_header(served, lines, field) -> None:
+    head = (f"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: 96\r\nConnection: close\r\n"
+            + "".join(line + "\r\n" for line in lines))
+    status, body = raw_answer(served, head, BINARY_BODY)
+    assert status == 400 and body["error"]["field"] == field, body
+    assert field in body["error"]["message"].lower()
+
+
+def test_grpc_metadata_the_server_reads_is_given_once(served, stub) -> None:
+    twice = {"authorization": (("authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer other")),
+             "x-request-id": (*AUTH.items(), ("x-request-id", "a"), ("x-request-id", "b"))}
+    for key, metadata in twice.items():
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelReady(service_pb2.ModelReadyRequest(name="italy"), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
+        assert ("gru-error-field", key) in refused.value.trailing_metadata()
