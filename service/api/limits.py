@@ -1,7 +1,7 @@
 """Request limits enforced in ASGI, so that they hold whatever HTTP server runs the app:
 
 - the request line and headers: at most GRU_MAX_HEADER_BYTES bytes and GRU_MAX_HEADER_COUNT fields (431);
-  each header the server reads given at most once, (400 naming it);
+  each header the server reads given at most once, and HTTP/1.1's Host exactly once (400 naming it);
 - Content-Encoding: gzip and deflate bodies are decoded here, within the body limit (a zip bomb meets the
   limit, not the memory); any other encoding gets 415;
 - the body: over GRU_MAX_BODY_BYTES (declared or as it arrives, before or after decoding) gets 413; a body
@@ -88,6 +88,8 @@ class RequestLimits:
                 declared = value
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
+        if b"host" not in seen and scope.get("http_version") == "1.1":  # RFC 9112 3.2
+            raise MalformedRequest("an HTTP/1.1 request needs a Host header", "host")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             raise BodyTooLarge(self._too_large(), "body")
         if encoding in (None, "", "identity"):

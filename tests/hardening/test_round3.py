@@ -293,7 +293,7 @@ def test_idle_streams_are_closed_and_one_client_cannot_hold_every_slot(repositor
         running.stop()
 
 
-# -- 6. duplicate headers -----------------------------------------------------------------------
+# -- 6, 7. duplicate headers, Host -----------------------------------------------------------------------
 
 def raw_answer(server: Server, head: str, body: bytes = b"") -> tuple[int, dict]:
     """Bytes as they are, over a socket; the status and JSON body of the answer."""
@@ -326,6 +326,15 @@ def test_conflicting_duplicate_headers_are_400_naming_the_header(served, lines, 
     status, body = raw_answer(served, head, BINARY_BODY)
     assert status == 400 and body["error"]["field"] == field, body
     assert field in body["error"]["message"].lower()
+
+
+@pytest.mark.parametrize("host_lines", [[], ["Host: a", "Host: b"], ["Host: a", "Host: a"]])
+def test_http11_needs_exactly_one_host(served, host_lines) -> None:
+    head = "GET /v2/health/ready HTTP/1.1\r\nConnection: close\r\n" + "".join(f"{h}\r\n" for h in host_lines)
+    status, body = raw_answer(served, head)
+    assert status == 400 and body["field"] == "host", body
+    assert raw_answer(served, "GET /v2/health/ready HTTP/1.0\r\n")[0] == 200  # HTTP/1.0 may omit it
+    assert raw_answer(served, "GET /v2/health/ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n")[0] == 200
 
 
 def test_grpc_metadata_the_server_reads_is_given_once(served, stub) -> None:
