@@ -345,3 +345,29 @@ def test_grpc_metadata_the_server_reads_is_given_once(served, stub) -> None:
             stub.ModelReady(service_pb2.ModelReadyRequest(name="italy"), metadata=metadata)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
         assert ("gru-error-field", key) in refused.value.trailing_metadata()
+
+
+# -- 8. gru import: a graph that fails inside onnxruntime --------------------------------------------------
+
+def test_import_of_a_graph_failing_in_onnxruntime_is_one_error_line(tmp_path, capsys) -> None:
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from gru_cli import main
+    from tests.export.foreign_graphs import classifier
+
+    model = classifier()  # its answer reshaped to rows of 7 values and back: fails at run for 1 sequence
+    graph = model.graph
+    graph.node[-1].output[0] = "probs_raw"
+    graph.initializer.extend([numpy_helper.from_array(np.array([-1, 7], np.int64), "sevens"),
+                              numpy_helper.from_array(np.array([-1, 3], np.int64), "threes")])
+    graph.node.extend([helper.make_node("Reshape", ["probs_raw", "sevens"], ["probs_7"]),
+                       helper.make_node("Reshape", ["probs_7", "threes"], ["probs"])])
+    onnx.save(model, tmp_path / "fails.onnx")
+    code = main(["import", str(tmp_path / "fails.onnx"), "--name", "fails", "--task", "classification",
+                 "--labels", "a,b,c", "--repository", str(tmp_path / "models")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gru import: error: ") and err.count("\n") == 1, err
+    assert "onnxruntime" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists()
