@@ -8,7 +8,6 @@ one HTTP/2 connection, so one client's calls all go to one worker (its streamed 
 from __future__ import annotations
 
 import logging
-import socket
 
 import grpc
 from starlette.datastructures import State
@@ -56,15 +55,3 @@ async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
              "%s; health: %s", where, authenticator.rule(MODELS_PATH), authenticator.rule(READY_PATH))
     return server
 
-
-def check_port_free(host: str, port: int) -> None:
-    """With SO_REUSEPORT every worker binds the port, and so could an unrelated server of the same user:
-    `gru serve` checks once, before the workers start, that nothing listens there yet."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: TIME_WAIT is no conflict
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SystemExit(f"GRU_GRPC_PORT: cannot listen on {address(host, port)}: "
-                             f"{exc.strerror}") from None

@@ -371,3 +371,27 @@ def test_import_of_a_graph_failing_in_onnxruntime_is_one_error_line(tmp_path, ca
     assert code == 2 and err.startswith("gru import: error: ") and err.count("\n") == 1, err
     assert "onnxruntime" in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()
+
+
+# -- 9. gru serve on a port in use -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["GRU_PORT", "GRU_GRPC_PORT"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_is_one_error_line_before_anything_starts(repository, which, workers) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_HOST": "127.0.0.1",
+               "GRU_PORT": str(free_port()), "GRU_GRPC_PORT": str(free_port()), "GRU_WORKERS": workers,
+               which: str(busy)}
+        done = subprocess.run([sys.executable, "-m", "gru_cli", "serve"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith("gru serve: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert str(busy) in done.stderr and which in done.stderr
