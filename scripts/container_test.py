@@ -220,16 +220,17 @@ def installed_as_locked(container: str) -> None:
     print(f"  installed packages = requirements/serve.txt ({len(pinned)} pins): ok")
 
 
-def logs_are_json(container: str) -> None:
-    """Every line the server wrote so far is JSON, the first included (no library's plain-text warning)."""
-    written = subprocess.run([*PODMAN, "logs", container], capture_output=True, text=True, check=True)
-    lines = [line for line in (written.stdout + written.stderr).splitlines() if line.strip()]
+
+def log_checks(container: str) -> None:
+    """Every line the server logged (stdout and stderr) is one JSON object, the first one included."""
+    logged = subprocess.run([*PODMAN, "logs", container], capture_output=True, text=True)
+    lines = logged.stdout.splitlines() + logged.stderr.splitlines()
     for line in lines:
         try:
-            json.loads(line)
-        except ValueError:
-            raise AssertionError(f"a log line is not JSON: {line!r}") from None
-    print(f"  {len(lines)} log lines, all JSON (the first: {lines[0][:60]}...): ok")
+            assert isinstance(json.loads(line), dict)
+        except (ValueError, AssertionError):
+            raise AssertionError(f"a log line is not a JSON object: {line[:200]!r}") from None
+    print(f"  {len(lines)} log lines, each one JSON object: ok")
 
 
 def bad_request(url: str, name: str) -> None:
@@ -293,8 +294,8 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
     print(f"  server process (PID 1: {cmdline}) uid {uids[0]} (real/effective/saved/fs {uids}): non-root")
     image_checks(container)
     installed_as_locked(container)
-    logs_are_json(container)
     bad_request(url, sorted(p.name for p in repo.iterdir() if p.is_dir())[0])
+    log_checks(container)
     print("  predictions, container vs in-process onnxruntime on the host:")
     worst = compare_predictions(url, repo)
     compare_grpc(url, grpc_port, repo)

@@ -54,7 +54,7 @@ from service.streaming.hub import StreamingHub
 
 log = logging.getLogger("gru_serve.access")
 SUMMARY_INTERVAL_S = 1.0  # refusals are logged as one line per model and interval, not one per request
-PATH = re.compile(r"/(?:(v2)/)?models/([^/]+)(?:/versions/([0-9]{1,9}))?/(predict|stream|infer)")
+PATH = re.compile(r"/(?:(v2)/)?models/([^/]+)(?:/versions/([^/]+))?/(predict|stream|infer)")
 JSON = b"application/json"
 
 
@@ -133,16 +133,16 @@ class Route:
     scheduler: Scheduler
 
 
-def operation(scope: Scope) -> tuple[Handler, str, int | None] | None:
+def operation(scope: Scope) -> tuple[Handler, str, str | None] | None:
     """The handler, model name and version an HTTP request's path names; None: not an inference path."""
     match = PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
     handler = HANDLERS.get((match[1] or "", match[4])) if match else None
     if match is None or handler is None:
         return None
-    return handler, match[2], int(match[3]) if match[3] else None
+    return handler, match[2], match[3]
 
 
-def resolve(state: State, handler: Handler, name: str, version: int | None) -> Route:
+def resolve(state: State, handler: Handler, name: str, version: str | None) -> Route:
     """The model version (ModelNotFound when not loaded) and its scheduler."""
     runtime = resolve_model(state.repository, name, version)
     return Route(handler, runtime, state.schedulers.get(runtime))

@@ -27,6 +27,9 @@ OUTPUT_KEYS = {"name", "parameters"}
 REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output"}
 SEQUENCE_ID_MAX_CHARS = 128  # a string sequence_id is a server-held session's key
 UINT64_MAX = 2**64 - 1
+# A shape's dimensions multiply to at most this, zeros left out: a tensor of zero elements is still given a
+# NumPy shape, which must fit in memory's address space (2**62 x 2**62 x 0 does not).
+MAX_ELEMENTS = 2**31
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 EXAMPLE = '{"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [...]}]}'
 
@@ -141,7 +144,11 @@ def _decode_tensor(spec: Any, where: str, binary: bytes, offset: int,
 def _shape(shape: Any, where: str) -> list[int]:
     if not isinstance(shape, list) or not all(_integer(d) and 0 <= d < 2**63 for d in shape):
         raise InvalidInput(f"{where} must be a list of non-negative integers, e.g. [1, 24, 1]", where)
-    return [int(d) for d in shape]
+    dims = [int(d) for d in shape]
+    if math.prod(d for d in dims if d) > MAX_ELEMENTS:
+        raise InvalidInput(f"{where} {dims} is too large: its non-zero dimensions multiply to more than "
+                           f"{MAX_ELEMENTS}, far beyond any request's size", where)
+    return dims
 
 
 def _integer(value: Any) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.datastructures import State
 
-from service.api.deps import RepositoryDep, resolve_model
+from service.api.deps import RepositoryDep, VersionPath, resolve_model
 from service.api.errors import InvalidInput, StreamingUnsupported
 from service.api.responses import NumpyJSONResponse
 from service.api.routes.stream import ERRORS as STREAM_ERRORS
@@ -70,9 +70,9 @@ async def model_statistics(name: str, repository: RepositoryDep) -> dict[str, An
 
 
 @router.get("/models/{name}/versions/{version}/stats")
-async def model_version_statistics(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
-    resolve_model(repository, name, version)
-    return statistics([(name, version)])
+async def model_version_statistics(name: str, version: VersionPath,
+                                   repository: RepositoryDep) -> dict[str, Any]:
+    return statistics([(name, resolve_model(repository, name, version).manifest.version)])
 
 
 @router.get("/models/{name}/config")
@@ -82,7 +82,7 @@ async def model_configuration(name: str, repository: RepositoryDep, request: Req
 
 
 @router.get("/models/{name}/versions/{version}/config")
-async def model_version_configuration(name: str, version: int, repository: RepositoryDep,
+async def model_version_configuration(name: str, version: VersionPath, repository: RepositoryDep,
                                       request: Request) -> dict[str, Any]:
     return config(resolve_model(repository, name, version), request.app.state)
 
@@ -93,8 +93,10 @@ async def model_metadata(name: str, repository: RepositoryDep) -> dict[str, Any]
 
 
 @router.get("/models/{name}/versions/{version}")
-async def model_version_metadata(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
-    return metadata(repository, resolve_model(repository, name, version), [version])
+async def model_version_metadata(name: str, version: VersionPath,
+                                 repository: RepositoryDep) -> dict[str, Any]:
+    runtime = resolve_model(repository, name, version)
+    return metadata(repository, runtime, [runtime.manifest.version])
 
 
 @router.get("/models/{name}/ready")
@@ -104,7 +106,7 @@ async def model_ready(name: str, repository: RepositoryDep) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/versions/{version}/ready")
-async def model_version_ready(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
+async def model_version_ready(name: str, version: VersionPath, repository: RepositoryDep) -> dict[str, Any]:
     resolve_model(repository, name, version)
     return {"name": name, "version": str(version), "ready": True}
 
