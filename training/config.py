@@ -114,6 +114,10 @@ class OptimConfig(_Section):
     weight_decay: Number = Field(1e-2, ge=0)
     batch_size: WholeOrAuto = "auto"  # auto: training/defaults.py
     max_epochs: WholeOrAuto = "auto"  # auto: training/defaults.py
+    # seconds for the whole run on this machine: fewer epochs when the measured step time says the rule's
+    # would not fit (training/recipe.py plan_epochs); null: no limit. The run is then reproducible only
+    # where the budget does not bind.
+    time_budget: Annotated[Number, Field(gt=0)] | None = 120.0
     schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)

@@ -10,11 +10,14 @@ compares trials on)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import random
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,11 @@ from training.checkpoint import Checkpoint
 from training.config import OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
+from training.diagnose import diagnose
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
-from training.recipe import augment, make_schedule
-from training.resume import Progress, load_last, save_last
+from training.recipe import augment, make_schedule, plan_epochs
+from training.resume import Progress, load_last, save_last, saved_config
 from training.tracking import Tracker, finish_run
 
 EpochHook = Callable[[int, dict[str, Any]], None]  # (epoch, the metrics.jsonl record)
@@ -43,6 +47,7 @@ class FitResult:
     checkpoint: Path
     test_metrics: dict[str, Any]
     best_epoch: int
+    diagnosis: list[str] = field(default_factory=list)  # underfits / memorises, with what to try
 
 
 def seed_everything(seed: int, threads: int, device: torch.device | None = None) -> None:
@@ -57,15 +62,16 @@ def seed_everything(seed: int, threads: int, device: torch.device | None = None)
 def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = False) -> FitResult:
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
     batch; only rank 0 writes files and returns test metrics (others return empty ones)."""
+    started = time.perf_counter()  # the time budget counts from here
     ctx = distributed.setup(config.optim.device)
     try:
-        return _fit(config, ctx, on_epoch, resume)
+        return _fit(config, ctx, on_epoch, resume, started)
     finally:
         distributed.teardown()
 
 
 def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
-         resume: bool) -> FitResult:
+         resume: bool, started: float) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
@@ -73,8 +79,6 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
-    if ctx.is_main:
-        print("\n".join(chosen), flush=True)
     model = GRUModel(config.model)
     targets = train.y if data.task == "regression" else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
@@ -82,6 +86,9 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
+    config, planned = distributed.agree(_plan(model, train, data, config, ctx, started, run_dir, resume), ctx)
+    if ctx.is_main:
+        print("\n".join([*chosen, planned]), flush=True)
     checkpoint = run_dir / "checkpoint.pt"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +101,60 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     test = evaluate(model, data.test, data)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    finish_run(run_dir, model, data, config, test)
-    return FitResult(run_dir, checkpoint, test, best_epoch)
+    diagnosis = [] if data.sharded else _diagnose(model, data, train, test, config.optim.final_fit)
+    finish_run(run_dir, model, data, config, test, diagnosis)
+    return FitResult(run_dir, checkpoint, test, best_epoch, diagnosis)
+
+
+def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str, Any],
+              final_fit: bool) -> list[str]:
+    """The kept model on its own training series against the held-out ones (training/diagnose.py)."""
+    held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
+    return diagnose(data.task, evaluate(model, train, data), *held_out)
+
+
+def _plan(model: GRUModel, train: Split, data: SequenceData, config: TrainConfig, ctx: distributed.Context,
+          started: float, run_dir: Path, resume: bool) -> tuple[TrainConfig, str]:
+    """optim.max_epochs within optim.time_budget, from a step timed now on a copy of the model (recipe.py
+    plan_epochs). A resumed run keeps the epochs its first start planned."""
+    opt = config.optim
+    assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
+    interrupted = saved_config(run_dir) if resume else None
+    if interrupted is not None and opt.time_budget is not None:
+        opt.max_epochs = interrupted["optim"]["max_epochs"]
+        return config, f"optim.max_epochs={opt.max_epochs} (as planned when the interrupted run started)"
+    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
+        steps += math.ceil(len(data.val) / opt.batch_size / 3)
+    seconds = _step_seconds(model, train, opt, ctx.device)
+    opt.max_epochs, line = plan_epochs(opt.time_budget, time.perf_counter() - started, seconds, steps,
+                                       opt.max_epochs)
+    return config, line
+
+
+def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch.device,
+                  repeats: int = 3) -> float:
+    """Median seconds of one optimiser step (augmentation, forward, backward, AdamW) on a copy of the
+    model, for batches drawn from the training split, after one warm-up step; the run's random state is
+    left as it was."""
+    assert isinstance(opt.batch_size, int)
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe, opt.optimizer, opt.learning_rate, opt.weight_decay)
+    pick = torch.Generator().manual_seed(0)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(repeats + 1):
+            begun = time.perf_counter()
+            idx = torch.randint(len(train), (min(opt.batch_size, len(train)),), generator=pick)
+            X, y, lengths = _batch(train, idx, probe.config.task, device)
+            if probe.config.task != "regression":
+                X = augment(X, lengths, probe.normaliser, opt.jitter, opt.scaling)
+            optimizer.zero_grad()
+            _loss(probe, X, y, probe.config.task, lengths).backward()
+            nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
+            optimizer.step()
+            times.append(time.perf_counter() - begun)
+    return statistics.median(times[1:])
 
 
 def _describe_model(config: TrainConfig, data: SequenceData) -> None:

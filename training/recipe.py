@@ -1,6 +1,9 @@
-"""The training recipe's pieces: the learning-rate schedule and augmentation for time series."""
+"""The training recipe's pieces: the learning-rate schedule, augmentation for time series, and the plan
+of optimiser steps that fits the time budget."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -36,3 +39,27 @@ def augment(
     if lengths is None:
         return perturbed
     return perturbed * step_mask(lengths.to(x.device), steps).unsqueeze(2).to(x.dtype)
+
+
+# What the end of a run needs after the last epoch (test evaluation, checkpoint, report, plots): a share
+# of the budget, at least a few seconds.
+END_SHARE, END_SECONDS = 0.1, 5.0
+
+
+def plan_epochs(budget: float | None, spent: float, step_seconds: float, steps_per_epoch: int,
+                epochs: int) -> tuple[int, str]:
+    """The epochs that fit `budget` seconds (None: no limit) after `spent` seconds already, each epoch
+    `steps_per_epoch` optimiser steps of `step_seconds` (measured on this machine, now); at most `epochs`
+    (the rule's), at least 1. Returns the epochs and the line `gru train` prints."""
+    per_epoch = steps_per_epoch * step_seconds
+    planned = (f"a step takes ~{1000 * step_seconds:.0f} ms, so {epochs} epochs take "
+               f"~{epochs * per_epoch:.0f} s")
+    if budget is None:
+        return epochs, f"time budget: none; {planned}"
+    left = budget - spent - max(END_SECONDS, END_SHARE * budget)
+    fit = max(1, math.floor(left / per_epoch)) if per_epoch > 0 else epochs
+    if fit >= epochs:
+        return epochs, f"time budget {budget:g} s: {planned}, which fits"
+    return fit, (f"optim.max_epochs={fit} (time budget {budget:g} s: {planned}; {fit} epochs, "
+                 f"{fit * steps_per_epoch} steps, fit in the {max(left, 0):.0f} s left; "
+                 "raise optim.time_budget / --time-budget for more)")
