@@ -148,6 +148,7 @@ class OutputSpec(_Strict):
 class NormalizationSpec(_Strict):
     location: Literal["graph"] = "graph"  # applied inside model.onnx; the service adds nothing
     window_scaling: bool
+    per_series: bool = False  # each series by its own mean and std, its log scale an extra input
     scale_feature: int | None = None
     feature_mean: list[float]
     feature_std: list[float]

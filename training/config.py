@@ -99,6 +99,10 @@ class ModelConfig(_Section):
     task: Task = "classification"  # filled in from the data
     output_size: Whole = Field(2, ge=1)  # number of labels, or the forecast horizon; from the data
     window_scaling: bool = False  # forecasting: scale each window by its mean level; from the data
+    # "global": the training split's mean and std per feature; "series": each series' own, its log scale an
+    # extra input (training/normalise.py; no streaming); "auto": series for classification sets whose
+    # series' scales differ by orders of magnitude (training/defaults.py). A config without it: global
+    normalise: Literal["auto", "global", "series"] = "auto"
     # Front end (training/frontend.py): causal strided convolutions ("conv"), non-overlapping patches
     # ("patch") or none; "auto": conv for classification, none for regression/forecast/tagging
     frontend: Literal["auto", "none", "patch", "conv"] = "auto"

@@ -1,6 +1,9 @@
 """Defaults chosen from the data: the settings left at "auto" are resolved from the training split's
 lengths, series count and task before the model is built, and printed, so that a run says what it did.
 
+- model.normalise: "series" for classification when the training series' scales (each series' standard
+  deviation, per feature) differ by SCALE_SPREAD× or more between the 5th and 95th percentile (PLAID: 1e-5
+  to 461), else "global" (UCR sets come z-normalised: their spread is ~1×);
 - model.frontend: "conv" for classification (the measured winner on long and short sets) and for
   regression on series of 128 steps or more; "none" for shorter regression and forecasting windows (M1's
   research figures come from the plain GRU) and for tagging (it answers at every step);
@@ -23,6 +26,7 @@ from training.config import TrainConfig
 from training.data.dataset import Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
+SCALE_SPREAD = 100.0
 MIN_STEPS, USUAL_EPOCHS, MAX_STEPS, MAX_EPOCHS = 1_000, 100, 10_000, 200
 
 
@@ -35,6 +39,12 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
     lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {model.task}{classes}"]
+    if model.normalise == "auto":
+        spread = scale_spread(train)
+        model.normalise = "series" if model.task == "classification" and spread >= SCALE_SPREAD else "global"
+        streams = "" if model.normalise == "global" else "; no streaming"
+        lines.append(f"model.normalise={model.normalise} (auto: the series' scales differ {spread:,.0f}× "
+                     f"between the 5th and 95th percentile{streams})")
     if model.frontend == "auto":
         long = median >= 2 * TARGET_STEPS  # a stride of 2 or more
         conv = model.task == "classification" or (model.task == "regression" and long)
@@ -58,6 +68,23 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
         lines.append(f"optim.max_epochs={optim.max_epochs} (auto: {optim.max_epochs * per_epoch} steps of "
                      f"batch {optim.batch_size})")
     return lines + [summary(config)]
+
+
+def scale_spread(train: Split) -> float:
+    """The ratio of the 95th to the 5th percentile of the series' standard deviations over their valid
+    steps, the largest over the features; constant series do not count (a feature that is mostly
+    constant, as an image's border, not at all); 1 when nothing is left to compare."""
+    valid = np.arange(train.X.shape[1])[None, :] < train.lengths[:, None]  # (N, T)
+    count = np.maximum(train.lengths[:, None], 1).astype(np.float64)
+    mean = (train.X * valid[..., None]).sum(axis=1) / count  # (N, F)
+    std = np.sqrt((((train.X - mean[:, None]) * valid[..., None]) ** 2).sum(axis=1) / count)
+    spreads = [1.0]
+    for feature in std.T:
+        varying = feature[feature > 1e-12]
+        if len(varying) >= max(2, len(feature) / 2):
+            low, high = np.percentile(varying, [5, 95])
+            spreads.append(high / low)
+    return float(max(spreads))
 
 
 def summary(config: TrainConfig) -> str:

@@ -27,12 +27,12 @@ def augment(
     x: torch.Tensor, lengths: torch.Tensor | None, normaliser: Normaliser, jitter: float, scaling: float
 ) -> torch.Tensor:
     """Training inputs, perturbed in normalised units: each series and feature scaled by 1 + N(0,
-    scaling²) about the feature mean, plus N(0, jitter²) noise per step. Raw units in and out; steps past
-    `lengths` stay zero."""
+    scaling²) about the mean it is normalised by (the feature's, or the series' own), plus N(0, jitter²)
+    noise per step. Raw units in and out; steps past `lengths` stay zero."""
     if not (jitter or scaling):
         return x
     batch, steps, features = x.shape
-    std, mean = normaliser.feature_std, normaliser.feature_mean
+    mean, std = normaliser.centre_and_spread(x, lengths)
     factor = 1.0 + scaling * torch.randn(batch, 1, features, device=x.device)
     noise = jitter * torch.randn(batch, steps, features, device=x.device)
     perturbed = mean + (x - mean) * factor + noise * std
