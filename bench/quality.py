@@ -221,7 +221,8 @@ def gru_run(bench: Benchmark, seed: int, run_dir: Path, extra: list[str]) -> dic
     seconds = time.perf_counter() - started
     epochs = len((result.run_dir / "metrics.jsonl").read_text().splitlines())
     row = {"set": bench.name, "via_file": bench.via_file, "model": "GRU", "seed": seed,
-           "value": result.test_metrics[bench.metric], "seconds": seconds, "epochs": epochs}
+           "value": result.test_metrics[bench.metric], "seconds": seconds, "epochs": epochs,
+           "diagnosis": result.diagnosis}
     if "seasonal_naive" in result.test_metrics:
         row["naive"] = result.test_metrics["seasonal_naive"][bench.metric]
     return row

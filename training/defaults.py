@@ -11,6 +11,10 @@ lengths, series count and task before the model is built, and printed, so that a
   sequence (1 for tagging and with no front end), at most MAX_STRIDE: on ACSF1 (1,460 steps) stride 23
   (64 GRU steps) gave 0.78 against 0.85 for stride 12 (122 steps), the conv's windows then spanning 24
   steps instead of 46;
+- few series per class (classification, fewer than FEW_PER_CLASS training series per label; PigCVP: 2):
+  a model that would memorise them, so a smaller one (model.hidden_size 64) with more regularisation
+  (model.dropout 0.3, optim.weight_decay 0.05) and stronger augmentation (optim.jitter 0.1, optim.scaling
+  0.2): each only where the config leaves it at its default;
 - optim.batch_size: a quarter of the series, between 4 and 16 (64 from 2,000 series);
 - optim.max_epochs: at least 1,000 optimiser steps (small sets need many epochs), and 100 epochs unless
   that exceeds 10,000 steps (large sets need few); never more than 200 epochs.
@@ -27,6 +31,9 @@ from training.data.dataset import Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
 SCALE_SPREAD = 100.0
+FEW_PER_CLASS = 5
+FEW_SETTINGS = {"model.hidden_size": 64, "model.dropout": 0.3, "optim.weight_decay": 0.05,
+                "optim.jitter": 0.1, "optim.scaling": 0.2}
 MIN_STEPS, USUAL_EPOCHS, MAX_STEPS, MAX_EPOCHS = 1_000, 100, 10_000, 200
 
 
@@ -45,6 +52,9 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
         streams = "" if model.normalise == "global" else "; no streaming"
         lines.append(f"model.normalise={model.normalise} (auto: the series' scales differ {spread:,.0f}× "
                      f"between the 5th and 95th percentile{streams})")
+    per_class = len(train) / max(1, model.output_size)
+    if model.task == "classification" and per_class < FEW_PER_CLASS:
+        lines.append(few_per_class(config, per_class))
     if model.frontend == "auto":
         long = median >= 2 * TARGET_STEPS  # a stride of 2 or more
         conv = model.task == "classification" or (model.task == "regression" and long)
@@ -68,6 +78,19 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
         lines.append(f"optim.max_epochs={optim.max_epochs} (auto: {optim.max_epochs * per_epoch} steps of "
                      f"batch {optim.batch_size})")
     return lines + [summary(config)]
+
+
+def few_per_class(config: TrainConfig, per_class: float) -> str:
+    """FEW_SETTINGS, each where the user left the default; the line that says so."""
+    changed = []
+    for key, value in FEW_SETTINGS.items():
+        section_name, field = key.split(".")
+        section = getattr(config, section_name)
+        if field not in section.model_fields_set:
+            setattr(section, field, value)
+            changed.append(f"{key}={value:g}")
+    return (f"{', '.join(changed) or 'nothing changed'} (auto: {per_class:.1f} training series per class "
+            f"would be memorised: a smaller model, more regularisation and augmentation)")
 
 
 def scale_spread(train: Split) -> float:

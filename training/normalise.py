@@ -31,6 +31,8 @@ class Normaliser(nn.Module):
     target_mean: torch.Tensor
     target_std: torch.Tensor
     scale_mask: torch.Tensor
+    log_scale_mean: torch.Tensor  # per_series only
+    log_scale_std: torch.Tensor
 
     def __init__(self, n_features: int, n_targets: int, window_scaling: bool = False,
                  per_series: bool = False):
