@@ -10,7 +10,9 @@ lengths, series count and task before the model is built, and printed, so that a
 - model.patch: the front end's stride, so that the GRU reads about TARGET_STEPS steps of a median
   sequence (1 for tagging and with no front end), at most MAX_STRIDE: on ACSF1 (1,460 steps) stride 23
   (64 GRU steps) gave 0.78 against 0.85 for stride 12 (122 steps), the conv's windows then spanning 24
-  steps instead of 46;
+  steps instead of 46. Lengths that differ LENGTH_SPREAD× or more (PLAID: 100-1,344): also so that the
+  longest tenth reads at most 2·TARGET_STEPS GRU steps (a batch is as long as its longest series, so the
+  tail sets the training time, and a gradient through hundreds of steps fades);
 - few series per class (classification, fewer than FEW_PER_CLASS training series per label; PigCVP: 2):
   a model that would memorise them, so a smaller one (model.hidden_size 64) with more regularisation
   (model.dropout 0.3, optim.weight_decay 0.05) and stronger augmentation (optim.jitter 0.1, optim.scaling
@@ -30,7 +32,7 @@ from training.config import TrainConfig
 from training.data.dataset import Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
-SCALE_SPREAD = 100.0
+SCALE_SPREAD, LENGTH_SPREAD = 100.0, 10.0
 FEW_PER_CLASS = 5
 FEW_SETTINGS = {"model.hidden_size": 64, "model.dropout": 0.3, "optim.weight_decay": 0.05,
                 "optim.jitter": 0.1, "optim.scaling": 0.2}
@@ -63,10 +65,19 @@ def resolve(config: TrainConfig, train: Split) -> list[str]:
         lines.append(f"model.frontend={model.frontend} (auto: {why})")
     if model.patch == "auto":
         per_step = model.task == "tagging" or model.frontend == "none"
-        stride = 1 if per_step else min(MAX_STRIDE, max(1, round(median / TARGET_STEPS)))
+        stride, why = 1, ""
+        if not per_step:
+            stride = max(1, round(median / TARGET_STEPS))
+            shortest, longest = int(train.lengths.min()), int(train.lengths.max())
+            if longest >= LENGTH_SPREAD * shortest:
+                tail = int(np.percentile(train.lengths, 90))
+                stride = max(stride, math.ceil(tail / (2 * TARGET_STEPS)))
+                why = (f", ~{math.ceil(tail / min(stride, MAX_STRIDE))} for the 90th percentile (lengths "
+                       f"differ {longest / shortest:.0f}×)")
+            stride = min(MAX_STRIDE, stride)
         model.patch = stride
         lines.append(f"model.patch={stride} (auto: ~{math.ceil(median / stride)} GRU steps "
-                     f"for the median length)")
+                     f"for the median length{why})")
     if optim.batch_size == "auto":
         optim.batch_size = 64 if len(train) >= 2000 else min(16, max(4, len(train) // 4))
         lines.append(f"optim.batch_size={optim.batch_size} (auto)")
