@@ -127,8 +127,9 @@ def _plan(model: GRUModel, train: Split, data: SequenceData, config: TrainConfig
     if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
     seconds = _step_seconds(model, train, opt, ctx.device)
+    after = seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # evaluating test and train
     opt.max_epochs, line = plan_epochs(opt.time_budget, time.perf_counter() - started, seconds, steps,
-                                       opt.max_epochs)
+                                       opt.max_epochs, after)
     return config, line
 
 

@@ -47,16 +47,17 @@ END_SHARE, END_SECONDS = 0.1, 5.0
 
 
 def plan_epochs(budget: float | None, spent: float, step_seconds: float, steps_per_epoch: int,
-                epochs: int) -> tuple[int, str]:
+                epochs: int, after: float = 0.0) -> tuple[int, str]:
     """The epochs that fit `budget` seconds (None: no limit) after `spent` seconds already, each epoch
-    `steps_per_epoch` optimiser steps of `step_seconds` (measured on this machine, now); at most `epochs`
-    (the rule's), at least 1. Returns the epochs and the line `gru train` prints."""
+    `steps_per_epoch` optimiser steps of `step_seconds` (measured on this machine, now), keeping `after`
+    seconds (the final evaluations) and a share for the rest of the end; at most `epochs` (the rule's),
+    at least 1. Returns the epochs and the line `gru train` prints."""
     per_epoch = steps_per_epoch * step_seconds
     planned = (f"a step takes ~{1000 * step_seconds:.0f} ms, so {epochs} epochs take "
                f"~{epochs * per_epoch:.0f} s")
     if budget is None:
         return epochs, f"time budget: none; {planned}"
-    left = budget - spent - max(END_SECONDS, END_SHARE * budget)
+    left = budget - spent - after - max(END_SECONDS, END_SHARE * budget)
     fit = max(1, math.floor(left / per_epoch)) if per_epoch > 0 else epochs
     if fit >= epochs:
         return epochs, f"time budget {budget:g} s: {planned}, which fits"
