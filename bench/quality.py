@@ -264,6 +264,36 @@ def table(benchmarks: list[Benchmark], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def regime_table(rows: list[dict], budget: float = 120.0) -> str:
+    """The regime sets of issue 19, each against its targets: ≥ 1-NN DTW and every run ≤ `budget` s; then
+    the mean over every classification set run (benchmark, check and regime sets) against MiniRocket's."""
+    lines = ["| regime set | GRU defaults, mean ± sd (seeds) | slowest GRU run s | 1-NN DTW | MiniRocket | "
+             "≥ DTW | ≤ 120 s | diagnosis |", "|---|---|---|---|---|---|---|---|"]
+    for bench in REGIME_SETS:
+        gru = select(rows, "GRU", bench.name, True)
+        dtw, rocket = select(rows, "1-NN DTW", bench.name), select(rows, "MiniRocket", bench.name)
+        if not gru:
+            continue
+        mean = statistics.mean(r["value"] for r in gru)
+        beats = "met" if dtw and mean >= dtw[0]["value"] else "missed" if dtw else "–"
+        slowest = max(r["seconds"] for r in gru)
+        said = sorted({d.split(":")[0] for r in gru for d in r.get("diagnosis", [])}) or ["–"]
+        lines.append(f"| {bench.name} ({bench.target}) | {mean_sd([r['value'] for r in gru])} ({len(gru)}) | "
+                     f"{slowest:.0f} | {mean_sd([r['value'] for r in dtw])} | "
+                     f"{mean_sd([r['value'] for r in rocket])} | {beats} | "
+                     f"{'met' if slowest <= budget else 'missed'} | {', '.join(said)} |")
+    sets = [(r["set"], r.get("via_file", False)) for r in rows if r["model"] == "GRU"]
+    ours = [statistics.mean(r["value"] for r in select(rows, "GRU", *key)) for key in dict.fromkeys(sets)]
+    theirs = [statistics.mean(r["value"] for r in select(rows, "MiniRocket", name))
+              for name, _ in dict.fromkeys(sets) if select(rows, "MiniRocket", name)]
+    if ours and len(ours) == len(theirs):
+        gap = statistics.mean(ours) - statistics.mean(theirs)
+        lines.append(f"\nmean accuracy over the {len(ours)} classification sets run: GRU "
+                     f"{statistics.mean(ours):.4f}, MiniRocket {statistics.mean(theirs):.4f} "
+                     f"(GRU − MiniRocket {gap:+.4f}; target ≥ −0.02: {'met' if gap >= -0.02 else 'missed'})")
+    return "\n".join(lines)
+
+
 def summary(benchmarks: list[Benchmark], rows: list[dict]) -> str:
     """The issue's targets over the built-in classification sets: mean GRU vs mean MiniRocket (≤ 0.02
     behind); and the built-in and user-file runs of one set agreeing seed by seed."""
@@ -332,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps({"seeds": seeds, "quick": args.quick, "rows": rows,
                                        "skipped": skipped}, indent=2))
     print("\n" + table(benchmarks, rows) + "\n\n" + summary(benchmarks, rows))
+    if args.regimes:
+        print("\n" + regime_table([r for r in rows if r["set"] != "M1Yearly"]))
     if skipped:
         print(f"\nskipped (over --budget-minutes): {skipped}")
     return 0
