@@ -154,6 +154,8 @@ def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch
             _loss(probe, X, y, probe.config.task, lengths).backward()
             nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
             optimizer.step()
+            if device.type == "cuda":  # kernels run asynchronously: wait for them
+                torch.cuda.synchronize(device)
             times.append(time.perf_counter() - begun)
     return statistics.median(times[1:])
 
