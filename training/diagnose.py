@@ -5,8 +5,9 @@ else the test split: nothing is chosen from it, the diagnosis only says what it 
 - underfits: the model does not fit its own training series (classification: training accuracy below
   UNDERFIT_ACCURACY; regression: the normalised training MSE above UNDERFIT_MSE, less than half the
   variance explained);
-- memorises: it fits them almost perfectly (training loss below MEMORISE_LOSS) while the held-out
-  series score far worse (accuracy MEMORISE_GAP lower; regression: a held-out MSE 10× the training one).
+- memorises: it fits them while the held-out series score far worse (classification: a held-out accuracy
+  MEMORISE_GAP or more below the training accuracy; regression: a training MSE below MEMORISE_LOSS and a
+  held-out MSE 10× that).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_ou
         other = f"{held_out_name} accuracy {held_out['accuracy']:.3f} (loss {held_out['loss']:.3g})"
         if fit < UNDERFIT_ACCURACY:
             return [f"underfits: {score}: the model does not fit its own training series; {UNDERFIT_TRY}"]
-        if train["loss"] < MEMORISE_LOSS and held_out["accuracy"] < fit - MEMORISE_GAP:
+        if held_out["accuracy"] <= fit - MEMORISE_GAP:
             return [f"memorises: {score} against {other}; {MEMORISE_TRY}"]
         return []
     score = f"training MSE {train['loss']:.3g} in normalised units (1 = predicting the mean)"

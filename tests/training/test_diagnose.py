@@ -23,6 +23,12 @@ def test_a_classifier_perfect_on_training_and_far_worse_held_out_memorises() -> 
     assert "optim.weight_decay" in line and "optim.jitter" in line
 
 
+def test_a_regularised_fit_far_better_on_training_than_held_out_memorises_too() -> None:
+    [line] = diagnose("classification", {"accuracy": 0.99, "loss": 0.3}, {"accuracy": 0.23, "loss": 3.0},
+                      "test")
+    assert line.startswith("memorises")
+
+
 def test_a_good_fit_says_nothing() -> None:
     assert diagnose("classification", {"accuracy": 1.0, "loss": 0.01}, {"accuracy": 0.95, "loss": 0.2},
                     "validation") == []
