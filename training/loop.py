@@ -34,7 +34,7 @@ from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
-from training.recipe import augment, make_schedule, plan_epochs
+from training.recipe import augment, end_reserve, make_schedule, plan_epochs
 from training.resume import Progress, load_last, save_last, saved_config
 from training.tracking import Tracker, finish_run
 
@@ -86,14 +86,16 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
-    config, planned = distributed.agree(_plan(model, train, data, config, ctx, started, run_dir, resume), ctx)
+    config, planned, deadline = distributed.agree(_plan(model, train, data, config, ctx, started, run_dir,
+                                                        resume), ctx)
     if ctx.is_main:
         print("\n".join([*chosen, planned]), flush=True)
     checkpoint = run_dir / "checkpoint.pt"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume)
+    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume,
+                        None if deadline is None else time.perf_counter() + deadline)
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
@@ -114,23 +116,27 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
 
 
 def _plan(model: GRUModel, train: Split, data: SequenceData, config: TrainConfig, ctx: distributed.Context,
-          started: float, run_dir: Path, resume: bool) -> tuple[TrainConfig, str]:
+          started: float, run_dir: Path, resume: bool) -> tuple[TrainConfig, str, float | None]:
     """optim.max_epochs within optim.time_budget, from a step timed now on a copy of the model (recipe.py
-    plan_epochs). A resumed run keeps the epochs its first start planned."""
+    plan_epochs), and the seconds from now by which training must end (None: no budget). A resumed run
+    keeps the epochs its first start planned."""
     opt = config.optim
     assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     interrupted = saved_config(run_dir) if resume else None
     if interrupted is not None and opt.time_budget is not None:
         opt.max_epochs = interrupted["optim"]["max_epochs"]
-        return config, f"optim.max_epochs={opt.max_epochs} (as planned when the interrupted run started)"
+        return config, f"optim.max_epochs={opt.max_epochs} (as planned when the interrupted run started)", \
+            None
     steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
     if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
     seconds = _step_seconds(model, train, opt, ctx.device)
     after = seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # evaluating test and train
-    opt.max_epochs, line = plan_epochs(opt.time_budget, time.perf_counter() - started, seconds, steps,
-                                       opt.max_epochs, after)
-    return config, line
+    spent = time.perf_counter() - started
+    opt.max_epochs, line = plan_epochs(opt.time_budget, spent, seconds, steps, opt.max_epochs, after)
+    if opt.time_budget is None:
+        return config, line, None
+    return config, line, opt.time_budget - spent - end_reserve(opt.time_budget, after)
 
 
 def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch.device,
@@ -175,10 +181,11 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
 
 def _train(
     model: GRUModel, data: SequenceData, train: Split, config: TrainConfig, run_dir: Path, ckpt: Path,
-    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool,
+    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool, deadline: float | None,
 ) -> int:
     """Train on `train`; with a validation split (not optim.final_fit), keep the best epoch and stop
-    early. Returns the epoch whose weights are in the checkpoint."""
+    early; stop when another epoch would end after `deadline` (time.perf_counter(); the machine slowed
+    down after the plan). Returns the epoch whose weights are in the checkpoint."""
     opt, validating = config.optim, not config.optim.final_fit
     assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
@@ -224,6 +231,12 @@ def _train(
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
                 save_last(run_dir, model, optimizer, schedule, generator, progress, config.to_dict())
             if validating and progress.stale >= opt.patience:
+                break
+            late = deadline is not None and time.perf_counter() + record["seconds"] > deadline
+            if distributed.agree(late, ctx) and epoch < opt.max_epochs:
+                if ctx.is_main:
+                    tqdm.write(f"time budget: stopped after epoch {epoch} of {opt.max_epochs} (the machine "
+                               "ran slower than the step timed at the start)")
                 break
     return progress.best_epoch
 

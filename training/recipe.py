@@ -57,10 +57,15 @@ def plan_epochs(budget: float | None, spent: float, step_seconds: float, steps_p
                f"~{epochs * per_epoch:.0f} s")
     if budget is None:
         return epochs, f"time budget: none; {planned}"
-    left = budget - spent - after - max(END_SECONDS, END_SHARE * budget)
+    left = budget - spent - end_reserve(budget, after)
     fit = max(1, math.floor(left / per_epoch)) if per_epoch > 0 else epochs
     if fit >= epochs:
         return epochs, f"time budget {budget:g} s: {planned}, which fits"
     return fit, (f"optim.max_epochs={fit} (time budget {budget:g} s: {planned}; {fit} epochs, "
                  f"{fit * steps_per_epoch} steps, fit in the {max(left, 0):.0f} s left; "
                  "raise optim.time_budget / --time-budget for more)")
+
+
+def end_reserve(budget: float, after: float) -> float:
+    """Seconds kept for the end of a run: `after` (the final evaluations) and a share for the rest."""
+    return after + max(END_SECONDS, END_SHARE * budget)
