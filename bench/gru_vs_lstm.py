@@ -42,6 +42,7 @@ CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"],
 RECIPE = ["model.hidden_size=64", "model.num_layers=2", "model.frontend=none", "model.readout=[last]",
           "optim.max_epochs=60", "optim.batch_size=16", "optim.patience=1000", "optim.learning_rate=0.001",
           "optim.schedule=constant", "optim.jitter=0", "optim.scaling=0", "optim.final_fit=false",
+          "optim.time_budget=null",
           "optim.plots=false", "optim.tensorboard=false"]
 
 
