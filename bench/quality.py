@@ -176,12 +176,13 @@ def baselines(name: str, seeds: list[int]) -> list[dict]:
     dtw = lambda: KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1)  # noqa: E731
     _warm_up(dtw, as_given(X_train), y_train, as_given(X_test))
     rows = [_score("1-NN DTW", None, dtw(), as_given(X_train), y_train, as_given(X_test), y_test)]
-    train, test = padded(X_train, longest), padded(X_test, longest)  # MiniRocket: one length
+    # MiniRocket: one length, at least its 9-step kernels' (sklearn's digits read as 8 steps of 8 features)
+    train, test = padded(X_train, max(longest, 9)), padded(X_test, max(longest, 9))
     _warm_up(MiniRocketClassifier, train, y_train, test)
     for seed in seeds:
         rocket = _score("MiniRocket", seed, MiniRocketClassifier(random_state=seed), train, y_train,
                         test, y_test)
-        rows.append(rocket | ({"padded": True} if ragged else {}))
+        rows.append(rocket | ({"padded": True} if ragged or longest < 9 else {}))
     return [{"set": name, **row} for row in rows]
 
 
