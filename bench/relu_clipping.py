@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bench/results/relu_clipping.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    common = [f"optim.max_epochs={args.epochs}", f"optim.patience={args.epochs}", *args.overrides]
+    common = [f"optim.max_epochs={args.epochs}", f"optim.patience={args.epochs}", "optim.time_budget=null",
+              *args.overrides]
     curves: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in RUNS.items():

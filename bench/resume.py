@@ -48,7 +48,8 @@ class Outcome:
 
 
 def settings(variant: str, epochs: int) -> list[str]:
-    return [*SETTINGS, *VARIANTS[variant], f"optim.max_epochs={epochs}"]
+    # no time budget: the epochs must not depend on how fast the machine was at the start
+    return [*SETTINGS, *VARIANTS[variant], f"optim.max_epochs={epochs}", "optim.time_budget=null"]
 
 
 def train_command(run_dir: Path, variant: str, epochs: int, *extra: str) -> list[str]:

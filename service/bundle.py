@@ -148,6 +148,7 @@ class OutputSpec(_Strict):
 class NormalizationSpec(_Strict):
     location: Literal["graph"] = "graph"  # applied inside model.onnx; the service adds nothing
     window_scaling: bool  # forecasting: each window scaled by its mean level (cannot stream)
+    per_series: bool = False  # each series by its own mean and std, its log scale an extra input
     scale_feature: int | None = None  # the feature whose window mean scales it
     feature_mean: list[float]  # the training split's, per feature (applied in the graph)
     feature_std: list[float]

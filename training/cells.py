@@ -8,6 +8,10 @@
   either reset: `SeedGRU`, since nn.GRU and cuDNN have tanh built in (ONNX: `activations=[Sigmoid, g]`).
 - `model.cell: lstm`: `LSTMEncoder`, for the GRU-vs-LSTM comparison only (bench/gru_vs_lstm.py).
 
+A training step of a tanh GRU on the CPU (either reset) runs the recurrence with a hand-written backward
+(training/recurrence.py): `FastGRU` is nn.GRU with that training step; evaluation, export and CUDA run
+nn.GRU's own kernel (and `SeedGRU` its loop), so what is exported is what was evaluated.
+
 `SeedGRU` keeps nn.GRU's parameter names and layout (`weight_ih_l{k}[_reverse]`, gates r, z, n stacked),
 so a state_dict moves between the two unchanged; that is how export traces it (export/onnx.py).
 It has no fused kernel: a per-step loop in plain Python (eager autograd). Not TorchScript: the profiling
@@ -25,6 +29,7 @@ from torch import nn
 from torch.nn import functional
 
 from training.config import ModelConfig
+from training.recurrence import applies, recurrence
 
 # The candidate activations both PyTorch and ONNX's GRU (`activations`, with ONNX's default alpha) express,
 # and onnxruntime's CPU GRU kernel runs (rnn_helpers.cc: GruOutputGateFuncByName). Same names as
@@ -40,7 +45,7 @@ CANDIDATES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def make_gru(config: ModelConfig) -> nn.GRU | SeedGRU | LSTMEncoder:
+def make_gru(config: ModelConfig) -> FastGRU | SeedGRU | LSTMEncoder:
     """The config validates reset, activation and cell (training/config.py)."""
     sizes = dict(input_size=config.input_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
                  dropout=config.dropout if config.num_layers > 1 else 0.0,
@@ -48,7 +53,7 @@ def make_gru(config: ModelConfig) -> nn.GRU | SeedGRU | LSTMEncoder:
     if config.cell == "lstm":
         return LSTMEncoder(**sizes)  # type: ignore[arg-type]
     if config.reset == "after" and config.activation == "tanh":
-        return nn.GRU(**sizes)  # type: ignore[arg-type]
+        return FastGRU(**sizes)  # type: ignore[arg-type]
     return SeedGRU(**sizes, reset=config.reset, activation=config.activation)  # type: ignore[arg-type]
 
 
@@ -83,6 +88,24 @@ def _direction(
     if reverse:
         ys.reverse()
     return torch.stack(ys), h
+
+
+class FastGRU(nn.GRU):
+    """nn.GRU (batch first) whose CPU training step, one layer one direction, runs the hand-written
+    recurrence; everything else is nn.GRU's own forward."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not (applies(x, self.training, "tanh") and self.num_layers == 1 and not self.bidirectional
+                and self.batch_first):
+            return super().forward(x, h0)  # type: ignore[return-value]
+        if h0 is None:
+            h0 = x.new_zeros(1, x.shape[0], self.hidden_size)
+        w_ih, w_hh, b_ih, b_hh = self.all_weights[0]  # layer 0: (W_i, W_h, b_i, b_h)
+        gi = functional.linear(x.transpose(0, 1), w_ih, b_ih)  # (T, B, 3H)
+        ys, h_last = recurrence(gi, h0[0], w_hh, b_hh, "after")
+        return ys.transpose(0, 1), h_last.unsqueeze(0)
 
 
 class SeedGRU(nn.Module):
@@ -138,6 +161,11 @@ class SeedGRU(nn.Module):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{layer}{suffix}")
                                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
                 gi = functional.linear(layer_input, w_ih, b_ih)  # (T, B, 3H)
+                if valid is None and d == 0 and applies(x, self.training, self.activation):
+                    ys, h_last = recurrence(gi, h0[layer * self.directions], w_hh, b_hh, self.reset)
+                    outputs.append(ys)
+                    finals.append(h_last)
+                    continue
                 ys, h_last = _direction(gi, h0[layer * self.directions + d], w_hh, b_hh, d == 1, valid,
                                         self.reset, candidate)
                 outputs.append(ys)

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="folder for run folders (default: runs)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="shortcut for --set optim.time_budget=SECONDS: the whole run's seconds on this "
+                        "machine (default 120; 'none' via --set optim.time_budget=null)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
@@ -35,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
     shortcuts = {"data.dataset": args.dataset, "name": args.name, "run_dir": args.run_dir,
-                 "optim.seed": args.seed, "optim.max_epochs": args.max_epochs}
+                 "optim.seed": args.seed, "optim.max_epochs": args.max_epochs,
+                 "optim.time_budget": args.time_budget}
     overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.overrides
     if args.no_progress:
         overrides.append("progress=false")
@@ -60,9 +64,12 @@ def name_the_run(config: TrainConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from training.config import load_config
     from training.loop import fit
 
+    started = time.perf_counter()
     if args.mlflow:
         os.environ["MLFLOW_TRACKING_URI"] = args.mlflow
     config = load_config(args.config, overrides_from(args))
@@ -71,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     name_the_run(config)
     result = fit(config, resume=args.resume)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
-        print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
+        budget = config.optim.time_budget
+        print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}; "
+              f"{time.perf_counter() - started:.0f} s (time budget {f'{budget:g} s' if budget else 'none'})")
         print("test metrics: " + json.dumps(result.test_metrics))
+        for line in result.diagnosis:
+            print(f"diagnosis: {line}")
     return 0

@@ -104,6 +104,10 @@ class ModelConfig(_Section):
     # forecasting: the head adds its correction to the seasonal-naive forecast at this period (0: none);
     # from the data (data.seasonal_period). training/model.py
     seasonal_skip: Whole = Field(0, ge=0)
+    # "global": the training split's mean and std per feature; "series": each series' own, its log scale an
+    # extra input (training/normalise.py; no streaming); "auto": series for classification sets whose
+    # series' scales differ by orders of magnitude (training/defaults.py). A config without it: global
+    normalise: Literal["auto", "global", "series"] = "auto"
     # Front end (training/frontend.py): causal strided convolutions ("conv"), non-overlapping patches
     # ("patch") or none; "auto": conv for classification, none for regression/forecast/tagging
     frontend: Literal["auto", "none", "patch", "conv"] = "auto"
@@ -119,6 +123,10 @@ class OptimConfig(_Section):
     weight_decay: Number = Field(1e-2, ge=0)
     batch_size: WholeOrAuto = "auto"  # auto: training/defaults.py
     max_epochs: WholeOrAuto = "auto"  # auto: training/defaults.py
+    # seconds for the whole run on this machine: fewer epochs when the measured step time says the rule's
+    # would not fit (training/recipe.py plan_epochs); null: no limit. The run is then reproducible only
+    # where the budget does not bind.
+    time_budget: Annotated[Number, Field(gt=0)] | None = 120.0
     schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)

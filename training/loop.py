@@ -10,11 +10,14 @@ compares trials on)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import random
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,11 @@ from training.checkpoint import Checkpoint
 from training.config import VALUE_TASKS, OptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
+from training.diagnose import diagnose
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
-from training.recipe import augment, make_schedule
-from training.resume import Progress, load_last, save_last
+from training.recipe import augment, end_reserve, make_schedule, plan_epochs
+from training.resume import Progress, load_last, save_last, saved_config
 from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
 
@@ -45,6 +49,7 @@ class FitResult:
     checkpoint: Path
     test_metrics: dict[str, Any]
     best_epoch: int
+    diagnosis: list[str] = field(default_factory=list)  # underfits / memorises, with what to try
 
 
 def seed_everything(seed: int, threads: int, device: torch.device | None = None) -> None:
@@ -61,15 +66,16 @@ def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = F
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
     batch; only rank 0 writes files and returns test metrics (others return empty ones). quiet (a search
     trial): print nothing of what the run chose, log nothing to MLflow."""
+    started = time.perf_counter()  # the time budget counts from here
     ctx = distributed.setup(config.optim.device)
     try:
-        return _fit(config, ctx, on_epoch, resume, quiet)
+        return _fit(config, ctx, on_epoch, resume, quiet, started)
     finally:
         distributed.teardown()
 
 
 def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
-         resume: bool, quiet: bool) -> FitResult:
+         resume: bool, quiet: bool, started: float) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
     _describe_model(config, data)
@@ -78,8 +84,6 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     chosen = defaults.resolve(config, train)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         config, chosen = distributed.agree((config, chosen), ctx)
-    if ctx.is_main and not quiet:
-        print("\n".join(notes + chosen), flush=True)
     model = GRUModel(config.model)
     targets = train.y if data.task in VALUE_TASKS else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
@@ -87,11 +91,16 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
+    config, planned, deadline = distributed.agree(_plan(model, train, data, config, ctx, started, run_dir,
+                                                        resume), ctx)
+    if ctx.is_main and not quiet:
+        print("\n".join([*notes, *chosen, planned]), flush=True)
     checkpoint = run_dir / "checkpoint.pt"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume, quiet)
+    best_epoch = _train(model, data, train, config, run_dir, checkpoint, ctx, on_epoch, resume, quiet,
+                        None if deadline is None else time.perf_counter() + deadline)
     ctx.barrier()  # the best checkpoint is on disk before anyone reads it
     if not ctx.is_main:
         return FitResult(run_dir, checkpoint, {}, best_epoch)
@@ -101,8 +110,67 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     test = kept | with_baselines(evaluate(model, data.test, data), data, everything)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    finish_run(run_dir, model, data, config, test)
-    return FitResult(run_dir, checkpoint, test, best_epoch)
+    diagnosis = [] if data.sharded else _diagnose(model, data, train, test, config.optim.final_fit)
+    finish_run(run_dir, model, data, config, test, diagnosis)
+    return FitResult(run_dir, checkpoint, test, best_epoch, diagnosis)
+
+
+def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str, Any],
+              final_fit: bool) -> list[str]:
+    """The kept model on its own training series against the held-out ones (training/diagnose.py)."""
+    held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
+    return diagnose(data.task, evaluate(model, train, data), *held_out)
+
+
+def _plan(model: GRUModel, train: Split, data: SequenceData, config: TrainConfig, ctx: distributed.Context,
+          started: float, run_dir: Path, resume: bool) -> tuple[TrainConfig, str, float | None]:
+    """optim.max_epochs within optim.time_budget, from a step timed now on a copy of the model (recipe.py
+    plan_epochs), and the seconds from now by which training must end (None: no budget). A resumed run
+    keeps the epochs its first start planned."""
+    opt = config.optim
+    assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
+    interrupted = saved_config(run_dir) if resume else None
+    if interrupted is not None and opt.time_budget is not None:
+        opt.max_epochs = interrupted["optim"]["max_epochs"]
+        return config, f"optim.max_epochs={opt.max_epochs} (as planned when the interrupted run started)", \
+            None
+    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
+        steps += math.ceil(len(data.val) / opt.batch_size / 3)
+    seconds = _step_seconds(model, train, opt, ctx.device)
+    after = seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # evaluating test and train
+    spent = time.perf_counter() - started
+    opt.max_epochs, line = plan_epochs(opt.time_budget, spent, seconds, steps, opt.max_epochs, after)
+    if opt.time_budget is None:
+        return config, line, None
+    return config, line, opt.time_budget - spent - end_reserve(opt.time_budget, after)
+
+
+def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch.device,
+                  repeats: int = 3) -> float:
+    """Median seconds of one optimiser step (augmentation, forward, backward, AdamW) on a copy of the
+    model, for batches drawn from the training split, after one warm-up step; the run's random state is
+    left as it was."""
+    assert isinstance(opt.batch_size, int)
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe, opt.optimizer, opt.learning_rate, opt.weight_decay)
+    pick = torch.Generator().manual_seed(0)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(repeats + 1):
+            begun = time.perf_counter()
+            idx = torch.randint(len(train), (min(opt.batch_size, len(train)),), generator=pick)
+            X, y, lengths = _batch(train, idx, probe.config.task, device)
+            if probe.config.task not in VALUE_TASKS:
+                X = augment(X, lengths, probe.normaliser, opt.jitter, opt.scaling)
+            optimizer.zero_grad()
+            _loss(probe, X, y, probe.config.task, lengths).backward()
+            nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
+            optimizer.step()
+            if device.type == "cuda":  # kernels run asynchronously: wait for them
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - begun)
+    return statistics.median(times[1:])
 
 
 def _shrunk(model: GRUModel, data: SequenceData, config: TrainConfig) -> dict[str, float]:
@@ -132,10 +200,11 @@ def _describe_model(config: TrainConfig, data: SequenceData) -> None:
 
 def _train(
     model: GRUModel, data: SequenceData, train: Split, config: TrainConfig, run_dir: Path, ckpt: Path,
-    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool, quiet: bool,
+    ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool, quiet: bool, deadline: float | None,
 ) -> int:
     """Train on `train`; with a validation split (not optim.final_fit), keep the best epoch and stop
-    early. Returns the epoch whose weights are in the checkpoint."""
+    early; stop when another epoch would end after `deadline` (time.perf_counter(); the machine slowed
+    down after the plan). Returns the epoch whose weights are in the checkpoint."""
     opt, validating = config.optim, not config.optim.final_fit
     assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
@@ -181,6 +250,12 @@ def _train(
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
                 save_last(run_dir, model, optimizer, schedule, generator, progress, config.to_dict())
             if validating and progress.stale >= opt.patience:
+                break
+            late = deadline is not None and time.perf_counter() + record["seconds"] > deadline
+            if distributed.agree(late, ctx) and epoch < opt.max_epochs:
+                if ctx.is_main:
+                    tqdm.write(f"time budget: stopped after epoch {epoch} of {opt.max_epochs} (the machine "
+                               "ran slower than the step timed at the start)")
                 break
     return progress.best_epoch
 

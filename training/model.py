@@ -48,8 +48,9 @@ class GRUModel(nn.Module):
         self.patch: int = config.patch
         self.directions = 2 if config.bidirectional else 1
         width = config.hidden_size * self.directions
-        self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling)
-        self.frontend = FrontEnd(config.frontend, config.input_size, config.patch, config.hidden_size,
+        self.normaliser = Normaliser(config.input_size, config.output_size, config.window_scaling,
+                                     per_series=config.normalise == "series")
+        self.frontend = FrontEnd(config.frontend, self.normaliser.width, config.patch, config.hidden_size,
                                  config.conv_kernel)
         self.layers = nn.ModuleList(
             nn.ModuleList(make_gru(_one_layer(config, self.frontend.width if i == 0 else width))
@@ -97,6 +98,10 @@ class GRUModel(nn.Module):
         if self.config.seasonal_skip:
             return ("its forecast repeats the last season of the input window, which a carried state does "
                     "not hold")
+        if self.normaliser.per_series:
+            return ("each series is normalised by its own mean and standard deviation (model.normalise="
+                    "series, chosen when the training series' scales differ by orders of magnitude), which "
+                    "are not known until the series ends")
         return None
 
     def unpack(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -171,7 +176,7 @@ class GRUModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised steps (zero past each length when the front end cuts patches of k > 1 steps),
         after the carried steps of an unfinished patch; and each sequence's number of steps."""
-        inputs = self.normaliser.inputs(x, level)
+        inputs = self.normaliser.inputs(x, level, lengths)
         if self.patch == 1:  # steps past a length reach only steps past it: the readout never reads them
             return inputs, lengths.long()
         inputs = inputs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(x.dtype)

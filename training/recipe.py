@@ -1,6 +1,9 @@
-"""The training recipe's pieces: the learning-rate schedule and augmentation for time series."""
+"""The training recipe's pieces: the learning-rate schedule, augmentation for time series, and the plan
+of optimiser steps that fits the time budget."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -24,15 +27,45 @@ def augment(
     x: torch.Tensor, lengths: torch.Tensor | None, normaliser: Normaliser, jitter: float, scaling: float
 ) -> torch.Tensor:
     """Training inputs, perturbed in normalised units: each series and feature scaled by 1 + N(0,
-    scaling²) about the feature mean, plus N(0, jitter²) noise per step. Raw units in and out; steps past
-    `lengths` stay zero."""
+    scaling²) about the mean it is normalised by (the feature's, or the series' own), plus N(0, jitter²)
+    noise per step. Raw units in and out; steps past `lengths` stay zero."""
     if not (jitter or scaling):
         return x
     batch, steps, features = x.shape
-    std, mean = normaliser.feature_std, normaliser.feature_mean
+    mean, std = normaliser.centre_and_spread(x, lengths)
     factor = 1.0 + scaling * torch.randn(batch, 1, features, device=x.device)
     noise = jitter * torch.randn(batch, steps, features, device=x.device)
     perturbed = mean + (x - mean) * factor + noise * std
     if lengths is None:
         return perturbed
     return perturbed * step_mask(lengths.to(x.device), steps).unsqueeze(2).to(x.dtype)
+
+
+# What the end of a run needs after the last epoch (test evaluation, checkpoint, report, plots): a share
+# of the budget, at least a few seconds.
+END_SHARE, END_SECONDS = 0.1, 5.0
+
+
+def plan_epochs(budget: float | None, spent: float, step_seconds: float, steps_per_epoch: int,
+                epochs: int, after: float = 0.0) -> tuple[int, str]:
+    """The epochs that fit `budget` seconds (None: no limit) after `spent` seconds already, each epoch
+    `steps_per_epoch` optimiser steps of `step_seconds` (measured on this machine, now), keeping `after`
+    seconds (the final evaluations) and a share for the rest of the end; at most `epochs` (the rule's),
+    at least 1. Returns the epochs and the line `gru train` prints."""
+    per_epoch = steps_per_epoch * step_seconds
+    planned = (f"a step takes ~{1000 * step_seconds:.0f} ms, so {epochs} epochs take "
+               f"~{epochs * per_epoch:.0f} s")
+    if budget is None:
+        return epochs, f"time budget: none; {planned}"
+    left = budget - spent - end_reserve(budget, after)
+    fit = max(1, math.floor(left / per_epoch)) if per_epoch > 0 else epochs
+    if fit >= epochs:
+        return epochs, f"time budget {budget:g} s: {planned}, which fits"
+    return fit, (f"optim.max_epochs={fit} (time budget {budget:g} s: {planned}; {fit} epochs, "
+                 f"{fit * steps_per_epoch} steps, fit in the {max(left, 0):.0f} s left; "
+                 "raise optim.time_budget / --time-budget for more)")
+
+
+def end_reserve(budget: float, after: float) -> float:
+    """Seconds kept for the end of a run: `after` (the final evaluations) and a share for the rest."""
+    return after + max(END_SECONDS, END_SHARE * budget)

@@ -14,7 +14,7 @@ REPORT_FILE = "report.md"
 
 
 def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, test: dict[str, Any],
-                     plots: list[str]) -> Path:
+                     plots: list[str], diagnosis: list[str] | None = None) -> Path:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     validated = "val_loss" in records[0]
     best = min(records, key=lambda r: r["val_loss"]) if validated else records[-1]
@@ -44,6 +44,8 @@ def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, tes
         *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k != "mape_omitted"],
     ]
     lines += _baselines(test)
+    lines += ["", "## Diagnosis", "", *([f"- {d}" for d in diagnosis] if diagnosis else
+                                        ["- neither underfits nor memorises (training/diagnose.py)"])]
     if plots:
         lines += ["", "## Plots", "", *[f"![{p}]({p})" for p in plots]]
     path = run_dir / REPORT_FILE

@@ -60,6 +60,13 @@ def load_last(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     return Progress(**saved["progress"])
 
 
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config an interrupted run was started with (its settings resolved), or None when there is
+    no `last.pt`."""
+    path = run_dir / LAST
+    return load_payload(path)["config"] if path.exists() else None
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     keys = (set(old) | set(new)) - IGNORED_KEYS
     changed = []

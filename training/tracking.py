@@ -77,7 +77,7 @@ def _summary_writer(folder: Path) -> Any:
 
 
 def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: TrainConfig,
-               test: dict[str, Any]) -> None:
+               test: dict[str, Any], diagnosis: list[str] | None = None) -> None:
     """After the best checkpoint is evaluated: plots (if on) and report.md."""
     from training.report import write_run_report
 
@@ -86,7 +86,7 @@ def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: Train
         from training.plots import write_plots
 
         plots = write_plots(run_dir, model, data)
-    report = write_run_report(run_dir, config, data, test, plots)
+    report = write_run_report(run_dir, config, data, test, plots, diagnosis or [])
     tracked = MlflowRun.of(run_dir)
     if tracked is not None:
         files = [report, run_dir / "config.yaml", run_dir / "metrics.jsonl", *(run_dir / p for p in plots)]

@@ -25,12 +25,20 @@ def _config(*overrides: str, task: str = "classification") -> TrainConfig:
 
 
 @pytest.mark.parametrize("lengths, patch", [([24], 1), ([150], 2), ([1460], 12), ([7, 15, 29], 1),
-                                            ([29, 136, 361], 2)])
+                                            ([29, 60, 80], 1)])
 def test_the_patch_gives_the_gru_about_sixty_four_steps_of_a_median_sequence(lengths, patch) -> None:
     config = _config()
     lines = resolve(config, _split(60, lengths))
     assert config.model.patch == patch
     assert any(line.startswith(f"model.patch={patch}") for line in lines)
+
+
+@pytest.mark.parametrize("lengths, patch", [([29, 136, 361], 3), ([100, 300, 1344], 11)])
+def test_lengths_that_differ_tenfold_keep_the_longest_tenth_within_128_gru_steps(lengths, patch) -> None:
+    config = _config()
+    lines = resolve(config, _split(60, lengths))
+    assert config.model.patch == patch
+    assert any("for the 90th percentile (lengths differ" in line for line in lines)
 
 
 def test_tagging_reads_every_step() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.normalise import Normaliser
-from training.recipe import augment, make_schedule
+from training.recipe import augment, make_schedule, plan_epochs
 
 
 def _normaliser(mean: float, std: float) -> Normaliser:
@@ -44,3 +44,13 @@ def test_one_cycle_peaks_at_the_learning_rate_and_ends_near_zero() -> None:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.003)
     constant = make_schedule(optimizer, "constant", 0.003, total_steps=100)
     assert constant.get_last_lr() == [0.003]
+
+
+def test_the_time_budget_cuts_epochs_only_when_the_measured_steps_would_not_fit() -> None:
+    # 10 steps an epoch of 0.1 s: 1 s an epoch; 120 s budget, 20 s spent, 12 s kept for the end: 88 fit
+    assert plan_epochs(120, 20, 0.1, 10, 200)[0] == 88
+    epochs, line = plan_epochs(120, 20, 0.1, 10, 50)
+    assert epochs == 50 and line.endswith("which fits")
+    assert plan_epochs(None, 20, 0.1, 10, 500)[0] == 500
+    assert plan_epochs(10, 20, 0.1, 10, 500)[0] == 1  # over budget already: one epoch, never none
+    assert "optim.max_epochs=88 (time budget 120 s" in plan_epochs(120, 20, 0.1, 10, 200)[1]

@@ -1,0 +1,45 @@
+"""Whether a finished run underfits or memorises, and what to try: read from the kept model's loss and
+score on its own training series against the held-out series (the validation split when there is one,
+else the test split: nothing is chosen from it, the diagnosis only says what it shows).
+
+- underfits: the model does not fit its own training series (classification: training accuracy below
+  UNDERFIT_ACCURACY; regression: the normalised training MSE above UNDERFIT_MSE, less than half the
+  variance explained);
+- memorises: it fits them while the held-out series score far worse (classification: a held-out accuracy
+  MEMORISE_GAP or more below the training accuracy; regression: a training MSE below MEMORISE_LOSS and a
+  held-out MSE 10× that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UNDERFIT_ACCURACY, UNDERFIT_MSE = 0.9, 0.5
+MEMORISE_LOSS, MEMORISE_GAP = 0.05, 0.2
+
+UNDERFIT_TRY = ("try a larger --time-budget (or optim.max_epochs), a higher optim.learning_rate, a larger "
+                "model.hidden_size or model.num_layers=2; and look at the data: series on very different "
+                "scales, labels that the inputs do not determine")
+MEMORISE_TRY = ("try stronger regularisation (optim.weight_decay, model.dropout), stronger augmentation "
+                "(optim.jitter, optim.scaling), a smaller model.hidden_size, fewer epochs; more training "
+                "series help most")
+
+
+def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_out_name: str) -> list[str]:
+    """train / held_out: evaluate()'s metrics of the kept model. Returns the lines to print and report
+    (none for a run that shows neither problem)."""
+    if task in ("classification", "tagging"):
+        fit = train["accuracy"]
+        score = f"training accuracy {fit:.3f} (loss {train['loss']:.3g})"
+        other = f"{held_out_name} accuracy {held_out['accuracy']:.3f} (loss {held_out['loss']:.3g})"
+        if fit < UNDERFIT_ACCURACY:
+            return [f"underfits: {score}: the model does not fit its own training series; {UNDERFIT_TRY}"]
+        if held_out["accuracy"] <= fit - MEMORISE_GAP:
+            return [f"memorises: {score} against {other}; {MEMORISE_TRY}"]
+        return []
+    score = f"training MSE {train['loss']:.3g} in normalised units (1 = predicting the mean)"
+    if train["loss"] > UNDERFIT_MSE:
+        return [f"underfits: {score}; {UNDERFIT_TRY}"]
+    if train["loss"] < MEMORISE_LOSS and held_out["loss"] > 10 * train["loss"] + MEMORISE_LOSS:
+        return [f"memorises: {score} against {held_out_name} {held_out['loss']:.3g}; {MEMORISE_TRY}"]
+    return []
