@@ -75,8 +75,8 @@ bench: install-dev
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run --duration $(DURATION) --workers $(WORKERS)
 
-# The docs site builds strictly: a broken link, a missing page or a stale generated reference fails.
-test: install-dev
+# Build the serving image with podman, run it, check it against in-process onnxruntime (docs/guides/deployment.md).
+container-test: install-dev
 	$(BIN)/python scripts/container_test.py
 
 clean:

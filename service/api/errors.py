@@ -40,7 +40,8 @@ class ErrorKind:
 
 ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC status, when)
     "malformed_request": ErrorKind(400, 400, "INVALID_ARGUMENT",
-                                   "the bytes are not an HTTP/1.1 request (then closed)"),
+                                   "the bytes are not an HTTP/1.1 request (then closed); a header given "
+                                   "twice, or HTTP/1.1 without exactly one Host"),
     "malformed_body": ErrorKind(400, 400, "INVALID_ARGUMENT",
                                 "the body is not JSON (or not the binary layout it claims)"),
     "invalid_input": ErrorKind(422, 400, "INVALID_ARGUMENT",
@@ -56,7 +57,9 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "method_not_allowed": ErrorKind(405, 405, "UNIMPLEMENTED", "the endpoint exists, not with this method"),
     "header_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
                                 "the headers took longer than GRU_HEADER_TIMEOUT_S (then closed)"),
-    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED", "the body took longer than GRU_BODY_TIMEOUT_S"),
+    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
+                              "the body took longer than GRU_BODY_TIMEOUT_S; a gRPC stream idle for "
+                              "GRU_GRPC_STREAM_IDLE_S"),
     "sequence_ended": ErrorKind(410, 410, "NOT_FOUND", "the sequence was ended by its last chunk"),
     "sequence_expired": ErrorKind(410, 410, "NOT_FOUND",
                                   "the sequence had no chunk for GRU_SESSION_IDLE_SECONDS"),
@@ -71,7 +74,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "output_not_finite": ErrorKind(422, 400, "INVALID_ARGUMENT",
                                    "the model computes NaN or infinity for these values"),
     "streaming_unsupported": ErrorKind(422, 400, "INVALID_ARGUMENT",
-                                       "the model cannot stream (e.g. bidirectional)"),
+                                       "the model cannot stream: bidirectional, window scaling, a seasonal "
+                                       "skip, or per-series normalisation"),
     "invalid_state": ErrorKind(422, 400, "INVALID_ARGUMENT",
                                "a streaming state token that is forged, foreign or stale"),
     "headers_too_large": ErrorKind(431, 431, "RESOURCE_EXHAUSTED",
@@ -86,7 +90,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "unavailable": ErrorKind(503, 503, "UNAVAILABLE",
                              "not ready yet, or the repository folder is unreadable"),
     "too_many_connections": ErrorKind(503, 503, "RESOURCE_EXHAUSTED",
-                                      "GRU_MAX_CONNECTIONS are open (then closed); Retry-After"),
+                                      "GRU_MAX_CONNECTIONS are open (then closed); Retry-After; more than "
+                                      "GRU_GRPC_MAX_STREAMS_PER_CLIENT gRPC streams from one client"),
 }
 
 
