@@ -1,5 +1,5 @@
 """HTTP attacks over raw sockets, with a good client's latency measured during each:
-`python -m bench.http_attacks --duration 10`.
+`python -m bench.http_attacks --duration 15` (over the 10 s header timeout, or no 408 can arrive).
 
 Starts `gru serve` as users run it (its default limits) on the small bench model. For each attack, a good
 client (one keep-alive connection, one predict request after another) measures its latency for

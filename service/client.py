@@ -221,7 +221,7 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str) -> str
     code, message = error.get("code", ""), error.get("message") or exc.reason
     where = f" ({error['field']})" if error.get("field") else ""
     fix = {
-        "model_not_found": f"available models: {available_models(url)} (--model NAME)",
+        "model_not_found": "choose one of them with --model NAME",
         "body_too_large": "the server's GRU_MAX_BODY_BYTES is below --max-bytes: pass a smaller --max-bytes",
         "invalid_input": f"see GET {url}/models/{model} for the inputs it takes",
         "queue_full": "the server is overloaded: retry later, or send fewer sequences at once",
@@ -230,15 +230,6 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str) -> str
     if exc.code == 413 and not code:
         fix = "pass a smaller --max-bytes or --max-sequences"
     return f"HTTP {exc.code}{' ' + code if code else ''}{where}: {message}" + (f"; {fix}" if fix else "")
-
-
-def available_models(url: str) -> str:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
-            names = sorted({m["name"] for m in json.loads(response.read())["models"]})
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"see GET {url}/models"
-    return ", ".join(names) if names else "none loaded"
 
 
 def explain_unreachable(reason: object, url: str) -> str:

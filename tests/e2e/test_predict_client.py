@@ -100,7 +100,8 @@ def test_an_unknown_model_is_one_line_naming_the_available_ones(server) -> None:
     out = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stdout == ""
     assert out.stderr.startswith("gru predict: error: HTTP 404 model_not_found")
-    assert out.stderr.rstrip().endswith("available models: airline, italy (--model NAME)")
+    assert "loaded models: ['airline', 'italy']" in out.stderr
+    assert out.stderr.rstrip().endswith("choose one of them with --model NAME")
 
 
 def test_no_server_suggests_gru_serve() -> None:
