@@ -13,11 +13,10 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
+from service.bundle import Task  # the one task vocabulary, the bundle's (training may import the schema)
+
 Readout = Literal["last", "mean", "max"]
 READOUTS: tuple[Readout, ...] = ("last", "mean", "max")
-# tagging: one label per time step; forecast: the next values of a series (windows cut from series)
-Task = Literal["classification", "regression", "forecast", "tagging"]
-VALUE_TASKS = ("regression", "forecast")  # a head of numbers in original units, fit on standardised targets
 
 
 def _number(value: Any) -> Any:

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from training.config import VALUE_TASKS, ResolvedConfig, TrainConfig
+from service.bundle import VALUE_TASKS
+from training.config import ResolvedConfig, TrainConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12

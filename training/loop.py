@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from service.bundle import VALUE_TASKS
 from training import defaults, distributed
 from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
-from training.config import VALUE_TASKS, ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
+from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
