@@ -22,7 +22,7 @@ import yaml
 from training.config import TrainConfig, load_config
 from training.publish import write_atomic
 
-# Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
+# Filled in from the data by every `gru train` (defaults.from_data): never written in a tuned config.
 FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling", "seasonal_skip")}
 # The search's own settings: trials' run folders and epoch budget, not chosen by it.
 SEARCH_ONLY = {"": ("name", "run_dir", "progress"),
