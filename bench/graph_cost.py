@@ -65,11 +65,11 @@ def product(case: Case) -> tuple[bytes, dict[str, np.ndarray], dict[str, np.ndar
     """The graph export writes for this model, and its feeds at batch 1 and 64 (full length)."""
     from export.onnx import example_inputs, to_onnx
     from export.wrapper import InferenceModule
-    from training.config import ModelConfig
+    from training.config import ResolvedModelConfig
     from training.model import GRUModel
 
     shape = case.shape
-    config = ModelConfig(input_size=shape.features, hidden_size=shape.hidden, num_layers=LAYERS,
+    config = ResolvedModelConfig(input_size=shape.features, hidden_size=shape.hidden, num_layers=LAYERS,
                          output_size=shape.classes, frontend=case.frontend, patch=case.patch,
                          readout=list(case.readout), reset=case.reset)
     torch.manual_seed(0)
@@ -144,10 +144,10 @@ EXPORT_AT = """
 import sys, torch
 from export.onnx import to_onnx
 from export.wrapper import InferenceModule
-from training.config import ModelConfig
+from training.config import ResolvedModelConfig
 from training.model import GRUModel
 features, hidden, classes, steps, out = sys.argv[1:]
-config = ModelConfig(input_size=int(features), hidden_size=int(hidden), num_layers=2,
+config = ResolvedModelConfig(input_size=int(features), hidden_size=int(hidden), num_layers=2,
                      output_size=int(classes), frontend="conv", patch=1, readout=["last", "mean", "max"])
 torch.manual_seed(0)
 model = GRUModel(config).eval()

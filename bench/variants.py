@@ -23,13 +23,13 @@ def step_speed(batch: int, length: int, hidden: int, layers: int, repeats: int =
     """Median milliseconds per training step (forward, backward, AdamW) of each variant, interleaved."""
     import torch
 
-    from training.config import ModelConfig
+    from training.config import ResolvedModelConfig
     from training.model import GRUModel
 
     torch.manual_seed(0)
     x, y = torch.randn(batch, length, 1), torch.randint(0, 2, (batch,))
-    models = {reset: GRUModel(ModelConfig(hidden_size=hidden, num_layers=layers, reset=reset, frontend="none",
-                                          patch=1))  # the GRU itself: no front end
+    models = {reset: GRUModel(ResolvedModelConfig(hidden_size=hidden, num_layers=layers, reset=reset,
+                                                  frontend="none", patch=1))  # the GRU itself: no front end
               for reset, _ in VARIANTS}
     optimizers = {k: torch.optim.AdamW(m.parameters()) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}

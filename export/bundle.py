@@ -17,6 +17,7 @@ from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
     NAME_PATTERN,
+    VALUE_TASKS,
     BundleError,
     GRUSpec,
     InputSpec,
@@ -27,6 +28,7 @@ from service.bundle import (
     ParitySpec,
     StreamingSpec,
     TrainingInfo,
+    output_kind,
 )
 from service.graph_check import check_self_contained
 from training.checkpoint import Checkpoint, file_sha256
@@ -125,24 +127,18 @@ def _parity_spec(parity: ParityReport, reference: ParityReport) -> ParitySpec:
 
 
 def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
-    task, size = model.config.task, model.config.output_size
-    if task == "classification" and model.config.head == "sigmoid":
-        labels = trained.label_names
-        return OutputSpec(kind="probability", size=1, labels=labels, positive_label=labels[1],
+    task, size, labels = model.config.task, model.config.output_size, trained.label_names
+    kind = output_kind(task, binary=model.config.head == "sigmoid")
+    if kind == "probability":
+        return OutputSpec(kind=kind, size=1, labels=labels, positive_label=labels[1],
                           description=f"the probability of {labels[1]!r} (of {labels[0]!r}: 1 - it)")
-    if task == "classification":
-        return OutputSpec(kind="probabilities", size=size, labels=trained.label_names,
-                          description="class probabilities in label order")
-    if task == "tagging":
-        return OutputSpec(kind="step_probabilities", size=size, labels=trained.label_names,
-                          description="per time step: class probabilities in label order "
-                                      "(zero past each sequence's length)")
-    if task == "forecast":
-        return OutputSpec(kind="forecast", size=size, labels=None,
-                          description=f"the next {size} values of {trained.feature_names[0]!r}, "
-                                      "in original units")
-    return OutputSpec(kind="forecast", size=size, labels=None,
-                      description=f"{size} regression target(s) per sequence, in original units")
+    descriptions = {
+        "classification": "class probabilities in label order",
+        "tagging": "per time step: class probabilities in label order (zero past each sequence's length)",
+        "forecast": f"the next {size} values of {trained.feature_names[0]!r}, in original units",
+        "regression": f"{size} regression target(s) per sequence, in original units"}
+    return OutputSpec(kind=kind, size=size, labels=None if task in VALUE_TASKS else labels,
+                      description=descriptions[task])
 
 
 def write_bundle(

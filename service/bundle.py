@@ -18,6 +18,23 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 3  # 3: one batch-major `state` [batch, S] in and `next_state` out (2 carried h0/h_n)
+
+# What a model does: the one vocabulary of training (training/config.py), export and the manifest.
+# tagging: a label per time step; forecast: the next values of a series (older forecasters: regression)
+Task = Literal["classification", "regression", "forecast", "tagging"]
+VALUE_TASKS: tuple[Task, ...] = ("regression", "forecast")  # numbers in original units, not labels
+# The output's form, which follows from the task (output_kind): step_probabilities [batch, time, labels];
+# probability [batch, 1], a binary task's P(positive_label); forecast: numbers, for either value task
+OutputKind = Literal["probabilities", "forecast", "step_probabilities", "probability"]
+
+
+def output_kind(task: Task, binary: bool = False) -> OutputKind:
+    """The output a task gives; `binary`: one sigmoid probability for a classification of two labels."""
+    if task in VALUE_TASKS:
+        return "forecast"
+    if task == "tagging":
+        return "step_probabilities"
+    return "probability" if binary else "probabilities"
 MANIFEST_FILE = "manifest.json"
 
 # The graph's I/O names, declared once: export writes them, verification and the service read them.
@@ -120,8 +137,7 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    # step_: [batch, time, labels]; probability: [batch, 1], a binary task's P(positive_label)
-    kind: Literal["probabilities", "forecast", "step_probabilities", "probability"]
+    kind: OutputKind  # output_kind(task)
     size: int = Field(gt=0)  # values per answer (labels, or the forecast horizon)
     labels: list[str] | None = None  # classification and tagging
     positive_label: str | None = None  # kind "probability": the label whose probability the graph gives
@@ -170,7 +186,7 @@ class Manifest(_Strict):
     schema_version: Literal[3] = 3  # SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN.pattern)
     version: int = Field(ge=1)
-    task: Literal["classification", "regression", "forecast", "tagging"]  # older forecasters: regression
+    task: Task
     inputs: InputSpec
     output: OutputSpec
     gru: GRUSpec
@@ -200,6 +216,14 @@ class Manifest(_Strict):
                 raise ValueError(f"{field} must hold {name!r} with shape {expected} (state.size)")
         if self.streaming.supported and not self.state.size:
             raise ValueError("streaming.supported needs a state (state.size > 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _output_follows_task(self) -> Manifest:
+        expected = output_kind(self.task, binary=self.output.kind == "probability")
+        if self.output.kind != expected:
+            raise ValueError(f"output.kind {self.output.kind!r} does not fit task {self.task!r}: "
+                             f"a {self.task} model's output is {expected!r}")
         return self
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from training.config import TrainConfig
+from training.config import ResolvedConfig
 from training.model import GRUModel
 from training.publish import write_atomic
 
@@ -22,7 +22,7 @@ FORMAT_VERSION = 2  # 2: the typed Checkpoint; 1 (the same keys as a dict, plus 
 @dataclass
 class Checkpoint:
     state_dict: dict[str, torch.Tensor]
-    config: TrainConfig  # resolved: model.input_size, task and output_size come from the data
+    config: ResolvedConfig  # model.input_size, task and output_size come from the data
     preprocessing: dict[str, Any]  # Normaliser.describe(): also inside state_dict as buffers
     feature_names: list[str]
     label_names: list[str]  # classification and tagging; [] otherwise
@@ -33,7 +33,7 @@ class Checkpoint:
     test_metrics: dict[str, Any] = field(default_factory=dict)  # empty until training finished
 
     @classmethod
-    def of(cls, model: GRUModel, config: TrainConfig, **facts: Any) -> Checkpoint:
+    def of(cls, model: GRUModel, config: ResolvedConfig, **facts: Any) -> Checkpoint:
         """The model's current weights (copied to the CPU) and preprocessing, with the run's facts."""
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return cls(state_dict=state, config=config, preprocessing=model.normaliser.describe(), **facts)
@@ -46,7 +46,7 @@ class Checkpoint:
         payload = load_payload(path, accept=(1, FORMAT_VERSION))
         payload.pop("task", None)  # format 1 repeated config.model.task
         try:
-            return cls(**(payload | {"config": TrainConfig.from_dict(payload["config"])}))
+            return cls(**(payload | {"config": ResolvedConfig.from_dict(payload["config"])}))
         except (TypeError, KeyError) as exc:
             raise ValueError(f"{path}: not a gru-serve training checkpoint ({exc})") from exc
 

@@ -46,21 +46,22 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def name_the_run(config: TrainConfig) -> None:
-    """A run given no name (no --name, none in the config file) gets a folder of its own, never another
-    run's: <dataset or file>-<date>-<time>, said on stdout."""
+def name_the_run(config: TrainConfig) -> TrainConfig:
+    """The config, named: a run given no name (no --name, none in the config file) gets a folder of its
+    own, never another run's: <dataset or file>-<date>-<time>, said on stdout."""
     if "name" in config.model_fields_set:
-        return
+        return config
     if "WORLD_SIZE" in os.environ:  # torchrun: each process would pick its own time
         raise ValueError("under torchrun give the run a --name: every process must use the same run folder")
     data = config.data
     source = Path(data.path).stem if data.dataset == "file" and data.path else data.dataset
     name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config.name, taken = name, 1
-    while (Path(config.run_dir) / config.name).exists():  # two runs started in the same second
+    unique, taken = name, 1
+    while (Path(config.run_dir) / unique).exists():  # two runs started in the same second
         taken += 1
-        config.name = f"{name}-{taken}"
-    print(f"run name: {config.name} (no --name given); run folder {Path(config.run_dir) / config.name}")
+        unique = f"{name}-{taken}"
+    print(f"run name: {unique} (no --name given); run folder {Path(config.run_dir) / unique}")
+    return config.with_values({"name": unique})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides_from(args))
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
-    name_the_run(config)
+    config = name_the_run(config)
     result = fit(config, resume=args.resume)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         budget = config.optim.time_budget

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
+from service.bundle import Task  # the one task vocabulary, the bundle's (training may import the schema)
+
 Readout = Literal["last", "mean", "max"]
 READOUTS: tuple[Readout, ...] = ("last", "mean", "max")
-# tagging: one label per time step; forecast: the next values of a series (windows cut from series)
-Task = Literal["classification", "regression", "forecast", "tagging"]
-VALUE_TASKS = ("regression", "forecast")  # a head of numbers in original units, fit on standardised targets
 
 
 def _number(value: Any) -> Any:
@@ -58,7 +57,9 @@ WholeOrAuto = Annotated[int | Literal["auto"], PlainValidator(_whole_or_auto)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Frozen: a config is read, never changed; `with_values` makes a changed copy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(_Section):
@@ -156,12 +157,44 @@ class TrainConfig(_Section):
         return self.model_dump()
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
         """Validate a plain dict (a YAML/TOML file, a checkpoint's config); errors name every bad key."""
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise ValueError("invalid config: " + "; ".join(_explain(e) for e in exc.errors())) from None
+
+    def with_values(self, values: dict[str, Any]) -> Self:
+        """A validated copy with `section.key` values replaced; what the user set stays marked as set
+        (defaults.py keeps those), the new values too."""
+        raw = self.model_dump(exclude_unset=True)
+        for key, value in values.items():
+            _put(raw, key, value)
+        return self.from_dict(raw)
+
+
+# The settings `resolve` fills in (training/defaults.py): concrete types, no "auto".
+class ResolvedModelConfig(ModelConfig):
+    normalise: Literal["global", "series"] = "global"  # checkpoints from before model.normalise: global
+    frontend: Literal["none", "patch", "conv"]
+    patch: Annotated[Whole, Field(ge=1)]
+
+
+class ResolvedOptimConfig(OptimConfig):
+    batch_size: Annotated[Whole, Field(ge=1)]
+    max_epochs: Annotated[Whole, Field(ge=1)]
+    final_fit: bool
+
+
+class ResolvedConfig(TrainConfig):
+    """What a run trains with: every setting concrete, the shapes from the data (training/defaults.py
+    resolve); what the model and loop take, and what a checkpoint holds."""
+
+    model: ResolvedModelConfig
+    optim: ResolvedOptimConfig
+
+    def with_epochs(self, max_epochs: int) -> ResolvedConfig:
+        return self.model_copy(update={"optim": self.optim.model_copy(update={"max_epochs": max_epochs})})
 
 
 def _explain(error: Any) -> str:
@@ -190,14 +223,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.seed=1")
-        *parents, leaf = key.strip().split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)  # "3" -> 3, "true" -> True, "[a, b]" -> list
+        _put(raw, key.strip(), yaml.safe_load(value))  # "3" -> 3, "true" -> True, "[a, b]" -> list
     return TrainConfig.from_dict(raw)
+
+
+def _put(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw["a"]["b"] = value for the key "a.b"."""
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key}={value!r}: {part!r} is not a section")
+    node[leaf] = value
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

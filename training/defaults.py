@@ -1,5 +1,6 @@
 """Defaults chosen from the data: the settings left at "auto" are resolved from the training split's
 lengths, series count and task before the model is built, and printed, so that a run says what it did.
+`resolve` returns them in a new, frozen ResolvedConfig; the config it is given stays as it was.
 
 - model.normalise: "series" for classification when the training series' scales (each series' standard
   deviation, per feature) differ by SCALE_SPREAD× or more between the 5th and 95th percentile (PLAID: 1e-5
@@ -25,11 +26,13 @@ lengths, series count and task before the model is built, and printed, so that a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from training.config import VALUE_TASKS, TrainConfig
-from training.data.dataset import Split
+from service.bundle import VALUE_TASKS
+from training.config import ResolvedConfig, TrainConfig
+from training.data.dataset import PAD_LABEL, SequenceData, Split
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
 SCALE_SPREAD, LENGTH_SPREAD = 100.0, 10.0
@@ -40,85 +43,136 @@ MIN_STEPS, USUAL_EPOCHS, MAX_STEPS, MAX_EPOCHS = 1_000, 100, 10_000, 200
 SMALL_VALUE_SET = 1_000  # regression/forecast series (or windows) below which validation is held out
 
 
-def resolve(config: TrainConfig, train: Split) -> list[str]:
-    """Fill in every "auto" setting from the training series (`model.task`, `input_size` and
-    `output_size` already set from the data); return what the run will do, as lines to print."""
-    model, optim = config.model, config.optim
+def resolve(config: TrainConfig, data: SequenceData) -> tuple[ResolvedConfig, list[str]]:
+    """The config a run trains with: the shapes from the data, every "auto" setting chosen from the
+    training series; and what the run will do, as lines to print. `config` is left as it was."""
+    chosen = from_data(config, data)
+    final_fit, lines = choose_final_fit(config, data.task, len(data.train) + len(data.val))
+    chosen["optim.final_fit"] = final_fit
+    train = training_split(data, final_fit)
+    lines += choose(config, chosen, train)
+    resolved = ResolvedConfig.from_dict(config.with_values(chosen).to_dict())
+    return resolved, lines + [summary(resolved)]
+
+
+def from_data(config: TrainConfig, data: SequenceData) -> dict[str, Any]:
+    """The data decides the shapes; the config decides the rest."""
+    output_size = data.output_size
+    if config.model.head == "sigmoid":  # one output: P(label_names[1])
+        if data.task != "classification" or data.output_size != 2:
+            raise ValueError(f"model.head=sigmoid is for binary classification; this data is {data.task} "
+                             f"with {data.output_size} output(s): use model.head=softmax")
+        output_size = 1
+    period = data.seasonal_period or 1  # a skip for seasonal forecasts only: naive-1 cost M1 0.2 MASE
+    return {"model.input_size": data.train.X.shape[2], "model.task": data.task,
+            "model.output_size": output_size, "model.window_scaling": data.window_scaling,
+            "model.seasonal_skip": period if data.task == "forecast" and period > 1 else 0}
+
+
+def choose(config: TrainConfig, chosen: dict[str, Any], train: Split) -> list[str]:
+    """Add to `chosen` a value for every "auto" setting, from the training series (`model.task` and
+    `output_size` already chosen from the data); return the lines that say what and why."""
+    model = config.model
+    task, output_size = chosen["model.task"], chosen["model.output_size"]
     median = int(np.median(train.lengths)) if len(train) else 1
-    classes = f", {model.output_size} classes" if model.task == "classification" else ""
+    classes = f", {output_size} classes" if task == "classification" else ""
     if model.head == "sigmoid":  # one output for two classes
         classes = ", 2 classes (one sigmoid output)"
     lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
-             f"task {model.task}{classes}"]
+             f"task {task}{classes}"]
     if model.normalise == "auto":
         spread = scale_spread(train)
-        model.normalise = "series" if model.task == "classification" and spread >= SCALE_SPREAD else "global"
-        streams = "" if model.normalise == "global" else "; no streaming"
-        lines.append(f"model.normalise={model.normalise} (auto: the series' scales differ {spread:,.0f}× "
+        normalise = "series" if task == "classification" and spread >= SCALE_SPREAD else "global"
+        chosen["model.normalise"] = normalise
+        streams = "" if normalise == "global" else "; no streaming"
+        lines.append(f"model.normalise={normalise} (auto: the series' scales differ {spread:,.0f}× "
                      f"between the 5th and 95th percentile{streams})")
-    per_class = len(train) / max(1, model.output_size)
-    if model.task == "classification" and per_class < FEW_PER_CLASS:
-        lines.append(few_per_class(config, per_class))
-    if model.frontend == "auto":
+    per_class = len(train) / max(1, output_size)
+    if task == "classification" and per_class < FEW_PER_CLASS:
+        lines.append(few_per_class(config, chosen, per_class))
+    frontend = model.frontend
+    if frontend == "auto":
         long = median >= 2 * TARGET_STEPS  # a stride of 2 or more
-        conv = model.task == "classification" or (model.task == "regression" and long)
-        model.frontend = "conv" if conv else "none"
-        why = model.task if model.task != "regression" else f"regression, median length {median}"
-        lines.append(f"model.frontend={model.frontend} (auto: {why})")
+        frontend = "conv" if task == "classification" or (task == "regression" and long) else "none"
+        chosen["model.frontend"] = frontend
+        why = task if task != "regression" else f"regression, median length {median}"
+        lines.append(f"model.frontend={frontend} (auto: {why})")
     if model.patch == "auto":
-        per_step = model.task == "tagging" or model.frontend == "none"
-        stride, why = 1, ""
-        if not per_step:
-            stride = max(1, round(median / TARGET_STEPS))
-            shortest, longest = int(train.lengths.min()), int(train.lengths.max())
-            if longest >= LENGTH_SPREAD * shortest:
-                tail = int(np.percentile(train.lengths, 90))
-                stride = max(stride, math.ceil(tail / (2 * TARGET_STEPS)))
-                why = (f", ~{math.ceil(tail / min(stride, MAX_STRIDE))} for the 90th percentile (lengths "
-                       f"differ {longest / shortest:.0f}×)")
-            stride = min(MAX_STRIDE, stride)
-        model.patch = stride
+        stride, why = _stride(train, median) if task != "tagging" and frontend != "none" else (1, "")
+        chosen["model.patch"] = stride
         lines.append(f"model.patch={stride} (auto: ~{math.ceil(median / stride)} GRU steps "
                      f"for the median length{why})")
-    if optim.batch_size == "auto":
-        optim.batch_size = 64 if len(train) >= 2000 else min(16, max(4, len(train) // 4))
-        lines.append(f"optim.batch_size={optim.batch_size} (auto)")
-    batch = int(optim.batch_size)
-    if optim.max_epochs == "auto":
-        per_epoch = max(1, math.ceil(len(train) / batch))
+    return lines + _batches(config, chosen, len(train))
+
+
+def _stride(train: Split, median: int) -> tuple[int, str]:
+    """The front end's stride, and why, when the lengths differ widely."""
+    stride, why = max(1, round(median / TARGET_STEPS)), ""
+    shortest, longest = int(train.lengths.min()), int(train.lengths.max())
+    if longest >= LENGTH_SPREAD * shortest:
+        tail = int(np.percentile(train.lengths, 90))
+        stride = max(stride, math.ceil(tail / (2 * TARGET_STEPS)))
+        why = (f", ~{math.ceil(tail / min(stride, MAX_STRIDE))} for the 90th percentile (lengths "
+               f"differ {longest / shortest:.0f}×)")
+    return min(MAX_STRIDE, stride), why
+
+
+def _batches(config: TrainConfig, chosen: dict[str, Any], series: int) -> list[str]:
+    """optim.batch_size and optim.max_epochs where "auto"."""
+    lines, batch, epochs = [], config.optim.batch_size, config.optim.max_epochs
+    if batch == "auto":
+        batch = chosen["optim.batch_size"] = 64 if series >= 2000 else min(16, max(4, series // 4))
+        lines.append(f"optim.batch_size={batch} (auto)")
+    if epochs == "auto":
+        per_epoch = max(1, math.ceil(series / int(batch)))
         usual = min(USUAL_EPOCHS, math.ceil(MAX_STEPS / per_epoch))
-        optim.max_epochs = min(MAX_EPOCHS, max(math.ceil(MIN_STEPS / per_epoch), usual))
-        lines.append(f"optim.max_epochs={optim.max_epochs} (auto: {optim.max_epochs * per_epoch} steps of "
-                     f"batch {optim.batch_size})")
-    return lines + [summary(config)]
+        epochs = chosen["optim.max_epochs"] = min(MAX_EPOCHS, max(math.ceil(MIN_STEPS / per_epoch), usual))
+        lines.append(f"optim.max_epochs={epochs} (auto: {epochs * per_epoch} steps of batch {batch})")
+    return lines
 
 
-def resolve_fit(config: TrainConfig, task: str, series: int) -> list[str]:
+def choose_final_fit(config: TrainConfig, task: str, series: int) -> tuple[bool, list[str]]:
     """optim.final_fit "auto": a final fit, except for regression and forecasts from fewer than
     SMALL_VALUE_SET series (or windows): those hold the validation split out, which picks the epoch and
     how much of its correction to the baseline the model keeps (training/shrink.py). On CardanoSentiment
     (74 series) and yearly sunspots (212 windows) a final fit lost clearly to the mean and to the seasonal
     naive; on M1 yearly (1,378 windows) holding out lost (MASE 3.83 against 3.69)."""
     if config.optim.final_fit != "auto":
-        return []
-    held_out = task in VALUE_TASKS and series < SMALL_VALUE_SET
-    config.optim.final_fit = not held_out
+        return config.optim.final_fit, []
+    final_fit = not (task in VALUE_TASKS and series < SMALL_VALUE_SET)
     why = f"{task}, {series} series" if task in VALUE_TASKS else task
-    return [f"optim.final_fit={str(config.optim.final_fit).lower()} (auto: {why})"]
+    return final_fit, [f"optim.final_fit={str(final_fit).lower()} (auto: {why})"]
 
 
-def few_per_class(config: TrainConfig, per_class: float) -> str:
-    """FEW_SETTINGS, each where the user left the default; the line that says so."""
+def few_per_class(config: TrainConfig, chosen: dict[str, Any], per_class: float) -> str:
+    """FEW_SETTINGS into `chosen`, each where the user left the default; the line that says so."""
     changed = []
     for key, value in FEW_SETTINGS.items():
         section_name, field = key.split(".")
-        section = getattr(config, section_name)
-        if field not in section.model_fields_set:
-            setattr(section, field, value)
+        if field not in getattr(config, section_name).model_fields_set:
+            chosen[key] = value
             changed.append(f"{key}={value:g}")
     return (f"{', '.join(changed) or 'nothing changed'} (auto: {per_class:.1f} training series per class "
             f"would be memorised: a smaller model, more regularisation and augmentation)")
+
+
+def training_split(data: SequenceData, final_fit: bool) -> Split:
+    """What the model trains on: the training series, and with a final fit the validation ones too."""
+    return merge(data.train, data.val, data.task) if final_fit else data.train
+
+
+def merge(a: Split, b: Split, task: str) -> Split:
+    """Two splits as one (the validation series joining the training ones), padded to the longer."""
+    steps = max(a.X.shape[1], b.X.shape[1])
+
+    def padded(split: Split) -> tuple[np.ndarray, np.ndarray]:
+        extra = steps - split.X.shape[1]
+        y = np.pad(split.y, ((0, 0), (0, extra)), constant_values=PAD_LABEL) if task == "tagging" else split.y
+        return np.pad(split.X, ((0, 0), (0, extra), (0, 0))), y
+
+    (xa, ya), (xb, yb) = padded(a), padded(b)
+    return Split(np.concatenate([xa, xb]), np.concatenate([ya, yb]), np.concatenate([a.lengths, b.lengths]))
 
 
 def scale_spread(train: Split) -> float:
@@ -138,13 +192,13 @@ def scale_spread(train: Split) -> float:
     return float(max(spreads))
 
 
-def summary(config: TrainConfig) -> str:
+def summary(config: ResolvedConfig) -> str:
     m, o = config.model, config.optim
     direction = "bidirectional " if m.bidirectional else ""
     kept = "final fit, last epoch kept" if o.final_fit else "best validation epoch kept"
-    stride = int(m.patch)
+    stride = m.patch
     front = {"conv": f"causal conv (kernel {m.conv_kernel * stride}, stride {stride}) + conv (kernel 3)",
-             "patch": f"patches of {stride} step(s)", "none": "no front end"}[str(m.frontend)]
+             "patch": f"patches of {stride} step(s)", "none": "no front end"}[m.frontend]
     # the loop augments classification and tagging only: a perturbed window has another forecast
     augmented = "no augmentation" if m.task in VALUE_TASKS else f"jitter {o.jitter:g}, scaling {o.scaling:g}"
     return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "

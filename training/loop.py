@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from service.bundle import VALUE_TASKS
 from training import defaults, distributed
 from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
-from training.config import VALUE_TASKS, OptimConfig, TrainConfig, save_config
+from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
@@ -78,23 +79,30 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
          resume: bool, quiet: bool, started: float) -> FitResult:
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data)
-    _describe_model(config, data)
-    notes = data.notes + defaults.resolve_fit(config, data.task, len(data.train) + len(data.val))
-    train = data.train if not config.optim.final_fit else merge(data.train, data.val, data.task)
-    chosen = defaults.resolve(config, train)
+    resolved, chosen = defaults.resolve(config, data)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
-        config, chosen = distributed.agree((config, chosen), ctx)
-    model = GRUModel(config.model)
+        resolved, chosen = distributed.agree((resolved, chosen), ctx)
+    train = defaults.training_split(data, resolved.optim.final_fit)
+    model = GRUModel(resolved.model)
     targets = train.y if data.task in VALUE_TASKS else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
-    config, planned, deadline = distributed.agree(_plan(model, train, data, config, ctx, started, run_dir,
-                                                        resume), ctx)
+    resolved, planned, deadline = distributed.agree(_plan(model, train, data, resolved, ctx, started, run_dir,
+                                                          resume), ctx)
+    return _run(model, data, train, resolved, ctx, on_epoch, resume, quiet, deadline,
+                [*data.notes, *chosen, planned])
+
+
+def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConfig, ctx: distributed.Context,
+         on_epoch: EpochHook | None, resume: bool, quiet: bool, deadline: float | None,
+         chosen: list[str]) -> FitResult:
+    """Train the resolved run, then evaluate, checkpoint and report it."""
+    run_dir = Path(config.run_dir) / config.name
     if ctx.is_main and not quiet:
-        print("\n".join([*notes, *chosen, planned]), flush=True)
+        print("\n".join(chosen), flush=True)
     checkpoint = run_dir / "checkpoint.pt"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +114,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
     kept = _shrunk(model, data, config)
-    everything = merge(data.train, data.val, data.task)  # the baselines fit on every training series
+    everything = defaults.merge(data.train, data.val, data.task)  # the baselines fit on every training series
     test = kept | with_baselines(evaluate(model, data.test, data), data, everything)
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
@@ -122,36 +130,34 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
     return diagnose(data.task, evaluate(model, train, data), *held_out)
 
 
-def _plan(model: GRUModel, train: Split, data: SequenceData, config: TrainConfig, ctx: distributed.Context,
-          started: float, run_dir: Path, resume: bool) -> tuple[TrainConfig, str, float | None]:
-    """optim.max_epochs within optim.time_budget, from a step timed now on a copy of the model (recipe.py
-    plan_epochs), and the seconds from now by which training must end (None: no budget). A resumed run
-    keeps the epochs its first start planned."""
+def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedConfig, ctx: distributed.Context,
+          started: float, run_dir: Path, resume: bool) -> tuple[ResolvedConfig, str, float | None]:
+    """The config with optim.max_epochs within optim.time_budget, from a step timed now on a copy of the
+    model (recipe.py plan_epochs), and the seconds from now by which training must end (None: no budget).
+    A resumed run keeps the epochs its first start planned."""
     opt = config.optim
-    assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     interrupted = saved_config(run_dir) if resume else None
     if interrupted is not None and opt.time_budget is not None:
-        opt.max_epochs = interrupted["optim"]["max_epochs"]
-        return config, f"optim.max_epochs={opt.max_epochs} (as planned when the interrupted run started)", \
-            None
+        epochs = interrupted["optim"]["max_epochs"]
+        return config.with_epochs(epochs), \
+            f"optim.max_epochs={epochs} (as planned when the interrupted run started)", None
     steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
     if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
     seconds = _step_seconds(model, train, opt, ctx.device)
     after = seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # evaluating test and train
     spent = time.perf_counter() - started
-    opt.max_epochs, line = plan_epochs(opt.time_budget, spent, seconds, steps, opt.max_epochs, after)
+    epochs, line = plan_epochs(opt.time_budget, spent, seconds, steps, opt.max_epochs, after)
     if opt.time_budget is None:
-        return config, line, None
-    return config, line, opt.time_budget - spent - end_reserve(opt.time_budget, after)
+        return config.with_epochs(epochs), line, None
+    return config.with_epochs(epochs), line, opt.time_budget - spent - end_reserve(opt.time_budget, after)
 
 
-def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch.device,
+def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, device: torch.device,
                   repeats: int = 3) -> float:
     """Median seconds of one optimiser step (augmentation, forward, backward, AdamW) on a copy of the
     model, for batches drawn from the training split, after one warm-up step; the run's random state is
     left as it was."""
-    assert isinstance(opt.batch_size, int)
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, opt.optimizer, opt.learning_rate, opt.weight_decay)
     pick = torch.Generator().manual_seed(0)
@@ -173,7 +179,7 @@ def _step_seconds(model: GRUModel, train: Split, opt: OptimConfig, device: torch
     return statistics.median(times[1:])
 
 
-def _shrunk(model: GRUModel, data: SequenceData, config: TrainConfig) -> dict[str, float]:
+def _shrunk(model: GRUModel, data: SequenceData, config: ResolvedConfig) -> dict[str, float]:
     """A value model with a validation split held out: how much of its correction to the baseline it
     keeps (training/shrink.py), printed and reported."""
     if data.task not in VALUE_TASKS or config.optim.final_fit:
@@ -183,30 +189,14 @@ def _shrunk(model: GRUModel, data: SequenceData, config: TrainConfig) -> dict[st
     return {"correction_kept": factor}
 
 
-def _describe_model(config: TrainConfig, data: SequenceData) -> None:
-    """The data decides the shapes; the config decides the rest."""
-    config.model.input_size = data.train.X.shape[2]
-    config.model.task = data.task
-    config.model.output_size = data.output_size
-    if config.model.head == "sigmoid":  # one output: P(label_names[1])
-        if data.task != "classification" or data.output_size != 2:
-            raise ValueError(f"model.head=sigmoid is for binary classification; this data is {data.task} "
-                             f"with {data.output_size} output(s): use model.head=softmax")
-        config.model.output_size = 1
-    config.model.window_scaling = data.window_scaling
-    period = data.seasonal_period or 1  # a skip for seasonal forecasts only: naive-1 cost M1 0.2 MASE
-    config.model.seasonal_skip = period if data.task == "forecast" and period > 1 else 0
-
-
 def _train(
-    model: GRUModel, data: SequenceData, train: Split, config: TrainConfig, run_dir: Path, ckpt: Path,
+    model: GRUModel, data: SequenceData, train: Split, config: ResolvedConfig, run_dir: Path, ckpt: Path,
     ctx: distributed.Context, on_epoch: EpochHook | None, resume: bool, quiet: bool, deadline: float | None,
 ) -> int:
     """Train on `train`; with a validation split (not optim.final_fit), keep the best epoch and stop
     early; stop when another epoch would end after `deadline` (time.perf_counter(); the machine slowed
     down after the plan). Returns the epoch whose weights are in the checkpoint."""
     opt, validating = config.optim, not config.optim.final_fit
-    assert isinstance(opt.max_epochs, int) and isinstance(opt.batch_size, int)  # defaults.resolve
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
     optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
     steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
@@ -260,19 +250,6 @@ def _train(
     return progress.best_epoch
 
 
-def merge(a: Split, b: Split, task: str) -> Split:
-    """Two splits as one (the validation series joining the training ones), padded to the longer."""
-    steps = max(a.X.shape[1], b.X.shape[1])
-
-    def padded(split: Split) -> tuple[np.ndarray, np.ndarray]:
-        extra = steps - split.X.shape[1]
-        y = np.pad(split.y, ((0, 0), (0, extra)), constant_values=PAD_LABEL) if task == "tagging" else split.y
-        return np.pad(split.X, ((0, 0), (0, extra), (0, 0))), y
-
-    (xa, ya), (xb, yb) = padded(a), padded(b)
-    return Split(np.concatenate([xa, xb]), np.concatenate([ya, yb]), np.concatenate([a.lengths, b.lengths]))
-
-
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     params = model.parameters()
     if name == "adamw":
@@ -318,13 +295,12 @@ def _batch(
 
 def _train_epoch(
     net: nn.Module, model: GRUModel, split: Split, optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler, opt: OptimConfig, generator: torch.Generator,
+    schedule: torch.optim.lr_scheduler.LRScheduler, opt: ResolvedOptimConfig, generator: torch.Generator,
     ctx: distributed.Context, sharded: bool,
 ) -> float:
     """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
     shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
-    assert isinstance(opt.batch_size, int)
     plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
     augmenting = model.config.task not in VALUE_TASKS  # a perturbed window has another forecast
@@ -390,7 +366,7 @@ def predicted_labels(probabilities: np.ndarray) -> np.ndarray:
 
 
 def _checkpoint(
-    model: GRUModel, config: TrainConfig, data: SequenceData, epoch: int, test: dict[str, Any]
+    model: GRUModel, config: ResolvedConfig, data: SequenceData, epoch: int, test: dict[str, Any]
 ) -> Checkpoint:
     return Checkpoint.of(
         model, config, feature_names=data.feature_names, label_names=data.label_names,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import ResolvedConfig
 
 RUN_FILE = "mlflow_run.json"
 DEFAULT_EXPERIMENT = "gru-serve"  # MLFLOW_EXPERIMENT_NAME chooses another
@@ -55,7 +55,7 @@ class MlflowRun:
         self.mlflow, self.run_id = mlflow, run_id
 
     @classmethod
-    def start(cls, run_dir: Path, config: TrainConfig, resume: bool) -> MlflowRun:
+    def start(cls, run_dir: Path, config: ResolvedConfig, resume: bool) -> MlflowRun:
         mlflow = client()
         run_id = stored_run_id(run_dir) if resume else None
         if run_id is None:

@@ -1,4 +1,4 @@
-"""GRUModel: front end -> GRU -> readout -> head, built from one ModelConfig.
+"""GRUModel: front end -> GRU -> readout -> head, built from one ResolvedModelConfig.
 
     raw x (B, T, F) -> normalise -> front end: causal strided convolutions, k steps per GRU step
     (B, ceil(T/k), E) -> GRU layers (either reset variant) -> readout: last state ⊕ mean ⊕ max over the
@@ -25,7 +25,7 @@ from torch import nn
 
 from training import readout
 from training.cells import LSTMEncoder, make_gru
-from training.config import ModelConfig
+from training.config import ModelConfig, ResolvedModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
 from training.normalise import Normaliser
 
@@ -37,11 +37,8 @@ class GRUModel(nn.Module):
     over labels, regression `output_size` values in normalised units (`predict` maps them back).
     Tagging (many-to-many, patch 1): the head reads the last layer's output at every step."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ResolvedModelConfig):
         super().__init__()
-        if not isinstance(config.patch, int) or config.frontend == "auto":
-            raise ValueError("model.patch and model.frontend must be resolved from the data (training/"
-                             "defaults.py) before the model is built")
         if config.task == "tagging" and config.patch != 1:
             raise ValueError("model.patch must be 1 for tagging: it answers at every step")
         self.config = config

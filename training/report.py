@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import ResolvedConfig
 from training.data import SequenceData
 
 REPORT_FILE = "report.md"
 
 
-def write_run_report(run_dir: Path, config: TrainConfig, data: SequenceData, test: dict[str, Any],
+def write_run_report(run_dir: Path, config: ResolvedConfig, data: SequenceData, test: dict[str, Any],
                      plots: list[str], diagnosis: list[str] | None = None) -> Path:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     validated = "val_loss" in records[0]

@@ -10,14 +10,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from training.config import TrainConfig
+from training.config import ResolvedConfig
 from training.data import SequenceData
 from training.mlflow_run import RUN_FILE, MlflowRun, configured
 from training.model import GRUModel
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, config: TrainConfig, enabled: bool = True, keep_epochs: int = 0,
+    def __init__(self, run_dir: Path, config: ResolvedConfig, enabled: bool = True, keep_epochs: int = 0,
                  mlflow: bool = True):
         """keep_epochs: a resumed run keeps the first N lines of metrics.jsonl and appends after them.
         mlflow: log to the configured MLflow server, if any (not a search trial)."""
@@ -76,7 +76,7 @@ def _summary_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
-def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: TrainConfig,
+def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: ResolvedConfig,
                test: dict[str, Any], diagnosis: list[str] | None = None) -> None:
     """After the best checkpoint is evaluated: plots (if on) and report.md."""
     from training.report import write_run_report

@@ -10,7 +10,6 @@ or what only the search used (run name, the trials' epoch budget)."""
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
@@ -23,7 +22,7 @@ import yaml
 from training.config import TrainConfig, load_config
 from training.publish import write_atomic
 
-# Filled in from the data by every `gru train` (training/loop.py): never frozen in a written config.
+# Filled in from the data by every `gru train` (defaults.from_data): never written in a tuned config.
 FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling", "seasonal_skip")}
 # The search's own settings: trials' run folders and epoch budget, not chosen by it.
 SEARCH_ONLY = {"": ("name", "run_dir", "progress"),
@@ -40,17 +39,16 @@ class TuneResult:
 
 
 def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
-    config = copy.deepcopy(base)
-    m, o = config.model, config.optim
-    m.hidden_size = trial.suggest_categorical("hidden_size", [16, 32, 64, 128])
-    m.num_layers = trial.suggest_int("num_layers", 1, 3)
-    m.dropout = trial.suggest_float("dropout", 0.0, 0.5)
-    m.bidirectional = trial.suggest_categorical("bidirectional", [False, True])
-    o.learning_rate = trial.suggest_float("learning_rate", 1e-4, 2e-2, log=True)
-    o.batch_size = trial.suggest_categorical("batch_size", [8, 16, 32, 64])
-    o.optimizer = trial.suggest_categorical("optimizer", ["adamw", "adam", "sgd", "rmsprop"])
-    o.grad_clip = trial.suggest_float("grad_clip", 0.1, 10.0, log=True)
-    return config
+    return base.with_values({
+        "model.hidden_size": trial.suggest_categorical("hidden_size", [16, 32, 64, 128]),
+        "model.num_layers": trial.suggest_int("num_layers", 1, 3),
+        "model.dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "model.bidirectional": trial.suggest_categorical("bidirectional", [False, True]),
+        "optim.learning_rate": trial.suggest_float("learning_rate", 1e-4, 2e-2, log=True),
+        "optim.batch_size": trial.suggest_categorical("batch_size", [8, 16, 32, 64]),
+        "optim.optimizer": trial.suggest_categorical("optimizer", ["adamw", "adam", "sgd", "rmsprop"]),
+        "optim.grad_clip": trial.suggest_float("grad_clip", 0.1, 10.0, log=True),
+    })
 
 
 def tune(base: TrainConfig, trials: int | None, output: Path | None = None, sampler_seed: int = 0,
@@ -77,10 +75,10 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     deadline = time.monotonic() + timeout if timeout else float("inf")
 
     def objective(trial: optuna.Trial) -> float:
-        config = suggest(trial, base)
-        config.run_dir, config.name, config.progress = str(trial_root), f"trial_{trial.number:03d}", False
-        config.optim.plots = config.optim.tensorboard = False
-        config.optim.final_fit = False  # trials are compared on the held-out validation split
+        config = suggest(trial, base).with_values({
+            "run_dir": str(trial_root), "name": f"trial_{trial.number:03d}", "progress": False,
+            "optim.plots": False, "optim.tensorboard": False,
+            "optim.final_fit": False})  # trials are compared on the held-out validation split
         best = float("inf")
 
         def report(epoch: int, record: dict[str, Any]) -> None:
@@ -208,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
                          "gru train --mlflow URI")
     base = load_config(args.config, overrides_from(args))
     if args.study and "name" not in base.model_fields_set:
-        base.name = args.study  # every process of the study writes its trials into one run folder
-    name_the_run(base)
+        base = base.with_values({"name": args.study})  # every process of the study: one run folder
+    base = name_the_run(base)
     trials = args.trials if args.trials is not None else (None if args.timeout else 20)
     result = tune(base, trials, args.output, args.sampler_seed, args.timeout, args.storage, args.study,
                   on_trial=print_trial)

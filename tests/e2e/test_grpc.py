@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers import Server, free_port
-from training.config import DataConfig, ModelConfig
+from training.config import DataConfig, ResolvedModelConfig
 from training.data import load_data
 from training.model import GRUModel
 
@@ -27,7 +27,8 @@ TOKEN = "grpc-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 # the italy fixture's state (tests/helpers.py train_tiny: hidden 16, one layer, the default conv front end
 # and pooled readout)
-STATE_SIZE = GRUModel(ModelConfig(hidden_size=16, num_layers=1, frontend="conv", patch=1)).state_size()
+STATE_SIZE = GRUModel(ResolvedModelConfig(hidden_size=16, num_layers=1, frontend="conv",
+                                          patch=1)).state_size()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from bench.graph_cost import LAST_ONLY, POOLED, Case, reference
 from export.onnx import to_onnx
 from export.wrapper import InferenceModule
-from training.config import ModelConfig
+from training.config import ResolvedModelConfig
 from training.model import GRUModel
 
 # front end, stride, readout -> at most this many nodes (today: 24, 69, 96, 186, 217; before issue 24
@@ -23,8 +23,8 @@ BUDGET = {("none", 1, LAST_ONLY): 25, ("conv", 1, LAST_ONLY): 70, ("conv", 1, PO
 
 
 def exported(frontend: str, stride: int, readout: tuple[str, ...], reset: str = "after") -> onnx.ModelProto:
-    config = ModelConfig(hidden_size=8, num_layers=2, frontend=frontend, patch=stride, readout=list(readout),
-                         reset=reset)
+    config = ResolvedModelConfig(hidden_size=8, num_layers=2, frontend=frontend, patch=stride,
+                                 readout=list(readout), reset=reset)
     torch.manual_seed(0)
     model = GRUModel(config).eval()
     return onnx.load_from_string(to_onnx(InferenceModule(model), model, trace_batch=2, trace_length=24))

@@ -14,7 +14,7 @@ from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.helpers import train_tiny
 from training.config import load_config
-from training.data.dataset import Split
+from training.data.dataset import SequenceData, Split
 from training.defaults import resolve
 from training.normalise import Normaliser
 
@@ -28,8 +28,10 @@ def _split(scales: np.ndarray, length: int = 30) -> Split:
 @pytest.mark.parametrize(("scales", "chosen"), [(np.logspace(-5, 2.5, 40), "series"),
                                                 (np.ones(40), "global")])
 def test_per_series_normalisation_is_chosen_from_the_spread_of_scales(scales, chosen: str) -> None:
-    config = load_config(None, [])
-    lines = resolve(config, _split(scales))
+    train = _split(scales)
+    empty = Split(train.X[:0], train.y[:0], train.lengths[:0])
+    data = SequenceData("classification", train, empty, empty, ["x"], ["a", "b"])
+    config, lines = resolve(load_config(None, []), data)
     assert config.model.normalise == chosen
     assert any(line.startswith(f"model.normalise={chosen} (auto: the series' scales differ")
                for line in lines)

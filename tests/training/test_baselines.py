@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from tests.helpers import train_tiny
-from training.config import ModelConfig
+from training.config import ResolvedModelConfig
 from training.metrics import forecast_metrics
 from training.model import GRUModel
 
@@ -53,12 +53,12 @@ def test_an_untrained_value_model_predicts_the_mean_or_the_seasonal_naive() -> N
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 10, 2)).astype(np.float32)
     y = rng.normal(3.0, 2.0, size=(20, 1)).astype(np.float32)
-    regression = GRUModel(ModelConfig(input_size=2, hidden_size=8, task="regression", output_size=1,
+    regression = GRUModel(ResolvedModelConfig(input_size=2, hidden_size=8, task="regression", output_size=1,
                                       frontend="none", patch=1))
     regression.normaliser.fit(X, y)
     out = regression.eval().predict(torch.as_tensor(X))[0].detach().numpy()
     np.testing.assert_allclose(out, np.full_like(out, y.mean()), rtol=1e-5)
-    forecaster = GRUModel(ModelConfig(input_size=1, hidden_size=8, task="forecast", output_size=5,
+    forecaster = GRUModel(ResolvedModelConfig(input_size=1, hidden_size=8, task="forecast", output_size=5,
                                       frontend="none", patch=1, seasonal_skip=3))
     forecaster.normaliser.fit(X[:, :, :1], rng.normal(size=(20, 5)))
     lengths = torch.tensor([10, 7])  # ragged: each sequence's own last season

@@ -27,6 +27,16 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert load_config(tmp_path / "r.yaml") == config
 
 
+def test_a_changed_config_is_a_validated_copy_that_keeps_what_the_user_set() -> None:
+    config = load_config(None, ["model.dropout=0.2"])
+    changed = config.with_values({"name": "b", "optim.final_fit": False})
+    assert (config.name, config.optim.final_fit) == ("italy_power", "auto")  # the original as it was
+    assert (changed.name, changed.optim.final_fit, changed.model.dropout) == ("b", False, 0.2)
+    assert "dropout" in changed.model.model_fields_set and "hidden_size" not in changed.model.model_fields_set
+    with pytest.raises(ValueError, match="optim.max_epochs must be a whole number"):
+        config.with_values({"optim.max_epochs": 0})
+
+
 @pytest.mark.parametrize("override, message", [
     (["model.hidden=3"], r"unknown key 'model.hidden'; expected one of \[.*'hidden_size'"),
     (["colour=red"], "unknown key 'colour'"),

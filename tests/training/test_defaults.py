@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from training.config import TrainConfig, load_config
-from training.data.dataset import Split
-from training.defaults import resolve
+from training.config import ResolvedConfig, TrainConfig, load_config
+from training.data.dataset import SequenceData, Split
+from training.defaults import resolve as resolve_from
 
 
 def _split(count: int, lengths: list[int], features: int = 1) -> Split:
@@ -17,33 +18,43 @@ def _split(count: int, lengths: list[int], features: int = 1) -> Split:
     return Split(X, np.zeros(count, np.int64), steps.astype(np.int64))
 
 
-def _config(*overrides: str, task: str = "classification") -> TrainConfig:
-    config = load_config(None, list(overrides))
-    config.model.task = task  # type: ignore[assignment]  # the loop sets these from the data
-    config.model.output_size = 3
-    return config
+def _config(*overrides: str, task: str = "classification") -> tuple[TrainConfig, str]:
+    return load_config(None, ["optim.final_fit=true", *overrides]), task
+
+
+def resolve(config_and_task: tuple[TrainConfig, str], train: Split) -> tuple[ResolvedConfig, list[str]]:
+    """Resolve against data whose training split is `train` (no validation series): three labels, or
+    one target per series."""
+    config, task = config_and_task
+    labels = ["a", "b", "c"] if config.model.head == "softmax" else ["a", "b"]
+    if task in ("regression", "forecast"):
+        train, labels = Split(train.X, np.zeros((len(train), 1), np.float32), train.lengths), []
+    if task == "tagging":  # a label per step
+        train = Split(train.X, np.zeros(train.X.shape[:2], np.int64), train.lengths)
+    empty = Split(train.X[:0], train.y[:0], train.lengths[:0])
+    data = SequenceData(task, train, empty, empty, ["x"] * train.X.shape[2], labels)  # type: ignore[arg-type]
+    resolved, lines = resolve_from(config, data)
+    assert lines[0].startswith("data: ")
+    return resolved, lines
 
 
 @pytest.mark.parametrize("lengths, patch", [([24], 1), ([150], 2), ([1460], 12), ([7, 15, 29], 1),
                                             ([29, 60, 80], 1)])
 def test_the_patch_gives_the_gru_about_sixty_four_steps_of_a_median_sequence(lengths, patch) -> None:
-    config = _config()
-    lines = resolve(config, _split(60, lengths))
+    config, lines = resolve(_config(), _split(60, lengths))
     assert config.model.patch == patch
     assert any(line.startswith(f"model.patch={patch}") for line in lines)
 
 
 @pytest.mark.parametrize("lengths, patch", [([29, 136, 361], 3), ([100, 300, 1344], 11)])
 def test_lengths_that_differ_tenfold_keep_the_longest_tenth_within_128_gru_steps(lengths, patch) -> None:
-    config = _config()
-    lines = resolve(config, _split(60, lengths))
+    config, lines = resolve(_config(), _split(60, lengths))
     assert config.model.patch == patch
     assert any("for the 90th percentile (lengths differ" in line for line in lines)
 
 
 def test_tagging_reads_every_step() -> None:
-    config = _config(task="tagging")
-    resolve(config, _split(60, [1460]))
+    config, _ = resolve(_config(task="tagging"), _split(60, [1460]))
     assert (config.model.frontend, config.model.patch) == ("none", 1)
 
 
@@ -56,14 +67,13 @@ def test_tagging_reads_every_step() -> None:
     (100_000, 64, 7),  # larger: at least 1,000 steps
 ])
 def test_batch_and_epochs_scale_with_the_number_of_series(series, batch, epochs) -> None:
-    config = _config()
-    resolve(config, _split(series, [24]))
+    config, _ = resolve(_config(), _split(series, [24]))
     assert (config.optim.batch_size, config.optim.max_epochs) == (batch, epochs)
 
 
 def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
-    config = _config("model.patch=5", "optim.batch_size=32", "optim.max_epochs=7")
-    lines = resolve(config, _split(60, [1460], features=3))
+    user = _config("model.patch=5", "optim.batch_size=32", "optim.max_epochs=7")
+    config, lines = resolve(user, _split(60, [1460], features=3))
     assert (config.model.patch, config.optim.batch_size, config.optim.max_epochs) == (5, 32, 7)
     assert lines[0] == ("data: 60 training series, lengths 1460-1460 (median 1460), 3 feature(s), "
                         "task classification, 3 classes")
@@ -71,23 +81,36 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
 
 
 def test_a_binary_sigmoid_model_is_described_with_two_classes() -> None:
-    config = _config("model.head=sigmoid")
-    config.model.output_size = 1  # one output: P(second label)
-    described = resolve(config, _split(60, [24]))[0]
-    assert described.endswith("task classification, 2 classes (one sigmoid output)")
+    config, lines = resolve(_config("model.head=sigmoid"), _split(60, [24]))
+    assert config.model.output_size == 1  # one output: P(second label)
+    assert lines[0].endswith("task classification, 2 classes (one sigmoid output)")
 
 
 @pytest.mark.parametrize("task, length, frontend, patch", [
     ("classification", 1460, "conv", 12), ("classification", 24, "conv", 1), ("regression", 1460, "conv", 12),
     ("regression", 8, "none", 1), ("tagging", 1460, "none", 1)])
 def test_the_front_end_is_chosen_from_the_task_and_lengths(task, length, frontend, patch) -> None:
-    config = _config(task=task)
-    lines = resolve(config, _split(60, [length]))
+    config, lines = resolve(_config(task=task), _split(60, [length]))
     assert (config.model.frontend, config.model.patch) == (frontend, patch)
     assert any(line.startswith(f"model.frontend={frontend} (auto: {task}") for line in lines)
 
 
 def test_a_front_end_the_user_set_is_kept() -> None:
-    config = _config("model.frontend=patch")
-    resolve(config, _split(60, [1460]))
+    config, _ = resolve(_config("model.frontend=patch"), _split(60, [1460]))
     assert (config.model.frontend, config.model.patch) == ("patch", 12)
+
+
+def test_resolving_leaves_the_config_as_it_was_and_gives_a_frozen_one() -> None:
+    user, task = _config()
+    config, _ = resolve((user, task), _split(60, [1460]))
+    assert (user.model.patch, user.model.frontend, user.optim.max_epochs) == ("auto", "auto", "auto")
+    assert (config.model.patch, config.model.frontend, config.optim.max_epochs) == (12, "conv", 200)
+    with pytest.raises(ValidationError, match="frozen"):
+        config.optim.max_epochs = 3
+    with pytest.raises(ValidationError, match="frozen"):
+        user.optim.max_epochs = 3
+
+
+def test_a_config_with_auto_left_is_not_a_resolved_one() -> None:
+    with pytest.raises(ValueError, match="model.patch"):
+        ResolvedConfig.from_dict(load_config(None, ["model.frontend=conv"]).to_dict())

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.config import DataConfig, ModelConfig
+from training.config import DataConfig, ResolvedModelConfig
 from training.data import load_data
 from training.data.dataset import PAD_LABEL, pad_sequences
 from training.model import GRUModel
@@ -30,9 +30,9 @@ def _model(bidirectional: bool, task: str = "classification", patch: int = 1,
            frontend: str = "conv", kernel: int = 2) -> GRUModel:
     torch.manual_seed(0)
     per_step = task == "tagging" or frontend == "none"
-    config = ModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
-                         task=task, output_size=4, patch=1 if per_step else patch, frontend=frontend,
-                         readout=list(readout), reset=reset, conv_kernel=kernel)  # type: ignore[arg-type]
+    config = ResolvedModelConfig(input_size=3, hidden_size=8, num_layers=2, bidirectional=bidirectional,
+                                 task=task, output_size=4, patch=1 if per_step else patch, frontend=frontend,
+                                 readout=list(readout), reset=reset, conv_kernel=kernel)  # type: ignore[arg-type]
     return GRUModel(config).eval()
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.config import VALUE_TASKS, DataConfig, Task
+from service.bundle import VALUE_TASKS, Task
+from training.config import DataConfig
 
 PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the metrics)
 
