@@ -8,8 +8,9 @@ been running (so that what is admitted is answered in bounded time whatever the 
 inference thread takes what is queued, runs it and hands each caller its rows.
 
 The thread does the batching itself, so admitted work needs the event loop only to queue a request and
-to wake its caller: under overload, when the loop is busy refusing, the model keeps running. An idle
-thread runs a lone request at once; under load the next batch gathers while the current one runs, and
+to wake its caller: under overload, when the loop is busy refusing, the model keeps running. A lone
+request (nothing in flight) whose run is short runs on the event loop itself, sparing the two thread
+hand-offs; under load the next batch gathers while the current one runs, and
 `max_queue_delay_ms` may add a short wait to fill it. A batch is whole requests in arrival order, up to
 `max_batch_size` sequences; it runs as one or more padded runs of similar lengths (`plan_runs`), whose
 GRUs stop at each sequence's length, so every answer is exactly what the sequence gets alone. A failed
@@ -37,6 +38,9 @@ log = logging.getLogger("gru_serve.batching")
 # one, only equal lengths share a run). Measured (bench/lengths.py, mid, lengths 8-128, batches of 64):
 # one padded run per batch pads 1.85x and runs 345 seq/s; these runs (5 per batch) 1.24x and 735 seq/s.
 PADDING_FACTOR = 1.25
+# A lone request whose run is expected to take at most this long runs on the event loop (Scheduler.run):
+# the small and mid bench models do (about 0.05 and 0.3 ms at batch 1), heavier ones go to the thread.
+INLINE_MAX_S = 0.001
 
 
 class QueueFull(Exception):
@@ -127,10 +131,14 @@ class Scheduler:
                             f"GRU_MAX_QUEUE_WAIT_MS={self.config.max_queue_wait_ms:g}")
 
     async def run(self, sequences: list[np.ndarray], states: np.ndarray | None = None) -> Result:
-        """Queue one request's sequences (and their carried states) and wait for its answer."""
+        """Queue one request's sequences (and their carried states) and wait for its answer; when nothing
+        else is in flight and the run is short, run it here instead (see `_run_now`)."""
         count = len(sequences)
         self.check_room(count)
         work = Work(sequences, states, self._loop.create_future())
+        if not self._in_flight and not self._closing and \
+                0 < count * self._seconds_per_sequence <= INLINE_MAX_S:
+            return self._run_now(work)
         with self._ready:
             if self._stopped:
                 raise SchedulerStopped(f"model {self.runtime.manifest.name!r} version "
@@ -140,6 +148,20 @@ class Scheduler:
             self._queued += count
             self._ready.notify()
         return await work.future
+
+    def _run_now(self, work: Work) -> Result:
+        """On the event loop, while the inference thread is idle (nothing in flight, so it holds no work
+        and the loop queues none meanwhile): the same run, without the two thread hand-offs (wake the
+        thread, wake the loop) that cost an unloaded request more than the model does (measured:
+        bench/handoff.py). The loop is blocked for at most INLINE_MAX_S."""
+        batch = [work]
+        self._observe(batch)
+        started = time.perf_counter()
+        self._run(batch)
+        self._learn_rate(batch, time.perf_counter() - started)
+        if work.result is None:
+            raise work.error or InferenceError("inference failed")
+        return work.result
 
     # --- the inference thread ---------------------------------------------------------------------
 
