@@ -28,6 +28,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
+from service.api.transport import install_shedder
 from service.batching import SchedulerPool
 from service.repository import Hook, Repository
 from service.settings import Settings
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     answer = RequestLimits(answer, settings=settings)
     answer = RequestMiddleware(answer, authenticator=authenticator, requests=requests, router=app.router)
     app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
+    install_shedder(app.front.refusal)  # under uvicorn, before the request is built (transport.py)
     install_error_handlers(app)
     for module in (health, models, v2, repository_routes, metrics_routes):
         app.include_router(module.router)

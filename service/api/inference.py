@@ -21,11 +21,13 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from starlette.datastructures import State
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import logs, metrics
@@ -135,7 +137,11 @@ class Route:
 
 def operation(scope: Scope) -> tuple[Handler, str, int | None] | None:
     """The handler, model name and version an HTTP request's path names; None: not an inference path."""
-    match = PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+    return operation_at(scope["path"]) if scope["type"] == "http" else None
+
+
+def operation_at(path: str) -> tuple[Handler, str, int | None] | None:
+    match = PATH.fullmatch(path)
     handler = HANDLERS.get((match[1] or "", match[4])) if match else None
     if match is None or handler is None:
         return None
@@ -202,18 +208,46 @@ class LoadShedder:
         scope["gru.route"] = found  # the front uses it; the queue may fill meanwhile, submit checks again
         await self.app(scope, receive, send)
 
+    def refusal(self, method: bytes, path: str, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """For the HTTP transport (service/api/transport.py), which asks as soon as a request's headers
+        are parsed: the whole 503 answer (HTTP/1.1 bytes) when this layer would refuse the request, so
+        that uvicorn builds no request and starts no task for it; None: serve it (and ask again here)."""
+        op = operation_at(path) if method == b"POST" else None
+        if op is None:
+            return None
+        try:
+            found = resolve(self.state, *op)
+            found.scheduler.check_room()
+        except ModelNotFound:
+            return None
+        except QueueFull as exc:
+            fields = dict(headers)
+            if self.auth.check(path, fields.get(b"authorization", b"").decode("latin-1") or None):
+                return None
+            response = self._refusal(exc, found.runtime, fields, path)
+            status = response.status_code
+            head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+            head += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
+            return b"".join(head) + b"\r\n" + response.body
+        return None
+
     async def _refuse(self, exc: QueueFull, runtime: ModelRuntime, headers: dict[bytes, bytes], scope: Scope,
                       receive: Receive, send: Send) -> None:
+        await self._refusal(exc, runtime, headers, scope["path"])(scope, receive, send)
+
+    def _refusal(self, exc: QueueFull, runtime: ModelRuntime, headers: dict[bytes, bytes],
+                 path: str) -> Response:
+        """The 503 answer, counted (metrics, the per-second summary line)."""
         request_id = logs.request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
         context = logs.current.set(logs.RequestContext(request_id))  # for the error body's request_id
         try:
-            response = domain_error_response(exc, scope["path"])
+            response = domain_error_response(exc, path)
         finally:
             logs.current.reset(context)
         response.headers["x-request-id"] = request_id
-        await response(scope, receive, send)
-        api = "v2" if scope["path"].startswith("/v2/") else "native"
+        api = "v2" if path.startswith("/v2/") else "native"
         self.state.refusals.add(runtime.manifest.name, runtime.manifest.version, api)
+        return response
 
 
 class InferenceFront:
