@@ -91,6 +91,7 @@ class Scheduler:
         self._queue: deque[Work] = deque()
         self._queued = 0  # sequences in the queue; guarded by _ready's lock
         self._in_flight = 0  # sequences queued or running; touched on the event loop only
+        self._gathered: list[Work] | None = None  # this turn's requests, while an idle scheduler gathers
         self._seconds_per_sequence = 0.0  # recent batches' run time per sequence; written by the thread
         self._ready = threading.Condition()
         self._closing = False  # retired: answer what comes until the queue is empty, then stop
@@ -131,37 +132,56 @@ class Scheduler:
                             f"GRU_MAX_QUEUE_WAIT_MS={self.config.max_queue_wait_ms:g}")
 
     async def run(self, sequences: list[np.ndarray], states: np.ndarray | None = None) -> Result:
-        """Queue one request's sequences (and their carried states) and wait for its answer; when nothing
-        else is in flight and the run is short, run it here instead (see `_run_now`)."""
+        """Queue one request's sequences (and their carried states) and wait for its answer. When nothing
+        is in flight and the run is short, the requests of this turn of the event loop are gathered
+        first: one alone runs on the loop (`_run_gathered`), several go to the thread as one batch."""
         count = len(sequences)
         self.check_room(count)
         work = Work(sequences, states, self._loop.create_future())
-        if not self._in_flight and not self._closing and \
+        if self._gathered is not None:
+            self._gathered.append(work)
+            self._in_flight += count
+        elif not self._in_flight and not self._closing and \
                 0 < count * self._seconds_per_sequence <= INLINE_MAX_S:
-            return self._run_now(work)
+            self._gathered = [work]
+            self._in_flight += count
+            self._loop.call_soon(self._run_gathered)
+        else:
+            self._queue_up([work])
+        return await work.future
+
+    def _queue_up(self, works: list[Work]) -> None:
         with self._ready:
             if self._stopped:
                 raise SchedulerStopped(f"model {self.runtime.manifest.name!r} version "
                                        f"{self.runtime.manifest.version} was retired")
-            self._in_flight += count
-            self._queue.append(work)
-            self._queued += count
+            for work in works:
+                self._in_flight += len(work.sequences)
+                self._queue.append(work)
+                self._queued += len(work.sequences)
             self._ready.notify()
-        return await work.future
 
-    def _run_now(self, work: Work) -> Result:
-        """On the event loop, while the inference thread is idle (nothing in flight, so it holds no work
-        and the loop queues none meanwhile): the same run, without the two thread hand-offs (wake the
+    def _run_gathered(self) -> None:
+        """On the event loop, after the requests of one turn have called `run`. One alone, with the thread
+        idle (nothing else in flight): the same run here, without the two thread hand-offs (wake the
         thread, wake the loop) that cost an unloaded request more than the model does (measured:
-        bench/handoff.py). The loop is blocked for at most INLINE_MAX_S."""
-        batch = [work]
-        self._observe(batch)
-        started = time.perf_counter()
-        self._run(batch)
-        self._learn_rate(batch, time.perf_counter() - started)
-        if work.result is None:
-            raise work.error or InferenceError("inference failed")
-        return work.result
+        bench/handoff.py); the loop is blocked for at most about INLINE_MAX_S. Several: the thread's."""
+        batch, self._gathered = self._gathered or [], None
+        if len(batch) == 1 and not self._closing:
+            self._observe(batch)
+            started = time.perf_counter()
+            self._run(batch)
+            self._learn_rate(batch, time.perf_counter() - started)
+            self._deliver(batch)
+            return
+        for work in batch:
+            self._in_flight -= len(work.sequences)
+        try:
+            self._queue_up(batch)
+        except SchedulerStopped as exc:
+            for work in batch:
+                if not work.future.done():
+                    work.future.set_exception(exc)
 
     # --- the inference thread ---------------------------------------------------------------------
 
