@@ -169,9 +169,7 @@ class Scheduler:
         batch, self._gathered = self._gathered or [], None
         if len(batch) == 1 and not self._closing:
             self._observe(batch)
-            started = time.perf_counter()
-            self._run(batch)
-            self._learn_rate(batch, time.perf_counter() - started)
+            self._run(batch)  # not learnt from: the queue's wait is at the thread's (batched) rate
             self._deliver(batch)
             return
         for work in batch:
