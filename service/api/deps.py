@@ -11,15 +11,10 @@ from service.api.errors import ModelNotFound
 from service.logs import note_model
 from service.repository import Repository
 from service.runtime import ModelRuntime
-from service.settings import Settings
 
 
 async def get_repository(request: Request) -> Repository:
     return request.app.state.repository
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def resolve_model(repository: Repository, name: str, version: int | None = None) -> ModelRuntime:
@@ -38,12 +33,5 @@ async def get_model(name: str, repository: Annotated[Repository, Depends(get_rep
     return resolve_model(repository, name)
 
 
-async def get_model_version(name: str, version: int,
-                            repository: Annotated[Repository, Depends(get_repository)]) -> ModelRuntime:
-    return resolve_model(repository, name, version)
-
-
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ModelDep = Annotated[ModelRuntime, Depends(get_model)]
-ModelVersionDep = Annotated[ModelRuntime, Depends(get_model_version)]

@@ -78,6 +78,9 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
                                    "over GRU_MAX_HEADER_BYTES or GRU_MAX_HEADER_COUNT"),
     "inference_failed": ErrorKind(500, 500, "INTERNAL",
                                   "onnxruntime failed on this request (logged with its id)"),
+    "internal": ErrorKind(500, 500, "INTERNAL", "a fault in the server (logged with the request's id)"),
+    "http_error": ErrorKind(500, 500, "UNKNOWN",
+                            "an HTTP error raised by a library, with its own status (none known)"),
     "load_failed": ErrorKind(400, 400, "INVALID_ARGUMENT",
                              "admin load: a version failed to load; serving ones unchanged"),
     "queue_full": ErrorKind(503, 503, "UNAVAILABLE",
@@ -169,10 +172,6 @@ class ModelNotFound(ApiError):
 
 class Unavailable(ApiError):
     code = "unavailable"
-
-
-class LoadFailed(ApiError):
-    code = "load_failed"
 
 
 class StreamingUnsupported(ApiError):
