@@ -20,6 +20,7 @@ from service.batching import (
     Scheduler,
     SchedulerPool,
     SchedulerStopped,
+    compute_now,
     plan_runs,
 )
 from service.runtime import InferenceError, ModelRuntime
@@ -48,7 +49,8 @@ def _sequences(count: int, seed: int, features: int = 1, longest: int = 60) -> l
 
 
 def _alone(runtime: ModelRuntime, sequence: np.ndarray, state: np.ndarray | None = None):
-    [output], [next_state] = runtime.step([sequence], [state])
+    result = compute_now(runtime, [sequence], None if state is None else state[None])
+    output, next_state = result.outputs[0], result.states[0]
     return output, next_state
 
 
