@@ -13,9 +13,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RepositoryDep
-from service.api.errors import ModelNotFound, Unavailable, error_response
+from service.api.errors import error_response
 from service.api.responses import NumpyJSONResponse
 from service.bundle import NAME_PATTERN, BundleError
+from service.errors import ModelNotFound, Unavailable
 
 ADMIN_PATH = "/v2/repository"
 router = APIRouter(prefix=ADMIN_PATH, tags=["model repository (admin)"])
@@ -44,7 +45,7 @@ async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
     if report.failed:
         reasons = "; ".join(f"version {v}: {r}" for v, r in report.failed.items())
         message = f"{name}: {reasons}; serving versions {report.serving} unchanged"
-        return error_response(ADMIN_PATH, "load_failed", message, "name", extra=body)
+        return error_response("v2", "load_failed", message, "name", extra=body)
     return NumpyJSONResponse(body)
 
 
