@@ -34,7 +34,8 @@ class GRUNode:
     batch_first: bool  # the node's `layout` attribute (opset 14+): X, Y, initial_h and Y_h batch-major
 
     @property
-    def state_size(self) -> int:
+    def h_size(self) -> int:
+        """directions x hidden: the floats of its h in the packed state."""
         return self.directions * self.hidden
 
 

@@ -152,7 +152,7 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
               diff: float, cases: list[tuple[int, int]], source_sha256: str, source_name: str,
               repository: Path) -> Manifest:
     proto = onnx.load_from_string(graph)
-    state = StateSpec(size=sum(g.state_size for g in foreign.grus) if wiring.state else 0,
+    state = StateSpec(size=sum(g.h_size for g in foreign.grus) if wiring.state else 0,
                       parts=[StatePart(name=f"{g.node.name or f'gru{i}'}.h", shape=[g.directions, g.hidden])
                              for i, g in enumerate(foreign.grus)] if wiring.state else [])
     features = request.features or [f"feature_{i}" for i in range(foreign.features)]

@@ -69,7 +69,8 @@ class GRUSpec(_Strict):
     activation: Activation = Field(default="tanh", description="the candidate's: n = activation(...)")
 
     @property
-    def state_size(self) -> int:
+    def directed_layers(self) -> int:
+        """layers x directions: the GRU's h vectors (and its GRU nodes when exported one per direction)."""
         return self.num_layers * (2 if self.bidirectional else 1)
 
     @property

@@ -103,10 +103,6 @@ class ModelRuntime:
         steps = min(self.manifest.training.max_train_length, self.manifest.inputs.max_length)
         self.predict(np.ones((1, steps, self.manifest.inputs.num_features), dtype=np.float32))
 
-    @property
-    def state_size(self) -> int:
-        return self.manifest.state.size
-
     def run(
         self, x: np.ndarray, lengths: np.ndarray | None = None, state: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +111,9 @@ class ModelRuntime:
         the next state (B, S)."""
         batch = x.shape[0]
         feeds = {X_INPUT: x}
-        if self.state_size:
-            feeds[STATE_INPUT] = np.zeros((batch, self.state_size), np.float32) if state is None else state
+        size = self.manifest.state.size  # floats of the packed state (0: the graph has none)
+        if size:
+            feeds[STATE_INPUT] = np.zeros((batch, size), np.float32) if state is None else state
         if self.manifest.takes_lengths:
             full = np.full(batch, x.shape[1], dtype=np.int32)
             feeds[LENGTHS_INPUT] = full if lengths is None else lengths.astype(np.int32, copy=False)
@@ -130,7 +127,7 @@ class ModelRuntime:
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
         self._compute_seconds.observe(time.perf_counter() - started)
         self._batch_size.observe(batch)
-        next_state = results[1] if self.state_size else np.zeros((batch, 0), np.float32)
+        next_state = results[1] if size else np.zeros((batch, 0), np.float32)
         if not (np.isfinite(results[0]).all() and np.isfinite(next_state).all()):
             raise NonFiniteOutput(f"model {self.manifest.name!r} computes a value that is not finite for "
                                   "these inputs: they are too large (or too degenerate) for its float32 "

@@ -56,7 +56,7 @@ def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -
     rng = np.random.default_rng(0)
     sequences = [rng.normal(size=(n, model.config.input_size)).astype(np.float32) for n in (29, 7, 1, 16)]
     x, lengths = pad_batch(sequences)
-    state = rng.normal(size=(len(sequences), runtime.state_size)).astype(np.float32)
+    state = rng.normal(size=(len(sequences), runtime.manifest.state.size)).astype(np.float32)
     got, got_state = runtime.run(x, lengths, state)
     with torch.no_grad():
         ref, ref_state = model.stream(torch.as_tensor(x), torch.as_tensor(state), torch.as_tensor(lengths))

@@ -108,7 +108,7 @@ def test_every_api_shares_one_batch_with_exact_answers(vowels: ModelRuntime) -> 
     prefix = rng.normal(size=(5, 12)).astype(np.float32)
     _, carried = _alone(vowels, prefix)
     block = rng.normal(size=(3, 9, 12)).astype(np.float32)
-    block_states = rng.normal(size=(3, vowels.state_size)).astype(np.float32)
+    block_states = rng.normal(size=(3, vowels.manifest.state.size)).astype(np.float32)
     requests = [(_sequences(2, seed=2, features=12, longest=20), None),  # predict
                 ([rng.normal(size=(7, 12)).astype(np.float32)], carried[None]),  # stream
                 (list(block), block_states)]  # v2 with a state input
