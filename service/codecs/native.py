@@ -79,7 +79,7 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
         array = np.asarray(seq)
     except ValueError as exc:  # ragged nesting
         raise InvalidInput(f"{field} is ragged: every step must have {features} number(s)", field) from exc
-    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(seq)):
+    if array.dtype.kind not in "iuf" or (may_hold_bools and has_bool(seq)):
         raise InvalidInput(f"{field} must contain only numbers (no strings, booleans or nulls)", field)
     if array.ndim == 1 and features == 1:
         array = array.reshape(-1, 1)  # a univariate sequence may be a flat list of numbers
@@ -99,9 +99,10 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
     return array
 
 
-def _has_bool(value: Any) -> bool:
+def has_bool(value: Any) -> bool:
+    """Whether a JSON value holds a boolean anywhere (NumPy reads true and false as 1 and 0)."""
     if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
+        return any(has_bool(v) for v in value)
     return isinstance(value, bool)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
+from service.codecs.native import FLOAT32_MAX, has_bool
 from service.errors import InvalidInput, MalformedBody
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -34,7 +35,6 @@ UINT64_MAX = 2**64 - 1
 # A shape's dimensions multiply to at most this, zeros left out: a tensor of zero elements is still given a
 # NumPy shape, which must fit in memory's address space (2**62 x 2**62 x 0 does not).
 MAX_ELEMENTS = 2**31
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 EXAMPLE = '{"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [...]}]}'
 
 
@@ -183,7 +183,7 @@ def _json_data(data: Any, where: str, shape: list[int], may_hold_bools: bool) ->
         array = np.asarray(data)
     except ValueError:  # ragged nesting
         raise InvalidInput(f"{numbers}; the nesting is ragged", f"{where}.data") from None
-    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(data)):
+    if array.dtype.kind not in "iuf" or (may_hold_bools and has_bool(data)):
         raise InvalidInput(numbers, f"{where}.data")
     if array.size != math.prod(shape):
         raise InvalidInput(f"{where}.data holds {array.size} value(s) but its shape needs {math.prod(shape)}",
@@ -204,12 +204,6 @@ def _in_range(flat: np.ndarray, where: str) -> np.ndarray:
         raise InvalidInput(f"{where}.data[{index}] is {flat[index]!r}: not a finite FP32 number (at most "
                            f"{FLOAT32_MAX:.6g} in magnitude)", f"{where}.data")
     return wide.astype(np.float32)
-
-
-def _has_bool(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
-    return isinstance(value, bool)
 
 
 def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], set[str]]:

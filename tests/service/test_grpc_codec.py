@@ -1,5 +1,5 @@
-"""The gRPC codec (service/grpc/codec.py): a ModelInferRequest becomes the REST codec's InferRequest, and
-every malformed one is refused naming the field, before anything runs."""
+"""The gRPC forms of the v2 codec (service/codecs/v2.py): a ModelInferRequest becomes the same InferRequest as
+a JSON body, and every malformed one is refused naming the field, before anything runs."""
 
 from __future__ import annotations
 

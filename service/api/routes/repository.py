@@ -1,5 +1,5 @@
 """Model repository admin API (Triton's model-repository extension paths): index, load (and reload),
-unload. Needs an admin token whenever tokens are configured (service/api/auth.py).
+unload. Needs an admin token whenever tokens are configured (service/auth.py).
 
 With several worker processes each worker holds its own models: an admin call reaches one worker. Use the
 folder watch (GRU_POLL_INTERVAL_S) to change every worker."""

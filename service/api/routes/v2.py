@@ -54,7 +54,7 @@ async def model_version_statistics(name: str, version: int, repository: Reposito
 
 @router.get("/models/{name}/config")
 async def model_configuration(name: str, repository: RepositoryDep, request: Request) -> dict[str, Any]:
-    """Triton's model configuration, derived from the manifest (service/api/v2_model.py)."""
+    """Triton's model configuration, derived from the manifest (service/v2_model.py)."""
     return config(resolve_model(repository, name), request.app.state)
 
 
