@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import onnx
+
 from export.onnx import OPSET, gru_spec, io_specs, state_spec, to_onnx
 from export.report import write_bundle_report
 from export.verify import ParityReport, check_parity, check_reference, check_structure
@@ -14,6 +16,7 @@ from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
     NAME_PATTERN,
+    BundleError,
     GRUSpec,
     InputSpec,
     Manifest,
@@ -25,6 +28,7 @@ from service.bundle import (
     TrainingInfo,
     sha256_of,
 )
+from service.graph_check import check_self_contained
 from training.checkpoint import Checkpoint
 from training.model import GRUModel
 from training.publish import publish_folder
@@ -145,6 +149,11 @@ def write_bundle(
     """`extras`: more files for the bundle folder (report.md, plots); the service reads only the
     manifest and the graph it names."""
     final = repository / manifest.name / str(manifest.version)
+    try:  # the service's own check: what it would refuse is never written
+        check_self_contained(onnx.load_from_string(graph), f"{manifest.name}/{manifest.version}/"
+                             f"{manifest.onnx.file}")
+    except BundleError as exc:
+        raise ValueError(str(exc)) from None
     if final.exists() and not overwrite:
         raise FileExistsError(f"bundle {final} already exists; pick another --version or pass --overwrite")
     files = {manifest.onnx.file: graph, MANIFEST_FILE: manifest.to_json().encode(), **(extras or {})}

@@ -18,7 +18,7 @@ from onnx import TensorProto
 
 from export.bundle import next_version, write_bundle
 from export.foreign import ForeignGraph, Layout, dims, initial_state_source, read
-from export.foreign_checks import Probe, streaming_refusal
+from export.foreign_checks import Probe, onnxruntime_refusals, streaming_refusal
 from export.foreign_wrap import Wiring, wrap
 from export.verify import TOLERANCE
 from service.bundle import (
@@ -87,14 +87,15 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
     wiring = Wiring(state=not blocked, lengths=foreign.fixed_length is None)
     graph = wrap(foreign, wiring, mean, std, activation)
     probe = Probe(foreign, mean, std, activation, length)
-    diff, cases = probe.against_original(original.SerializeToString(), graph)
-    if wiring.lengths and (ragged := probe.padded_vs_alone(graph)) > TOLERANCE:
-        notes.append(f"padded batches: no lengths input (a padded batch's answers differ from each "
-                     f"sequence's own by {ragged:.2e}: the graph reads more than each GRU's last valid "
-                     "state); the service runs one length at a time")
-        wiring.lengths = False
-        graph = wrap(foreign, wiring, mean, std, activation)
-    refusal = blocked[0] if blocked else streaming_refusal(foreign, probe, graph)
+    with onnxruntime_refusals():
+        diff, cases = probe.against_original(original.SerializeToString(), graph)
+        if wiring.lengths and (ragged := probe.padded_vs_alone(graph)) > TOLERANCE:
+            notes.append(f"padded batches: no lengths input (a padded batch's answers differ from each "
+                         f"sequence's own by {ragged:.2e}: the graph reads more than each GRU's last valid "
+                         "state); the service runs one length at a time")
+            wiring.lengths = False
+            graph = wrap(foreign, wiring, mean, std, activation)
+        refusal = blocked[0] if blocked else streaming_refusal(foreign, probe, graph)
     if refusal:
         notes.append(f"streaming: refused ({refusal})")
     manifest = _manifest(foreign, request, graph, output, mean, std, length, wiring, refusal, diff, cases,

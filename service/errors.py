@@ -100,6 +100,10 @@ class InvalidInput(ApiError):
     code = "invalid_input"
 
 
+class MalformedRequest(ApiError):
+    code = "malformed_request"
+
+
 class MalformedBody(ApiError):
     code = "malformed_body"
 

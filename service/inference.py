@@ -23,7 +23,7 @@ from service.bundle import OUTPUT, STATE_OUTPUT
 from service.codecs import native, v2
 from service.errors import InvalidInput, InvalidState, ModelNotFound, StreamingUnsupported
 from service.logs import note_model
-from service.repository import Repository
+from service.repository import VERSION_FOLDER, Repository
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.streaming.hub import StreamingHub
@@ -53,7 +53,7 @@ class Request:
     operation: Operation
     services: Services
     name: str
-    version: int | None  # None: the newest loaded
+    version: str | None  # as spelt (path segment, gRPC model_version); None: the serving version
     payload: Any = b""  # REST: the body; gRPC: the ModelInferRequest
     headers: Sequence[tuple[bytes, bytes]] = ()  # REST's (lower-case names); none over gRPC
     runtime: ModelRuntime = field(init=False)
@@ -101,13 +101,16 @@ async def _perform(request: Request) -> Any:
     return op.render(request, decoded, await op.handle(request, decoded))
 
 
-def resolve_model(repository: Repository, name: str, version: int | None = None) -> ModelRuntime:
-    """The runtime a request holds for its whole duration: a reload meanwhile does not change it."""
-    runtime = repository.get(name, version)
+def resolve_model(repository: Repository, name: str, version: str | None = None) -> ModelRuntime:
+    """The runtime a request holds for its whole duration: a reload meanwhile does not change it.
+    `version` as every API spells it (a path segment, gRPC's model_version): the version folders' own
+    grammar, canonical ASCII digits; any other spelling ('01', '+1', '²', '٣') names no loaded version."""
+    number = int(version) if version is not None and VERSION_FOLDER.fullmatch(version) else None
+    runtime = repository.get(name, number) if version is None or number is not None else None
     if runtime is None:
         if version is not None and repository.get(name) is not None:
-            raise ModelNotFound(f"model {name!r} has no loaded version {version}; loaded versions: "
-                                f"{repository.versions(name)}", "version")
+            raise ModelNotFound(f"model {name!r} has no loaded version {number or repr(version[:32])}; "
+                                f"loaded versions: {repository.versions(name)}", "version")
         raise ModelNotFound(f"no model named {name!r}; loaded models: {sorted(repository.models)}", "name")
     note_model(name, runtime.manifest.version)
     return runtime
@@ -251,7 +254,7 @@ BY_VERB = {op.verb: op for op in OPERATIONS if op.api == "grpc"}
 
 def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.escape(template).replace(r"\{name\}", "(?P<name>[^/]+)")
-                      .replace(r"\{version\}", "(?P<version>[0-9]{1,9})"))
+                      .replace(r"\{version\}", "(?P<version>[^/]+)"))  # any spelling: resolve_model's 404
 
 
 _ROUTES: dict[str, list[tuple[re.Pattern[str], Operation]]] = {}  # by the path's last segment
@@ -260,13 +263,13 @@ for _op in OPERATIONS:
         _ROUTES.setdefault(_template.rsplit("/", 1)[-1], []).append((_pattern(_template), _op))
 
 
-def find(path: str) -> tuple[Operation, str, int | None] | None:
+def find(path: str) -> tuple[Operation, str, str | None] | None:
     """The operation a path names, with the model name and version it gives (None: not an operation)."""
     for pattern, op in _ROUTES.get(path[path.rfind("/") + 1:], ()):
         match = pattern.fullmatch(path)
         if match is not None:
             groups = match.groupdict()
-            return op, groups.get("name") or "", int(groups["version"]) if groups.get("version") else None
+            return op, groups.get("name") or "", groups.get("version")
     return None
 
 

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
 from google.protobuf import json_format
 from starlette.datastructures import State
 
@@ -32,10 +33,12 @@ EXTENSIONS = ["model_configuration", "statistics", "sequence"]  # the protocol's
 
 class InferenceServicer(GRPCInferenceServiceServicer):
     """The RPCs gru-serve answers; the others (repository, shared memory, trace, log settings) answer
-    UNIMPLEMENTED through the generated base class."""
+    UNIMPLEMENTED quietly (`unserved`, below: the generated base class's raise logs a traceback per call,
+    which anyone without a token could flood the log with)."""
 
     def __init__(self, state: State, authenticator: Authenticator):
         self.state, self.auth = state, authenticator
+        self.streams = calls.StreamCount(state.settings.grpc_max_streams_per_client)
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -103,34 +106,33 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One answer per request, in order. A refused request is answered with its error_message and the
-        stream goes on (as Triton's); a missing or wrong token refuses the stream itself. The chunks of a
+        stream goes on (as Triton's); a missing or wrong token, or a client over its stream limit, refuses
+        the stream itself, and a stream idle for GRU_GRPC_STREAM_IDLE_S is closed. The chunks of a
         sequence (sequence_id, sequence_start, sequence_end parameters) use the REST stream's sessions."""
+        client = calls.client_address(context.peer())
         async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH, quiet=True):
-            pass  # the token, checked once for the stream
-        async for request in requests:
-            try:
-                async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
-                                       abort=False, request_id=request.id):
-                    response = pb.ModelStreamInferResponse(
-                        infer_response=await self._infer("ModelStreamInfer", request))
-            except calls.Failure as refused:
-                response = pb.ModelStreamInferResponse(error_message=refused.message)
-            yield response
+            self.streams.open(client)  # after the token: a stranger cannot use up a client's streams
+        try:
+            async for request in calls.until_idle(requests, self.state.settings.grpc_stream_idle_s, context):
+                try:
+                    async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
+                                           abort=False, request_id=request.id):
+                        response = pb.ModelStreamInferResponse(
+                            infer_response=await self._infer("ModelStreamInfer", request))
+                except calls.Failure as refused:
+                    response = pb.ModelStreamInferResponse(error_message=refused.message)
+                yield response
+        finally:
+            self.streams.close(client)
 
     async def _infer(self, method: str, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """As POST /v2/models/{name}/infer: the operation of the table (service/inference.py)."""
-        version = self._version(message.model_name, message.model_version)
+        version = message.model_version or None  # "": the serving version
         return await perform(Request(BY_VERB[method], self.state.services, message.model_name, version,
                                      message).bind())
 
     def _model(self, name: str, version: str) -> ModelRuntime:
-        return resolve_model(self.state.repository, name, self._version(name, version))
-
-    def _version(self, name: str, version: str) -> int | None:
-        if version and not version.isdigit():
-            raise ModelNotFound(f"model version {version!r} is not a version number; loaded versions of "
-                                f"{name!r}: {self.state.repository.versions(name)}", "version")
-        return int(version) if version else None
+        return resolve_model(self.state.repository, name, version or None)  # "": the serving version
 
     async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], M | Awaitable[M]],
                      quiet: bool = False) -> M:
@@ -138,3 +140,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             result = answer()
             return await result if inspect.isawaitable(result) else result
         raise AssertionError("unreachable: calls.scope aborts the call on every error")
+
+
+def unserved(method: str) -> Callable[..., Awaitable[None]]:
+    async def answer(self: InferenceServicer, request: Any, context: Any) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve; "
+                            "the model repository is served over REST (/v2/repository/...)")
+    return answer
+
+
+for _method in vars(GRPCInferenceServiceServicer):
+    if not _method.startswith("_") and _method not in vars(InferenceServicer):
+        setattr(InferenceServicer, _method, unserved(_method))

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import State
 
-from service.api.deps import RepositoryDep
+from service.api.deps import RepositoryDep, VersionPath
 from service.api.responses import NumpyJSONResponse
 from service.inference import resolve_model
 from service.runtime import ModelRuntime
@@ -47,9 +47,9 @@ async def model_statistics(name: str, repository: RepositoryDep) -> dict[str, An
 
 
 @router.get("/models/{name}/versions/{version}/stats")
-async def model_version_statistics(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
-    resolve_model(repository, name, version)
-    return statistics([(name, version)])
+async def model_version_statistics(name: str, version: VersionPath,
+                                   repository: RepositoryDep) -> dict[str, Any]:
+    return statistics([(name, resolve_model(repository, name, version).manifest.version)])
 
 
 @router.get("/models/{name}/config")
@@ -59,7 +59,7 @@ async def model_configuration(name: str, repository: RepositoryDep, request: Req
 
 
 @router.get("/models/{name}/versions/{version}/config")
-async def model_version_configuration(name: str, version: int, repository: RepositoryDep,
+async def model_version_configuration(name: str, version: VersionPath, repository: RepositoryDep,
                                       request: Request) -> dict[str, Any]:
     return config(resolve_model(repository, name, version), request.app.state)
 
@@ -70,8 +70,10 @@ async def model_metadata(name: str, repository: RepositoryDep) -> dict[str, Any]
 
 
 @router.get("/models/{name}/versions/{version}")
-async def model_version_metadata(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
-    return metadata(resolve_model(repository, name, version).manifest, [version])
+async def model_version_metadata(name: str, version: VersionPath,
+                                 repository: RepositoryDep) -> dict[str, Any]:
+    runtime = resolve_model(repository, name, version)
+    return metadata(runtime.manifest, [runtime.manifest.version])
 
 
 @router.get("/models/{name}/ready")
@@ -81,7 +83,7 @@ async def model_ready(name: str, repository: RepositoryDep) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/versions/{version}/ready")
-async def model_version_ready(name: str, version: int, repository: RepositoryDep) -> dict[str, Any]:
+async def model_version_ready(name: str, version: VersionPath, repository: RepositoryDep) -> dict[str, Any]:
     resolve_model(repository, name, version)
     return {"name": name, "version": str(version), "ready": True}
 
