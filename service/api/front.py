@@ -102,16 +102,20 @@ class InferenceFront:
         self.app, self.services = app, services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = find(scope["path"]) if scope["type"] == "http" else None
-        if found is None:
-            return await self.app(scope, receive, send)
-        op = found[0]
+        request: Request | None = scope.get("gru.request")  # the shedder's: found and bound already
+        if request is not None:
+            op, name, version = request.operation, request.name, request.version
+        else:
+            found = find(scope["path"]) if scope["type"] == "http" else None
+            if found is None:
+                return await self.app(scope, receive, send)
+            op, name, version = found
         if scope["method"] != "POST":
             response = error_response(op.api, "method_not_allowed", "use POST", None, {"Allow": "POST"})
             return await response(scope, receive, send)
         try:
-            request: Request = scope.get("gru.request") or Request(op, self.services, found[1],
-                                                                   found[2]).bind()  # the shedder's, if any
+            if request is None:
+                request = Request(op, self.services, name, version).bind()
             logs.note_model(request.runtime.manifest.name, request.runtime.manifest.version)
             body = await read_body(receive)  # RequestLimits raises BodyTooLarge from receive
             if body is None:
