@@ -31,8 +31,10 @@ COPY --from=serve-build /opt/venv /opt/venv
 # MODELS_DIR (a folder of the build context, e.g. models): baked into /models, read-only for the server.
 # Empty: models are mounted at /models at run time.
 ARG MODELS_DIR=""
+# The gru user has a home: onnxruntime keeps state there, and without one its first log line was an
+# ANSI-coloured warning, not a JSON object (every log line is one; scripts/container_test.py checks).
 RUN --mount=type=bind,target=/context \
-    useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gru \
+    useradd --system --uid 10001 --create-home --home-dir /home/gru --shell /usr/sbin/nologin gru \
  && mkdir -p /models \
  && if [ -n "$MODELS_DIR" ]; then cp -R "/context/$MODELS_DIR/." /models/ && chmod -R a+rX /models; fi
 ENV PATH=/opt/venv/bin:$PATH \
@@ -97,7 +99,7 @@ RUN apt-get update \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
  && find /opt/venv/lib -depth -type d \( -name tests -o -path '*/onnx/backend/test' \) -exec rm -rf {} + \
  && rm -rf /src \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gru \
+ && useradd --system --uid 10001 --create-home --home-dir /home/gru --shell /usr/sbin/nologin gru \
  && mkdir -p /models && chown gru /models
 WORKDIR /
 ENV PATH=/opt/venv/bin:$PATH \

@@ -3,10 +3,11 @@ into place only after every check passed. A crash or full disk never leaves a ha
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import onnx
 
 from export.onnx import OPSET, gru_spec, io_specs, state_spec, to_onnx
 from export.report import write_bundle_report
@@ -15,6 +16,7 @@ from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
     NAME_PATTERN,
+    BundleError,
     GRUSpec,
     InputSpec,
     Manifest,
@@ -24,8 +26,10 @@ from service.bundle import (
     ParitySpec,
     StreamingSpec,
     TrainingInfo,
+    sha256_of,
 )
-from training.checkpoint import Checkpoint, file_sha256
+from service.graph_check import check_self_contained
+from training.checkpoint import Checkpoint
 from training.model import GRUModel
 from training.publish import publish_folder
 
@@ -66,7 +70,7 @@ def export_checkpoint(
             raise report.error()
     version = version or next_version(repository / name)
     manifest = _manifest(trained, model, gru, graph, reports, name, version, max_length,
-                         checkpoint_sha256=file_sha256(checkpoint))
+                         checkpoint_sha256=sha256_of(Path(checkpoint)))
     extras = write_bundle_report(checkpoint.parent, manifest, reports[1].max_abs_diff)
     bundle_dir = write_bundle(repository, manifest, graph, overwrite, extras)
     return ExportResult(bundle_dir, manifest, *reports)
@@ -98,7 +102,7 @@ def _manifest(
         gru=gru,
         state=state_spec(model),
         streaming=StreamingSpec(supported=refusal is None, reason=refusal),
-        onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
+        onnx=OnnxSpec(sha256=sha256_of(graph), opset=OPSET, inputs=inputs, outputs=outputs),
         normalization=NormalizationSpec(**trained.preprocessing),
         training=TrainingInfo(
             dataset=trained.data_source, seed=trained.config.optim.seed, best_epoch=trained.epoch,
@@ -145,6 +149,11 @@ def write_bundle(
     """`extras`: more files for the bundle folder (report.md, plots); the service reads only the
     manifest and the graph it names."""
     final = repository / manifest.name / str(manifest.version)
+    try:  # the service's own check: what it would refuse is never written
+        check_self_contained(onnx.load_from_string(graph), f"{manifest.name}/{manifest.version}/"
+                             f"{manifest.onnx.file}")
+    except BundleError as exc:
+        raise ValueError(str(exc)) from None
     if final.exists() and not overwrite:
         raise FileExistsError(f"bundle {final} already exists; pick another --version or pass --overwrite")
     files = {manifest.onnx.file: graph, MANIFEST_FILE: manifest.to_json().encode(), **(extras or {})}

@@ -4,10 +4,12 @@ no `lengths`); chunk after chunk with the carried state answers as the whole (el
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from export.foreign import ForeignGraph, Unsupported
 from export.verify import TOLERANCE
@@ -99,6 +101,22 @@ def streaming_refusal(foreign: ForeignGraph, probe: Probe, graph: bytes) -> str 
         return (f"answers from chunks with the carried state differ from the whole sequence's by "
                 f"{chunked:.2e}: the graph's answer depends on more than the GRU states it carries")
     return None
+
+
+# onnxruntime's own exception types (none derives from another Python error), and MemoryError: what a
+# graph it cannot load or run (an op it lacks, a shape it cannot take, memory it cannot get) raises.
+ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    t for t in vars(ort_errors).values() if isinstance(t, type) and issubclass(t, Exception)) + (MemoryError,)
+
+
+@contextmanager
+def onnxruntime_refusals() -> Iterator[None]:
+    """A graph onnxruntime fails on is refused as any other graph is: one line saying why."""
+    try:
+        yield
+    except ORT_ERRORS as exc:
+        reason = " ".join(str(exc).split())[:500] or type(exc).__name__
+        raise Unsupported(f"onnxruntime cannot run the graph: {reason}") from None
 
 
 def _session(graph: bytes) -> ort.InferenceSession:

@@ -7,7 +7,6 @@ write the bundle with its manifest and a report.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from onnx import TensorProto
 
 from export.bundle import next_version, write_bundle
 from export.foreign import ForeignGraph, Layout, dims, initial_state_source, read
-from export.foreign_checks import Probe, streaming_refusal
+from export.foreign_checks import Probe, onnxruntime_refusals, streaming_refusal
 from export.foreign_wrap import Wiring, wrap
 from export.verify import TOLERANCE
 from service.bundle import (
@@ -35,6 +34,7 @@ from service.bundle import (
     StreamingSpec,
     TensorSpec,
     TrainingInfo,
+    sha256_of,
 )
 
 OutputActivation = Literal["auto", "softmax", "sigmoid", "none"]
@@ -87,18 +87,19 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
     wiring = Wiring(state=not blocked, lengths=foreign.fixed_length is None)
     graph = wrap(foreign, wiring, mean, std, activation)
     probe = Probe(foreign, mean, std, activation, length)
-    diff, cases = probe.against_original(original.SerializeToString(), graph)
-    if wiring.lengths and (ragged := probe.padded_vs_alone(graph)) > TOLERANCE:
-        notes.append(f"padded batches: no lengths input (a padded batch's answers differ from each "
-                     f"sequence's own by {ragged:.2e}: the graph reads more than each GRU's last valid "
-                     "state); the service runs one length at a time")
-        wiring.lengths = False
-        graph = wrap(foreign, wiring, mean, std, activation)
-    refusal = blocked[0] if blocked else streaming_refusal(foreign, probe, graph)
+    with onnxruntime_refusals():
+        diff, cases = probe.against_original(original.SerializeToString(), graph)
+        if wiring.lengths and (ragged := probe.padded_vs_alone(graph)) > TOLERANCE:
+            notes.append(f"padded batches: no lengths input (a padded batch's answers differ from each "
+                         f"sequence's own by {ragged:.2e}: the graph reads more than each GRU's last valid "
+                         "state); the service runs one length at a time")
+            wiring.lengths = False
+            graph = wrap(foreign, wiring, mean, std, activation)
+        refusal = blocked[0] if blocked else streaming_refusal(foreign, probe, graph)
     if refusal:
         notes.append(f"streaming: refused ({refusal})")
     manifest = _manifest(foreign, request, graph, output, mean, std, length, wiring, refusal, diff, cases,
-                         hashlib.sha256(source.read_bytes()).hexdigest(), source.name, repository)
+                         sha256_of(source), source.name, repository)
     report = _report(source, foreign, manifest, diff, notes)
     bundle_dir = write_bundle(repository, manifest, graph, request.overwrite, {"report.md": report.encode()})
     return ImportResult(bundle_dir, manifest, notes)
@@ -152,7 +153,7 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
               diff: float, cases: list[tuple[int, int]], source_sha256: str, source_name: str,
               repository: Path) -> Manifest:
     proto = onnx.load_from_string(graph)
-    state = StateSpec(size=sum(g.state_size for g in foreign.grus) if wiring.state else 0,
+    state = StateSpec(size=sum(g.h_size for g in foreign.grus) if wiring.state else 0,
                       parts=[StatePart(name=f"{g.node.name or f'gru{i}'}.h", shape=[g.directions, g.hidden])
                              for i, g in enumerate(foreign.grus)] if wiring.state else [])
     features = request.features or [f"feature_{i}" for i in range(foreign.features)]
@@ -166,7 +167,7 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
                          max_length=fixed or request.max_length or max(256, 4 * length)),
         output=output, gru=foreign.gru, state=state,
         streaming=StreamingSpec(supported=refusal is None, reason=refusal),
-        onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=foreign.opset,
+        onnx=OnnxSpec(sha256=sha256_of(graph), opset=foreign.opset,
                       inputs=[_spec(v) for v in proto.graph.input],
                       outputs=[_spec(v) for v in proto.graph.output]),
         normalization=NormalizationSpec(window_scaling=False, feature_mean=mean.tolist(),

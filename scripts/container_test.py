@@ -205,6 +205,18 @@ def image_checks(container: str) -> None:
     print("  HEALTHCHECK (GET /health/ready inside the container): healthy")
 
 
+def log_checks(container: str) -> None:
+    """Every line the server logged (stdout and stderr) is one JSON object, the first one included."""
+    logged = subprocess.run([*PODMAN, "logs", container], capture_output=True, text=True)
+    lines = logged.stdout.splitlines() + logged.stderr.splitlines()
+    for line in lines:
+        try:
+            assert isinstance(json.loads(line), dict)
+        except (ValueError, AssertionError):
+            raise AssertionError(f"a log line is not a JSON object: {line[:200]!r}") from None
+    print(f"  {len(lines)} log lines, each one JSON object: ok")
+
+
 def bad_request(url: str, name: str) -> None:
     status, answer = http(f"{url}/models/{name}/predict", {"sequences": [["not", "numbers"]]})
     if status != 422 or answer["error"]["code"] != "invalid_input":
@@ -266,6 +278,7 @@ def run(args: argparse.Namespace, cleanup: list[list[str]], workdir: Path) -> in
     print(f"  server process (PID 1: {cmdline}) uid {uids[0]} (real/effective/saved/fs {uids}): non-root")
     image_checks(container)
     bad_request(url, sorted(p.name for p in repo.iterdir() if p.is_dir())[0])
+    log_checks(container)
     print("  predictions, container vs in-process onnxruntime on the host:")
     worst = compare_predictions(url, repo)
     compare_grpc(url, grpc_port, repo)

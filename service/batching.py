@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics
-from service.runtime import InferenceError, ModelRuntime, pad_batch
+from service.runtime import InferenceError, ModelRuntime
 from service.settings import BatchConfig
 
 log = logging.getLogger("gru_serve.batching")
@@ -63,7 +63,7 @@ class Work:
 
     sequences: list[np.ndarray]  # (T_i, F) float32
     states: np.ndarray | None  # (N, S) carried states; None: every sequence starts from zeros
-    future: asyncio.Future[Result]
+    future: asyncio.Future[Result] | None  # None: computed on the caller's thread (compute_now)
     queued_at: float = field(default_factory=time.perf_counter)
     outputs: list[np.ndarray | None] = field(default_factory=list)  # per sequence, filled by the runs
     next_states: list[np.ndarray | None] = field(default_factory=list)
@@ -86,8 +86,7 @@ class Scheduler:
     def __init__(self, runtime: ModelRuntime, config: BatchConfig):
         self.runtime, self.config = runtime, config
         manifest = runtime.manifest
-        self._tagging = manifest.task == "tagging"
-        self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
+        self._runs = Runs(runtime, config.max_batch_size)
         self._queue: deque[Work] = deque()
         self._queued = 0  # sequences in the queue; guarded by _ready's lock
         self._in_flight = 0  # sequences queued or running; touched on the event loop only
@@ -100,7 +99,6 @@ class Scheduler:
         labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
         self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
-        self._padding_ratio = metrics.PADDING_RATIO.labels(*labels)
         self._per_request = metrics.SEQUENCES_PER_REQUEST.labels(manifest.name)
 
     def start(self) -> None:
@@ -137,7 +135,8 @@ class Scheduler:
         first: one alone runs on the loop (`_run_gathered`), several go to the thread as one batch."""
         count = len(sequences)
         self.check_room(count)
-        work = Work(sequences, states, self._loop.create_future())
+        future: asyncio.Future[Result] = self._loop.create_future()
+        work = Work(sequences, states, future)
         if self._gathered is not None:
             self._gathered.append(work)
             self._in_flight += count
@@ -148,7 +147,7 @@ class Scheduler:
             self._loop.call_soon(self._run_gathered)
         else:
             self._queue_up([work])
-        return await work.future
+        return await future
 
     def _queue_up(self, works: list[Work]) -> None:
         with self._ready:
@@ -169,7 +168,7 @@ class Scheduler:
         batch, self._gathered = self._gathered or [], None
         if len(batch) == 1 and not self._closing:
             self._observe(batch)
-            self._run(batch)  # not learnt from: the queue's wait is at the thread's (batched) rate
+            self._runs.compute(batch)  # not learnt from: the queue's wait is at the thread's (batched) rate
             self._deliver(batch)
             return
         for work in batch:
@@ -178,7 +177,7 @@ class Scheduler:
             self._queue_up(batch)
         except SchedulerStopped as exc:
             for work in batch:
-                if not work.future.done():
+                if work.future is not None and not work.future.done():
                     work.future.set_exception(exc)
 
     # --- the inference thread ---------------------------------------------------------------------
@@ -200,7 +199,7 @@ class Scheduler:
                 batch = self._take()
             self._observe(batch)
             started = time.perf_counter()
-            self._run(batch)
+            self._runs.compute(batch)
             self._learn_rate(batch, time.perf_counter() - started)
             self._deliver_soon(batch)
             busy = True
@@ -234,15 +233,44 @@ class Scheduler:
         last = self._seconds_per_sequence
         self._seconds_per_sequence = per_sequence if not last else last + 0.25 * (per_sequence - last)
 
-    def _run(self, batch: list[Work]) -> None:
-        live = [w for w in batch if not w.future.done()]  # a caller that went away needs no run
+    def _deliver_soon(self, batch: list[Work]) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (exiting): nobody is waiting
+            self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[Work]) -> None:
+        """On the event loop: one wake-up per batch answers every caller in it."""
+        for work in batch:
+            self._in_flight -= len(work.sequences)
+            future = work.future
+            if future is None or future.done():  # the caller went away
+                continue
+            if work.result is not None:
+                future.set_result(work.result)
+            else:
+                future.set_exception(work.error or InferenceError("inference failed"))
+
+
+class Runs:
+    """How a batch is computed, on the scheduler's thread (or the caller's: `compute_now`): its
+    sequences, longest first, cut into padded runs of similar lengths (`plan_runs`); each sequence's
+    output and next state back into its request. A failed run is retried one sequence at a time."""
+
+    def __init__(self, runtime: ModelRuntime, max_batch_size: int):
+        self.runtime, self.max_batch_size = runtime, max_batch_size
+        manifest = runtime.manifest
+        self._tagging = manifest.task == "tagging"
+        self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
+        self._padding_ratio = metrics.PADDING_RATIO.labels(manifest.name, str(manifest.version))
+
+    def compute(self, batch: list[Work]) -> None:
+        live = [w for w in batch if w.future is None or not w.future.done()]  # gone callers need no run
         try:
             for work in live:
                 work.outputs, work.next_states = [None] * len(work.sequences), [None] * len(work.sequences)
             items = [(w, i) for w in live for i in range(len(w.sequences))]
             items.sort(key=lambda item: len(item[0].sequences[item[1]]), reverse=True)
             lengths = [len(w.sequences[i]) for w, i in items]
-            for run in plan_runs(lengths, self.config.max_batch_size, self._padding):
+            for run in plan_runs(lengths, self.max_batch_size, self._padding):
                 self._run_items(items[run])
             for work in live:
                 work.answer(self._tagging)
@@ -274,27 +302,35 @@ class Scheduler:
         """(B, S) carried states for a run, zeros for new sequences; None when all are new."""
         if all(w.states is None for w, _ in items):
             return None
-        size = self.runtime.state_size
-        state = np.zeros((len(items), size), np.float32)
+        state = np.zeros((len(items), self.runtime.manifest.state.size), np.float32)
         for row, (work, i) in enumerate(items):
             if work.states is not None:
                 state[row] = work.states[i]
         return state
 
-    def _deliver_soon(self, batch: list[Work]) -> None:
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (exiting): nobody is waiting
-            self._loop.call_soon_threadsafe(self._deliver, batch)
 
-    def _deliver(self, batch: list[Work]) -> None:
-        """On the event loop: one wake-up per batch answers every caller in it."""
-        for work in batch:
-            self._in_flight -= len(work.sequences)
-            if work.future.done():  # the caller went away
-                continue
-            if work.result is not None:
-                work.future.set_result(work.result)
-            else:
-                work.future.set_exception(work.error or InferenceError("inference failed"))
+def compute_now(runtime: ModelRuntime, sequences: list[np.ndarray], states: np.ndarray | None = None,
+                max_batch_size: int = 64) -> Result:
+    """One request's sequences (T_i, F), with their carried states (N, S) or None, computed on the
+    calling thread exactly as the scheduler computes a batch (tests, benches, tools): what is served is
+    what is tested."""
+    work = Work(sequences, states, None)
+    Runs(runtime, max_batch_size).compute([work])
+    if work.result is None:
+        raise work.error or InferenceError("inference failed")
+    return work.result
+
+
+def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(T_i, F) arrays -> zero-padded (B, max T, F) float32 and (B,) int32 lengths."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
+    steps = int(lengths.max())
+    if (lengths == steps).all():
+        return np.stack(sequences), lengths
+    x = np.zeros((len(sequences), steps, sequences[0].shape[1]), dtype=np.float32)
+    for i, seq in enumerate(sequences):
+        x[i, : len(seq)] = seq
+    return x, lengths
 
 
 def plan_runs(lengths: list[int], max_batch: int, factor: float) -> list[slice]:

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,15 +51,17 @@ def run(args: argparse.Namespace) -> int:
     if not settings.model_repository.is_dir():  # before uvicorn, which would print a traceback
         raise FileNotFoundError(f"model repository {settings.model_repository} is not a folder "
                                 "(--models or GRU_MODEL_REPOSITORY)")
+    # uvicorn binds after start-up (one worker) and logs "startup complete" first; gRPC workers share the
+    # port (SO_REUSEPORT) with whoever else holds it: so both are checked here, before anything starts.
+    check_port_free(settings.host, settings.port, "GRU_PORT or --port")
+    if settings.grpc_port:
+        check_port_free(settings.host, settings.grpc_port, "GRU_GRPC_PORT or --grpc-port (0: gRPC off)")
     log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     # The connection cap must fit the open-files limit, or accept() fails with nothing answered.
     os.environ["GRU_MAX_CONNECTIONS"] = str(fit_file_limit(settings.max_connections))
     metrics_dir = None
     workers = settings.workers or len(os.sched_getaffinity(0))  # 0: one worker per core
-    if settings.grpc_port and workers > 1:  # each worker will bind it with SO_REUSEPORT: check it once
-        from service.grpc.server import check_port_free
-        check_port_free(settings.host, settings.grpc_port)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics merges them (service/metrics.py).
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gru-metrics-")
@@ -72,6 +75,19 @@ def run(args: argparse.Namespace) -> int:
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """OSError (one `gru serve: error:` line) when `port` cannot be bound, e.g. another server holds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(f"cannot listen on {where}: {exc.strerror}; choose another port with "
+                          f"{setting}") from None
 
 
 def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Cross-checks a manifest against its ONNX graph: I/O names and shapes, GRU attributes."""
+"""Cross-checks a manifest against its ONNX graph: I/O names and shapes, GRU attributes; and that the
+graph is self-contained (no tensor kept as external data)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import onnx
+from google.protobuf.message import Message
 from onnx import helper
 
 from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, Manifest, TensorSpec
@@ -13,12 +17,36 @@ def check_graph(manifest: Manifest, graph: bytes, where: str) -> None:
         model = onnx.load_from_string(graph)
     except Exception as exc:  # protobuf raises its own DecodeError types
         raise BundleError(f"{where}: {manifest.onnx.file} is not a readable ONNX model ({exc})") from exc
+    check_self_contained(model, f"{where}: {manifest.onnx.file}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset != manifest.onnx.opset:
         raise BundleError(f"{where}: onnx.opset is {manifest.onnx.opset} but the graph uses {opset}")
     check_tensors("onnx.inputs", manifest.onnx.inputs, model.graph.input, where)
     check_tensors("onnx.outputs", manifest.onnx.outputs, model.graph.output, where)
     check_gru_nodes(manifest.gru, model, where, lengths_input=manifest.takes_lengths)
+
+
+def check_self_contained(model: onnx.ModelProto, where: str) -> None:
+    """A bundle is self-contained (DESIGN.md): a tensor kept as external data is read from a path that
+    onnxruntime resolves against the server's working directory (a graph loaded from bytes has no folder),
+    so its answers would depend on whatever file sits there. Refused, wherever the location points;
+    `gru export` and `gru import` embed every tensor in the graph."""
+    external = list(external_tensors(model))
+    if external:
+        raise BundleError(f"{where}: {len(external)} tensor(s) keep their data outside the graph as external "
+                          f"data (first: {external[0][:80]!r}); a bundle must be self-contained: embed the "
+                          "data in the graph (onnx.load, then onnx.save without save_as_external_data)")
+
+
+def external_tensors(message: Message) -> Iterator[str]:
+    """The names of the tensors kept as external data, wherever they sit in the model: initializers,
+    sparse tensors, attributes, subgraphs, functions (every TensorProto the protobuf holds)."""
+    if isinstance(message, onnx.TensorProto) and message.data_location == onnx.TensorProto.EXTERNAL:
+        yield message.name
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            for item in value if descriptor.label == descriptor.LABEL_REPEATED else [value]:
+                yield from external_tensors(item)
 
 
 def check_tensors(field: str, specs: list[TensorSpec], values: list, where: str) -> None:
@@ -47,7 +75,7 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
     attributes = [{a.name: helper.get_attribute_value(a) for a in node.attribute} for node in nodes]
     forward = all(a.get("direction", b"forward") == b"forward" for a in attributes)
     per_direction = gru.bidirectional and forward
-    expected_nodes = gru.state_size if per_direction else gru.num_layers
+    expected_nodes = gru.directed_layers if per_direction else gru.num_layers
     if len(nodes) != expected_nodes:
         raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}"
                           f"{' (x 2 directions)' if per_direction else ''}, graph has {len(nodes)} GRU nodes")

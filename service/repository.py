@@ -150,10 +150,10 @@ def _outside(path: Path, real_root: Path) -> str:
     try:
         target = path.resolve(strict=True)
     except OSError as exc:
-        return f"cannot resolve: {exc}"
+        return f"cannot resolve: {exc.strerror}"
     if target.is_relative_to(real_root):
         return ""
-    return (f"resolves outside the model repository (to {target}); bundles load only from inside "
+    return ("resolves outside the model repository (a symbolic link?); bundles load only from inside "
             "GRU_MODEL_REPOSITORY: copy or mount them there")
 
 
@@ -305,15 +305,23 @@ class Repository:
     def _log_once(self, path: Path, message: str) -> None:
         if (path, message) not in self._logged:
             self._logged.add((path, message))
-            log.error("%s: %s", path, message)
+            log.error("%s: %s", self._relative(str(path)), message)
+
+    def _relative(self, text: str) -> str:
+        """A message with the repository's own path left out: files named <name>/<version>/<file>, as the
+        index serves them to clients (the server's paths are not theirs to know)."""
+        root = self.settings.model_repository
+        for prefix in sorted({str(root.resolve()), str(root.absolute()), str(root)}, key=len, reverse=True):
+            text = text.replace(prefix.rstrip("/") + "/", "")
+        return text
 
     def _sync(self, name: str, found: dict[int, Path], retry_failed: bool = False) -> LoadReport:
         report = LoadReport(name)
         try:
             policy = self._policy_for(name)
         except BundleError as exc:
-            report.failed[0] = str(exc)
-            log.error("%s: %s; serving versions unchanged", name, exc)
+            report.failed[0] = self._relative(str(exc))
+            log.error("%s: %s; serving versions unchanged", name, report.failed[0])
             return report
         current = self._versions.get(name, {})
         table: dict[int, ModelRuntime] = {}
@@ -374,6 +382,7 @@ class Repository:
                 hook(runtime)
         except Exception as exc:  # a bad bundle, or a hook that failed: keep what serves
             reason = str(exc) if isinstance(exc, BundleError) else f"{type(exc).__name__}: {exc}"
+            reason = self._relative(reason)
             report.failed[version] = reason
             self.failures[(name, version)] = reason
             metrics.MODEL_LOAD_FAILURES.labels(name).inc()

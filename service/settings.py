@@ -51,6 +51,16 @@ class Settings(BaseSettings):
                                      "0: no limit")
     model_batching: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='per-model overrides, JSON: {"mid": {"max_batch_size": 32}}')
+    # gRPC streams (service/grpc/): HTTP/2 multiplexes calls, so GRU_MAX_CONNECTIONS bounds the calls in
+    # flight over gRPC, and these keep one client's ModelStreamInfer streams from holding all of them.
+    grpc_stream_idle_s: float = Field(60.0, gt=0, description="a ModelStreamInfer stream without a request "
+                                      "for this long is closed (DEADLINE_EXCEEDED, code body_timeout)")
+    grpc_max_streams_per_connection: int = Field(100, ge=1, description="concurrent calls on one gRPC "
+                                                 "connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); "
+                                                 "more wait in the client")
+    grpc_max_streams_per_client: int = Field(256, ge=1, description="open ModelStreamInfer streams from "
+                                             "one client address, over all its connections; more are "
+                                             "refused (RESOURCE_EXHAUSTED, code too_many_connections)")
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on "

@@ -1,6 +1,7 @@
 """Request limits enforced in ASGI, so that they hold whatever HTTP server runs the app:
 
 - the request line and headers: at most GRU_MAX_HEADER_BYTES bytes and GRU_MAX_HEADER_COUNT fields (431);
+  each header the server reads given at most once, and HTTP/1.1's Host exactly once (400 naming it);
 - Content-Encoding: gzip and deflate bodies are decoded here, within the body limit (a zip bomb meets the
   limit, not the memory); any other encoding gets 415;
 - the body: over GRU_MAX_BODY_BYTES (declared or as it arrives, before or after decoding) gets 413; a body
@@ -17,20 +18,26 @@ import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import (
+from service.api.errors import error_response
+from service.errors import (
     ApiError,
     BodyTimeout,
     BodyTooLarge,
     HeadersTooLarge,
     MalformedBody,
+    MalformedRequest,
     UnsupportedEncoding,
-    error_response,
 )
+from service.inference import api_of
 from service.settings import Settings
 
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate is zlib-wrapped (RFC 9110)
 STRIPPED = (b"content-encoding", b"content-length")  # the app sees the decoded body
 CLOSE = {"connection": "close"}
+# The headers the server (or a layer before the app) reads, each meant once (RFC 9110 5.3): given twice,
+# which one counts would depend on the layer that reads it (two X-Shape lines gave one answer or two).
+SINGLE = frozenset({b"host", b"content-type", b"content-length", b"content-encoding", b"authorization",
+                    b"x-request-id", b"x-shape", b"x-lengths", b"inference-header-content-length"})
 
 
 def header_block_size(scope: Scope) -> int:
@@ -54,7 +61,7 @@ class RequestLimits:
         try:
             decoder = self._check_head(scope)
         except ApiError as exc:  # the body (if any) is never read: close rather than parse it as a request
-            response = error_response(scope["path"], exc.code, exc.message, exc.field, CLOSE)
+            response = error_response(api_of(scope["path"]), exc.code, exc.message, exc.field, CLOSE)
             return await response(scope, receive, send)
         if decoder is not None:
             scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k not in STRIPPED])
@@ -71,11 +78,19 @@ class RequestLimits:
             raise HeadersTooLarge(f"the request line and headers take {size} bytes; the limit is "
                                   f"{self.max_header_bytes} (GRU_MAX_HEADER_BYTES)", "headers")
         declared = encoding = None
+        seen: set[bytes] = set()
         for name, value in headers:
+            if name in SINGLE:
+                if name in seen:
+                    raise MalformedRequest(f"the {name.decode()} header is given more than once; send it "
+                                           "once", name.decode())
+                seen.add(name)
             if name == b"content-length":
                 declared = value
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
+        if b"host" not in seen and scope.get("http_version") == "1.1":  # RFC 9112 3.2
+            raise MalformedRequest("an HTTP/1.1 request needs a Host header", "host")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             raise BodyTooLarge(self._too_large(), "body")
         if encoding in (None, "", "identity"):

@@ -40,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service import metrics
-from service.api.errors import RETRY_AFTER_S, raw_error_response
+from service.api.errors import raw_error_response
+from service.errors import RETRY_AFTER_S
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.transport")

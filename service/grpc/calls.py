@@ -4,32 +4,32 @@ the `authorization` metadata checked by the same Authenticator under the REST pa
 access log line, and the request metrics with api="grpc" and, as `status`, the HTTP status REST gives
 for the same outcome (queue_full refusals go to the per-second refusal summary instead, as REST's do).
 
-Errors are REST's: the message and code of the REST v2 answer, sent with the gRPC status the one error
-table (service/api/errors.py) gives the code, and `gru-error-code` and `gru-error-field` in the trailing
-metadata.
+The gRPC edge of the one error table (service/errors.py): a domain error's code, message and field (as
+REST's v2 answer states them), sent with the gRPC status the table gives the code, and `gru-error-code`
+and `gru-error-field` in the trailing metadata.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import orjson
 from starlette.datastructures import State
 
 from service import logs
-from service.api.auth import Authenticator, Denial
-from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
-from service.api.middleware import GRPC_PREFIX
+from service.auth import Authenticator, Denial
+from service.errors import DOMAIN_ERRORS, ERROR_TABLE, describe
+from service.inference import BY_VERB, GRPC_SERVICE
 
 log = logging.getLogger("gru_serve.access")
-SERVICE = GRPC_PREFIX
-INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
+READ = ("authorization", "x-request-id")  # the metadata a call's scope reads
 
 
 @dataclass
@@ -57,14 +57,14 @@ class Failure(Exception):
         return tuple(items)
 
 
-def failure(exc: Exception) -> Failure:
+def failure(exc: Exception, method: str) -> Failure:
     if isinstance(exc, Failure):
         return exc
     if isinstance(exc, DOMAIN_ERRORS):
-        answer = domain_error_response(exc, INFER_PATH)
-        body = orjson.loads(answer.body)
-        return Failure(answer.status_code, body["code"], body["error"], body["field"],
-                       answer.headers.get("retry-after"))
+        operation = BY_VERB.get(method)
+        problem = describe(exc, operation.error_field if operation is not None else None)
+        retry_after = str(problem.retry_after) if problem.retry_after is not None else None
+        return Failure(problem.kind.v2_status, problem.code, problem.message, problem.field, retry_after)
     log.exception("unexpected error")
     return Failure(500, "internal", "internal error; the server log has it under this request id")
 
@@ -81,20 +81,22 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
                 abort: bool = True, request_id: str | None = None) -> AsyncIterator[None]:
     """One call (quiet: a probe, logged at debug and not counted). An error in it becomes a Failure: the
     call is aborted with its gRPC status, or (abort=False: a request on a stream) the Failure is raised."""
-    metadata = dict(context.invocation_metadata() or ())
+    pairs = context.invocation_metadata() or ()
+    metadata = dict(pairs)
     call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
-                               method="gRPC", path=SERVICE + method)
+                               method="gRPC", path=GRPC_SERVICE + method)
     token = logs.current.set(call)
     started, refused = time.perf_counter(), None
     if not quiet:
         state.requests.in_flight += 1
     try:
+        once(pairs)
         denial = auth.check(path, metadata.get("authorization"))
         if denial is not None:
             raise denied(denial)
         yield
     except Exception as exc:
-        refused = failure(exc)
+        refused = failure(exc, method)
     finally:
         if not quiet:
             state.requests.in_flight -= 1
@@ -106,6 +108,15 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         await context.abort(refused.grpc_status, refused.message, refused.metadata(call.request_id))
     elif abort:
         context.set_trailing_metadata((("x-request-id", call.request_id),))
+
+
+def once(pairs: Any) -> None:
+    """The metadata read here, each key given once (as REST's headers: service/api/limits.py SINGLE)."""
+    keys = [key for key, _ in pairs if key in READ]
+    if len(keys) != len(set(keys)):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise Failure(400, "malformed_request", f"the {twice} metadata is given more than once; send it once",
+                      twice)
 
 
 def account(state: State, call: logs.RequestContext, refused: Failure | None, duration: float,
@@ -120,3 +131,45 @@ def account(state: State, call: logs.RequestContext, refused: Failure | None, du
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s %s %s", call.method, call.path, status,
                   extra={"status": status, "duration_ms": round(duration * 1000, 3)})
+
+
+def client_address(peer: str) -> str:
+    """The client's address in a gRPC peer string ('ipv4:10.0.0.7:53122', 'ipv6:[::1]:53122'), port left
+    out: one client, however many connections it opens."""
+    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
+class StreamCount:
+    """The ModelStreamInfer streams open per client address, so that one client cannot hold every call
+    slot (GRU_MAX_CONNECTIONS) with streams: GRU_GRPC_MAX_STREAMS_PER_CLIENT."""
+
+    def __init__(self, limit: int):
+        self.limit, self.open_streams = limit, Counter[str]()
+
+    def open(self, client: str) -> None:
+        if self.open_streams[client] >= self.limit:
+            raise Failure(503, "too_many_connections", f"this client has {self.limit} ModelStreamInfer "
+                          "streams open (GRU_GRPC_MAX_STREAMS_PER_CLIENT); close one, or send more requests "
+                          "on each stream", None, "1")
+        self.open_streams[client] += 1
+
+    def close(self, client: str) -> None:
+        self.open_streams[client] -= 1
+        if self.open_streams[client] <= 0:
+            del self.open_streams[client]
+
+
+async def until_idle(requests: AsyncIterable[Any], idle_s: float, context: Any) -> AsyncIterator[Any]:
+    """A stream's requests, until the client ends it or sends nothing for `idle_s` (GRU_GRPC_STREAM_IDLE_S):
+    then the stream is closed with DEADLINE_EXCEEDED, as Envoy's and nginx's idle timeouts close one."""
+    iterator = aiter(requests)
+    while True:
+        try:
+            request = await asyncio.wait_for(anext(iterator), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            idle = Failure(408, "body_timeout", f"no request on this stream for {idle_s:g} s "
+                           "(GRU_GRPC_STREAM_IDLE_S): closed; open a new stream when there is more to send")
+            await context.abort(idle.grpc_status, idle.message, idle.metadata(logs.request_id_from(None)))
+        yield request

@@ -8,12 +8,11 @@ one HTTP/2 connection, so one client's calls all go to one worker (its streamed 
 from __future__ import annotations
 
 import logging
-import socket
 
 import grpc
 from starlette.datastructures import State
 
-from service.api.auth import Authenticator
+from service.auth import Authenticator
 from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
 from service.settings import Settings
@@ -26,13 +25,15 @@ def address(host: str, port: int) -> str:
 
 
 def options(settings: Settings) -> list[tuple[str, int]]:
-    """The HTTP limits, as gRPC states them; a call over them gets RESOURCE_EXHAUSTED."""
+    """The HTTP limits, as gRPC states them (a call over them gets RESOURCE_EXHAUSTED), and the calls one
+    connection may have open at once (the servicer caps a client's streams and closes idle ones)."""
     return [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_metadata_size", settings.max_header_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
         ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(settings.keep_alive_timeout_s * 1000)),
+        ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
         ("grpc.so_reuseport", int(settings.workers != 1)),  # one worker: a port in use fails start-up
     ]
 
@@ -54,15 +55,3 @@ async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
              "%s; health: %s", where, authenticator.rule(MODELS_PATH), authenticator.rule(READY_PATH))
     return server
 
-
-def check_port_free(host: str, port: int) -> None:
-    """With SO_REUSEPORT every worker binds the port, and so could an unrelated server of the same user:
-    `gru serve` checks once, before the workers start, that nothing listens there yet."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: TIME_WAIT is no conflict
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SystemExit(f"GRU_GRPC_PORT: cannot listen on {address(host, port)}: "
-                             f"{exc.strerror}") from None

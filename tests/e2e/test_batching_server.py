@@ -113,8 +113,9 @@ def test_a_full_queue_refuses_every_api_at_once_before_the_body(repository: Path
             content = json.dumps(body).encode()
             refused = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        f"X-Request-Id: shed-{len(path)}\r\nContent-Length: {len(content)}\r\n\r\n").encode()
+            then = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
             for _ in range(50):
-                answers = _exchange(server.port, refused + content + b"GET /health/live HTTP/1.1\r\n\r\n", 2)
+                answers = _exchange(server.port, refused + content + then, 2)
                 if answers.startswith(b"HTTP/1.1 503"):
                     break
             assert answers.startswith(b"HTTP/1.1 503") and f"shed-{len(path)}".encode() in answers, answers

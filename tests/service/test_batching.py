@@ -21,6 +21,7 @@ from service.batching import (
     Scheduler,
     SchedulerPool,
     SchedulerStopped,
+    compute_now,
     plan_runs,
 )
 from service.runtime import InferenceError, ModelRuntime
@@ -49,7 +50,8 @@ def _sequences(count: int, seed: int, features: int = 1, longest: int = 60) -> l
 
 
 def _alone(runtime: ModelRuntime, sequence: np.ndarray, state: np.ndarray | None = None):
-    [output], [next_state] = runtime.step([sequence], [state])
+    result = compute_now(runtime, [sequence], None if state is None else state[None])
+    output, next_state = result.outputs[0], result.states[0]
     return output, next_state
 
 
@@ -107,7 +109,7 @@ def test_every_api_shares_one_batch_with_exact_answers(vowels: ModelRuntime) -> 
     prefix = rng.normal(size=(5, 12)).astype(np.float32)
     _, carried = _alone(vowels, prefix)
     block = rng.normal(size=(3, 9, 12)).astype(np.float32)
-    block_states = rng.normal(size=(3, vowels.state_size)).astype(np.float32)
+    block_states = rng.normal(size=(3, vowels.manifest.state.size)).astype(np.float32)
     requests = [(_sequences(2, seed=2, features=12, longest=20), None),  # predict
                 ([rng.normal(size=(7, 12)).astype(np.float32)], carried[None]),  # stream
                 (list(block), block_states)]  # v2 with a state input
