@@ -44,8 +44,8 @@ def external_tensors(message: Message) -> Iterator[str]:
     if isinstance(message, onnx.TensorProto) and message.data_location == onnx.TensorProto.EXTERNAL:
         yield message.name
     for descriptor, value in message.ListFields():
-        if descriptor.type == descriptor.TYPE_MESSAGE:
-            for item in value if descriptor.label == descriptor.LABEL_REPEATED else [value]:
+        if descriptor.message_type is not None:  # (protobuf 7 has no `label`: is_repeated, since 5.28)
+            for item in value if descriptor.is_repeated else [value]:
                 yield from external_tensors(item)
 
 

@@ -30,6 +30,9 @@ from service.inference import BY_VERB, GRPC_SERVICE
 
 log = logging.getLogger("gru_serve.access")
 READ = ("authorization", "x-request-id")  # the metadata a call's scope reads
+# Error details and fields can quote what a client sent (a 1 MB parameter name): they go back in headers,
+# which clients cap (8 KiB by default), so they are cut to this many characters.
+MAX_DETAIL = 2048
 
 
 @dataclass
@@ -49,8 +52,9 @@ class Failure(Exception):
 
     def metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
         items = [("x-request-id", request_id), ("gru-error-code", self.code)]
-        if self.field:
-            items.append(("gru-error-field", self.field))
+        if self.field:  # a field can name a client's key: metadata takes printable ASCII only (else INTERNAL)
+            field = self.field if self.field.isascii() and self.field.isprintable() else ascii(self.field)
+            items.append(("gru-error-field", field[:MAX_DETAIL]))
         if self.retry_after:  # REST's header, and gRPC's own retry pushback
             items += [("retry-after", self.retry_after),
                       ("grpc-retry-pushback-ms", str(int(self.retry_after) * 1000))]
@@ -105,7 +109,8 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     if refused is not None:
         if not abort:
             raise refused
-        await context.abort(refused.grpc_status, refused.message, refused.metadata(call.request_id))
+        details = refused.message[:MAX_DETAIL]
+        await context.abort(refused.grpc_status, details, refused.metadata(call.request_id))
     elif abort:
         context.set_trailing_metadata((("x-request-id", call.request_id),))
 
