@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.batching import compute_now  # noqa: E402
 from service.repository import discover  # noqa: E402
 from service.runtime import ModelRuntime  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -28,7 +29,7 @@ def ragged_worst(runtime: ModelRuntime, rng: np.random.Generator, trials: int, m
     for _ in range(trials):
         lengths = rng.integers(1, max_len + 1, size=int(rng.integers(2, 17)))
         sequences = [rng.normal(size=(int(n), features)).astype(np.float32) for n in lengths]
-        together = runtime.predict_many(sequences)
+        together = compute_now(runtime, sequences).outputs
         for i, seq in enumerate(sequences):
             worst = max(worst, float(np.abs(together[i] - runtime.predict(seq[None])[0]).max()))
     return worst
@@ -43,7 +44,8 @@ def chunked_worst(runtime: ModelRuntime, rng: np.random.Generator, trials: int, 
         cuts = np.unique(rng.integers(1, length, size=int(rng.integers(1, 10))))
         state, seen = None, 0
         for chunk in np.split(sequence, cuts):
-            [output], [state] = runtime.step([chunk], [state])
+            result = compute_now(runtime, [chunk], None if state is None else state[None])
+            output, state = result.outputs[0], result.states[0]
             seen += len(chunk)
             whole = runtime.predict(sequence[None, :seen])[0]
             expected = whole[seen - len(chunk) : seen] if tagging else whole

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import httpx
 import numpy as np
 
 from bench.models import MODELS, build
+from bench.placement import PLACEMENTS, loadavg, pin_tree, pinned, placements
 from bench.run import RESULTS, free_port, process_tree_cpu_s, serving
 from service.api.middleware import FLUSH_INTERVAL_S
 
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="each API this many times, interleaved")
     parser.add_argument("--model", choices=[m.name for m in MODELS], default="small")
     parser.add_argument("--sequences", type=int, default=1, help="sequences per request (default 1)")
+    parser.add_argument("--placements", default=",".join(PLACEMENTS),
+                        help="core placements, interleaved (bench/placement.py; default split,shared)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if shutil.which("h2load") is None:
@@ -72,21 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         apis = bodies(Path(scratch), model.name, x, base, grpc_port)
         url, body, headers, h1 = apis["grpc"]
         apis["grpc-floor"] = (url.replace(f":{grpc_port}/", f":{floor_port}/"), body, headers, h1)
-        for round_ in range(args.rounds):
-            for api, (url, body, headers, h1) in apis.items():
-                pid = floor.pid if api == "grpc-floor" else server.process.pid
-                h2load(url, body, headers, h1, args.clients, 1.0, Path(scratch) / "warm.log")  # warm-up
-                before_cpu, before = process_tree_cpu_s(pid), answered(base)
-                result = h2load(url, body, headers, h1, args.clients, args.duration, Path(scratch) / "log")
-                cpu, after = process_tree_cpu_s(pid) - before_cpu, answered(base)
-                counted = {k: after.get(k, 0) - before.get(k, 0) for k in after if k[0] == API_LABEL[api]}
-                row = {"api": api, "round": round_, "clients": args.clients, **result,
-                       "server_ok": counted.pop((API_LABEL[api], "200"), 0),
-                       "server_not_ok": sum(counted.values()),
-                       "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1),
-                       "loadavg": os.getloadavg()[0]}
-                rows.append(row)
-                print(format_row(row), flush=True)
+        for round_, place, (api, (url, body, headers, h1)) in itertools.product(
+                range(args.rounds), placements(args.placements), apis.items()):
+            pid = floor.pid if api == "grpc-floor" else server.process.pid
+            pin_tree(pid, place.server)
+            h2load(url, body, headers, h1, args.clients, 1.0, Path(scratch) / "warm.log", place.generator)
+            before_cpu, before = process_tree_cpu_s(pid), answered(base)
+            result = h2load(url, body, headers, h1, args.clients, args.duration, Path(scratch) / "log",
+                            place.generator)
+            cpu, after = process_tree_cpu_s(pid) - before_cpu, answered(base)
+            counted = {k: after.get(k, 0) - before.get(k, 0) for k in after if k[0] == API_LABEL[api]}
+            row = {"api": api, "placement": place.name, "round": round_, "clients": args.clients, **result,
+                   "server_ok": counted.pop((API_LABEL[api], "200"), 0),
+                   "server_not_ok": sum(counted.values()),
+                   "cpu_us_per_req": 1e6 * cpu / max(result["requests"], 1), "loadavg": loadavg()}
+            rows.append(row)
+            print(format_row(row), flush=True)
     report = {"model": model.name, "sequences_per_request": args.sequences, "workers": args.workers,
               "duration_s": args.duration, "cores": os.cpu_count(), "bundle": str(bundles[model.name]),
               "rows": rows,
@@ -160,13 +165,15 @@ def check_answer(base: str, grpc_port: int, name: str, x: np.ndarray) -> None:
 
 
 def h2load(url: str, body: Path, headers: list[str], h1: bool, clients: int, duration: float,
-           log: Path) -> dict:
+           log: Path, cores: frozenset[int] | None = None) -> dict:
+    """h2load's req/s and latency percentiles (run on `cores` if given)."""
     command = ["h2load", "-c", str(clients), "-m", "1", "-D", str(max(1, round(duration))), "-d", str(body),
                "--log-file", str(log), *(["--h1"] if h1 else [])]
     for header in headers:
         command += ["-H", header]
     log.unlink(missing_ok=True)  # h2load appends to it
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True,
+                         preexec_fn=pinned(cores) if cores else None).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     if done is None:
         raise RuntimeError(f"h2load printed no request counts:\n{out}")
@@ -190,6 +197,12 @@ def answered(base: str) -> dict[tuple[str, str], float]:
 
 
 def summary(rows: list[dict]) -> dict:
+    """Per placement: each API's medians over the rounds, and the target."""
+    return {place: _summary([r for r in rows if r["placement"] == place])
+            for place in dict.fromkeys(r["placement"] for r in rows)}
+
+
+def _summary(rows: list[dict]) -> dict:
     by_api = {api: [r for r in rows if r["api"] == api] for api in dict.fromkeys(r["api"] for r in rows)}
     out: dict[str, dict[str, Any]] = {api: {"rps": float(np.median([r["rps"] for r in rs])),
                  "p99_ms": float(np.median([r["p99_ms"] for r in rs])),
@@ -205,20 +218,22 @@ def summary(rows: list[dict]) -> dict:
 def format_row(row: dict) -> str:
     checked = "" if row["api"] == "grpc-floor" else \
         f"server: {row['server_ok']:.0f} ok, {row['server_not_ok']:.0f} not  "
-    return (f"{row['api']:10s} round {row['round']}  {row['clients']:3d} clients  {row['rps']:8.0f} req/s  "
+    return (f"{row['api']:10s} {row['placement']:<6} round {row['round']}  {row['clients']:3d} clients  "
+            f"{row['rps']:8.0f} req/s  "
             f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {checked}"
-            f"{row['cpu_us_per_req']:5.0f} CPU µs/req  load {row['loadavg']:.2f}")
+            f"{row['cpu_us_per_req']:5.0f} CPU µs/req  load {row['loadavg']}")
 
 
 def print_summary(summary: dict) -> None:
-    print("\nmedian over rounds:")
-    for api, figures in summary.items():
-        if api != "target":
-            print(f"  {api:10s} {figures['rps']:8.0f} req/s  p99 {figures['p99_ms']:6.2f} ms  "
-                  f"{figures['cpu_us_per_req']:5.0f} CPU µs/req (server processes)")
-    if "target" in summary:
-        target = summary["target"]
-        print(f"  {target['what']}: {target['ratio']:.2f}x  {'met' if target['met'] else 'MISSED'}")
+    for place, apis in summary.items():
+        print(f"\nmedian over rounds, placement {place}:")
+        for api, figures in apis.items():
+            if api != "target":
+                print(f"  {api:10s} {figures['rps']:8.0f} req/s  p99 {figures['p99_ms']:6.2f} ms  "
+                      f"{figures['cpu_us_per_req']:5.0f} CPU µs/req (server processes)")
+        if "target" in apis:
+            target = apis["target"]
+            print(f"  {target['what']}: {target['ratio']:.2f}x  {'met' if target['met'] else 'MISSED'}")
 
 
 if __name__ == "__main__":

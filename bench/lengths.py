@@ -27,8 +27,8 @@ import numpy as np
 from bench.loadgen import OK, Phase, generate
 from bench.models import MID, build
 from bench.run import RESULTS, serving
-from service.batching import PADDING_FACTOR, plan_runs
-from service.runtime import ModelRuntime, pad_batch
+from service.batching import PADDING_FACTOR, pad_batch, plan_runs
+from service.runtime import ModelRuntime
 from service.settings import Settings
 
 

@@ -3,7 +3,6 @@ into place only after every check passed. A crash or full disk never leaves a ha
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +28,10 @@ from service.bundle import (
     StreamingSpec,
     TrainingInfo,
     output_kind,
+    sha256_of,
 )
 from service.graph_check import check_self_contained
-from training.checkpoint import Checkpoint, file_sha256
+from training.checkpoint import Checkpoint
 from training.model import GRUModel
 from training.publish import publish_folder
 
@@ -72,7 +72,7 @@ def export_checkpoint(
             raise report.error()
     version = version or next_version(repository / name)
     manifest = _manifest(trained, model, gru, graph, reports, name, version, max_length,
-                         checkpoint_sha256=file_sha256(checkpoint))
+                         checkpoint_sha256=sha256_of(Path(checkpoint)))
     extras = write_bundle_report(checkpoint.parent, manifest, reports[1].max_abs_diff)
     bundle_dir = write_bundle(repository, manifest, graph, overwrite, extras)
     return ExportResult(bundle_dir, manifest, *reports)
@@ -104,7 +104,7 @@ def _manifest(
         gru=gru,
         state=state_spec(model),
         streaming=StreamingSpec(supported=refusal is None, reason=refusal),
-        onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=OPSET, inputs=inputs, outputs=outputs),
+        onnx=OnnxSpec(sha256=sha256_of(graph), opset=OPSET, inputs=inputs, outputs=outputs),
         normalization=NormalizationSpec(**trained.preprocessing),
         training=TrainingInfo(
             dataset=trained.data_source, seed=trained.config.optim.seed, best_epoch=trained.epoch,

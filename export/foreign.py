@@ -5,7 +5,6 @@ gives; anything this module cannot work out is an Unsupported error that names t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +34,8 @@ class GRUNode:
     batch_first: bool  # the node's `layout` attribute (opset 14+): X, Y, initial_h and Y_h batch-major
 
     @property
-    def state_size(self) -> int:
+    def h_size(self) -> int:
+        """directions x hidden: the floats of its h in the packed state."""
         return self.directions * self.hidden
 
 
@@ -262,12 +262,3 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
         for name in node.input:
             found.setdefault(name, []).append(node)
     return found
-
-
-def subgraph_names(model: onnx.ModelProto) -> Iterator[str]:
-    """Names read inside subgraphs (Loop, If, Scan bodies): outer tensors they may use."""
-    for node in model.graph.node:
-        for attr in node.attribute:
-            for graph in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                for inner in graph.node:
-                    yield from inner.input

@@ -50,7 +50,7 @@ def wrap(foreign: ForeignGraph, wiring: Wiring, mean: np.ndarray, std: np.ndarra
     before = _input_nodes(x_name, foreign.layout, mean, std)
     after: list[onnx.NodeProto] = []
     constants: list[onnx.TensorProto] = []
-    state_size, heads = sum(g.state_size for g in foreign.grus), []
+    state_size, heads = sum(g.h_size for g in foreign.grus), []
     offset = 0
     nodes = [n for n in graph.node if n.op_type == "GRU"]  # the same order as foreign.grus
     for i, (gru, node) in enumerate(zip(foreign.grus, nodes, strict=True)):
@@ -69,7 +69,7 @@ def wrap(foreign: ForeignGraph, wiring: Wiring, mean: np.ndarray, std: np.ndarra
         node.output[1] = node.output[1] or f"{PREFIX}y_h_{i}"
         heads.append(_packed_h(after, constants, i, node.output[1], gru.directions, gru.hidden,
                                gru.batch_first))
-        offset += gru.state_size
+        offset += gru.h_size
     if activation:
         axis = {"axis": -1} if activation == "Softmax" else {}
         after.append(helper.make_node(activation, [answer], [f"{PREFIX}probabilities"], **axis))  # type: ignore[arg-type]

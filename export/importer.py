@@ -7,7 +7,6 @@ write the bundle with its manifest and a report.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from service.bundle import (
     StreamingSpec,
     TensorSpec,
     TrainingInfo,
+    sha256_of,
 )
 
 OutputActivation = Literal["auto", "softmax", "sigmoid", "none"]
@@ -99,7 +99,7 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
     if refusal:
         notes.append(f"streaming: refused ({refusal})")
     manifest = _manifest(foreign, request, graph, output, mean, std, length, wiring, refusal, diff, cases,
-                         hashlib.sha256(source.read_bytes()).hexdigest(), source.name, repository)
+                         sha256_of(source), source.name, repository)
     report = _report(source, foreign, manifest, diff, notes)
     bundle_dir = write_bundle(repository, manifest, graph, request.overwrite, {"report.md": report.encode()})
     return ImportResult(bundle_dir, manifest, notes)
@@ -153,7 +153,7 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
               diff: float, cases: list[tuple[int, int]], source_sha256: str, source_name: str,
               repository: Path) -> Manifest:
     proto = onnx.load_from_string(graph)
-    state = StateSpec(size=sum(g.state_size for g in foreign.grus) if wiring.state else 0,
+    state = StateSpec(size=sum(g.h_size for g in foreign.grus) if wiring.state else 0,
                       parts=[StatePart(name=f"{g.node.name or f'gru{i}'}.h", shape=[g.directions, g.hidden])
                              for i, g in enumerate(foreign.grus)] if wiring.state else [])
     features = request.features or [f"feature_{i}" for i in range(foreign.features)]
@@ -167,7 +167,7 @@ def _manifest(foreign: ForeignGraph, request: ImportRequest, graph: bytes, outpu
                          max_length=fixed or request.max_length or max(256, 4 * length)),
         output=output, gru=foreign.gru, state=state,
         streaming=StreamingSpec(supported=refusal is None, reason=refusal),
-        onnx=OnnxSpec(sha256=hashlib.sha256(graph).hexdigest(), opset=foreign.opset,
+        onnx=OnnxSpec(sha256=sha256_of(graph), opset=foreign.opset,
                       inputs=[_spec(v) for v in proto.graph.input],
                       outputs=[_spec(v) for v in proto.graph.output]),
         normalization=NormalizationSpec(window_scaling=False, feature_mean=mean.tolist(),

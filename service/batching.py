@@ -8,8 +8,9 @@ been running (so that what is admitted is answered in bounded time whatever the 
 inference thread takes what is queued, runs it and hands each caller its rows.
 
 The thread does the batching itself, so admitted work needs the event loop only to queue a request and
-to wake its caller: under overload, when the loop is busy refusing, the model keeps running. An idle
-thread runs a lone request at once; under load the next batch gathers while the current one runs, and
+to wake its caller: under overload, when the loop is busy refusing, the model keeps running. A lone
+request (nothing in flight) whose run is short runs on the event loop itself, sparing the two thread
+hand-offs; under load the next batch gathers while the current one runs, and
 `max_queue_delay_ms` may add a short wait to fill it. A batch is whole requests in arrival order, up to
 `max_batch_size` sequences; it runs as one or more padded runs of similar lengths (`plan_runs`), whose
 GRUs stop at each sequence's length, so every answer is exactly what the sequence gets alone. A failed
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics, tracing
-from service.runtime import InferenceError, ModelRuntime, pad_batch
+from service.runtime import InferenceError, ModelRuntime
 from service.settings import BatchConfig
 
 log = logging.getLogger("gru_serve.batching")
@@ -37,6 +38,9 @@ log = logging.getLogger("gru_serve.batching")
 # one, only equal lengths share a run). Measured (bench/lengths.py, mid, lengths 8-128, batches of 64):
 # one padded run per batch pads 1.85x and runs 345 seq/s; these runs (5 per batch) 1.24x and 735 seq/s.
 PADDING_FACTOR = 1.25
+# A lone request whose run is expected to take at most this long runs on the event loop (Scheduler.run):
+# the small and mid bench models do (about 0.05 and 0.3 ms at batch 1), heavier ones go to the thread.
+INLINE_MAX_S = 0.001
 
 
 class QueueFull(Exception):
@@ -59,7 +63,7 @@ class Work:
 
     sequences: list[np.ndarray]  # (T_i, F) float32
     states: np.ndarray | None  # (N, S) carried states; None: every sequence starts from zeros
-    future: asyncio.Future[Result]
+    future: asyncio.Future[Result] | None  # None: computed on the caller's thread (compute_now)
     queued_at: float = field(default_factory=time.perf_counter)
     outputs: list[np.ndarray | None] = field(default_factory=list)  # per sequence, filled by the runs
     next_states: list[np.ndarray | None] = field(default_factory=list)
@@ -83,11 +87,11 @@ class Scheduler:
     def __init__(self, runtime: ModelRuntime, config: BatchConfig):
         self.runtime, self.config = runtime, config
         manifest = runtime.manifest
-        self._tagging = manifest.task == "tagging"
-        self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
+        self._runs = Runs(runtime, config.max_batch_size)
         self._queue: deque[Work] = deque()
         self._queued = 0  # sequences in the queue; guarded by _ready's lock
         self._in_flight = 0  # sequences queued or running; touched on the event loop only
+        self._gathered: list[Work] | None = None  # this turn's requests, while an idle scheduler gathers
         self._seconds_per_sequence = 0.0  # recent batches' run time per sequence; written by the thread
         self._ready = threading.Condition()
         self._closing = False  # retired: answer what comes until the queue is empty, then stop
@@ -96,7 +100,6 @@ class Scheduler:
         labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
         self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
-        self._padding_ratio = metrics.PADDING_RATIO.labels(*labels)
         self._per_request = metrics.SEQUENCES_PER_REQUEST.labels(manifest.name)
 
     def start(self) -> None:
@@ -128,24 +131,63 @@ class Scheduler:
                             f"GRU_MAX_QUEUE_WAIT_MS={self.config.max_queue_wait_ms:g}")
 
     async def run(self, sequences: list[np.ndarray], states: np.ndarray | None = None) -> Result:
-        """Queue one request's sequences (and their carried states) and wait for its answer."""
+        """Queue one request's sequences (and their carried states) and wait for its answer. When nothing
+        is in flight and the run is short, the requests of this turn of the event loop are gathered
+        first: one alone runs on the loop (`_run_gathered`), several go to the thread as one batch."""
         count = len(sequences)
         self.check_room(count)
-        work = Work(sequences, states, self._loop.create_future())
+        future: asyncio.Future[Result] = self._loop.create_future()
+        work = Work(sequences, states, future)
         if tracing.enabled:
             work.trace = tracing.queued(work.queued_at, count)
+        if self._gathered is not None:
+            self._gathered.append(work)
+            self._in_flight += count
+        elif not self._in_flight and not self._closing and \
+                0 < count * self._seconds_per_sequence <= INLINE_MAX_S:
+            self._gathered = [work]
+            self._in_flight += count
+            self._loop.call_soon(self._run_gathered)
+        else:
+            self._queue_up([work])
+        result = await future
+        if work.trace is not None:
+            tracing.answered(work.trace)
+        return result
+
+    def _queue_up(self, works: list[Work]) -> None:
         with self._ready:
             if self._stopped:
                 raise SchedulerStopped(f"model {self.runtime.manifest.name!r} version "
                                        f"{self.runtime.manifest.version} was retired")
-            self._in_flight += count
-            self._queue.append(work)
-            self._queued += count
+            for work in works:
+                self._in_flight += len(work.sequences)
+                self._queue.append(work)
+                self._queued += len(work.sequences)
             self._ready.notify()
-        result = await work.future
-        if work.trace is not None:
-            tracing.answered(work.trace)
-        return result
+
+    def _run_gathered(self) -> None:
+        """On the event loop, after the requests of one turn have called `run`. One alone, with the thread
+        idle (nothing else in flight): the same run here, without the two thread hand-offs (wake the
+        thread, wake the loop) that cost an unloaded request more than the model does (measured:
+        bench/handoff.py); the loop is blocked for at most about INLINE_MAX_S. Several: the thread's."""
+        batch, self._gathered = self._gathered or [], None
+        if len(batch) == 1 and not self._closing:
+            self._observe(batch)
+            started = time.perf_counter()
+            self._runs.compute(batch)  # not learnt from: the queue's wait is at the thread's (batched) rate
+            if tracing.enabled:
+                tracing.batch_ran(self.runtime.manifest, batch, started, time.perf_counter())
+            self._deliver(batch)
+            return
+        for work in batch:
+            self._in_flight -= len(work.sequences)
+        try:
+            self._queue_up(batch)
+        except SchedulerStopped as exc:
+            for work in batch:
+                if work.future is not None and not work.future.done():
+                    work.future.set_exception(exc)
 
     # --- the inference thread ---------------------------------------------------------------------
 
@@ -166,7 +208,7 @@ class Scheduler:
                 batch = self._take()
             self._observe(batch)
             started = time.perf_counter()
-            self._run(batch)
+            self._runs.compute(batch)
             ended = time.perf_counter()
             if tracing.enabled:
                 tracing.batch_ran(self.runtime.manifest, batch, started, ended)
@@ -203,15 +245,44 @@ class Scheduler:
         last = self._seconds_per_sequence
         self._seconds_per_sequence = per_sequence if not last else last + 0.25 * (per_sequence - last)
 
-    def _run(self, batch: list[Work]) -> None:
-        live = [w for w in batch if not w.future.done()]  # a caller that went away needs no run
+    def _deliver_soon(self, batch: list[Work]) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (exiting): nobody is waiting
+            self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[Work]) -> None:
+        """On the event loop: one wake-up per batch answers every caller in it."""
+        for work in batch:
+            self._in_flight -= len(work.sequences)
+            future = work.future
+            if future is None or future.done():  # the caller went away
+                continue
+            if work.result is not None:
+                future.set_result(work.result)
+            else:
+                future.set_exception(work.error or InferenceError("inference failed"))
+
+
+class Runs:
+    """How a batch is computed, on the scheduler's thread (or the caller's: `compute_now`): its
+    sequences, longest first, cut into padded runs of similar lengths (`plan_runs`); each sequence's
+    output and next state back into its request. A failed run is retried one sequence at a time."""
+
+    def __init__(self, runtime: ModelRuntime, max_batch_size: int):
+        self.runtime, self.max_batch_size = runtime, max_batch_size
+        manifest = runtime.manifest
+        self._tagging = manifest.task == "tagging"
+        self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
+        self._padding_ratio = metrics.PADDING_RATIO.labels(manifest.name, str(manifest.version))
+
+    def compute(self, batch: list[Work]) -> None:
+        live = [w for w in batch if w.future is None or not w.future.done()]  # gone callers need no run
         try:
             for work in live:
                 work.outputs, work.next_states = [None] * len(work.sequences), [None] * len(work.sequences)
             items = [(w, i) for w in live for i in range(len(w.sequences))]
             items.sort(key=lambda item: len(item[0].sequences[item[1]]), reverse=True)
             lengths = [len(w.sequences[i]) for w, i in items]
-            for run in plan_runs(lengths, self.config.max_batch_size, self._padding):
+            for run in plan_runs(lengths, self.max_batch_size, self._padding):
                 self._run_items(items[run])
             for work in live:
                 work.answer(self._tagging)
@@ -243,27 +314,35 @@ class Scheduler:
         """(B, S) carried states for a run, zeros for new sequences; None when all are new."""
         if all(w.states is None for w, _ in items):
             return None
-        size = self.runtime.state_size
-        state = np.zeros((len(items), size), np.float32)
+        state = np.zeros((len(items), self.runtime.manifest.state.size), np.float32)
         for row, (work, i) in enumerate(items):
             if work.states is not None:
                 state[row] = work.states[i]
         return state
 
-    def _deliver_soon(self, batch: list[Work]) -> None:
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (exiting): nobody is waiting
-            self._loop.call_soon_threadsafe(self._deliver, batch)
 
-    def _deliver(self, batch: list[Work]) -> None:
-        """On the event loop: one wake-up per batch answers every caller in it."""
-        for work in batch:
-            self._in_flight -= len(work.sequences)
-            if work.future.done():  # the caller went away
-                continue
-            if work.result is not None:
-                work.future.set_result(work.result)
-            else:
-                work.future.set_exception(work.error or InferenceError("inference failed"))
+def compute_now(runtime: ModelRuntime, sequences: list[np.ndarray], states: np.ndarray | None = None,
+                max_batch_size: int = 64) -> Result:
+    """One request's sequences (T_i, F), with their carried states (N, S) or None, computed on the
+    calling thread exactly as the scheduler computes a batch (tests, benches, tools): what is served is
+    what is tested."""
+    work = Work(sequences, states, None)
+    Runs(runtime, max_batch_size).compute([work])
+    if work.result is None:
+        raise work.error or InferenceError("inference failed")
+    return work.result
+
+
+def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(T_i, F) arrays -> zero-padded (B, max T, F) float32 and (B,) int32 lengths."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
+    steps = int(lengths.max())
+    if (lengths == steps).all():
+        return np.stack(sequences), lengths
+    x = np.zeros((len(sequences), steps, sequences[0].shape[1]), dtype=np.float32)
+    for i, seq in enumerate(sequences):
+        x[i, : len(seq)] = seq
+    return x, lengths
 
 
 def plan_runs(lengths: list[int], max_batch: int, factor: float) -> list[slice]:

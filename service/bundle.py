@@ -86,7 +86,8 @@ class GRUSpec(_Strict):
     activation: Activation = Field(default="tanh", description="the candidate's: n = activation(...)")
 
     @property
-    def state_size(self) -> int:
+    def directed_layers(self) -> int:
+        """layers x directions: the GRU's h vectors (and its GRU nodes when exported one per direction)."""
         return self.num_layers * (2 if self.bidirectional else 1)
 
     @property
@@ -238,8 +239,15 @@ class Manifest(_Strict):
         return None if self.streaming.supported else (self.streaming.reason or "the bundle says so")
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256_of(source: bytes | Path) -> str:
+    """The sha256 (hex) of bytes or of a file (read in blocks): the one hash of graphs and checkpoints."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:
@@ -282,7 +290,7 @@ def load_bundle(bundle_dir: Path) -> tuple[Manifest, bytes]:
         graph = graph_path.read_bytes()
     except OSError as exc:
         raise BundleError(f"{graph_path}: cannot read the graph ({exc.strerror})") from exc
-    if hashlib.sha256(graph).hexdigest() != manifest.onnx.sha256:
+    if sha256_of(graph) != manifest.onnx.sha256:
         raise BundleError(f"{where}: onnx.sha256 does not match {graph_path.name} (corrupt or replaced)")
     check_graph(manifest, graph, where)
     return manifest, graph

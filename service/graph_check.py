@@ -75,7 +75,7 @@ def check_gru_nodes(gru: GRUSpec, model: onnx.ModelProto, where: str, lengths_in
     attributes = [{a.name: helper.get_attribute_value(a) for a in node.attribute} for node in nodes]
     forward = all(a.get("direction", b"forward") == b"forward" for a in attributes)
     per_direction = gru.bidirectional and forward
-    expected_nodes = gru.state_size if per_direction else gru.num_layers
+    expected_nodes = gru.directed_layers if per_direction else gru.num_layers
     if len(nodes) != expected_nodes:
         raise BundleError(f"{where}: gru.num_layers is {gru.num_layers}"
                           f"{' (x 2 directions)' if per_direction else ''}, graph has {len(nodes)} GRU nodes")

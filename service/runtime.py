@@ -103,10 +103,6 @@ class ModelRuntime:
         steps = min(self.manifest.training.max_train_length, self.manifest.inputs.max_length)
         self.predict(np.ones((1, steps, self.manifest.inputs.num_features), dtype=np.float32))
 
-    @property
-    def state_size(self) -> int:
-        return self.manifest.state.size
-
     def run(
         self, x: np.ndarray, lengths: np.ndarray | None = None, state: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,14 +111,15 @@ class ModelRuntime:
         the next state (B, S)."""
         batch = x.shape[0]
         feeds = {X_INPUT: x}
-        if self.state_size:
-            feeds[STATE_INPUT] = np.zeros((batch, self.state_size), np.float32) if state is None else state
+        size = self.manifest.state.size  # floats of the packed state (0: the graph has none)
+        if size:
+            feeds[STATE_INPUT] = np.zeros((batch, size), np.float32) if state is None else state
         if self.manifest.takes_lengths:
             full = np.full(batch, x.shape[1], dtype=np.int32)
             feeds[LENGTHS_INPUT] = full if lengths is None else lengths.astype(np.int32, copy=False)
         elif lengths is not None and (lengths != x.shape[1]).any():
             raise InferenceError(f"{self.manifest.name}: this graph has no lengths input; padded batches "
-                                 "must run one length at a time (predict_many does)")
+                                 "must run one length at a time (service/batching.py plan_runs does)")
         started = time.perf_counter()
         try:
             results = self._session.run(self._outputs, feeds)
@@ -130,7 +127,7 @@ class ModelRuntime:
             raise InferenceError(f"onnxruntime failed: {exc}") from exc
         self._compute_seconds.observe(time.perf_counter() - started)
         self._batch_size.observe(batch)
-        next_state = results[1] if self.state_size else np.zeros((batch, 0), np.float32)
+        next_state = results[1] if size else np.zeros((batch, 0), np.float32)
         if not (np.isfinite(results[0]).all() and np.isfinite(next_state).all()):
             raise NonFiniteOutput(f"model {self.manifest.name!r} computes a value that is not finite for "
                                   "these inputs: they are too large (or too degenerate) for its float32 "
@@ -141,60 +138,3 @@ class ModelRuntime:
         """x: (B, T, F) float32 in raw units -> (B, O): probabilities or forecasts; tagging models give
         (B, T, O) per-step probabilities, zero past each sequence's length."""
         return self.run(x, lengths)[0]
-
-    def predict_many(self, sequences: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-        """Sequences of mixed lengths, answers back in request order: (N, O), or for tagging a list of
-        (T_i, O) arrays. Every answer is exactly what the sequence gets alone: one padded run that reads
-        each sequence up to its length (`lengths`), or, for a graph without a lengths input, one run per
-        length."""
-        outputs, _ = self.step(sequences, [None] * len(sequences))
-        if self.manifest.task == "tagging":
-            return outputs
-        return np.stack(outputs) if outputs else np.empty((0, self.manifest.output.size), np.float32)
-
-    def step(
-        self, chunks: list[np.ndarray], states: list[np.ndarray | None]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each chunk (T_i, F) continues its sequence from `states[i]` (S,) (None: a new sequence); all
-        share one padded run. Returns, per chunk, the answer for the whole prefix so far (tagging: for
-        the chunk's steps) and the new state (S,)."""
-        x, lengths = pad_batch(chunks)
-        if not self.manifest.takes_lengths and (lengths != x.shape[1]).any():
-            return self._step_by_length(chunks, states)
-        state = None
-        if self.state_size and any(s is not None for s in states):
-            state = np.zeros((len(chunks), self.state_size), np.float32)
-            for i, carried in enumerate(states):
-                if carried is not None:
-                    state[i] = carried
-        output, next_state = self.run(x, lengths, state)
-        per_step = self.manifest.task == "tagging"
-        answers = [output[i, : len(c)] if per_step else output[i] for i, c in enumerate(chunks)]
-        return answers, list(next_state)
-
-    def _step_by_length(
-        self, chunks: list[np.ndarray], states: list[np.ndarray | None]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """A graph without a lengths input: one run per length, so no padding is needed."""
-        answers: list[np.ndarray] = [np.empty(0)] * len(chunks)
-        carried: list[np.ndarray] = [np.empty(0)] * len(chunks)
-        by_length: dict[int, list[int]] = {}
-        for i, chunk in enumerate(chunks):
-            by_length.setdefault(len(chunk), []).append(i)
-        for indices in by_length.values():
-            out, nxt = self.step([chunks[i] for i in indices], [states[i] for i in indices])
-            for j, i in enumerate(indices):
-                answers[i], carried[i] = out[j], nxt[j]
-        return answers, carried
-
-
-def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(T_i, F) arrays -> zero-padded (B, max T, F) float32 and (B,) int32 lengths."""
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
-    steps = int(lengths.max())
-    if (lengths == steps).all():
-        return np.stack(sequences), lengths
-    x = np.zeros((len(sequences), steps, sequences[0].shape[1]), dtype=np.float32)
-    for i, seq in enumerate(sequences):
-        x[i, : len(seq)] = seq
-    return x, lengths

@@ -4,7 +4,6 @@ module, loaded with `weights_only=True`, and written atomically so a crash never
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,10 +73,3 @@ def load_payload(path: str | Path, accept: tuple[int, ...] = (FORMAT_VERSION,)) 
         raise ValueError(f"{path}: checkpoint format_version {version!r}, expected one of {list(accept)}")
     return payload
 
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 
-PARTS = ("last", "mean", "max")
 LOWEST = torch.finfo(torch.float32).min  # "no step yet" in a running maximum
 
 

@@ -1,5 +1,5 @@
 """The app factory: settings -> repository loaded in the lifespan -> the transport layers, the inference
-front, FastAPI's routes and error handlers.
+front (service/api/front.py, over service/inference.py), FastAPI's routes and error handlers.
 
 The lifespan also runs the folder watch (GRU_POLL_INTERVAL_S) and, on shutdown, retires every loaded
 version through the repository's on_unload hooks."""
@@ -19,9 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import logs, metrics, tracing
-from service.api.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.api.errors import install_error_handlers
-from service.api.inference import InferenceFront, LoadShedder, Refusals, document
+from service.api.front import InferenceFront, LoadShedder, Refusals
 from service.api.limits import RequestLimits
 from service.api.middleware import RequestLog, RequestMiddleware
 from service.api.openapi import install_openapi
@@ -29,7 +28,10 @@ from service.api.routes import health, models, v2
 from service.api.routes import metrics as metrics_routes
 from service.api.routes import repository as repository_routes
 from service.api.traced import TracedHTTP
+from service.api.transport import install_shedder
+from service.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.batching import SchedulerPool
+from service.inference import Services
 from service.repository import Hook, Repository
 from service.settings import Settings
 from service.streaming.hub import StreamingHub
@@ -101,20 +103,21 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
     app.state.streaming, app.state.refusals, app.state.requests = streaming, Refusals(schedulers), requests
+    app.state.services = services = Services(settings, repository, schedulers, streaming)
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
     # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
     # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)
-    answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), app.state)
+    answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), services)
     answer = RequestLimits(answer, settings=settings)
     answer = RequestMiddleware(answer, authenticator=authenticator, requests=requests, router=app.router)
-    app.front = LoadShedder(answer, app.state, authenticator)  # a full queue refuses before all else
+    app.front = LoadShedder(answer, services, app.state.refusals, authenticator)  # full queue: refused first
+    install_shedder(app.front.refusal)  # under uvicorn, before the request is built (transport.py)
     if tracing.enabled:  # only then: while off, tracing costs nothing per request
         app.front = TracedHTTP(app.front)
     install_error_handlers(app)
     for module in (health, models, v2, repository_routes, metrics_routes):
         app.include_router(module.router)
-    document(app)  # the inference operations in OpenAPI
-    install_openapi(app, authenticator)  # on top: one per loaded model, exact schemas, every status, security
+    install_openapi(app, authenticator)  # the operations per loaded model, exact schemas, every status
     return app
 
 

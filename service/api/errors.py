@@ -1,20 +1,17 @@
-"""The one error table: every error a client can get, its code and its HTTP status on the native API and
-on the Open Inference Protocol routes (/v2/...) and its gRPC status, and the one function that builds
-their JSON bodies.
+"""The REST edge of the one error table (service/errors.py): every error body is built here, in the form of
+the API the request belongs to, with that API's HTTP status.
 
-Native:  {"error": {"code", "message", "field", "request_id"}}
+native:  {"error": {"code", "message", "field", "request_id"}}
 v2:      {"error": "<message>", "code", "field", "request_id"}   (the protocol's form, with extras beside)
 
-The same condition has the same code on both APIs; only "the request is wrong" differs in status: 422 on
-the native API, 400 on v2 (what Triton answers and its clients expect). README "Errors" is this table.
+An inference operation names its API in the operation table (service/inference.py); any other route
+belongs to v2 when its path is under /v2 (`api_of`).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -22,209 +19,55 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.api.responses import NumpyJSONResponse as JSONError
-from service.batching import QueueFull
+from service.errors import DOMAIN_ERRORS, ERROR_TABLE, DomainError, Problem, describe
+from service.inference import api_of
 from service.logs import current_request_id, note_error
-from service.runtime import InferenceError, NonFiniteOutput
-
-log = logging.getLogger("gru_serve.api")
-RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is the header's finest unit
 
 
-@dataclass(frozen=True)
-class ErrorKind:
-    status: int  # native API
-    v2_status: int  # /v2/... routes
-    grpc: str  # the gRPC status (a grpc.StatusCode name) of the same condition over gRPC (service/grpc/)
-    meaning: str
-
-
-ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC status, when)
-    "malformed_request": ErrorKind(400, 400, "INVALID_ARGUMENT",
-                                   "the bytes are not an HTTP/1.1 request (then closed); a header given "
-                                   "twice, or HTTP/1.1 without exactly one Host"),
-    "malformed_body": ErrorKind(400, 400, "INVALID_ARGUMENT",
-                                "the body is not JSON (or not the binary layout it claims)"),
-    "invalid_input": ErrorKind(422, 400, "INVALID_ARGUMENT",
-                               "well-formed, but not a valid request; `field` says where"),
-    "unauthorized": ErrorKind(401, 401, "UNAUTHENTICATED",
-                              "no bearer token, or an unknown one (with WWW-Authenticate)"),
-    "forbidden": ErrorKind(403, 403, "PERMISSION_DENIED",
-                           "a valid token without the admin rights the endpoint needs"),
-    "model_not_found": ErrorKind(404, 404, "NOT_FOUND", "no loaded model (or version) of that name"),
-    "not_found": ErrorKind(404, 404, "UNIMPLEMENTED", "no such endpoint"),
-    "sequence_not_found": ErrorKind(404, 404, "NOT_FOUND",
-                                    "a server-held sequence id that was never started"),
-    "method_not_allowed": ErrorKind(405, 405, "UNIMPLEMENTED", "the endpoint exists, not with this method"),
-    "header_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
-                                "the headers took longer than GRU_HEADER_TIMEOUT_S (then closed)"),
-    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
-                              "the body took longer than GRU_BODY_TIMEOUT_S; a gRPC stream idle for "
-                              "GRU_GRPC_STREAM_IDLE_S"),
-    "sequence_ended": ErrorKind(410, 410, "NOT_FOUND", "the sequence was ended by its last chunk"),
-    "sequence_expired": ErrorKind(410, 410, "NOT_FOUND",
-                                  "the sequence had no chunk for GRU_SESSION_IDLE_SECONDS"),
-    "sequence_evicted": ErrorKind(410, 410, "NOT_FOUND",
-                                  "evicted: more than GRU_MAX_SESSIONS sequences were open"),
-    "body_too_large": ErrorKind(413, 413, "RESOURCE_EXHAUSTED",
-                                "the body (decoded, if compressed) is over GRU_MAX_BODY_BYTES"),
-    "unsupported_media_type": ErrorKind(415, 415, "INVALID_ARGUMENT",
-                                        "a Content-Type the endpoint does not take"),
-    "unsupported_content_encoding": ErrorKind(415, 415, "UNIMPLEMENTED",
-                                              "a Content-Encoding other than gzip or deflate"),
-    "output_not_finite": ErrorKind(422, 400, "INVALID_ARGUMENT",
-                                   "the model computes NaN or infinity for these values"),
-    "streaming_unsupported": ErrorKind(422, 400, "INVALID_ARGUMENT",
-                                       "the model cannot stream: bidirectional, window scaling, a seasonal "
-                                       "skip, or per-series normalisation"),
-    "invalid_state": ErrorKind(422, 400, "INVALID_ARGUMENT",
-                               "a streaming state token that is forged, foreign or stale"),
-    "headers_too_large": ErrorKind(431, 431, "RESOURCE_EXHAUSTED",
-                                   "over GRU_MAX_HEADER_BYTES or GRU_MAX_HEADER_COUNT"),
-    "inference_failed": ErrorKind(500, 500, "INTERNAL",
-                                  "onnxruntime failed on this request (logged with its id)"),
-    "load_failed": ErrorKind(400, 400, "INVALID_ARGUMENT",
-                             "admin load: a version failed to load; serving ones unchanged"),
-    "queue_full": ErrorKind(503, 503, "UNAVAILABLE",
-                            "the model's queue is full (GRU_MAX_QUEUE_SIZE or GRU_MAX_QUEUE_WAIT_MS); "
-                            "see Retry-After"),
-    "unavailable": ErrorKind(503, 503, "UNAVAILABLE",
-                             "not ready yet, or the repository folder is unreadable"),
-    "too_many_connections": ErrorKind(503, 503, "RESOURCE_EXHAUSTED",
-                                      "GRU_MAX_CONNECTIONS are open (then closed); Retry-After; more than "
-                                      "GRU_GRPC_MAX_STREAMS_PER_CLIENT gRPC streams from one client"),
-}
-
-
-def is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
-
-
-def status_of(code: str, path: str) -> int:
+def status_of(code: str, api: str) -> int:
     kind = ERROR_TABLE[code]
-    return kind.v2_status if is_v2(path) else kind.status
+    return kind.v2_status if api == "v2" else kind.status
 
 
-def error_body(path: str, code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The JSON error body, in the form of the API that `path` belongs to. Every error body is built here."""
+def error_body(api: str, code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON error body in `api`'s form ("native" or "v2"). Every error body is built here."""
     note_error(code)  # the access log line names it
-    if is_v2(path):
+    if api == "v2":
         return {"error": message, "code": code, "field": field, "request_id": current_request_id()}
     return {"error": {"code": code, "message": message, "field": field, "request_id": current_request_id()}}
 
 
-def error_response(path: str, code: str, message: str, field: str | None = None,
+def error_response(api: str, code: str, message: str, field: str | None = None,
                    headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONError:
-    body = error_body(path, code, message, field) | (extra or {})
-    return JSONError(body, status_code=status_of(code, path), headers=headers)
+    body = error_body(api, code, message, field) | (extra or {})
+    return JSONError(body, status_code=status_of(code, api), headers=headers)
+
+
+def problem_response(problem: Problem, api: str) -> JSONError:
+    headers = {"Retry-After": str(problem.retry_after)} if problem.retry_after is not None else None
+    return error_response(api, problem.code, problem.message, problem.field, headers)
+
+
+def domain_error_response(exc: DomainError, api: str, output_field: str | None = None) -> JSONError:
+    return problem_response(describe(exc, output_field), api)
 
 
 def raw_error_response(code: str, message: str, path: str = "",
                        headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 error answer as bytes, for the transport, which answers before any ASGI app runs
     (the connection is closed after it)."""
-    status = status_of(code, path)
-    body = orjson.dumps(error_body(path, code, message, None))
+    api = api_of(path)
+    status = status_of(code, api)
+    body = orjson.dumps(error_body(api, code, message, None))
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
              f"content-length: {len(body)}", "connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-
-class ApiError(Exception):
-    """A request the service refuses; `code` is a key of ERROR_TABLE, `field` names what is wrong."""
-
-    code: ClassVar[str] = "invalid_input"
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message, self.field = message, field
-
-
-class InvalidInput(ApiError):
-    code = "invalid_input"
-
-
-class MalformedRequest(ApiError):
-    code = "malformed_request"
-
-
-class MalformedBody(ApiError):
-    code = "malformed_body"
-
-
-class UnsupportedMediaType(ApiError):
-    code = "unsupported_media_type"
-
-
-class UnsupportedEncoding(ApiError):
-    code = "unsupported_content_encoding"
-
-
-class BodyTooLarge(ApiError):
-    code = "body_too_large"
-
-
-class BodyTimeout(ApiError):
-    code = "body_timeout"
-
-
-class HeadersTooLarge(ApiError):
-    code = "headers_too_large"
-
-
-class ModelNotFound(ApiError):
-    code = "model_not_found"
-
-
-class Unavailable(ApiError):
-    code = "unavailable"
-
-
-class LoadFailed(ApiError):
-    code = "load_failed"
-
-
-class StreamingUnsupported(ApiError):
-    code = "streaming_unsupported"
-
-
-class InvalidState(ApiError):
-    code = "invalid_state"
-
-
-class SequenceNotOpen(ApiError):
-    code = "sequence_not_found"
-
-
-class SequenceGoneError(ApiError):
-    """The sequence ended, expired (idle) or was evicted: the code says which."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message, "sequence_id")
-        self.code = f"sequence_{reason}"  # type: ignore[misc]  # one of the three sequence_* codes
-
-
-DOMAIN_ERRORS = (ApiError, InferenceError, QueueFull)
-
-
-def domain_error_response(exc: ApiError | InferenceError | QueueFull, path: str) -> JSONError:
-    """The JSON answer for a domain error; used by the handlers below and by the predict fast path."""
-    if isinstance(exc, ApiError):
-        return error_response(path, exc.code, exc.message, exc.field)
-    if isinstance(exc, QueueFull):
-        message = f"{exc}; retry after {RETRY_AFTER_S} s, or add workers (GRU_WORKERS)"
-        return error_response(path, "queue_full", message, headers={"Retry-After": str(RETRY_AFTER_S)})
-    if isinstance(exc, NonFiniteOutput):
-        field = {"predict": "sequences", "stream": "steps", "infer": "inputs"}.get(path.rsplit("/", 1)[-1])
-        return error_response(path, "output_not_finite", str(exc), field)
-    log.error("inference failed: %s", exc)
-    return error_response(path, "inference_failed", str(exc))
-
-
 async def _domain_error(request: Request, exc: Exception) -> JSONError:
     assert isinstance(exc, DOMAIN_ERRORS)
-    return domain_error_response(exc, request.url.path)
+    return domain_error_response(exc, api_of(request.url.path))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -235,12 +78,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONError:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"][1:]) or None
-        return error_response(request.url.path, "invalid_input", f"{field}: {first['msg']}", field)
+        return error_response(api_of(request.url.path), "invalid_input", f"{field}: {first['msg']}", field)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONError:
+        api, headers = api_of(request.url.path), getattr(exc, "headers", None)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         if code is None:  # nothing in the service raises others; keep their status if a library does
-            body = error_body(request.url.path, "http_error", str(exc.detail))
-            return JSONError(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-        return error_response(request.url.path, code, str(exc.detail), headers=getattr(exc, "headers", None))
+            body = error_body(api, "http_error", str(exc.detail))
+            return JSONError(body, status_code=exc.status_code, headers=headers)
+        return error_response(api, code, str(exc.detail), headers=headers)

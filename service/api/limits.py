@@ -18,7 +18,8 @@ import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import (
+from service.api.errors import error_response
+from service.errors import (
     ApiError,
     BodyTimeout,
     BodyTooLarge,
@@ -26,8 +27,8 @@ from service.api.errors import (
     MalformedBody,
     MalformedRequest,
     UnsupportedEncoding,
-    error_response,
 )
+from service.inference import api_of
 from service.settings import Settings
 
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate is zlib-wrapped (RFC 9110)
@@ -60,7 +61,7 @@ class RequestLimits:
         try:
             decoder = self._check_head(scope)
         except ApiError as exc:  # the body (if any) is never read: close rather than parse it as a request
-            response = error_response(scope["path"], exc.code, exc.message, exc.field, CLOSE)
+            response = error_response(api_of(scope["path"]), exc.code, exc.message, exc.field, CLOSE)
             return await response(scope, receive, send)
         if decoder is not None:
             scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k not in STRIPPED])

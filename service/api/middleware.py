@@ -18,13 +18,12 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, metrics
-from service.api.auth import HEALTH_PATHS, Authenticator
 from service.api.errors import error_response
+from service.auth import HEALTH_PATHS, Authenticator
+from service.inference import api_of, find
 
 log = logging.getLogger("gru_serve.access")
 QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug, not counted
-INFERENCE_SUFFIXES = ("/predict", "/stream", "/infer", "/ModelInfer", "/ModelStreamInfer")
-GRPC_PREFIX = "/inference.GRPCInferenceService/"  # the path of a gRPC call (service/grpc/calls.py)
 CHECKED_METHODS = frozenset({"GET", "HEAD", "POST"})
 FLUSH_INTERVAL_S = 0.5  # how late an access log line or a request's metrics may be written
 LINES_PER_WRITE = 256  # access log lines formatted and written at once
@@ -78,11 +77,12 @@ class RequestLog:
                 continue
             model = context.model or ""
             version = str(context.version) if context.version is not None else ""
-            api = api_of(path)
+            found = find(path)  # an inference operation (REST or gRPC), or another route
+            api = found[0].api if found is not None else api_of(path)
             counts[(model, version, api, str(status))] += 1
             if model:
                 durations[(model, version, api)].append(duration)
-                if path.endswith(INFERENCE_SUFFIXES):  # for the v2 statistics (service/api/v2_model.py)
+                if found is not None:  # for the v2 statistics (service/v2_model.py)
                     inferences[(model, version, "success" if status == 200 else "fail")].append(duration)
                     if status == 200:
                         last_success[(model, version)] = at
@@ -103,12 +103,6 @@ class RequestLog:
                 if log.isEnabledFor(level):
                     records.append(AccessRecord(level, at, context, status, duration))
             logs.handle_many(log, records)
-
-
-def api_of(path: str) -> str:
-    if path.startswith(GRPC_PREFIX):
-        return "grpc"
-    return "v2" if path == "/v2" or path.startswith("/v2/") else "native"
 
 
 class AccessRecord(logging.LogRecord):
@@ -170,7 +164,7 @@ class RequestMiddleware:
             if denial is not None and scope["method"] in self.routed_methods():
                 extra = {"www-authenticate": 'Bearer realm="gru-serve"'} if denial.status == 401 else None
                 code = "unauthorized" if denial.status == 401 else "forbidden"
-                response = error_response(path, code, denial.message, "authorization", extra)
+                response = error_response(api_of(path), code, denial.message, "authorization", extra)
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)

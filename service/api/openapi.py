@@ -1,11 +1,12 @@
-"""The OpenAPI description served at /openapi.json: FastAPI's, made exact and complete.
+"""The OpenAPI description served at /openapi.json, built in one pass: FastAPI's routes, and the inference
+operations of the operation table (service/inference.py), which FastAPI never routes.
 
 - Security: a bearer scheme, and on each operation the requirement the same Authenticator enforces.
 - Every status the server can send on an operation, with its API's error body (service/api/errors.py),
-  from the transport's (408, 431, 503) to the model's (404, 410, 503 queue_full with Retry-After).
+  from the transport's (408, 431, 503) to the model's (404, 410, 503 queue_full with Retry-After): the
+  codes every request can get, plus the operation's own (the table's `errors`).
 - The inference operations (predict, stream, infer) once per loaded model and version, each with the
   request schema that model accepts exactly (service/api/schemas.py); rebuilt when the models change.
-  The templated paths (`/models/{name}/predict`) are replaced, whoever documented them.
 """
 
 from __future__ import annotations
@@ -18,39 +19,56 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from service.api.auth import Access, Authenticator
-from service.api.errors import ERROR_TABLE, is_v2
-from service.api.parsing import BINARY, LENGTHS_PATTERN, shape_pattern
 from service.api.schemas import (
     ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+    StreamRequest,
+    StreamResponse,
     V2ErrorResponse,
     infer_request_schema,
     infer_response_schema,
     predict_request_schema,
     stream_request_schema,
 )
+from service.auth import Access, Authenticator
+from service.codecs.native import BINARY, LENGTHS_PATTERN, shape_pattern
+from service.errors import ERROR_TABLE
+from service.inference import OPERATIONS, Operation, api_of
 from service.repository import Repository
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
-INFERENCE = re.compile(r"(/v2)?/models/\{name\}(/versions/\{version\})?/(predict|stream|infer)")
 # Any request can get these: from the transport, or from the head checks of service/api/limits.py.
 TRANSPORT = ("header_timeout", "headers_too_large", "too_many_connections", "body_too_large",
              "unsupported_content_encoding")
 BODY = ("malformed_body", "invalid_input", "body_timeout")  # operations that read a body
-PER_VERB = {
-    "predict": ("unsupported_media_type", "output_not_finite", "queue_full", "inference_failed"),
-    "stream": ("unsupported_media_type", "streaming_unsupported", "invalid_state", "sequence_not_found",
-               "sequence_ended", "sequence_expired", "sequence_evicted", "output_not_finite", "queue_full",
-               "inference_failed"),
-    "infer": ("streaming_unsupported", "output_not_finite", "sequence_not_found", "sequence_ended",
-              "sequence_expired", "sequence_evicted", "queue_full", "inference_failed"),
-    "load": ("load_failed",), "index": ("unavailable",),
-}
+ROUTE_ERRORS = {"load": ("load_failed",), "index": ("unavailable",)}  # FastAPI routes' own, by last segment
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer"}}}
 BEARER = {"type": "http", "scheme": "bearer", "description": "GRU_API_TOKENS for inference and metadata, "
           "GRU_ADMIN_TOKENS for /v2/repository/* (when configured; README \"Operations\")"}
+BINARY_HEADERS = [
+    {"name": "X-Shape", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "binary body (application/octet-stream) only, and required with it: batch,time,features "
+                    "of the float32 little-endian values it holds (C order), e.g. 2,24,1"},
+    {"name": "X-Lengths", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "binary body only: each sequence's steps when shorter than X-Shape's time (the rest of "
+                    "its row is padding, never read), e.g. 24,17"},
+]
+V2_ANSWER = {"description": "the outputs: JSON, or JSON then binary tensors "
+                            "(Inference-Header-Content-Length) when binary outputs are asked for",
+             "content": {"application/json": {"schema": infer_response_schema()},
+                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+# The JSON bodies of REST's operations, by verb: one loaded model's exact request schema (from its
+# manifest and the settings' limits), and the generic request and answer models.
+BodySchema = Callable[[ModelRuntime, Settings], dict[str, Any]]
+BODIES: dict[str, tuple[BodySchema, type[BaseModel] | None, type[BaseModel] | None]] = {
+    "predict": (lambda r, s: predict_request_schema(r.manifest.inputs, s.max_sequences_per_request),
+                PredictRequest, PredictResponse),
+    "stream": (lambda r, s: stream_request_schema(r.manifest.inputs), StreamRequest, StreamResponse),
+    "infer": (lambda r, s: infer_request_schema(r.manifest, s.max_sequences_per_request), None, None),
+}
 
 
 def install_openapi(app: FastAPI, authenticator: Authenticator) -> None:
@@ -74,71 +92,61 @@ def complete(doc: dict[str, Any], repository: Repository, settings: Settings,
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     components["securitySchemes"] = {"bearer": BEARER}
-    error_refs = {"": _component(ErrorResponse, schemas), "v2": _component(V2ErrorResponse, schemas)}
-    paths: dict[str, Any] = {}
-    for path, item in doc["paths"].items():
-        match = INFERENCE.fullmatch(path)
-        if match is None:
-            paths[path] = item
+    error_refs = {"native": _component(ErrorResponse, schemas), "v2": _component(V2ErrorResponse, schemas)}
+    own: dict[str, tuple[str, ...]] = {}  # per path: the error codes of its operation
+    for op in OPERATIONS:
+        if op.api == "grpc":
             continue
-        for concrete, runtime in _loaded(repository, match[3], bool(match[2])):
-            operation = copy.deepcopy(item["post"])
-            paths[concrete] = {"post": _per_model(operation, concrete, runtime, match[3], settings)}
-    for path, item in paths.items():
-        for method, operation in item.items():
+        for template in op.paths:
+            for path, runtime in _loaded(repository, op, "{version}" in template):
+                doc["paths"][path] = {"post": _inference(op, path, runtime, settings, schemas)}
+                own[path] = op.errors
+    for path, item in doc["paths"].items():
+        api = api_of(path)
+        codes = own.get(path, ROUTE_ERRORS.get(path.rstrip("/").rsplit("/", 1)[-1], ()))
+        for operation in item.values():
             secured = _secured(auth, path)
-            operation["responses"] = _responses(path, method, operation, error_refs[_api(path)], secured)
+            operation["responses"] = _responses(path, operation, codes, error_refs[api], api, secured)
             if secured:
                 operation["security"] = [{"bearer": []}]
-    doc["paths"] = paths
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return doc
 
 
-def _api(path: str) -> str:
-    return "v2" if is_v2(path) else ""
-
-
-def _loaded(repository: Repository, verb: str, versioned: bool) -> list[tuple[str, ModelRuntime]]:
+def _loaded(repository: Repository, op: Operation, versioned: bool) -> list[tuple[str, ModelRuntime]]:
     """The concrete paths of an inference operation: per model (newest version) or per loaded version."""
-    prefix = "/v2" if verb == "infer" else ""
+    prefix = "/v2" if op.api == "v2" else ""
     found = []
     for name in sorted(repository.models):
         for version in repository.versions(name) if versioned else [None]:
             runtime = repository.get(name, version)
-            if runtime is None or (verb == "stream" and runtime.manifest.streaming_refusal is not None):
+            if runtime is None or (op.verb == "stream" and runtime.manifest.streaming_refusal is not None):
                 continue  # a model that cannot stream has no stream operation to call
             where = f"/versions/{version}" if versioned else ""
-            found.append((f"{prefix}/models/{name}{where}/{verb}", runtime))
+            found.append((f"{prefix}/models/{name}{where}/{op.verb}", runtime))
     return found
 
 
-def _per_model(operation: dict[str, Any], path: str, runtime: ModelRuntime, verb: str,
-               settings: Settings) -> dict[str, Any]:
+def _inference(op: Operation, path: str, runtime: ModelRuntime, settings: Settings,
+               schemas: dict[str, Any]) -> dict[str, Any]:
     manifest = runtime.manifest
-    operation["operationId"] = re.sub(r"\W", "_", f"{verb}{path}")
-    operation["parameters"] = [p for p in operation.get("parameters", []) if p.get("in") != "path"]
-    operation["summary"] = f"{operation.get('summary', verb)}: {manifest.name} version {manifest.version}"
-    if verb == "predict":
-        schema = predict_request_schema(manifest.inputs, settings.max_sequences_per_request)
-    elif verb == "stream":
-        schema = stream_request_schema(manifest.inputs)
-    else:
-        schema = infer_request_schema(manifest, settings.max_sequences_per_request)
-        binary = {"type": "string", "format": "binary"}
-        operation["responses"] = {"200": {
-            "description": "the outputs: JSON, or JSON then binary tensors (Inference-Header-Content-Length) "
-                           "when binary outputs are asked for",
-            "content": {"application/json": {"schema": infer_response_schema()},
-                        "application/octet-stream": {"schema": binary}}}}
-    content = {"application/json": {"schema": schema}}
-    if verb == "predict":  # float32 steps too (X-Shape, X-Lengths: service/api/inference.py)
-        content.update((k, v) for k, v in operation["requestBody"]["content"].items() if k == BINARY)
-        features = len(manifest.inputs.features)
-        operation["parameters"] = [_shape_pattern(p, features) for p in operation["parameters"]]
-    operation["requestBody"] = {"required": True, "content": content}
-    return operation
+    request_schema, request_model, response_model = BODIES[op.verb]
+    version = " (one loaded version)" if "/versions/" in path else ""
+    ok: dict[str, Any] = V2_ANSWER if op.api == "v2" else {"description": "the answer"}
+    if response_model is not None:
+        ok = {**ok, "content": {"application/json": {"schema": _component(response_model, schemas)}}}
+    if request_model is not None:
+        _component(request_model, schemas)  # the generic model, for other docs
+    content: dict[str, Any] = {"application/json": {"schema": request_schema(runtime, settings)}}
+    parameters: list[dict[str, Any]] = []
+    if op.binary:  # float32 steps too (X-Shape, X-Lengths: service/codecs/native.py)
+        content[BINARY] = {"schema": {"type": "string", "format": "binary"}}
+        parameters = [_shape_pattern(p, len(manifest.inputs.features)) for p in BINARY_HEADERS]
+    return {"tags": ["open inference protocol (v2)" if op.api == "v2" else op.verb],
+            "summary": f"{op.summary}{version}: {manifest.name} version {manifest.version}",
+            "operationId": re.sub(r"\W", "_", f"{op.verb}{path}"), "parameters": parameters,
+            "requestBody": {"required": True, "content": content}, "responses": {"200": ok}}
 
 
 def _shape_pattern(parameter: dict[str, Any], features: int) -> dict[str, Any]:
@@ -150,7 +158,7 @@ def _shape_pattern(parameter: dict[str, Any], features: int) -> dict[str, Any]:
     return {**parameter, "schema": {**parameter["schema"], "pattern": pattern}}
 
 
-def _responses(path: str, method: str, operation: dict[str, Any], error: dict[str, str],
+def _responses(path: str, operation: dict[str, Any], own: tuple[str, ...], error: dict[str, str], api: str,
                secured: bool) -> dict[str, Any]:
     codes = list(TRANSPORT)
     if "requestBody" in operation:
@@ -159,15 +167,14 @@ def _responses(path: str, method: str, operation: dict[str, Any], error: dict[st
         codes.append("invalid_input")  # a path parameter that is not an integer
     if "/models/" in path:
         codes.append("model_not_found")
-    verb = path.rstrip("/").rsplit("/", 1)[-1]
-    codes += PER_VERB.get(verb, ())
+    codes += own
     if secured:
         codes += ["unauthorized", "forbidden"] if path.startswith("/v2/repository") else ["unauthorized"]
     responses = {k: v for k, v in operation.get("responses", {}).items() if k < "400" or not _error(v)}
     by_status: dict[str, list[str]] = {}
     for code in dict.fromkeys(codes):
         kind = ERROR_TABLE[code]
-        by_status.setdefault(str(kind.v2_status if is_v2(path) else kind.status), []).append(code)
+        by_status.setdefault(str(kind.v2_status if api == "v2" else kind.status), []).append(code)
     for status, status_codes in sorted(by_status.items()):
         described = "; ".join(f"{c}: {ERROR_TABLE[c].meaning}" for c in status_codes)
         schema: dict[str, Any] = error

@@ -1,6 +1,6 @@
 """Request and response shapes for the OpenAPI description. The hot path parses bodies with
-service.api.parsing and service.api.v2_codec (same rules, no per-float validation) and answers with plain
-dicts.
+service/codecs/native.py and service/codecs/v2.py (same rules, no per-float validation) and answers with
+plain dicts.
 
 The pydantic models describe any model's requests; the *_schema functions describe exactly what one
 loaded model accepts (feature count, lengths, state size, the limits in the settings), so that a request
@@ -129,17 +129,6 @@ class ModelMetadata(ModelSummary):
                                       "and why not")
     state: dict[str, Any] = Field(default_factory=dict, description="the per-sequence state vector "
                                   "(v2 `state`/`next_state`): its size and what it packs")
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
-        400: "malformed JSON", 404: "unknown model", 413: "body over the size limit",
-        415: "content type is not application/json",
-        422: "invalid sequences (field named), an invalid state token, or a model that cannot stream",
-        500: "inference failed",
-    }.items()
-}
 
 
 def sequence_schema(spec: InputSpec) -> dict[str, Any]:

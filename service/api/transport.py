@@ -12,6 +12,10 @@ headers are complete, and never sees a connection. `gru serve` runs uvicorn with
   to fit (fit_file_limit), or the cap lowered to what the hard limit allows, with a warning.
 - Idle keep-alive connections: uvicorn's timeout_keep_alive (GRU_KEEP_ALIVE_TIMEOUT_S).
 - Malformed HTTP: a JSON 400 instead of uvicorn's plain text.
+- Load shedding: once a request's headers are parsed, the app's shedder (`install_shedder`: LoadShedder's
+  `refusal`) may answer it at once (503 queue_full), before uvicorn builds a request and starts a task
+  for it; its body is read and dropped, the connection kept. A refusal then costs a share of what a
+  refusal by the ASGI app costs, on the event loop that an overload saturates (measured: bench/overload.py).
 
 The header count and size of complete header blocks, the body limits and Content-Encoding are enforced in
 ASGI (service/api/limits.py) for every server. Another server must be given these equivalents (granian:
@@ -26,6 +30,7 @@ import functools
 import logging
 import resource
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service import metrics
-from service.api.errors import RETRY_AFTER_S, raw_error_response
+from service.api.errors import raw_error_response
+from service.errors import RETRY_AFTER_S
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.transport")
@@ -92,6 +98,29 @@ REFUSED: set[asyncio.Protocol] = set()  # over the cap, answered 503, closing (a
 
 class TooManyHeaders(Exception):
     pass
+
+
+Shedder = Callable[[bytes, str, list[tuple[bytes, bytes]]], "bytes | None"]  # method, path, headers -> answer
+SHEDDER: list[Shedder] = []  # the worker's app's, at most one (install_shedder)
+
+
+def install_shedder(shedder: Shedder) -> None:
+    """The app's shedder, asked for every request once its headers are parsed (one app per worker)."""
+    SHEDDER[:] = [shedder]
+
+
+class Answered:
+    """The cycle of a request the transport answered itself: complete, so uvicorn drops its body."""
+
+    response_complete, disconnected, keep_alive = True, False, True
+
+    class message_event:  # noqa: N801 (uvicorn's cycle attribute)
+        @staticmethod
+        def set() -> None:
+            pass
+
+
+ANSWERED = Answered()
 
 
 class Corked:
@@ -207,10 +236,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_headers = self.request_began = False
         self.header_bytes = 0
         self._cancel_header_timer()
+        if SHEDDER and (self.cycle is None or self.cycle.response_complete) and self._shed():
+            return
         super().on_headers_complete()
         if self.cycle is not None:  # the answer's writes, corked (see Corked)
             self.corked = self.corked or Corked(self.transport, self.loop)
             self.cycle.transport = self.corked  # type: ignore[assignment]
+
+    def _shed(self) -> bool:
+        """Answer the request now if the app's shedder refuses it (not a pipelined one: it waits its turn)."""
+        answer = SHEDDER[0](self.parser.get_method(), self._path(), self.headers)
+        if answer is None:
+            return False
+        self.cycle = ANSWERED  # type: ignore[assignment]
+        out = self.corked or self.transport  # after the previous answer's corked writes, if any
+        out.write(answer)
+        if not self.parser.should_keep_alive():
+            out.close()
+            return True
+        self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
+        return True
 
     def _arm_header_timer(self) -> None:
         self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)

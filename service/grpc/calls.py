@@ -4,9 +4,9 @@ the `authorization` metadata checked by the same Authenticator under the REST pa
 access log line, and the request metrics with api="grpc" and, as `status`, the HTTP status REST gives
 for the same outcome (queue_full refusals go to the per-second refusal summary instead, as REST's do).
 
-Errors are REST's: the message and code of the REST v2 answer, sent with the gRPC status the one error
-table (service/api/errors.py) gives the code, and `gru-error-code` and `gru-error-field` in the trailing
-metadata.
+The gRPC edge of the one error table (service/errors.py): a domain error's code, message and field (as
+REST's v2 answer states them), sent with the gRPC status the table gives the code, and `gru-error-code`
+and `gru-error-field` in the trailing metadata.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import orjson
 from starlette.datastructures import State
 
 from service import logs, tracing
-from service.api.auth import Authenticator, Denial
-from service.api.errors import DOMAIN_ERRORS, ERROR_TABLE, domain_error_response
-from service.api.middleware import GRPC_PREFIX
+from service.auth import Authenticator, Denial
+from service.errors import DOMAIN_ERRORS, ERROR_TABLE, describe
+from service.inference import BY_VERB, GRPC_SERVICE
 
 log = logging.getLogger("gru_serve.access")
-SERVICE = GRPC_PREFIX
 READ = ("authorization", "x-request-id")  # the metadata a call's scope reads
 # Error details and fields can quote what a client sent (a 1 MB parameter name): they go back in headers,
 # which clients cap (8 KiB by default), so they are cut to this many characters.
 MAX_DETAIL = 2048
-INFER_PATH = "/v2/models/-/infer"  # errors are rendered as this REST route renders them
 
 
 @dataclass
@@ -64,14 +61,14 @@ class Failure(Exception):
         return tuple(items)
 
 
-def failure(exc: Exception) -> Failure:
+def failure(exc: Exception, method: str) -> Failure:
     if isinstance(exc, Failure):
         return exc
     if isinstance(exc, DOMAIN_ERRORS):
-        answer = domain_error_response(exc, INFER_PATH)
-        body = orjson.loads(answer.body)
-        return Failure(answer.status_code, body["code"], body["error"], body["field"],
-                       answer.headers.get("retry-after"))
+        operation = BY_VERB.get(method)
+        problem = describe(exc, operation.error_field if operation is not None else None)
+        retry_after = str(problem.retry_after) if problem.retry_after is not None else None
+        return Failure(problem.kind.v2_status, problem.code, problem.message, problem.field, retry_after)
     log.exception("unexpected error")
     return Failure(500, "internal", "internal error; the server log has it under this request id")
 
@@ -92,7 +89,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     metadata = dict(pairs)
     traced = tracing.begin_grpc(metadata, method) if tracing.enabled and not quiet else None
     call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
-                               method="gRPC", path=SERVICE + method)
+                               method="gRPC", path=GRPC_SERVICE + method)
     token = logs.current.set(call)
     started, refused = time.perf_counter(), None
     if not quiet:
@@ -104,7 +101,7 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
             raise denied(denial)
         yield
     except Exception as exc:
-        refused = failure(exc)
+        refused = failure(exc, method)
     finally:
         if not quiet:
             state.requests.in_flight -= 1

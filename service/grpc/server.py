@@ -12,7 +12,7 @@ import logging
 import grpc
 from starlette.datastructures import State
 
-from service.api.auth import Authenticator
+from service.auth import Authenticator
 from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
 from service.settings import Settings

@@ -1,8 +1,9 @@
 """The Open Inference Protocol's gRPC service (Triton's `inference.GRPCInferenceService`, a superset of
-KServe's), answered from the same objects and code as the REST v2 routes: the repository, the v2
-codec's checks, the v2 route's `answer` (the model's scheduler, the server-held sequences), Triton's
-model configuration and statistics. Each RPC runs inside calls.scope: request id, auth, metrics, log,
-errors as gRPC statuses.
+KServe's), answered by the transport-free layer that REST's v2 routes use too: ModelInfer and
+ModelStreamInfer are operations of the table (service/inference.py: the v2 codec's protobuf forms, the
+model's scheduler, the server-held sequences), metadata, configuration and statistics come from
+service/v2_model.py. Each RPC runs inside calls.scope: request id, auth, metrics, log, errors as gRPC
+statuses.
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ import grpc
 from google.protobuf import json_format
 from starlette.datastructures import State
 
-from service.api.auth import Authenticator
-from service.api.deps import resolve_model
-from service.api.errors import ModelNotFound
-from service.api.inference import Call
-from service.api.routes import v2
-from service.api.v2_model import statistics
-from service.batching import SchedulerStopped
+from service.auth import Authenticator
+from service.errors import ModelNotFound
 from service.grpc import calls
-from service.grpc.codec import decode_infer, encode_infer
 from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
+from service.inference import BY_VERB, Request, perform, resolve_model
 from service.runtime import ModelRuntime
+from service.v2_model import SERVER_NAME, SERVER_VERSION, metadata, model_config_for, statistics
 
 M = TypeVar("M")
 # The REST path of each operation: the Authenticator's rules for it apply unchanged.
@@ -55,7 +52,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: Any) -> pb.ServerMetadataResponse:
-        answer = pb.ServerMetadataResponse(name=v2.SERVER_NAME, version=v2.SERVER_VERSION,
+        answer = pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION,
                                            extensions=EXTENSIONS)
         return await self._unary(context, "ServerMetadata", SERVER_PATH, lambda: answer)
 
@@ -69,17 +66,18 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return await self._unary(context, "ModelReady", MODELS_PATH, ready)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        def metadata() -> pb.ModelMetadataResponse:
+        def describe() -> pb.ModelMetadataResponse:
             runtime = self._model(request.name, request.version)
             repository = self.state.repository
             versions = [runtime.manifest.version] if request.version else repository.versions(request.name)
-            document = v2.metadata(repository, runtime, versions)
+            document = metadata(runtime.manifest, versions)
             return json_format.ParseDict(document, pb.ModelMetadataResponse())
-        return await self._unary(context, "ModelMetadata", MODELS_PATH, metadata)
+        return await self._unary(context, "ModelMetadata", MODELS_PATH, describe)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         def config() -> pb.ModelConfigResponse:
-            document = v2.config(self._model(request.name, request.version), self.state)
+            document = model_config_for(self._model(request.name, request.version).manifest,
+                                        self.state.services)
             if "sequence_batching" in document:  # Triton's ModelConfig holds one scheduler (a oneof)
                 document.pop("dynamic_batching", None)
             return json_format.ParseDict({"config": document}, pb.ModelConfigResponse())
@@ -102,7 +100,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     # -- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._unary(context, "ModelInfer", MODELS_PATH, lambda: self._infer(request))
+        return await self._unary(context, "ModelInfer", MODELS_PATH,
+                                 lambda: self._infer("ModelInfer", request))
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
                                context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -118,30 +117,19 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 try:
                     async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
                                            abort=False, request_id=request.id):
-                        response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                        response = pb.ModelStreamInferResponse(
+                            infer_response=await self._infer("ModelStreamInfer", request))
                 except calls.Failure as refused:
                     response = pb.ModelStreamInferResponse(error_message=refused.message)
                 yield response
         finally:
             self.streams.close(client)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        """As POST /v2/models/{name}/infer: the scheduler is asked for room before anything is decoded,
-        then the REST route's own code runs the decoded request."""
-        call = self._v2_call(request)
-        call.scheduler.check_room()
-        decoded = decode_infer(request)
-        try:
-            arrays = await v2.answer(call, decoded)
-        except SchedulerStopped:  # the version was retired meanwhile: the one serving now
-            call = self._v2_call(request)
-            arrays = await v2.answer(call, decoded)
-        return encode_infer(call.runtime.manifest, decoded, arrays)
-
-    def _v2_call(self, request: pb.ModelInferRequest) -> Call:
-        runtime = self._model(request.model_name, request.model_version)
-        state = self.state
-        return Call(runtime, state.schedulers.get(runtime), state.settings, state.streaming, [], b"")
+    async def _infer(self, method: str, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """As POST /v2/models/{name}/infer: the operation of the table (service/inference.py)."""
+        version = message.model_version or None  # "": the serving version
+        return await perform(Request(BY_VERB[method], self.state.services, message.model_name, version,
+                                     message).bind())
 
     def _model(self, name: str, version: str) -> ModelRuntime:
         return resolve_model(self.state.repository, name, version or None)  # "": the serving version

@@ -61,6 +61,20 @@ def _raw(port: int, head: bytes, body: bytes) -> bytes:
             return b""
 
 
+def _exchange(port: int, data: bytes, answers: int) -> bytes:
+    """Send `data` on one connection; what arrives until `answers` answers have begun (or 3 s pass)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(data)
+        with contextlib.suppress(TimeoutError):
+            while received.count(b"HTTP/1.1 ") < answers or not received.endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    return received
+
+
 def test_a_full_queue_refuses_every_api_at_once_before_the_body(repository: Path) -> None:
     server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_MAX_BATCH_SIZE="1",
                     GRU_ACCESS_LOG="false").start()
@@ -94,6 +108,18 @@ def test_a_full_queue_refuses_every_api_at_once_before_the_body(repository: Path
                 if answer.startswith(b"HTTP/1.1 503"):
                     break
             assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower(), path
+            # Refused by the transport (no ASGI request built): its body dropped, the connection kept for
+            # the next request, the caller's request id echoed.
+            content = json.dumps(body).encode()
+            refused = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       f"X-Request-Id: shed-{len(path)}\r\nContent-Length: {len(content)}\r\n\r\n").encode()
+            then = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+            for _ in range(50):
+                answers = _exchange(server.port, refused + content + then, 2)
+                if answers.startswith(b"HTTP/1.1 503"):
+                    break
+            assert answers.startswith(b"HTTP/1.1 503") and f"shed-{len(path)}".encode() in answers, answers
+            assert answers.count(b"HTTP/1.1 200 OK") == 1, answers
     finally:
         stop.set()
         plug.join()

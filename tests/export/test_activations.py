@@ -16,6 +16,7 @@ import pytest
 
 from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
+from service.batching import compute_now
 from service.bundle import ONNX_ACTIVATIONS, BundleError, load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -72,7 +73,8 @@ def test_relu_bundle_streams_chunk_by_chunk_as_whole(relu_bundle) -> None:
     whole = runtime.predict(sequence[None])[0]
     state = None
     for chunk in (sequence[:7], sequence[7:8], sequence[8:]):
-        [answer], [state] = runtime.step([chunk], [state])
+        result = compute_now(runtime, [chunk], None if state is None else state[None])
+        answer, state = result.outputs[0], result.states[0]
     assert np.abs(answer - whole).max() <= 1e-5
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
+from service.batching import compute_now
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.helpers import train_tiny
@@ -45,7 +46,7 @@ def test_a_padded_batch_answers_each_sequence_as_alone(served) -> None:
     _, runtime = served
     rng = np.random.default_rng(1)
     sequences = [rng.normal(size=(n, 1)).astype(np.float32) for n in (24, 1, 7, 13, 3)]
-    together = runtime.predict_many(sequences)
+    together = compute_now(runtime, sequences).outputs
     for i, seq in enumerate(sequences):
         assert np.abs(together[i] - runtime.predict(seq[None])[0]).max() <= TOLERANCE
 
@@ -56,7 +57,8 @@ def test_chunks_of_any_size_answer_as_the_whole_prefix(served, cuts: list[int]) 
     sequence = np.random.default_rng(sum(cuts)).normal(size=(sum(cuts), 1)).astype(np.float32)
     state, seen = None, 0
     for size in cuts:
-        [output], [state] = runtime.step([sequence[seen : seen + size]], [state])
+        result = compute_now(runtime, [sequence[seen : seen + size]], None if state is None else state[None])
+        output, state = result.outputs[0], result.states[0]
         seen += size
         whole = runtime.predict(sequence[None, :seen])[0]
         assert np.abs(output - whole).max() <= TOLERANCE, (cuts, seen)

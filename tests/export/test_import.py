@@ -19,6 +19,7 @@ from torch import nn
 from export.foreign import Unsupported
 from export.importer import ImportRequest, import_graph
 from export.verify import TOLERANCE
+from service.batching import compute_now
 from service.bundle import LENGTHS_INPUT, STATE_INPUT, load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -89,7 +90,8 @@ def sequences(features: int, lengths: tuple[int, ...] = (17, 3, 9, 1), seed: int
 def chunked(loaded: ModelRuntime, sequence: np.ndarray, cuts: tuple[int, ...]) -> np.ndarray:
     state = None
     for start, end in zip((0, *cuts), (*cuts, len(sequence)), strict=True):
-        [answer], [state] = loaded.step([sequence[start:end]], [state])
+        result = compute_now(loaded, [sequence[start:end]], None if state is None else state[None])
+        answer, state = result.outputs[0], result.states[0]
     return answer
 
 
@@ -105,7 +107,7 @@ def test_a_torch_onnx_export_of_an_nn_gru_classifier(tmp_path: Path, dynamo: boo
     loaded = runtime(result.bundle_dir)
     batch = sequences(3)
     expected = original_answers(path, batch, time_major=False)
-    assert np.abs(loaded.predict_many(batch) - expected).max() <= TOLERANCE  # one padded run
+    assert np.abs(compute_now(loaded, batch).outputs - expected).max() <= TOLERANCE  # one padded run
     assert np.abs(chunked(loaded, batch[0], (5, 6)) - expected[0]).max() <= TOLERANCE
 
 
@@ -133,7 +135,7 @@ def test_gru_graphs_built_with_onnx_helper(tmp_path: Path, lbr: int, candidate: 
     batch = [s * np.float32([2.0, 0.25]) + np.float32([0.5, -1.0]) for s in sequences(2)]  # raw units
     expected = original_answers(path, batch, time_major=True, mean=np.float32([0.5, -1.0]),
                                 std=np.float32([2.0, 0.25]))
-    assert np.abs(loaded.predict_many(batch) - expected).max() <= TOLERANCE
+    assert np.abs(compute_now(loaded, batch).outputs - expected).max() <= TOLERANCE
     if bidirectional:
         assert not manifest.streaming.supported and "bidirectional" in (manifest.streaming.reason or "")
     else:
@@ -149,7 +151,7 @@ def test_one_sigmoid_output_is_a_binary_probability_naming_both_classes(tmp_path
     assert (output.kind, output.size, output.labels, output.positive_label) == \
         ("probability", 1, ["normal", "fault"], "fault")
     batch = sequences(2)
-    got = runtime(result.bundle_dir).predict_many(batch)
+    got = compute_now(runtime(result.bundle_dir), batch).outputs
     assert got.shape == (4, 1)
     assert np.abs(got - original_answers(path, batch, time_major=True)).max() <= TOLERANCE
 
@@ -164,7 +166,7 @@ def test_logits_need_the_activation_named_and_then_get_it(tmp_path: Path) -> Non
     batch = sequences(3)
     logits = original_answers(path, batch, time_major=False)
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    assert np.abs(runtime(result.bundle_dir).predict_many(batch) - softmax).max() <= TOLERANCE
+    assert np.abs(compute_now(runtime(result.bundle_dir), batch).outputs - softmax).max() <= TOLERANCE
 
 
 def test_a_graph_reading_the_last_step_of_y_takes_no_lengths_but_answers_ragged_batches(tmp_path: Path
@@ -187,7 +189,7 @@ def test_a_graph_reading_the_last_step_of_y_takes_no_lengths_but_answers_ragged_
     loaded = runtime(result.bundle_dir)
     batch = sequences(2)
     expected = original_answers(path, batch, time_major=True)
-    assert np.abs(loaded.predict_many(batch) - expected).max() <= TOLERANCE
+    assert np.abs(compute_now(loaded, batch).outputs - expected).max() <= TOLERANCE
     assert np.abs(chunked(loaded, batch[0], (6,)) - expected[0]).max() <= TOLERANCE
 
 

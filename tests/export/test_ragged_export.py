@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.verify import TOLERANCE
+from service.batching import compute_now, pad_batch
 from service.bundle import BundleError, load_bundle
-from service.runtime import ModelRuntime, pad_batch
+from service.runtime import ModelRuntime
 from service.settings import Settings
 from training.checkpoint import Checkpoint
 
@@ -41,7 +42,7 @@ def test_mixed_lengths_in_one_run_equal_each_sequence_alone(runtimes, lengths, n
     features = runtime.manifest.inputs.num_features
     rng = np.random.default_rng(seed)
     sequences = [rng.normal(size=(n, features)).astype(np.float32) for n in lengths]
-    together = runtime.predict_many(sequences)
+    together = compute_now(runtime, sequences).outputs
     for i, seq in enumerate(sequences):
         alone = runtime.predict(seq[None])[0]
         assert np.abs(together[i] - alone).max() <= TOLERANCE
@@ -55,7 +56,7 @@ def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -
     rng = np.random.default_rng(0)
     sequences = [rng.normal(size=(n, model.config.input_size)).astype(np.float32) for n in (29, 7, 1, 16)]
     x, lengths = pad_batch(sequences)
-    state = rng.normal(size=(len(sequences), runtime.state_size)).astype(np.float32)
+    state = rng.normal(size=(len(sequences), runtime.manifest.state.size)).astype(np.float32)
     got, got_state = runtime.run(x, lengths, state)
     with torch.no_grad():
         ref, ref_state = model.stream(torch.as_tensor(x), torch.as_tensor(state), torch.as_tensor(lengths))
@@ -106,7 +107,8 @@ def _rewrite(bundle: Path, graph: onnx.ModelProto, drop_lengths: bool) -> None:
 
 
 def test_a_graph_without_lengths_still_serves_mixed_lengths(ragged_repository, tmp_path) -> None:
-    """A graph without a lengths input (e.g. imported): the runtime groups by length instead of padding."""
+    """A graph without a lengths input (e.g. imported): the scheduler's runs group by length instead of
+    padding (service/batching.py plan_runs, the code that serves)."""
     bundle = tmp_path / "vowels_bi" / "1"
     shutil.copytree(ragged_repository / "vowels_bi" / "1", bundle)
     graph = onnx.load(bundle / "model.onnx")
@@ -118,4 +120,5 @@ def test_a_graph_without_lengths_still_serves_mixed_lengths(ragged_repository, t
     assert not old.manifest.takes_lengths and new.manifest.takes_lengths
     rng = np.random.default_rng(1)
     sequences = [rng.normal(size=(n, 12)).astype(np.float32) for n in (5, 29, 5, 12)]
-    assert np.abs(old.predict_many(sequences) - new.predict_many(sequences)).max() <= TOLERANCE
+    answers = compute_now(old, sequences).outputs, compute_now(new, sequences).outputs
+    assert np.abs(answers[0] - answers[1]).max() <= TOLERANCE

@@ -10,6 +10,7 @@ import pytest
 
 from export.bundle import export_checkpoint
 from export.onnx import example_inputs
+from service.batching import compute_now
 from service.bundle import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -79,6 +80,6 @@ def test_seed_graph_with_ragged_lengths_equals_each_sequence_alone(seed_bundle) 
     runtime.load()
     rng = np.random.default_rng(3)
     sequences = [rng.normal(size=(n, 1)).astype(np.float32) for n in (24, 5, 17, 1)]
-    together = runtime.predict_many(sequences)
+    together = compute_now(runtime, sequences).outputs
     alone = np.concatenate([runtime.predict(seq[None]) for seq in sequences])
     assert np.abs(together - alone).max() <= 1e-5

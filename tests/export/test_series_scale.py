@@ -10,6 +10,7 @@ import torch
 
 from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
+from service.batching import compute_now
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.helpers import train_tiny
@@ -69,6 +70,6 @@ def test_a_padded_batch_of_series_on_any_scale_answers_each_as_alone(served: Mod
     features = len(served.manifest.inputs.features)
     sequences = [(rng.normal(size=(n, features)) * scale).astype(np.float32)
                  for n, scale in ((20, 1e-4), (3, 1.0), (11, 300.0), (7, 0.02))]
-    together = served.predict_many(sequences)
+    together = compute_now(served, sequences).outputs
     for i, seq in enumerate(sequences):
         assert np.abs(together[i] - served.predict(seq[None])[0]).max() <= TOLERANCE

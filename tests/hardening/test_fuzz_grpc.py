@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.errors import ApiError
-from service.api.v2_codec import DATATYPES, model_inputs
 from service.bundle import read_manifest
-from service.grpc.codec import decode_infer
+from service.codecs.v2 import DATATYPES, decode_infer, model_inputs
+from service.errors import ApiError
 from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from tests.helpers import Server, free_port

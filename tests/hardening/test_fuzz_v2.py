@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.api.errors import ApiError
-from service.api.v2_codec import HEADER_LENGTH, decode_request, model_inputs
 from service.bundle import read_manifest
+from service.codecs.v2 import HEADER_LENGTH, decode_request, model_inputs
+from service.errors import ApiError
 
 EXAMPLES_IN_PROCESS = 400
 EXAMPLES_HTTP = 120

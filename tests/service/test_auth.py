@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service.api.app import announce_security
-from service.api.auth import Authenticator, is_loopback
+from service.auth import Authenticator, is_loopback
 from service.settings import Settings
 
 

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from export.verify import TOLERANCE
+from service import batching
 from service.batching import (
     PADDING_FACTOR,
     QueueFull,
@@ -20,6 +21,7 @@ from service.batching import (
     Scheduler,
     SchedulerPool,
     SchedulerStopped,
+    compute_now,
     plan_runs,
 )
 from service.runtime import InferenceError, ModelRuntime
@@ -48,7 +50,8 @@ def _sequences(count: int, seed: int, features: int = 1, longest: int = 60) -> l
 
 
 def _alone(runtime: ModelRuntime, sequence: np.ndarray, state: np.ndarray | None = None):
-    [output], [next_state] = runtime.step([sequence], [state])
+    result = compute_now(runtime, [sequence], None if state is None else state[None])
+    output, next_state = result.outputs[0], result.states[0]
     return output, next_state
 
 
@@ -106,7 +109,7 @@ def test_every_api_shares_one_batch_with_exact_answers(vowels: ModelRuntime) -> 
     prefix = rng.normal(size=(5, 12)).astype(np.float32)
     _, carried = _alone(vowels, prefix)
     block = rng.normal(size=(3, 9, 12)).astype(np.float32)
-    block_states = rng.normal(size=(3, vowels.state_size)).astype(np.float32)
+    block_states = rng.normal(size=(3, vowels.manifest.state.size)).astype(np.float32)
     requests = [(_sequences(2, seed=2, features=12, longest=20), None),  # predict
                 ([rng.normal(size=(7, 12)).astype(np.float32)], carried[None]),  # stream
                 (list(block), block_states)]  # v2 with a state input
@@ -174,8 +177,10 @@ def test_full_queue_refuses_at_once_and_stop_drains(italy: ModelRuntime) -> None
     assert drained[0].outputs.shape == (10, 2) and all(r.outputs.shape == (1, 2) for r in drained[1:])
 
 
-def test_a_queue_holding_more_work_than_the_wait_limit_refuses(italy: ModelRuntime) -> None:
+def test_a_queue_holding_more_work_than_the_wait_limit_refuses(italy: ModelRuntime, monkeypatch) -> None:
     """Full also means more work queued than max_queue_wait_ms at the rate measured on earlier batches."""
+    monkeypatch.setattr(batching, "INLINE_MAX_S", 0.0)  # every request queues, none runs on the loop
+
     async def main() -> tuple[float, list]:
         scheduler = Scheduler(italy, BatchConfig(max_queue_size=1000))
         scheduler.start()
@@ -194,6 +199,30 @@ def test_a_queue_holding_more_work_than_the_wait_limit_refuses(italy: ModelRunti
     assert per_sequence > 0
     assert [isinstance(r, QueueFull) for r in results] == [False] * 10 + [True] * 10
     assert "GRU_MAX_QUEUE_WAIT_MS" in str(results[-1]) and "ms of work" in str(results[-1])
+
+
+def test_a_lone_short_request_runs_on_the_event_loop_with_the_same_answer(italy: ModelRuntime,
+                                                                          monkeypatch) -> None:
+    """Nothing in flight and a run shorter than INLINE_MAX_S: answered without the inference thread
+    (here it cannot take the queue's lock), exactly as the thread answers it."""
+    monkeypatch.setattr(batching, "INLINE_MAX_S", 1.0)  # whatever a busy machine makes of the first run
+    sequence = _sequences(1, seed=5)
+
+    async def main() -> tuple[Result, Result]:
+        scheduler = Scheduler(italy, BatchConfig())
+        scheduler.start()
+        try:
+            queued = await scheduler.run(sequence)  # the first: through the thread, which learns the rate
+            assert 0 < scheduler._seconds_per_sequence <= batching.INLINE_MAX_S
+            with scheduler._ready:
+                inline = await asyncio.wait_for(scheduler.run(sequence), 5)
+            return queued, inline
+        finally:
+            await scheduler.stop()
+
+    queued, inline = asyncio.run(main())
+    assert np.array_equal(queued.outputs, inline.outputs) and np.array_equal(queued.states, inline.states)
+    assert np.abs(inline.outputs[0] - _alone(italy, sequence[0])[0]).max() <= TOLERANCE
 
 
 def test_per_model_overrides_from_the_environment(monkeypatch) -> None:

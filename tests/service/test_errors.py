@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from service.api.errors import ERROR_TABLE, InvalidInput, domain_error_response, error_response
+from service.api.errors import domain_error_response, error_response
+from service.errors import ERROR_TABLE, InvalidInput
 from service.runtime import NonFiniteOutput
 
 
@@ -16,15 +17,15 @@ def test_every_grpc_status_is_a_grpc_status_code() -> None:
 
 
 def test_one_code_two_forms() -> None:
-    native = error_response("/models/m/predict", "invalid_input", "bad", "sequences[0]")
-    v2 = error_response("/v2/models/m/infer", "invalid_input", "bad", "inputs[0].data")
+    native = error_response("native", "invalid_input", "bad", "sequences[0]")
+    v2 = error_response("v2", "invalid_input", "bad", "inputs[0].data")
     assert (native.status_code, v2.status_code) == (422, 400)
     assert json.loads(native.body) == {"error": {"code": "invalid_input", "message": "bad",
                                                  "field": "sequences[0]", "request_id": None}}
     assert json.loads(v2.body) == {"error": "bad", "code": "invalid_input", "field": "inputs[0].data",
                                    "request_id": None}
-    assert domain_error_response(InvalidInput("x", "f"), "/v2/models/m/infer").status_code == 400
-    refused = domain_error_response(NonFiniteOutput("nan"), "/models/m/predict")
+    assert domain_error_response(InvalidInput("x", "f"), "v2").status_code == 400
+    refused = domain_error_response(NonFiniteOutput("nan"), "native", "sequences")
     assert refused.status_code == 422 and json.loads(refused.body)["error"]["field"] == "sequences"
 
 

@@ -1,13 +1,13 @@
-"""The gRPC codec (service/grpc/codec.py): a ModelInferRequest becomes the REST codec's InferRequest, and
-every malformed one is refused naming the field, before anything runs."""
+"""The gRPC forms of the v2 codec (service/codecs/v2.py): a ModelInferRequest becomes the same InferRequest as
+a JSON body, and every malformed one is refused naming the field, before anything runs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service.api.errors import ApiError
-from service.grpc.codec import decode_infer, encode_infer
+from service.codecs.v2 import decode_infer, encode_infer
+from service.errors import ApiError
 from service.grpc.generated import grpc_service_pb2 as pb
 
 
@@ -47,7 +47,7 @@ def test_outputs_come_back_raw_in_the_order_asked() -> None:
         name, version = "m", 3
 
     arrays = {"output": np.array([[0.25, 0.75]]), "next_state": np.array([[1.0, 2.0, 3.0]])}
-    response = encode_infer(Manifest, decoded, arrays)  # type: ignore[arg-type]
+    response = encode_infer(Manifest, decoded, arrays, pb.ModelInferResponse())  # type: ignore[arg-type]
     assert (response.model_name, response.model_version, response.id) == ("m", "3", "r-1")
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [("next_state", "FP32", [1, 3])]
     np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], "<f4"), [1, 2, 3])

@@ -1,5 +1,5 @@
-"""The inference operations are answered by service/api/inference.py, never by a FastAPI route, and the
-OpenAPI description documents them from the same table, request bodies included."""
+"""The inference operations are answered by service/api/front.py, never by a FastAPI route, and the
+OpenAPI description documents them from the same table (service/inference.py), request bodies included."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from pathlib import Path
 from fastapi.routing import APIRoute
 
 from service.api.app import create_app
-from service.api.inference import OPERATIONS
+from service.inference import OPERATIONS
 from service.settings import Settings
 
-INFERENCE_PATHS = {f"{'/v2' if op.api else ''}/models/{{name}}{version}/{op.verb}"
-                   for op in OPERATIONS for version in ("", "/versions/{version}")}
+INFERENCE_PATHS = {path for op in OPERATIONS if op.api != "grpc" for path in op.paths}
 
 
 def test_inference_operations_are_documented_per_model_and_have_no_dead_route(repository: Path) -> None:
-    """document() adds the templated operations; service/api/openapi.py replaces them by one per loaded
-    model and version, with the request schema that model accepts (no stream for a model that cannot)."""
+    """service/api/openapi.py documents the table's operations once per loaded model and version, with the
+    request schema that model accepts (no stream for a model that cannot), and never the templates."""
     app = create_app(Settings(model_repository=repository))
     app.state.repository.load_all()
     schema = app.openapi()

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
-from service.api.errors import InvalidInput, MalformedBody
-from service.api.parsing import parse_predict_binary, parse_predict_body
 from service.bundle import InputSpec
+from service.codecs.native import parse_predict_binary, parse_predict_body
+from service.errors import InvalidInput, MalformedBody
 
 UNI = InputSpec(features=["value"], max_length=10)
 MULTI = InputSpec(features=["a", "b"], max_length=10)

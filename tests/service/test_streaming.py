@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from export.verify import TOLERANCE
+from service.batching import compute_now
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.streaming.sessions import SequenceGone, SessionStore
@@ -41,7 +42,8 @@ def test_random_chunkings_give_the_whole_prefix_answers(runtimes, length, cuts, 
     sequence = sequence.astype(np.float32)
     state, seen = None, 0
     for chunk in _chunks(sequence, cuts):
-        [output], [state] = runtime.step([chunk], [state])
+        result = compute_now(runtime, [chunk], None if state is None else state[None])
+        output, state = result.outputs[0], result.states[0]
         seen += len(chunk)
         whole = runtime.predict(sequence[None, :seen])[0]
         expected = whole[seen - len(chunk) : seen] if name == "regimes" else whole

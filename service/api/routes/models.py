@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import ModelDep, RepositoryDep
-from service.api.schemas import ERRORS, ModelList, ModelMetadata, ModelSummary
+from service.api.schemas import ModelList, ModelMetadata, ModelSummary
 from service.runtime import ModelRuntime
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -21,7 +21,7 @@ async def list_models(repository: RepositoryDep) -> ModelList:
     return ModelList(models=[summary(r) for r in repository.models.values()])
 
 
-@router.get("/{name}", response_model=ModelMetadata, responses={404: ERRORS[404]})
+@router.get("/{name}", response_model=ModelMetadata)
 async def model_metadata(runtime: ModelDep) -> ModelMetadata:
     m = runtime.manifest
     inputs = m.inputs.model_dump() | {"num_features": m.inputs.num_features}

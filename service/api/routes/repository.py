@@ -1,5 +1,5 @@
 """Model repository admin API (Triton's model-repository extension paths): index, load (and reload),
-unload. Needs an admin token whenever tokens are configured (service/api/auth.py).
+unload. Needs an admin token whenever tokens are configured (service/auth.py).
 
 With several worker processes each worker holds its own models: an admin call reaches one worker. Use the
 folder watch (GRU_POLL_INTERVAL_S) to change every worker."""
@@ -13,9 +13,10 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RepositoryDep
-from service.api.errors import ModelNotFound, Unavailable, error_response
+from service.api.errors import error_response
 from service.api.responses import NumpyJSONResponse
 from service.bundle import NAME_PATTERN, BundleError
+from service.errors import ModelNotFound, Unavailable
 
 ADMIN_PATH = "/v2/repository"
 router = APIRouter(prefix=ADMIN_PATH, tags=["model repository (admin)"])
@@ -44,7 +45,7 @@ async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
     if report.failed:
         reasons = "; ".join(f"version {v}: {r}" for v, r in report.failed.items())
         message = f"{name}: {reasons}; serving versions {report.serving} unchanged"
-        return error_response(ADMIN_PATH, "load_failed", message, "name", extra=body)
+        return error_response("v2", "load_failed", message, "name", extra=body)
     return NumpyJSONResponse(body)
 
 

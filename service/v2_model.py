@@ -1,6 +1,6 @@
-"""Triton's JSON for a model's configuration (GET /v2/models/{name}/config) and statistics (GET
-/v2/models[/{name}[/versions/{v}]]/stats), so that tritonclient's get_model_config and
-get_inference_statistics work.
+"""The Open Inference Protocol's server and model metadata, and Triton's JSON for a model's
+configuration (GET /v2/models/{name}/config) and statistics (GET /v2/models[/{name}[/versions/{v}]]/stats),
+so that tritonclient's get_model_config and get_inference_statistics work; REST and gRPC answer from here.
 
 The configuration is derived from the manifest's tensor specs. The statistics come from the Prometheus
 metrics since start (every worker's in multiprocess mode, as /metrics); durations in ns, as Triton gives
@@ -15,9 +15,26 @@ from prometheus_client.samples import Sample
 
 from service import metrics
 from service.bundle import LENGTHS_INPUT, Manifest, TensorSpec
+from service.codecs.v2 import model_tensors
 from service.settings import BatchConfig
 
+SERVER_NAME, SERVER_VERSION = "gru-serve", "0.1.0"
 DATA_TYPES = {"float32": "TYPE_FP32", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
+
+
+def metadata(manifest: Manifest, versions: list[int]) -> dict[str, Any]:
+    """A model's metadata (GET /v2/models/{name}[/versions/{v}], gRPC ModelMetadata)."""
+    inputs, outputs = model_tensors(manifest)
+    return {"name": manifest.name, "versions": [str(v) for v in versions], "platform": "onnxruntime_onnx",
+            "inputs": inputs, "outputs": outputs}
+
+
+def model_config_for(manifest: Manifest, services: Any) -> dict[str, Any]:
+    """The configuration with the batching its scheduler runs with and the settings' limits; `services`:
+    the worker's (service/inference.py Services)."""
+    settings = services.settings
+    return model_config(manifest, services.schedulers.config_for(manifest.name),
+                        settings.max_sequences_per_request, settings.session_idle_seconds)
 
 
 def model_config(manifest: Manifest, batching: BatchConfig, max_sequences: int,

@@ -1,18 +1,23 @@
-"""Request bodies straight into NumPy: orjson parses, NumPy checks shape and type in C. As strict as
+"""The native API's codec: predict bodies (JSON, or binary float32 steps) and stream chunks straight into
+NumPy, and the answers out as JSON. orjson parses, NumPy checks shape and type in C: as strict as
 per-element validation, without a Python loop over floats; errors name the field and the fix."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from service.api.errors import InvalidInput, MalformedBody
-from service.bundle import InputSpec
+from service.bundle import InputSpec, Manifest
+from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 
 ALLOWED_KEYS = {"sequences"}
+STREAM_KEYS = {"steps", "state", "sequence_id", "start", "end"}
+MAX_SEQUENCE_ID = 128
+JSON = "application/json"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -28,6 +33,26 @@ def load_object(body: bytes, allowed: set[str], example: str) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"unknown field(s) {unknown}; expected some of {sorted(allowed)}", unknown[0])
     return document
+
+
+def decode_predict(body: bytes, media_type: str, shape: str | None, lengths: str | None, spec: InputSpec,
+                   max_sequences: int) -> list[np.ndarray]:
+    """A predict body, JSON or binary (by its media type): the sequences (T_i, F) float32."""
+    if media_type == BINARY:
+        return parse_predict_binary(body, shape, lengths, spec, max_sequences)
+    require_json(media_type, f", or float32 steps with 'Content-Type: {BINARY}' and X-Shape")
+    for header, name in ((shape, "X-Shape"), (lengths, "X-Lengths")):
+        if header is not None:
+            raise MalformedBody(f"{name} describes a binary body ('Content-Type: {BINARY}'); a JSON body "
+                                "carries its own shape: drop the header", name.lower())
+    return parse_predict_body(body, spec, max_sequences)
+
+
+def require_json(media_type: str, alternative: str = "") -> None:
+    """UnsupportedMediaType unless the body is JSON; `alternative`: what else the operation takes."""
+    if media_type != JSON:
+        raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not supported; send JSON "
+                                   f"with 'Content-Type: application/json'{alternative}", "content-type")
 
 
 def parse_predict_body(body: bytes, spec: InputSpec, max_sequences: int) -> list[np.ndarray]:
@@ -54,7 +79,7 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
         array = np.asarray(seq)
     except ValueError as exc:  # ragged nesting
         raise InvalidInput(f"{field} is ragged: every step must have {features} number(s)", field) from exc
-    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(seq)):
+    if array.dtype.kind not in "iuf" or (may_hold_bools and has_bool(seq)):
         raise InvalidInput(f"{field} must contain only numbers (no strings, booleans or nulls)", field)
     if array.ndim == 1 and features == 1:
         array = array.reshape(-1, 1)  # a univariate sequence may be a flat list of numbers
@@ -78,9 +103,10 @@ def sequence_array(seq: Any, field: str, spec: InputSpec, may_hold_bools: bool) 
     return array
 
 
-def _has_bool(value: Any) -> bool:
+def has_bool(value: Any) -> bool:
+    """Whether a JSON value holds a boolean anywhere (NumPy reads true and false as 1 and 0)."""
     if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
+        return any(has_bool(v) for v in value)
     return isinstance(value, bool)
 
 
@@ -167,3 +193,76 @@ def _lengths(header: str | None, batch: int, time: int, spec: InputSpec) -> np.n
                            f"(the model accepts {spec.min_length} to {spec.max_length}, X-Shape's time is "
                            f"{time})", f"{LENGTHS_HEADER}[{i}]")
     return steps
+
+
+# Stream chunks: one chunk of steps, plus either a state token (stateless) or a sequence id with
+# start/end flags (server-held).
+@dataclass
+class StreamChunk:
+    steps: np.ndarray  # (T, F) float32
+    state: str | None = None
+    sequence_id: str | None = None
+    start: bool = False
+    end: bool = False
+
+
+def decode_stream(body: bytes, media_type: str, spec: InputSpec) -> StreamChunk:
+    require_json(media_type)
+    document = load_object(body, STREAM_KEYS, '{"steps": [...], "state": null}')
+    if "steps" not in document:
+        raise InvalidInput("'steps' is required: the chunk's steps, each a list of features", "steps")
+    raw = document["steps"]
+    steps = sequence_array(raw, "steps", spec, may_hold_bools=b"true" in body or b"false" in body)
+    chunk = StreamChunk(steps=steps)
+    for flag in ("start", "end"):
+        value = document.get(flag, False)
+        if not isinstance(value, bool):
+            raise InvalidInput(f"'{flag}' must be true or false", flag)
+        setattr(chunk, flag, value)
+    state, sequence_id = document.get("state"), document.get("sequence_id")
+    if state is not None and not isinstance(state, str):
+        raise InvalidInput("'state' must be the token string from the previous answer, or null", "state")
+    if sequence_id is not None and (not isinstance(sequence_id, str) or not 0 < len(sequence_id)
+                                    <= MAX_SEQUENCE_ID):
+        raise InvalidInput(f"'sequence_id' must be a string of 1 to {MAX_SEQUENCE_ID} characters",
+                           "sequence_id")
+    if state is not None and sequence_id is not None:
+        raise InvalidInput("send either 'state' (stateless streaming) or 'sequence_id' (server-held), "
+                           "not both", "state")
+    if sequence_id is None and (chunk.start or chunk.end):
+        raise InvalidInput("'start' and 'end' go with 'sequence_id'; stateless streams start with no "
+                           "'state' and simply stop", "start" if chunk.start else "end")
+    chunk.state, chunk.sequence_id = state, sequence_id
+    return chunk
+
+
+# Answers
+def render_predict(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"model": manifest.name, "version": manifest.version}
+    if manifest.output.kind == "step_probabilities":
+        answer["labels"] = manifest.output.labels or []
+        answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
+    elif isinstance(outputs, list):
+        raise TypeError("per-step outputs for a model that is not a tagging model")
+    elif manifest.output.kind in ("probabilities", "probability"):  # probability: a binary sigmoid's
+        labels = manifest.output.labels or []
+        outputs = manifest.output.class_probabilities(outputs)  # (B, labels): both classes named
+        best = outputs.argmax(axis=1).tolist()
+        answer["labels"] = labels
+        answer["predictions"] = [
+            {"label": labels[k], "probabilities": row} for k, row in zip(best, outputs, strict=True)
+        ]
+    else:
+        answer["predictions"] = [{"forecast": row} for row in outputs]
+    return answer
+
+
+def prediction(manifest: Manifest, output: np.ndarray) -> dict[str, Any]:
+    """One sequence's answer: output (O,), or (T, O) per-step probabilities for tagging."""
+    labels = manifest.output.labels or []
+    if manifest.output.kind == "step_probabilities":
+        return {"steps": [labels[k] for k in output.argmax(axis=1).tolist()], "probabilities": output}
+    if manifest.output.kind in ("probabilities", "probability"):
+        output = manifest.output.class_probabilities(output)
+        return {"label": labels[int(output.argmax())], "probabilities": output}
+    return {"forecast": output}

@@ -1,6 +1,10 @@
-"""Open Inference Protocol (KServe v2) tensors <-> NumPy, including Triton's binary tensor data extension
-(a JSON header of `Inference-Header-Content-Length` bytes, then the raw tensors in order), which the
-official `tritonclient` uses by default."""
+"""Open Inference Protocol (KServe v2) tensors <-> NumPy, in the protocol's three forms, through the same
+checks and messages: JSON; JSON with Triton's binary tensor data extension (a JSON header of
+`Inference-Header-Content-Length` bytes, then the raw tensors in order), which the official `tritonclient`
+uses by default over REST; and gRPC's protobuf messages (`decode_infer`, `encode_infer`:
+`raw_input_contents`, what tritonclient sends, or typed `contents.fp32_contents`; outputs go back as
+`raw_output_contents`, as Triton answers, the only form tritonclient's `as_numpy` reads). The protobuf
+messages are read and filled by attribute: this module does not import them."""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.errors import InvalidInput, MalformedBody
 from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
+from service.codecs.native import FLOAT32_MAX, has_bool
+from service.errors import InvalidInput, MalformedBody
 
 HEADER_LENGTH = "inference-header-content-length"
 # Every input this server offers (x, state) is FP32 and no conversion is applied: another datatype is
@@ -30,7 +35,6 @@ UINT64_MAX = 2**64 - 1
 # A shape's dimensions multiply to at most this, zeros left out: a tensor of zero elements is still given a
 # NumPy shape, which must fit in memory's address space (2**62 x 2**62 x 0 does not).
 MAX_ELEMENTS = 2**31
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 EXAMPLE = '{"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [...]}]}'
 
 
@@ -179,7 +183,7 @@ def _json_data(data: Any, where: str, shape: list[int], may_hold_bools: bool) ->
         array = np.asarray(data)
     except ValueError:  # ragged nesting
         raise InvalidInput(f"{numbers}; the nesting is ragged", f"{where}.data") from None
-    if array.dtype.kind not in "iuf" or (may_hold_bools and _has_bool(data)):
+    if array.dtype.kind not in "iuf" or (may_hold_bools and has_bool(data)):
         raise InvalidInput(numbers, f"{where}.data")
     if array.size != math.prod(shape):
         raise InvalidInput(f"{where}.data holds {array.size} value(s) but its shape needs {math.prod(shape)}",
@@ -200,12 +204,6 @@ def _in_range(flat: np.ndarray, where: str) -> np.ndarray:
         raise InvalidInput(f"{where}.data[{index}] is {flat[index]!r}: not a finite FP32 number (at most "
                            f"{FLOAT32_MAX:.6g} in magnitude)", f"{where}.data")
     return wide.astype(np.float32)
-
-
-def _has_bool(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
-    return isinstance(value, bool)
 
 
 def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], set[str]]:
@@ -308,3 +306,73 @@ def encode_response(manifest: Manifest, request: InferRequest,
         return header, {"content-type": "application/json"}
     return header + b"".join(chunks), {"content-type": "application/octet-stream",
                                        HEADER_LENGTH: str(len(header))}
+
+
+# gRPC (protobuf) forms
+def decode_infer(request: Any) -> InferRequest:
+    """A gRPC ModelInferRequest, through the JSON form's checks."""
+    if not request.inputs:
+        raise InvalidInput("a ModelInferRequest needs inputs, e.g. x: datatype FP32, shape [1, 24, 1], with "
+                           "raw_input_contents or contents.fp32_contents", "inputs")
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs; "
+                           "send one per input, in the order of inputs", "raw_input_contents")
+    parameters = _parameters(values(request.parameters))
+    inputs: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidInput(f"inputs[{i}].name {tensor.name!r} is given twice; send each input once",
+                               f"inputs[{i}].name")
+        inputs[tensor.name] = _pb_tensor(tensor, i, raw[i] if raw else None)
+    asked = [{"name": o.name} | ({"parameters": values(o.parameters)} if o.parameters else {})
+             for o in request.outputs]
+    outputs, _ = _requested_outputs(asked or None, parameters)
+    return InferRequest(inputs, outputs, set(), request.id or None, parameters)
+
+
+def _pb_tensor(tensor: Any, i: int, raw: bytes | None) -> np.ndarray:
+    where = f"inputs[{i}]"
+    if tensor.parameters:
+        raise InvalidInput(f"{where}.parameters: an input takes no parameters here", f"{where}.parameters")
+    shape = _shape(list(tensor.shape), f"{where}.shape")
+    _datatype(tensor.datatype, f"{where}.datatype")
+    count = math.prod(shape)
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInput(f"{where} has contents and the request has raw_input_contents; send every "
+                               "input one way", f"{where}.contents")
+        if len(raw) != count * 4:
+            raise InvalidInput(f"raw_input_contents[{i}] holds {len(raw)} bytes; shape {shape} of FP32 "
+                               f"needs {count * 4}", f"raw_input_contents[{i}]")
+        return _in_range(np.frombuffer(raw, dtype="<f4"), where).reshape(shape)
+    given = [f"contents.{field.name}" for field, _ in tensor.contents.ListFields()]
+    if given != ["contents.fp32_contents"]:
+        raise InvalidInput(f"{where} holds its data in {given or 'nothing'}; an FP32 tensor takes "
+                           "contents.fp32_contents (or raw_input_contents)", f"{where}.contents")
+    data = tensor.contents.fp32_contents
+    if len(data) != count:
+        raise InvalidInput(f"{where}.contents.fp32_contents holds {len(data)} value(s) but its shape needs "
+                           f"{count}", f"{where}.contents.fp32_contents")
+    return _in_range(np.array(data, dtype=np.float32), where).reshape(shape)
+
+
+def values(parameters: Any) -> dict[str, Any]:
+    """A protobuf parameter map as a JSON request's `parameters` object: bool, int, str or float."""
+    out: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        out[key] = getattr(parameter, kind) if kind else None
+    return out
+
+
+def encode_infer(manifest: Manifest, request: InferRequest, arrays: dict[str, np.ndarray],
+                 response: Any) -> Any:
+    """Fill `response`, an empty gRPC ModelInferResponse, with the outputs asked for."""
+    response.model_name, response.model_version = manifest.name, str(manifest.version)
+    response.id = request.id or ""
+    for name in request.outputs:
+        array = np.ascontiguousarray(arrays[name], dtype="<f4")
+        response.outputs.add(name=name, datatype="FP32", shape=array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
