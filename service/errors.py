@@ -49,7 +49,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "method_not_allowed": ErrorKind(405, 405, "UNIMPLEMENTED", "the endpoint exists, not with this method"),
     "header_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
                                 "the headers took longer than GRU_HEADER_TIMEOUT_S (then closed)"),
-    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED", "the body took longer than GRU_BODY_TIMEOUT_S; a gRPC stream idle for "
+    "body_timeout": ErrorKind(408, 408, "DEADLINE_EXCEEDED",
+                              "the body took longer than GRU_BODY_TIMEOUT_S; a gRPC stream idle for "
                               "GRU_GRPC_STREAM_IDLE_S"),
     "sequence_ended": ErrorKind(410, 410, "NOT_FOUND", "the sequence was ended by its last chunk"),
     "sequence_expired": ErrorKind(410, 410, "NOT_FOUND",
