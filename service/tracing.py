@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service import logs
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
-    from service.batching import Work
     from service.bundle import Manifest
     from service.settings import Settings
 
@@ -165,6 +164,15 @@ def queued(queued_at: float, sequences: int) -> RequestTrace | None:
 
 def answered(request: RequestTrace) -> None:
     request.answered_at = time.perf_counter()
+
+
+class Work(Protocol):
+    """A queued request as batch_ran reads it (service/batching.py's Work; a protocol, so that the
+    scheduler, which calls this module, is not imported by it)."""
+    sequences: list[Any]
+    queued_at: float
+    trace: RequestTrace | None
+    future: Any
 
 
 def batch_ran(manifest: Manifest, batch: Sequence[Work], started: float, ended: float) -> None:
