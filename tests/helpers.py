@@ -32,9 +32,15 @@ def free_port() -> int:
 class Server:
     """`gru serve` as a separate process on a free loopback port."""
 
-    def __init__(self, repository: Path, preexec_fn: Callable[[], None] | None = None, **env: str):
+    def __init__(self, repository: Path, preexec_fn: Callable[[], None] | None = None, grpc: bool = False,
+                 **env: str):
+        """grpc: serve gRPC too, on another free port (`grpc_url`)."""
         self.port, self.preexec_fn = free_port(), preexec_fn
         self.url = f"http://127.0.0.1:{self.port}"
+        if grpc:
+            grpc_port = free_port()
+            self.grpc_url = f"127.0.0.1:{grpc_port}"
+            env = {"GRU_GRPC_PORT": str(grpc_port), **env}
         self.env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_PORT": str(self.port),
                     "GRU_HOST": "127.0.0.1", **env}
         self.process: subprocess.Popen | None = None

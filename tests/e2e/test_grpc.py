@@ -18,7 +18,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import Server, free_port
+from tests.helpers import Server
 from training.config import DataConfig, ResolvedModelConfig
 from training.data import load_data
 from training.model import GRUModel
@@ -33,9 +33,7 @@ STATE_SIZE = GRUModel(ResolvedModelConfig(hidden_size=16, num_layers=1, frontend
 
 @pytest.fixture(scope="module")
 def grpc_server(repository):
-    port = free_port()
-    running = Server(repository, GRU_GRPC_PORT=str(port), GRU_API_TOKENS=TOKEN).start()
-    running.grpc_url = f"127.0.0.1:{port}"
+    running = Server(repository, grpc=True, GRU_API_TOKENS=TOKEN).start()
     yield running
     running.stop()
 
@@ -257,10 +255,8 @@ def test_requests_are_counted_with_api_grpc_and_in_the_statistics(grpc_server, c
 def tight_server(repository):
     """Two workers on one gRPC port (SO_REUSEPORT), a queue of one sequence, a 64 KB message limit, 16 KB
     of metadata."""
-    port = free_port()
-    running = Server(repository, GRU_GRPC_PORT=str(port), GRU_WORKERS="2", GRU_MAX_QUEUE_SIZE="1",
+    running = Server(repository, grpc=True, GRU_WORKERS="2", GRU_MAX_QUEUE_SIZE="1",
                      GRU_MAX_BODY_BYTES=str(64 * 1024), GRU_MAX_HEADER_BYTES=str(16 * 1024)).start()
-    running.grpc_url = f"127.0.0.1:{port}"
     yield running
     running.stop()
 

@@ -22,7 +22,7 @@ from service.codecs.v2 import DATATYPES, decode_infer, model_inputs
 from service.errors import ApiError
 from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
-from tests.helpers import Server, free_port
+from tests.helpers import Server
 
 EXAMPLES_IN_PROCESS = 300
 EXAMPLES_UNARY = 80
@@ -201,10 +201,9 @@ def manifest(repository: Path):
 
 @pytest.fixture(scope="module")
 def stub(repository: Path):
-    port = free_port()
-    running = Server(repository, GRU_GRPC_PORT=str(port)).start()
+    running = Server(repository, grpc=True).start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(running.grpc_url) as channel:
             yield pb_grpc.GRPCInferenceServiceStub(channel)
         assert "Traceback" not in running.output()
     finally:
