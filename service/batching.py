@@ -143,8 +143,8 @@ class Scheduler:
         if self._gathered is not None:
             self._gathered.append(work)
             self._in_flight += count
-        elif not self._in_flight and not self._closing and \
-                0 < count * self._seconds_per_sequence <= INLINE_MAX_S:
+        elif not self._in_flight and not self._closing and not self.config.max_queue_delay_ms and \
+                0 < count * self._seconds_per_sequence <= INLINE_MAX_S:  # a batching delay asks for batches
             self._gathered = [work]
             self._in_flight += count
             self._loop.call_soon(self._run_gathered)

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
                                            "v2: 400); the v2 model config's max_batch_size")
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
-    max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load")
+    max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load; "
+                                      "above 0, a lone request never runs on the event loop")
     max_queue_size: int = Field(2048, ge=1, description="sequences waiting or running; more get 503")
     max_queue_wait_ms: float = Field(2000.0, ge=0, description="refuse (503) a request that would wait "
                                      "longer than this behind the queue, at the model's measured rate; "

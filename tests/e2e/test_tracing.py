@@ -100,9 +100,10 @@ def receiver():
 
 @pytest.fixture(scope="module")
 def traced(repository: Path, receiver: GrpcReceiver):
-    """`gru serve` (REST and gRPC) exporting to the receiver, spans sent every 50 ms."""
+    """`gru serve` (REST and gRPC) exporting to the receiver, spans sent every 50 ms; a 20 ms batching delay,
+    so that concurrent requests share batches (no lone request runs on the event loop)."""
     running = Server(repository, GRU_TRACING="true", GRU_TRACING_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
-                     OTEL_BSP_SCHEDULE_DELAY="50", GRU_GRPC_PORT=str(free_port())).start()
+                     OTEL_BSP_SCHEDULE_DELAY="50", GRU_MAX_QUEUE_DELAY_MS="20", grpc=True).start()
     yield running
     running.stop()
 

@@ -280,3 +280,23 @@ def test_versions_of_one_model_keep_their_own_schedulers(repository: Path, tmp_p
 
     stable, retired_only_v1, fresh, drained = asyncio.run(main())
     assert stable and retired_only_v1 and fresh and drained.outputs.shape == (1, 2)
+
+
+def test_a_batching_delay_keeps_every_request_on_the_thread(italy: ModelRuntime, monkeypatch) -> None:
+    """GRU_MAX_QUEUE_DELAY_MS > 0 asks for batches: even a lone short request waits for the thread (here
+    held by the test), never runs on the event loop."""
+    monkeypatch.setattr(batching, "INLINE_MAX_S", 1.0)
+    sequence = _sequences(1, seed=5)
+
+    async def main() -> None:
+        scheduler = Scheduler(italy, BatchConfig(max_queue_delay_ms=1.0))
+        scheduler.start()
+        try:
+            await scheduler.run(sequence)  # the thread learns the rate
+            with scheduler._ready:  # the thread cannot take this request until the lock is released
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(scheduler.run(sequence)), 0.3)
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(main())
