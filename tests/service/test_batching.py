@@ -293,9 +293,9 @@ def test_a_batching_delay_keeps_every_request_on_the_thread(italy: ModelRuntime,
         scheduler.start()
         try:
             await scheduler.run(sequence)  # the thread learns the rate
-            with scheduler._ready:  # the thread cannot take this request until the lock is released
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(scheduler.run(sequence)), 0.3)
+            # while the test holds the lock, the thread cannot take this request
+            with scheduler._ready, pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(scheduler.run(sequence)), 0.3)
         finally:
             await scheduler.stop()
 
