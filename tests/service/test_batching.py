@@ -225,6 +225,35 @@ def test_a_lone_short_request_runs_on_the_event_loop_with_the_same_answer(italy:
     assert np.abs(inline.outputs[0] - _alone(italy, sequence[0])[0]).max() <= TOLERANCE
 
 
+def test_requests_a_few_loop_turns_apart_share_one_run(italy: ModelRuntime, monkeypatch) -> None:
+    """grpc.aio hands its calls to the loop about one per turn: an idle scheduler gathers until
+    GATHER_TURNS turns pass without a new request, so such requests still meet in one batch."""
+    monkeypatch.setattr(batching, "INLINE_MAX_S", 1.0)
+    runs: list[int] = []
+    original = ModelRuntime.run
+    monkeypatch.setattr(ModelRuntime, "run",
+                        lambda self, x, *rest: runs.append(len(x)) or original(self, x, *rest))
+    sequence = np.random.default_rng(3).standard_normal((20, 1)).astype(np.float32)
+
+    async def main() -> None:
+        scheduler = Scheduler(italy, BatchConfig())
+        scheduler.start()
+
+        async def after_turns(turns: int) -> Result:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await scheduler.run([sequence])
+        try:
+            await scheduler.run([sequence])  # the first: the rate is learnt
+            runs.clear()
+            await asyncio.gather(*(after_turns(k * (batching.GATHER_TURNS // 2)) for k in range(4)))
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(main())
+    assert runs == [4]
+
+
 def test_per_model_overrides_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("GRU_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("GRU_MODEL_BATCHING", '{"mid": {"max_batch_size": 32, "max_queue_delay_ms": 2}}')
