@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.models import SMALL, build
-from bench.overload import APIS, ThreadCpu, api_request, capacity
+from bench.overload import APIS, api_request, served_rate
 from bench.run import RESULTS, serving
 
 
@@ -40,13 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             for api in APIS:
                 path, body = api_request(api, SMALL)
                 for tree in names[round_ % len(names):] + names[:round_ % len(names)]:
-                    cpu = ThreadCpu(servers[tree].process.pid)
-                    url = f"http://127.0.0.1:{servers[tree].port}{path}"
-                    rate = capacity(url, [body], args.seconds)["rps"]
-                    cpu.mark("run")
-                    cores = cpu.parts["run"]["main"] + cpu.parts["run"]["others"]
+                    server = servers[tree]
+                    rate, cost = served_rate(server.port, server.process.pid, path, body, args.seconds)
                     rps[tree][api].append(rate)
-                    cpu_us[tree][api].append(1e6 * cores * (args.seconds + 1.0) / (rate * args.seconds))
+                    cpu_us[tree][api].append(cost)
             print(f"round {round_ + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for server in servers.values():

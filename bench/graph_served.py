@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from bench.models import SMALL, build
-from bench.overload import ThreadCpu, api_request, capacity
+from bench.overload import api_request, served_rate
 from bench.run import RESULTS, serving
 
 APIS = ("native", "v2-json")
@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             for api in APIS:
                 path, body = api_request(api, SMALL)
                 for k in list(works)[::1 if round_ % 2 == 0 else -1]:
-                    cpu = ThreadCpu(servers[k].process.pid)
-                    rate = capacity(f"http://127.0.0.1:{servers[k].port}{path}", [body], args.seconds)["rps"]
-                    cpu.mark("run")
-                    cores = cpu.parts["run"]["main"] + cpu.parts["run"]["others"]
+                    server = servers[k]
+                    rate, cost = served_rate(server.port, server.process.pid, path, body, args.seconds)
                     rps[k][api].append(rate)
-                    cpu_us[k][api].append(1e6 * cores * (args.seconds + 1.0) / (rate * args.seconds))
+                    cpu_us[k][api].append(cost)
             print(f"round {round_ + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for server in servers.values():
