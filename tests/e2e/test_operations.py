@@ -159,7 +159,7 @@ def test_hot_reload_admin_api_and_refused_bundles(scratch_repository: Path) -> N
 
 
 def test_hot_reload_under_load_fails_no_request(repository: Path) -> None:
-    """Every repository case of issue 13 (scripts/hot_reload_under_load.py), short."""
+    """Every repository fault (scripts/hot_reload_under_load.py), short."""
     script = Path(__file__).parents[2] / "scripts" / "hot_reload_under_load.py"
     out = subprocess.run([sys.executable, str(script), "--repository", str(repository), "--model", "italy",
                           "--case-seconds", "1", "--clients", "2"],

@@ -1,4 +1,4 @@
-"""The exported graph follows the model, not the plumbing (issue 24; bench/graph_cost.py measures the
+"""The exported graph follows the model, not the plumbing (bench/graph_cost.py measures the
 cost): every GRU node reads the valid steps as sequence_lens, no `If`, only standard ONNX ops (any
 onnxruntime and Triton load it), and node counts near a bare torch.onnx.export of the same layers."""
 
@@ -16,7 +16,7 @@ from export.wrapper import InferenceModule
 from training.config import ResolvedModelConfig
 from training.model import GRUModel
 
-# front end, stride, readout -> at most this many nodes (today: 24, 69, 96, 186, 217; before issue 24
+# front end, stride, readout -> at most this many nodes (today: 24, 69, 96, 186, 217; before the lean graphs
 # the first was 239 and the default small model, conv at stride 1 with pools, 525)
 BUDGET = {("none", 1, LAST_ONLY): 25, ("conv", 1, LAST_ONLY): 70, ("conv", 1, POOLED): 100,
           ("patch", 4, POOLED): 190, ("conv", 4, POOLED): 220}

@@ -23,7 +23,7 @@ def test_the_tolerance_grows_with_sqrt_length_and_the_output_scale() -> None:
     assert parity_tolerance(100, 1.0) == pytest.approx(10 * parity_tolerance(1, 1.0))
     assert parity_tolerance(4, 500.0) == pytest.approx(2 * 500 * parity_tolerance(1, 1.0))
     assert parity_tolerance(51, 1.0) < 1e-3  # far below what a real export bug gives (>= 1e-3)
-    assert parity_tolerance(51, 1.0) > 1.6e-5  # above what 400-epoch Airline models measured (issue 13)
+    assert parity_tolerance(51, 1.0) > 1.6e-5  # above what 400-epoch Airline models measured
 
 
 def test_a_nan_on_either_side_fails_parity() -> None:

@@ -1,4 +1,4 @@
-"""Hardening round 3 (issue 20): each defect found, tried the way it was found, on every API it applies
+"""Hardening round 3: each defect found, tried the way it was found, on every API it applies
 to (REST native, v2 JSON and binary, gRPC unary and ModelStreamInfer). docs/guides/limits.md lists them."""
 
 from __future__ import annotations
