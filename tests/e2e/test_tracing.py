@@ -171,10 +171,10 @@ def test_refused_requests_are_traced_too(traced: Server, receiver: GrpcReceiver)
 
 def test_grpc_call_is_traced_from_its_metadata(traced: Server, receiver: GrpcReceiver) -> None:
     trace = "0af7651916cd43dd8448eb211c80319c"
-    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{traced.env['GRU_GRPC_PORT']}")
     x = triton_grpc.InferInput("x", [3, 24, 1], "FP32")
     x.set_data_from_numpy(np.full((3, 24, 1), 0.1, np.float32))
-    client.infer("italy", [x], headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"})
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{traced.env['GRU_GRPC_PORT']}") as client:
+        client.infer("italy", [x], headers={"traceparent": f"00-{trace}-{CALLER_SPAN}-01"})
     spans = receiver.received.trace(trace, 5)
     server = check_request_trace(spans, "inference.GRPCInferenceService/ModelInfer", 3)
     assert attributes(server)["rpc.grpc.status_code"] == 0
