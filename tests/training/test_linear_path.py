@@ -129,3 +129,15 @@ def test_a_ragged_batch_answers_each_series_as_alone(served: ModelRuntime) -> No
     together = compute_now(served, sequences).outputs
     for i, seq in enumerate(sequences):
         assert np.abs(together[i] - served.predict(seq[None])[0]).max() <= TOLERANCE
+
+
+def test_a_gru_that_finds_what_ridge_cannot_keeps_its_correction(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(240, 12, 2)).astype(np.float32)
+    y = np.abs(X[:, :, :1]).max(axis=1).astype(np.float32)  # the largest swing: not linear in the steps
+    run = train_tiny(tmp_path, "peak", "data.dataset=file", "data.task=regression", "optim.time_budget=null",
+                     f"data.path={_write(Split(X, y), tmp_path / 'train.csv')}", "optim.max_epochs=40",
+                     "optim.plots=false", "optim.tensorboard=false")
+    metrics = run.test_metrics
+    assert metrics["correction_kept"] > 0.5
+    assert metrics["rmse"] < 0.8 * metrics["baselines"]["ridge"]["rmse"]
