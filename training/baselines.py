@@ -34,8 +34,8 @@ def with_baselines(test: dict[str, Any], data: SequenceData, train: Split) -> di
         forecasts = regression_baselines(train, data.test)
     else:
         return test
-    scale = data.test_mase_scale
-    baselines = {name: _without("mape_omitted", forecast_metrics(data.test.y, f, scale))  # said once
+    scale, series = data.test_mase_scale, data.test_series
+    baselines = {name: _without("mape_omitted", forecast_metrics(data.test.y, f, scale, series))  # said once
                  for name, f in forecasts.items()}
     metric = "mase" if "mase" in test else "rmse"
     best = min(baselines, key=lambda name: baselines[name][metric])

@@ -346,8 +346,9 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         labels = y.cpu().numpy()
         valid = labels != PAD_LABEL
         return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
-    scale = data.test_mase_scale if split is data.test else None
-    return metrics | forecast_metrics(split.y, probs_or_forecast, scale)
+    if split is data.test:
+        return metrics | forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale, data.test_series)
+    return metrics | forecast_metrics(split.y, probs_or_forecast)
 
 
 def _evaluate_sharded(
