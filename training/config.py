@@ -109,7 +109,7 @@ class ModelConfig(_Section):
     seasonal_skip: Whole = Field(0, ge=0)
     # regression and forecast: a linear path, ridge on the last `linear_steps` normalised steps fitted in
     # closed form before the GRU trains; the head learns what it leaves (0: none; no streaming). "auto":
-    # on where a validation split is held out (training/defaults.py, training/linear.py)
+    # on for regression that holds a validation split out (training/defaults.py, training/linear.py)
     linear_steps: CountOrAuto = "auto"
     # "global": the training split's mean and std per feature; "series": each series' own, its log scale an
     # extra input (training/normalise.py; no streaming); "auto": series for classification sets whose

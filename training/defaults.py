@@ -155,8 +155,8 @@ def choose_final_fit(config: TrainConfig, task: str, series: int) -> tuple[bool,
 
 def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceData,
                   final_fit: bool) -> list[str]:
-    """model.linear_steps: refused where it cannot work; "auto": on for value tasks that hold a
-    validation split out (it checks what the GRU adds to the path), from every training series."""
+    """model.linear_steps: refused where it cannot work; "auto": on for regression that holds a
+    validation split out (it checks what the GRU adds to the path), reading the longest series."""
     steps, task = config.model.linear_steps, data.task
     if steps != "auto":
         if steps and (task not in VALUE_TASKS or data.sharded):

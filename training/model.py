@@ -2,7 +2,9 @@
 
     raw x (B, T, F) -> normalise -> front end: causal strided convolutions, k steps per GRU step
     (B, ceil(T/k), E) -> GRU layers (either reset variant) -> readout: last state ⊕ mean ⊕ max over the
-    valid steps -> dropout -> linear head
+    valid steps -> dropout -> linear head; value models add the head's output to a baseline read from the
+    input: the seasonal-naive forecast (model.seasonal_skip) and/or a fixed linear path on the last steps
+    (model.linear_steps, training/linear.py)
 
 One function, `run`, computes everything from (x, lengths, state) to (output, next state): training calls
 it with a zero state, the exported graph is a trace of it. So the graph computes exactly what training
