@@ -34,8 +34,8 @@ def with_baselines(test: dict[str, Any], data: SequenceData, train: Split) -> di
         forecasts = regression_baselines(train, data.test)
     else:
         return test
-    scale = data.test_mase_scale
-    baselines = {name: _without("mape_omitted", forecast_metrics(data.test.y, f, scale))  # said once
+    scale, series = data.test_mase_scale, data.test_series
+    baselines = {name: _without("mape_omitted", forecast_metrics(data.test.y, f, scale, series))  # said once
                  for name, f in forecasts.items()}
     metric = "mase" if "mase" in test else "rmse"
     best = min(baselines, key=lambda name: baselines[name][metric])
@@ -93,13 +93,26 @@ def _theta(history: np.ndarray, season: int, horizon: int) -> np.ndarray:
 
 
 def regression_baselines(train: Split, test: Split) -> dict[str, np.ndarray]:
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     steps = max(train.X.shape[1], test.X.shape[1])
     flat = lambda split: np.pad(split.X, ((0, 0), (0, steps - split.X.shape[1]), (0, 0))).reshape(  # noqa: E731
         len(split), -1)
-    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(flat(train), train.y)
+    weight, bias, _ = fit_ridge(flat(train), train.y)
     mean = np.repeat(train.y.mean(axis=0, keepdims=True), len(test), axis=0)
-    return {"mean": mean, "ridge": np.asarray(ridge.predict(flat(test)), np.float32).reshape(test.y.shape)}
+    ridge = flat(test).astype(np.float64) @ weight.T + bias
+    return {"mean": mean, "ridge": ridge.astype(np.float32).reshape(test.y.shape)}
+
+
+def fit_ridge(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge regression of targets (N, O) on features (N, D), each feature standardised, the penalty
+    chosen by leave-one-out on these rows (scikit-learn's RidgeCV): the weight (O, D) and bias (O,) on
+    the unstandardised features, and the penalty. The ridge baseline, and the model's linear path
+    (training/linear.py)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    features, targets = features.astype(np.float64), targets.astype(np.float64).reshape(len(targets), -1)
+    scaler = StandardScaler().fit(features)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(features), targets)
+    weight = np.atleast_2d(ridge.coef_) / scaler.scale_  # folded: w·(x - mean)/scale + b = (w/scale)·x + b'
+    bias = np.atleast_1d(ridge.intercept_) - weight @ scaler.mean_
+    return weight, bias, float(ridge.alpha_)

@@ -39,21 +39,23 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _whole_or_auto(value: Any) -> int | str:
+def _whole_or_auto(value: Any, least: int = 1) -> int | str:
     if value == "auto":
         return "auto"
     try:
         whole = _whole(value)
     except ValueError:
         whole = None
-    if not isinstance(whole, int) or whole < 1:
-        raise ValueError(f"must be a whole number of at least 1 or 'auto' (from the data), got {value!r}")
+    if not isinstance(whole, int) or whole < least:
+        raise ValueError(f"must be a whole number of at least {least} or 'auto' (from the data), "
+                         f"got {value!r}")
     return whole
 
 
 Number = Annotated[float, BeforeValidator(_number)]
 Whole = Annotated[int, BeforeValidator(_whole)]
 WholeOrAuto = Annotated[int | Literal["auto"], PlainValidator(_whole_or_auto)]
+CountOrAuto = Annotated[int | Literal["auto"], PlainValidator(lambda value: _whole_or_auto(value, least=0))]
 
 
 class _Section(BaseModel):
@@ -105,6 +107,10 @@ class ModelConfig(_Section):
     # forecasting: the head adds its correction to the seasonal-naive forecast at this period (0: none);
     # from the data (data.seasonal_period). training/model.py
     seasonal_skip: Whole = Field(0, ge=0)
+    # regression and forecast: a linear path, ridge on the last `linear_steps` normalised steps fitted in
+    # closed form before the GRU trains; the head learns what it leaves (0: none; no streaming). "auto":
+    # on for regression that holds a validation split out (training/defaults.py, training/linear.py)
+    linear_steps: CountOrAuto = "auto"
     # "global": the training split's mean and std per feature; "series": each series' own, its log scale an
     # extra input (training/normalise.py; no streaming); "auto": series for classification sets whose
     # series' scales differ by orders of magnitude (training/defaults.py). A config without it: global
@@ -178,6 +184,7 @@ class ResolvedModelConfig(ModelConfig):
     normalise: Literal["global", "series"] = "global"  # checkpoints from before model.normalise: global
     frontend: Literal["none", "patch", "conv"]
     patch: Annotated[Whole, Field(ge=1)]
+    linear_steps: Annotated[Whole, Field(ge=0)] = 0  # checkpoints from before the linear path: none
 
 
 class ResolvedOptimConfig(OptimConfig):

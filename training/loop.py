@@ -34,9 +34,10 @@ from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, sa
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
+from training.linear import fit_linear_path
 from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
-from training.recipe import augment, end_reserve, make_schedule, plan_epochs
+from training.recipe import augment, end_reserve, make_schedule, may_stop, plan_epochs
 from training.resume import Progress, load_last, save_last, saved_config
 from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
@@ -88,6 +89,8 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
+    if resolved.model.linear_steps:  # fitted on every training series, as the ridge baseline is
+        chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
     resolved, planned, deadline = distributed.agree(_plan(model, train, data, resolved, ctx, started, run_dir,
@@ -184,8 +187,8 @@ def _shrunk(model: GRUModel, data: SequenceData, config: ResolvedConfig) -> dict
     keeps (training/shrink.py), printed and reported."""
     if data.task not in VALUE_TASKS or config.optim.final_fit:
         return {}
-    factor = shrink_to_baseline(model, data.val)
-    print(f"correction to the baseline kept: {factor:.3f} (fitted on the validation series)", flush=True)
+    factor, line = shrink_to_baseline(model, data.val)
+    print(line, flush=True)
     return {"correction_kept": factor}
 
 
@@ -203,12 +206,16 @@ def _train(
     schedule = make_schedule(optimizer, opt.schedule, opt.learning_rate, steps * opt.max_epochs)
     generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
     progress = Progress()
+
+    def stops(done: Progress) -> bool:
+        return done.stale >= opt.patience and may_stop(opt.schedule, done.epoch, opt.max_epochs)
+
     if resume:
         progress = load_last(run_dir, model, optimizer, schedule, generator, config.to_dict())
     show = config.progress and ctx.is_main
     epochs = tqdm(range(progress.epoch + 1, opt.max_epochs + 1), desc=config.name, disable=not show,
                   initial=progress.epoch, total=opt.max_epochs)
-    if validating and progress.stale >= opt.patience:  # interrupted after it had already stopped early
+    if validating and stops(progress):  # interrupted after it had already stopped early
         epochs = tqdm([], disable=True)
     with Tracker(run_dir, config, ctx.is_main, progress.epoch, mlflow=not quiet) as tracker:
         for epoch in epochs:
@@ -239,7 +246,7 @@ def _train(
                 progress.stale += 1
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
                 save_last(run_dir, model, optimizer, schedule, generator, progress, config.to_dict())
-            if validating and progress.stale >= opt.patience:
+            if validating and stops(progress):
                 break
             late = deadline is not None and time.perf_counter() + record["seconds"] > deadline
             if distributed.agree(late, ctx) and epoch < opt.max_epochs:
@@ -339,8 +346,9 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         labels = y.cpu().numpy()
         valid = labels != PAD_LABEL
         return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
-    scale = data.test_mase_scale if split is data.test else None
-    return metrics | forecast_metrics(split.y, probs_or_forecast, scale)
+    if split is data.test:
+        return metrics | forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale, data.test_series)
+    return metrics | forecast_metrics(split.y, probs_or_forecast)
 
 
 def _evaluate_sharded(

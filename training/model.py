@@ -2,7 +2,9 @@
 
     raw x (B, T, F) -> normalise -> front end: causal strided convolutions, k steps per GRU step
     (B, ceil(T/k), E) -> GRU layers (either reset variant) -> readout: last state ⊕ mean ⊕ max over the
-    valid steps -> dropout -> linear head
+    valid steps -> dropout -> linear head; value models add the head's output to a baseline read from the
+    input: the seasonal-naive forecast (model.seasonal_skip) and/or a fixed linear path on the last steps
+    (model.linear_steps, training/linear.py)
 
 One function, `run`, computes everything from (x, lengths, state) to (output, next state): training calls
 it with a zero state, the exported graph is a trace of it. So the graph computes exactly what training
@@ -56,10 +58,13 @@ class GRUModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         parts = 1 if config.task == "tagging" else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
+        if config.linear_steps:  # fitted in closed form before training (training/linear.py), then fixed
+            self.linear = nn.Linear(config.linear_steps * self.normaliser.width, config.output_size)
+            self.linear.requires_grad_(False)
         # how encode runs one GRU layer and direction; export swaps in one ONNX GRU node that reads the
         # valid steps as its sequence_lens (export/gru_node.py): the same numbers, a leaner graph
         self.read_gru: GRURead = read_gru
-        if config.task == "regression" or config.seasonal_skip:
+        if config.task == "regression" or config.seasonal_skip or config.linear_steps:
             _start_from_the_baseline(self.head)
 
     # -- the state --------------------------------------------------------------------------------------
@@ -95,6 +100,9 @@ class GRUModel(nn.Module):
         if self.config.seasonal_skip:
             return ("its forecast repeats the last season of the input window, which a carried state does "
                     "not hold")
+        if self.config.linear_steps:
+            return (f"its linear path reads the last {self.config.linear_steps} steps of the input, which a "
+                    "carried state does not hold")
         if self.normaliser.per_series:
             return ("each series is normalised by its own mean and standard deviation (model.normalise="
                     "series, chosen when the training series' scales differ by orders of magnitude), which "
@@ -155,9 +163,28 @@ class GRUModel(nn.Module):
             nxt |= {"pool_mean": kept.get("mean", zeros), "pool_max": kept.get("max", zeros),
                     "pool_count": kept["count"]}
         out = self.head(self.dropout(readout.features(last, pools, self.config.readout)))
+        if self.config.seasonal_skip or self.config.linear_steps:
+            out = out + self.baseline(x, lengths, level)
+        return out, self.pack(nxt), level
+
+    def baseline(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """What a value model's head corrects (B, O), in normalised target units: the seasonal-naive
+        forecast and/or the linear path; zeros (the training mean) without either."""
+        out = x.new_zeros(x.shape[0], self.config.output_size)
         if self.config.seasonal_skip:
             out = out + self.seasonal_naive(x, lengths, level)
-        return out, self.pack(nxt), level
+        if self.config.linear_steps:
+            out = out + self.linear(self.last_steps(x, lengths, level))
+        return out
+
+    def last_steps(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """What the linear path reads: each sequence's last model.linear_steps normalised steps, flat
+        (B, L * width); zeros before a sequence's first step."""
+        steps = self.config.linear_steps
+        index = lengths.long().unsqueeze(1) + torch.arange(-steps, 0, device=x.device).unsqueeze(0)  # (B, L)
+        inputs = self.normaliser.inputs(x, level, lengths)
+        picked = gather_steps(inputs, index.clamp(min=0)) * (index >= 0).unsqueeze(2).to(x.dtype)
+        return picked.flatten(1)
 
     def seasonal_naive(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The seasonal-naive forecast (B, horizon) at period model.seasonal_skip, in normalised target

@@ -10,17 +10,26 @@ import torch
 from training.frontend import step_mask
 from training.normalise import Normaliser
 
+WARM_UP = 0.3  # onecycle: the share of the steps that warm the learning rate up
+
 
 def make_schedule(
     optimizer: torch.optim.Optimizer, name: str, learning_rate: float, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """"onecycle": warm up to `learning_rate` over the first 30% of the steps, then anneal to ~0 (Smith &
+    """"onecycle": warm up to `learning_rate` over the first WARM_UP of the steps, then anneal to ~0 (Smith &
     Topin 2019): a fixed budget that ends on settled weights, so the last epoch is a fair choice even
     without a validation split. "constant": `learning_rate` throughout."""
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, pct_start=WARM_UP,
                                                    total_steps=max(total_steps, 2))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def may_stop(name: str, epoch: int, max_epochs: int) -> bool:
+    """Whether early stopping may end the run after `epoch`: not while onecycle still warms up. A value
+    model starts at its baseline (the linear path), and the first epochs at a rising learning rate
+    seldom beat it: patience counted from there stopped sunspots before the GRU learnt anything."""
+    return name != "onecycle" or epoch >= WARM_UP * max_epochs
 
 
 def augment(

@@ -69,7 +69,7 @@ def _baselines(test: dict[str, Any]) -> list[str]:
              f"{_fmt(versus['best_baseline_value'])} vs {_fmt(versus['model'])})."]
     omitted = test.get("mape_omitted")
     if omitted:
-        lines.append(f"MAPE is not reported: {omitted}.")
+        lines.append(f"MAPE {'leaves some series out' if 'mape' in test else 'is not reported'}: {omitted}.")
     return lines
 
 

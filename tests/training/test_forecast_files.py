@@ -42,6 +42,29 @@ def test_periods_found_from_the_data() -> None:
     assert find_period([np.cumsum(rng.normal(size=300))])[0] == 1  # a random walk neither
 
 
+def _wandering_cycle(rng: np.random.Generator, n: int = 91) -> np.ndarray:
+    """Turns of 8-12 steps and random heights, plus noise: a cycle without a fixed season (as lynx's)."""
+    turns = []
+    while sum(len(t) for t in turns) < n:
+        steps = int(rng.integers(8, 13))
+        turns.append(rng.uniform(0.5, 1.5) * np.sin(2 * np.pi * np.arange(steps) / steps))
+    return np.concatenate(turns)[:n] + 0.3 * rng.normal(size=n)
+
+
+def test_a_wandering_cycle_is_found_and_noise_never_makes_one() -> None:
+    rng = np.random.default_rng(0)
+    found = [find_period([_wandering_cycle(rng)]) for _ in range(20)]
+    assert sum(9 <= p <= 11 for p, _ in found) >= 10 and all(p == 1 or 8 <= p <= 12 for p, _ in found)
+    assert any(why.startswith("a cycle: autocorrelation") for _, why in found)
+    for n in (60, 91, 300):  # white noise, random walks, AR(1): no cycle, whatever the length
+        for _ in range(20):
+            noise = rng.normal(size=n)
+            ar1 = np.zeros(n)
+            for t in range(1, n):
+                ar1[t] = 0.8 * ar1[t - 1] + noise[t]
+            assert [find_period([x])[0] for x in (noise, np.cumsum(noise), ar1)] == [1, 1, 1]
+
+
 def test_target_only_file_gives_a_rolling_origin_test_over_the_last_part(tmp_path: Path) -> None:
     values = _sunspots()
     data = load_data(_config(_write(tmp_path / "sun.csv", {"sun": values})))

@@ -55,6 +55,7 @@ class SequenceData:
     test_naive: np.ndarray | None = None  # forecasting: seasonal-naive forecast per test window
     test_mase_scale: np.ndarray | None = None  # forecasting: in-sample seasonal MAE per test window
     test_history: list[np.ndarray] | None = None  # forecasting: the target before each test window
+    test_series: np.ndarray | None = None  # forecasting: each test window's series (MAPE is per series)
     notes: list[str] = field(default_factory=list)  # what loading chose from the data (printed by gru train)
     source: str = ""
     sharded: bool = False  # data.stream under torchrun: train/val hold only this rank's series

@@ -45,12 +45,13 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     window = config.window or max(MIN_WINDOW, 2 * season)
     _check_lengths(ids, series, starts, window, horizon)
     train, val = fit_windows(before, 0, window, horizon, config.val_fraction)
-    test, naive, scale, history = _rolling_origin(series, starts, window, horizon, season)
+    test, naive, scale, history, which = _rolling_origin(series, starts, window, horizon, season)
     windows = "" if config.window else f" (auto: max({MIN_WINDOW}, 2 x period))"
     return SequenceData(
         task="forecast", train=train, val=val, test=test, feature_names=inputs,
         window_scaling=_levels_positive(series, window),
         seasonal_period=season, test_naive=naive, test_mase_scale=scale, test_history=history,
+        test_series=which,
         source=f"user file {path}, rolling-origin test over {held}",
         notes=[f"data.seasonal_period={season} ({how})",
                f"data.window={window}{windows}, data.horizon={horizon}"
@@ -124,11 +125,11 @@ def _check_lengths(ids: np.ndarray, series: list[np.ndarray], starts: list[int],
 
 def _rolling_origin(
     series: list[np.ndarray], starts: list[int], window: int, horizon: int, season: int
-) -> tuple[Split, np.ndarray, np.ndarray, list[np.ndarray]]:
-    """The test windows (inputs, targets), their seasonal-naive forecasts, MASE scales and the target's
-    history before each origin."""
-    xs, ys, naive, scale, history = [], [], [], [], []
-    for values, start in zip(series, starts, strict=True):
+) -> tuple[Split, np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """The test windows (inputs, targets), their seasonal-naive forecasts, MASE scales, the target's
+    history before each origin and each window's series."""
+    xs, ys, naive, scale, history, which = [], [], [], [], [], []
+    for i, (values, start) in enumerate(zip(series, starts, strict=True)):
         last = len(values) - horizon  # the last origin whose horizon ends inside the series
         if last < start:
             continue
@@ -140,5 +141,6 @@ def _rolling_origin(
             naive.append(seasonal_naive(values[:origin, 0], season, horizon))
             scale.append(in_sample)
             history.append(values[:origin, 0])
+            which.append(i)
     stack = lambda rows: np.stack(rows).astype(np.float32)  # noqa: E731
-    return Split(stack(xs), stack(ys)), stack(naive), np.array(scale, np.float32), history
+    return Split(stack(xs), stack(ys)), stack(naive), np.array(scale, np.float32), history, np.array(which)

@@ -61,6 +61,7 @@ def padded_windows(series: list[np.ndarray], window: int, horizon: int, source: 
         test_naive=stack(naive),
         test_mase_scale=np.array(scale, dtype=np.float32),
         test_history=[values[:-horizon] for values in series],
+        test_series=np.arange(len(series)),
         source=source,
     )
 

@@ -54,6 +54,7 @@ def forecast_data(
         test_naive=np.stack(naive).astype(np.float32),
         test_mase_scale=np.array(scale, dtype=np.float32),
         test_history=before,
+        test_series=np.arange(len(before)),
         source=source,
     )
 
