@@ -14,27 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.heads import HEADS, Head, OutputKind, Task, head_for
 
 SCHEMA_VERSION = 3  # 3: one batch-major `state` [batch, S] in and `next_state` out (2 carried h0/h_n)
 
-# What a model does: the one vocabulary of training (training/config.py), export and the manifest.
-# tagging: a label per time step; forecast: the next values of a series (older forecasters: regression)
-Task = Literal["classification", "regression", "forecast", "tagging"]
-VALUE_TASKS: tuple[Task, ...] = ("regression", "forecast")  # numbers in original units, not labels
-# The output's form, which follows from the task (output_kind): step_probabilities [batch, time, labels];
-# probability [batch, 1], a binary task's P(positive_label); forecast: numbers, for either value task
-OutputKind = Literal["probabilities", "forecast", "step_probabilities", "probability"]
-
-
-def output_kind(task: Task, binary: bool = False) -> OutputKind:
-    """The output a task gives; `binary`: one sigmoid probability for a classification of two labels."""
-    if task in VALUE_TASKS:
-        return "forecast"
-    if task == "tagging":
-        return "step_probabilities"
-    return "probability" if binary else "probabilities"
 MANIFEST_FILE = "manifest.json"
 
 # The graph's I/O names, declared once: export writes them, verification and the service read them.
@@ -138,7 +123,7 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    kind: OutputKind  # output_kind(task)
+    kind: OutputKind  # the head: head_for(task).kind
     size: int = Field(gt=0)  # values per answer (labels, or the forecast horizon)
     labels: list[str] | None = None  # classification and tagging
     positive_label: str | None = None  # kind "probability": the label whose probability the graph gives
@@ -151,15 +136,9 @@ class OutputSpec(_Strict):
             raise ValueError("kind 'probability' needs size 1, two labels and positive_label among them")
         return self
 
-    def class_probabilities(self, output: np.ndarray) -> np.ndarray:
-        """(..., size) -> (..., labels): one probability per label, in label order (a binary sigmoid's
-        P(positive) becomes [P(other), P(positive)] in the labels' order)."""
-        if self.kind != "probability":
-            return output
-        positive = output.astype(np.float32, copy=False)
-        both = [1.0 - positive, positive]
-        return np.concatenate(both if self.labels and self.labels[1] == self.positive_label else both[::-1],
-                              axis=-1)
+    @property
+    def head(self) -> Head:
+        return HEADS[self.kind]
 
 
 class NormalizationSpec(_Strict):
@@ -221,7 +200,7 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _output_follows_task(self) -> Manifest:
-        expected = output_kind(self.task, binary=self.output.kind == "probability")
+        expected = head_for(self.task, binary=self.output.kind == "probability").kind
         if self.output.kind != expected:
             raise ValueError(f"output.kind {self.output.kind!r} does not fit task {self.task!r}: "
                              f"a {self.task} model's output is {expected!r}")

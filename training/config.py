@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
-from service.bundle import Task  # the one task vocabulary, the bundle's (training may import the schema)
+from service.heads import Task  # the one task vocabulary, the bundle's (training may import the schema)
 
 Readout = Literal["last", "mean", "max"]
 READOUTS: tuple[Readout, ...] = ("last", "mean", "max")

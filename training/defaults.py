@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import VALUE_TASKS
+from service.heads import VALUE_TASKS
 from training.config import ResolvedConfig, TrainConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 

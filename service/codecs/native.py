@@ -238,31 +238,11 @@ def decode_stream(body: bytes, media_type: str, spec: InputSpec) -> StreamChunk:
 
 # Answers
 def render_predict(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
-    answer: dict[str, Any] = {"model": manifest.name, "version": manifest.version}
-    if manifest.output.kind == "step_probabilities":
-        answer["labels"] = manifest.output.labels or []
-        answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
-    elif isinstance(outputs, list):
-        raise TypeError("per-step outputs for a model that is not a tagging model")
-    elif manifest.output.kind in ("probabilities", "probability"):  # probability: a binary sigmoid's
-        labels = manifest.output.labels or []
-        outputs = manifest.output.class_probabilities(outputs)  # (B, labels): both classes named
-        best = outputs.argmax(axis=1).tolist()
-        answer["labels"] = labels
-        answer["predictions"] = [
-            {"label": labels[k], "probabilities": row} for k, row in zip(best, outputs, strict=True)
-        ]
-    else:
-        answer["predictions"] = [{"forecast": row} for row in outputs]
-    return answer
+    out = manifest.output
+    return {"model": manifest.name, "version": manifest.version,
+            **out.head.render(outputs, out.labels, out.positive_label)}
 
 
 def prediction(manifest: Manifest, output: np.ndarray) -> dict[str, Any]:
     """One sequence's answer: output (O,), or (T, O) per-step probabilities for tagging."""
-    labels = manifest.output.labels or []
-    if manifest.output.kind == "step_probabilities":
-        return {"steps": [labels[k] for k in output.argmax(axis=1).tolist()], "probabilities": output}
-    if manifest.output.kind in ("probabilities", "probability"):
-        output = manifest.output.class_probabilities(output)
-        return {"label": labels[int(output.argmax())], "probabilities": output}
-    return {"forecast": output}
+    return manifest.output.head.prediction(output, manifest.output.labels, manifest.output.positive_label)

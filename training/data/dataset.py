@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.bundle import VALUE_TASKS, Task
+from service.heads import Task, head_for
 from training.config import DataConfig
 
 PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the metrics)
@@ -61,7 +61,7 @@ class SequenceData:
 
     @property
     def output_size(self) -> int:
-        return self.train.y.shape[1] if self.task in VALUE_TASKS else len(self.label_names)
+        return self.train.y.shape[1] if head_for(self.task).values else len(self.label_names)
 
     @property
     def max_length(self) -> int:
