@@ -1,7 +1,8 @@
 """The model bundle contract: `models/<name>/<version>/{model.onnx, manifest.json}`.
 
-The manifest schema lives here, with the consumer; `export/` imports it to write one. `load_bundle`
-refuses a bundle whose manifest and graph disagree, naming the field.
+The manifest schema lives here, with the consumer; `export/` imports it to write one. `read_manifest`
+refuses a manifest that does not hold together, naming the field (graph_check.py `load_bundle`: one
+whose graph disagrees).
 """
 
 from __future__ import annotations
@@ -249,27 +250,3 @@ def read_manifest(bundle_dir: Path) -> Manifest:
             f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise BundleError(f"{path}: invalid manifest: {problems}") from exc
-
-
-def load_bundle(bundle_dir: Path) -> tuple[Manifest, bytes]:
-    """Read and cross-check a bundle; return its manifest and the graph bytes for onnxruntime."""
-    from service.graph_check import check_graph
-
-    manifest = read_manifest(bundle_dir)
-    where = f"{bundle_dir / MANIFEST_FILE}"
-    if manifest.name != bundle_dir.parent.name or str(manifest.version) != bundle_dir.name:
-        raise BundleError(
-            f"{where}: name/version say {manifest.name}/{manifest.version} but the bundle sits in "
-            f"{bundle_dir.parent.name}/{bundle_dir.name}"
-        )
-    graph_path = bundle_dir / manifest.onnx.file
-    if graph_path.parent != bundle_dir:
-        raise BundleError(f"{where}: onnx.file must be a file name inside the bundle folder")
-    try:
-        graph = graph_path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{graph_path}: cannot read the graph ({exc.strerror})") from exc
-    if sha256_of(graph) != manifest.onnx.sha256:
-        raise BundleError(f"{where}: onnx.sha256 does not match {graph_path.name} (corrupt or replaced)")
-    check_graph(manifest, graph, where)
-    return manifest, graph

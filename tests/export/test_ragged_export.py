@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from export.verify import TOLERANCE
 from service.batching import compute_now, pad_batch
-from service.bundle import BundleError, load_bundle
+from service.bundle import BundleError
+from service.graph_check import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from training.checkpoint import Checkpoint
