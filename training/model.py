@@ -230,7 +230,7 @@ class GRUModel(nn.Module):
             probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
         return probs, nxt
 
-    def stream(
+    def graph(
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The exported function: raw x (B, T, F), the packed state (B, S) and lengths (B,) in; what

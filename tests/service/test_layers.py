@@ -1,6 +1,6 @@
 """The layers of service/ (docs/architecture.md): gRPC is built on the transport-free inference layer, not
-on the REST package; no two modules import each other, not even lazily; every operation of the table is found by its own
-paths and by no other."""
+on the REST package; no two modules import each other, not even lazily; every operation of the table is
+found by its own paths and by no other."""
 
 from __future__ import annotations
 

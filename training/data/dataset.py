@@ -57,7 +57,7 @@ class SequenceData:
     test_history: list[np.ndarray] | None = None  # forecasting: the target before each test window
     notes: list[str] = field(default_factory=list)  # what loading chose from the data (printed by gru train)
     source: str = ""
-    sharded: bool = False  # data.stream under torchrun: train/val hold only this rank's series
+    sharded: bool = False  # data.sharded under torchrun: train/val hold only this rank's series
 
     @property
     def output_size(self) -> int:
@@ -74,8 +74,8 @@ def load_data(config: DataConfig) -> SequenceData:
     if config.dataset == "file":
         if not config.path:
             raise ValueError("data.path is required when data.dataset is 'file'")
-        if config.stream:
-            from training.data.stream import load_sharded
+        if config.sharded:
+            from training.data.shards import load_sharded
             from training.distributed import rank_and_world
 
             return load_sharded(config, *rank_and_world())
