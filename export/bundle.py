@@ -16,7 +16,6 @@ from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
     NAME_PATTERN,
-    VALUE_TASKS,
     BundleError,
     GRUSpec,
     InputSpec,
@@ -27,7 +26,6 @@ from service.bundle import (
     ParitySpec,
     StreamingSpec,
     TrainingInfo,
-    output_kind,
     sha256_of,
 )
 from service.graph_check import check_self_contained
@@ -128,7 +126,7 @@ def _parity_spec(parity: ParityReport, reference: ParityReport) -> ParitySpec:
 
 def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
     task, size, labels = model.config.task, model.config.output_size, trained.label_names
-    kind = output_kind(task, binary=model.config.head == "sigmoid")
+    kind = model.task_head.kind
     if kind == "probability":
         return OutputSpec(kind=kind, size=1, labels=labels, positive_label=labels[1],
                           description=f"the probability of {labels[1]!r} (of {labels[0]!r}: 1 - it)")
@@ -137,7 +135,7 @@ def _output_spec(model: GRUModel, trained: Checkpoint) -> OutputSpec:
         "tagging": "per time step: class probabilities in label order (zero past each sequence's length)",
         "forecast": f"the next {size} values of {trained.feature_names[0]!r}, in original units",
         "regression": f"{size} regression target(s) per sequence, in original units"}
-    return OutputSpec(kind=kind, size=size, labels=None if task in VALUE_TASKS else labels,
+    return OutputSpec(kind=kind, size=size, labels=None if model.task_head.values else labels,
                       description=descriptions[task])
 
 

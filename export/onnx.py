@@ -47,9 +47,8 @@ def io_specs(model: GRUModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
         TensorSpec(name=STATE_INPUT, shape=[BATCH_AXIS, size]),
         TensorSpec(name=LENGTHS_INPUT, dtype="int32", shape=[BATCH_AXIS]),  # valid steps per sequence
     ]
-    per_step = config.task == "tagging"
     outputs = [
-        TensorSpec(name=OUTPUT, shape=[BATCH_AXIS, TIME_AXIS, config.output_size] if per_step
+        TensorSpec(name=OUTPUT, shape=[BATCH_AXIS, TIME_AXIS, config.output_size] if model.task_head.per_step
                    else [BATCH_AXIS, config.output_size]),
         TensorSpec(name=STATE_OUTPUT, shape=[BATCH_AXIS, size]),
     ]

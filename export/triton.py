@@ -34,8 +34,8 @@ from service.bundle import (
     X_INPUT,
     Manifest,
     TensorSpec,
-    load_bundle,
 )
+from service.graph_check import load_bundle
 from training.publish import publish_folder, write_atomic
 
 CONFIG_FILE = "config.pbtxt"

@@ -1,5 +1,5 @@
 """The inference module that gets traced: raw x, the packed state and lengths in; probabilities or
-forecasts, and the next state, out (GRUModel.stream).
+forecasts, and the next state, out (GRUModel.graph).
 
 Normalisation, the GRU, the head and post-processing (softmax, or de-normalising forecasts) all come
 from GRUModel.predict, so the graph computes exactly what training evaluated.
@@ -27,4 +27,4 @@ class InferenceModule(nn.Module):
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # x: (B, T, F), state: (B, S), lengths: (B,) int32 -> output (B, O) or (B, T, O), next state (B, S)
-        return self.model.stream(x, state, lengths)
+        return self.model.graph(x, state, lengths)

@@ -78,10 +78,10 @@ class Work:
     error: Exception | None = None
     trace: tracing.RequestTrace | None = None  # the request's, while tracing is on (service/tracing.py)
 
-    def answer(self, tagging: bool) -> None:
+    def answer(self, per_step: bool) -> None:
         """All runs done: the rows in request order, unless one of them failed."""
         if self.error is None:
-            outputs = self.outputs if tagging else _rows(self.outputs)
+            outputs = self.outputs if per_step else _rows(self.outputs)
             self.result = Result(outputs, _rows(self.next_states))  # type: ignore[arg-type]
 
 
@@ -292,7 +292,7 @@ class Runs:
     def __init__(self, runtime: ModelRuntime, max_batch_size: int):
         self.runtime, self.max_batch_size = runtime, max_batch_size
         manifest = runtime.manifest
-        self._tagging = manifest.task == "tagging"
+        self._per_step = manifest.output.head.per_step
         self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
         self._padding_ratio = metrics.PADDING_RATIO.labels(manifest.name, str(manifest.version))
 
@@ -307,7 +307,7 @@ class Runs:
             for run in plan_runs(lengths, self.max_batch_size, self._padding):
                 self._run_items(items[run])
             for work in live:
-                work.answer(self._tagging)
+                work.answer(self._per_step)
         except Exception as exc:  # a bug, not a bad input: fail the batch, keep the thread
             log.exception("scheduling a batch of %d requests failed", len(live))
             for work in live:
@@ -329,7 +329,7 @@ class Runs:
             return
         self._padding_ratio.observe(x.shape[0] * x.shape[1] / int(lengths.sum()))
         for row, (work, i) in enumerate(items):
-            work.outputs[i] = output[row, : lengths[row]] if self._tagging else output[row]
+            work.outputs[i] = output[row, : lengths[row]] if self._per_step else output[row]
             work.next_states[i] = next_state[row]
 
     def _states(self, items: list[tuple[Work, int]]) -> np.ndarray | None:

@@ -1,7 +1,8 @@
 """The model bundle contract: `models/<name>/<version>/{model.onnx, manifest.json}`.
 
-The manifest schema lives here, with the consumer; `export/` imports it to write one. `load_bundle`
-refuses a bundle whose manifest and graph disagree, naming the field.
+The manifest schema lives here, with the consumer; `export/` imports it to write one. `read_manifest`
+refuses a manifest that does not hold together, naming the field (graph_check.py `load_bundle`: one
+whose graph disagrees).
 """
 
 from __future__ import annotations
@@ -14,27 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.heads import HEADS, Head, OutputKind, Task, head_for
 
 SCHEMA_VERSION = 3  # 3: one batch-major `state` [batch, S] in and `next_state` out (2 carried h0/h_n)
 
-# What a model does: the one vocabulary of training (training/config.py), export and the manifest.
-# tagging: a label per time step; forecast: the next values of a series (older forecasters: regression)
-Task = Literal["classification", "regression", "forecast", "tagging"]
-VALUE_TASKS: tuple[Task, ...] = ("regression", "forecast")  # numbers in original units, not labels
-# The output's form, which follows from the task (output_kind): step_probabilities [batch, time, labels];
-# probability [batch, 1], a binary task's P(positive_label); forecast: numbers, for either value task
-OutputKind = Literal["probabilities", "forecast", "step_probabilities", "probability"]
-
-
-def output_kind(task: Task, binary: bool = False) -> OutputKind:
-    """The output a task gives; `binary`: one sigmoid probability for a classification of two labels."""
-    if task in VALUE_TASKS:
-        return "forecast"
-    if task == "tagging":
-        return "step_probabilities"
-    return "probability" if binary else "probabilities"
 MANIFEST_FILE = "manifest.json"
 
 # The graph's I/O names, declared once: export writes them, verification and the service read them.
@@ -138,7 +124,7 @@ class InputSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    kind: OutputKind  # output_kind(task)
+    kind: OutputKind  # the head: head_for(task).kind
     size: int = Field(gt=0)  # values per answer (labels, or the forecast horizon)
     labels: list[str] | None = None  # classification and tagging
     positive_label: str | None = None  # kind "probability": the label whose probability the graph gives
@@ -151,15 +137,9 @@ class OutputSpec(_Strict):
             raise ValueError("kind 'probability' needs size 1, two labels and positive_label among them")
         return self
 
-    def class_probabilities(self, output: np.ndarray) -> np.ndarray:
-        """(..., size) -> (..., labels): one probability per label, in label order (a binary sigmoid's
-        P(positive) becomes [P(other), P(positive)] in the labels' order)."""
-        if self.kind != "probability":
-            return output
-        positive = output.astype(np.float32, copy=False)
-        both = [1.0 - positive, positive]
-        return np.concatenate(both if self.labels and self.labels[1] == self.positive_label else both[::-1],
-                              axis=-1)
+    @property
+    def head(self) -> Head:
+        return HEADS[self.kind]
 
 
 class NormalizationSpec(_Strict):
@@ -221,7 +201,7 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _output_follows_task(self) -> Manifest:
-        expected = output_kind(self.task, binary=self.output.kind == "probability")
+        expected = head_for(self.task, binary=self.output.kind == "probability").kind
         if self.output.kind != expected:
             raise ValueError(f"output.kind {self.output.kind!r} does not fit task {self.task!r}: "
                              f"a {self.task} model's output is {expected!r}")
@@ -270,27 +250,3 @@ def read_manifest(bundle_dir: Path) -> Manifest:
             f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise BundleError(f"{path}: invalid manifest: {problems}") from exc
-
-
-def load_bundle(bundle_dir: Path) -> tuple[Manifest, bytes]:
-    """Read and cross-check a bundle; return its manifest and the graph bytes for onnxruntime."""
-    from service.graph_check import check_graph
-
-    manifest = read_manifest(bundle_dir)
-    where = f"{bundle_dir / MANIFEST_FILE}"
-    if manifest.name != bundle_dir.parent.name or str(manifest.version) != bundle_dir.name:
-        raise BundleError(
-            f"{where}: name/version say {manifest.name}/{manifest.version} but the bundle sits in "
-            f"{bundle_dir.parent.name}/{bundle_dir.name}"
-        )
-    graph_path = bundle_dir / manifest.onnx.file
-    if graph_path.parent != bundle_dir:
-        raise BundleError(f"{where}: onnx.file must be a file name inside the bundle folder")
-    try:
-        graph = graph_path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{graph_path}: cannot read the graph ({exc.strerror})") from exc
-    if sha256_of(graph) != manifest.onnx.sha256:
-        raise BundleError(f"{where}: onnx.sha256 does not match {graph_path.name} (corrupt or replaced)")
-    check_graph(manifest, graph, where)
-    return manifest, graph

@@ -1,15 +1,47 @@
-"""Cross-checks a manifest against its ONNX graph: I/O names and shapes, GRU attributes; and that the
-graph is self-contained (no tensor kept as external data)."""
+"""Loads a bundle and cross-checks its manifest against its ONNX graph: I/O names and shapes, GRU
+attributes; and that the graph is self-contained (no tensor kept as external data)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import onnx
 from google.protobuf.message import Message
 from onnx import helper
 
-from service.bundle import LENGTHS_INPUT, BundleError, GRUSpec, Manifest, TensorSpec
+from service.bundle import (
+    LENGTHS_INPUT,
+    MANIFEST_FILE,
+    BundleError,
+    GRUSpec,
+    Manifest,
+    TensorSpec,
+    read_manifest,
+    sha256_of,
+)
+
+
+def load_bundle(bundle_dir: Path) -> tuple[Manifest, bytes]:
+    """Read and cross-check a bundle; return its manifest and the graph bytes for onnxruntime."""
+    manifest = read_manifest(bundle_dir)
+    where = f"{bundle_dir / MANIFEST_FILE}"
+    if manifest.name != bundle_dir.parent.name or str(manifest.version) != bundle_dir.name:
+        raise BundleError(
+            f"{where}: name/version say {manifest.name}/{manifest.version} but the bundle sits in "
+            f"{bundle_dir.parent.name}/{bundle_dir.name}"
+        )
+    graph_path = bundle_dir / manifest.onnx.file
+    if graph_path.parent != bundle_dir:
+        raise BundleError(f"{where}: onnx.file must be a file name inside the bundle folder")
+    try:
+        graph = graph_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{graph_path}: cannot read the graph ({exc.strerror})") from exc
+    if sha256_of(graph) != manifest.onnx.sha256:
+        raise BundleError(f"{where}: onnx.sha256 does not match {graph_path.name} (corrupt or replaced)")
+    check_graph(manifest, graph, where)
+    return manifest, graph
 
 
 def check_graph(manifest: Manifest, graph: bytes, where: str) -> None:

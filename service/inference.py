@@ -21,13 +21,19 @@ import orjson
 from service.batching import Result, Scheduler, SchedulerPool, SchedulerStopped
 from service.bundle import OUTPUT, STATE_OUTPUT
 from service.codecs import native, v2
-from service.errors import InvalidInput, InvalidState, ModelNotFound, StreamingUnsupported
+from service.errors import (
+    InvalidInput,
+    InvalidState,
+    ModelNotFound,
+    SequenceGoneError,
+    SequenceNotOpen,
+    StreamingUnsupported,
+)
 from service.logs import note_model
 from service.repository import VERSION_FOLDER, Repository
 from service.runtime import ModelRuntime
+from service.sessions import SequenceGone, SessionStore
 from service.settings import Settings
-from service.streaming.hub import StreamingHub
-from service.streaming.tokens import StateTokenError
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"  # a gRPC call's path: this, then the method
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -42,7 +48,8 @@ class Services:
     settings: Settings
     repository: Repository
     schedulers: SchedulerPool
-    streaming: StreamingHub
+    tokens: native.StateCodec  # stateless streams' state tokens
+    sessions: SessionStore  # server-held sequences (native stream and v2 sequence_id)
 
 
 @dataclass(slots=True)
@@ -148,14 +155,13 @@ def decode_stream(r: Request) -> native.StreamChunk:
 async def run_chunk(r: Request, chunk: native.StreamChunk) -> tuple[np.ndarray, np.ndarray, int]:
     """The output for the whole prefix so far, the state after the chunk (S,) and the steps seen."""
     if chunk.sequence_id is not None:
-        return await r.services.streaming.held_chunk(r.scheduler, chunk.sequence_id, chunk.start, chunk.end,
-                                                     chunk.steps)
+        return await held_chunk(r, chunk.sequence_id, chunk.start, chunk.end, chunk.steps)
     m, state, seen = r.runtime.manifest, None, 0
     if chunk.state is not None:
         try:
-            state, seen = r.services.streaming.codec.decode(chunk.state, m.name, m.version, m.onnx.sha256,
-                                                            m.state.size)
-        except StateTokenError as exc:
+            state, seen = r.services.tokens.decode(chunk.state, m.name, m.version, m.onnx.sha256,
+                                                   m.state.size)
+        except native.StateTokenError as exc:
             raise InvalidState(str(exc), "state") from exc
     result = await r.scheduler.run([chunk.steps], None if state is None else state[None])
     return result.outputs[0], result.states[0], seen + len(chunk.steps)
@@ -165,12 +171,42 @@ def render_chunk(r: Request, chunk: native.StreamChunk, answer: tuple[np.ndarray
     m, (output, state, seen) = r.runtime.manifest, answer
     document: dict[str, Any] = {"model": m.name, "version": m.version}
     if chunk.sequence_id is None:
-        token = r.services.streaming.codec.encode(m.name, m.version, m.onnx.sha256, state, seen)
+        token = r.services.tokens.encode(m.name, m.version, m.onnx.sha256, state, seen)
         document |= {"steps_seen": seen, "prediction": native.prediction(m, output), "state": token}
     else:
         document |= {"sequence_id": chunk.sequence_id, "steps_seen": seen, "ended": chunk.end,
                      "prediction": native.prediction(m, output)}
     return json_reply(document)
+
+
+async def held_chunk(r: Request, sequence_id: str, start: bool, end: bool,
+                     steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One chunk (T, F) of a server-held sequence (the native stream's and v2's sequence_id) through the
+    version's scheduler: the output for the whole prefix, the new state (S,) and the steps seen so far."""
+    m, sessions = r.runtime.manifest, r.services.sessions
+    key = (m.name, sequence_id)
+    if start:
+        session = sessions.start(key, m.version, m.onnx.sha256)
+    else:
+        try:
+            session = sessions.get(key)
+        except SequenceGone as exc:
+            if exc.reason == "unknown":
+                raise SequenceNotOpen(str(exc), "sequence_id") from exc
+            raise SequenceGoneError(exc.reason, str(exc)) from exc
+        if (session.version, session.graph) != (m.version, m.onnx.sha256):
+            sessions.end(key)
+            raise SequenceGoneError("ended", f"model {m.name!r} changed (now version {m.version}, graph "
+                                    f"{m.onnx.sha256[:12]}) while sequence {sequence_id!r} was open; "
+                                    "start it again")
+    async with session.lock:  # chunks of one sequence run in arrival order
+        carried = None if session.state is None else session.state[None]
+        result = await r.scheduler.run([steps], carried)
+        session.state = result.states[0]
+        session.steps += len(steps)
+    if end:
+        sessions.end(key)
+    return result.outputs[0], session.state, session.steps
 
 
 # -- Open Inference Protocol (v2) infer, over REST and gRPC ------------------------------------------
@@ -210,8 +246,8 @@ async def _sequence_chunk(r: Request, parameters: dict[str, Any], x: np.ndarray,
     if x.shape[0] != 1 or state is not None:
         raise InvalidInput("a sequence chunk is one sequence (x [1, time, features]) without a state: the "
                            "server holds the state", "x.shape")
-    output, next_state, _ = await r.services.streaming.held_chunk(
-        r.scheduler, str(sequence_id), bool(parameters.get("sequence_start")),
+    output, next_state, _ = await held_chunk(
+        r, str(sequence_id), bool(parameters.get("sequence_start")),
         bool(parameters.get("sequence_end")), x[0])
     return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]
 

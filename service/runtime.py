@@ -13,7 +13,8 @@ import onnxruntime as ort
 from prometheus_client import Histogram
 
 from service import metrics
-from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest, load_bundle
+from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
+from service.graph_check import load_bundle
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.runtime")

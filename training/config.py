@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+)
 
-from service.bundle import Task  # the one task vocabulary, the bundle's (training may import the schema)
+from service.heads import Task  # the one task vocabulary, the bundle's (training may import the schema)
 
 Readout = Literal["last", "mean", "max"]
 READOUTS: tuple[Readout, ...] = ("last", "mean", "max")
@@ -81,7 +89,9 @@ class DataConfig(_Section):
     seasonal_period: Annotated[Whole, Field(ge=1)] | None = None
     val_fraction: Number = Field(0.2, gt=0, lt=1)
     test_fraction: Number = Field(0.2, gt=0, lt=1)  # no test file: held out (forecast: each series' end)
-    stream: bool = False  # Parquet read in record batches, each torchrun rank keeping only its series
+    # Parquet read in record batches, each torchrun rank keeping only its series (`stream`: its older name,
+    # in checkpoints saved before)
+    sharded: bool = Field(False, validation_alias=AliasChoices("sharded", "stream"))
     missing: Literal["error", "ffill", "zero"] = "error"  # NaN inputs in user files (data/missing.py)
 
 

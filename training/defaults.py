@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import VALUE_TASKS
+from service.heads import VALUE_TASKS
 from training.config import ResolvedConfig, TrainConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 
@@ -161,7 +161,7 @@ def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceDat
     if steps != "auto":
         if steps and (task not in VALUE_TASKS or data.sharded):
             raise ValueError(f"model.linear_steps={steps}: the linear path is for regression and forecast "
-                             f"without data.stream; this run is {task}{' streamed' if data.sharded else ''}: "
+                             f"without data.sharded; this run is {task}{' sharded' if data.sharded else ''}: "
                              "set model.linear_steps=0")
         return []
     longest = max(data.train.X.shape[1], data.val.X.shape[1])

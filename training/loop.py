@@ -26,16 +26,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from service.bundle import VALUE_TASKS
-from training import defaults, distributed
+from service.heads import Head
+from training import defaults, distributed, heads
 from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
-from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
 from training.linear import fit_linear_path
-from training.metrics import classification_metrics, forecast_metrics
 from training.model import GRUModel
 from training.recipe import augment, end_reserve, make_schedule, may_stop, plan_epochs
 from training.resume import Progress, load_last, save_last, saved_config
@@ -85,7 +83,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         resolved, chosen = distributed.agree((resolved, chosen), ctx)
     train = defaults.training_split(data, resolved.optim.final_fit)
     model = GRUModel(resolved.model)
-    targets = train.y if data.task in VALUE_TASKS else None
+    targets = train.y if model.task_head.values else None
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
@@ -169,11 +167,11 @@ def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, devic
         for _ in range(repeats + 1):
             begun = time.perf_counter()
             idx = torch.randint(len(train), (min(opt.batch_size, len(train)),), generator=pick)
-            X, y, lengths = _batch(train, idx, probe.config.task, device)
-            if probe.config.task not in VALUE_TASKS:
+            X, y, lengths = _batch(train, idx, probe.task_head, device)
+            if not probe.task_head.values:
                 X = augment(X, lengths, probe.normaliser, opt.jitter, opt.scaling)
             optimizer.zero_grad()
-            _loss(probe, X, y, probe.config.task, lengths).backward()
+            _loss(probe, X, y, lengths).backward()
             nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
             optimizer.step()
             if device.type == "cuda":  # kernels run asynchronously: wait for them
@@ -185,7 +183,7 @@ def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, devic
 def _shrunk(model: GRUModel, data: SequenceData, config: ResolvedConfig) -> dict[str, float]:
     """A value model with a validation split held out: how much of its correction to the baseline it
     keeps (training/shrink.py), printed and reported."""
-    if data.task not in VALUE_TASKS or config.optim.final_fit:
+    if not model.task_head.values or config.optim.final_fit:
         return {}
     factor, line = shrink_to_baseline(model, data.val)
     print(line, flush=True)
@@ -271,22 +269,17 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
 
 
 def _loss(
-    model: GRUModel, X: torch.Tensor, y: torch.Tensor, task: str,
-    lengths: torch.Tensor | None = None, net: nn.Module | None = None,
+    model: GRUModel, X: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor | None = None,
+    net: nn.Module | None = None,
 ) -> torch.Tensor:
     """`net` is the DDP-wrapped model when training on several ranks."""
     out, _, level = (net or model)(X, lengths=lengths)
-    if task == "classification" and model.config.head == "sigmoid":
-        return nn.functional.binary_cross_entropy_with_logits(out.float()[:, 0], y.float())
-    if task == "classification":
-        return nn.functional.cross_entropy(out.float(), y)
-    if task == "tagging":  # (B, T, C) vs (B, T); padded steps carry PAD_LABEL and are ignored
-        return nn.functional.cross_entropy(out.float().flatten(0, 1), y.flatten(), ignore_index=PAD_LABEL)
-    return nn.functional.mse_loss(out.float(), model.normaliser.targets(y, level))
+    head = model.task_head
+    return heads.loss(head, out, model.normaliser.targets(y, level) if head.values else y)
 
 
 def _batch(
-    split: Split, idx: torch.Tensor, task: str, device: torch.device
+    split: Split, idx: torch.Tensor, head: Head, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """X, y (on `device`) and lengths (on the CPU, as packing wants them) of the sequences `idx`, cut to
     the longest of them; lengths is None when none is padded."""
@@ -294,7 +287,7 @@ def _batch(
     lengths = torch.as_tensor(split.lengths)[idx]
     steps = int(lengths.max()) if len(idx) else split.X.shape[1]
     X, y = torch.as_tensor(split.X)[idx, :steps], torch.as_tensor(split.y)[idx]
-    if task == "tagging":  # labels (N, T) are cut like X
+    if head.per_step:  # labels (N, T) are cut like X
         y = y[:, :steps]
     padded = bool((lengths < steps).any())
     return X.to(device), y.to(device), (lengths if padded else None)
@@ -310,14 +303,14 @@ def _train_epoch(
     model.train()
     plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
-    augmenting = model.config.task not in VALUE_TASKS  # a perturbed window has another forecast
+    augmenting = not model.task_head.values  # a perturbed window has another forecast
     total = count = 0.0
     for local, weight in plan:
-        X, y, lengths = _batch(split, local, model.config.task, ctx.device)
+        X, y, lengths = _batch(split, local, model.task_head, ctx.device)
         if augmenting:
             X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
         with distributed.autocast(opt.precision, ctx.device):
-            loss = _loss(model, X, y, model.config.task, lengths, net)
+            loss = _loss(model, X, y, lengths, net)
         optimizer.zero_grad()
         scaler.scale(loss * weight).backward()
         scaler.unscale_(optimizer)
@@ -337,18 +330,13 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
     if data.sharded and split is not data.test:  # this rank's series only: gather every rank's
         X, y = torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
         return _evaluate_sharded(model, split, data, X, y)
-    X, y, lengths = _batch(split, torch.arange(len(split)), data.task, device)
-    metrics: dict[str, Any] = {"loss": _loss(model, X, y, data.task, lengths).item()}
-    probs_or_forecast = model.predict(X, lengths=lengths)[0].cpu().numpy()
-    if data.task == "classification":
-        return metrics | classification_metrics(split.y, predicted_labels(probs_or_forecast))
-    if data.task == "tagging":  # every valid step of every sequence counts once
-        labels = y.cpu().numpy()
-        valid = labels != PAD_LABEL
-        return metrics | classification_metrics(labels[valid], probs_or_forecast.argmax(axis=2)[valid])
+    X, y, lengths = _batch(split, torch.arange(len(split)), model.task_head, device)
+    metrics: dict[str, Any] = {"loss": _loss(model, X, y, lengths).item()}
+    predicted = model.predict(X, lengths=lengths)[0].cpu().numpy()
     if split is data.test:
-        return metrics | forecast_metrics(split.y, probs_or_forecast, data.test_mase_scale, data.test_series)
-    return metrics | forecast_metrics(split.y, probs_or_forecast)
+        return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted, data.test_mase_scale,
+                                      data.test_series)
+    return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted)
 
 
 def _evaluate_sharded(
@@ -357,20 +345,11 @@ def _evaluate_sharded(
     ctx = distributed.Context(*distributed.rank_and_world(), device=X.device)
     loss_sum, predicted = 0.0, np.zeros((0, model.config.output_size), np.float32)
     if len(X):
-        loss_sum = _loss(model, X, y, data.task).item() * len(X)
+        loss_sum = _loss(model, X, y).item() * len(X)
         predicted = model.predict(X)[0].cpu().numpy()
     y_all, predicted = distributed.gather(split.y, ctx), distributed.gather(predicted, ctx)
     metrics: dict[str, Any] = {"loss": distributed.all_reduce_sum(loss_sum, ctx) / len(y_all)}
-    if data.task == "classification":
-        return metrics | classification_metrics(y_all, predicted_labels(predicted))
-    return metrics | forecast_metrics(y_all, predicted)
-
-
-def predicted_labels(probabilities: np.ndarray) -> np.ndarray:
-    """(N, labels) -> the likeliest; (N, 1) from a sigmoid head -> 1 where P(the second label) > 0.5."""
-    if probabilities.shape[1] == 1:
-        return (probabilities[:, 0] > 0.5).astype(np.int64)
-    return probabilities.argmax(axis=1)
+    return metrics | heads.scores(model.task_head, y_all, predicted)
 
 
 def _checkpoint(

@@ -25,7 +25,8 @@ from typing import cast
 import torch
 from torch import nn
 
-from training import readout
+from service.heads import Head, head_for
+from training import heads, readout
 from training.cells import LSTMEncoder, make_gru
 from training.config import ModelConfig, ResolvedModelConfig
 from training.frontend import FrontEnd, gather_steps, step_mask
@@ -41,7 +42,8 @@ class GRUModel(nn.Module):
 
     def __init__(self, config: ResolvedModelConfig):
         super().__init__()
-        if config.task == "tagging" and config.patch != 1:
+        self.task_head: Head = head_for(config.task, binary=config.head == "sigmoid")
+        if self.task_head.per_step and config.patch != 1:
             raise ValueError("model.patch must be 1 for tagging: it answers at every step")
         self.config = config
         self.patch: int = config.patch
@@ -56,7 +58,7 @@ class GRUModel(nn.Module):
                           for _ in range(self.directions))
             for i in range(config.num_layers))
         self.dropout = nn.Dropout(config.dropout)
-        parts = 1 if config.task == "tagging" else len(config.readout)
+        parts = 1 if self.task_head.per_step else len(config.readout)
         self.head = nn.Linear(parts * width, config.output_size)
         if config.linear_steps:  # fitted in closed form before training (training/linear.py), then fixed
             self.linear = nn.Linear(config.linear_steps * self.normaliser.width, config.output_size)
@@ -82,7 +84,7 @@ class GRUModel(nn.Module):
         if not self.carries:
             return parts
         parts += self.frontend.state_parts()
-        if config.task != "tagging" and {"mean", "max"} & set(config.readout):
+        if not self.task_head.per_step and {"mean", "max"} & set(config.readout):
             parts += [("pool_mean", (hidden,)), ("pool_max", (hidden,)), ("pool_count", (1,))]
         return parts
 
@@ -152,7 +154,7 @@ class GRUModel(nn.Module):
         if self.carries and k > 1:
             nxt["patch_steps"], count = self.frontend.unfinished(steps, total)
             nxt["patch_count"] = count.to(x.dtype).unsqueeze(1)
-        if self.config.task == "tagging":
+        if self.task_head.per_step:
             return self.head(self.dropout(y)), self.pack(nxt), level
         last = torch.cat(h_seen[-self.directions :], dim=1)  # the last layer, both directions: (B, D*H)
         before = self._carried_pools(carried, y)
@@ -248,16 +250,14 @@ class GRUModel(nn.Module):
         """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
         sequence's length), or forecasts in original units; plus the next state."""
         out, nxt, level = self(x, lengths, state)
-        if self.config.task == "classification":  # a sigmoid head: (B, 1), P(the second label)
-            return (torch.sigmoid(out) if self.config.head == "sigmoid" else torch.softmax(out, dim=-1)), nxt
-        if self.config.task == "tagging":
-            probs = torch.softmax(out, dim=-1)
-            if lengths is not None:
-                probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
-            return probs, nxt
-        return self.normaliser.outputs(out, level), nxt
+        if self.task_head.values:
+            return self.normaliser.outputs(out, level), nxt
+        probs = heads.activate(self.task_head, out)
+        if self.task_head.per_step and lengths is not None:
+            probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
+        return probs, nxt
 
-    def stream(
+    def graph(
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The exported function: raw x (B, T, F), the packed state (B, S) and lengths (B,) in; what

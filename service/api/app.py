@@ -31,10 +31,11 @@ from service.api.traced import TracedHTTP
 from service.api.transport import install_shedder
 from service.auth import HEALTH_PATHS, ROUTE_GROUPS, Authenticator, is_loopback
 from service.batching import SchedulerPool
+from service.codecs.native import StateCodec
 from service.inference import Services
 from service.repository import Hook, Repository
+from service.sessions import SessionStore
 from service.settings import Settings
-from service.streaming.hub import StreamingHub
 
 log = logging.getLogger("gru_serve")
 
@@ -58,7 +59,9 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
                on_unload: list[Hook] | None = None) -> Service:
     settings = settings or Settings()
     schedulers = SchedulerPool(*settings.batch_configs())
-    streaming = StreamingHub(settings)
+    secret = settings.state_secret.get_secret_value().encode() if settings.state_secret else b""
+    tokens = StateCodec.with_secret(secret)
+    sessions = SessionStore(settings.max_sessions, settings.session_idle_seconds)
     repository = Repository(settings, on_load, [schedulers.retire, *(on_unload or [])])
     authenticator = Authenticator(settings)  # a missing token file stops start-up here
     logs.capture_warnings()  # in every worker process: Python warnings become JSON log lines
@@ -102,8 +105,8 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         lifespan=lifespan,
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
-    app.state.streaming, app.state.refusals, app.state.requests = streaming, Refusals(schedulers), requests
-    app.state.services = services = Services(settings, repository, schedulers, streaming)
+    app.state.refusals, app.state.requests = Refusals(schedulers), requests
+    app.state.services = services = Services(settings, repository, schedulers, tokens, sessions)
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
     # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
     # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)

@@ -1,10 +1,23 @@
 """The native API's codec: predict bodies (JSON, or binary float32 steps) and stream chunks straight into
 NumPy, and the answers out as JSON. orjson parses, NumPy checks shape and type in C: as strict as
-per-element validation, without a Python loop over floats; errors name the field and the fix."""
+per-element validation, without a Python loop over floats; errors name the field and the fix.
+
+A stateless stream's state travels to the client and back as an opaque token, `gru2.<payload>.<mac>`
+(base64url): the payload is a small JSON header (model name, model version, the graph's sha256, steps
+seen, state size) and the float32 state bytes; the MAC is HMAC-SHA256 over the payload with the server's
+secret (GRU_STATE_SECRET). A token is refused when it was changed, signed with another secret, or issued
+for another model, version or graph (a version re-exported with other weights has another sha256, and
+its states mean something else)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import logging
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +32,7 @@ STREAM_KEYS = {"steps", "state", "sequence_id", "start", "end"}
 MAX_SEQUENCE_ID = 128
 JSON = "application/json"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+log = logging.getLogger("gru_serve.streaming")
 
 
 def load_object(body: bytes, allowed: set[str], example: str) -> dict[str, Any]:
@@ -238,31 +252,79 @@ def decode_stream(body: bytes, media_type: str, spec: InputSpec) -> StreamChunk:
 
 # Answers
 def render_predict(manifest: Manifest, outputs: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
-    answer: dict[str, Any] = {"model": manifest.name, "version": manifest.version}
-    if manifest.output.kind == "step_probabilities":
-        answer["labels"] = manifest.output.labels or []
-        answer["predictions"] = [prediction(manifest, steps) for steps in outputs]
-    elif isinstance(outputs, list):
-        raise TypeError("per-step outputs for a model that is not a tagging model")
-    elif manifest.output.kind in ("probabilities", "probability"):  # probability: a binary sigmoid's
-        labels = manifest.output.labels or []
-        outputs = manifest.output.class_probabilities(outputs)  # (B, labels): both classes named
-        best = outputs.argmax(axis=1).tolist()
-        answer["labels"] = labels
-        answer["predictions"] = [
-            {"label": labels[k], "probabilities": row} for k, row in zip(best, outputs, strict=True)
-        ]
-    else:
-        answer["predictions"] = [{"forecast": row} for row in outputs]
-    return answer
+    out = manifest.output
+    return {"model": manifest.name, "version": manifest.version,
+            **out.head.render(outputs, out.labels, out.positive_label)}
 
 
 def prediction(manifest: Manifest, output: np.ndarray) -> dict[str, Any]:
     """One sequence's answer: output (O,), or (T, O) per-step probabilities for tagging."""
-    labels = manifest.output.labels or []
-    if manifest.output.kind == "step_probabilities":
-        return {"steps": [labels[k] for k in output.argmax(axis=1).tolist()], "probabilities": output}
-    if manifest.output.kind in ("probabilities", "probability"):
-        output = manifest.output.class_probabilities(output)
-        return {"label": labels[int(output.argmax())], "probabilities": output}
-    return {"forecast": output}
+    return manifest.output.head.prediction(output, manifest.output.labels, manifest.output.positive_label)
+
+
+# The state token (stateless streams)
+TOKEN_PREFIX = "gru2"  # bump when the payload layout changes; older tokens are then refused by name
+
+
+class StateTokenError(Exception):
+    """The token cannot be used: tampered, foreign, or for another model; the message says which."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class StateCodec:
+    def __init__(self, secret: bytes):
+        if len(secret) < 16:
+            raise ValueError("the state secret (GRU_STATE_SECRET) must be at least 16 bytes")
+        self._secret = secret
+
+    @classmethod
+    def with_secret(cls, secret: bytes) -> StateCodec:
+        """The codec of GRU_STATE_SECRET; without one, of a random key (with a warning)."""
+        if not secret:
+            log.warning("GRU_STATE_SECRET is not set: streaming state tokens are signed with a random "
+                        "key and stop working when this process restarts")
+            secret = secrets.token_bytes(32)
+        return cls(secret)
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def encode(self, model: str, version: int, graph: str, state: np.ndarray, steps: int) -> str:
+        """state: (S,) float32 after `steps` steps of `model` version `version` (graph sha256 `graph`)."""
+        header = json.dumps({"model": model, "version": version, "graph": graph, "steps": steps,
+                             "size": int(state.size)}, separators=(",", ":")).encode()
+        payload = header + b"\n" + np.ascontiguousarray(state, dtype="<f4").tobytes()
+        return f"{TOKEN_PREFIX}.{_b64(payload)}.{_b64(self._mac(payload))}"
+
+    def decode(self, token: str, model: str, version: int, graph: str, size: int) -> tuple[np.ndarray, int]:
+        """The state (S,) and steps seen, after checking integrity and the model it belongs to."""
+        prefix, _, rest = token.partition(".")
+        if prefix != TOKEN_PREFIX:
+            raise StateTokenError(f"not a state token of this service (expected the {TOKEN_PREFIX!r} format)")
+        encoded, _, mac = rest.partition(".")
+        try:
+            payload, signature = _unb64(encoded), _unb64(mac)
+        except ValueError as exc:
+            raise StateTokenError("the state token is not valid base64url") from exc
+        if not hmac.compare_digest(signature, self._mac(payload)):
+            raise StateTokenError("the state token's signature does not match: it was changed, or "
+                                  "issued by a server with another GRU_STATE_SECRET (or before a restart)")
+        header_bytes, _, data = payload.partition(b"\n")
+        header = json.loads(header_bytes)
+        if (header["model"], header["version"]) != (model, version):
+            raise StateTokenError(f"the state token belongs to model {header['model']!r} version "
+                                  f"{header['version']}, not {model!r} version {version}; start a new "
+                                  "stream without a state")
+        if header["graph"] != graph:
+            raise StateTokenError(f"model {model!r} version {version} was re-exported since this token was "
+                                  "issued (its graph changed); start a new stream without a state")
+        if header["size"] != size or len(data) != 4 * size:
+            raise StateTokenError(f"the state token holds {header['size']} state values, expected {size}")
+        return np.frombuffer(data, dtype="<f4").astype(np.float32), int(header["steps"])

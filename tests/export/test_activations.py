@@ -17,7 +17,8 @@ import pytest
 from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
 from service.batching import compute_now
-from service.bundle import ONNX_ACTIVATIONS, BundleError, load_bundle
+from service.bundle import ONNX_ACTIVATIONS, BundleError
+from service.graph_check import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.export.foreign_graphs import reference, single_gru

@@ -16,7 +16,7 @@ import export.bundle
 from export.bundle import export_checkpoint
 from export.onnx import example_state
 from export.verify import TOLERANCE, VerificationError
-from service.bundle import load_bundle
+from service.graph_check import load_bundle
 from tests.helpers import train_tiny
 from training.checkpoint import Checkpoint
 from training.reference import gru_forward

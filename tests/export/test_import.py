@@ -20,7 +20,8 @@ from export.foreign import Unsupported
 from export.importer import ImportRequest, import_graph
 from export.verify import TOLERANCE
 from service.batching import compute_now
-from service.bundle import LENGTHS_INPUT, STATE_INPUT, load_bundle
+from service.bundle import LENGTHS_INPUT, STATE_INPUT
+from service.graph_check import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.export.foreign_graphs import classifier

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from export.verify import TOLERANCE
 from service.batching import compute_now, pad_batch
-from service.bundle import BundleError, load_bundle
+from service.bundle import BundleError
+from service.graph_check import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from training.checkpoint import Checkpoint
@@ -59,7 +60,7 @@ def test_padded_graph_matches_pytorch_packed(request, runtimes, run_name: str) -
     state = rng.normal(size=(len(sequences), runtime.manifest.state.size)).astype(np.float32)
     got, got_state = runtime.run(x, lengths, state)
     with torch.no_grad():
-        ref, ref_state = model.stream(torch.as_tensor(x), torch.as_tensor(state), torch.as_tensor(lengths))
+        ref, ref_state = model.graph(torch.as_tensor(x), torch.as_tensor(state), torch.as_tensor(lengths))
     assert np.abs(got - ref.numpy()).max() <= TOLERANCE
     assert np.abs(got_state - ref_state.numpy()).max() <= TOLERANCE
 

@@ -11,7 +11,7 @@ import pytest
 from export.bundle import export_checkpoint
 from export.onnx import example_inputs
 from service.batching import compute_now
-from service.bundle import load_bundle
+from service.graph_check import load_bundle
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.helpers import train_tiny

@@ -9,7 +9,8 @@ from typing import get_args, get_type_hints
 
 import pytest
 
-from service.bundle import MANIFEST_FILE, BundleError, Task, output_kind, read_manifest
+from service.bundle import MANIFEST_FILE, BundleError, read_manifest
+from service.heads import Task, head_for
 from training.config import ModelConfig
 from training.data.dataset import SequenceData
 
@@ -17,7 +18,7 @@ from training.data.dataset import SequenceData
 def test_training_says_the_task_in_the_bundles_words() -> None:
     assert ModelConfig.model_fields["task"].annotation is Task
     assert get_type_hints(SequenceData)["task"] is Task
-    assert {output_kind(task) for task in get_args(Task)} == {"probabilities", "forecast",
+    assert {head_for(task).kind for task in get_args(Task)} == {"probabilities", "forecast",
                                                                "step_probabilities"}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import training.publish
 from export.bundle import export_checkpoint
-from service.bundle import load_bundle
+from service.graph_check import load_bundle
 from service.repository import discover
 from tests.helpers import Server
 

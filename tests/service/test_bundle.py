@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from service.bundle import BundleError, load_bundle, sha256_of
+from service.bundle import BundleError, sha256_of
+from service.graph_check import load_bundle
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from export.verify import TOLERANCE
 from service.batching import compute_now
+from service.codecs.native import StateCodec, StateTokenError
 from service.runtime import ModelRuntime
+from service.sessions import SequenceGone, SessionStore
 from service.settings import Settings
-from service.streaming.sessions import SequenceGone, SessionStore
-from service.streaming.tokens import StateCodec, StateTokenError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config, save_config
+from training.config import TrainConfig, load_config, save_config
 
 
 def test_yaml_file_and_overrides(tmp_path: Path) -> None:
@@ -66,3 +66,10 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
 def test_non_numbers_are_refused_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
+
+
+def test_a_config_saved_with_data_stream_loads_as_data_sharded() -> None:
+    """Checkpoints saved before the rename hold `data.stream`; they still load, and dump the new name."""
+    config = TrainConfig.from_dict({"data": {"stream": True}})
+    assert config.data.sharded is True
+    assert config.to_dict()["data"]["sharded"] is True and "stream" not in config.to_dict()["data"]

@@ -47,4 +47,4 @@ def test_binary_cross_entropy_is_the_loss(tmp_path: Path) -> None:
         logits = model(x)[0][:, 0]
         expected = -np.mean([np.log(torch.sigmoid(v).item()) if t else np.log(1 - torch.sigmoid(v).item())
                              for v, t in zip(logits, y.tolist(), strict=True)])
-        assert _loss(model, x, y, "classification").item() == pytest.approx(expected, rel=1e-5)
+        assert _loss(model, x, y).item() == pytest.approx(expected, rel=1e-5)

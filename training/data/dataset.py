@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.bundle import VALUE_TASKS, Task
+from service.heads import Task, head_for
 from training.config import DataConfig
 
 PAD_LABEL = -100  # tagging: label of padded steps (ignored by the loss and the metrics)
@@ -58,11 +58,11 @@ class SequenceData:
     test_series: np.ndarray | None = None  # forecasting: each test window's series (MAPE is per series)
     notes: list[str] = field(default_factory=list)  # what loading chose from the data (printed by gru train)
     source: str = ""
-    sharded: bool = False  # data.stream under torchrun: train/val hold only this rank's series
+    sharded: bool = False  # data.sharded under torchrun: train/val hold only this rank's series
 
     @property
     def output_size(self) -> int:
-        return self.train.y.shape[1] if self.task in VALUE_TASKS else len(self.label_names)
+        return self.train.y.shape[1] if head_for(self.task).values else len(self.label_names)
 
     @property
     def max_length(self) -> int:
@@ -75,8 +75,8 @@ def load_data(config: DataConfig) -> SequenceData:
     if config.dataset == "file":
         if not config.path:
             raise ValueError("data.path is required when data.dataset is 'file'")
-        if config.stream:
-            from training.data.stream import load_sharded
+        if config.sharded:
+            from training.data.shards import load_sharded
             from training.distributed import rank_and_world
 
             return load_sharded(config, *rank_and_world())

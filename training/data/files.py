@@ -61,7 +61,7 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
 
 
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:
-    """A long-format table's series (also a streamed shard's rows: training/data/stream.py)."""
+    """A long-format table's series (also a shard's rows: training/data/shards.py)."""
     features = feature_columns(frame, config, path)
     series = long_to_series(frame, config, path, features, target=config.target_column,
                             per_step=config.task == "tagging")

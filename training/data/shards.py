@@ -1,12 +1,12 @@
-"""Streaming, rank-sharded reading of long-format Parquet (`data.stream: true`), for data too large for
-one process's memory.
+"""Sharded reading of long-format Parquet (`data.sharded: true`), for data too large for one process's
+memory.
 
 The file is scanned in record batches (pyarrow.dataset, only the needed columns); each rank keeps the rows
 of its own series, chosen by a stable hash of the series id (`shard_of`), so a rank holds about 1/world
 of the data and never the whole table. Validation is held out by the same kind of hash, so it needs no
 coordination either. Label names and normalisation statistics are agreed over all ranks
 (training/distributed.py), so every rank builds the same model. The test file (`data.test_path`,
-required) is read by rank 0 only, streaming as well.
+required) is read by rank 0 only, in record batches as well.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     from training.distributed import agree_on_labels
 
     if config.task not in ("classification", "regression"):
-        raise ValueError("data.stream supports data.task classification or regression")
+        raise ValueError("data.sharded supports data.task classification or regression")
     path, test_path = Path(config.path or ""), config.test_path
     if path.suffix not in (".parquet", ".pq") or not test_path:
-        raise ValueError("data.stream needs a Parquet data.path and a separate data.test_path")
+        raise ValueError("data.sharded needs a Parquet data.path and a separate data.test_path")
     frame = read_shard(path, None, config.id_column, rank, world)
     if frame.empty:
         raise ValueError(f"{path}: rank {rank} of {world} got no series; use fewer processes than series")
@@ -90,7 +90,7 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
         task="classification" if classify else "regression",
         train=Split(X[~held], y[~held]), val=Split(X[held], y[held]), test=Split(X_test, y_test),
         feature_names=features, label_names=labels,
-        source=f"user file {path}, streamed, shard {rank} of {world}", sharded=world > 1,
+        source=f"user file {path}, shard {rank} of {world}", sharded=world > 1,
     )
 
 
@@ -98,7 +98,7 @@ def _equal_lengths(series: tuple[Split, list[str]], path: Path) -> tuple[Split, 
     """Sharded training and evaluation read whole arrays (training/distributed.py): no ragged series."""
     split = series[0]
     if split.ragged:
-        raise ValueError(f"{path}: data.stream needs series of equal length (these have "
+        raise ValueError(f"{path}: data.sharded needs series of equal length (these have "
                          f"{split.lengths.min()} to {split.lengths.max()} steps); read ragged files "
-                         "without data.stream")
+                         "without data.sharded")
     return series

@@ -1,4 +1,4 @@
-"""Streaming, rank-sharded Parquet (data.stream): ItalyPowerDemand written as long-format Parquet."""
+"""Rank-sharded Parquet (data.sharded): ItalyPowerDemand written as long-format Parquet."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from training.checkpoint import Checkpoint
 from training.config import DataConfig
 from training.data import load_data
-from training.data.stream import read_shard
+from training.data.shards import read_shard
 
 
 def _long_parquet(X: np.ndarray, y: np.ndarray, path: Path) -> Path:
@@ -45,13 +45,14 @@ def test_rank_shards_are_disjoint_and_complete_and_read_in_batches(italy_parquet
     assert sum(len(s) for s in shards) == len(whole)
 
 
-def test_two_ranks_streaming_their_shards_train_one_model_with_global_statistics(italy_parquet,
+def test_two_ranks_reading_their_shards_train_one_model_with_global_statistics(italy_parquet,
                                                                                   tmp_path: Path) -> None:
     train, test = italy_parquet
     args = ["train", "--run-dir", str(tmp_path), "--no-progress", "--max-epochs", "10",
             "--set", "data.dataset=file", "--set", f"data.path={train}", "--set", f"data.test_path={test}",
-            "--set", "data.task=classification", "--set", "data.stream=true", "--set", "model.hidden_size=16",
-            "--set", "model.num_layers=1", "--set", "optim.learning_rate=0.01", "--set", "optim.batch_size=8",
+            "--set", "data.task=classification", "--set", "data.sharded=true",
+            "--set", "model.hidden_size=16", "--set", "model.num_layers=1",
+            "--set", "optim.learning_rate=0.01", "--set", "optim.batch_size=8",
             "--set", "optim.plots=false", "--set", "optim.tensorboard=false"]
     for name, launcher in [("one", [sys.executable, "-m", "gru_cli"]),
                            ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
