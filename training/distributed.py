@@ -11,6 +11,7 @@ Runs then differ only by the order of floating-point reductions (all-reduce vs o
 
 from __future__ import annotations
 
+import importlib
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ def setup(requested_device: str) -> Context:
         torch.cuda.set_device(device)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     if world > 1 and not dist.is_initialized():
+        # DDP imports torch._dynamo; imported after the group exists, it keeps references to it, so that
+        # destroy_process_group leaves gloo's worker threads running into interpreter exit, where they
+        # abort the process ("terminate called without an active exception", SIGABRT) now and then.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Context(rank, world, device)
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from training.checkpoint import Checkpoint
@@ -63,3 +64,26 @@ def test_a_rank_shard_is_every_world_th_index_with_a_weight_that_keeps_the_globa
     assert [round(w, 6) for _, w in shards] == [round(3 * 3 / 7, 6), round(2 * 3 / 7, 6), round(2 * 3 / 7, 6)]
     empty = Context(2, 3).shard(torch.arange(2))
     assert empty[1] == 0.0  # joins the all-reduce without changing the gradient
+
+
+RANK_EXIT = """
+import os, sys, torch
+from training import distributed
+def train(ctx):  # as training/loop.py: the DDP wrapper lives while training, not until teardown
+    net = distributed.wrap(torch.nn.Linear(3, 1), ctx)
+    net(torch.ones(2, 3)).sum().backward()
+train(distributed.setup("cpu"))
+distributed.teardown()
+tasks = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+sys.exit(f"gloo threads outlive teardown: {tasks}" if any("gloo" in t for t in tasks) else 0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names are read from /proc")
+def test_teardown_stops_gloo_threads_so_a_rank_cannot_abort_at_interpreter_exit(tmp_path: Path) -> None:
+    # threads left running into interpreter finalisation sometimes SIGABRT a rank after training succeeded
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_EXIT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    done = subprocess.run([*torchrun, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
