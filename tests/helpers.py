@@ -23,6 +23,20 @@ def train_tiny(run_dir: Path, name: str, *overrides: str):
     return fit(load_config(None, base + list(overrides)))
 
 
+def exported_runtime(checkpoint: Path, models: Path, name: str):
+    """Export a checkpoint as the product does (parity checked against PyTorch) and load the bundle in a
+    real onnxruntime session, as the server would."""
+    from export.bundle import export_checkpoint
+    from service.runtime import ModelRuntime
+    from service.settings import Settings
+
+    result = export_checkpoint(checkpoint, models, name)
+    assert result.manifest.parity.max_abs_diff <= 1e-5
+    runtime = ModelRuntime(result.bundle_dir, Settings())
+    runtime.load()
+    return runtime
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,12 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
 from service.batching import compute_now
 from service.runtime import ModelRuntime
-from service.settings import Settings
-from tests.helpers import train_tiny
+from tests.helpers import exported_runtime, train_tiny
 
 CASES = {  # front end, stride -> the state parts the manifest must name, in order
     ("conv", 4): ["gru_h", "patch_steps", "patch_count", "conv_patch", "conv_out", "pool_mean", "pool_max",
@@ -29,11 +27,7 @@ def served(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[str
     root = tmp_path_factory.mktemp(frontend)
     run = train_tiny(root / "runs", frontend, f"model.frontend={frontend}", f"model.patch={stride}",
                      "optim.max_epochs=2")
-    result = export_checkpoint(run.checkpoint, root / "models", frontend)
-    assert result.manifest.parity.max_abs_diff <= 1e-5
-    runtime = ModelRuntime(result.bundle_dir, Settings())
-    runtime.load()
-    return request.param, runtime
+    return request.param, exported_runtime(run.checkpoint, root / "models", frontend)
 
 
 def test_the_manifest_names_the_front_ends_state_and_it_streams(served) -> None:

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
 from service.batching import compute_now
 from service.runtime import ModelRuntime
-from service.settings import Settings
-from tests.helpers import train_tiny
+from tests.helpers import exported_runtime, train_tiny
 from training.config import load_config
 from training.data.dataset import SequenceData, Split
 from training.defaults import resolve
@@ -53,11 +51,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> ModelRuntime:
     root = tmp_path_factory.mktemp("series")
     run = train_tiny(root / "runs", "series", "data.dataset=JapaneseVowels", "model.normalise=series",
                      "optim.max_epochs=2")
-    result = export_checkpoint(run.checkpoint, root / "models", "series")
-    assert result.manifest.parity.max_abs_diff <= 1e-5
-    runtime = ModelRuntime(result.bundle_dir, Settings())
-    runtime.load()
-    return runtime
+    return exported_runtime(run.checkpoint, root / "models", "series")
 
 
 def test_the_manifest_says_per_series_and_refuses_streaming_with_the_reason(served: ModelRuntime) -> None:

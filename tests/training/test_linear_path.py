@@ -13,12 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from export.bundle import export_checkpoint
 from export.verify import TOLERANCE
 from service.batching import compute_now
 from service.runtime import ModelRuntime
-from service.settings import Settings
-from tests.helpers import train_tiny
+from tests.helpers import exported_runtime, train_tiny
 from training.baselines import regression_baselines
 from training.config import ResolvedModelConfig, load_config
 from training.data.dataset import SequenceData, Split
@@ -112,11 +110,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> ModelRuntime:
                      f"data.path={_write(ragged, root / 'train.csv')}", "optim.max_epochs=3",
                      "optim.plots=false", "optim.tensorboard=false")
     assert run.test_metrics["versus_baselines"]["best_baseline"] == "ridge"
-    result = export_checkpoint(run.checkpoint, root / "models", "linear")
-    assert result.manifest.parity.max_abs_diff <= 1e-5
-    runtime = ModelRuntime(result.bundle_dir, Settings())
-    runtime.load()
-    return runtime
+    return exported_runtime(run.checkpoint, root / "models", "linear")
 
 
 def test_the_manifest_refuses_streaming_with_the_reason(served: ModelRuntime) -> None:
