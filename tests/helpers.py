@@ -46,7 +46,8 @@ class Server:
         self.process: subprocess.Popen | None = None
         self.log_path = repository.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 90.0) -> Server:
+        """Wait for /health/ready: generously, a loaded CI machine takes many seconds to import and load."""
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "gru_cli", "serve"], env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
@@ -66,7 +67,7 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def output_with(self, text: str, timeout: float = 5.0) -> str:
+    def output_with(self, text: str, timeout: float = 15.0) -> str:
         """The output once it holds `text` (access lines are written in batches, up to 0.5 s late)."""
         deadline = time.monotonic() + timeout
         while text not in (output := self.output()) and time.monotonic() < deadline:
