@@ -74,8 +74,7 @@ def test_refusals_are_logged_once_per_kind_not_per_connection(server: Server, cl
     options = {"max_connections": MAX_CONNECTIONS, "connections": 50}
     for attack in ("many-headers", "slowloris", "connection-flood"):  # many refusals within 10 s
         run_attack(attack, server.port, client, 1.2, options=options)
-    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    refusals = [e["message"] for e in lines if e["logger"] == "gru_serve.transport"]
+    refusals = [e["message"] for e in server.json_lines() if e["logger"] == "gru_serve.transport"]
     kinds = {m.split(":")[0] for m in refusals}
     assert {"headers_too_large", "header_timeout", "too_many_connections"} <= kinds, refusals
     assert len(refusals) < 3 * len(kinds) + 10, refusals  # first one, then summaries every 10 s

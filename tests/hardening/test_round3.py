@@ -246,8 +246,8 @@ def test_idle_streams_are_closed_and_one_client_cannot_hold_every_slot(repositor
     request.raw_input_contents[0] = b"\0" * 96
 
     def admitted_streams() -> int:
-        lines = [json.loads(line) for line in running.output().splitlines() if line.startswith("{")]
-        return sum(e["message"] == "gRPC /inference.GRPCInferenceService/ModelStreamInfer 200" for e in lines)
+        return sum(e["message"] == "gRPC /inference.GRPCInferenceService/ModelStreamInfer 200"
+                   for e in running.json_lines())
 
     async def idle_stream(stub, answer_first: bool = False):
         """A stream that sends (at most) one request and then nothing: how does it end? Its status, its
