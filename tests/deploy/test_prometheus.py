@@ -111,12 +111,14 @@ def latency_buckets(gru: Server) -> dict[float, float]:
     return buckets
 
 
-def quantile_bucket(buckets: dict[float, float], q: float) -> tuple[float, float]:
-    """The bounds of the bucket that holds the q-quantile (histogram_quantile interpolates within it)."""
-    bounds = sorted(buckets)
-    upper = next(le for le in bounds if buckets[le] >= q * buckets[math.inf])
-    lower = max((le for le in bounds if le < upper), default=0.0)
-    return lower, upper if upper < math.inf else lower
+def quantile_range(buckets: dict[float, float], q: float) -> tuple[float, float]:
+    """Where histogram_quantile puts the q-quantile: in the bucket holding it, give or take one bucket
+    (rate() extrapolates each bucket's series from its own first sample, which can move the quantile's
+    rank across a bound: seen at load 7, counts in (0.005, 0.01], p99 0.017)."""
+    bounds = [0.0, *sorted(le for le in buckets if le < math.inf)]
+    holding = next((i for i, le in enumerate(bounds) if i and buckets[le] >= q * buckets[math.inf]),
+                   len(bounds) - 1)
+    return bounds[max(holding - 2, 0)], bounds[min(holding + 1, len(bounds) - 1)]
 
 
 def test_prometheus_scrapes_gru_serve_and_evaluates_the_rules(gru: Server, tmp_path: Path) -> None:
@@ -146,7 +148,7 @@ def test_prometheus_scrapes_gru_serve_and_evaluates_the_rules(gru: Server, tmp_p
         # rate() extrapolates each series by its own first value: the ratio agrees to about a percent
         assert prometheus.value(f"gru:request_latency_slo:ratio_rate5m{{{labels}}}") == \
             pytest.approx(within_slo, abs=0.02)
-        lower, upper = quantile_bucket(traffic, 0.99)
+        lower, upper = quantile_range(traffic, 0.99)
         assert lower <= prometheus.value(f'gru:request_duration_seconds:p99_5m{{{labels},api="native"}}') \
             <= upper, traffic
         assert prometheus.value(f"gru:batch_size:mean_rate5m{{{labels}}}") >= 1
