@@ -145,9 +145,10 @@ def test_prometheus_scrapes_gru_serve_and_evaluates_the_rules(gru: Server, tmp_p
         assert ok > 0 and 0.1 < failed / (ok + failed) < 0.35  # 10 of 50, give or take extrapolation
         assert prometheus.value(f"gru:request_errors:ratio_rate5m{{{labels}}}") == 0
         assert prometheus.value(f"gru:request_refusals:ratio_rate5m{{{labels}}}") == 0
-        # rate() extrapolates each series by its own first value: the ratio agrees to about a percent
+        # rate() extrapolates each series from its own first sample (they differ where an earlier request
+        # took over 250 ms): the ratio agrees to a few percent
         assert prometheus.value(f"gru:request_latency_slo:ratio_rate5m{{{labels}}}") == \
-            pytest.approx(within_slo, abs=0.02)
+            pytest.approx(within_slo, abs=0.05)
         lower, upper = quantile_range(traffic, 0.99)
         assert lower <= prometheus.value(f'gru:request_duration_seconds:p99_5m{{{labels},api="native"}}') \
             <= upper, traffic
