@@ -26,6 +26,7 @@ import contextlib
 import http.client
 import json
 import multiprocessing
+import select
 import selectors
 import socket
 import sys
@@ -172,6 +173,7 @@ class GoodClient:
     def run(self, seconds: float) -> list[float]:
         latencies, end = [], time.perf_counter() + seconds
         while time.perf_counter() < end:
+            self._drop_if_closed()
             started = time.perf_counter()
             try:
                 self.connection.request("POST", self.path, self.body, {"content-type": "application/json"})
@@ -184,6 +186,14 @@ class GoodClient:
             latencies.append(time.perf_counter() - started)
             self.failed += not ok
         return latencies
+
+    def _drop_if_closed(self) -> None:
+        """A keep-alive connection the server closed while it was idle (between runs, or when this process
+        was not scheduled for longer than GRU_KEEP_ALIVE_TIMEOUT_S) is readable: reconnect rather than
+        count the next request as failed, as an HTTP client's connection pool does."""
+        sock = self.connection.sock
+        if sock is not None and select.select([sock], [], [], 0)[0]:
+            self.connection.close()
 
 
 def ms(latencies: list[float], q: float) -> float:

@@ -182,9 +182,15 @@ def burst_row(records: Records, plan: Plan, capacity_rps: float, queue: int, max
         "refused_p50_ms": pct(latency[refused], 50), "refused_p99_ms": pct(latency[refused], 99),
         "ok_p50_ms": pct(latency[in_burst & (kind == OK)], 50),
         "ok_p99_ms": pct(latency[in_burst & (kind == OK)], 99),
-        "wait_bound_ms": min(1e3 * queue / capacity_rps, MAX_WAIT_MS) + 1e3 * batch / capacity_rps,
+        "wait_bound_ms": wait_bound_ms(queue, batch, capacity_rps),
         **{name: int((kind == k).sum()) for k, name in enumerate(KIND_NAMES) if k in (OTHER, ERROR, UNSENT)},
     }
+
+
+def wait_bound_ms(queue: int, batch: int, rps: float) -> float:
+    """What a bounded queue promises an admitted request at `rps`: the queue's wait (at most
+    GRU_MAX_QUEUE_WAIT_MS) plus one batch."""
+    return min(1e3 * queue / rps, MAX_WAIT_MS) + 1e3 * batch / rps
 
 
 def timeline(records: Records, phases: list[Phase], bucket_s: float) -> list[dict]:

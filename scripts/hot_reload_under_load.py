@@ -156,6 +156,16 @@ class Load:
             done, self.current = self.current, Window()
         return done
 
+    def serving(self, version: str, timeout: float) -> None:
+        """Until the answers come from `version` (at most `timeout` s): a busy machine can take longer
+        than a case's seconds to load the one a change publishes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.current.last_version == version:
+                    return
+            time.sleep(0.05)
+
     def close(self) -> None:
         self.stop.set()
         for thread in self.threads:
@@ -298,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name != "startup":
                 apply()
             time.sleep(args.case_seconds)
+            load.serving(expect, timeout=60)
             after = load.window()
             index = httpx.get(f"{url}/v2/repository/index", timeout=30)
             if name == "re-export":

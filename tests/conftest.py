@@ -73,8 +73,9 @@ def ragged_repository(tmp_path_factory: pytest.TempPathFactory, vowels_uni_run, 
 
 @pytest.fixture(scope="session")
 def stream_server(ragged_repository: Path):
-    """Small session limits so that eviction and idle expiry can be seen quickly."""
-    running = Server(ragged_repository, GRU_MAX_SESSIONS="2", GRU_SESSION_IDLE_SECONDS="1.5",
+    """Small session limits so that eviction and idle expiry can be seen quickly; idle long enough that a
+    loaded machine's slow requests between two chunks of one session do not expire it."""
+    running = Server(ragged_repository, GRU_MAX_SESSIONS="2", GRU_SESSION_IDLE_SECONDS="4",
                      GRU_STATE_SECRET="test-secret-0123456789abcdef").start()
     yield running
     running.stop()

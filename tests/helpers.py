@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -49,24 +50,37 @@ class Server:
     def __init__(self, repository: Path, preexec_fn: Callable[[], None] | None = None, grpc: bool = False,
                  **env: str):
         """grpc: serve gRPC too, on another free port (`grpc_url`)."""
-        self.port, self.preexec_fn = free_port(), preexec_fn
+        self.repository, self.preexec_fn, self.grpc, self.given = repository, preexec_fn, grpc, env
+        self.process: subprocess.Popen | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if grpc:
+        env = self.given
+        if self.grpc:
             grpc_port = free_port()
             self.grpc_url = f"127.0.0.1:{grpc_port}"
             env = {"GRU_GRPC_PORT": str(grpc_port), **env}
-        self.env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_PORT": str(self.port),
+        self.env = {**os.environ, "GRU_MODEL_REPOSITORY": str(self.repository), "GRU_PORT": str(self.port),
                     "GRU_HOST": "127.0.0.1", **env}
-        self.process: subprocess.Popen | None = None
-        self.log_path = repository.parent / f"server-{self.port}.log"
+        self.log_path = self.repository.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 90.0, tries: int = 3) -> Server:
+        """Wait for /health/ready: generously, a loaded CI machine takes many seconds to import and load.
+        A port free when chosen can be taken before the server binds it (by another process, or both
+        free_port calls can get one port): then again on other ports."""
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "gru_cli", "serve"], env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                chosen = not {"GRU_PORT", "GRU_GRPC_PORT"} & set(self.given)
+                if chosen and tries > 1 and "cannot listen on" in self.output():
+                    self.log.close()
+                    self._choose_ports()
+                    return self.start(timeout, tries - 1)
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
@@ -80,10 +94,16 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def output_with(self, text: str, timeout: float = 5.0) -> str:
-        """The output once it holds `text` (access lines are written in batches, up to 0.5 s late)."""
+    def json_lines(self) -> list[dict]:
+        """The JSON lines logged so far; the last one is left out while it is still being written."""
+        complete = self.output().rpartition("\n")[0]
+        return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+    def output_with(self, text: str, timeout: float = 15.0) -> str:
+        """The output once a whole line holds `text` (access lines are written in batches, up to 0.5 s
+        late)."""
         deadline = time.monotonic() + timeout
-        while text not in (output := self.output()) and time.monotonic() < deadline:
+        while text not in (output := self.output()).rpartition("\n")[0] and time.monotonic() < deadline:
             time.sleep(0.05)
         return output
 

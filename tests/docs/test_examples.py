@@ -28,7 +28,7 @@ from tests.docs.examples import (
     mismatches,
     repository_paths,
 )
-from tests.helpers import Server, free_port
+from tests.helpers import Server
 
 EXAMPLES = marked_examples()
 COMMANDS = command_lines()
@@ -44,7 +44,7 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory, italy_run, regimes_run
     runs = {"italy_power": italy_run, "regimes": regimes_run, "japanese_vowels": vowels_bi_run}
     for name, run in runs.items():
         export_checkpoint(run.checkpoint, root, name)
-    running = Server(root, GRU_GRPC_PORT=str(free_port()), GRU_STATE_SECRET="docs-secret-0123456789").start()
+    running = Server(root, grpc=True, GRU_STATE_SECRET="docs-secret-0123456789").start()
     yield running
     running.stop()
 

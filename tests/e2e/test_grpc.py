@@ -232,8 +232,8 @@ def test_auth_request_id_and_error_metadata(grpc_server) -> None:
         _, call = stub.ServerMetadata.with_call(service_pb2.ServerMetadataRequest(),
                                                 metadata=(*AUTH.items(), ("x-request-id", "grpc-req-2")))
         assert dict(call.trailing_metadata())["x-request-id"] == "grpc-req-2"
-    logged = [json.loads(line) for line in grpc_server.output_with("grpc-req-1").splitlines()
-              if "grpc-req-1" in line]
+    grpc_server.output_with("grpc-req-1")
+    logged = [e for e in grpc_server.json_lines() if "grpc-req-1" in json.dumps(e)]
     assert [(e["path"], e["status"]) for e in logged] == [("/inference.GRPCInferenceService/ModelInfer", 400)]
 
 

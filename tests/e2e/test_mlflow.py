@@ -95,5 +95,5 @@ def test_a_run_its_registered_bundle_and_serving_it(mlflow_server: str, tmp_path
 def test_pull_names_what_is_missing(mlflow_server: str, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "gru_cli", "pull", "nothing-here", "--repository", str(tmp_path),
                "--mlflow", mlflow_server]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)  # as gru(): imports mlflow
     assert done.returncode == 2 and "no registered model 'nothing-here'" in done.stderr

@@ -25,7 +25,7 @@ SEQUENCE = [0.1] * 24
 
 
 def json_lines(server: Server) -> list[dict]:
-    return [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    return server.json_lines()
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -141,7 +141,7 @@ def test_evicted_sequence_gets_a_clear_error(stream_server) -> None:
 def test_idle_sequence_expires(stream_server) -> None:
     steps = _sequence(3, 12)
     _post(stream_server, "vowels_uni", "stream", {"sequence_id": "idle-1", "steps": steps, "start": True})
-    time.sleep(1.8)  # GRU_SESSION_IDLE_SECONDS=1.5
+    time.sleep(4.5)  # GRU_SESSION_IDLE_SECONDS=4 (tests/conftest.py)
     late = _post(stream_server, "vowels_uni", "stream", {"sequence_id": "idle-1", "steps": steps})
     assert late.status_code == 410 and late.json()["error"]["code"] == "sequence_expired"
 

@@ -148,8 +148,9 @@ def test_rest_request_is_traced_under_the_callers_span(traced: Server, receiver:
         attributes(server)
     [resource] = {json.dumps(r) for r, s in receiver.received.spans if s.span_id == server.span_id}
     assert json.loads(resource)["service.name"] == "gru-serve"
-    lines = [json.loads(line) for line in traced.output_with(request_id).splitlines() if line.startswith("{")]
-    [access] = [e for e in lines if e.get("request_id") == request_id and e["logger"] == "gru_serve.access"]
+    traced.output_with(request_id)
+    [access] = [e for e in traced.json_lines()
+                if e.get("request_id") == request_id and e["logger"] == "gru_serve.access"]
     assert access["trace_id"] == CALLER_TRACE
 
 

@@ -65,7 +65,7 @@ def test_a_corrupt_bundle_at_start_up_is_reported_the_rest_serves(repository: Pa
     graph = root / "italy" / "1" / "model.onnx"
     graph.write_bytes(graph.read_bytes()[: len(graph.read_bytes()) // 2])  # truncated
     (root / "italy" / "²").mkdir()  # "²".isdigit() is True, int("²") fails
-    server = Server(root).start(timeout=20)
+    server = Server(root).start()
     try:
         assert httpx.get(f"{server.url}/models").json()["models"][0]["name"] == "airline"
         index = {(e["name"], e["version"]): e for e in httpx.get(f"{server.url}/v2/repository/index").json()}

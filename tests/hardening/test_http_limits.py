@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+import select
 import socket
 import time
 from pathlib import Path
@@ -21,7 +22,10 @@ from bench.run import process_tree_rss
 from tests.helpers import Server
 
 ATTACK_S = 2.0
-MARGIN_MS = 25.0  # on top of 2x: two busy cores shared with other jobs make single requests jump
+# On top of 2x: the attacker's own CPU comes out of the two cores the server and the good client share;
+# on a loaded machine that alone adds tens of ms to a p99 (slowloris at load 7: 2x + 17 ms). An attack
+# that stalls the server costs far more (a slow header holds a connection for GRU_HEADER_TIMEOUT_S=1 s).
+MARGIN_MS = 75.0
 MAX_CONNECTIONS = 300
 GOOD = json.dumps({"sequences": [[0.5] * 24]}).encode()
 
@@ -57,12 +61,20 @@ def test_attack_is_refused_and_a_good_client_keeps_its_latency(server: Server, c
     assert server.process.poll() is None
 
 
+def test_the_good_client_reconnects_after_the_server_closed_its_idle_connection(client: GoodClient) -> None:
+    """The tests above measure one keep-alive connection across runs, with GRU_KEEP_ALIVE_TIMEOUT_S=1:
+    a pause longer than that (a busy machine between two runs) must not count a failed request."""
+    client.run(0.1)
+    assert select.select([client.connection.sock], [], [], 30)[0]  # the server closed it, idle
+    failed = client.failed
+    assert client.run(0.2) and client.failed == failed
+
+
 def test_refusals_are_logged_once_per_kind_not_per_connection(server: Server, client: GoodClient) -> None:
     options = {"max_connections": MAX_CONNECTIONS, "connections": 50}
     for attack in ("many-headers", "slowloris", "connection-flood"):  # many refusals within 10 s
         run_attack(attack, server.port, client, 1.2, options=options)
-    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    refusals = [e["message"] for e in lines if e["logger"] == "gru_serve.transport"]
+    refusals = [e["message"] for e in server.json_lines() if e["logger"] == "gru_serve.transport"]
     kinds = {m.split(":")[0] for m in refusals}
     assert {"headers_too_large", "header_timeout", "too_many_connections"} <= kinds, refusals
     assert len(refusals) < 3 * len(kinds) + 10, refusals  # first one, then summaries every 10 s
@@ -118,7 +130,7 @@ def test_connection_cap_fits_the_open_files_limit(repository: Path) -> None:
         held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(300)]
         try:
             answers: dict[int, bytes] = {}
-            deadline = time.monotonic() + 5  # until every connection past the cap was refused
+            deadline = time.monotonic() + 30  # until every connection past the cap was refused
             while len(answers) < 300 - 128 and time.monotonic() < deadline:
                 for i, sock in enumerate(held):
                     sock.settimeout(0.001)

@@ -89,8 +89,10 @@ def test_two_processes_share_one_study(tmp_path: Path) -> None:
     numbers = [int(n) for lines in printed for n in lines]
     assert sorted(numbers) == [t.number for t in finished]  # each trial ran once, in one process
     assert all("data: " not in out for out, _ in outputs)  # no per-trial run description
-    best = [re.search(r"best validation loss (\S+)", out)[1] for out, _ in outputs]
-    assert float(best[-1]) == pytest.approx(study.best_value, abs=1e-4)
+    # Each prints the study's best when it ends: the one ending last saw every trial (which one that is
+    # depends on the machine), the other's may be older and higher.
+    best = [float(re.search(r"best validation loss (\S+)", out)[1]) for out, _ in outputs]
+    assert min(best) == pytest.approx(study.best_value, abs=1e-4)
     assert (tmp_path / "shared" / "best_config.yaml").exists()  # the study's name is the run's
 
 
