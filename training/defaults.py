@@ -171,7 +171,7 @@ def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceDat
         return []
     why = ("ridge on the last steps, the GRU learns the residual; no streaming" if on
            else "forecast: measured on sunspots, the path lost to the GRU alone" if task == "forecast"
-           else "a final fit or streamed data: nothing would check the GRU's correction to the path")
+           else "a final fit or sharded data: nothing would check the GRU's correction to the path")
     return [f"model.linear_steps={chosen['model.linear_steps']} (auto: {why})"]
 
 
