@@ -106,8 +106,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._serve, name=f"infer-{manifest.name}", daemon=True)
         labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
-        self._wait = metrics.QUEUE_WAIT_SECONDS.labels(*labels)
-        self._per_request = metrics.SEQUENCES_PER_REQUEST.labels(manifest.name)
+        self._wait = metrics.Deferred(metrics.QUEUE_WAIT_SECONDS.labels(*labels))
+        self._per_request = metrics.Deferred(metrics.SEQUENCES_PER_REQUEST.labels(manifest.name))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -255,10 +255,10 @@ class Scheduler:
         return batch
 
     def _observe(self, batch: list[Work]) -> None:
-        """The batch's requests in the metrics: one update per bucket, not one per request."""
+        """The batch's requests in the metrics (written with the request log's, metrics.Deferred)."""
         now = time.perf_counter()
-        metrics.observe_many(self._wait, [now - w.queued_at for w in batch])
-        metrics.observe_many(self._per_request, [len(w.sequences) for w in batch])
+        self._wait.extend([now - w.queued_at for w in batch])
+        self._per_request.extend([len(w.sequences) for w in batch])
 
     def _learn_rate(self, batch: list[Work], seconds: float) -> None:
         """Seconds per sequence, averaged over the last few batches (under load, batches are full and this
@@ -294,7 +294,8 @@ class Runs:
         manifest = runtime.manifest
         self._per_step = manifest.output.head.per_step
         self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
-        self._padding_ratio = metrics.PADDING_RATIO.labels(manifest.name, str(manifest.version))
+        labels = (manifest.name, str(manifest.version))
+        self._padding_ratio = metrics.Deferred(metrics.PADDING_RATIO.labels(*labels))
 
     def compute(self, batch: list[Work]) -> None:
         live = [w for w in batch if w.future is None or not w.future.done()]  # gone callers need no run

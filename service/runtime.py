@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from prometheus_client import Histogram
 
 from service import metrics
 from service.bundle import LENGTHS_INPUT, OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, Manifest
@@ -76,8 +75,8 @@ class ModelRuntime:
     load_seconds: float = field(init=False, default=0.0)
     _session: ort.InferenceSession = field(init=False, repr=False)
     _outputs: list[str] = field(init=False, repr=False, default_factory=list)
-    _compute_seconds: Histogram = field(init=False, repr=False)
-    _batch_size: Histogram = field(init=False, repr=False)
+    _compute_seconds: metrics.Deferred = field(init=False, repr=False)
+    _batch_size: metrics.Deferred = field(init=False, repr=False)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -87,8 +86,8 @@ class ModelRuntime:
             log.warning("%s/%s: %s", self.manifest.name, self.manifest.version, choice.warning)
             self.warnings.append(choice.warning)
         labels = (self.manifest.name, str(self.manifest.version))
-        self._compute_seconds = metrics.COMPUTE_SECONDS.labels(*labels)  # looked up once, not per run
-        self._batch_size = metrics.BATCH_SIZE.labels(*labels)
+        self._compute_seconds = metrics.Deferred(metrics.COMPUTE_SECONDS.labels(*labels))  # not per run
+        self._batch_size = metrics.Deferred(metrics.BATCH_SIZE.labels(*labels))
         options = session_options(self.settings)
         self._session = ort.InferenceSession(graph, options, providers=choice.providers)
         self._outputs = [OUTPUT, STATE_OUTPUT] if self.manifest.state.size else [OUTPUT]

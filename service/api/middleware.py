@@ -61,6 +61,7 @@ class RequestLog:
     def flush(self) -> None:
         answered, self._answered = self._answered, []
         metrics.IN_FLIGHT.set(self.in_flight)
+        metrics.flush_deferred()  # the batches' figures (the scheduler's and the runtime's)
         self._count(answered)
         if answered:
             contextvars.Context().run(self._write_lines, answered)  # no request's context in the lines

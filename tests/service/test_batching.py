@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 
 from export.verify import TOLERANCE
-from service import batching
+from service import batching, metrics
 from service.batching import (
     PADDING_FACTOR,
     QueueFull,
@@ -57,7 +56,8 @@ def _alone(runtime: ModelRuntime, sequence: np.ndarray, state: np.ndarray | None
 
 def _sample(name: str, runtime: ModelRuntime, **labels: str) -> float:
     m = runtime.manifest
-    return REGISTRY.get_sample_value(name, {"model": m.name, "version": str(m.version), **labels}) or 0.0
+    labels = {"model": m.name, "version": str(m.version), **labels}
+    return metrics.registry().get_sample_value(name, labels) or 0.0  # registry() writes the deferred first
 
 
 async def _serve(runtime: ModelRuntime, config: BatchConfig, requests: list, hold: bool = False) -> list:
