@@ -106,8 +106,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._serve, name=f"infer-{manifest.name}", daemon=True)
         labels = (manifest.name, str(manifest.version))
         self._depth = metrics.QUEUE_DEPTH.labels(*labels)
-        self._wait = metrics.Deferred(metrics.QUEUE_WAIT_SECONDS.labels(*labels))
-        self._per_request = metrics.Deferred(metrics.SEQUENCES_PER_REQUEST.labels(manifest.name))
+        self._wait = metrics.deferred(metrics.QUEUE_WAIT_SECONDS.labels(*labels))
+        self._per_request = metrics.deferred(metrics.SEQUENCES_PER_REQUEST.labels(manifest.name))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -295,7 +295,7 @@ class Runs:
         self._per_step = manifest.output.head.per_step
         self._padding = PADDING_FACTOR if manifest.takes_lengths else 1.0
         labels = (manifest.name, str(manifest.version))
-        self._padding_ratio = metrics.Deferred(metrics.PADDING_RATIO.labels(*labels))
+        self._padding_ratio = metrics.deferred(metrics.PADDING_RATIO.labels(*labels))
 
     def compute(self, batch: list[Work]) -> None:
         live = [w for w in batch if w.future is None or not w.future.done()]  # gone callers need no run

@@ -137,12 +137,12 @@ def observe_many(metric: Histogram | Summary, values: Iterable[float]) -> None:
 class Deferred:
     """One histogram child's observations, kept in memory until `flush_deferred` writes them with
     `observe_many`. `observe` may run on any thread: deque appends and pops are atomic, so an observation
-    made during a flush is written by this flush or the next, never lost."""
+    made during a flush is written by this flush or the next, never lost. One per child (`deferred`), kept
+    as long as the child is, so that a scheduler or session dropped before the flush loses nothing."""
 
     def __init__(self, metric: Histogram):
         self.metric = metric
         self._values: deque[float] = deque()
-        _deferred.add(self)
 
     def observe(self, value: float) -> None:
         self._values.append(value)
@@ -155,13 +155,21 @@ class Deferred:
         observe_many(self.metric, [values.popleft() for _ in range(len(values))])
 
 
-_deferred: weakref.WeakSet[Deferred] = weakref.WeakSet()
+_deferred: dict[int, Deferred] = {}  # by id of the child: the registry keeps children for good
+
+
+def deferred(metric: Histogram) -> Deferred:
+    """The Deferred of this histogram child (the metric's `labels(...)`)."""
+    found = _deferred.get(id(metric))
+    if found is None or found.metric is not metric:
+        found = _deferred[id(metric)] = Deferred(metric)
+    return found
 
 
 def flush_deferred() -> None:
     """Write every Deferred's observations (the request log's flush, and before the metrics are read)."""
-    for deferred in list(_deferred):
-        deferred.flush()
+    for found in list(_deferred.values()):
+        found.flush()
 
 
 class Pending(Protocol):

@@ -86,8 +86,8 @@ class ModelRuntime:
             log.warning("%s/%s: %s", self.manifest.name, self.manifest.version, choice.warning)
             self.warnings.append(choice.warning)
         labels = (self.manifest.name, str(self.manifest.version))
-        self._compute_seconds = metrics.Deferred(metrics.COMPUTE_SECONDS.labels(*labels))  # not per run
-        self._batch_size = metrics.Deferred(metrics.BATCH_SIZE.labels(*labels))
+        self._compute_seconds = metrics.deferred(metrics.COMPUTE_SECONDS.labels(*labels))  # not per run
+        self._batch_size = metrics.deferred(metrics.BATCH_SIZE.labels(*labels))
         options = session_options(self.settings)
         self._session = ort.InferenceSession(graph, options, providers=choice.providers)
         self._outputs = [OUTPUT, STATE_OUTPUT] if self.manifest.state.size else [OUTPUT]

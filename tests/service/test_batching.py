@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from export.verify import TOLERANCE
 from service import batching, metrics
@@ -56,8 +57,8 @@ def _alone(runtime: ModelRuntime, sequence: np.ndarray, state: np.ndarray | None
 
 def _sample(name: str, runtime: ModelRuntime, **labels: str) -> float:
     m = runtime.manifest
-    labels = {"model": m.name, "version": str(m.version), **labels}
-    return metrics.registry().get_sample_value(name, labels) or 0.0  # registry() writes the deferred first
+    metrics.flush_deferred()  # the per-batch figures are written with the request log's
+    return REGISTRY.get_sample_value(name, {"model": m.name, "version": str(m.version), **labels}) or 0.0
 
 
 async def _serve(runtime: ModelRuntime, config: BatchConfig, requests: list, hold: bool = False) -> list:
