@@ -62,3 +62,18 @@ def test_without_a_compiler_training_runs_the_python_loops_after_a_one_line_noti
     assert result.stdout.split() == ["python", "loop", "True"]
     notices = [line for line in result.stderr.splitlines() if line.startswith("notice:")]
     assert len(notices) == 1 and "Python loop" in notices[0], result.stderr
+
+
+@pytest.mark.parametrize("width", [3, 128])  # below and above the size where oneDNN's matmul takes over
+def test_the_input_projection_gives_autograd_s_output_and_gradients(width: int) -> None:
+    torch.manual_seed(width)
+    x, weight, bias = torch.randn(96, width), torch.randn(192, width) / width**0.5, torch.randn(192)
+    grad = torch.randn(96, 192)
+    results = []
+    for project in (recurrence._Projection.apply, torch.nn.functional.linear):
+        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = project(*inputs)
+        out.backward(grad)
+        results.append([out, *[t.grad for t in inputs]])
+    for ours, autograd in zip(*results, strict=True):
+        assert (ours - autograd).abs().max() < 1e-4 * autograd.abs().max()
