@@ -5,8 +5,9 @@ Autograd through a per-step loop records ~20 small ops a step and replays them o
 same for nn.GRU's CPU kernel. Here the forward keeps only what the backward needs (gates, candidate,
 states), the backward is one matmul and a few elementwise products a step, and the weight gradients are
 one matmul over all steps afterwards. The input projection (W_i x + b_i), one matmul over all steps, is
-oneDNN's where that is faster (_linear). The per-step loops run in C++ (recurrence.cpp, built once per machine by torch.utils.cpp_extension): in
-Python, the interpreter and dispatcher between a step's small ops took about as long as its matmul.
+oneDNN's where that is faster (_linear). The per-step loops run in C++ (recurrence.cpp, built once per
+machine by torch.utils.cpp_extension): in Python, the interpreter and dispatcher between a step's small
+ops took about as long as its matmul.
 Where it cannot be built (no C++ compiler), the same loops run in Python below, with a one-line notice.
 Same equations as training/cells.py; gradients agree with autograd's to float rounding
 (tests/training/test_cells.py); deterministic, so a resumed run stays bit-identical.
