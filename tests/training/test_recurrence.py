@@ -77,3 +77,6 @@ def test_the_input_projection_gives_autograd_s_output_and_gradients(width: int) 
         results.append([out, *[t.grad for t in inputs]])
     for ours, autograd in zip(*results, strict=True):
         assert (ours - autograd).abs().max() < 1e-4 * autograd.abs().max()
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    recurrence._Projection.apply(*inputs).backward(grad)
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1:], [t.grad for t in inputs], strict=True))
