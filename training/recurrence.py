@@ -19,11 +19,13 @@ import functools
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+LOCK_WAIT_S = 300.0  # longer than a first build takes on a loaded 2-core machine (about 30-60 s)
 Saved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # ys, rz, n, gh or r ⊙ h
 Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # d gi, d h0, d W_hh, d b_hh
 
@@ -56,6 +58,7 @@ def compiled() -> Any | None:
         from torch.utils import cpp_extension
 
         try:
+            _clear_stale_lock(Path(cpp_extension._get_build_directory("gru_recurrence", False)) / "lock")
             cpp_extension.load("gru_recurrence", [str(Path(__file__).with_name("recurrence.cpp"))],
                                extra_cflags=["-O3"], is_python_module=False)
             return torch.ops.gru_recurrence
@@ -64,6 +67,27 @@ def compiled() -> Any | None:
     print(f"notice: the GRU's C++ training loop was not built ({reason}); training runs its Python loop "
           "(slower, the same results to float rounding)", file=sys.stderr)
     return None
+
+
+def _clear_stale_lock(lock: Path, wait_s: float = LOCK_WAIT_S) -> None:
+    """torch holds `lock` while it checks or builds the extension, in every process that loads it, and
+    waits without end for a lock that another process holds. A process killed in that window (kill -9,
+    out of memory) leaves it behind, and every later run would hang: wait for a live build to finish,
+    then remove a lock older than that, with a notice."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age < wait_s:
+        print(f"notice: waiting up to {wait_s - age:.0f} s for another process's build of the GRU's C++ "
+              f"training loop ({lock})", file=sys.stderr)
+    deadline = time.monotonic() + wait_s - age
+    while lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if lock.exists():
+        lock.unlink(missing_ok=True)
+        print(f"notice: removed {lock}, left by a process stopped while it built the GRU's C++ training "
+              "loop", file=sys.stderr)
 
 
 def _missing_tool() -> str | None:

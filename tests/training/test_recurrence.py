@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,19 @@ def test_the_input_projection_gives_autograd_s_output_and_gradients(width: int) 
     inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
     recurrence._Projection.apply(*inputs).backward(grad)
     assert all(torch.equal(a, b) for a, b in zip(results[0][1:], [t.grad for t in inputs], strict=True))
+
+
+def test_a_lock_left_by_a_killed_build_is_removed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch waits without end for its build lock: one left by a process killed mid-build must not hang
+    every later run (a live build's lock is waited for, up to LOCK_WAIT_S since it was taken)."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    os.utime(lock, (time.time() - 1_000, time.time() - 1_000))  # taken long ago: stale, no wait
+    started = time.monotonic()
+    recurrence._clear_stale_lock(lock, wait_s=600)
+    assert not lock.exists() and time.monotonic() - started < 5
+    assert "removed" in capsys.readouterr().err
+    lock.touch()  # just taken: waited for, then removed once the wait is over
+    started = time.monotonic()
+    recurrence._clear_stale_lock(lock, wait_s=1.0)
+    assert not lock.exists() and time.monotonic() - started >= 0.5
