@@ -29,6 +29,7 @@ $(VENV)/.torch-$(TORCH): $(BIN)/activate
 # `make run`: the runtime and training extras (train, export, serve); `make test`: the dev tools too.
 $(VENV)/.installed: $(VENV)/.torch-$(TORCH) pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e '.[export]'
+	$(BIN)/python -c 'from training import recurrence; recurrence.compiled()'  # the GRU's C++ loop, built once
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

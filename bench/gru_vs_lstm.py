@@ -12,6 +12,7 @@ Writes the raw numbers to bench/results/gru_vs_lstm.json and prints a markdown t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -19,18 +20,22 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
+from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 from export.onnx import gru_spec, set_gru_attributes
+from training import defaults, recurrence
 from training.cells import SeedGRU, make_gru, torch_stand_in
 from training.checkpoint import Checkpoint
 from training.config import load_config
-from training.loop import fit
+from training.data import load_data
+from training.loop import _step_seconds, fit
 from training.model import GRUModel
 
 # The GRU with a ReLU candidate runs on the per-step loop (no fused kernel, no cuDNN): its row prices that.
@@ -130,7 +135,8 @@ SPEED_SIZES = ((16, 64, 128, 128), (16, 24, 1, 64))  # (batch, steps, input widt
 def step_speeds(sizes: tuple[tuple[int, int, int, int], ...] = SPEED_SIZES,
                 repeats: int = 40) -> list[dict[str, Any]]:
     """Training throughput (sequence·steps per second: batch × steps / seconds for forward + backward) of
-    the product's GRU layer (training/cells.py make_gru: both reset variants), plain nn.GRU and nn.LSTM
+    the product's GRU layer (training/cells.py make_gru: both reset variants, on the C++ per-step loops
+    and on the Python ones), plain nn.GRU and nn.LSTM
     (oneDNN's fused kernel) at the same sizes, one thread, interleaved. Each figure is the fastest of
     `repeats` steps: on a shared machine the others include time spent descheduled."""
     rows = []
@@ -139,22 +145,73 @@ def step_speeds(sizes: tuple[tuple[int, int, int, int], ...] = SPEED_SIZES,
         x = torch.randn(batch, steps, width)
         config = load_config(None, [f"model.input_size={width}", f"model.hidden_size={hidden}",
                                     "model.num_layers=1"]).model
-        cells = {"GRU, reset after (product)": make_gru(config),
-                 "GRU, reset before (product)": make_gru(config.model_copy(update={"reset": "before"})),
+        after, before = make_gru(config), make_gru(config.model_copy(update={"reset": "before"}))
+        cells = {"GRU, reset after (product)": after, "GRU, reset before (product)": before,
+                 "GRU, reset after (Python loop)": after, "GRU, reset before (Python loop)": before,
                  "nn.GRU": torch.nn.GRU(width, hidden, batch_first=True),
                  "nn.LSTM": torch.nn.LSTM(width, hidden, batch_first=True)}
         samples: dict[str, list[float]] = {k: [] for k in cells}
         for _ in range(repeats + 3):  # the first 3 are warm-up
             for label, cell in cells.items():
-                started = time.perf_counter()
-                cell.zero_grad()
-                y, _ = cell(x)
-                y.sum().backward()
-                samples[label].append(time.perf_counter() - started)
+                with _python_loops(label.endswith("(Python loop)")):
+                    started = time.perf_counter()
+                    cell.zero_grad()
+                    y, _ = cell(x)
+                    y.sum().backward()
+                    samples[label].append(time.perf_counter() - started)
         for label, times in samples.items():
             rows.append({"batch": batch, "steps": steps, "input": width, "hidden": hidden, "cell": label,
                          "ms": 1000 * min(times[3:]), "seq_steps_per_s": batch * steps / min(times[3:])})
     return rows
+
+
+@contextlib.contextmanager
+def _python_loops(on: bool) -> Iterator[None]:
+    """The product's GRU on its Python loops (what runs where recurrence.cpp cannot be built): the
+    before-and-after of the C++ loops in one run."""
+    with mock.patch.object(recurrence, "compiled", lambda: None) if on else contextlib.nullcontext():
+        yield
+
+
+CPU = torch.device("cpu")
+
+
+def model_step_speeds(datasets: tuple[str, ...] = ("ItalyPowerDemand", "GunPoint"),
+                      repeats: int = 15) -> list[dict[str, Any]]:
+    """The whole default training step (augmentation, front end, GRU, readout, head, backward, AdamW, as
+    `gru train` times it to plan its budget) of each dataset's default model: the product's GRU on its C++
+    loops and on its Python loops, and the same model with nn.LSTM in the GRU's place; interleaved, one
+    thread, the fastest of `repeats` steps."""
+    rows = []
+    for dataset in datasets:
+        config = load_config(None, [f"data.dataset={dataset}"])
+        data = load_data(config.data)
+        resolved, _ = defaults.resolve(config, data)
+        train = defaults.training_split(data, resolved.optim.final_fit)
+        models = {}
+        for cell in ("gru", "lstm"):
+            torch.manual_seed(0)
+            models[cell] = GRUModel(resolved.model.model_copy(update={"cell": cell}))
+            models[cell].normaliser.fit(train.X, None, lengths=train.lengths)
+        variants = {"GRU (product)": "gru", "GRU (Python loop)": "gru", "nn.LSTM": "lstm"}
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeats):
+            for label, cell in variants.items():
+                with _python_loops(label.endswith("(Python loop)")):
+                    seconds = _step_seconds(models[cell], train, resolved.optim, CPU, repeats=1)
+                samples[label].append(seconds)
+        rows += [{"dataset": dataset, "cell": label, "ms": 1000 * min(times)}
+                 for label, times in samples.items()]
+    return rows
+
+
+def model_step_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| dataset (default model) | cell | ms per training step | vs nn.LSTM |", "|---|---|---|---|"]
+    for row in rows:
+        lstm = next(r for r in rows if r["cell"] == "nn.LSTM" and r["dataset"] == row["dataset"])
+        lines.append(f"| {row['dataset']} | {row['cell']} | {row['ms']:.2f} | "
+                     f"{lstm['ms'] / row['ms']:.2f}× |")
+    return "\n".join(lines)
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
@@ -185,9 +242,13 @@ def main() -> None:
     steps = step_speeds()
     print(f"training throughput, one thread, load average {Path('/proc/loadavg').read_text().split()[0]}:\n"
           + speed_table(steps))
+    whole = model_step_speeds()
+    load = Path("/proc/loadavg").read_text().split()[0]
+    print(f"\nthe whole training step, one thread, load average {load}:\n{model_step_table(whole)}")
     if args.step_speed_only:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.with_name("gru_step_speed.json").write_text(json.dumps(steps, indent=2))
+        args.output.with_name("gru_step_speed.json").write_text(json.dumps({"layer": steps, "model": whole},
+                                                                           indent=2))
         return
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +266,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"dataset": args.dataset, "recipe": RECIPE + args.overrides,
                                        "length": length, "runs": rows, "summary": summary,
-                                       "step_speed": steps}, indent=2))
+                                       "step_speed": steps, "model_step_speed": whole}, indent=2))
 
 
 def _summary(rows: list[dict[str, Any]], models: dict[str, GRUModel],

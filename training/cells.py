@@ -102,9 +102,7 @@ class FastGRU(nn.GRU):
             return super().forward(x, h0)  # type: ignore[return-value]
         if h0 is None:
             h0 = x.new_zeros(1, x.shape[0], self.hidden_size)
-        w_ih, w_hh, b_ih, b_hh = self.all_weights[0]  # layer 0: (W_i, W_h, b_i, b_h)
-        gi = functional.linear(x.transpose(0, 1), w_ih, b_ih)  # (T, B, 3H)
-        ys, h_last = recurrence(gi, h0[0], w_hh, b_hh, "after")
+        ys, h_last = recurrence(x.transpose(0, 1), tuple(self.all_weights[0]), h0[0], "after")
         return ys.transpose(0, 1), h_last.unsqueeze(0)
 
 
@@ -160,12 +158,13 @@ class SeedGRU(nn.Module):
             for d, suffix in enumerate(["", "_reverse"][: self.directions]):
                 w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{layer}{suffix}")
                                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                gi = functional.linear(layer_input, w_ih, b_ih)  # (T, B, 3H)
                 if valid is None and d == 0 and applies(x, self.training, self.activation):
-                    ys, h_last = recurrence(gi, h0[layer * self.directions], w_hh, b_hh, self.reset)
+                    weights = (w_ih, w_hh, b_ih, b_hh)
+                    ys, h_last = recurrence(layer_input, weights, h0[layer * self.directions], self.reset)
                     outputs.append(ys)
                     finals.append(h_last)
                     continue
+                gi = functional.linear(layer_input, w_ih, b_ih)  # (T, B, 3H)
                 ys, h_last = _direction(gi, h0[layer * self.directions + d], w_hh, b_hh, d == 1, valid,
                                         self.reset, candidate)
                 outputs.append(ys)

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from service.heads import Head
-from training import defaults, distributed, heads
+from training import defaults, distributed, heads, recurrence
 from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
@@ -66,6 +66,7 @@ def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = F
     """Train, keep the best epoch, evaluate on test. Under torchrun every rank trains its shard of each
     batch; only rank 0 writes files and returns test metrics (others return empty ones). quiet (a search
     trial): print nothing of what the run chose, log nothing to MLflow."""
+    recurrence.compiled()  # the GRU's C++ loop, built once per machine: before the budget's clock starts
     started = time.perf_counter()  # the time budget counts from here
     ctx = distributed.setup(config.optim.device)
     try:
