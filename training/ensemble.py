@@ -1,0 +1,98 @@
+"""An ensemble of GRUModels as ONE ordinary GRUModel (optim.members): k members of hidden size H become a
+model of hidden size k·H whose weights are block-diagonal, so member i's channels only ever read member
+i's channels, and whose head averages the members' heads (weight [W1 … Wk]/k, bias their mean): averaged
+logits for classification, averaged values for regression and forecasts. Export, parity, streaming and
+serving see one GRU node; one request, one answer.
+
+Every piece between the input and the head is channel-separable: the front end's Linear layers (the
+second reads (1 + recent) windows of the first's outputs: its columns are blocks within each window), the
+GRU (gates r, z, n stacked: blocks within each gate; a bidirectional layer's directions side by side),
+the readout (each part, pooled channel-wise). The normaliser and the linear path are fitted in closed
+form on the same training series (the splits do not depend on the seed), so they are the same in every
+member: one is kept, after checking that. A value model's shrink factor (training/shrink.py) is already
+folded into its head's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from training.model import GRUModel
+
+SHARED = ("normaliser.", "linear.")  # fitted in closed form on the data: identical in every member
+
+
+def merge(models: Sequence[GRUModel]) -> GRUModel:
+    """One GRUModel whose output is the mean of the members' outputs (to float rounding)."""
+    first = models[0]
+    config = first.config
+    if config.cell != "gru":
+        raise ValueError(f"optim.members: an ensemble merges GRU members; model.cell={config.cell} "
+                         "cannot: set optim.members=1")
+    for model in models[1:]:
+        if model.config != config:
+            raise ValueError("optim.members: the members' model configs differ; they must be equal")
+    k, hidden = len(models), config.hidden_size
+    merged = GRUModel(config.model_copy(update={"hidden_size": k * hidden}))
+    state = {name: torch.zeros_like(value) for name, value in merged.state_dict().items()}
+    for name in state:
+        if name.startswith(SHARED):
+            state[name] = _shared(name, models)
+    for i, model in enumerate(models):
+        blocks = _Blocks(i, k, hidden, first.directions)
+        for name, value in model.state_dict().items():
+            if name.startswith(SHARED):
+                continue
+            rows, cols = blocks.of(name, first)
+            target = state[name]
+            if value.dim() == 1:
+                target[rows] += value
+            else:
+                target[rows.unsqueeze(1), cols.unsqueeze(0)] += value
+    state["head.weight"] /= k  # the sum of the members' heads, so far
+    state["head.bias"] /= k
+    merged.load_state_dict(state)
+    return merged.eval()
+
+
+def _shared(name: str, models: Sequence[GRUModel]) -> torch.Tensor:
+    value = models[0].state_dict()[name]
+    for model in models[1:]:
+        if not torch.equal(model.state_dict()[name], value):
+            raise ValueError(f"optim.members: {name} differs between members; it is fitted on the data and "
+                             "must be the same in each")
+    return value.clone()
+
+
+class _Blocks:
+    """Where member i's rows and columns go in the merged weights."""
+
+    def __init__(self, i: int, k: int, hidden: int, directions: int):
+        self.i, self.k, self.hidden, self.directions = i, k, hidden, directions
+
+    def channels(self, groups: int) -> torch.Tensor:
+        """Member channels g·H + j (g < groups) -> merged g·k·H + i·H + j."""
+        own = torch.arange(self.hidden)
+        return torch.cat([g * self.k * self.hidden + self.i * self.hidden + own for g in range(groups)])
+
+    def of(self, name: str, model: GRUModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """The merged rows and columns (all of them for inputs every member reads) of parameter `name`."""
+        value = model.state_dict()[name]
+        every = torch.arange(value.shape[1]) if value.dim() == 2 else torch.arange(0)
+        if name.startswith("frontend.first."):  # reads the normalised steps: every column
+            return self.channels(1), every
+        if name.startswith("frontend.second."):  # reads (1 + recent) windows of `first`'s outputs
+            return self.channels(1), self.channels(1 + model.frontend.recent)
+        if name.startswith("layers."):
+            layer, gates = int(name.split(".")[1]), self.channels(3)  # r, z, n stacked
+            if ".weight_hh" in name:
+                return gates, self.channels(1)
+            if layer > 0:  # the previous layer's directions side by side
+                return gates, self.channels(model.directions)
+            return gates, every if model.frontend.kind == "none" else self.channels(1)
+        if name.startswith("head."):
+            outputs = torch.arange(value.shape[0])  # each reads readout parts × directions blocks
+            return outputs, self.channels(value.shape[1] // self.hidden) if value.dim() == 2 else every
+        raise ValueError(f"optim.members: no rule to merge the parameter {name}")
