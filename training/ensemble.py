@@ -96,3 +96,41 @@ class _Blocks:
             outputs = torch.arange(value.shape[0])  # each reads readout parts × directions blocks
             return outputs, self.channels(value.shape[1] // self.hidden) if value.dim() == 2 else every
         raise ValueError(f"optim.members: no rule to merge the parameter {name}")
+
+
+# optim.members "auto": an ensemble where the variance of one model dominates, i.e. few training series per
+# output, and only as many members as fit the time budget. Measured with bench.quality (3 seeds, see the
+# commit that set them): MAX_MEMBERS members of budget/k each.
+MAX_MEMBERS = 3
+FEW_PER_CLASS = 10  # classification: training series per class below which members pay
+
+
+def wanted_members(task: str, series: int, outputs: int, small_value_set: int) -> tuple[bool, str]:
+    """Whether the data calls for an ensemble (few training series per output), and why."""
+    if task == "classification":
+        per_class = series / max(1, outputs)
+        return per_class < FEW_PER_CLASS, f"{per_class:.1f} training series per class"
+    if task == "tagging":
+        return False, "tagging"
+    return series < small_value_set, f"{task}, {series} training series"
+
+
+def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None,
+                   member_seconds: float | None, budget: float | None) -> tuple[int, str]:
+    """optim.members: the setting if a number, else from the data and the budget; and the line that says
+    so ("" for a number). `off`: why this run cannot train members (torchrun, sharded data, a search
+    trial), or None; `member_seconds`: one member's planned run (None when not measured)."""
+    if setting != "auto":
+        if int(setting) > 1 and off:
+            raise ValueError(f"optim.members={setting}: {off} trains one model; set optim.members=1")
+        return int(setting), ""
+    few, why = wanted
+    if off or not few:
+        return 1, f"optim.members=1 (auto: {off or why}: one model)"
+    if budget is None or member_seconds is None:
+        return MAX_MEMBERS, f"optim.members={MAX_MEMBERS} (auto: {why}; no time budget)"
+    fit = min(MAX_MEMBERS, int(budget // max(member_seconds, 1e-9)))
+    if fit < 2:
+        return 1, (f"optim.members=1 (auto: {why}, but one model's run takes ~{member_seconds:.0f} s of "
+                   f"the {budget:g} s budget)")
+    return fit, f"optim.members={fit} (auto: {why}; {fit} members fit the {budget:g} s budget)"

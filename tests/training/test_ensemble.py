@@ -4,6 +4,10 @@ parity and streams chunked = whole."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +16,13 @@ import torch
 
 from export.verify import TOLERANCE
 from service.batching import compute_now
-from training.config import ResolvedModelConfig
+from training.checkpoint import Checkpoint
+from training.config import ResolvedModelConfig, load_config
+from training.data import load_data
 from training.data.dataset import pad_sequences
-from training.ensemble import merge
+from training.defaults import SMALL_VALUE_SET
+from training.ensemble import MAX_MEMBERS, choose_members, merge, wanted_members
+from training.loop import evaluate, fit
 from training.model import GRUModel
 
 
@@ -84,7 +92,6 @@ def test_members_that_differ_where_they_must_not_are_refused() -> None:
 
 def test_a_merged_model_exports_with_parity_and_streams_chunked_as_whole(tmp_path: Path) -> None:
     from tests.helpers import exported_runtime
-    from training.checkpoint import Checkpoint
     from training.config import ResolvedConfig
 
     merged = merge(_members(num_layers=2))
@@ -105,3 +112,71 @@ def test_a_merged_model_exports_with_parity_and_streams_chunked_as_whole(tmp_pat
         result = compute_now(runtime, [chunk], None if state is None else state[None])
         answer, state = result.outputs[0], result.states[0]
     assert np.abs(answer - whole).max() <= TOLERANCE
+
+
+def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_budget() -> None:
+    few = wanted_members("classification", 104, 52, SMALL_VALUE_SET)
+    assert few == (True, "2.0 training series per class")
+    assert wanted_members("classification", 67, 2, SMALL_VALUE_SET)[0] is False  # make run's set
+    assert wanted_members("regression", 74, 1, SMALL_VALUE_SET)[0] is True
+    assert wanted_members("forecast", 5000, 6, SMALL_VALUE_SET)[0] is False
+    assert wanted_members("tagging", 10, 3, SMALL_VALUE_SET)[0] is False
+    assert choose_members("auto", few, None, 30.0, 120.0) == (
+        MAX_MEMBERS, f"optim.members={MAX_MEMBERS} (auto: 2.0 training series per class; {MAX_MEMBERS} "
+        "members fit the 120 s budget)")
+    assert choose_members("auto", few, None, 50.0, 120.0)[0] == 2
+    k, line = choose_members("auto", few, None, 70.0, 120.0)
+    assert k == 1 and "one model's run takes ~70 s of the 120 s budget" in line
+    assert choose_members("auto", few, "a gru tune trial", None, 120.0) == (
+        1, "optim.members=1 (auto: a gru tune trial: one model)")
+    assert choose_members(4, few, None, None, 120.0) == (4, "")
+    with pytest.raises(ValueError, match=r"optim.members=2: data.sharded trains one model; set optim.members"):
+        choose_members(2, few, "data.sharded", None, 120.0)
+
+
+ENSEMBLE = ["model.hidden_size=8", "optim.members=2", "optim.time_budget=null", "optim.plots=false",
+            "optim.tensorboard=false"]
+
+
+def _train_command(run_dir: Path, epochs: int, *extra: str) -> list[str]:
+    sets = [arg for item in [*ENSEMBLE, f"optim.max_epochs={epochs}"] for arg in ("--set", item)]
+    return [sys.executable, "-m", "gru_cli", "train", "--name", "e", "--run-dir", str(run_dir),
+            "--no-progress", *sets, *extra]
+
+
+def test_an_ensemble_run_checkpoints_the_merged_model_and_resumes_member_by_member(tmp_path: Path) -> None:
+    """Members run one after another in members/<i>/; the run's checkpoint is their merge and its test
+    metrics are the merged model's; killed during the second member and resumed (a fresh process), the
+    first is reused and the second resumes: bit-identical to an uninterrupted run."""
+    epochs = 40
+    whole = tmp_path / "whole"
+    result = fit(load_config(None, ["name=e", f"run_dir={whole}", "progress=false", *ENSEMBLE,
+                                    f"optim.max_epochs={epochs}"]))
+    checkpoint = Checkpoint.load(result.checkpoint)
+    assert checkpoint.config.model.hidden_size == 16 and checkpoint.config.optim.members == 2
+    members = [Checkpoint.load(whole / "e" / "members" / str(i) / "checkpoint.pt").model() for i in (0, 1)]
+    data = load_data(checkpoint.config.data)
+    assert result.test_metrics["accuracy"] == evaluate(checkpoint.model(), data.test, data)["accuracy"]
+    assert set(result.test_metrics["members"]) == {"0", "1"}
+    assert "## Ensemble: 2 members" in (whole / "e" / "report.md").read_text()
+    x = torch.as_tensor(data.test.X[:5])
+    with torch.no_grad():
+        mean = (members[0](x)[0] + members[1](x)[0]) / 2
+        assert torch.allclose(checkpoint.model()(x)[0], mean, atol=1e-5)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(killed, epochs), cwd=Path(__file__).parents[2],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = killed / "e" / "members" / "1" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (second.exists() and second.read_text().strip()) and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before its second member's first epoch was seen"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "e" / "checkpoint.pt").exists(), "the kill landed after the merge"
+    subprocess.run(_train_command(killed, epochs, "--resume"), cwd=Path(__file__).parents[2], check=True,
+                   capture_output=True)
+    resumed = Checkpoint.load(killed / "e" / "checkpoint.pt")
+    assert all(torch.equal(checkpoint.state_dict[k], resumed.state_dict[k]) for k in checkpoint.state_dict)
+    assert resumed.test_metrics == checkpoint.test_metrics
