@@ -118,8 +118,8 @@ def wanted_members(task: str, series: int, outputs: int, small_value_set: int) -
 def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None,
                    member_seconds: float | None, budget: float | None) -> tuple[int, str]:
     """optim.members: the setting if a number, else from the data and the budget; and the line that says
-    so ("" for a number). `off`: why this run cannot train members (torchrun, sharded data, a search
-    trial), or None; `member_seconds`: one member's planned run (None when not measured)."""
+    so ("" for a number). `off`: why this run cannot train members (torchrun, sharded data), or None
+    (gru tune's trials set 1); `member_seconds`: one member's planned run (None when not measured)."""
     if setting != "auto":
         if int(setting) > 1 and off:
             raise ValueError(f"optim.members={setting}: {off} trains one model; set optim.members=1")

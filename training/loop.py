@@ -92,7 +92,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
-    members, line = _members(config, model, train, data, resolved, ctx, quiet, started, resume)
+    members, line = _members(config, model, train, data, resolved, ctx, started, resume)
     resolved = resolved.model_copy(update={"optim": resolved.optim.model_copy(update={"members": members})})
     chosen += [line] if line else []
     if members > 1:
@@ -104,15 +104,14 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
 
 
 def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceData, resolved: ResolvedConfig,
-             ctx: distributed.Context, quiet: bool, started: float, resume: bool) -> tuple[int, str]:
+             ctx: distributed.Context, started: float, resume: bool) -> tuple[int, str]:
     """optim.members (training/ensemble.py) and the line that says why; a resumed run keeps what its
     first start chose."""
     saved = Path(config.run_dir) / config.name / "config.yaml"
     if resume and config.optim.members == "auto" and saved.exists():
         members = int(yaml.safe_load(saved.read_text())["optim"].get("members", 1))
         return members, f"optim.members={members} (as chosen when the interrupted run started)"
-    off = ("torchrun" if ctx.distributed else "data.sharded" if data.sharded else "a gru tune trial" if quiet
-           else None)
+    off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
     wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
                                      defaults.SMALL_VALUE_SET)
     seconds = None

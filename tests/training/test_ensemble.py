@@ -127,8 +127,8 @@ def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_bu
     assert choose_members("auto", few, None, 50.0, 120.0)[0] == 2
     k, line = choose_members("auto", few, None, 70.0, 120.0)
     assert k == 1 and "one model's run takes ~70 s of the 120 s budget" in line
-    assert choose_members("auto", few, "a gru tune trial", None, 120.0) == (
-        1, "optim.members=1 (auto: a gru tune trial: one model)")
+    assert choose_members("auto", few, "torchrun", None, 120.0) == (
+        1, "optim.members=1 (auto: torchrun: one model)")
     assert choose_members(4, few, None, None, 120.0) == (4, "")
     with pytest.raises(ValueError, match=r"optim.members=2: data.sharded trains one model"):
         choose_members(2, few, "data.sharded", None, 120.0)
