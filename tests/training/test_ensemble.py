@@ -20,7 +20,6 @@ from training.checkpoint import Checkpoint
 from training.config import ResolvedModelConfig, load_config
 from training.data import load_data
 from training.data.dataset import pad_sequences
-from training.defaults import SMALL_VALUE_SET
 from training.ensemble import MAX_MEMBERS, choose_members, merge, wanted_members
 from training.loop import evaluate, fit
 from training.model import GRUModel
@@ -115,12 +114,12 @@ def test_a_merged_model_exports_with_parity_and_streams_chunked_as_whole(tmp_pat
 
 
 def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_budget() -> None:
-    few = wanted_members("classification", 104, 52, SMALL_VALUE_SET)
+    few = wanted_members("classification", 104, 52)
     assert few == (True, "2.0 training series per class")
-    assert wanted_members("classification", 67, 2, SMALL_VALUE_SET)[0] is False  # make run's set
-    assert wanted_members("regression", 74, 1, SMALL_VALUE_SET)[0] is True
-    assert wanted_members("forecast", 5000, 6, SMALL_VALUE_SET)[0] is False
-    assert wanted_members("tagging", 10, 3, SMALL_VALUE_SET)[0] is False
+    assert wanted_members("classification", 67, 2)[0] is False  # make run's set
+    assert wanted_members("regression", 74, 1) == (False, "regression")
+    assert choose_members("auto", wanted_members("forecast", 97, 12), None, 1.0, 120.0) == (
+        1, "optim.members=1 (auto: forecast: one model)")
     assert choose_members("auto", few, None, 30.0, 120.0) == (
         MAX_MEMBERS, f"optim.members={MAX_MEMBERS} (auto: 2.0 training series per class; {MAX_MEMBERS} "
         "members fit the 120 s budget)")
