@@ -98,22 +98,28 @@ class _Blocks:
         raise ValueError(f"optim.members: no rule to merge the parameter {name}")
 
 
-# optim.members "auto": an ensemble where one model's variance dominates, i.e. few training series per
-# class, and only as many members as fit the time budget (each then gets its share). Measured with
-# bench.quality, 3 seeds, load 2-5 on 2 cores (see the commit that set these): PigCVP (2 per class)
-# 0.268 -> 0.274 with 3 members; on CardanoSentiment and Covid3Month (regression) every member's
-# correction to the ridge path was shrunk to 0, so 3 members answered exactly what one did (RMSE 0.2997,
-# 0.0430) in 3x the time: value tasks get no ensemble by auto (optim.members=N still trains one).
+# optim.members "auto": an ensemble where one model's variance dominates, and only as many members as fit
+# the time budget (each then gets its share). Measured with bench.quality, 3 seeds, load 2-5 on 2 cores:
+# - classification with few training series per class: PigCVP (2 per class) 0.268 -> 0.274;
+# - a value model trained as a final fit: M1 yearly MASE 3.50 +- 0.07 (seeds 3.42-3.55) -> 3.40 +- 0.03
+#   (3.38-3.43) with 3 members;
+# - not a value model that holds validation out (optim.final_fit false): its correction to the baseline is
+#   shrunk on those series (training/shrink.py), and on CardanoSentiment and Covid3Month every member's
+#   was shrunk to 0, so 3 members answered exactly what one did (RMSE 0.2997, 0.0430) in 3x the time.
 MAX_MEMBERS = 3
 FEW_PER_CLASS = 10  # classification: training series per class below which members are trained
 
 
-def wanted_members(task: str, series: int, outputs: int) -> tuple[bool, str]:
-    """Whether the data calls for an ensemble (few training series per class), and why."""
-    if task != "classification":
+def wanted_members(task: str, series: int, outputs: int, final_fit: bool) -> tuple[bool, str]:
+    """Whether the data calls for an ensemble, and why."""
+    if task == "classification":
+        per_class = series / max(1, outputs)
+        return per_class < FEW_PER_CLASS, f"{per_class:.1f} training series per class"
+    if task == "tagging":
         return False, task
-    per_class = series / max(1, outputs)
-    return per_class < FEW_PER_CLASS, f"{per_class:.1f} training series per class"
+    if final_fit:
+        return True, f"{task} trained as a final fit on {series} series"
+    return False, f"{task} whose correction to its baseline is shrunk on the validation series"
 
 
 def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None,

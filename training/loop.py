@@ -112,7 +112,8 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
         members = int(yaml.safe_load(saved.read_text())["optim"].get("members", 1))
         return members, f"optim.members={members} (as chosen when the interrupted run started)"
     off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
-    wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size)
+    wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
+                                     resolved.optim.final_fit)
     seconds = None
     if config.optim.members == "auto" and wanted[0] and not off and resolved.optim.time_budget is not None:
         step, steps, after = _planned(model, train, data, resolved.optim, ctx)

@@ -114,12 +114,15 @@ def test_a_merged_model_exports_with_parity_and_streams_chunked_as_whole(tmp_pat
 
 
 def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_budget() -> None:
-    few = wanted_members("classification", 104, 52)
+    few = wanted_members("classification", 104, 52, True)
     assert few == (True, "2.0 training series per class")
-    assert wanted_members("classification", 67, 2)[0] is False  # make run's set
-    assert wanted_members("regression", 74, 1) == (False, "regression")
-    assert choose_members("auto", wanted_members("forecast", 97, 12), None, 1.0, 120.0) == (
-        1, "optim.members=1 (auto: forecast: one model)")
+    assert wanted_members("classification", 67, 2, True)[0] is False  # make run's set
+    assert wanted_members("forecast", 1378, 6, True) == (True, "forecast trained as a final fit on 1378 "
+                                                         "series")
+    assert choose_members("auto", wanted_members("regression", 74, 1, False), None, 1.0, 120.0) == (
+        1, "optim.members=1 (auto: regression whose correction to its baseline is shrunk on the validation "
+        "series: one model)")
+    assert wanted_members("tagging", 10, 3, True)[0] is False
     assert choose_members("auto", few, None, 30.0, 120.0) == (
         MAX_MEMBERS, f"optim.members={MAX_MEMBERS} (auto: 2.0 training series per class; {MAX_MEMBERS} "
         "members fit the 120 s budget)")
