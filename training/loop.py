@@ -116,7 +116,7 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
                                      resolved.optim.final_fit)
     seconds = None
     if config.optim.members == "auto" and wanted[0] and not off and resolved.optim.time_budget is not None:
-        step, steps, after = _planned(model, train, data, resolved.optim, ctx)
+        step, steps, after = _planned(model, train, data, resolved.optim, ctx, repeats=10)  # steadier
         training = step * steps * resolved.optim.max_epochs
         seconds = time.perf_counter() - started + training + end_reserve(0, after)
     return ensemble.choose_members(config.optim.members, wanted, off, seconds, resolved.optim.time_budget)
@@ -217,12 +217,12 @@ def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedCon
 
 
 def _planned(model: GRUModel, train: Split, data: SequenceData, opt: ResolvedOptimConfig,
-             ctx: distributed.Context) -> tuple[float, int, float]:
+             ctx: distributed.Context, repeats: int = 3) -> tuple[float, int, float]:
     """Seconds of one optimiser step (timed now), steps per epoch, and seconds of the final evaluations."""
     steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
     if not opt.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
-    seconds = _step_seconds(model, train, opt, ctx.device)
+    seconds = _step_seconds(model, train, opt, ctx.device, repeats)
     return seconds, steps, seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # test and train
 
 
