@@ -159,6 +159,10 @@ class OptimConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a GradScaler; export is fp32
     tensorboard: bool = True  # event files in <run>/tensorboard (needs the tensorboard package)
     plots: bool = True  # PNG learning curves, confusion matrix / forecast plot in the run folder
+    # an ensemble: this many models trained one after another (seeds seed, seed+1, ...), merged into one
+    # wider GRU whose head averages theirs (training/ensemble.py); "auto": where few training series per
+    # output make one model's variance dominate, as many as fit the time budget
+    members: WholeOrAuto = "auto"
 
 
 class TrainConfig(_Section):
@@ -201,6 +205,7 @@ class ResolvedOptimConfig(OptimConfig):
     batch_size: Annotated[Whole, Field(ge=1)]
     max_epochs: Annotated[Whole, Field(ge=1)]
     final_fit: bool
+    members: Annotated[Whole, Field(ge=1)] = 1  # checkpoints from before optim.members: one model
 
 
 class ResolvedConfig(TrainConfig):

@@ -59,6 +59,8 @@ def resolve(config: TrainConfig, data: SequenceData) -> tuple[ResolvedConfig, li
     train = training_split(data, final_fit)
     lines += choose(config, chosen, train)
     lines += choose_linear(config, chosen, data, final_fit)
+    if config.optim.members == "auto":  # the loop decides, from a timed step (training/ensemble.py)
+        chosen["optim.members"] = 1
     resolved = ResolvedConfig.from_dict(config.with_values(chosen).to_dict())
     return resolved, lines + [summary(resolved)]
 

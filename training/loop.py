@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm import tqdm
 
 from service.heads import Head
-from training import defaults, distributed, heads, recurrence
+from training import defaults, distributed, ensemble, heads, recurrence
 from training.baselines import with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
@@ -92,10 +93,75 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
     run_dir = Path(config.run_dir) / config.name
+    members, line = _members(config, model, train, data, resolved, ctx, started, resume)
+    resolved = resolved.model_copy(update={"optim": resolved.optim.model_copy(update={"members": members})})
+    chosen += [line] if line else []
+    if members > 1:
+        return _fit_members(config, resolved, data, ctx, resume, started, [*data.notes, *chosen])
     resolved, planned, deadline = distributed.agree(_plan(model, train, data, resolved, ctx, started, run_dir,
                                                           resume), ctx)
     return _run(model, data, train, resolved, ctx, on_epoch, resume, quiet, deadline,
                 [*data.notes, *chosen, planned])
+
+
+def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceData, resolved: ResolvedConfig,
+             ctx: distributed.Context, started: float, resume: bool) -> tuple[int, str]:
+    """optim.members (training/ensemble.py) and the line that says why; a resumed run keeps what its
+    first start chose."""
+    saved = Path(config.run_dir) / config.name / "config.yaml"
+    if resume and config.optim.members == "auto" and saved.exists():
+        members = int(yaml.safe_load(saved.read_text())["optim"].get("members", 1))
+        return members, f"optim.members={members} (as chosen when the interrupted run started)"
+    off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
+    wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
+                                     resolved.optim.final_fit)
+    seconds = None
+    if config.optim.members == "auto" and wanted[0] and not off and resolved.optim.time_budget is not None:
+        step, steps, after = _planned(model, train, data, resolved.optim, ctx, repeats=10)  # steadier
+        training = step * steps * resolved.optim.max_epochs
+        seconds = time.perf_counter() - started + training + end_reserve(0, after)
+    return ensemble.choose_members(config.optim.members, wanted, off, seconds, resolved.optim.time_budget)
+
+
+def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
+                 resume: bool, started: float, chosen: list[str]) -> FitResult:
+    """optim.members runs one after another, each a normal run in members/<i>/ (seed optim.seed + i, its
+    share of what is left of the budget; a finished one is reused on resume, an interrupted one resumes),
+    merged into one model (training/ensemble.py): the run's checkpoint, metrics and report are its."""
+    run_dir, k = Path(config.run_dir) / config.name, resolved.optim.members
+    print("\n".join(chosen), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(resolved, run_dir / "config.yaml")  # what a resumed run reads optim.members from
+    budget, results = config.optim.time_budget, []
+    for i in range(k):
+        folder = run_dir / "members" / str(i)
+        if not (resume and (folder / "test_metrics.json").exists()):
+            left = None if budget is None else max(1.0, (budget - (time.perf_counter() - started)) / (k - i))
+            fit_member = config.with_values({"optim.members": 1, "optim.seed": config.optim.seed + i,
+                                             "optim.time_budget": left, "optim.plots": False,
+                                             "run_dir": str(folder.parent), "name": str(i)})
+            _fit(fit_member, ctx, None, resume, True, time.perf_counter())
+        results.append((Checkpoint.load(folder / "checkpoint.pt"), folder))
+        figures = ", ".join(f"{name} {value:.4g}" for name, value in results[-1][0].test_metrics.items()
+                            if name in ("accuracy", "rmse", "mase"))
+        print(f"member {i + 1} of {k} (seed {config.optim.seed + i}, {folder}): test {figures}", flush=True)
+    merged = ensemble.merge([checkpoint.model() for checkpoint, _ in results]).to(ctx.device)
+    final = resolved.model_copy(update={"model": merged.config})
+    records = [json.dumps({"member": i} | json.loads(line)) for i, (_, folder) in enumerate(results)
+               for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    (run_dir / "metrics.jsonl").write_text("\n".join(records) + "\n")
+    everything = defaults.merge(data.train, data.val, data.task)
+    test = with_baselines(evaluate(merged, data.test, data), data, everything)
+    test["members"] = {str(i): {name: value for name, value in checkpoint.test_metrics.items()
+                                if not isinstance(value, dict)} for i, (checkpoint, _) in enumerate(results)}
+    epoch = max(checkpoint.epoch for checkpoint, _ in results)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    _checkpoint(merged, final, data, epoch, test).save(checkpoint_path)
+    (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    train = defaults.training_split(data, final.optim.final_fit)
+    diagnosis = _diagnose(merged, data, train, test, final.optim.final_fit)
+    finish_run(run_dir, merged, data, final, test, diagnosis)
+    return FitResult(run_dir, checkpoint_path, test, epoch, diagnosis)
 
 
 def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConfig, ctx: distributed.Context,
@@ -143,16 +209,22 @@ def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedCon
         epochs = interrupted["optim"]["max_epochs"]
         return config.with_epochs(epochs), \
             f"optim.max_epochs={epochs} (as planned when the interrupted run started)", None
-    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
-    if not config.optim.final_fit:  # a validation pass each epoch: about a third of a step per batch
-        steps += math.ceil(len(data.val) / opt.batch_size / 3)
-    seconds = _step_seconds(model, train, opt, ctx.device)
-    after = seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # evaluating test and train
+    seconds, steps, after = _planned(model, train, data, opt, ctx)
     spent = time.perf_counter() - started
     epochs, line = plan_epochs(opt.time_budget, spent, seconds, steps, opt.max_epochs, after)
     if opt.time_budget is None:
         return config.with_epochs(epochs), line, None
     return config.with_epochs(epochs), line, opt.time_budget - spent - end_reserve(opt.time_budget, after)
+
+
+def _planned(model: GRUModel, train: Split, data: SequenceData, opt: ResolvedOptimConfig,
+             ctx: distributed.Context, repeats: int = 3) -> tuple[float, int, float]:
+    """Seconds of one optimiser step (timed now), steps per epoch, and seconds of the final evaluations."""
+    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    if not opt.final_fit:  # a validation pass each epoch: about a third of a step per batch
+        steps += math.ceil(len(data.val) / opt.batch_size / 3)
+    seconds = _step_seconds(model, train, opt, ctx.device, repeats)
+    return seconds, steps, seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # test and train
 
 
 def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, device: torch.device,

@@ -43,7 +43,7 @@ def write_run_report(run_dir: Path, config: ResolvedConfig, data: SequenceData, 
         "|---|---|",
         *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k != "mape_omitted"],
     ]
-    lines += _baselines(test)
+    lines += _baselines(test) + _members(test, m.hidden_size)
     lines += ["", "## Diagnosis", "", *([f"- {d}" for d in diagnosis] if diagnosis else
                                         ["- neither underfits nor memorises (training/diagnose.py)"])]
     if plots:
@@ -71,6 +71,20 @@ def _baselines(test: dict[str, Any]) -> list[str]:
     if omitted:
         lines.append(f"MAPE {'leaves some series out' if 'mape' in test else 'is not reported'}: {omitted}.")
     return lines
+
+
+def _members(test: dict[str, Any], hidden: int) -> list[str]:
+    """An ensemble (optim.members): each member's test figures beside the merged model's."""
+    members = test.get("members")
+    if not members:
+        return []
+    columns = [c for c in ("accuracy", "mase", "rmse", "mae") if c in test]
+    rows = {"**merged (this model)**": test} | {f"member {i} (seed + {i})": row for i, row in members.items()}
+    return ["", f"## Ensemble: {len(members)} members, merged into one GRU of hidden {hidden} "
+            "(training/ensemble.py)", "", "| model | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+            *[f"| {name} | " + " | ".join(_fmt(row.get(c, "–")) for c in columns) + " |"
+              for name, row in rows.items()]]
 
 
 def _split_sizes(data: SequenceData, final_fit: bool) -> str:

@@ -78,7 +78,8 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
         config = suggest(trial, base).with_values({
             "run_dir": str(trial_root), "name": f"trial_{trial.number:03d}", "progress": False,
             "optim.plots": False, "optim.tensorboard": False,
-            "optim.final_fit": False})  # trials are compared on the held-out validation split
+            "optim.final_fit": False,  # trials are compared on the held-out validation split
+            "optim.members": 1})  # of one model each: its epochs are what the pruner reads
         best = float("inf")
 
         def report(epoch: int, record: dict[str, Any]) -> None:
