@@ -35,6 +35,7 @@ from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, sa
 from training.data import SequenceData, Split, load_data
 from training.diagnose import diagnose
 from training.linear import fit_linear_path
+from training.mlflow_run import MlflowRun, configured
 from training.model import GRUModel
 from training.recipe import augment, end_reserve, make_schedule, may_stop, plan_epochs
 from training.resume import Progress, load_last, save_last, saved_config
@@ -132,6 +133,8 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
     print("\n".join(chosen), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(resolved, run_dir / "config.yaml")  # what a resumed run reads optim.members from
+    if configured():  # one MLflow run for the ensemble (its members train quiet); finish_run ends it
+        MlflowRun.start(run_dir, resolved, resume)
     budget, results = config.optim.time_budget, []
     for i in range(k):
         folder = run_dir / "members" / str(i)

@@ -92,6 +92,21 @@ def test_a_run_its_registered_bundle_and_serving_it(mlflow_server: str, tmp_path
         server.stop()
 
 
+def test_an_ensemble_is_one_run(mlflow_server: str, tmp_path: Path) -> None:
+    """optim.members: the members train quiet; the run that MLflow holds is the merged model's."""
+    from mlflow import MlflowClient
+
+    gru("train", "--mlflow", mlflow_server, "--name", "members", "--run-dir", str(tmp_path / "runs"),
+        "--max-epochs", "2", "--no-progress", "--set", "model.hidden_size=8", "--set", "optim.members=2",
+        "--set", "optim.tensorboard=false", "--set", "optim.plots=false")
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("gru-serve").experiment_id
+    [run] = client.search_runs([experiment], filter_string="attributes.run_name = 'members'")
+    assert run.info.status == "FINISHED" and run.data.params["optim.members"] == "2"
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert {"report.md", "metrics.jsonl"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
 def test_pull_names_what_is_missing(mlflow_server: str, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "gru_cli", "pull", "nothing-here", "--repository", str(tmp_path),
                "--mlflow", mlflow_server]
