@@ -55,7 +55,7 @@ BENCHMARKS = [
     Benchmark("ACSF1", target="≥ DTW"),
     Benchmark("JapaneseVowels", target="≥ DTW"),
     Benchmark("JapaneseVowels", via_file=True, target="= built-in"),
-    Benchmark("M1Yearly", target="MASE ≤ 3.9"),
+    Benchmark("M1Yearly", target="MASE ≤ 3.45"),
 ]
 # Public sets the project does not tune on, run only through the user-file path (--check-sets).
 CHECK_SETS = [Benchmark(name, via_file=True, target="≥ DTW")
