@@ -78,9 +78,10 @@ def fit(config: TrainConfig, on_epoch: EpochHook | None = None, resume: bool = F
 
 
 def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | None,
-         resume: bool, quiet: bool, started: float) -> FitResult:
+         resume: bool, quiet: bool, started: float, data: SequenceData | None = None) -> FitResult:
+    """`data`: already loaded for this config (an ensemble's members read it once)."""
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
-    data = load_data(config.data)
+    data = load_data(config.data) if data is None else data
     resolved, chosen = defaults.resolve(config, data)
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         resolved, chosen = distributed.agree((resolved, chosen), ctx)
@@ -143,7 +144,7 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
             fit_member = config.with_values({"optim.members": 1, "optim.seed": config.optim.seed + i,
                                              "optim.time_budget": left, "optim.plots": False,
                                              "run_dir": str(folder.parent), "name": str(i)})
-            _fit(fit_member, ctx, None, resume, True, time.perf_counter())
+            _fit(fit_member, ctx, None, resume, True, time.perf_counter(), data)
         results.append((Checkpoint.load(folder / "checkpoint.pt"), folder))
         figures = ", ".join(f"{name} {value:.4g}" for name, value in results[-1][0].test_metrics.items()
                             if name in ("accuracy", "rmse", "mase"))
