@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from service.heads import Head
 from training import defaults, distributed, ensemble, heads, recurrence
-from training.baselines import with_baselines
+from training.baselines import baseline_forecasts, with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
@@ -94,6 +94,8 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if resolved.model.linear_steps:  # fitted on every training series, as the ridge baseline is
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
+    if ctx.is_main:  # made now, so that the time budget counts them
+        baseline_forecasts(data, defaults.merge(data.train, data.val, data.task))
     run_dir = Path(config.run_dir) / config.name
     members, line = _members(config, model, train, data, resolved, ctx, started, resume)
     resolved = resolved.model_copy(update={"optim": resolved.optim.model_copy(update={"members": members})})
