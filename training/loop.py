@@ -119,12 +119,13 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
     off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
     wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
                                      resolved.optim.final_fit)
-    seconds = None
-    if config.optim.members == "auto" and wanted[0] and not off and resolved.optim.time_budget is not None:
+    seconds = room = None
+    budget = resolved.optim.time_budget
+    if config.optim.members == "auto" and wanted[0] and not off and budget is not None:
         step, steps, after = _planned(model, train, data, resolved.optim, ctx, repeats=10)  # steadier
-        training = step * steps * resolved.optim.max_epochs
-        seconds = time.perf_counter() - started + training + end_reserve(0, after)
-    return ensemble.choose_members(config.optim.members, wanted, off, seconds, resolved.optim.time_budget)
+        seconds = step * steps * resolved.optim.max_epochs + end_reserve(0, after)  # one member's run
+        room = budget - (time.perf_counter() - started) - end_reserve(budget, 0)  # less the merged run's end
+    return ensemble.choose_members(config.optim.members, wanted, off, seconds, room)
 
 
 def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
