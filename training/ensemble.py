@@ -125,10 +125,11 @@ def wanted_members(task: str, series: int, outputs: int, final_fit: bool) -> tup
 
 
 def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None,
-                   member_seconds: float | None, budget: float | None) -> tuple[int, str]:
+                   member_seconds: float | None, room: float | None) -> tuple[int, str]:
     """optim.members: the setting if a number, else from the data and the budget; and the line that says
     so ("" for a number). `off`: why this run cannot train members (torchrun, sharded data), or None
-    (gru tune's trials set 1); `member_seconds`: one member's planned run (None when not measured)."""
+    (gru tune's trials set 1); `member_seconds`: one member's planned training and evaluations, `room`:
+    the seconds the budget leaves them (None when there is no budget or nothing was measured)."""
     if setting != "auto":
         if int(setting) > 1 and off:
             raise ValueError(f"optim.members={setting}: {off} trains one model; set optim.members=1")
@@ -136,10 +137,10 @@ def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None
     few, why = wanted
     if off or not few:
         return 1, f"optim.members=1 (auto: {off or why}: one model)"
-    if budget is None or member_seconds is None:
+    if room is None or member_seconds is None:
         return MAX_MEMBERS, f"optim.members={MAX_MEMBERS} (auto: {why}; no time budget)"
-    fit = min(MAX_MEMBERS, int(budget // max(member_seconds, 1e-9)))
+    fit = min(MAX_MEMBERS, int(max(room, 0) // max(member_seconds, 1e-9)))
     if fit < 2:
         return 1, (f"optim.members=1 (auto: {why}, but one model's run takes ~{member_seconds:.0f} s of "
-                   f"the {budget:g} s budget)")
-    return fit, f"optim.members={fit} (auto: {why}; {fit} members fit the {budget:g} s budget)"
+                   f"the {room:.0f} s the budget leaves)")
+    return fit, f"optim.members={fit} (auto: {why}; {fit} members fit the {room:.0f} s the budget leaves)"

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from service.heads import Head
 from training import defaults, distributed, ensemble, heads, recurrence
-from training.baselines import with_baselines
+from training.baselines import baseline_forecasts, with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
@@ -94,6 +94,8 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     if resolved.model.linear_steps:  # fitted on every training series, as the ridge baseline is
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
+    if ctx.is_main:  # made now, so that the time budget counts them
+        baseline_forecasts(data, defaults.merge(data.train, data.val, data.task))
     run_dir = Path(config.run_dir) / config.name
     members, line = _members(config, model, train, data, resolved, ctx, started, resume)
     resolved = resolved.model_copy(update={"optim": resolved.optim.model_copy(update={"members": members})})
@@ -117,12 +119,13 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
     off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
     wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
                                      resolved.optim.final_fit)
-    seconds = None
-    if config.optim.members == "auto" and wanted[0] and not off and resolved.optim.time_budget is not None:
+    seconds = room = None
+    budget = resolved.optim.time_budget
+    if config.optim.members == "auto" and wanted[0] and not off and budget is not None:
         step, steps, after = _planned(model, train, data, resolved.optim, ctx, repeats=10)  # steadier
-        training = step * steps * resolved.optim.max_epochs
-        seconds = time.perf_counter() - started + training + end_reserve(0, after)
-    return ensemble.choose_members(config.optim.members, wanted, off, seconds, resolved.optim.time_budget)
+        seconds = step * steps * resolved.optim.max_epochs + end_reserve(0, after)  # one member's run
+        room = budget - (time.perf_counter() - started) - end_reserve(budget, 0)  # less the merged run's end
+    return ensemble.choose_members(config.optim.members, wanted, off, seconds, room)
 
 
 def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,

@@ -86,3 +86,27 @@ def test_mape_is_decided_per_series_not_per_window() -> None:
     per_series = forecast_metrics(trough, trough * 1.1, series=series)
     assert abs(per_series["mape"] - 10.0) < 1e-9  # over series 1 only
     assert per_series["mape_omitted"].startswith("1 of 2 series left out: 1 where targets come near zero")
+
+
+def test_the_baselines_are_made_once_per_run_and_shared_by_an_ensembles_members(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """ETS and Theta on every test history take seconds: made once, before the budget plans the epochs
+    (so it counts them), not once per member and again for the merged model."""
+    from aeon.datasets import load_regression
+
+    from training import baselines
+
+    made, make = [], baselines.regression_baselines
+    monkeypatch.setattr(baselines, "regression_baselines", lambda *args: made.append(1) or make(*args))
+    X_train, y_train = load_regression("CardanoSentiment", split="train")
+    X_test, y_test = load_regression("CardanoSentiment", split="test")
+    run = train_tiny(tmp_path, "cardano2", "data.dataset=file", "data.task=regression", "optim.max_epochs=2",
+                     f"data.path={_write_regression_csv(X_train, y_train, tmp_path / 'train.csv')}",
+                     f"data.test_path={_write_regression_csv(X_test, y_test, tmp_path / 'test.csv')}",
+                     "optim.members=2", "optim.time_budget=null", "optim.plots=false",
+                     "optim.tensorboard=false")
+    assert made == [1]
+    merged = json.loads((run.run_dir / "test_metrics.json").read_text())
+    for i in range(2):
+        member = json.loads((run.run_dir / "members" / str(i) / "test_metrics.json").read_text())
+        assert member["baselines"] == merged["baselines"]

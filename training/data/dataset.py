@@ -59,6 +59,7 @@ class SequenceData:
     notes: list[str] = field(default_factory=list)  # what loading chose from the data (printed by gru train)
     source: str = ""
     sharded: bool = False  # data.sharded under torchrun: train/val hold only this rank's series
+    baseline_forecasts: dict[str, np.ndarray] | None = None  # forecasts and regression: made once per run
 
     @property
     def output_size(self) -> int:
