@@ -158,7 +158,8 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
                for line in (folder / "metrics.jsonl").read_text().splitlines()]
     (run_dir / "metrics.jsonl").write_text("\n".join(records) + "\n")
     everything = defaults.merge(data.train, data.val, data.task)
-    test = with_baselines(evaluate(merged, data.test, data), data, everything)
+    test = with_baselines(evaluate(merged, data.test, data), data, everything,
+                          lambda: _predicted(merged, data))
     test["members"] = {str(i): {name: value for name, value in checkpoint.test_metrics.items()
                                 if not isinstance(value, dict)} for i, (checkpoint, _) in enumerate(results)}
     epoch = max(checkpoint.epoch for checkpoint, _ in results)
@@ -190,7 +191,8 @@ def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConf
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
     kept = _shrunk(model, data, config)
     everything = defaults.merge(data.train, data.val, data.task)  # the baselines fit on every training series
-    test = kept | with_baselines(evaluate(model, data.test, data), data, everything)
+    test = kept | with_baselines(evaluate(model, data.test, data), data, everything,
+                                 lambda: _predicted(model, data))
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     diagnosis = [] if data.sharded else _diagnose(model, data, train, test, config.optim.final_fit)
@@ -417,6 +419,14 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
         return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted, data.test_mase_scale,
                                       data.test_series)
     return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted)
+
+
+@torch.no_grad()
+def _predicted(model: GRUModel, data: SequenceData) -> np.ndarray:
+    """The model's answers for the test split, as `evaluate` scores them."""
+    model.eval()
+    X, _, lengths = _batch(data.test, torch.arange(len(data.test)), model.task_head, model.head.weight.device)
+    return model.predict(X, lengths=lengths)[0].cpu().numpy()
 
 
 def _evaluate_sharded(

@@ -66,11 +66,19 @@ def _baselines(test: dict[str, Any]) -> list[str]:
              *[f"| {name} | " + " | ".join(_fmt(row.get(c, "–")) for c in columns) + " |"
                for name, row in rows.items()],
              "", f"The model {verdict} the best baseline ({versus['best_baseline']}, {versus['metric']} "
-             f"{_fmt(versus['best_baseline_value'])} vs {_fmt(versus['model'])})."]
+             f"{_fmt(versus['best_baseline_value'])} vs {_fmt(versus['model'])}{_on(versus)})."]
+    sampled = [name for name, row in baselines.items() if "windows" in row]
+    if sampled:
+        lines.append(f"{' and '.join(sampled)}: fitted at {baselines[sampled[0]]['windows']} evenly spaced "
+                     "test windows (a fit takes ~50 ms); the model is compared with them on those windows.")
     omitted = test.get("mape_omitted")
     if omitted:
         lines.append(f"MAPE {'leaves some series out' if 'mape' in test else 'is not reported'}: {omitted}.")
     return lines
+
+
+def _on(versus: dict[str, Any]) -> str:
+    return f", both on its {versus['windows']} windows" if "windows" in versus else ""
 
 
 def _members(test: dict[str, Any], hidden: int) -> list[str]:

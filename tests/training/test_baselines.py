@@ -110,3 +110,38 @@ def test_the_baselines_are_made_once_per_run_and_shared_by_an_ensembles_members(
     for i in range(2):
         member = json.loads((run.run_dir / "members" / str(i) / "test_metrics.json").read_text())
         assert member["baselines"] == merged["baselines"]
+
+
+def test_ets_and_theta_are_fitted_on_a_bounded_sample_and_compared_on_its_windows(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """300 series of 120 steps give 3,900 rolling-origin test windows: ETS and Theta at each took ~400 s,
+    more than the whole time budget. They are fitted at MAX_FITTED evenly spaced windows (here 20, to be
+    quick), and the verdict compares the model with them on those windows only."""
+    from training import baselines
+    from training.baselines import forecast_baselines, with_baselines
+    from training.config import load_config
+    from training.data import load_data
+
+    MAX_FITTED = 20
+    monkeypatch.setattr(baselines, "MAX_FITTED", MAX_FITTED)
+    rng = np.random.default_rng(0)
+    frames = [pd.DataFrame({"series_id": f"s{i}", "step": np.arange(120),
+                            "value": np.cumsum(rng.normal(0.2, 1.0, 120)) + 50}) for i in range(10)]
+    pd.concat(frames).to_csv(tmp_path / "many.csv", index=False)
+    data = load_data(load_config(None, ["data.dataset=file", f"data.path={tmp_path / 'many.csv'}",
+                                        "data.task=forecast", "data.target_column=value"]).data)
+    windows = len(data.test_history)
+    assert windows > MAX_FITTED
+    forecasts = forecast_baselines(data)
+    fitted = ~np.isnan(forecasts["ets"]).any(axis=1)
+    assert fitted.sum() == MAX_FITTED and fitted[0] and fitted[-1]  # evenly spaced, both ends
+    # a "model" that answers ETS's forecast where ETS was fitted and the naive one elsewhere
+    answers = np.where(fitted[:, None], forecasts["ets"], forecasts["naive"])
+    test = forecast_metrics(data.test.y, answers, data.test_mase_scale, data.test_series)
+    metrics = with_baselines(test, data, data.train, lambda: answers)
+    assert metrics["baselines"]["ets"]["windows"] == metrics["baselines"]["theta"]["windows"] == MAX_FITTED
+    assert "windows" not in metrics["baselines"]["naive"]
+    versus = metrics["versus_baselines"]
+    assert versus["best_baseline"] == "theta" and versus["windows"] == MAX_FITTED  # theta beats ETS here
+    assert versus["model"] == metrics["baselines"]["ets"]["mase"] != test["mase"]  # on theta's windows
+    assert not versus["beaten"]
