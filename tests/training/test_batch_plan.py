@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import train_tiny
 from training.checkpoint import Checkpoint
+from training.config import load_config
 from training.distributed import Context, batch_plan, global_batches
+from training.loop import fit
 
 RAGGED = np.random.default_rng(0).integers(10, 1000, 300)  # 100× spread
 EQUAL = np.full(300, 24)
@@ -60,11 +61,28 @@ def test_lengths_within_twice_each_other_keep_the_plain_permutation(lengths: np.
                    for (idx, weight), batch in zip(plan, plain, strict=True))
 
 
-def test_a_seeded_ragged_run_is_reproducible(tmp_path) -> None:
+class Interrupted(Exception):
+    pass
+
+
+def _stop_in_epoch_2(epoch: int, record: dict) -> None:
+    if epoch == 2:  # after the epoch, before its last.pt: as a kill during epoch 2
+        raise Interrupted
+
+
+def test_a_seeded_ragged_run_is_reproducible_and_resumes_bit_identically(tmp_path) -> None:
     """JapaneseVowels: 7 to 29 steps, so its batches are length-sorted."""
-    runs = [train_tiny(tmp_path / name, "run", "data.dataset=JapaneseVowels", "model.hidden_size=8",
-                       "optim.max_epochs=2", "optim.time_budget=null", *seed)
-            for name, seed in (("a", []), ("b", []), ("c", ["optim.seed=1"]))]
-    a, b, c = (Checkpoint.load(run.checkpoint).state_dict for run in runs)
+    def config(folder: str, *extra: str):
+        return load_config(None, [f"run_dir={tmp_path / folder}", "name=r", "progress=false",
+                                  "data.dataset=JapaneseVowels", "model.hidden_size=8", "model.num_layers=1",
+                                  "optim.max_epochs=3", "optim.time_budget=null", "optim.plots=false",
+                                  *extra])
+
+    whole = fit(config("whole"))
+    with pytest.raises(Interrupted):
+        fit(config("resumed"), on_epoch=_stop_in_epoch_2)
+    resumed = fit(config("resumed"), resume=True)
+    other = fit(config("other", "optim.seed=1"))
+    a, b, c = (Checkpoint.load(run.checkpoint).state_dict for run in (whole, resumed, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["head.weight"], c["head.weight"])
