@@ -163,18 +163,43 @@ def sync_normaliser(normaliser: Normaliser, X: np.ndarray, y: np.ndarray | None,
             normaliser.target_std.copy_(std)
 
 
-def batch_plan(n: int, batch_size: int, generator: torch.Generator, ctx: Context,
-               sharded: bool) -> list[tuple[torch.Tensor, float]]:
-    """This rank's (indices, loss weight) per optimiser step for one epoch.
+# Batches of similar length: only where the longest training series is at least SPREAD times the
+# shortest (equal-length data keeps the plain permutation, bit for bit); sorted within chunks of CHUNK
+# batches, so a batch still mixes series from all over the set.
+SPREAD, CHUNK = 2.0, 50
 
-    In memory (every rank holds the data): one global permutation, each global batch split across ranks.
-    Sharded (each rank holds its own series): a permutation of the local shard in batches of
-    batch_size / world; every rank takes as many full steps as the smallest shard allows (DDP needs the
-    same number of all-reduces on every rank), so a few examples of the larger shards sit out an epoch.
+
+def global_batches(lengths: np.ndarray, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's global batches of indices: a seeded permutation cut into batches. When lengths differ
+    (SPREAD), each chunk of CHUNK batches of the permutation is sorted by length before it is cut, and the
+    batches are then shuffled: a batch is padded to its longest series, so random batches of ragged
+    series run mostly padding (PLAID: 1.9× the real steps, 1.05× sorted)."""
+    n = len(lengths)
+    order = torch.randperm(n, generator=generator)
+    if n == 0 or lengths.max() < SPREAD * max(lengths.min(), 1):
+        return [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    size = torch.as_tensor(lengths)[order]
+    chunk = CHUNK * batch_size
+    for s in range(0, n, chunk):  # a stable sort: series of one length stay in random order
+        order[s : s + chunk] = order[s : s + chunk][torch.sort(size[s : s + chunk], stable=True).indices]
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+def batch_plan(lengths: np.ndarray, batch_size: int, generator: torch.Generator, ctx: Context,
+               sharded: bool) -> list[tuple[torch.Tensor, float]]:
+    """This rank's (indices, loss weight) per optimiser step for one epoch, for training series of
+    `lengths`.
+
+    In memory (every rank holds the data): the global batches (`global_batches`), each split across ranks.
+    Sharded (each rank holds its own series, all of one length): a permutation of the local shard in
+    batches of batch_size / world; every rank takes as many full steps as the smallest shard allows (DDP
+    needs the same number of all-reduces on every rank), so a few examples of the larger shards sit out an
+    epoch.
     """
     if not sharded:
-        order = torch.randperm(n, generator=generator)
-        return [ctx.shard(order[s : s + batch_size]) for s in range(0, n, batch_size)]
+        return [ctx.shard(batch) for batch in global_batches(lengths, batch_size, generator)]
+    n = len(lengths)
     local_batch = max(1, batch_size // ctx.world)
     order = torch.randperm(n, generator=generator)
     steps = torch.tensor([max(1, n // local_batch)])

@@ -229,7 +229,7 @@ def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedCon
 def _planned(model: GRUModel, train: Split, data: SequenceData, opt: ResolvedOptimConfig,
              ctx: distributed.Context, repeats: int = 3) -> tuple[float, int, float]:
     """Seconds of one optimiser step (timed now), steps per epoch, and seconds of the final evaluations."""
-    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    steps = len(distributed.batch_plan(train.lengths, opt.batch_size, torch.Generator(), ctx, data.sharded))
     if not opt.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
     seconds = _step_seconds(model, train, opt, ctx.device, repeats)
@@ -239,17 +239,20 @@ def _planned(model: GRUModel, train: Split, data: SequenceData, opt: ResolvedOpt
 def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, device: torch.device,
                   repeats: int = 3) -> float:
     """Median seconds of one optimiser step (augmentation, forward, backward, AdamW) on a copy of the
-    model, for batches drawn from the training split, after one warm-up step; the run's random state is
-    left as it was."""
+    model, after one warm-up step; the run's random state is left as it was. The batches timed are those
+    of an epoch's plan (distributed.global_batches) whose padded size (series × longest) is nearest the
+    plan's mean: a step's time grows with it, so their time is the mean step's."""
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, opt.optimizer, opt.learning_rate, opt.weight_decay)
-    pick = torch.Generator().manual_seed(0)
+    batches = distributed.global_batches(train.lengths, opt.batch_size, torch.Generator().manual_seed(0))
+    padded = [len(batch) * int(train.lengths[batch.numpy()].max()) for batch in batches]
+    mean = statistics.mean(padded)
+    typical = sorted(range(len(batches)), key=lambda i: abs(padded[i] - mean))
     times = []
     with torch.random.fork_rng(devices=[]):
-        for _ in range(repeats + 1):
+        for i in range(repeats + 1):
             begun = time.perf_counter()
-            idx = torch.randint(len(train), (min(opt.batch_size, len(train)),), generator=pick)
-            X, y, lengths = _batch(train, idx, probe.task_head, device)
+            X, y, lengths = _batch(train, batches[typical[i % len(typical)]], probe.task_head, device)
             if not probe.task_head.values:
                 X = augment(X, lengths, probe.normaliser, opt.jitter, opt.scaling)
             optimizer.zero_grad()
@@ -282,7 +285,7 @@ def _train(
     opt, validating = config.optim, not config.optim.final_fit
     net = distributed.wrap(model, ctx)  # DDP averages gradients across ranks
     optimizer = make_optimizer(model, opt.optimizer, opt.learning_rate, opt.weight_decay)
-    steps = len(distributed.batch_plan(len(train), opt.batch_size, torch.Generator(), ctx, data.sharded))
+    steps = len(distributed.batch_plan(train.lengths, opt.batch_size, torch.Generator(), ctx, data.sharded))
     schedule = make_schedule(optimizer, opt.schedule, opt.learning_rate, steps * opt.max_epochs)
     generator = torch.Generator().manual_seed(opt.seed)  # the same global order on every rank
     progress = Progress()
@@ -383,7 +386,7 @@ def _train_epoch(
     """One pass over the training split in global batches of `opt.batch_size`; this rank computes its
     shard of each (distributed.py). Returns the mean training loss over all ranks."""
     model.train()
-    plan = distributed.batch_plan(len(split), opt.batch_size, generator, ctx, sharded)
+    plan = distributed.batch_plan(split.lengths, opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
     augmenting = not model.task_head.values  # a perturbed window has another forecast
     total = count = 0.0
