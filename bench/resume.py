@@ -27,9 +27,10 @@ from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.loop import fit
 
-# Tiny but complete: two layers with dropout (the torch RNG state matters too), no early stop.
-SETTINGS = ["model.hidden_size=16", "model.num_layers=2", "model.dropout=0.2", "optim.patience=1000",
-            "optim.learning_rate=0.005", "optim.tensorboard=false", "optim.plots=false"]
+# Tiny but complete: two layers with dropout and crops (the torch RNG state matters too), no early stop.
+SETTINGS = ["model.hidden_size=16", "model.num_layers=2", "model.dropout=0.2", "optim.crop=0.8",
+            "optim.patience=1000", "optim.learning_rate=0.005", "optim.tensorboard=false",
+            "optim.plots=false"]
 VARIANTS = {"after": ["model.reset=after"], "before": ["model.reset=before"]}
 
 

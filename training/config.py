@@ -147,6 +147,8 @@ class OptimConfig(_Section):
     schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
+    # augmentation (classification): each series read as a random window of this share of its steps (1: whole)
+    crop: Number = Field(1.0, gt=0, le=1)
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
     # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
     # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)

@@ -37,7 +37,7 @@ from training.diagnose import diagnose
 from training.linear import fit_linear_path
 from training.mlflow_run import MlflowRun, configured
 from training.model import GRUModel
-from training.recipe import augment, end_reserve, make_schedule, may_stop, plan_epochs
+from training.recipe import augment, crop, end_reserve, make_schedule, may_stop, plan_epochs
 from training.resume import Progress, load_last, save_last, saved_config
 from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
@@ -253,8 +253,7 @@ def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, devic
         for i in range(repeats + 1):
             begun = time.perf_counter()
             X, y, lengths = _batch(train, batches[typical[i % len(typical)]], probe.task_head, device)
-            if not probe.task_head.values:
-                X = augment(X, lengths, probe.normaliser, opt.jitter, opt.scaling)
+            X, lengths = _augmented(probe, X, lengths, opt)
             optimizer.zero_grad()
             _loss(probe, X, y, lengths).backward()
             nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
@@ -388,12 +387,10 @@ def _train_epoch(
     model.train()
     plan = distributed.batch_plan(split.lengths, opt.batch_size, generator, ctx, sharded)
     scaler = distributed.grad_scaler(opt.precision, ctx.device)
-    augmenting = not model.task_head.values  # a perturbed window has another forecast
     total = count = 0.0
     for local, weight in plan:
         X, y, lengths = _batch(split, local, model.task_head, ctx.device)
-        if augmenting:
-            X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
+        X, lengths = _augmented(model, X, lengths, opt)
         with distributed.autocast(opt.precision, ctx.device):
             loss = _loss(model, X, y, lengths, net)
         optimizer.zero_grad()
@@ -406,6 +403,16 @@ def _train_epoch(
         total += loss.item() * len(local) * (weight > 0)
         count += len(local) * (weight > 0)
     return distributed.all_reduce_sum(total, ctx) / distributed.all_reduce_sum(count, ctx)
+
+
+def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, opt: ResolvedOptimConfig
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A training batch perturbed (recipe.py): classification and tagging only, as a perturbed window has
+    another forecast; cropped for classification only, as tagging's labels are per step."""
+    if model.task_head.values:
+        return X, lengths
+    X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
+    return (X, lengths) if model.task_head.per_step else crop(X, lengths, opt.crop)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from training.frontend import step_mask
+from training.frontend import gather_steps, step_mask
 from training.normalise import Normaliser
 
 WARM_UP = 0.3  # onecycle: the share of the steps that warm the learning rate up
@@ -48,6 +48,23 @@ def augment(
     if lengths is None:
         return perturbed
     return perturbed * step_mask(lengths.to(x.device), steps).unsqueeze(2).to(x.dtype)
+
+
+def crop(x: torch.Tensor, lengths: torch.Tensor | None, share: float
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Window slicing (Le Guennec et al. 2016): each series replaced by a random window of `share` of its
+    valid steps, moved to the start, its length the window's. The label must not hinge on where in the
+    series a pattern sits: with two series per class the model otherwise learns each series' positions
+    by heart. share 1: unchanged. lengths (on the CPU, as packing wants them) out: the windows'."""
+    if share >= 1:
+        return x, lengths
+    batch, steps, _ = x.shape
+    full = torch.full((batch,), steps) if lengths is None else lengths.long()
+    kept = (full * share).ceil().long().clamp(min=1)
+    start = (torch.rand(batch) * (full - kept + 1)).long()  # the windows inside each series' valid steps
+    index = (start.unsqueeze(1) + torch.arange(int(kept.max())).unsqueeze(0)).clamp(max=steps - 1)
+    windows = gather_steps(x, index.to(x.device))
+    return windows * step_mask(kept.to(x.device), windows.shape[1]).unsqueeze(2).to(x.dtype), kept
 
 
 # What the end of a run needs after the last epoch (test evaluation, checkpoint, report, plots): a share

@@ -114,3 +114,16 @@ def test_resolving_leaves_the_config_as_it_was_and_gives_a_frozen_one() -> None:
 def test_a_config_with_auto_left_is_not_a_resolved_one() -> None:
     with pytest.raises(ValueError, match="model.patch"):
         ResolvedConfig.from_dict(load_config(None, ["model.frontend=conv"]).to_dict())
+
+
+def test_few_series_per_class_get_a_smaller_model_pooled_readout_and_crops_except_what_the_user_set() -> None:
+    config, lines = resolve(_config("model.dropout=0.2"), _split(12, [2000]))  # 4 series per class
+    assert (config.model.hidden_size, config.model.dropout, config.model.readout) == (64, 0.2, ["max"])
+    assert (config.optim.weight_decay, config.optim.scaling, config.optim.crop) == (0.05, 0.2, 0.8)
+    assert any(line.startswith("model.hidden_size=64, optim.weight_decay=0.05") and "optim.crop=0.8, "
+               "model.readout=[max] (auto: 4.0 training series per class" in line for line in lines)
+    assert "crop 0.8" in lines[-1] and "readout max ->" in lines[-1]
+    config, lines = resolve(_config(), _split(15, [2000]))  # 5 per class: the usual settings
+    assert (config.model.hidden_size, config.optim.crop) == (128, 1)
+    assert config.model.readout == ["last", "mean", "max"]
+    assert "crop" not in lines[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.normalise import Normaliser
-from training.recipe import augment, make_schedule, plan_epochs
+from training.recipe import augment, crop, make_schedule, plan_epochs
 
 
 def _normaliser(mean: float, std: float) -> Normaliser:
@@ -54,3 +54,23 @@ def test_the_time_budget_cuts_epochs_only_when_the_measured_steps_would_not_fit(
     assert plan_epochs(None, 20, 0.1, 10, 500)[0] == 500
     assert plan_epochs(10, 20, 0.1, 10, 500)[0] == 1  # over budget already: one epoch, never none
     assert "optim.max_epochs=88 (time budget 120 s" in plan_epochs(120, 20, 0.1, 10, 200)[1]
+
+
+def test_a_crop_is_a_window_of_each_series_valid_steps_moved_to_the_start() -> None:
+    torch.manual_seed(0)
+    lengths = torch.tensor([40, 10, 25, 1])
+    x = (torch.arange(1, 41, dtype=torch.float32)[None, :, None] * torch.tensor([1.0, -1.0])).repeat(4, 1, 1)
+    x = x * (torch.arange(40)[None] < lengths[:, None]).unsqueeze(2)
+    starts = set()
+    for _ in range(20):
+        out, kept = crop(x, lengths, 0.8)
+        assert kept.tolist() == [32, 8, 20, 1] and out.shape == (4, 32, 2)
+        for row, n, whole in zip(out, kept.tolist(), lengths.tolist(), strict=True):
+            first = int(row[0, 0])  # steps numbered from 1: consecutive ones, inside the series
+            assert first >= 1 and first + n - 1 <= whole
+            assert torch.equal(row[:n, 0], torch.arange(first, first + n, dtype=torch.float32))
+            assert torch.equal(row[:n, 1], -row[:n, 0]) and (row[n:] == 0).all()
+        starts.add(int(out[0, 0, 0]))
+    assert len(starts) > 3  # a random window each time
+    assert crop(x, None, 0.5)[1].tolist() == [20] * 4
+    assert crop(x, lengths, 1.0) == (x, lengths)
