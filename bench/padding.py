@@ -19,11 +19,11 @@ import torch
 from training import defaults
 from training.config import load_config
 from training.data import load_data
-from training.distributed import global_batches
+from training.distributed import global_batches, padded_size
 
 
 def padded_steps(lengths: np.ndarray, batches: list[torch.Tensor]) -> int:
-    return sum(len(batch) * int(lengths[batch.numpy()].max()) for batch in batches)
+    return sum(padded_size(lengths, batch) for batch in batches)
 
 
 def main(argv: list[str] | None = None) -> int:

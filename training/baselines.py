@@ -15,6 +15,7 @@ and whether the model beat it.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,20 +23,22 @@ from typing import Any
 import numpy as np
 
 from training.data import SequenceData, Split
+from training.defaults import merge
 from training.metrics import forecast_metrics
 
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 MAX_FITTED = 200  # test windows ETS and Theta are fitted on: ~10-20 s on one core
 
 
-def with_baselines(test: dict[str, Any], data: SequenceData, train: Split,
-                   predict: Callable[[], np.ndarray]) -> dict[str, Any]:
-    """The model's test metrics plus `baselines` (name -> metrics) and `versus_baselines`; `train`:
-    every training series (the validation split included); `predict`: the model's test predictions, read
-    where a baseline covers only some windows. Classification and tagging: unchanged."""
-    forecasts = baseline_forecasts(data, train)
+def with_baselines(test: dict[str, Any], data: SequenceData, predict: Callable[[], np.ndarray]
+                   ) -> dict[str, Any]:
+    """The model's test metrics plus `baselines` (name -> metrics) and `versus_baselines`; `predict`: the
+    model's test predictions, read where a baseline covers only some windows. Classification and tagging:
+    unchanged."""
+    forecasts = baseline_forecasts(data)
     if forecasts is None:
         return test
+    predict = functools.cache(predict)  # one pass, whichever baselines need it
     metric = "mase" if "mase" in test else "rmse"
     baselines, model_on = {}, {}  # the model's metric on each baseline's windows
     for name, forecast in forecasts.items():
@@ -55,14 +58,14 @@ def with_baselines(test: dict[str, Any], data: SequenceData, train: Split,
     return test | period | {"baselines": baselines, "versus_baselines": versus}
 
 
-def baseline_forecasts(data: SequenceData, train: Split) -> dict[str, np.ndarray] | None:
+def baseline_forecasts(data: SequenceData) -> dict[str, np.ndarray] | None:
     """Each baseline's test forecasts (None for classification and tagging), made once and kept on `data`:
     fitting ETS and Theta to every test history takes seconds (12 s for M1's 181 series), so `gru train`
     makes them before it plans its epochs (the time budget then counts them) and an ensemble's members
-    share them."""
+    share them. Regression baselines fit on every training series, the validation split included."""
     if data.baseline_forecasts is None and data.task in ("forecast", "regression"):
         data.baseline_forecasts = forecast_baselines(data) if data.task == "forecast" else \
-            regression_baselines(train, data.test)
+            regression_baselines(merge(data.train, data.val, data.task), data.test)
     return data.baseline_forecasts
 
 

@@ -186,6 +186,11 @@ def global_batches(lengths: np.ndarray, batch_size: int, generator: torch.Genera
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
+def padded_size(lengths: np.ndarray, batch: torch.Tensor) -> int:
+    """The steps a batch runs: its series × its longest (what a step's time grows with)."""
+    return len(batch) * int(lengths[batch.numpy()].max())
+
+
 def batch_plan(lengths: np.ndarray, batch_size: int, generator: torch.Generator, ctx: Context,
                sharded: bool) -> list[tuple[torch.Tensor, float]]:
     """This rank's (indices, loss weight) per optimiser step for one epoch, for training series of

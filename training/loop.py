@@ -95,7 +95,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
     if ctx.is_main:  # made now, so that the time budget counts them
-        baseline_forecasts(data, defaults.merge(data.train, data.val, data.task))
+        baseline_forecasts(data)
     run_dir = Path(config.run_dir) / config.name
     members, line = _members(config, model, train, data, resolved, ctx, started, resume)
     resolved = resolved.model_copy(update={"optim": resolved.optim.model_copy(update={"members": members})})
@@ -157,9 +157,7 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
     records = [json.dumps({"member": i} | json.loads(line)) for i, (_, folder) in enumerate(results)
                for line in (folder / "metrics.jsonl").read_text().splitlines()]
     (run_dir / "metrics.jsonl").write_text("\n".join(records) + "\n")
-    everything = defaults.merge(data.train, data.val, data.task)
-    test = with_baselines(evaluate(merged, data.test, data), data, everything,
-                          lambda: _predicted(merged, data))
+    test = with_baselines(evaluate(merged, data.test, data), data, lambda: _predicted(merged, data))
     test["members"] = {str(i): {name: value for name, value in checkpoint.test_metrics.items()
                                 if not isinstance(value, dict)} for i, (checkpoint, _) in enumerate(results)}
     epoch = max(checkpoint.epoch for checkpoint, _ in results)
@@ -190,9 +188,7 @@ def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConf
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
     kept = _shrunk(model, data, config)
-    everything = defaults.merge(data.train, data.val, data.task)  # the baselines fit on every training series
-    test = kept | with_baselines(evaluate(model, data.test, data), data, everything,
-                                 lambda: _predicted(model, data))
+    test = kept | with_baselines(evaluate(model, data.test, data), data, lambda: _predicted(model, data))
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     diagnosis = [] if data.sharded else _diagnose(model, data, train, test, config.optim.final_fit)
@@ -245,7 +241,7 @@ def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, devic
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, opt.optimizer, opt.learning_rate, opt.weight_decay)
     batches = distributed.global_batches(train.lengths, opt.batch_size, torch.Generator().manual_seed(0))
-    padded = [len(batch) * int(train.lengths[batch.numpy()].max()) for batch in batches]
+    padded = [distributed.padded_size(train.lengths, batch) for batch in batches]
     mean = statistics.mean(padded)
     typical = sorted(range(len(batches)), key=lambda i: abs(padded[i] - mean))
     times = []

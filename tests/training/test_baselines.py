@@ -138,7 +138,7 @@ def test_ets_and_theta_are_fitted_on_a_bounded_sample_and_compared_on_its_window
     # a "model" that answers ETS's forecast where ETS was fitted and the naive one elsewhere
     answers = np.where(fitted[:, None], forecasts["ets"], forecasts["naive"])
     test = forecast_metrics(data.test.y, answers, data.test_mase_scale, data.test_series)
-    metrics = with_baselines(test, data, data.train, lambda: answers)
+    metrics = with_baselines(test, data, lambda: answers)
     assert metrics["baselines"]["ets"]["windows"] == metrics["baselines"]["theta"]["windows"] == MAX_FITTED
     assert "windows" not in metrics["baselines"]["naive"]
     versus = metrics["versus_baselines"]
