@@ -6,6 +6,7 @@ accepts. YAML 1.1 reads `1e-3` as a string: numbers written that way (in files o
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -60,9 +61,23 @@ def _whole_or_auto(value: Any, least: int = 1) -> int | str:
     return whole
 
 
+def _share_or_auto(value: Any) -> float | str:
+    if value == "auto":
+        return "auto"
+    try:
+        share = float(_number(value))
+    except ValueError:
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ValueError(f"must be a share above 0 and at most 1, or 'auto' (from the data), got {value!r}")
+    return share
+
+
 Number = Annotated[float, BeforeValidator(_number)]
+Share = Annotated[Number, Field(gt=0, le=1)]  # a share of something: above 0, at most 1
 Whole = Annotated[int, BeforeValidator(_whole)]
 WholeOrAuto = Annotated[int | Literal["auto"], PlainValidator(_whole_or_auto)]
+ShareOrAuto = Annotated[float | Literal["auto"], PlainValidator(_share_or_auto)]
 CountOrAuto = Annotated[int | Literal["auto"], PlainValidator(lambda value: _whole_or_auto(value, least=0))]
 
 
@@ -147,8 +162,10 @@ class OptimConfig(_Section):
     schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
-    # augmentation (classification): each series read as a random window of this share of its steps (1: whole)
-    crop: Number = Field(1.0, gt=0, le=1)
+    # augmentation (classification): each series read as a random window of this share of its steps (1:
+    # whole); auto: 0.8 for few series per class (training/defaults.py), 0.8 or 1 as the validation series
+    # prefer for long series (training/selection.py), else 1
+    crop: ShareOrAuto = "auto"
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
     # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
     # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)
@@ -208,6 +225,7 @@ class ResolvedOptimConfig(OptimConfig):
     max_epochs: Annotated[Whole, Field(ge=1)]
     final_fit: bool
     members: Annotated[Whole, Field(ge=1)] = 1  # checkpoints from before optim.members: one model
+    crop: Share = 1.0  # checkpoints from before optim.crop "auto": a share
 
 
 class ResolvedConfig(TrainConfig):

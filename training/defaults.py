@@ -21,6 +21,8 @@ lengths, series count and task before the model is built, and printed, so that a
   maximum over the GRU's steps (model.readout [max]): the last state, and where in the series a shape
   sits, let the model tell two series apart by heart (PigCVP: 0.28 -> 0.74); each only where the config
   leaves it at its default;
+- optim.crop: otherwise 1 (no crops), except where the loop compared both on the validation series first
+  (training/selection.py: classification, long series);
 - model.linear_steps: regression with a validation split held out (optim.final_fit false) gets a linear
   path, ridge on the last LINEAR_STEPS steps at most (training/linear.py): the model starts at ridge and
   the GRU learns the residual, which early stopping and the shrink factor check on the validation
@@ -105,6 +107,8 @@ def choose(config: TrainConfig, chosen: dict[str, Any], train: Split) -> list[st
     per_class = len(train) / max(1, output_size)
     if task == "classification" and per_class < FEW_PER_CLASS:
         lines.append(few_per_class(config, chosen, per_class))
+    if config.optim.crop == "auto":  # where not compared (training/selection.py) nor few per class
+        chosen.setdefault("optim.crop", 1.0)
     frontend = model.frontend
     if frontend == "auto":
         long = median >= 2 * TARGET_STEPS  # a stride of 2 or more

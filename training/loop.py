@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from service.heads import Head
-from training import defaults, distributed, ensemble, heads, recurrence
+from training import defaults, distributed, ensemble, heads, recurrence, selection
 from training.baselines import baseline_forecasts, with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
@@ -83,6 +83,10 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)
     data = load_data(config.data) if data is None else data
     resolved, chosen = defaults.resolve(config, data)
+    config, cropped = _crop(config, resolved, data, ctx, started, resume)
+    if cropped:  # what was chosen with the comparison's winner
+        resolved, chosen = defaults.resolve(config, data)
+        chosen = cropped + chosen
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         resolved, chosen = distributed.agree((resolved, chosen), ctx)
     train = defaults.training_split(data, resolved.optim.final_fit)
@@ -106,6 +110,31 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
                                                           resume), ctx)
     return _run(model, data, train, resolved, ctx, on_epoch, resume, quiet, deadline,
                 [*data.notes, *chosen, planned])
+
+
+def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
+          started: float, resume: bool) -> tuple[TrainConfig, list[str]]:
+    """optim.crop "auto", where candidates are compared (training/selection.py): the config with the
+    winner, and the line that says why; a resumed run keeps what its first start chose. Each candidate
+    trains with the settings `resolved` chose from all the training series."""
+    if not selection.compares_crops(config, data, ctx.distributed):
+        return config, []
+    run_dir = Path(config.run_dir) / config.name
+    saved = run_dir / "config.yaml"
+    if resume and saved.exists():
+        share = float(yaml.safe_load(saved.read_text())["optim"]["crop"])
+        return (config.with_values({"optim.crop": share}),
+                [f"optim.crop={share:g} (as chosen when the interrupted run started)"])
+    base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
+    scores, begun, fold = {}, time.perf_counter(), selection.fold(data)
+    for share in selection.CANDIDATES:
+        left = None if budget is None else max(
+            1.0, selection.CANDIDATE_SHARE * (budget - (time.perf_counter() - started)))
+        trial = selection.candidate(base, share, left, str(run_dir / "selection"))
+        scores[share] = _fit(trial, ctx, None, False, True, time.perf_counter(), fold).test_metrics
+    share, line = selection.winner(scores, len(data.val), time.perf_counter() - begun)
+    seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
+    return config.with_values({"optim.crop": share}), [line]
 
 
 def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceData, resolved: ResolvedConfig,

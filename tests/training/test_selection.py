@@ -1,0 +1,69 @@
+"""optim.crop "auto" (training/selection.py): on long classification series the run trains both
+candidates on its training series, keeps the one its validation series prefer, and says so; elsewhere
+nothing is compared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from training.config import load_config
+from training.loop import fit
+
+TINY = ["model.hidden_size=8", "optim.max_epochs=3", "optim.members=1", "optim.time_budget=null",
+        "optim.plots=false", "optim.tensorboard=false", "progress=false"]
+
+
+def _write(path: Path, series: int, steps: int, seed: int) -> Path:
+    """Three classes of noisy series, told apart by where a bump sits and how wide it is."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for s in range(series):
+        label = s % 3
+        values = rng.normal(0, 0.3, steps)
+        start = rng.integers(0, steps // 2)
+        values[start:start + 10 * (label + 1)] += 2.0
+        frames.append(pd.DataFrame({"series_id": f"s{s}", "step": np.arange(steps), "label": f"c{label}",
+                                    "value": values}))
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def _train(tmp_path: Path, steps: int, *extra: str, series: int = 150) -> tuple[object, str]:
+    train = _write(tmp_path / "train.csv", series, steps, 0)
+    test = _write(tmp_path / "test.csv", 9, steps, 1)
+    config = load_config(None, ["data.dataset=file", f"data.path={train}", f"data.test_path={test}",
+                                "data.task=classification", f"run_dir={tmp_path}", "name=run", *TINY, *extra])
+    return fit(config), str(tmp_path / "run")
+
+
+def test_long_series_compare_crops_on_the_validation_series_and_keep_the_winner(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = _train(tmp_path, 160)
+    scores = {share: json.loads((Path(run) / "selection" / f"crop-{share}" / "test_metrics.json").read_text())
+              for share in ("1", "0.8")}
+    best = min(("1", "0.8"), key=lambda share: (-scores[share]["accuracy"], scores[share]["loss"]))
+    chosen = yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"]
+    assert chosen == float(best)
+    candidate = yaml.safe_load((Path(run) / "selection" / "crop-0.8" / "config.yaml").read_text())
+    assert candidate["optim"]["crop"] == 0.8 and candidate["model"]["hidden_size"] == 8  # the run's settings
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("optim.crop="))
+    assert line.startswith(f"optim.crop={best} (auto: validation accuracy no crops ")
+    assert "on 30 of the training series held out" in line  # 20 % of 150: the test split is never read
+
+
+@pytest.mark.parametrize(("steps", "series", "extra", "crop"), [
+    (40, 150, [], 1.0),  # short series
+    (160, 145, [], 1.0),  # 29 validation series: too few to tell
+    (160, 150, ["optim.crop=0.8"], 0.8),  # set by the user
+    (160, 150, ["optim.final_fit=false"], 1.0)])  # the validation series stop the run early
+def test_elsewhere_nothing_is_compared(tmp_path: Path, steps: int, series: int, extra: list[str],
+                                       crop: float) -> None:
+    _, run = _train(tmp_path, steps, *extra, series=series)
+    assert not (Path(run) / "selection").exists()
+    assert yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"] == crop
