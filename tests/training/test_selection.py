@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from training.config import load_config
+from training.config import TrainConfig, load_config
 from training.loop import fit
 
 TINY = ["model.hidden_size=8", "optim.max_epochs=3", "optim.members=1", "optim.time_budget=null",
@@ -34,12 +34,16 @@ def _write(path: Path, series: int, steps: int, seed: int) -> Path:
     return path
 
 
+def _config(tmp_path: Path, *extra: str) -> TrainConfig:
+    return load_config(None, ["data.dataset=file", f"data.path={tmp_path / 'train.csv'}",
+                              f"data.test_path={tmp_path / 'test.csv'}", "data.task=classification",
+                              f"run_dir={tmp_path}", "name=run", *TINY, *extra])
+
+
 def _train(tmp_path: Path, steps: int, *extra: str, series: int = 150) -> tuple[object, str]:
-    train = _write(tmp_path / "train.csv", series, steps, 0)
-    test = _write(tmp_path / "test.csv", 9, steps, 1)
-    config = load_config(None, ["data.dataset=file", f"data.path={train}", f"data.test_path={test}",
-                                "data.task=classification", f"run_dir={tmp_path}", "name=run", *TINY, *extra])
-    return fit(config), str(tmp_path / "run")
+    _write(tmp_path / "train.csv", series, steps, 0)
+    _write(tmp_path / "test.csv", 9, steps, 1)
+    return fit(_config(tmp_path, *extra)), str(tmp_path / "run")
 
 
 def test_long_series_compare_crops_on_the_validation_series_and_keep_the_winner(
@@ -67,3 +71,14 @@ def test_elsewhere_nothing_is_compared(tmp_path: Path, steps: int, series: int, 
     _, run = _train(tmp_path, steps, *extra, series=series)
     assert not (Path(run) / "selection").exists()
     assert yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"] == crop
+
+
+def test_a_resumed_run_keeps_the_choice_without_comparing_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = _train(tmp_path, 160)
+    chosen = yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"]
+    candidates = {path: path.stat().st_mtime_ns for path in (Path(run) / "selection").rglob("checkpoint.pt")}
+    capsys.readouterr()
+    fit(_config(tmp_path), resume=True)
+    assert f"optim.crop={chosen:g} (as chosen when the interrupted run started)" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in candidates} == candidates
