@@ -126,13 +126,16 @@ def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx
         return (config.with_values({"optim.crop": share}),
                 [f"optim.crop={share:g} (as chosen when the interrupted run started)"])
     base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
-    scores, begun, fold = {}, time.perf_counter(), selection.fold(data)
+    scores: dict[float, list[tuple[int, dict[str, Any]]]] = {share: [] for share in selection.CANDIDATES}
+    begun, parts = time.perf_counter(), selection.folds(data)
+    left = None if budget is None else budget - (begun - started)  # each run: an equal part of it
+    each = None if left is None else max(1.0, selection.CANDIDATE_SHARE / len(parts) * left)
     for share in selection.CANDIDATES:
-        left = None if budget is None else max(
-            1.0, selection.CANDIDATE_SHARE * (budget - (time.perf_counter() - started)))
-        trial = selection.candidate(base, share, left, str(run_dir / "selection"))
-        scores[share] = _fit(trial, ctx, None, False, True, time.perf_counter(), fold).test_metrics
-    share, line = selection.winner(scores, len(data.val), time.perf_counter() - begun)
+        for i, part in enumerate(parts):
+            trial = selection.candidate(base, share, i, each, str(run_dir / "selection"))
+            result = _fit(trial, ctx, None, False, True, time.perf_counter(), part)
+            scores[share].append((len(part.test), result.test_metrics))
+    share, line = selection.winner(scores, time.perf_counter() - begun)
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
     return config.with_values({"optim.crop": share}), [line]
 

@@ -1,6 +1,6 @@
-"""optim.crop "auto" (training/selection.py): on long classification series the run trains both
-candidates on its training series, keeps the one its validation series prefer, and says so; elsewhere
-nothing is compared."""
+"""optim.crop "auto" (training/selection.py): on long classification series the run compares both
+candidates by cross-validation on its training series, keeps the winner and says so; elsewhere nothing is
+compared; a resumed run keeps the first start's choice."""
 
 from __future__ import annotations
 
@@ -40,32 +40,36 @@ def _config(tmp_path: Path, *extra: str) -> TrainConfig:
                               f"run_dir={tmp_path}", "name=run", *TINY, *extra])
 
 
-def _train(tmp_path: Path, steps: int, *extra: str, series: int = 150) -> tuple[object, str]:
+def _train(tmp_path: Path, steps: int, *extra: str, series: int = 30) -> tuple[object, str]:
     _write(tmp_path / "train.csv", series, steps, 0)
     _write(tmp_path / "test.csv", 9, steps, 1)
     return fit(_config(tmp_path, *extra)), str(tmp_path / "run")
 
 
-def test_long_series_compare_crops_on_the_validation_series_and_keep_the_winner(
+def test_long_series_compare_crops_by_cross_validation_and_keep_the_winner(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, run = _train(tmp_path, 160)
-    scores = {share: json.loads((Path(run) / "selection" / f"crop-{share}" / "test_metrics.json").read_text())
-              for share in ("1", "0.8")}
-    best = min(("1", "0.8"), key=lambda share: (-scores[share]["accuracy"], scores[share]["loss"]))
-    chosen = yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"]
-    assert chosen == float(best)
-    candidate = yaml.safe_load((Path(run) / "selection" / "crop-0.8" / "config.yaml").read_text())
+    _, run = _train(tmp_path, 160, series=30)
+    right, loss = {}, {}
+    for share in ("1", "0.8"):
+        runs = [json.loads((Path(run) / "selection" / f"crop-{share}" / str(fold) / "test_metrics.json")
+                           .read_text()) for fold in (0, 1)]
+        right[share] = sum(round(15 * metrics["accuracy"]) for metrics in runs)  # 15 series in each part
+        loss[share] = sum(metrics["loss"] for metrics in runs)
+    best = min(("1", "0.8"), key=lambda share: (-right[share], loss[share]))
+    assert yaml.safe_load((Path(run) / "config.yaml").read_text())["optim"]["crop"] == float(best)
+    candidate = yaml.safe_load((Path(run) / "selection" / "crop-0.8" / "1" / "config.yaml").read_text())
     assert candidate["optim"]["crop"] == 0.8 and candidate["model"]["hidden_size"] == 8  # the run's settings
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("optim.crop="))
-    assert line.startswith(f"optim.crop={best} (auto: validation accuracy no crops ")
-    assert "on 30 of the training series held out" in line  # 20 % of 150: the test split is never read
+    assert line.startswith(f"optim.crop={best} (auto: 2-fold cross-validation on the 30 training series, "
+                           f"accuracy no crops {right['1'] / 30:.3f} ")
+    assert line.endswith("s)") and "4 runs in" in line
 
 
 @pytest.mark.parametrize(("steps", "series", "extra", "crop"), [
-    (40, 150, [], 1.0),  # short series
-    (160, 145, [], 1.0),  # 29 validation series: too few to tell
-    (160, 150, ["optim.crop=0.8"], 0.8),  # set by the user
-    (160, 150, ["optim.final_fit=false"], 1.0)])  # the validation series stop the run early
+    (40, 30, [], 1.0),  # short series
+    (160, 27, [], 1.0),  # too few series to tell
+    (160, 30, ["optim.crop=0.8"], 0.8),  # set by the user
+    (160, 30, ["optim.final_fit=false"], 1.0)])  # the validation series stop the run early
 def test_elsewhere_nothing_is_compared(tmp_path: Path, steps: int, series: int, extra: list[str],
                                        crop: float) -> None:
     _, run = _train(tmp_path, steps, *extra, series=series)
