@@ -163,8 +163,8 @@ class OptimConfig(_Section):
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
     # augmentation (classification): each series read as a random window of this share of its steps (1:
-    # whole); auto: 0.8 for few series per class (training/defaults.py), 0.8 or 1 as the validation series
-    # prefer for long series (training/selection.py), else 1
+    # whole); auto: 0.8 for few series per class (training/defaults.py), 0.8 or 1 by cross-validation for
+    # long series (training/selection.py), else 1
     crop: ShareOrAuto = "auto"
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
     # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);

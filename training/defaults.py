@@ -21,7 +21,7 @@ lengths, series count and task before the model is built, and printed, so that a
   maximum over the GRU's steps (model.readout [max]): the last state, and where in the series a shape
   sits, let the model tell two series apart by heart (PigCVP: 0.28 -> 0.74); each only where the config
   leaves it at its default;
-- optim.crop: otherwise 1 (no crops), except where the loop compared both on the validation series first
+- optim.crop: otherwise 1 (no crops), except where the loop compares both by cross-validation first
   (training/selection.py: classification, long series);
 - model.linear_steps: regression with a validation split held out (optim.final_fit false) gets a linear
   path, ridge on the last LINEAR_STEPS steps at most (training/linear.py): the model starts at ridge and
