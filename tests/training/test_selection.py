@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from training.config import TrainConfig, load_config
+from training.config import DataConfig, TrainConfig, load_config
+from training.data import load_data
 from training.loop import fit
+from training.selection import folds
 
 TINY = ["model.hidden_size=8", "optim.max_epochs=3", "optim.members=1", "optim.time_budget=null",
         "optim.plots=false", "optim.tensorboard=false", "progress=false"]
@@ -86,3 +88,14 @@ def test_a_resumed_run_keeps_the_choice_without_comparing_again(
     fit(_config(tmp_path), resume=True)
     assert f"optim.crop={chosen:g} (as chosen when the interrupted run started)" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in candidates} == candidates
+
+
+def test_the_folds_cover_a_stratified_sample_of_at_most_200_series_once(tmp_path: Path) -> None:
+    _write(tmp_path / "train.csv", 300, 20, 0)
+    data = load_data(DataConfig(dataset="file", path=str(tmp_path / "train.csv"), task="classification"))
+    parts = folds(data)
+    scored = [part.test for part in parts]
+    assert [len(split) for split in scored] == [len(part.train) for part in parts] == [100, 100]
+    assert all(sorted(np.bincount(split.y)) == [33, 33, 34] for split in scored)  # classes in proportion
+    together = np.concatenate([split.X for split in scored])
+    assert len(np.unique(together.reshape(len(together), -1), axis=0)) == 200  # no series scored twice
