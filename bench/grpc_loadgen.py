@@ -1,0 +1,113 @@
+"""bench/loadgen.py's open and closed loops over gRPC: unary calls of one method (ModelInfer) with
+pre-serialized requests, on grpc.aio channels, one record per call in loadgen's `Records`, so that
+bench/overload.py reads an HTTP run and a gRPC run alike.
+
+An outcome is OK; REFUSED: the status the service gives a full queue (service/errors.py: queue_full)
+with `gru-error-code: queue_full` and `retry-after` in the trailing metadata; ERROR: UNAVAILABLE without
+the service's error code (gRPC's status for a connection that failed or broke) or no answer by the end;
+OTHER: any other status (recorded by its number, grpc.StatusCode's); UNSENT: `max_calls` calls were in
+flight already. Latency runs from the call to its status.
+
+A channel is one HTTP/2 connection; a new one opens when every open one carries `STREAMS` calls (below
+the server's GRU_GRPC_MAX_STREAMS_PER_CONNECTION, so that no call waits in the client for a stream).
+grpc.aio costs ~100-200 µs of the generator's CPU per call, 10-50x loadgen's HTTP requests: one core of
+the generator offers a few thousand calls/s (the "offered" check of bench/overload.py says when a burst
+asked for more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import grpc
+
+from bench.loadgen import ERROR, OK, OTHER, REFUSED, UNSENT, Driver, Phase, Records, run_loop
+from service.errors import ERROR_TABLE
+
+REFUSAL = grpc.StatusCode[ERROR_TABLE["queue_full"].grpc]
+STREAMS = 64  # calls in flight on one channel
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)  # channels to one target share one otherwise
+
+
+class GrpcLoadGenerator(Driver):
+    def __init__(self, target: str, method: str, bodies: list[bytes], max_calls: int = 1024):
+        """`target`: host:port; `method`: /package.Service/Method; `bodies`: serialized requests, in turn."""
+        super().__init__()
+        self.target, self.method, self.bodies, self.max_calls = target, method, bodies, max_calls
+        self._next = 0
+        self._channels: list[grpc.aio.Channel] = []
+        self._methods: list[grpc.aio.UnaryUnaryMultiCallable] = []  # per channel
+        self._in_flight_on: list[int] = []  # per channel
+        self._free: list[int] = []  # channels with fewer than STREAMS calls in flight
+        self._calls: dict[asyncio.Task, tuple[float, int]] = {}  # call -> (sent at, phase)
+
+    def _in_flight(self) -> int:
+        return len(self._calls)
+
+    async def _finish(self, drain_timeout: float) -> None:
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=drain_timeout)
+        for call, (sent_at, phase) in list(self._calls.items()):
+            call.cancel()
+            self.records.unanswered += 1
+            self._record(sent_at, time.perf_counter() - sent_at, ERROR, phase)
+        for channel in self._channels:
+            await channel.close()
+
+    def _send_one(self) -> None:
+        if len(self._calls) >= self.max_calls:
+            self.records.unsent += 1
+            self._record(time.perf_counter(), 0.0, UNSENT, self._phase)
+            return
+        if not self._free:
+            self._open_channel()
+        channel = self._free[-1]
+        self._in_flight_on[channel] += 1
+        if self._in_flight_on[channel] == STREAMS:
+            self._free.pop()
+        self._next = (self._next + 1) % len(self.bodies)
+        call = asyncio.get_running_loop().create_task(self._call(channel, self.bodies[self._next]))
+        self._calls[call] = (time.perf_counter(), self._phase)
+
+    def _open_channel(self) -> None:
+        channel = grpc.aio.insecure_channel(self.target, OWN_CONNECTION)
+        self._channels.append(channel)
+        self._methods.append(channel.unary_unary(self.method))  # bytes in, bytes out: no (de)serializing
+        self._in_flight_on.append(0)
+        self._free.append(len(self._channels) - 1)
+        self.records.connections_opened += 1
+
+    async def _call(self, channel: int, body: bytes) -> None:
+        try:
+            await self._methods[channel](body)
+            kind = OK
+        except grpc.aio.AioRpcError as exc:
+            kind = self._classify(exc)
+        sent_at, phase = self._calls.pop(asyncio.current_task())  # type: ignore[arg-type]
+        self._record(sent_at, time.perf_counter() - sent_at, kind, phase)
+        self._in_flight_on[channel] -= 1
+        if self._in_flight_on[channel] == STREAMS - 1:
+            self._free.append(channel)
+        if time.perf_counter() < self._closed_loop_until:
+            self._send_one()
+
+    def _classify(self, exc: grpc.aio.AioRpcError) -> int:
+        trailing = dict(exc.trailing_metadata() or ())
+        code = exc.code()
+        if code == REFUSAL and trailing.get("gru-error-code") == "queue_full" and "retry-after" in trailing:
+            return REFUSED
+        if code == grpc.StatusCode.UNAVAILABLE and "gru-error-code" not in trailing:
+            return ERROR
+        number = code.value[0]
+        self.records.statuses[number] = self.records.statuses.get(number, 0) + 1
+        self.records.examples.setdefault(number, f"{code.name}: {exc.details()} {trailing}"[:400])
+        return OTHER
+
+
+def generate(url: str, bodies: list[bytes], phases: list[Phase], max_calls: int = 1024) -> Records:
+    """Call `url` (grpc://host:port/package.Service/Method) with the serialized requests `bodies` through
+    the phases, in a fresh event loop (as loadgen.generate)."""
+    parts = urlsplit(url)
+    return run_loop(GrpcLoadGenerator(parts.netloc, parts.path, bodies, max_calls).run(phases))
