@@ -10,14 +10,20 @@ flight already. Latency runs from the call to its status.
 
 A channel is one HTTP/2 connection; a new one opens when every open one carries `STREAMS` calls (below
 the server's GRU_GRPC_MAX_STREAMS_PER_CONNECTION, so that no call waits in the client for a stream).
-grpc.aio costs ~100-200 µs of the generator's CPU per call, 10-50x loadgen's HTTP requests: one core of
-the generator offers a few thousand calls/s (the "offered" check of bench/overload.py says when a burst
-asked for more).
+grpc.aio costs far more of the generator's CPU per call than loadgen's HTTP requests: what one core
+reaches, against the gRPC floor (bench/baselines/grpc_floor.py, a constant answer) on the other core:
+
+    python -m bench.grpc_loadgen --seconds 4
+
+(the "offered" check of bench/overload.py says when a burst asked for more).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import resource
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -25,6 +31,7 @@ import grpc
 
 from bench.loadgen import ERROR, OK, OTHER, REFUSED, UNSENT, Driver, Phase, Records, run_loop
 from service.errors import ERROR_TABLE
+from service.grpc.generated.grpc_service_pb2 import ModelInferRequest
 
 REFUSAL = grpc.StatusCode[ERROR_TABLE["queue_full"].grpc]
 STREAMS = 64  # calls in flight on one channel
@@ -111,3 +118,37 @@ def generate(url: str, bodies: list[bytes], phases: list[Phase], max_calls: int 
     the phases, in a fresh event loop (as loadgen.generate)."""
     parts = urlsplit(url)
     return run_loop(GrpcLoadGenerator(parts.netloc, parts.path, bodies, max_calls).run(phases))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The generator on one core, the gRPC floor on the others: calls/s in closed loop (`--clients`), and
+    the rate it offers in open loop when asked for far more than it can send; its CPU µs per call."""
+    from bench.grpc_load import GRPC_METHOD, grpc_floor
+    from bench.placement import loadavg, pin_tree, placement, this_thread_on
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=50_000.0, help="the open loop's asked rate, calls/s")
+    args = parser.parse_args(argv)
+    split = placement("split")
+    body = ModelInferRequest(model_name="small").SerializeToString()
+    with grpc_floor(1) as (floor, port), this_thread_on(split.generator):
+        pin_tree(floor.pid, split.server)
+        url = f"grpc://127.0.0.1:{port}{GRPC_METHOD}"
+        for phase in (Phase("closed", args.seconds, connections=args.clients),
+                      Phase("open", args.seconds, rate=args.rate)):
+            generate(url, [body], [Phase("warm-up", 1.0, connections=args.clients)])
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
+            records = generate(url, [body], [phase], max_calls=4096)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+            sent, ok = len(records.kind) - records.unsent, records.kind.count(OK)
+            print(f"{split.describe()}, {phase.name} loop: {sent / args.seconds:7.0f} calls/s sent, "
+                  f"{ok / args.seconds:7.0f} answered OK/s, {1e6 * used / max(sent, 1):4.0f} generator CPU "
+                  f"µs per call, unsent {records.unsent}, load {loadavg()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
