@@ -56,8 +56,11 @@ class GrpcLoadGenerator(Driver):
     async def _finish(self, drain_timeout: float) -> None:
         if self._calls:
             await asyncio.wait(list(self._calls), timeout=drain_timeout)
-        for call, (sent_at, phase) in list(self._calls.items()):
+        unanswered = list(self._calls.items())
+        for call, _ in unanswered:
             call.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
+        for _, (sent_at, phase) in unanswered:
             self.records.unanswered += 1
             self._record(sent_at, time.perf_counter() - sent_at, ERROR, phase)
         for channel in self._channels:
