@@ -136,7 +136,7 @@ def overload(url: str, bodies: list[Body], plan: Plan, queue: int, max_batch: in
     phases = [Phase("before", plan.before_s, rate=rates["normal"]),
               Phase("burst", plan.burst_s, rate=rates["burst"]),
               Phase("after", plan.after_s, rate=rates["normal"])]
-    # Enough connections for every request a full default queue holds, plus the refused ones.
+    # Enough connections (gRPC: calls) for every request a full default queue holds, plus the refused ones.
     records = drive(url, bodies, phases, max_connections=4 * queue + 1024)
     cpu.mark("open loop")
     row = burst_row(records, plan, cap["rps"], queue, max_batch)
