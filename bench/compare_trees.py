@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.models import SMALL, build
-from bench.overload import APIS, api_request, served_rate
+from bench.overload import APIS, served_rate
 from bench.run import RESULTS, serving
 
 
@@ -34,14 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     names = [str(tree.resolve()) for tree in args.trees]
     rps: dict[str, dict[str, list[float]]] = {t: {api: [] for api in APIS} for t in names}
     cpu_us: dict[str, dict[str, list[float]]] = {t: {api: [] for api in APIS} for t in names}
-    servers = {t: serving("gru-serve", work, 1, {"PYTHONPATH": t}) for t in names}
+    servers = {t: serving("gru-serve", work, 1, {"PYTHONPATH": t}, grpc=True) for t in names}
     try:
         for round_ in range(args.rounds):
             for api in APIS:
-                path, body = api_request(api, SMALL)
                 for tree in names[round_ % len(names):] + names[:round_ % len(names)]:
                     server = servers[tree]
-                    rate, cost = served_rate(server.port, server.process.pid, path, body, args.seconds)
+                    rate, cost = served_rate(server, api, SMALL, args.seconds)
                     rps[tree][api].append(rate)
                     cpu_us[tree][api].append(cost)
             print(f"round {round_ + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}", flush=True)

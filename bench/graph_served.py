@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from bench.models import SMALL, build
-from bench.overload import api_request, served_rate
+from bench.overload import served_rate
 from bench.run import RESULTS, serving
 
 APIS = ("native", "v2-json")
@@ -47,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for round_ in range(args.rounds):
             for api in APIS:
-                path, body = api_request(api, SMALL)
                 for k in list(works)[::1 if round_ % 2 == 0 else -1]:
                     server = servers[k]
-                    rate, cost = served_rate(server.port, server.process.pid, path, body, args.seconds)
+                    rate, cost = served_rate(server, api, SMALL, args.seconds)
                     rps[k][api].append(rate)
                     cpu_us[k][api].append(cost)
             print(f"round {round_ + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -66,12 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     bundles = build(args.results / "work", (model,))
     shape = (args.sequences, model.steps, model.features)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    grpc_port = free_port()
     rows = []
-    env = {"GRU_GRPC_PORT": str(grpc_port)}
-    with serving("gru-serve", args.results / "work", args.workers, env) as server, \
+    with serving("gru-serve", args.results / "work", args.workers, grpc=True) as server, \
             grpc_floor(args.workers) as (floor, floor_port), tempfile.TemporaryDirectory() as scratch:
-        base = f"http://127.0.0.1:{server.port}"
+        base, grpc_port = f"http://127.0.0.1:{server.port}", server.grpc_port
+        assert grpc_port is not None
         check_answer(base, grpc_port, model.name, x)
         apis = bodies(Path(scratch), model.name, x, base, grpc_port)
         url, body, headers, h1 = apis["grpc"]
@@ -129,12 +128,7 @@ def port_open(port: int) -> bool:
 
 def bodies(scratch: Path, model: str, x: np.ndarray, base: str, grpc_port: int) -> dict[str, tuple]:
     """api -> (url, body file, headers, HTTP/1.1?), each sending the sequence `x` (1, time, features)."""
-    from service.grpc.generated import grpc_service_pb2 as pb
-
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.astype("<f4").tobytes())
-    message = request.SerializeToString()
+    message = infer_request(model, x)
     files = {"grpc": b"\0" + len(message).to_bytes(4, "big") + message,  # gRPC's length-prefixed frame
              "v2-json": json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                                                 "data": x.reshape(-1).tolist()}]}).encode(),
@@ -148,6 +142,17 @@ def bodies(scratch: Path, model: str, x: np.ndarray, base: str, grpc_port: int) 
         "v2-json": (f"{base}/v2/models/{model}/infer", scratch / "v2-json.body", json_headers, True),
         "native": (f"{base}/models/{model}/predict", scratch / "native.body", json_headers, True),
     }
+
+
+def infer_request(model: str, x: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest of the sequences `x` (n, time, features): the raw_input_contents form
+    that tritonclient sends."""
+    from service.grpc.generated import grpc_service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.astype("<f4").tobytes())
+    return request.SerializeToString()
 
 
 def check_answer(base: str, grpc_port: int, name: str, x: np.ndarray) -> None:

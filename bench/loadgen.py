@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import re
 import time
+from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -58,6 +60,12 @@ class Records:
     connections_opened: int = 0
     max_lag_s: float = 0.0  # open loop: how far the sender fell behind its schedule
 
+    def add(self, sent: float, latency: float, kind: int, phase: int) -> None:
+        self.sent.append(sent)
+        self.latency.append(latency)
+        self.kind.append(kind)
+        self.phase.append(phase)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"sent": np.array(self.sent), "latency": np.array(self.latency),
                 "kind": np.array(self.kind, dtype=np.int8), "phase": np.array(self.phase, dtype=np.int16)}
@@ -101,25 +109,16 @@ class _Connection(asyncio.Protocol):
         self.generator.lost(self)
 
 
-class LoadGenerator:
-    def __init__(self, host: str, port: int, path: str, bodies: list[Body], max_connections: int = 1024):
-        """`bodies`: sent in turn (one body, or several to vary lengths and sequence counts)."""
-        self.host, self.port, self.max_connections = host, port, max_connections
-        self.requests = [self._head(path, body) + body.content for body in bodies]
-        self._next = 0
+class Driver(ABC):
+    """The phases' schedule, whatever the protocol: a subclass sends one request (`_send_one`, which
+    sends again on an answer while `_closed_loop_until` is ahead), counts those in flight and waits for
+    the stragglers at the end (`_finish`, which records the unanswered)."""
+
+    def __init__(self) -> None:
         self.records = Records()
-        self._idle: deque[_Connection] = deque()
-        self._all: set[_Connection] = set()
-        self._connecting = 0
         self._closed_loop_until = 0.0
         self._phase = 0
         self._start = 0.0
-
-    def _head(self, path: str, body: Body) -> bytes:
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 *(f"{name}: {value}" for name, value in body.headers),
-                 f"Content-Length: {len(body.content)}"]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     async def run(self, phases: list[Phase], drain_timeout: float = 15.0) -> Records:
         """Run the phases back to back on one connection pool; wait for the stragglers at the end."""
@@ -131,20 +130,8 @@ class LoadGenerator:
             else:
                 await self._open_loop(phase)
         self._closed_loop_until = 0.0
-        deadline = time.perf_counter() + drain_timeout
-        while self._busy() and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        for connection in list(self._all):
-            if connection.sent_at is not None:
-                self.records.unanswered += 1
-                self._record(connection.sent_at, time.perf_counter() - connection.sent_at, ERROR,
-                             connection.phase)
-            if connection.transport is not None:
-                connection.transport.close()
+        await self._finish(drain_timeout)
         return self.records
-
-    def _busy(self) -> bool:
-        return any(c.sent_at is not None for c in self._all) or self._connecting > 0
 
     async def _open_loop(self, phase: Phase) -> None:
         assert phase.rate is not None
@@ -162,11 +149,55 @@ class LoadGenerator:
 
     async def _closed_loop(self, phase: Phase) -> None:
         self._closed_loop_until = time.perf_counter() + phase.seconds
-        in_flight = sum(c.sent_at is not None for c in self._all) + self._connecting
-        for _ in range(phase.connections - in_flight):  # those still in flight carry on in this phase
+        for _ in range(phase.connections - self._in_flight()):  # those in flight carry on in this phase
             self._send_one()
         await asyncio.sleep(phase.seconds)
         self._closed_loop_until = 0.0
+
+    @abstractmethod
+    def _send_one(self) -> None: ...
+
+    @abstractmethod
+    def _in_flight(self) -> int: ...
+
+    @abstractmethod
+    async def _finish(self, drain_timeout: float) -> None: ...
+
+    def _record(self, sent_at: float, latency: float, kind: int, phase: int) -> None:
+        self.records.add(sent_at - self._start, latency, kind, phase)
+
+
+class LoadGenerator(Driver):
+    def __init__(self, host: str, port: int, path: str, bodies: list[Body], max_connections: int = 1024):
+        """`bodies`: sent in turn (one body, or several to vary lengths and sequence counts)."""
+        super().__init__()
+        self.host, self.port, self.max_connections = host, port, max_connections
+        self.requests = [self._head(path, body) + body.content for body in bodies]
+        self._next = 0
+        self._idle: deque[_Connection] = deque()
+        self._all: set[_Connection] = set()
+        self._connecting = 0
+
+    def _head(self, path: str, body: Body) -> bytes:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 *(f"{name}: {value}" for name, value in body.headers),
+                 f"Content-Length: {len(body.content)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    async def _finish(self, drain_timeout: float) -> None:
+        deadline = time.perf_counter() + drain_timeout
+        while self._in_flight() and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._all):
+            if connection.sent_at is not None:
+                self.records.unanswered += 1
+                self._record(connection.sent_at, time.perf_counter() - connection.sent_at, ERROR,
+                             connection.phase)
+            if connection.transport is not None:
+                connection.transport.close()
+
+    def _in_flight(self) -> int:
+        return sum(c.sent_at is not None for c in self._all) + self._connecting
 
     def _send_one(self) -> None:
         while self._idle:
@@ -223,28 +254,25 @@ class LoadGenerator:
             self._record(connection.sent_at, latency, ERROR, connection.phase)
             connection.sent_at = None
 
-    def _record(self, sent_at: float, latency: float, kind: int, phase: int) -> None:
-        records = self.records
-        records.sent.append(sent_at - self._start)
-        records.latency.append(latency)
-        records.kind.append(kind)
-        records.phase.append(phase)
-
 
 def generate(url: str, bodies: list[bytes] | list[Body], phases: list[Phase],
              max_connections: int = 1024) -> Records:
-    """POST the bodies (bytes: JSON) to `url` (http://host:port/path) through the phases, in a fresh event
-    loop (uvloop when installed, as uvicorn uses it)."""
+    """POST the bodies (bytes: JSON) to `url` (http://host:port/path) through the phases."""
     parts = urlsplit(url)
     given = [b if isinstance(b, Body) else Body(b) for b in bodies]
     generator = LoadGenerator(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, given,
                               max_connections)
+    return run_loop(generator.run(phases))
+
+
+def run_loop(run: Coroutine[None, None, Records]) -> Records:
+    """`run` in a fresh event loop: uvloop when installed, as uvicorn uses it."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(generator.run(phases))
+        return asyncio.run(run)
     with contextlib.closing(uvloop.new_event_loop()) as loop:
-        return loop.run_until_complete(generator.run(phases))
+        return loop.run_until_complete(run)
 
 
 def percentile_ms(latency: np.ndarray, q: float) -> float | None:

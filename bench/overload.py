@@ -1,11 +1,12 @@
 """Overload on every API: `python -m bench.overload --duration 8`.
 
-For each API (native predict, native stream, v2 JSON, v2 binary), each queue size (the default
-GRU_MAX_QUEUE_SIZE and 16) and each burst (4x and 16x capacity), it starts `gru serve` as users run it
-(bench/run.py `serving`, one worker) on a bench model, measures the capacity (200s/s with 32 closed-loop
-clients, on that API, in that server), then drives it open loop (bench/loadgen.py: a fixed rate, whatever
-the server answers) at `--normal` x capacity, the burst, and `--normal` again (a quarter, half and
-quarter of `--duration`). One row per run:
+For each API (native predict, native stream, v2 JSON, v2 binary, gRPC ModelInfer), each queue size (the
+default GRU_MAX_QUEUE_SIZE and 16) and each burst (4x and 16x capacity), it starts `gru serve` as users
+run it (bench/run.py `serving`, one worker) on a bench model, measures the capacity (200s/s with 32
+closed-loop clients, on that API, in that server), then drives it open loop (bench/loadgen.py, over gRPC
+bench/grpc_loadgen.py: a fixed rate, whatever the server answers) at `--normal` x capacity, the burst,
+and `--normal` again (a quarter, half and quarter of `--duration`). One row per run (over gRPC a 200 is
+an OK status, a 503 `queue_full` the status service/errors.py gives it, with `retry-after` metadata):
 
 - goodput: 200s answered per second during the burst, leaving out its first second (the burst's new
   connections), against the capacity;
@@ -38,15 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.loadgen import ERROR, KIND_NAMES, OK, OTHER, REFUSED, UNSENT, Body, Phase, Records, generate
+from bench import grpc_loadgen, loadgen
+from bench.grpc_load import GRPC_METHOD, infer_request
+from bench.loadgen import ERROR, KIND_NAMES, OK, OTHER, REFUSED, UNSENT, Body, Phase, Records
 from bench.loadgen import percentile_ms as pct
 from bench.models import HEAVY, MID, SMALL, BenchModel, build
 from bench.placement import PLACEMENTS, loadavg, pin_tree, placements, this_thread_on
-from bench.run import RESULTS, serving
+from bench.run import RESULTS, Running, serving
 from service.settings import Settings
 
 MODELS = {m.name: m for m in (HEAVY, MID, SMALL)}
-APIS = ("native", "stream", "v2-json", "v2-binary")
+APIS = ("native", "stream", "v2-json", "v2-binary", "grpc")
 # The service's defaults (what `gru serve` runs with when GRU_* is unset)
 DEFAULT_QUEUE, MAX_BATCH, MAX_WAIT_MS = (Settings.model_fields[name].default for name in
                                          ("max_queue_size", "max_batch_size", "max_queue_wait_ms"))
@@ -68,8 +71,11 @@ class Plan:
 
 
 def api_request(api: str, model: BenchModel, seed: int = 0) -> tuple[str, Body]:
-    """The path and body of one single-sequence request on `api` (the stream: a first chunk)."""
+    """The path and body of one single-sequence request on `api` (the stream: a first chunk; gRPC: the
+    method and a serialized ModelInferRequest)."""
     x = np.random.default_rng(seed).standard_normal((1, model.steps, model.features)).astype(np.float32)
+    if api == "grpc":
+        return GRPC_METHOD, Body(infer_request(model.name, x), headers=())
     if api == "native":
         return f"/models/{model.name}/predict", Body(json.dumps({"sequences": x.round(4).tolist()}).encode())
     if api == "stream":
@@ -85,9 +91,21 @@ def api_request(api: str, model: BenchModel, seed: int = 0) -> tuple[str, Body]:
     return path, Body(header + x.astype("<f4").tobytes(), headers)
 
 
+def api_url(api: str, path: str, port: int, grpc_port: int | None) -> str:
+    """Where `api_request`'s path goes: the server's HTTP port, or (grpc://) its gRPC port."""
+    return f"grpc://127.0.0.1:{grpc_port}{path}" if api == "grpc" else f"http://127.0.0.1:{port}{path}"
+
+
+def drive(url: str, bodies: list[Body], phases: list[Phase], max_connections: int = 1024) -> Records:
+    """The phases on bench/loadgen.py, or for a grpc:// url on bench/grpc_loadgen.py."""
+    if url.startswith("grpc://"):
+        return grpc_loadgen.generate(url, [body.content for body in bodies], phases, max_connections)
+    return loadgen.generate(url, bodies, phases, max_connections)
+
+
 def capacity(url: str, bodies: list[Body], seconds: float, clients: int = 32) -> dict:
-    records = generate(url, bodies, [Phase("warm-up", 1.0, connections=clients),
-                                     Phase("capacity", seconds, connections=clients)])
+    records = drive(url, bodies, [Phase("warm-up", 1.0, connections=clients),
+                                  Phase("capacity", seconds, connections=clients)])
     a = records.arrays()
     measured = a["phase"] == 1
     ok = measured & (a["kind"] == OK)
@@ -95,10 +113,12 @@ def capacity(url: str, bodies: list[Body], seconds: float, clients: int = 32) ->
             "not_ok": int((measured & (a["kind"] != OK)).sum())}
 
 
-def served_rate(port: int, pid: int, path: str, body: Body, seconds: float) -> tuple[float, float]:
-    """200s/s with 32 closed-loop clients, and the server's CPU µs per request (warm-up included)."""
-    cpu = ThreadCpu(pid)
-    rps = capacity(f"http://127.0.0.1:{port}{path}", [body], seconds)["rps"]
+def served_rate(server: Running, api: str, model: BenchModel, seconds: float) -> tuple[float, float]:
+    """`api`'s 200s/s with 32 closed-loop clients, and the server's CPU µs per request (warm-up
+    included)."""
+    cpu = ThreadCpu(server.process.pid)
+    path, body = api_request(api, model)
+    rps = capacity(api_url(api, path, server.port, server.grpc_port), [body], seconds)["rps"]
     cpu.mark("run")
     cores = cpu.parts["run"]["main"] + cpu.parts["run"]["others"]
     return rps, 1e6 * cores * (seconds + 1.0) / (rps * seconds)
@@ -116,8 +136,8 @@ def overload(url: str, bodies: list[Body], plan: Plan, queue: int, max_batch: in
     phases = [Phase("before", plan.before_s, rate=rates["normal"]),
               Phase("burst", plan.burst_s, rate=rates["burst"]),
               Phase("after", plan.after_s, rate=rates["normal"])]
-    # Enough connections for every request a full default queue holds, plus the refused ones.
-    records = generate(url, bodies, phases, max_connections=4 * queue + 1024)
+    # Enough connections (gRPC: calls) for every request a full default queue holds, plus the refused ones.
+    records = drive(url, bodies, phases, max_connections=4 * queue + 1024)
     cpu.mark("open loop")
     row = burst_row(records, plan, cap["rps"], queue, max_batch)
     rows = timeline(records, phases, plan.bucket_s)
@@ -265,7 +285,7 @@ def _cores(cpu: dict) -> str:
     return f"{parts[0] or 0:.2f}>{parts[1] or 0:.2f}".rjust(9)
 
 
-def api_capacities(pid: int, port: int, model: BenchModel, seconds: float,
+def api_capacities(server: Running, model: BenchModel, seconds: float,
                    rounds: int = 3) -> dict[str, list[dict]]:
     """Each API's 200s/s with 32 closed-loop clients and the server's CPU per request, in one server,
     the APIs in turn `rounds` times (a shift in the machine's load then hits every API alike). On a
@@ -273,7 +293,7 @@ def api_capacities(pid: int, port: int, model: BenchModel, seconds: float,
     out: dict[str, list[dict]] = {api: [] for api in APIS}
     for _ in range(rounds):
         for api in APIS:
-            rps, cpu_us = served_rate(port, pid, *api_request(api, model), seconds)
+            rps, cpu_us = served_rate(server, api, model, seconds)
             out[api].append({"rps": rps, "cpu_us_per_req": cpu_us})
     return out
 
@@ -313,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.results / "work"
     build(work, (model,))
     if args.capacity_only:
-        with serving("gru-serve", work, 1) as server:
-            rates = api_capacities(server.process.pid, server.port, model, args.duration / 2, args.rounds)
+        with serving("gru-serve", work, 1, grpc=True) as server:
+            rates = api_capacities(server, model, args.duration / 2, args.rounds)
         print_capacities(model, rates)
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / "capacity.json").write_text(json.dumps({"model": model.name, "rps": rates}, indent=2))
@@ -333,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                                                        placements(args.placements)):
                 plan = Plan(before_s=args.duration / 4, burst_s=args.duration / 2, after_s=args.duration / 4,
                             multiplier=multiplier, normal=args.normal)
-                with serving("gru-serve", work, 1, env) as server, this_thread_on(place.generator):
+                with serving("gru-serve", work, 1, env, grpc=api == "grpc") as server, \
+                        this_thread_on(place.generator):
                     pin_tree(server.process.pid, place.server)
-                    row = overload(f"http://127.0.0.1:{server.port}{path}", [body], plan, queue,
+                    row = overload(api_url(api, path, server.port, server.grpc_port), [body], plan, queue,
                                    server_pid=server.process.pid)
                 rows.append({"api": api, "queue": queue, "multiplier": multiplier, "placement": place.name,
                              "plan": asdict(plan), **row})

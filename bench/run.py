@@ -188,8 +188,8 @@ def inprocess(bundles: dict[str, Path]) -> dict:
 
 
 class Running:
-    def __init__(self, process: subprocess.Popen, port: int):
-        self.process, self.port = process, port
+    def __init__(self, process: subprocess.Popen, port: int, grpc_port: int | None = None):
+        self.process, self.port, self.grpc_port = process, port, grpc_port
 
     def url(self, model: str) -> str:
         return f"http://127.0.0.1:{self.port}/models/{model}/predict"
@@ -204,11 +204,13 @@ class Running:
         stop(self.process)
 
 
-def serving(system: str, work: Path, workers: int, env: dict[str, str] | None = None) -> Running:
-    """`env`: extra environment variables for the server (e.g. GRU_MAX_QUEUE_SIZE)."""
-    port = free_port()
+def serving(system: str, work: Path, workers: int, env: dict[str, str] | None = None,
+            grpc: bool = False) -> Running:
+    """`env`: extra environment variables for the server (e.g. GRU_MAX_QUEUE_SIZE); `grpc`: gru-serve's
+    gRPC too, on another free port."""
+    port, grpc_port = free_port(), free_port() if grpc else None
     env = {**os.environ, "BENCH_MODELS": str(work / "models"), "BENCH_RUNS": str(work / "runs"),
-           **(env or {})}
+           **({"GRU_GRPC_PORT": str(grpc_port)} if grpc_port else {}), **(env or {})}
     if system == "gru-serve":
         command = [str(Path(sys.executable).parent / "gru"), "serve", "--models", str(work / "models"),
                    "--port", str(port), "--workers", str(workers)]
@@ -221,7 +223,7 @@ def serving(system: str, work: Path, workers: int, env: dict[str, str] | None = 
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     wait_ready(process, port, timeout=120)
-    return Running(process, port)
+    return Running(process, port, grpc_port)
 
 
 def wait_ready(process: subprocess.Popen, port: int, timeout: float) -> float:

@@ -33,11 +33,10 @@ def test_grpc_load_frames_requests_the_server_answers(repository: Path, tmp_path
     """bench/grpc_load.py: one second of h2load per API; the server answers every request with a 200
     (the calls still in flight when h2load's window closes are answered too, not counted by h2load)."""
     from bench.grpc_load import API_LABEL, answered, bodies, h2load
-    from bench.run import free_port
 
-    grpc_port = free_port()
-    with serving("gru-serve", repository.parent, workers=1, env={"GRU_GRPC_PORT": str(grpc_port)}) as server:
-        base = f"http://127.0.0.1:{server.port}"
+    with serving("gru-serve", repository.parent, workers=1, grpc=True) as server:
+        base, grpc_port = f"http://127.0.0.1:{server.port}", server.grpc_port
+        assert grpc_port is not None
         x = np.random.default_rng(0).standard_normal((1, 24, 1)).astype(np.float32)
         for api, (url, body, headers, h1) in bodies(tmp_path, "italy", x, base, grpc_port).items():
             before = answered(base)
