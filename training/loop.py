@@ -112,6 +112,13 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
                 [*data.notes, *chosen, planned])
 
 
+def _first_choice(config: TrainConfig, key: str, before: Any) -> Any:
+    """optim.<key> as an interrupted run's first start chose it (its config.yaml; `before`: what runs
+    from before the setting existed used), or None where that start wrote no config."""
+    saved = Path(config.run_dir) / config.name / "config.yaml"
+    return yaml.safe_load(saved.read_text())["optim"].get(key, before) if saved.exists() else None
+
+
 def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
           started: float, resume: bool) -> tuple[TrainConfig, list[str]]:
     """optim.crop "auto", where candidates are compared (training/selection.py): the config with the
@@ -119,12 +126,11 @@ def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx
     trains with the settings `resolved` chose from all the training series."""
     if not selection.compares_crops(config, data, ctx.distributed):
         return config, []
+    saved = _first_choice(config, "crop", 1.0) if resume else None
+    if saved is not None:
+        return (config.with_values({"optim.crop": float(saved)}),
+                [f"optim.crop={float(saved):g} (as chosen when the interrupted run started)"])
     run_dir = Path(config.run_dir) / config.name
-    saved = run_dir / "config.yaml"
-    if resume and saved.exists():
-        share = float(yaml.safe_load(saved.read_text())["optim"]["crop"])
-        return (config.with_values({"optim.crop": share}),
-                [f"optim.crop={share:g} (as chosen when the interrupted run started)"])
     base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
     scores: dict[float, list[tuple[int, dict[str, Any]]]] = {share: [] for share in selection.CANDIDATES}
     begun, parts = time.perf_counter(), selection.folds(data)
@@ -144,10 +150,9 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
              ctx: distributed.Context, started: float, resume: bool) -> tuple[int, str]:
     """optim.members (training/ensemble.py) and the line that says why; a resumed run keeps what its
     first start chose."""
-    saved = Path(config.run_dir) / config.name / "config.yaml"
-    if resume and config.optim.members == "auto" and saved.exists():
-        members = int(yaml.safe_load(saved.read_text())["optim"].get("members", 1))
-        return members, f"optim.members={members} (as chosen when the interrupted run started)"
+    saved = _first_choice(config, "members", 1) if resume and config.optim.members == "auto" else None
+    if saved is not None:
+        return int(saved), f"optim.members={saved} (as chosen when the interrupted run started)"
     off = "torchrun" if ctx.distributed else "data.sharded" if data.sharded else None  # gru tune: 1 (tune.py)
     wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
                                      resolved.optim.final_fit)
