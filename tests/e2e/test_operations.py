@@ -171,8 +171,11 @@ def test_hot_reload_under_load_fails_no_request(repository: Path) -> None:
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(scratch_repository: Path) -> None:
-    # The queue holds all four requests' 4,096 sequences (it counts every API's sequences).
-    server = Server(scratch_repository, GRU_SHUTDOWN_TIMEOUT_S="30", GRU_MAX_QUEUE_SIZE="4096").start()
+    # The queue holds all four requests' 4,096 sequences (it counts every API's sequences), and admits
+    # them however long they would wait: the last waits ~0.9 s behind the others, past the default 500 ms
+    # wait limit, which refused it whenever the model's rate had been measured.
+    server = Server(scratch_repository, GRU_SHUTDOWN_TIMEOUT_S="30", GRU_MAX_QUEUE_SIZE="4096",
+                    GRU_MAX_QUEUE_WAIT_MS="0").start()
     try:
         x = np.random.default_rng(0).normal(size=(1024, 256, 1)).astype("<f4")  # ~0.3 s of compute each
         header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
