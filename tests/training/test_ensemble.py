@@ -117,6 +117,8 @@ def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_bu
     few = wanted_members("classification", 104, 52, True)
     assert few == (True, "2.0 training series per class")
     assert wanted_members("classification", 67, 2, True)[0] is False  # make run's set
+    assert wanted_members("classification", 36, 3, True)[0] is True  # ArrowHead: 12 per class
+    assert wanted_members("classification", 200, 6, True)[0] is False  # OSULeaf: 33 per class
     assert wanted_members("forecast", 1378, 6, True) == (True, "forecast trained as a final fit on 1378 "
                                                          "series")
     assert choose_members("auto", wanted_members("regression", 74, 1, False), None, 1.0, 120.0) == (
