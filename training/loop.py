@@ -365,7 +365,7 @@ def _train(
                 break
             late = deadline is not None and time.perf_counter() + record["seconds"] > deadline
             if distributed.agree(late, ctx) and epoch < opt.max_epochs:
-                if ctx.is_main:
+                if ctx.is_main and not quiet:  # a comparison's candidate or a trial says nothing
                     tqdm.write(f"time budget: stopped after epoch {epoch} of {opt.max_epochs} (the machine "
                                "ran slower than the step timed at the start)")
                 break
