@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -81,10 +83,26 @@ def install_openapi(app: FastAPI, authenticator: Authenticator) -> None:
         key = tuple((name, tuple(repository.versions(name))) for name in sorted(repository.models))
         if key not in built:
             built.clear()
-            built[key] = complete(copy.deepcopy(base()), repository, app.state.settings, authenticator)
+            with warnings.catch_warnings():  # FastAPI's id for a route of two methods: unique_ids mends it
+                warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+                doc = copy.deepcopy(base())
+            built[key] = complete(unique_ids(doc), repository, app.state.settings, authenticator)
         return built[key]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def unique_ids(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every operation its own operationId, as OpenAPI requires (client generators key on it): FastAPI
+    names both methods of one route (/v2/repository/index: GET and POST) after whichever of its methods
+    a set yields first. Each such operation is named after its own method."""
+    operations = [(method, op) for item in doc["paths"].values() for method, op in item.items()]
+    names = Counter(op.get("operationId") for _, op in operations)
+    for method, operation in operations:
+        name = operation.get("operationId")
+        if name is not None and names[name] > 1:
+            operation["operationId"] = f"{name.rsplit('_', 1)[0]}_{method}"
+    return doc
 
 
 def complete(doc: dict[str, Any], repository: Repository, settings: Settings,
