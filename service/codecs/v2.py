@@ -52,7 +52,8 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     refusal is a 400 naming the field."""
     json_part, binary = body, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise MalformedBody(f"{HEADER_LENGTH} is {header_length!r}; it must be the byte length of the "
                                 "JSON part of the body", HEADER_LENGTH)
         json_part, binary = body[:int(header_length)], body[int(header_length):]

@@ -123,3 +123,19 @@ def test_no_v2_body_gets_a_5xx(server, manifest, data: st.DataObject, junk: byte
 @pytest.fixture(scope="module")
 def manifest(repository: Path):
     return read_manifest(repository / "italy" / "1")
+
+
+# Header values that str.isdigit() takes but int() does not ("²": a 500 before), signs, forms, too large
+ODD_LENGTHS = ["²", "1³", "¹²", "-1", "+5", "", "0x10", "1e3", "99999999999999999999"]
+
+
+@pytest.mark.parametrize("header", ODD_LENGTHS)
+def test_an_odd_header_length_is_a_400_naming_the_header(server, header: str) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32", "data": [1.0]}]})
+    with pytest.raises(ApiError) as refused:
+        decode_request(body.encode(), header)
+    assert refused.value.field == HEADER_LENGTH
+    headers = {"content-type": "application/json", HEADER_LENGTH: header.encode("latin-1")}
+    response = httpx.post(f"{server.url}/v2/models/italy/infer", content=body.encode(), headers=headers,
+                          timeout=10)
+    assert response.status_code == 400 and HEADER_LENGTH in response.text, response.text
