@@ -216,6 +216,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 limit = self.limits.max_header_count
                 self._refuse("headers_too_large", f"the request has more than {limit} header fields "
                              "(GRU_MAX_HEADER_COUNT)", path=self._path())
+            elif isinstance(exc.__context__, httptools.HttpParserInvalidURLError):
+                self._refuse_url(exc.__context__)
             else:
                 log.exception("parsing a request failed", exc_info=exc.__context__)
                 self._refuse("malformed_request", "the request could not be parsed", path=self._path())
@@ -262,6 +264,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return True
         self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
         return True
+
+    def _refuse_url(self, exc: Exception) -> None:
+        """A URL httptools cannot split (`http://a:b/`, over 64 KiB): the client's error, not a traceback."""
+        limit = self.limits.max_header_bytes
+        if len(self.url) > limit:
+            self._refuse("headers_too_large", f"the request's URL is {len(self.url)} bytes, over the {limit} "
+                         "bytes of the request line and headers (GRU_MAX_HEADER_BYTES)")
+        else:
+            self._refuse("malformed_request", f"the request's URL is not valid: {exc}")
 
     def _declares_body(self) -> bool:
         return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 \t"))

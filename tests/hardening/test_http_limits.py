@@ -185,3 +185,15 @@ def test_an_upgrade_request_without_a_body_is_served_as_http11(server: Server) -
     upgrade = b"Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
     answer = _exchange(server.port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+@pytest.mark.parametrize(("target", "status", "code"), [
+    (b"http://a:b/", b"400", "malformed_request"),  # a port that is not a number: httptools cannot split it
+    (b"/v2/models/" + b"a" * 100_000, b"431", "headers_too_large"),  # past httptools' 64 KiB for a URL
+])
+def test_a_url_httptools_refuses_is_the_clients_error_not_a_traceback(server: Server, target: bytes,
+                                                                    status: bytes, code: str) -> None:
+    answer = _exchange(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status) and json.loads(body)["error"]["code"] == code, answer
+    assert "parsing a request failed" not in server.output()
