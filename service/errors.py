@@ -63,7 +63,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "unsupported_media_type": ErrorKind(415, 415, "INVALID_ARGUMENT",
                                         "a Content-Type the endpoint does not take"),
     "unsupported_content_encoding": ErrorKind(415, 415, "UNIMPLEMENTED",
-                                              "a Content-Encoding other than gzip or deflate"),
+                                              "a Content-Encoding other than gzip or deflate, or a "
+                                              "Transfer-Encoding other than chunked"),
     "output_not_finite": ErrorKind(422, 400, "INVALID_ARGUMENT",
                                    "the model computes NaN or infinity for these values"),
     "streaming_unsupported": ErrorKind(422, 400, "INVALID_ARGUMENT",

@@ -197,3 +197,15 @@ def test_a_url_httptools_refuses_is_the_clients_error_not_a_traceback(server: Se
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 " + status) and json.loads(body)["error"]["code"] == code, answer
     assert "parsing a request failed" not in server.output()
+
+
+def test_a_transfer_coding_but_chunked_is_415_naming_it(server: Server) -> None:
+    # httptools decodes chunked only: the gzip layer of `gzip, chunked` reached the app as the body
+    chunked = b"%x\r\n" % len(GOOD) + GOOD + b"\r\n0\r\n\r\n"
+    head = (b"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\n")
+    refused = _exchange(server.port, head + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked)
+    status, _, body = refused.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 415") and json.loads(body)["error"]["field"] == "transfer-encoding"
+    served = _exchange(server.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert served.startswith(b"HTTP/1.1 200"), served
