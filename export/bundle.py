@@ -15,7 +15,6 @@ from export.verify import ParityReport, check_parity, check_reference, check_str
 from export.wrapper import InferenceModule
 from service.bundle import (
     MANIFEST_FILE,
-    NAME_PATTERN,
     BundleError,
     GRUSpec,
     InputSpec,
@@ -26,6 +25,7 @@ from service.bundle import (
     ParitySpec,
     StreamingSpec,
     TrainingInfo,
+    name_problem,
     sha256_of,
 )
 from service.graph_check import check_self_contained
@@ -48,8 +48,8 @@ def export_checkpoint(
 ) -> ExportResult:
     """`accept_parity_error`: write the bundle even when a difference is over its tolerance (the
     manifest then says so); otherwise that raises ParityError and nothing is written."""
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
+    if problem := name_problem(name):
+        raise ValueError(f"model name {problem}")
     trained = Checkpoint.load(checkpoint)
     if trained.config.model.cell != "gru":
         raise ValueError(f"{checkpoint} holds an {trained.config.model.cell.upper()} (model.cell="

@@ -22,7 +22,6 @@ from export.foreign_checks import Probe, onnxruntime_refusals, streaming_refusal
 from export.foreign_wrap import Wiring, wrap
 from export.verify import TOLERANCE
 from service.bundle import (
-    NAME_PATTERN,
     InputSpec,
     Manifest,
     NormalizationSpec,
@@ -34,6 +33,7 @@ from service.bundle import (
     StreamingSpec,
     TensorSpec,
     TrainingInfo,
+    name_problem,
     sha256_of,
 )
 
@@ -69,8 +69,8 @@ class ImportResult:
 
 
 def import_graph(source: Path, repository: Path, request: ImportRequest) -> ImportResult:
-    if not NAME_PATTERN.match(request.name):
-        raise ValueError(f"model name {request.name!r} must match {NAME_PATTERN.pattern}")
+    if problem := name_problem(request.name):
+        raise ValueError(f"model name {problem}")
     try:
         original = onnx.load(str(source))
     except FileNotFoundError:

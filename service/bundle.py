@@ -31,6 +31,17 @@ OUTPUT = "output"  # float32 [batch, O], or [batch, time, O] for tagging
 STATE_OUTPUT = "next_state"  # float32 [batch, S]: the state after each sequence's last valid step
 BATCH_AXIS, TIME_AXIS = "batch", "time"  # names of the dynamic axes
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# GET /v2/models/stats is the protocol's statistics of every model: a model so named would lose its metadata
+RESERVED_NAMES = frozenset({"stats"})
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model, or None if it can."""
+    if name in RESERVED_NAMES:
+        return f"{name!r} is reserved (GET /v2/models/{name} is every model's statistics); choose another"
+    if not NAME_PATTERN.fullmatch(name):
+        return f"{name!r} must match {NAME_PATTERN.pattern}"
+    return None
 # The GRU candidate activations a bundle may hold (gru.activation) and ONNX's name for each: every GRU
 # node's `activations` is [Sigmoid, <candidate>] per direction, ONNX's default alpha where there is one.
 # onnxruntime's CPU GRU kernel runs each; its CUDA provider only tanh (others fall back to CPU).

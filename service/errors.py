@@ -33,7 +33,8 @@ class ErrorKind:
 ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC status, when)
     "malformed_request": ErrorKind(400, 400, "INVALID_ARGUMENT",
                                    "the bytes are not an HTTP/1.1 request (then closed); a header given "
-                                   "twice, or HTTP/1.1 without exactly one Host"),
+                                   "twice, or HTTP/1.1 without exactly one Host; a body sent with an "
+                                   "Upgrade (h2c) or CONNECT (then closed)"),
     "malformed_body": ErrorKind(400, 400, "INVALID_ARGUMENT",
                                 "the body is not JSON (or not the binary layout it claims)"),
     "invalid_input": ErrorKind(422, 400, "INVALID_ARGUMENT",
@@ -62,7 +63,8 @@ ERROR_TABLE: dict[str, ErrorKind] = {  # code: (native status, v2 status, gRPC s
     "unsupported_media_type": ErrorKind(415, 415, "INVALID_ARGUMENT",
                                         "a Content-Type the endpoint does not take"),
     "unsupported_content_encoding": ErrorKind(415, 415, "UNIMPLEMENTED",
-                                              "a Content-Encoding other than gzip or deflate"),
+                                              "a Content-Encoding other than gzip or deflate, or a "
+                                              "Transfer-Encoding other than chunked"),
     "output_not_finite": ErrorKind(422, 400, "INVALID_ARGUMENT",
                                    "the model computes NaN or infinity for these values"),
     "streaming_unsupported": ErrorKind(422, 400, "INVALID_ARGUMENT",

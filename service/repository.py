@@ -37,7 +37,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from service import metrics
-from service.bundle import MANIFEST_FILE, NAME_PATTERN, BundleError
+from service.bundle import MANIFEST_FILE, BundleError, name_problem
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -111,8 +111,8 @@ def scan(root: Path) -> Scan:
         raise BundleError(f"model repository {root} is not a folder (set GRU_MODEL_REPOSITORY)")
     found, real_root = Scan(), root.resolve()
     for model_dir in _folders(root, found, "repository"):
-        if not NAME_PATTERN.fullmatch(model_dir.name):
-            found.ignored[model_dir] = f"model folder name must match {NAME_PATTERN.pattern}"
+        if problem := name_problem(model_dir.name):
+            found.ignored[model_dir] = f"model folder name {problem}"
         elif outside := _outside(model_dir, real_root):
             found.ignored[model_dir] = outside
         else:

@@ -3,7 +3,7 @@
 - the request line and headers: at most GRU_MAX_HEADER_BYTES bytes and GRU_MAX_HEADER_COUNT fields (431);
   each header the server reads given at most once, and HTTP/1.1's Host exactly once (400 naming it);
 - Content-Encoding: gzip and deflate bodies are decoded here, within the body limit (a zip bomb meets the
-  limit, not the memory); any other encoding gets 415;
+  limit, not the memory); any other encoding gets 415, and so does a Transfer-Encoding but chunked;
 - the body: over GRU_MAX_BODY_BYTES (declared or as it arrives, before or after decoding) gets 413; a body
   slower than GRU_BODY_TIMEOUT_S gets 408.
 
@@ -89,6 +89,11 @@ class RequestLimits:
                 declared = value
             elif name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
+            elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":  # httptools reads
+                raise UnsupportedEncoding(  # only chunked: a gzip layer would reach the app undecoded
+                    f"Transfer-Encoding {value.decode('latin-1')!r} is not supported; send the body chunked "
+                    "or with Content-Length, compressed with Content-Encoding: gzip or deflate if need be",
+                    "transfer-encoding")
         if b"host" not in seen and scope.get("http_version") == "1.1":  # RFC 9112 3.2
             raise MalformedRequest("an HTTP/1.1 request needs a Host header", "host")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):

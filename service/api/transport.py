@@ -131,8 +131,11 @@ class Corked:
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self.transport, self.loop = transport, loop
         self.pending: list[bytes] = []
+        self.ended = False  # write_eof called: a late write would raise in the transport
 
     def write(self, data: bytes) -> None:
+        if self.ended:
+            return
         if not self.pending:
             self.loop.call_soon(self.flush)
         self.pending.append(data)
@@ -145,6 +148,7 @@ class Corked:
 
     def write_eof(self) -> None:
         self.flush()
+        self.ended = True
         self.transport.write_eof()
 
     def close(self) -> None:
@@ -203,6 +207,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
+            elif self._declares_body():
+                self._refuse_upgrade_with_body()
             else:
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserCallbackError as exc:
@@ -210,6 +216,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 limit = self.limits.max_header_count
                 self._refuse("headers_too_large", f"the request has more than {limit} header fields "
                              "(GRU_MAX_HEADER_COUNT)", path=self._path())
+            elif isinstance(exc.__context__, httptools.HttpParserInvalidURLError):
+                self._refuse_url(exc.__context__)
             else:
                 log.exception("parsing a request failed", exc_info=exc.__context__)
                 self._refuse("malformed_request", "the request could not be parsed", path=self._path())
@@ -257,6 +265,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
         return True
 
+    def _refuse_url(self, exc: Exception) -> None:
+        """A URL httptools cannot split (`http://a:b/`, over 64 KiB): the client's error, not a traceback."""
+        limit = self.limits.max_header_bytes
+        if len(self.url) > limit:
+            self._refuse("headers_too_large", f"the request's URL is {len(self.url)} bytes, over the {limit} "
+                         "bytes of the request line and headers (GRU_MAX_HEADER_BYTES)")
+        else:
+            self._refuse("malformed_request", f"the request's URL is not valid: {exc}")
+
+    def _declares_body(self) -> bool:
+        return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 \t"))
+                   for name, value in self.headers)
+
+    def _refuse_upgrade_with_body(self) -> None:
+        """httptools stops at the headers of an Upgrade request (e.g. `curl --http2` on http://, Java's
+        RestClient: `Upgrade: h2c`) and would hand the app an empty body, then parse the body as the next
+        request (uvicorn issue #2722): refuse it by name instead of answering about a body never read."""
+        # CONNECT has no Upgrade header
+        upgrade = (dict(self.headers).get(b"upgrade") or self.parser.get_method()).decode("latin-1")
+        self._refuse("malformed_request", f"the request asks to switch protocols ({upgrade}) and carries a "
+                     "body; this port speaks HTTP/1.1 only: send it without the Upgrade header (curl: "
+                     "--http1.1; HTTP/2 is gRPC, on its own port)", path=self._path())
+
     def _arm_header_timer(self) -> None:
         self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
 
@@ -290,11 +321,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # an app still running must not write after this answer
             self.cycle.message_event.set()
-        if self.transport.is_closing():
+        out = self.corked or self.transport  # after an answer's corked writes, if any, never before
+        if out.is_closing():
             return
-        self.transport.write(raw_error_response(code, message, path, headers))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # the client reads the answer, then EOF, and closes its side
+        out.write(raw_error_response(code, message, path, headers))
+        if out.can_write_eof():
+            out.write_eof()  # the client reads the answer, then EOF, and closes its side
         self.loop.call_later(LINGER_S, self.transport.close)
 
 

@@ -202,7 +202,8 @@ def _in_range(flat: np.ndarray, where: str) -> np.ndarray:
         finite = np.isfinite(wide) & (np.abs(wide) <= FLOAT32_MAX)  # no rounding down to FP32's max
     if not finite.all():
         index = int(np.argmin(finite))
-        raise InvalidInput(f"{where}.data[{index}] is {flat[index]!r}: not a finite FP32 number (at most "
+        value = float(wide[index])  # NumPy 2's repr would say np.float32(nan)
+        raise InvalidInput(f"{where}.data[{index}] is {value!r}: not a finite FP32 number (at most "
                            f"{FLOAT32_MAX:.6g} in magnitude)", f"{where}.data")
     return wide.astype(np.float32)
 

@@ -146,3 +146,66 @@ def test_connection_cap_fits_the_open_files_limit(repository: Path) -> None:
         assert "too_many_connections" in server.output()
     finally:
         server.stop()
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Send, then read until the server closes (or 10 s)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"  # what `curl --http2 http://...` sends
+
+
+@pytest.mark.parametrize(("line", "upgrade", "body"), [
+    (b"POST /models/italy/predict", H2C, GOOD),
+    (b"POST /v2/models/italy/infer", b"Connection: upgrade\r\nUpgrade: h2c\r\n", b'{"inputs": []}'),
+    (b"CONNECT /models/italy/predict", b"", GOOD),
+])
+def test_an_upgrade_request_with_a_body_is_a_400_naming_the_upgrade(server: Server, line: bytes,
+                                                                    upgrade: bytes, body: bytes) -> None:
+    # httptools stops at an Upgrade request's headers: the app got an empty body ("not valid JSON: a
+    # zero-length document"), and the body, parsed as the next request, raised in the event loop
+    head = line + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + upgrade
+    answer = _exchange(server.port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status, _, payload = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400") and answer.count(b"content-length:") == 1, answer  # one answer
+    error = json.loads(payload)
+    message = error["error"] if "/v2/" in line.decode() else error["error"]["message"]
+    assert "switch protocols" in message and "--http1.1" in message
+    assert "Traceback" not in server.output()
+
+
+def test_an_upgrade_request_without_a_body_is_served_as_http11(server: Server) -> None:
+    upgrade = b"Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
+    answer = _exchange(server.port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+@pytest.mark.parametrize(("target", "status", "code"), [
+    (b"http://a:b/", b"400", "malformed_request"),  # a port that is not a number: httptools cannot split it
+    (b"/v2/models/" + b"a" * 100_000, b"431", "headers_too_large"),  # past httptools' 64 KiB for a URL
+])
+def test_a_url_httptools_refuses_is_the_clients_error_not_a_traceback(server: Server, target: bytes,
+                                                                    status: bytes, code: str) -> None:
+    answer = _exchange(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status) and json.loads(body)["error"]["code"] == code, answer
+    assert "parsing a request failed" not in server.output()
+
+
+def test_a_transfer_coding_but_chunked_is_415_naming_it(server: Server) -> None:
+    # httptools decodes chunked only: the gzip layer of `gzip, chunked` reached the app as the body
+    chunked = b"%x\r\n" % len(GOOD) + GOOD + b"\r\n0\r\n\r\n"
+    head = (b"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\n")
+    refused = _exchange(server.port, head + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked)
+    status, _, body = refused.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 415") and json.loads(body)["error"]["field"] == "transfer-encoding"
+    served = _exchange(server.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert served.startswith(b"HTTP/1.1 200"), served

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import RepositoryDep
 from service.api.errors import error_response
 from service.api.responses import NumpyJSONResponse
-from service.bundle import NAME_PATTERN, BundleError
+from service.bundle import BundleError, name_problem
 from service.errors import ModelNotFound, Unavailable
 
 ADMIN_PATH = "/v2/repository"
@@ -34,8 +34,8 @@ async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
 async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
     """Load or reload a model under its version policy. A version that fails leaves the serving ones as
     they were; the answer is 400 and says why, per version."""
-    if not NAME_PATTERN.match(name):
-        raise ModelNotFound(f"{name!r} is not a valid model name", "name")
+    if problem := name_problem(name):
+        raise ModelNotFound(f"not a valid model name: {problem}", "name")
     try:
         report = await run_in_threadpool(repository.load_model, name)
     except BundleError as exc:
