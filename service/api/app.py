@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
     # The transport, built inside out: a request meets LoadShedder first, then RequestMiddleware and
     # RequestLimits (headers 431, encoding 415, body 413/408); the inference operations end at
     # InferenceFront, every other route in FastAPI. (Limits only a server can enforce: transport.py.)
-    answer: ASGIApp = InferenceFront(partial(FastAPI.__call__, app), services)
+    answer: ASGIApp = InferenceFront(head_as_get(partial(FastAPI.__call__, app)), services)
     answer = RequestLimits(answer, settings=settings)
     answer = RequestMiddleware(answer, authenticator=authenticator, requests=requests, router=app.router)
     app.front = LoadShedder(answer, services, app.state.refusals, authenticator)  # full queue: refused first
@@ -122,6 +122,18 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         app.include_router(module.router)
     install_openapi(app, authenticator)  # the operations per loaded model, exact schemas, every status
     return app
+
+
+def head_as_get(app: ASGIApp) -> ASGIApp:
+    """HEAD answered as GET (RFC 9110 9.3.2; load balancers probe health with it): FastAPI routes GET
+    only. The server sends the answer's headers without its body, as its own scope still says HEAD."""
+
+    async def call(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await app(scope, receive, send)
+
+    return call
 
 
 def announce_security(settings: Settings, auth: Authenticator) -> None:

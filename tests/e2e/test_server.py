@@ -46,6 +46,17 @@ def test_health_models_and_docs(server) -> None:
     assert httpx.get(f"{server.url}/docs").status_code == 200
 
 
+def test_head_answers_every_get_route_with_its_headers_and_no_body(server) -> None:
+    for path in ("/health/ready", "/health/live", "/v2/health/ready", "/models/italy", "/v2", "/metrics"):
+        got, head = httpx.get(f"{server.url}{path}"), httpx.head(f"{server.url}{path}")
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert httpx.head(f"{server.url}/models/nope").status_code == 404
+    refused = httpx.head(f"{server.url}/v2/repository/models/italy/load")  # a POST-only route
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST"
+    assert httpx.get(f"{server.url}/health/live").json() == {"status": "alive"}  # the connection still serves
+
+
 def test_classification_matches_onnxruntime_and_pytorch(server, repository, italy_run) -> None:
     X = load_data(DataConfig(dataset="ItalyPowerDemand")).test.X[:50]
     response = _post(server, "italy", {"sequences": X.tolist()})
