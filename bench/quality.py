@@ -259,6 +259,11 @@ VALUE_SETS = [
     ValueSet("Sunspots", "forecast", "MASE ≤ best seasonal naive"),
     # yearly lynx trappings, 114 values, a ~10-year cycle: held out, never tuned on; split as sunspots
     ValueSet("Lynx", "forecast", "MASE ≤ best seasonal naive"),
+    # never tuned on (sktime's copies): near-infrared spectra -> fat content, 172 train x 100 steps; half-
+    # hourly solar output, 289 values over 6 days; 36 monthly shampoo sales, shorter than the default window
+    ValueSet("Tecator", "regression", "RMSE ≤ mean and ridge"),
+    ValueSet("Solar", "forecast", "MASE ≤ best seasonal naive"),
+    ValueSet("ShampooSales", "forecast", "MASE ≤ best seasonal naive"),
 ]
 
 
@@ -267,21 +272,36 @@ def value_files(vset: ValueSet, folder: Path) -> list[str]:
     one target-only file for the forecast); the data.* overrides that read it."""
     if vset.task == "forecast":
         path = folder / f"{vset.name.lower()}.csv"
-        years, values = _yearly(vset.name)
-        frame = pd.DataFrame({"series_id": vset.name.lower(), "step": years, "value": values})
+        steps, values = _series(vset.name)
+        frame = pd.DataFrame({"series_id": vset.name.lower(), "step": steps, "value": values})
         frame.to_csv(path, index=False)
         return [f"data.path={path}", "data.task=forecast", "data.target_column=value"]
-    from aeon.datasets import load_regression
+    from aeon.datasets import load_from_ts_file, load_regression
 
     paths = {}
     for split in ("train", "test"):
-        X, y = load_regression(vset.name, split=split)
+        if vset.name == "Tecator":  # shipped by sktime only
+            X, y = load_from_ts_file(str(_sktime_data() / "Tecator" / f"Tecator_{split.upper()}.ts"))
+        else:
+            X, y = load_regression(vset.name, split=split)
         paths[split] = write_long_csv(list(X), np.asarray(y), folder / f"{vset.name}_{split}.csv")
     return [f"data.path={paths['train']}", f"data.test_path={paths['test']}", "data.task=regression"]
 
 
-def _yearly(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A yearly forecasting series: its years and values."""
+def _sktime_data() -> Path:
+    """The data files sktime ships (read as files: its loaders for some of them download)."""
+    import sktime
+
+    return Path(sktime.__file__).parent / "datasets" / "data"
+
+
+def _series(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A forecasting series: its steps (years where yearly) and values."""
+    if name in ("Solar", "ShampooSales"):
+        file, column = {"Solar": ("solar/solar.csv", "solar_gen"),
+                        "ShampooSales": ("ShampooSales/ShampooSales.csv", "Sales")}[name]
+        values = pd.read_csv(_sktime_data() / file)[column].to_numpy(np.float64)
+        return np.arange(len(values)), values
     if name == "Sunspots":
         from statsmodels.datasets import sunspots
 

@@ -302,7 +302,8 @@ def _shrunk(model: GRUModel, data: SequenceData, config: ResolvedConfig) -> dict
     keeps (training/shrink.py), printed and reported."""
     if not model.task_head.values or config.optim.final_fit:
         return {}
-    factor, line = shrink_to_baseline(model, data.val)
+    overlap = model.config.output_size - 1 if data.task == "forecast" else 0  # windows sharing targets
+    factor, line = shrink_to_baseline(model, data.val, overlap)
     print(line, flush=True)
     return {"correction_kept": factor}
 

@@ -42,6 +42,17 @@ def test_periods_found_from_the_data() -> None:
     assert find_period([np.cumsum(rng.normal(size=300))])[0] == 1  # a random walk neither
 
 
+def test_a_daily_cycle_whose_second_turn_lies_past_a_third_of_the_series() -> None:
+    """Half-hourly output of a solar panel over 4.8 days (zero at night): a strong daily cycle of 48 steps
+    whose second turn (lag 96) lies past the longest period considered (77); Bartlett's error hides the
+    first turn, so the cycle rule must see the second."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(231)
+    day = np.clip(np.sin(2 * np.pi * steps / 48), 0, None) * np.repeat(rng.uniform(0.7, 1.3, 5), 48)[:231]
+    period, why = find_period([day + 0.05 * rng.normal(size=231)])
+    assert period == 48 and why.startswith("a cycle:") and "again at lag 9" in why
+
+
 def _wandering_cycle(rng: np.random.Generator, n: int = 91) -> np.ndarray:
     """Turns of 8-12 steps and random heights, plus noise: a cycle without a fixed season (as lynx's)."""
     turns = []
@@ -108,3 +119,18 @@ def test_series_too_short_for_the_settings_say_what_to_change(tmp_path: Path, ch
                                                               message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_data(_config(_write(tmp_path / "sun.csv", {"sun": _sunspots()}), **changes))
+
+
+def test_a_short_series_gets_a_horizon_and_window_that_fit_it(tmp_path: Path) -> None:
+    """36 monthly values (as shampoo sales): the defaults (window 24, horizon 12) need more than the 29
+    values before the test part; they shrink to fit, with the reason, instead of refusing the file."""
+    values = 100 + np.cumsum(np.random.default_rng(0).normal(size=36)).astype(np.float32)
+    data = load_data(_config(_write(tmp_path / "short.csv", {"shop": values})))
+    assert data.test.X.shape[1:] == (11, 1) and data.test.y.shape[1] == 7  # half of 29 - 7; the last 7
+    np.testing.assert_array_equal(data.test.y[-1], values[-7:])
+    assert len(data.train) + len(data.val) == 29 - 7 - 11 + 1
+    notes = " ".join(data.notes)
+    assert "data.window=11 (auto: max(24, 2 x period) = 24 leaves the shortest series, 29 values" in notes
+    assert "data.horizon=7 (auto: the shortest held-out part" in notes
+    set_by_user = load_data(_config(tmp_path / "short.csv", window=6, horizon=3))
+    assert set_by_user.test.X.shape[1:] == (6, 1) and set_by_user.test.y.shape[1] == 3

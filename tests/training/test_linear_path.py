@@ -24,7 +24,7 @@ from training.defaults import resolve
 from training.linear import fit_linear_path
 from training.model import GRUModel
 from training.recipe import may_stop
-from training.shrink import shrink_to_baseline
+from training.shrink import shrink_to_baseline, standard_error
 
 
 def _regression(n: int, steps: int = 12, seed: int = 0) -> Split:
@@ -86,6 +86,16 @@ def test_a_correction_that_is_noise_on_the_validation_series_is_dropped() -> Non
     factor, line = shrink_to_baseline(model, val)
     assert factor == 0.0 and "not clear of noise" in line
     assert float(model.head.weight.detach().abs().max()) == 0.0
+
+
+def test_overlapping_forecast_windows_count_as_fewer_observations() -> None:
+    """Twelve neighbouring windows that share their targets gain alike: their standard error is that of
+    about one observation each, not twelve (Newey-West, as the Diebold-Mariano test)."""
+    rng = np.random.default_rng(0)
+    alike = torch.tensor(np.repeat(rng.normal(size=50), 12))  # 600 gains, 50 independent
+    assert float(standard_error(alike, 11) / standard_error(alike, 0)) > 2.5
+    independent = torch.tensor(rng.normal(size=600))
+    assert 0.8 < float(standard_error(independent, 11) / standard_error(independent, 0)) < 1.2
 
 
 def test_early_stopping_waits_for_the_warm_up() -> None:

@@ -12,7 +12,9 @@ Training and validation windows come from the part before it only. MASE divides 
 by the in-sample seasonal-naive MAE of that part.
 
 Unless set: the seasonal period is found from the part before the test (training/data/season.py), the
-horizon is HORIZON and the window max(MIN_WINDOW, 2 periods).
+horizon is HORIZON and the window max(MIN_WINDOW, 2 periods); a short series gets a shorter horizon (its
+held-out part) and window (half of its values before the horizon, where the default leaves it under
+MIN_FIT windows), so that it trains rather than fails.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
 MAX_ORIGINS, HORIZON, MIN_WINDOW = 24, 12, 24
+MIN_FIT = 10  # windows the shortest series must give before a default window is cut to fit it
 
 
 def forecast_from_files(config: DataConfig) -> SequenceData:
@@ -41,12 +44,11 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
         held = f"the last {config.test_fraction:.0%} of each series"
     before = [values[:start] for values, start in zip(series, starts, strict=True)]
     season, how = _season(before, config)
-    horizon = config.horizon or HORIZON
-    window = config.window or max(MIN_WINDOW, 2 * season)
+    horizon, horizon_why = _horizon(config, series, starts)
+    window, window_why = _window(config, season, horizon, starts)
     _check_lengths(ids, series, starts, window, horizon)
     train, val = fit_windows(before, 0, window, horizon, config.val_fraction)
     test, naive, scale, history, which = _rolling_origin(series, starts, window, horizon, season)
-    windows = "" if config.window else f" (auto: max({MIN_WINDOW}, 2 x period))"
     return SequenceData(
         task="forecast", train=train, val=val, test=test, feature_names=inputs,
         window_scaling=_levels_positive(series, window),
@@ -54,8 +56,7 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
         test_series=which,
         source=f"user file {path}, rolling-origin test over {held}",
         notes=[f"data.seasonal_period={season} ({how})",
-               f"data.window={window}{windows}, data.horizon={horizon}"
-               f"{'' if config.horizon else ' (auto)'}",
+               f"data.window={window}{window_why}, data.horizon={horizon}{horizon_why}",
                f"test: rolling origin, {len(test)} windows of {horizon} steps from {len(series)} series "
                f"over {held} (at most {MAX_ORIGINS} origins per series)"],
     )
@@ -90,6 +91,30 @@ def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], tes
         i = position[key]
         joined[i] = np.concatenate([series[i], values])
     return joined, starts
+
+
+def _horizon(config: DataConfig, series: list[np.ndarray], starts: list[int]) -> tuple[int, str]:
+    """data.horizon, or HORIZON where every held-out part is that long, else the shortest of them."""
+    if config.horizon:
+        return config.horizon, ""
+    held = [len(values) - start for values, start in zip(series, starts, strict=True) if start < len(values)]
+    if not held or min(held) >= HORIZON:
+        return HORIZON, " (auto)"
+    return max(1, min(held)), f" (auto: the shortest held-out part; {HORIZON} where each is that long)"
+
+
+def _window(config: DataConfig, season: int, horizon: int, starts: list[int]) -> tuple[int, str]:
+    """data.window, or max(MIN_WINDOW, 2 periods); where that leaves the shortest series fewer than
+    MIN_FIT windows to learn from, half of its values before the horizon (at least one period)."""
+    if config.window:
+        return config.window, ""
+    window, shortest = max(MIN_WINDOW, 2 * season), min(starts)
+    if shortest - horizon - window + 1 >= MIN_FIT:
+        return window, f" (auto: max({MIN_WINDOW}, 2 x period))"
+    cut = max(season, (shortest - horizon) // 2, 1)
+    return cut, (f" (auto: max({MIN_WINDOW}, 2 x period) = {window} leaves the shortest series, {shortest} "
+                 f"values before its test part, under {MIN_FIT} windows: half of its values before the "
+                 "horizon)")
 
 
 def _season(before: list[np.ndarray], config: DataConfig) -> tuple[int, str]:
