@@ -8,6 +8,9 @@ else the test split: nothing is chosen from it, the diagnosis only says what it 
 - memorises: it fits them while the held-out series score far worse (classification: a held-out accuracy
   MEMORISE_GAP or more below the training accuracy; regression: a training MSE below MEMORISE_LOSS and a
   held-out MSE 10× that).
+
+A value model whose correction the noise test dropped (training/shrink.py) answers its baseline: its
+training MSE is the baseline's, so it is not called underfit; the line says what happened instead.
 """
 
 from __future__ import annotations
@@ -25,9 +28,15 @@ MEMORISE_TRY = ("try stronger regularisation (optim.weight_decay, model.dropout)
                 "series help most")
 
 
-def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_out_name: str) -> list[str]:
-    """train / held_out: evaluate()'s metrics of the kept model. Returns the lines to print and report
-    (none for a run that shows neither problem)."""
+BASELINE_KEPT = ("answers its baseline: the GRU's correction to it was not clear of noise on the validation "
+                 "series (correction_kept 0), so the model answers the baseline (the seasonal naive, the "
+                 "linear path or the training mean); longer or more series give the test more to go on")
+
+
+def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_out_name: str,
+             baseline_kept: bool = False) -> list[str]:
+    """train / held_out: evaluate()'s metrics of the kept model; baseline_kept: a value model's correction
+    was dropped. Returns the lines to print and report (none for a run that shows neither problem)."""
     if task in ("classification", "tagging"):
         fit = train["accuracy"]
         score = f"training accuracy {fit:.3f} (loss {train['loss']:.3g})"
@@ -37,6 +46,8 @@ def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_ou
         if held_out["accuracy"] <= fit - MEMORISE_GAP:
             return [f"memorises: {score} against {other}; {MEMORISE_TRY}"]
         return []
+    if baseline_kept:
+        return [BASELINE_KEPT]
     score = f"training MSE {train['loss']:.3g} in normalised units (1 = predicting the mean)"
     if train["loss"] > UNDERFIT_MSE:
         return [f"underfits: {score}; {UNDERFIT_TRY}"]

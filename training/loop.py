@@ -237,7 +237,8 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
               final_fit: bool) -> list[str]:
     """The kept model on its own training series against the held-out ones (training/diagnose.py)."""
     held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
-    return diagnose(data.task, evaluate(model, train, data), *held_out)
+    return diagnose(data.task, evaluate(model, train, data), *held_out,
+                    baseline_kept=test.get("correction_kept") == 0.0)
 
 
 def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedConfig, ctx: distributed.Context,

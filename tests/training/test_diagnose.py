@@ -40,6 +40,11 @@ def test_regression_underfits_and_memorises_in_normalised_mse() -> None:
     assert diagnose("regression", {"loss": 0.001}, {"loss": 0.5}, "test")[0].startswith("memorises")
 
 
+def test_a_value_model_that_answers_its_baseline_says_so_rather_than_underfits() -> None:
+    [line] = diagnose("forecast", {"loss": 0.86}, {"loss": 0.9}, "validation", baseline_kept=True)
+    assert line.startswith("answers its baseline: the GRU's correction to it was not clear of noise")
+
+
 def test_a_run_too_short_to_fit_is_reported_as_underfitting(tmp_path: Path) -> None:
     config = load_config(None, ["name=short", f"run_dir={tmp_path}", "progress=false", "model.hidden_size=4",
                                 "optim.max_epochs=1", "optim.learning_rate=1e-5", "optim.plots=false",
