@@ -134,3 +134,15 @@ def test_a_short_series_gets_a_horizon_and_window_that_fit_it(tmp_path: Path) ->
     assert "data.horizon=7 (auto: the shortest held-out part" in notes
     set_by_user = load_data(_config(tmp_path / "short.csv", window=6, horizon=3))
     assert set_by_user.test.X.shape[1:] == (6, 1) and set_by_user.test.y.shape[1] == 3
+
+
+def test_a_file_without_an_id_column_is_one_series(tmp_path: Path) -> None:
+    """Most forecasting data comes as one series per file: timestamps and values, no id column."""
+    values = _sunspots()
+    stamps = pd.date_range("1700-01-01", periods=len(values), freq="YS").astype(str)
+    path = tmp_path / "sun.csv"
+    pd.DataFrame({"year": stamps, "value": values}).to_csv(path, index=False)
+    data = load_data(_config(path, time_column="year"))
+    assert data.seasonal_period == 11 and data.test.y.shape == (24, 12)
+    np.testing.assert_array_equal(data.test.y[-1], values[-12:])
+    assert "data: no 'series_id' column in sun.csv: the file is one series" in data.notes

@@ -1,6 +1,7 @@
 """Forecasting from the user's long-format file(s) (`data.task: forecast`; docs/guides/forecasting.md).
 
-A file needs the series id, the step and the target column (`data.target_column`) and nothing else;
+A file needs the step and the target column (`data.target_column`), and the series id where it holds
+several series (without an id column the file is one series); nothing else.
 any other columns (or those listed in `data.feature_columns`) are extra inputs, read over the same past
 window. The model reads the last `window` steps and forecasts the target's next `horizon` values.
 
@@ -30,6 +31,7 @@ from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
 MAX_ORIGINS, HORIZON, MIN_WINDOW = 24, 12, 24
+ONE_SERIES = "(the whole file)"  # the series id of a file without an id column
 MIN_FIT = 10  # windows the shortest series must give before a default window is cut to fit it
 
 
@@ -55,7 +57,9 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
         seasonal_period=season, test_naive=naive, test_mase_scale=scale, test_history=history,
         test_series=which,
         source=f"user file {path}, rolling-origin test over {held}",
-        notes=[f"data.seasonal_period={season} ({how})",
+        notes=[*([f"data: no {config.id_column!r} column in {path.name}: the file is one series"]
+                 if ids.tolist() == [ONE_SERIES] else []),
+               f"data.seasonal_period={season} ({how})",
                f"data.window={window}{window_why}, data.horizon={horizon}{horizon_why}",
                f"test: rolling origin, {len(test)} windows of {horizon} steps from {len(series)} series "
                f"over {held} (at most {MAX_ORIGINS} origins per series)"],
@@ -68,6 +72,8 @@ def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray],
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
     frame = read_table(path)
+    if config.id_column not in frame.columns:  # one series per file, as most forecasting data comes
+        frame[config.id_column] = ONE_SERIES
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]
     long = long_to_series(frame, config, path, inputs, target=None)
