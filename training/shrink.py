@@ -46,12 +46,12 @@ def shrink_to_baseline(model: GRUModel, val: Split, overlap: int = 0) -> tuple[f
     factor = fitted if errors >= SIGMAS else 0.0
     model.head.weight.mul_(factor)
     model.head.bias.mul_(factor)
-    why = "" if factor else ": not clear of noise, the baseline is kept"
+    verdict = f"its gain {errors:.1f} standard errors from 0" + ("" if factor else ": not clear of noise")
     if not enough:
-        why = (f": too few to tell (under {2 * (overlap + 1)}, twice the {overlap + 1} that share targets), "
-               "the baseline is kept")
+        verdict = f"too few to tell: under {2 * (overlap + 1)}, twice the {overlap + 1} that share targets"
+    kept = "" if factor else ", the baseline is kept"
     return factor, (f"correction to the baseline kept: {factor:.3f} (fitted on the {len(gain)} validation "
-                    f"sequences: {fitted:.3f}, its gain {errors:.1f} standard errors from 0{why})")
+                    f"sequences: {fitted:.3f}, {verdict}{kept})")
 
 
 def standard_error(gain: torch.Tensor, overlap: int) -> torch.Tensor:
