@@ -157,6 +157,12 @@ def _outside(path: Path, real_root: Path) -> str:
             "GRU_MODEL_REPOSITORY: copy or mount them there")
 
 
+def _text(file_name: str) -> str:
+    """A folder name as text any client can decode: bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which no JSON or protobuf encoder takes) are written as \\xNN."""
+    return file_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def discover(root: Path) -> dict[str, Path]:
     """Name -> newest version folder."""
     return {name: max(versions.items())[1] for name, versions in scan(root).versions.items() if versions}
@@ -223,8 +229,8 @@ class Repository:
         """Every bundle on disk (and every serving one) with its state: READY, or UNAVAILABLE and why;
         a READY version says why when it serves in place of another or from files since changed."""
         found, root = self._scan(), self.settings.model_repository
-        entries = [{"name": folder.name if folder.parent == root else folder.parent.name,
-                    "version": "" if folder.parent == root else folder.name,
+        entries = [{"name": _text(folder.name if folder.parent == root else folder.parent.name),
+                    "version": "" if folder.parent == root else _text(folder.name),
                     "state": "UNAVAILABLE", "reason": f"ignored: {why}"}
                    for folder, why in found.ignored.items()]
         for name in sorted(set(found.versions) | set(self._versions)):
@@ -250,8 +256,8 @@ class Repository:
     def load_all(self) -> None:
         """Start-up: every model serves the newest versions that load. A bundle that fails never stops
         start-up (it is logged and in the index); a repository folder that is missing does."""
-        for name in self._scan().versions:
-            report = self.load_model(name)
+        for name, versions in self._scan().versions.items():
+            report = self.load_model(name) if versions else LoadReport(name)  # e.g. a folder being copied
             if not report.serving:
                 log.error("%s: no version loads; it serves nothing until one does (%s)", name,
                           "; ".join(f"version {v}: {r}" for v, r in report.failed.items()) or "no versions")
@@ -265,7 +271,8 @@ class Repository:
         with self._lock:
             found = self._scan().versions.get(name)
             if not found:
-                raise BundleError(f"no bundles for model {name!r} under {self.settings.model_repository}")
+                raise BundleError(f"no bundles for model {name!r}: no folder {name}/<version>/ in the model "
+                                  "repository")
             self.unloaded_by_admin.discard(name)
             return self._sync(name, found, retry_failed=True)
 

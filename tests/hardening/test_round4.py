@@ -1,0 +1,86 @@
+"""Hardening round 4: a repository that holds odd files while the server runs, and the official Triton
+clients' calls. Each defect found, tried the way it was found, over a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import Server
+
+NON_UTF8 = b"\xff\xfe"
+
+
+def bundle_copy(repository: Path, root: Path, name: str, **onnx: str) -> Path:
+    """italy/1 copied as `name`/1, its manifest renamed (and its onnx section changed)."""
+    bundle = root / name / "1"
+    shutil.copytree(repository / "italy" / "1", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["name"] = name
+    manifest["onnx"].update(onnx)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def odd_repository(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("round4") / "models"
+    shutil.copytree(repository / "italy", root / "italy")
+    os.mkfifo(bundle_copy(repository, root, "fifo") / "model.onnx.tmp")
+    os.replace(root / "fifo" / "1" / "model.onnx.tmp", root / "fifo" / "1" / "model.onnx")
+    (root / "copying").mkdir()  # a model folder whose version folder is not there yet
+    os.makedirs(os.fsencode(root) + b"/" + NON_UTF8 + b"/1")
+    (bundle_copy(repository, root, "binary") / "manifest.json").write_bytes(b"\x80\xff{")
+    outside = bundle_copy(repository, root, "outside", file="weights.bin")
+    (outside / "weights.bin").symlink_to(repository / "italy" / "1" / "model.onnx")
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(odd_repository: Path):
+    running = Server(odd_repository, grpc=True).start()
+    yield running
+    running.stop()
+
+
+def index(served: Server) -> dict[str, dict]:
+    response = httpx.post(f"{served.url}/v2/repository/index", timeout=30)
+    assert response.status_code == 200, response.text
+    return {entry["name"]: entry for entry in response.json()}
+
+
+def test_a_fifo_in_place_of_a_bundle_file_is_refused_without_blocking_the_repository(served) -> None:
+    """The graph read blocked for ever on the FIFO, holding the repository lock: start-up never finished
+    (and, when the FIFO appeared later, every poll, load and unload hung, and so did SIGTERM)."""
+    assert "not a regular file" in index(served)["fifo"]["reason"]
+    assert httpx.post(f"{served.url}/v2/repository/models/fifo/load", timeout=30).status_code == 400
+    assert httpx.post(f"{served.url}/v2/repository/models/italy/load", timeout=30).status_code == 200
+
+
+def test_an_empty_model_folder_does_not_stop_start_up(served) -> None:
+    """`mkdir models/copying` before the copy: start-up failed with 'no bundles for model' and a traceback."""
+    assert "copying" in served.output() and "no version loads" in served.output()
+    assert httpx.get(f"{served.url}/v2/models/italy/ready", timeout=30).status_code == 200
+
+
+def test_a_folder_name_that_is_not_utf8_is_listed_escaped(served) -> None:
+    """The index answered 500: the name's lone surrogates could not be encoded as JSON."""
+    entry = index(served)["\\xff\\xfe"]
+    assert entry["state"] == "UNAVAILABLE" and "model folder name" in entry["reason"]
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file(served) -> None:
+    """It said only "UnicodeDecodeError: 'utf-8' codec can't decode byte 0x80"."""
+    assert index(served)["binary"]["reason"] == ("binary/1/manifest.json: the manifest is not UTF-8 text "
+                                                 "(byte 0); re-export the bundle with `gru export`")
+
+
+def test_a_graph_file_not_named_onnx_cannot_lead_outside_the_repository(served) -> None:
+    """onnx.file 'weights.bin', a symlink out of the repository, loaded: only *.onnx files were checked."""
+    entry = index(served)["outside"]
+    assert entry["state"] == "UNAVAILABLE" and "onnx.file" in entry["reason"]
