@@ -144,8 +144,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
 def unserved(method: str) -> Callable[..., Awaitable[None]]:
     async def answer(self: InferenceServicer, request: Any, context: Any) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve; "
-                            "the model repository is served over REST (/v2/repository/...)")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve"
+                            + ("; the model repository is served over REST (/v2/repository/...)"
+                               if method.startswith("Repository") else ""))
     return answer
 
 

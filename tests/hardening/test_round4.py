@@ -8,8 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.helpers import Server
 
@@ -84,3 +86,29 @@ def test_a_graph_file_not_named_onnx_cannot_lead_outside_the_repository(served) 
     """onnx.file 'weights.bin', a symlink out of the repository, loaded: only *.onnx files were checked."""
     entry = index(served)["outside"]
     assert entry["state"] == "UNAVAILABLE" and "onnx.file" in entry["reason"]
+
+
+def test_a_load_with_a_config_override_is_refused_not_ignored(served) -> None:
+    """tritonclient's load_model(config=...) and files= answered 200 and loaded the bundle as it was."""
+    url = f"{served.url}/v2/repository/models/italy/load"
+    for key in ("config", "file:1/model.onnx"):
+        response = httpx.post(url, json={"parameters": {key: "{}"}}, timeout=30)
+        assert response.status_code == 400, response.text
+        assert response.json()["field"] == f"parameters.{key}"
+    assert httpx.post(url, content=b"{", timeout=30).json()["code"] == "malformed_body"
+    assert httpx.post(url, json={"parameters": {}}, timeout=30).status_code == 200
+
+
+def test_load_of_an_unknown_model_does_not_show_the_server_path(served, odd_repository: Path) -> None:
+    response = httpx.post(f"{served.url}/v2/repository/models/nope/load", timeout=30)
+    assert response.status_code == 404 and str(odd_repository) not in response.text
+
+
+@pytest.mark.parametrize("method", ["SystemSharedMemoryStatus", "CudaSharedMemoryStatus", "TraceSetting"])
+def test_grpc_calls_not_served_do_not_point_at_the_repository(served, method: str) -> None:
+    """Every unserved call said 'the model repository is served over REST', shared memory's too."""
+    request = getattr(service_pb2, f"{method}Request")()
+    with grpc.insecure_channel(served.grpc_url) as channel, pytest.raises(grpc.RpcError) as raised:
+        getattr(service_pb2_grpc.GRPCInferenceServiceStub(channel), method)(request, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.details() == f"{method} is not served over gRPC by gru-serve"
