@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -112,3 +116,39 @@ def test_grpc_calls_not_served_do_not_point_at_the_repository(served, method: st
         getattr(service_pb2_grpc.GRPCInferenceServiceStub(channel), method)(request, timeout=30)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert raised.value.details() == f"{method} is not served over gRPC by gru-serve"
+
+
+def streaming_sessions(url: str) -> float | None:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found = re.search(r'^gru_streaming_sessions\{model="italy"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except httpx.TransportError:
+            pass  # no worker up yet
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_worker_s_live_gauges_are_dropped(repository: Path) -> None:
+    """Workers killed with SIGKILL (the OOM killer's way) never drop their live gauges: /metrics kept
+    counting their streaming sessions after they were gone, for ever."""
+    served = Server(repository, GRU_WORKERS="2").start()
+    try:
+        request = {"inputs": [{"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [0.5] * 24}]}
+        for i in range(6):  # one connection each: the workers share them
+            opening = {"parameters": {"sequence_id": f"s{i}", "sequence_start": True}}
+            answer = httpx.post(f"{served.url}/v2/models/italy/infer", json=request | opening, timeout=30)
+            assert answer.status_code == 200, answer.text
+        assert wait_for(lambda: streaming_sessions(served.url) == 6)
+        for pid in re.findall(r"Started server process \[(\d+)\]", served.output()):
+            os.kill(int(pid), signal.SIGKILL)  # uvicorn starts another in its place
+        assert wait_for(lambda: streaming_sessions(served.url) in (0, None)), served.output()[-2000:]
+    finally:
+        served.stop()
