@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -150,5 +151,31 @@ def test_a_killed_worker_s_live_gauges_are_dropped(repository: Path) -> None:
         for pid in re.findall(r"Started server process \[(\d+)\]", served.output()):
             os.kill(int(pid), signal.SIGKILL)  # uvicorn starts another in its place
         assert wait_for(lambda: streaming_sessions(served.url) in (0, None)), served.output()[-2000:]
+    finally:
+        served.stop()
+
+
+def test_sigterm_closes_open_grpc_streams_at_once(repository: Path) -> None:
+    """An open ModelStreamInfer stream kept being served through the whole GRU_SHUTDOWN_TIMEOUT_S after
+    SIGTERM (shutdown waited for it), then was cut. Now it is closed with UNAVAILABLE, saying why."""
+    served = Server(repository, grpc=True, GRU_SHUTDOWN_TIMEOUT_S="120").start()
+    request = service_pb2.ModelInferRequest(model_name="italy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 24, 1])
+    request.raw_input_contents.append(b"\0" * 96)
+    try:
+        with grpc.insecure_channel(served.grpc_url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            sent = queue.Queue()
+            sent.put(request)
+            stream = stub.ModelStreamInfer(iter(sent.get, None), timeout=120)
+            assert not next(stream).error_message
+            started = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError) as closed:
+                next(stream)
+            assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "the server is shutting down" in closed.value.details()
+            sent.put(None)
+        assert served.process.wait(timeout=60) == 0 and time.monotonic() - started < 60
     finally:
         served.stop()
