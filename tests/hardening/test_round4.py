@@ -9,6 +9,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,3 +180,18 @@ def test_sigterm_closes_open_grpc_streams_at_once(repository: Path) -> None:
         assert served.process.wait(timeout=60) == 0 and time.monotonic() - started < 60
     finally:
         served.stop()
+
+
+def test_a_client_gone_before_its_answer_is_logged_499_not_500(served) -> None:
+    """A client that closed mid-body was logged and counted as 500, a server fault: the 5xx ratio that
+    GruHighErrorRatio pages on rose with every client that gave up."""
+    body = json.dumps({"sequences": [[[0.5]] * 24]}).encode()
+    head = (f"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: round4-gone\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.sendall(head.encode() + body[:-5])
+    served.output_with("round4-gone")
+    line = next(line for line in served.json_lines() if line.get("request_id") == "round4-gone")
+    assert line["status"] == 499, line
+    metrics = httpx.get(f"{served.url}/metrics", timeout=30).text
+    assert 'status="499"' in metrics and 'status="500"' not in metrics
