@@ -195,3 +195,20 @@ def test_a_client_gone_before_its_answer_is_logged_499_not_500(served) -> None:
     assert line["status"] == 499, line
     metrics = httpx.get(f"{served.url}/metrics", timeout=30).text
     assert 'status="499"' in metrics and 'status="500"' not in metrics
+
+
+def test_a_half_closed_connection_gets_the_answers_to_its_whole_requests(served) -> None:
+    """A client that sends its requests, then shutdown(SHUT_WR) (`nc -N`): uvicorn closed the connection at
+    EOF, so the answers were computed (and logged 200) but never sent."""
+    body = json.dumps({"sequences": [[[0.5]] * 24]}).encode()
+    request = (f"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    for sent, answers in ((request, 1), (request * 3, 3), (request * 2 + request[:40], 2), (request[:-5], 0)):
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.sendall(sent)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(30)
+            received = b""
+            while chunk := sock.recv(1 << 16):  # until the server closes
+                received += chunk
+        assert received.count(b"HTTP/1.1 200 OK\r\n") == answers == received.count(b'"predictions"'), received
