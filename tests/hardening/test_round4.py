@@ -46,12 +46,17 @@ def odd_repository(repository: Path, tmp_path_factory: pytest.TempPathFactory) -
     (bundle_copy(repository, root, "binary") / "manifest.json").write_bytes(b"\x80\xff{")
     outside = bundle_copy(repository, root, "outside", file="weights.bin")
     (outside / "weights.bin").symlink_to(repository / "italy" / "1" / "model.onnx")
+    bundle_copy(repository, root, "badpolicy")
+    (root / "badpolicy" / "serving.json").write_text('{"version_policy": ')
+    bundle_copy(repository, root, "policylink")
+    (root.parent / "elsewhere.json").write_text('{"version_policy": "secret"}')
+    (root / "policylink" / "serving.json").symlink_to(root.parent / "elsewhere.json")
     return root
 
 
 @pytest.fixture(scope="module")
 def served(odd_repository: Path):
-    running = Server(odd_repository, grpc=True).start()
+    running = Server(odd_repository, grpc=True, GRU_POLL_INTERVAL_S="0.5").start()
     yield running
     running.stop()
 
@@ -92,6 +97,19 @@ def test_a_graph_file_not_named_onnx_cannot_lead_outside_the_repository(served) 
     """onnx.file 'weights.bin', a symlink out of the repository, loaded: only *.onnx files were checked."""
     entry = index(served)["outside"]
     assert entry["state"] == "UNAVAILABLE" and "onnx.file" in entry["reason"]
+
+
+def test_a_serving_json_that_cannot_be_used_is_in_the_index_and_logged_once(served, repository,
+                                                                          odd_repository) -> None:
+    """The index said 'not selected by the version policy'; every poll logged the error again (and an
+    INFO line); a serving.json symlinked out of the repository was read, its content quoted."""
+    entries = index(served)
+    assert "badpolicy/serving.json: (document): Invalid JSON" in entries["badpolicy"]["reason"]
+    assert "resolves outside the model repository" in entries["policylink"]["reason"]
+    bundle_copy(repository, odd_repository, "late")  # loaded by a poll: polls ran since start-up
+    assert wait_for(lambda: index(served).get("late", {}).get("state") == "READY")
+    assert served.output().count("badpolicy/serving.json") == 2  # at start-up: the error, "no version loads"
+    assert "secret" not in served.output()
 
 
 def test_a_load_with_a_config_override_is_refused_not_ignored(served) -> None:
