@@ -194,7 +194,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         REFUSED.discard(self)
         super().connection_lost(exc)
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol's: True keeps writing
         """The client half-closed (shutdown(SHUT_WR), `nc -N`): the requests it sent whole are answered,
         then the connection closes. uvicorn closed it at once: the answer was computed, never sent."""
         last = self.pipeline[0][0] if self.pipeline else self.cycle
