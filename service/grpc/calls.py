@@ -179,6 +179,7 @@ async def until_idle(requests: AsyncIterable[Any], idle_s: float, context: Any,
     Once `closing` is set (shutdown) it is closed with UNAVAILABLE, after the answer in progress: a stream
     does not end by itself, and shutdown would wait GRU_SHUTDOWN_TIMEOUT_S for it, then cut it."""
     iterator, closed = aiter(requests), asyncio.ensure_future(closing.wait())
+    following: asyncio.Future[Any] = closed
     try:
         while True:
             following = asyncio.ensure_future(anext(iterator))
@@ -195,5 +196,7 @@ async def until_idle(requests: AsyncIterable[Any], idle_s: float, context: Any,
             except StopAsyncIteration:
                 return
             yield request
-    finally:
-        closed.cancel()
+    finally:  # also when the call is cancelled while it waits: what these tasks bring is nobody's
+        for task in (closed, following):
+            if not task.cancel() and not task.cancelled():
+                task.exception()  # seen: else asyncio logs "Task exception was never retrieved"
