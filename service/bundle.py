@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -65,7 +67,9 @@ class TensorSpec(_Strict):
 
 
 class OnnxSpec(_Strict):
-    file: str = "model.onnx"  # the graph, beside the manifest
+    # The graph, beside the manifest. A *.onnx name: the repository checks those (symlinks leading out of
+    # it, changed files) before the manifest is read.
+    file: str = Field(default="model.onnx", pattern=r"^[^/\\]+\.onnx$")
     sha256: str  # of the graph file: a changed graph is refused
     opset: int  # ONNX opset the graph was exported with
     inputs: list[TensorSpec]  # x, state and lengths (a graph may lack lengths: then one length per run)
@@ -241,12 +245,30 @@ def sha256_of(source: bytes | Path) -> str:
     return digest.hexdigest()
 
 
+def read_bundle_file(path: Path, what: str) -> bytes:
+    """The bytes of one bundle file. Only a regular file: a FIFO or a device in its place would block
+    the read, and with it the repository (every load, unload and poll), for ever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO without a writer blocks too
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BundleError(f"{path}: the {what} is not a regular file (a folder, FIFO or device?)")
+    with open(fd, "rb") as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+
+
 def read_manifest(bundle_dir: Path) -> Manifest:
     path = bundle_dir / MANIFEST_FILE
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read the manifest ({exc.strerror})") from exc
+        text = read_bundle_file(path, "manifest").decode()
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: the manifest is not UTF-8 text (byte {exc.start}); "
+                          "re-export the bundle with `gru export`") from exc
     try:
         schema = json.loads(text).get("schema_version")
     except (ValueError, AttributeError):

@@ -17,6 +17,7 @@ from service.bundle import (
     GRUSpec,
     Manifest,
     TensorSpec,
+    read_bundle_file,
     read_manifest,
     sha256_of,
 )
@@ -32,12 +33,7 @@ def load_bundle(bundle_dir: Path) -> tuple[Manifest, bytes]:
             f"{bundle_dir.parent.name}/{bundle_dir.name}"
         )
     graph_path = bundle_dir / manifest.onnx.file
-    if graph_path.parent != bundle_dir:
-        raise BundleError(f"{where}: onnx.file must be a file name inside the bundle folder")
-    try:
-        graph = graph_path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{graph_path}: cannot read the graph ({exc.strerror})") from exc
+    graph = read_bundle_file(graph_path, "graph")
     if sha256_of(graph) != manifest.onnx.sha256:
         raise BundleError(f"{where}: onnx.sha256 does not match {graph_path.name} (corrupt or replaced)")
     check_graph(manifest, graph, where)

@@ -191,11 +191,26 @@ def registry() -> CollectorRegistry:
     for holder in list(_pending):
         holder.flush()
     flush_deferred()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        forget_dead_workers(Path(folder))
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
         return merged
     return REGISTRY
+
+
+def forget_dead_workers(folder: Path) -> None:
+    """A worker that was killed (SIGKILL, the OOM killer) never ran mark_worker_exit: its live gauges
+    (requests in flight, streaming sessions) would be summed in for ever. Each read drops those of
+    processes that are gone."""
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(folder))
+        except PermissionError:
+            pass  # it exists, under another user
 
 
 def render() -> tuple[bytes, str]:

@@ -26,7 +26,6 @@ loaded version starts and stops there.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -157,6 +156,12 @@ def _outside(path: Path, real_root: Path) -> str:
             "GRU_MODEL_REPOSITORY: copy or mount them there")
 
 
+def _text(file_name: str) -> str:
+    """A folder name as text any client can decode: bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which no JSON or protobuf encoder takes) are written as \\xNN."""
+    return file_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def discover(root: Path) -> dict[str, Path]:
     """Name -> newest version folder."""
     return {name: max(versions.items())[1] for name, versions in scan(root).versions.items() if versions}
@@ -195,6 +200,7 @@ class Repository:
         self.failures: dict[tuple[str, int], str] = {}  # (name, version) -> why it did not load
         self._failed_prints: dict[tuple[str, int], Fingerprint] = {}  # retried only once its files change
         self._notes: dict[tuple[str, int], str] = {}  # why a serving version serves in place of another
+        self._policy_errors: dict[str, str] = {}  # name -> why its serving.json cannot be used
         self._logged: set[tuple[Path, str]] = set()  # ignored folders and model errors, logged once
         self.unloaded_by_admin: set[str] = set()  # the folder watch leaves these alone
         self._lock = threading.Lock()  # one change at a time (admin API and folder watch)
@@ -223,8 +229,8 @@ class Repository:
         """Every bundle on disk (and every serving one) with its state: READY, or UNAVAILABLE and why;
         a READY version says why when it serves in place of another or from files since changed."""
         found, root = self._scan(), self.settings.model_repository
-        entries = [{"name": folder.name if folder.parent == root else folder.parent.name,
-                    "version": "" if folder.parent == root else folder.name,
+        entries = [{"name": _text(folder.name if folder.parent == root else folder.parent.name),
+                    "version": "" if folder.parent == root else _text(folder.name),
                     "state": "UNAVAILABLE", "reason": f"ignored: {why}"}
                    for folder, why in found.ignored.items()]
         for name in sorted(set(found.versions) | set(self._versions)):
@@ -244,14 +250,16 @@ class Repository:
             return "; ".join(p for p in parts if p)
         if failure:
             return failure
+        if name in self._policy_errors:
+            return self._policy_errors[name]
         return "unloaded" if name in self.unloaded_by_admin else "not selected by the version policy"
 
     # --- changing: under the lock, swapping the table ---
     def load_all(self) -> None:
         """Start-up: every model serves the newest versions that load. A bundle that fails never stops
         start-up (it is logged and in the index); a repository folder that is missing does."""
-        for name in self._scan().versions:
-            report = self.load_model(name)
+        for name, versions in self._scan().versions.items():
+            report = self.load_model(name) if versions else LoadReport(name)  # e.g. a folder being copied
             if not report.serving:
                 log.error("%s: no version loads; it serves nothing until one does (%s)", name,
                           "; ".join(f"version {v}: {r}" for v, r in report.failed.items()) or "no versions")
@@ -265,7 +273,8 @@ class Repository:
         with self._lock:
             found = self._scan().versions.get(name)
             if not found:
-                raise BundleError(f"no bundles for model {name!r} under {self.settings.model_repository}")
+                raise BundleError(f"no bundles for model {name!r}: no folder {name}/<version>/ in the model "
+                                  "repository")
             self.unloaded_by_admin.discard(name)
             return self._sync(name, found, retry_failed=True)
 
@@ -319,10 +328,14 @@ class Repository:
         report = LoadReport(name)
         try:
             policy = self._policy_for(name)
-        except BundleError as exc:
-            report.failed[0] = self._relative(str(exc))
-            log.error("%s: %s; serving versions unchanged", name, report.failed[0])
+        except BundleError as exc:  # reported once per change (the folder watch retries at every poll)
+            reason = self._relative(str(exc))
+            if retry_failed or self._policy_errors.get(name) != reason:
+                report.failed[0] = reason
+                log.error("%s: %s; serving versions unchanged", name, reason)
+            self._policy_errors[name] = reason
             return report
+        self._policy_errors.pop(name, None)
         current = self._versions.get(name, {})
         table: dict[int, ModelRuntime] = {}
         for version in policy.candidates(list(found)):
@@ -405,11 +418,17 @@ class Repository:
         path = self.settings.model_repository / name / SERVING_CONFIG
         if not path.is_file():
             return self.policy
+        if why := _outside(path, self.settings.model_repository.resolve()):
+            raise BundleError(f"{path}: {why}")
         try:
-            config = ServingConfig.model_validate(json.loads(path.read_text()))
-            return VersionPolicy.parse(config.version_policy)
-        except (OSError, ValueError, ValidationError) as exc:
-            raise BundleError(f"{path}: {exc}") from exc
+            config = ServingConfig.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read it ({exc.strerror})") from exc
+        except ValidationError as exc:  # the messages only: never the file's content
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}"
+                                 for e in exc.errors()[:3])
+            raise BundleError(f"{path}: {problems}") from exc
+        return VersionPolicy.parse(config.version_policy)
 
     def _swap(self, name: str, table: dict[int, ModelRuntime]) -> None:
         """One assignment publishes the new table; then the retired runtimes are told they stopped serving."""

@@ -26,6 +26,7 @@ log = logging.getLogger("gru_serve.access")
 QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug, not counted
 CHECKED_METHODS = frozenset({"GET", "HEAD", "POST"})
 FLUSH_INTERVAL_S = 0.5  # how late an access log line or a request's metrics may be written
+CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, never sent (not a 5xx fault)
 LINES_PER_WRITE = 256  # access log lines formatted and written at once
 
 Answered = tuple[float, logs.RequestContext, int, float]  # (unix time, context, status, seconds taken)
@@ -147,8 +148,14 @@ class RequestMiddleware:
         request_id = logs.request_id_from(given_id.decode("latin-1"))
         context = logs.RequestContext(request_id, method=scope["method"], path=path)
         token = logs.current.set(context)
-        started, status = time.perf_counter(), 500
+        started, status, gone = time.perf_counter(), 0, False  # status 0: no answer started
         counted = path not in QUIET_PATHS
+
+        async def receive_noting_disconnect() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -166,12 +173,14 @@ class RequestMiddleware:
                 extra = {"www-authenticate": 'Bearer realm="gru-serve"'} if denial.status == 401 else None
                 code = "unauthorized" if denial.status == 401 else "forbidden"
                 response = error_response(api_of(path), code, denial.message, "authorization", extra)
-                await response(scope, receive, send_with_id)
+                await response(scope, receive_noting_disconnect, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_noting_disconnect, send_with_id)
         finally:
             if counted:
                 self.requests.in_flight -= 1
+            if not status:  # the client went away before its answer, or the app failed without one
+                status = CLIENT_GONE if gone else 500
             if counted or log.isEnabledFor(logging.DEBUG):
                 self.requests.answered(context, status, time.perf_counter() - started)
             logs.current.reset(token)

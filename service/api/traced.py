@@ -8,7 +8,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, tracing
-from service.api.middleware import QUIET_PATHS, api_of
+from service.api.middleware import CLIENT_GONE, QUIET_PATHS, api_of
 
 ROUTE = re.compile(r"/models/[^/]+(/versions/[0-9]+)?")
 
@@ -33,12 +33,15 @@ class TracedHTTP:
         method, route = scope["method"], route_of(path)
         request = tracing.begin(carrier, f"{method} {route}", {
             "http.request.method": method, "url.path": path, "http.route": route, "gru.api": api_of(path)})
-        status, context = 500, None
+        status, context = 500, None  # 500: the app failed without an answer
 
         async def traced_receive() -> Message:
+            nonlocal status
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 request.decode_from = time.perf_counter()
+            elif message["type"] == "http.disconnect" and context is None:
+                status = CLIENT_GONE  # before its answer: no server error
             return message
 
         async def traced_send(message: Message) -> None:

@@ -11,6 +11,7 @@ headers are complete, and never sees a connection. `gru serve` runs uvicorn with
   closed without an answer); refusals are logged at most once per 10 s. The open-files limit is raised
   to fit (fit_file_limit), or the cap lowered to what the hard limit allows, with a warning.
 - Idle keep-alive connections: uvicorn's timeout_keep_alive (GRU_KEEP_ALIVE_TIMEOUT_S).
+- Half-closed connections: the requests a client sent whole before shutdown(SHUT_WR) are answered.
 - Malformed HTTP: a JSON 400 instead of uvicorn's plain text.
 - Load shedding: once a request's headers are parsed, the app's shedder (`install_shedder`: LoadShedder's
   `refusal`) may answer it at once (503 queue_full), before uvicorn builds a request and starts a task
@@ -192,6 +193,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         REFUSED.discard(self)
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol's: True keeps writing
+        """The client half-closed (shutdown(SHUT_WR), `nc -N`): the requests it sent whole are answered,
+        then the connection closes. uvicorn closed it at once: the answer was computed, never sent."""
+        last = self.pipeline[0][0] if self.pipeline else self.cycle
+        if last is None or last.response_complete or last.more_body:
+            return False  # nothing whole left to answer: closed now
+        last.keep_alive = False  # closed once its answer is written (a partial request after it is dropped)
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.refused:  # the answer is written; what follows is dropped until the client closes

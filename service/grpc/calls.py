@@ -61,6 +61,10 @@ class Failure(Exception):
         return tuple(items)
 
 
+SHUTTING_DOWN = Failure(503, "unavailable", "the server is shutting down: this stream is closed; open a new "
+                        "one (to another replica, or once the server is back)")
+
+
 def failure(exc: Exception, method: str) -> Failure:
     if isinstance(exc, Failure):
         return exc
@@ -168,17 +172,31 @@ class StreamCount:
             del self.open_streams[client]
 
 
-async def until_idle(requests: AsyncIterable[Any], idle_s: float, context: Any) -> AsyncIterator[Any]:
+async def until_idle(requests: AsyncIterable[Any], idle_s: float, context: Any,
+                     closing: asyncio.Event) -> AsyncIterator[Any]:
     """A stream's requests, until the client ends it or sends nothing for `idle_s` (GRU_GRPC_STREAM_IDLE_S):
-    then the stream is closed with DEADLINE_EXCEEDED, as Envoy's and nginx's idle timeouts close one."""
-    iterator = aiter(requests)
-    while True:
-        try:
-            request = await asyncio.wait_for(anext(iterator), idle_s)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            idle = Failure(408, "body_timeout", f"no request on this stream for {idle_s:g} s "
-                           "(GRU_GRPC_STREAM_IDLE_S): closed; open a new stream when there is more to send")
-            await context.abort(idle.grpc_status, idle.message, idle.metadata(logs.request_id_from(None)))
-        yield request
+    then the stream is closed with DEADLINE_EXCEEDED, as Envoy's and nginx's idle timeouts close one.
+    Once `closing` is set (shutdown) it is closed with UNAVAILABLE, after the answer in progress: a stream
+    does not end by itself, and shutdown would wait GRU_SHUTDOWN_TIMEOUT_S for it, then cut it."""
+    iterator, closed = aiter(requests), asyncio.ensure_future(closing.wait())
+    following: asyncio.Future[Any] = closed
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait((following, closed), timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                reason = SHUTTING_DOWN if closed.done() else Failure(
+                    408, "body_timeout", f"no request on this stream for {idle_s:g} s "
+                    "(GRU_GRPC_STREAM_IDLE_S): closed; open a new stream when there is more to send")
+                await context.abort(reason.grpc_status, reason.message,
+                                    reason.metadata(logs.request_id_from(None)))
+            try:
+                request = following.result()
+            except StopAsyncIteration:
+                return
+            yield request
+    finally:  # also when the call is cancelled while it waits: what these tasks bring is nobody's
+        for task in (closed, following):
+            if not task.cancel() and not task.cancelled():
+                task.exception()  # seen: else asyncio logs "Task exception was never retrieved"

@@ -8,6 +8,7 @@ one HTTP/2 connection, so one client's calls all go to one worker (its streamed 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 from starlette.datastructures import State
@@ -38,12 +39,25 @@ def options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
+@dataclass
+class GrpcService:
+    server: grpc.aio.Server
+    servicer: InferenceServicer
+
+    async def stop(self, grace_s: float) -> None:
+        """New calls are refused; calls in flight finish (within grace_s); open streams close after the
+        answer in progress."""
+        self.servicer.closing.set()
+        await self.server.stop(grace_s)
+
+
+async def start(state: State, authenticator: Authenticator) -> GrpcService:
     """Listen on GRU_GRPC_PORT; a port that cannot be bound stops start-up with the reason."""
     settings: Settings = state.settings
     # GRU_MAX_CONNECTIONS bounds the open HTTP connections, each one request at a time; here the calls.
     server = grpc.aio.server(options=options(settings), maximum_concurrent_rpcs=settings.max_connections)
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state, authenticator), server)
+    servicer = InferenceServicer(state, authenticator)
+    add_GRPCInferenceServiceServicer_to_server(servicer, server)
     where = address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(where)
@@ -53,5 +67,5 @@ async def start(state: State, authenticator: Authenticator) -> grpc.aio.Server:
     await server.start()
     log.info("gRPC: Open Inference Protocol (inference.GRPCInferenceService) on %s; inference and metadata: "
              "%s; health: %s", where, authenticator.rule(MODELS_PATH), authenticator.rule(READY_PATH))
-    return server
+    return GrpcService(server, servicer)
 

@@ -8,6 +8,7 @@ statuses.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, state: State, authenticator: Authenticator):
         self.state, self.auth = state, authenticator
         self.streams = calls.StreamCount(state.settings.grpc_max_streams_per_client)
+        self.closing = asyncio.Event()  # set at shutdown: open streams close (calls.until_idle)
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -113,7 +115,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH, quiet=True):
             self.streams.open(client)  # after the token: a stranger cannot use up a client's streams
         try:
-            async for request in calls.until_idle(requests, self.state.settings.grpc_stream_idle_s, context):
+            async for request in calls.until_idle(requests, self.state.settings.grpc_stream_idle_s, context,
+                                                  self.closing):
                 try:
                     async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
                                            abort=False, request_id=request.id):
@@ -144,8 +147,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
 def unserved(method: str) -> Callable[..., Awaitable[None]]:
     async def answer(self: InferenceServicer, request: Any, context: Any) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve; "
-                            "the model repository is served over REST (/v2/repository/...)")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served over gRPC by gru-serve"
+                            + ("; the model repository is served over REST (/v2/repository/...)"
+                               if method.startswith("Repository") else ""))
     return answer
 
 

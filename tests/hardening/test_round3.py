@@ -130,7 +130,9 @@ def test_unserved_rpcs_are_unimplemented_quietly(served, stub) -> None:
             with pytest.raises(grpc.RpcError) as refused:
                 getattr(stub, method)(message)
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
-            assert "REST" in refused.value.details()
+            details = refused.value.details()
+            assert details.startswith(f"{method} is not served over gRPC"), details
+            assert ("REST" in details) == method.startswith("Repository"), details  # where to go instead
     stub.ServerLive(service_pb2.ServerLiveRequest())  # the log has caught up with the calls
     written = served.output()[before:]
     levels = {json.loads(line)["level"] for line in written.splitlines() if line.strip()}

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RepositoryDep
 from service.api.errors import error_response
 from service.api.responses import NumpyJSONResponse
 from service.bundle import BundleError, name_problem
-from service.errors import ModelNotFound, Unavailable
+from service.errors import InvalidInput, MalformedBody, ModelNotFound, Unavailable
 
 ADMIN_PATH = "/v2/repository"
 router = APIRouter(prefix=ADMIN_PATH, tags=["model repository (admin)"])
@@ -31,11 +32,12 @@ async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
 
 
 @router.post("/models/{name}/load")
-async def load(name: str, repository: RepositoryDep) -> NumpyJSONResponse:
+async def load(name: str, repository: RepositoryDep, request: Request) -> NumpyJSONResponse:
     """Load or reload a model under its version policy. A version that fails leaves the serving ones as
     they were; the answer is 400 and says why, per version."""
     if problem := name_problem(name):
         raise ModelNotFound(f"not a valid model name: {problem}", "name")
+    refuse_overrides(await request.body())
     try:
         report = await run_in_threadpool(repository.load_model, name)
     except BundleError as exc:
@@ -56,3 +58,21 @@ async def unload(name: str, repository: RepositoryDep) -> dict[str, Any]:
         raise ModelNotFound(f"no loaded model named {name!r}; loaded models: {loaded}", "name")
     report = await run_in_threadpool(repository.unload_model, name)
     return {"name": name, "unloaded": report.unloaded}
+
+
+def refuse_overrides(body: bytes) -> None:
+    """Triton's load may carry a config or model files to use in place of the repository's
+    (parameters.config, parameters["file:..."]). Not supported: refused, never silently ignored."""
+    if not body.strip():
+        return
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"the body is not JSON ({exc}); a load needs no body", None) from exc
+    parameters = document.get("parameters") if isinstance(document, dict) else None
+    if parameters:
+        key = next(iter(parameters)) if isinstance(parameters, dict) else ""
+        field = f"parameters.{key}" if key else "parameters"
+        raise InvalidInput(f"{field}: a load takes no parameters: gru-serve serves the bundle files as "
+                           "exported (no config override, no model files in the request); change the "
+                           "files in the repository, then load", field)
