@@ -88,13 +88,13 @@ def test_a_correction_that_is_noise_on_the_validation_series_is_dropped() -> Non
     assert float(model.head.weight.detach().abs().max()) == 0.0
 
 
-def test_fewer_windows_than_two_horizons_tell_nothing() -> None:
+def test_windows_that_all_share_targets_tell_nothing() -> None:
     train, val = _regression(60), _regression(11, seed=2)
     model = _model(12, 12)
     model.normaliser.fit(train.X, train.y)
     fit_linear_path(model, train)
     factor, line = shrink_to_baseline(model, val, overlap=11)  # 11 windows of a 12-step horizon (lynx)
-    assert factor == 0.0 and "too few to tell: under 24, twice the 12 that share targets" in line
+    assert factor == 0.0 and "too few to tell: under 13, so every two share targets" in line
 
 
 def test_overlapping_forecast_windows_count_as_fewer_observations() -> None:
