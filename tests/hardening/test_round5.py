@@ -1,0 +1,92 @@
+"""Hardening round 5 (protocol edges and sequences): each defect found, tried the way it was found, on
+every API it applies to. docs/guides/limits.md lists them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.helpers import Server
+
+
+@pytest.fixture(scope="module")
+def served(repository):
+    running = Server(repository, grpc=True).start()
+    yield running
+    running.stop()
+
+
+def v2_chunk(steps: int, **parameters) -> dict:
+    return {"inputs": [{"name": "x", "shape": [1, steps, 1], "datatype": "FP32", "data": [0.25] * steps}],
+            "parameters": parameters}
+
+
+def grpc_chunk(sequence_id: int, start: bool = False) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="italy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 3, 1])
+    request.raw_input_contents.append(np.full(3, 0.25, dtype="<f4").tobytes())
+    request.parameters["sequence_id"].uint64_param = sequence_id
+    request.parameters["sequence_start"].bool_param = start
+    return request
+
+
+# -- 1. a chunk that waited for the chunk carrying "end" ran on, answered 200 "ended": false ------------
+
+async def _race(url: str, trials: int) -> list[tuple[int, list[httpx.Response]]]:
+    """Per trial: a sequence opened, then 6 chunks at once, the first with "end"; the end chunk's steps
+    seen and every answer."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        stream = f"{url}/models/italy/stream"
+        outcomes = []
+        for trial in range(trials):
+            sequence = f"race-{trial}"
+            first = {"sequence_id": sequence, "start": True, "steps": [0.1] * 3}
+            opened = await client.post(stream, json=first)
+            assert opened.status_code == 200, opened.text
+            answers = await asyncio.gather(*[
+                client.post(stream, json={"sequence_id": sequence, "steps": [0.2] * 50, "end": i == 0})
+                for i in range(6)])
+            assert answers[0].status_code == 200, answers[0].text
+            outcomes.append((answers[0].json()["steps_seen"], list(answers[1:])))
+    return outcomes
+
+
+def test_no_chunk_runs_after_the_chunk_that_ended_its_sequence(served) -> None:
+    # before: 15 of 100 chunks queued behind the end chunk were answered 200, "ended": false, steps 103..303
+    for end_seen, others in asyncio.run(_race(served.url, trials=12)):
+        for answer in others:
+            if answer.status_code == 200:  # ran before the end chunk: an earlier prefix
+                assert answer.json()["steps_seen"] < end_seen, (end_seen, answer.json())
+            else:
+                assert answer.status_code == 410 and answer.json()["error"]["code"] == "sequence_ended"
+    assert "Traceback" not in served.output()
+
+
+# -- 2. v2 and gRPC named `sequence_id` as the field of a sequence error: theirs is parameters.sequence_id --
+
+def test_v2_sequence_errors_name_parameters_sequence_id(served) -> None:
+    url = f"{served.url}/v2/models/italy/infer"
+    unknown = httpx.post(url, json=v2_chunk(3, sequence_id=424242))
+    assert unknown.status_code == 404 and unknown.json()["code"] == "sequence_not_found"
+    assert unknown.json()["field"] == "parameters.sequence_id"
+    assert httpx.post(url, json=v2_chunk(3, sequence_id=4243, sequence_start=True,
+                                         sequence_end=True)).status_code == 200
+    ended = httpx.post(url, json=v2_chunk(3, sequence_id=4243))
+    assert ended.status_code == 410 and ended.json()["code"] == "sequence_ended"
+    assert ended.json()["field"] == "parameters.sequence_id"
+    native = httpx.post(f"{served.url}/models/italy/stream", json={"sequence_id": "4243", "steps": [0.1]})
+    assert native.status_code == 410 and native.json()["error"]["field"] == "sequence_id"  # its own name
+
+
+def test_grpc_sequence_errors_name_parameters_sequence_id(served) -> None:
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(grpc_chunk(525252))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("gru-error-field", "parameters.sequence_id") in refused.value.trailing_metadata()
