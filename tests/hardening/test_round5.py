@@ -90,3 +90,28 @@ def test_grpc_sequence_errors_name_parameters_sequence_id(served) -> None:
             stub.ModelInfer(grpc_chunk(525252))
         assert refused.value.code() == grpc.StatusCode.NOT_FOUND
         assert ("gru-error-field", "parameters.sequence_id") in refused.value.trailing_metadata()
+
+
+# -- 3. "outputs": [] answered no outputs over REST, every output over gRPC (which cannot send []) ---------
+
+def test_an_empty_outputs_list_asks_for_every_output_on_every_api(served) -> None:
+    url = f"{served.url}/v2/models/italy/infer"
+    for parameters in ({}, {"binary_data_output": True}):
+        body = v2_chunk(3, **parameters) | {"outputs": []}
+        answer = httpx.post(url, json=body)
+        assert answer.status_code == 200, answer.text
+        header = answer.content[:int(answer.headers.get("inference-header-content-length",
+                                                        len(answer.content)))]
+        assert [o["name"] for o in httpx.Response(200, content=header).json()["outputs"]] == \
+            ["output", "next_state"]
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        request = grpc_chunk(0)
+        del request.parameters["sequence_id"], request.parameters["sequence_start"]
+        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        assert [o.name for o in answer.outputs] == ["output", "next_state"]
+
+
+def test_an_output_that_is_not_an_object_is_named(served) -> None:
+    answer = httpx.post(f"{served.url}/v2/models/italy/infer", json=v2_chunk(3) | {"outputs": ["output"]})
+    assert answer.status_code == 400 and answer.json()["field"] == "outputs[0]", answer.text
+    assert "must be an object" in answer.json()["error"]
