@@ -4,6 +4,10 @@ every API it applies to. docs/guides/limits.md lists them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import time
 
 import grpc
 import httpx
@@ -115,3 +119,42 @@ def test_an_output_that_is_not_an_object_is_named(served) -> None:
     answer = httpx.post(f"{served.url}/v2/models/italy/infer", json=v2_chunk(3) | {"outputs": ["output"]})
     assert answer.status_code == 400 and answer.json()["field"] == "outputs[0]", answer.text
     assert "must be an object" in answer.json()["error"]
+
+
+# -- 4. Expect: 100-continue answered before the body was asked for: the next request was read as the body --
+
+def _answers(port: int, *sends: bytes) -> bytes:
+    """Each send in turn on one connection, then read until the server closes (or 10 s pass)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for data in sends:
+            sock.sendall(data)
+            time.sleep(0.2)  # the server may close after an answer: later sends may fail, reads still work
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+EXPECTING = (b"POST /models/nope/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Expect: 100-continue\r\nContent-Length: 20\r\n\r\n")
+NEXT = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_an_answer_before_the_expected_body_closes_the_connection(served) -> None:
+    # before: 404 kept alive, no 100 Continue sent; the client's next request was taken for the 20-byte body
+    # and never answered (curl sends no body after a final answer)
+    answer = _answers(served.port, EXPECTING)  # read to EOF: the server closed
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404") and b"connection: close" in head, answer
+    assert b"100 Continue" not in answer and json.loads(body)["error"]["code"] == "model_not_found"
+
+
+def test_an_expected_body_sent_at_once_keeps_the_connection(served) -> None:
+    answer = _answers(served.port, EXPECTING + b"x" * 20, NEXT)  # the client did not wait: the body is read
+    assert answer.count(b"HTTP/1.1 404") == 1 and answer.count(b"HTTP/1.1 200") == 1, answer
+    good = json.dumps({"sequences": [[0.5] * 24]}).encode()
+    served_answer = _answers(served.port, EXPECTING.replace(b"nope", b"italy").replace(
+        b"Length: 20", b"Length: %d" % len(good)), good, NEXT)  # the body after 100 Continue
+    assert served_answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), served_answer
+    assert served_answer.count(b"HTTP/1.1 200") == 2, served_answer
