@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
@@ -158,3 +159,45 @@ def test_an_expected_body_sent_at_once_keeps_the_connection(served) -> None:
         b"Length: 20", b"Length: %d" % len(good)), good, NEXT)  # the body after 100 Continue
     assert served_answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), served_answer
     assert served_answer.count(b"HTTP/1.1 200") == 2, served_answer
+
+
+def _refused_then_closed(port: int, request: bytes) -> bytes | None:
+    """None: not refused (100 Continue); b"": the server answered 503 and closed (NEXT unanswered); the
+    answer: the connection stayed open 10 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+        if not answer.startswith(b"HTTP/1.1 503"):
+            return None
+        assert b"queue_full" in answer, answer
+        with contextlib.suppress(OSError):  # closed already: the send may fail
+            sock.sendall(NEXT)  # before: read as the body (and the rest as a bad request), or no answer
+        try:
+            while chunk := sock.recv(65536):
+                assert b"HTTP/1.1" not in chunk, chunk  # one answer, then EOF
+        except ConnectionResetError:  # closed before NEXT came: reset
+            pass
+        except TimeoutError:
+            return answer
+        return b""
+
+
+def test_a_queue_full_refusal_before_the_expected_body_closes_the_connection(repository) -> None:
+    # the transport's own 503 (LoadShedder.refusal) kept the connection too
+    server = Server(repository, GRU_MAX_QUEUE_SIZE="1").start()
+    heavy = json.dumps({"sequences": np.full((256, 256, 1), 0.5).tolist()}).encode()
+    expecting = EXPECTING.replace(b"nope", b"italy")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            for _ in range(20):  # until a request meets the full queue (in the first heavy run, mostly)
+                running = pool.submit(httpx.post, f"{server.url}/models/italy/predict", content=heavy,
+                                      headers={"content-type": "application/json"}, timeout=120)
+                while not running.done():
+                    left_open = _refused_then_closed(server.port, expecting)
+                    if left_open is not None:
+                        assert not left_open, left_open  # the 503, then 10 s of silence
+                        return
+                assert running.result().status_code == 200
+        pytest.fail("no request met a full queue in 20 heavy runs")
+    finally:
+        server.stop()
