@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from service.batching import Result, Scheduler, SchedulerPool, SchedulerStopped
-from service.bundle import OUTPUT, STATE_OUTPUT
+from service.bundle import OUTPUT, STATE_INPUT, STATE_OUTPUT
 from service.codecs import native, v2
 from service.errors import (
     InvalidInput,
@@ -232,7 +232,12 @@ def decode_grpc(r: Request) -> v2.InferRequest:
 
 async def run_tensors(r: Request, decoded: v2.InferRequest) -> dict[str, np.ndarray]:
     """The outputs by name, from the model's scheduler or, with sequence_* parameters, a held sequence."""
-    x, state = v2.model_inputs(decoded, r.runtime.manifest, r.services.settings.max_sequences_per_request)
+    manifest = r.runtime.manifest
+    x, state = v2.model_inputs(decoded, manifest, r.services.settings.max_sequences_per_request)
+    if manifest.streaming_refusal and state is not None and state.any():  # zeros: a new sequence, exact
+        raise StreamingUnsupported(f"model {manifest.name!r} cannot carry a state from an earlier request: "
+                                   f"{manifest.streaming_refusal}; send each sequence whole, without "
+                                   f"'{STATE_INPUT}' (or with zeros)", STATE_INPUT)
     if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
         output, next_state = await _sequence_chunk(r, decoded.parameters, x, state)
     else:

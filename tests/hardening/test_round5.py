@@ -201,3 +201,56 @@ def test_a_queue_full_refusal_before_the_expected_body_closes_the_connection(rep
         pytest.fail("no request met a full queue in 20 heavy runs")
     finally:
         server.stop()
+
+
+# -- 5. a model that refuses streaming took a carried v2 `state`: a bidirectional one answered wrong ------
+
+@pytest.fixture(scope="module")
+def bidirectional(tmp_path_factory, vowels_bi_run):
+    from export.bundle import export_checkpoint
+
+    root = tmp_path_factory.mktemp("round5") / "models"
+    export_checkpoint(vowels_bi_run.checkpoint, root, "vowels_bi")
+    running = Server(root, grpc=True).start()
+    yield running
+    running.stop()
+
+
+def test_a_model_that_cannot_stream_refuses_a_carried_state_on_every_api(bidirectional) -> None:
+    # before: 200 over v2 and gRPC, the second half's answer 0.047 off the whole sequence's (vowels_bi)
+    x = np.random.default_rng(5).normal(size=(1, 12, 12)).astype(np.float32)
+    url = f"{bidirectional.url}/v2/models/vowels_bi/infer"
+
+    def infer(steps: np.ndarray, state: list[float] | None = None) -> httpx.Response:
+        data = steps.ravel().tolist()
+        inputs = [{"name": "x", "shape": list(steps.shape), "datatype": "FP32", "data": data}]
+        if state is not None:
+            inputs.append({"name": "state", "shape": [1, len(state)], "datatype": "FP32", "data": state})
+        return httpx.post(url, json={"inputs": inputs})
+
+    whole = infer(x).json()["outputs"]
+    size = len(whole[1]["data"])
+    assert infer(x, [0.0] * size).json()["outputs"][0] == whole[0]  # zeros: a new sequence, served
+    carried = infer(x[:, 6:], infer(x[:, :6]).json()["outputs"][1]["data"])
+    assert carried.status_code == 400 and carried.json()["code"] == "streaming_unsupported", carried.text
+    assert carried.json()["field"] == "state" and "bidirectional" in carried.json()["error"]
+    request = service_pb2.ModelInferRequest(model_name="vowels_bi")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 6, 12])
+    request.inputs.add(name="state", datatype="FP32", shape=[1, size])
+    request.raw_input_contents.extend([x[:, 6:].tobytes(), np.full(size, 0.5, dtype="<f4").tobytes()])
+    with grpc.insecure_channel(bidirectional.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert ("gru-error-field", "state") in refused.value.trailing_metadata()
+        streamed = list(stub.ModelStreamInfer(iter([request])))
+        assert "cannot carry a state" in streamed[0].error_message
+
+
+def test_a_window_scaled_forecaster_refuses_a_carried_state(served) -> None:
+    x = {"name": "x", "shape": [1, 12, 1], "datatype": "FP32", "data": [100.0 + i for i in range(12)]}
+    first = httpx.post(f"{served.url}/v2/models/airline/infer", json={"inputs": [x]}).json()["outputs"][1]
+    state = {"name": "state", "shape": first["shape"], "datatype": "FP32", "data": first["data"]}
+    carried = httpx.post(f"{served.url}/v2/models/airline/infer", json={"inputs": [x, state]})
+    assert carried.status_code == 400 and carried.json()["code"] == "streaming_unsupported", carried.text
