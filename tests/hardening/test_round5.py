@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,3 +255,30 @@ def test_a_window_scaled_forecaster_refuses_a_carried_state(served) -> None:
     state = {"name": "state", "shape": first["shape"], "datatype": "FP32", "data": first["data"]}
     carried = httpx.post(f"{served.url}/v2/models/airline/infer", json={"inputs": [x, state]})
     assert carried.status_code == 400 and carried.json()["code"] == "streaming_unsupported", carried.text
+
+
+# -- held as found: HTTP/1.1 forms every route must keep answering ------------------------------------------
+
+def test_http11_forms_are_answered_in_order_on_one_connection(served) -> None:
+    """Pipelined requests on every API (answered in order), a chunked body with a chunk extension and
+    trailers, an absolute-form target, a percent-encoded model name, an unknown model, HTTP/1.0."""
+    good = json.dumps({"sequences": [[0.5] * 24]}).encode()
+    v2_body = json.dumps(v2_chunk(24)).encode()
+
+    def post(target: bytes, body: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+        return (b"POST " + target + b" " + version + b"\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    chunked = (b"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n" + b"5;name=value\r\n" + good[:5]
+               + b"\r\n%x\r\n" % (len(good) - 5) + good[5:] + b"\r\n0\r\nX-Checksum: 1\r\n\r\n")
+    requests = [post(b"/models/italy/predict", good), post(b"/v2/models/italy/infer", v2_body),
+                b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n", chunked,
+                post(b"http://elsewhere:1/v2/models/i%74aly/infer", v2_body),
+                post(b"/models/nope/predict", good),
+                post(b"/models/italy/stream", json.dumps({"steps": [0.5] * 3}).encode()),
+                post(b"/models/italy/predict", good, b"HTTP/1.0")]  # 1.0 without keep-alive: the last
+    answer = _answers(served.port, b"".join(requests))
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert statuses == [200, 200, 200, 200, 200, 404, 200, 200], answer
+    assert answer.endswith(b"}") and b"connection: close" in answer.rpartition(b"HTTP/1.1 200")[2]
