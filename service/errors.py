@@ -158,8 +158,8 @@ class SequenceNotOpen(ApiError):
 class SequenceGoneError(ApiError):
     """The sequence ended, expired (idle) or was evicted: the code says which."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(message, "sequence_id")
+    def __init__(self, reason: str, message: str, field: str = "sequence_id"):
+        super().__init__(message, field)
         self.code = f"sequence_{reason}"  # type: ignore[misc]  # one of the three sequence_* codes
 
 

@@ -11,7 +11,8 @@ the same table; nothing else answers "which operation is this?".
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import orjson
 
 from service.batching import Result, Scheduler, SchedulerPool, SchedulerStopped
-from service.bundle import OUTPUT, STATE_OUTPUT
+from service.bundle import OUTPUT, STATE_INPUT, STATE_OUTPUT
 from service.codecs import native, v2
 from service.errors import (
     InvalidInput,
@@ -179,34 +180,44 @@ def render_chunk(r: Request, chunk: native.StreamChunk, answer: tuple[np.ndarray
     return json_reply(document)
 
 
-async def held_chunk(r: Request, sequence_id: str, start: bool, end: bool,
-                     steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+async def held_chunk(r: Request, sequence_id: str, start: bool, end: bool, steps: np.ndarray,
+                     id_field: str = "sequence_id") -> tuple[np.ndarray, np.ndarray, int]:
     """One chunk (T, F) of a server-held sequence (the native stream's and v2's sequence_id) through the
-    version's scheduler: the output for the whole prefix, the new state (S,) and the steps seen so far."""
+    version's scheduler: the output for the whole prefix, the new state (S,) and the steps seen so far.
+    id_field: where the request names the sequence (v2: parameters.sequence_id), for its errors."""
     m, sessions = r.runtime.manifest, r.services.sessions
     key = (m.name, sequence_id)
     if start:
         session = sessions.start(key, m.version, m.onnx.sha256)
     else:
-        try:
+        with sequence_errors(id_field):
             session = sessions.get(key)
-        except SequenceGone as exc:
-            if exc.reason == "unknown":
-                raise SequenceNotOpen(str(exc), "sequence_id") from exc
-            raise SequenceGoneError(exc.reason, str(exc)) from exc
         if (session.version, session.graph) != (m.version, m.onnx.sha256):
             sessions.end(key)
             raise SequenceGoneError("ended", f"model {m.name!r} changed (now version {m.version}, graph "
                                     f"{m.onnx.sha256[:12]}) while sequence {sequence_id!r} was open; "
-                                    "start it again")
+                                    "start it again", id_field)
     async with session.lock:  # chunks of one sequence run in arrival order
+        with sequence_errors(id_field):
+            sessions.confirm(key, session)  # not ended (or evicted) while this chunk waited
         carried = None if session.state is None else session.state[None]
         result = await r.scheduler.run([steps], carried)
         session.state = result.states[0]
         session.steps += len(steps)
     if end:
-        sessions.end(key)
+        sessions.end(key, session)
     return result.outputs[0], session.state, session.steps
+
+
+@contextmanager
+def sequence_errors(id_field: str) -> Iterator[None]:
+    """A SequenceGone as the API's error: 404 for an unknown id, 410 naming why it is gone."""
+    try:
+        yield
+    except SequenceGone as exc:
+        if exc.reason == "unknown":
+            raise SequenceNotOpen(str(exc), id_field) from exc
+        raise SequenceGoneError(exc.reason, str(exc), id_field) from exc
 
 
 # -- Open Inference Protocol (v2) infer, over REST and gRPC ------------------------------------------
@@ -221,7 +232,12 @@ def decode_grpc(r: Request) -> v2.InferRequest:
 
 async def run_tensors(r: Request, decoded: v2.InferRequest) -> dict[str, np.ndarray]:
     """The outputs by name, from the model's scheduler or, with sequence_* parameters, a held sequence."""
-    x, state = v2.model_inputs(decoded, r.runtime.manifest, r.services.settings.max_sequences_per_request)
+    manifest = r.runtime.manifest
+    x, state = v2.model_inputs(decoded, manifest, r.services.settings.max_sequences_per_request)
+    if manifest.streaming_refusal and state is not None and state.any():  # zeros: a new sequence, exact
+        raise StreamingUnsupported(f"model {manifest.name!r} cannot carry a state from an earlier request: "
+                                   f"{manifest.streaming_refusal}; send each sequence whole, without "
+                                   f"'{STATE_INPUT}' (or with zeros)", STATE_INPUT)
     if any(decoded.parameters.get(p) not in (None, 0, "", False) for p in SEQUENCE_PARAMETERS):
         output, next_state = await _sequence_chunk(r, decoded.parameters, x, state)
     else:
@@ -248,7 +264,7 @@ async def _sequence_chunk(r: Request, parameters: dict[str, Any], x: np.ndarray,
                            "server holds the state", "x.shape")
     output, next_state, _ = await held_chunk(
         r, str(sequence_id), bool(parameters.get("sequence_start")),
-        bool(parameters.get("sequence_end")), x[0])
+        bool(parameters.get("sequence_end")), x[0], "parameters.sequence_id")
     return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]
 
 

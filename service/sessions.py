@@ -74,8 +74,17 @@ class SessionStore:
         self._live.move_to_end(key)
         return session
 
-    def end(self, key: Key) -> None:
-        if self._live.pop(key, None) is not None:
+    def confirm(self, key: Key, session: Session) -> None:
+        """Raise SequenceGone when `session` was ended, expired or evicted while a chunk of it waited for
+        its lock (a chunk sent with another one's "end" must not run on: Triton refuses it too). A session
+        replaced by a restart ("start") is not gone: the chunk belongs to the sequence it waited for."""
+        if self._live.get(key) is not session and (reason := self._gone.get(key)) is not None:
+            raise SequenceGone(reason, self._explain(key[1], reason))
+
+    def end(self, key: Key, session: Session | None = None) -> None:
+        """Close `key`'s live sequence (only if it is still `session`, when given)."""
+        if (live := self._live.get(key)) is not None and session in (None, live):
+            del self._live[key]
             self._bury(key, "ended")
 
     def sweep(self) -> None:

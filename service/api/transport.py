@@ -37,7 +37,7 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from service import metrics
@@ -260,6 +260,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None:  # the answer's writes, corked (see Corked)
             self.corked = self.corked or Corked(self.transport, self.loop)
             self.cycle.transport = self.corked  # type: ignore[assignment]
+            if self.expect_100_continue:
+                close_if_answered_before_body(self.cycle)
 
     def _shed(self) -> bool:
         """Answer the request now if the app's shedder refuses it (not a pipelined one: it waits its turn)."""
@@ -269,7 +271,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.cycle = ANSWERED  # type: ignore[assignment]
         out = self.corked or self.transport  # after the previous answer's corked writes, if any
         out.write(answer)
-        if not self.parser.should_keep_alive():
+        if not self.parser.should_keep_alive() or self.expect_100_continue:  # see close_if_answered_...
             out.close()
             return True
         self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
@@ -338,6 +340,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if out.can_write_eof():
             out.write_eof()  # the client reads the answer, then EOF, and closes its side
         self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def close_if_answered_before_body(cycle: RequestResponseCycle) -> None:
+    """A request with `Expect: 100-continue` answered before its body was asked for (404, 401, 405, ...):
+    no 100 Continue went out, so the client may never send the body (curl does not); kept alive, the
+    connection would read the client's next request as that body and never answer it. Close it instead
+    (`connection: close`), as RFC 9110 10.1.1 allows."""
+    send = cycle.send
+
+    async def send_closing(message: Any) -> None:  # uvicorn's ASGISendEvent
+        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue and cycle.more_body:
+            cycle.keep_alive = False  # uvicorn then says connection: close, and closes after the answer
+        await send(message)
+
+    cycle.send = send_closing  # type: ignore[method-assign]  # run_asgi hands cycle.send to the app
 
 
 def fit_file_limit(max_connections: int) -> int:

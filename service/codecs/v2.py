@@ -210,14 +210,17 @@ def _in_range(flat: np.ndarray, where: str) -> np.ndarray:
 
 def _requested_outputs(outputs: Any, parameters: dict[str, Any]) -> tuple[list[str], set[str]]:
     binary_default = parameters.get("binary_data_output", False)
-    if outputs is None:
+    if outputs is None or outputs == []:  # none asked for: all (Triton's rule; gRPC cannot tell [] apart)
         return list(OUTPUT_NAMES), set(OUTPUT_NAMES) if binary_default else set()
     if not isinstance(outputs, list):
         raise InvalidInput("outputs must be a list of {name, parameters}", "outputs")
     names: list[str] = []
     binary = set()
     for i, spec in enumerate(outputs):
-        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict):
+            raise InvalidInput(f"outputs[{i}] must be an object {{name, parameters}}, e.g. {{\"name\": "
+                               f"\"{OUTPUT_NAMES[0]}\"}}", f"outputs[{i}]")
+        name = spec.get("name")
         if name not in OUTPUT_NAMES:
             raise InvalidInput(f"outputs[{i}].name is {name!r}; this model's outputs are "
                                f"{list(OUTPUT_NAMES)}", f"outputs[{i}].name")
