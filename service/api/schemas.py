@@ -170,16 +170,18 @@ def stream_request_schema(spec: InputSpec) -> dict[str, Any]:
 
 def infer_request_schema(manifest: Manifest, max_sequences: int) -> dict[str, Any]:
     """A v2 inference request for one model, JSON tensors: `x` [batch, time, features] and optionally
-    `state` [batch, S], each once, data flat (row-major) or nested to the shape; the outputs each once;
-    the sequence parameters only for a model that streams."""
+    `state` [batch, S] (zeros only for a model that does not stream), each once, data flat (row-major)
+    or nested to the shape; the outputs each once; the sequence parameters only for a model that streams."""
     spec, size = manifest.inputs, manifest.state.size
     batch = {"type": "integer", "minimum": 1, "maximum": max_sequences}
     x = _tensor(X_INPUT, [batch, {"type": "integer", "minimum": spec.min_length, "maximum": spec.max_length},
                           {"const": spec.num_features}])
     inputs: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": 1, "items": x}
-    if size:
+    if size:  # a model that refuses streaming takes only a zero state (a new sequence: exact)
+        values = NUMBER if manifest.streaming_refusal is None else {"const": 0}
+        state = _tensor(STATE_INPUT, [batch, {"const": size}], values)
         inputs = {"type": "array", "minItems": 1, "maxItems": 2, "contains": x, "maxContains": 1,
-                  "items": {"anyOf": [x, _tensor(STATE_INPUT, [batch, {"const": size}])]}}
+                  "items": {"anyOf": [x, state]}}
     named = [{"properties": {"name": {"const": name}}} for name in (OUTPUT, STATE_OUTPUT)]
     output = {"type": "object", "additionalProperties": False, "required": ["name"],
               "properties": {"name": {"enum": [OUTPUT, STATE_OUTPUT]},
@@ -210,8 +212,8 @@ def infer_response_schema() -> dict[str, Any]:
                            "id": {"type": "string"}, "outputs": {"type": "array", "items": output}}}
 
 
-def _tensor(name: str, dims: list[dict[str, Any]]) -> dict[str, Any]:
-    nested: dict[str, Any] = NUMBER
+def _tensor(name: str, dims: list[dict[str, Any]], values: dict[str, Any] = NUMBER) -> dict[str, Any]:
+    nested: dict[str, Any] = values
     for _ in dims:
         nested = {"type": "array", "items": nested}
     return {"type": "object", "additionalProperties": False,
@@ -219,5 +221,5 @@ def _tensor(name: str, dims: list[dict[str, Any]]) -> dict[str, Any]:
             "properties": {"name": {"const": name}, "datatype": {"const": "FP32"},
                            "shape": {"type": "array", "prefixItems": dims, "items": False,
                                      "minItems": len(dims)},
-                           "data": {"anyOf": [{"type": "array", "items": NUMBER}, nested]},
+                           "data": {"anyOf": [{"type": "array", "items": values}, nested]},
                            "parameters": {"type": "object", "additionalProperties": False}}}

@@ -105,7 +105,8 @@ def _whole_tensors(body: dict[str, Any]) -> None:
     for tensor in body["inputs"]:
         tensor["shape"][0] = x["shape"][0]
         count = int(math.prod(tensor["shape"]))  # JSON Schema's integers include 2.0
-        values = _flat(tensor.get("data")) or [0.5]
+        fill = 0.0 if tensor.get("name") == "state" else 0.5  # a zero state: valid for every model
+        values = _flat(tensor.get("data")) or [fill]
         tensor["data"] = (values * (count // len(values) + 1))[:count]
 
 
