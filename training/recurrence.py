@@ -15,17 +15,17 @@ Same equations as training/cells.py; gradients agree with autograd's to float ro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-LOCK_WAIT_S = 300.0  # longer than a first build takes on a loaded 2-core machine (about 30-60 s)
 Saved = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # ys, rz, n, gh or r ⊙ h
 Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # d gi, d h0, d W_hh, d b_hh
 
@@ -58,9 +58,9 @@ def compiled() -> Any | None:
         from torch.utils import cpp_extension
 
         try:
-            _clear_stale_lock(Path(cpp_extension._get_build_directory("gru_recurrence", False)) / "lock")
-            cpp_extension.load("gru_recurrence", [str(Path(__file__).with_name("recurrence.cpp"))],
-                               extra_cflags=["-O3"], is_python_module=False)
+            with _build_turn(Path(cpp_extension._get_build_directory("gru_recurrence", False))):
+                cpp_extension.load("gru_recurrence", [str(Path(__file__).with_name("recurrence.cpp"))],
+                                   extra_cflags=["-O3"], is_python_module=False)
             return torch.ops.gru_recurrence
         except Exception as error:  # e.g. no Python headers: the build's last line says what failed
             reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:200]
@@ -69,25 +69,31 @@ def compiled() -> Any | None:
     return None
 
 
-def _clear_stale_lock(lock: Path, wait_s: float = LOCK_WAIT_S) -> None:
-    """torch holds `lock` while it checks or builds the extension, in every process that loads it, and
-    waits without end for a lock that another process holds. A process killed in that window (kill -9,
-    out of memory) leaves it behind, and every later run would hang: wait for a live build to finish,
-    then remove a lock older than that, with a notice."""
+@contextlib.contextmanager
+def _build_turn(build_dir: Path) -> Iterator[None]:
+    """One process at a time checks, builds and loads the extension, under a lock that the kernel releases
+    when its holder dies (flock: kill -9, out of memory, SIGTERM). torch's own `lock` file outlives a
+    holder killed mid-build, and torch then waits for it without end: one found while this process has
+    its turn was left so, and is removed at once (no wait for a build that is not running)."""
     try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
+        import fcntl
+    except ImportError:  # not a POSIX system: torch's own lock only
+        yield
         return
-    if age < wait_s:
-        print(f"notice: waiting up to {wait_s - age:.0f} s for another process's build of the GRU's C++ "
-              f"training loop ({lock})", file=sys.stderr)
-    deadline = time.monotonic() + wait_s - age
-    while lock.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if lock.exists():
-        lock.unlink(missing_ok=True)
-        print(f"notice: removed {lock}, left by a process stopped while it built the GRU's C++ training "
-              "loop", file=sys.stderr)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "turn", "a") as turn:
+        try:
+            fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("notice: waiting for another process's build of the GRU's C++ training loop",
+                  file=sys.stderr)
+            fcntl.flock(turn, fcntl.LOCK_EX)
+        stale = build_dir / "lock"
+        if stale.exists():
+            stale.unlink(missing_ok=True)
+            print(f"notice: removed {stale}, left by a process stopped while it built the GRU's C++ training "
+                  "loop", file=sys.stderr)
+        yield  # closing the file releases the turn
 
 
 def _missing_tool() -> str | None:
