@@ -180,11 +180,12 @@ def render_chunk(r: Request, chunk: native.StreamChunk, answer: tuple[np.ndarray
     return json_reply(document)
 
 
-async def held_chunk(r: Request, sequence_id: str, start: bool, end: bool, steps: np.ndarray,
+async def held_chunk(r: Request, sequence_id: str | int, start: bool, end: bool, steps: np.ndarray,
                      id_field: str = "sequence_id") -> tuple[np.ndarray, np.ndarray, int]:
     """One chunk (T, F) of a server-held sequence (the native stream's and v2's sequence_id) through the
     version's scheduler: the output for the whole prefix, the new state (S,) and the steps seen so far.
-    id_field: where the request names the sequence (v2: parameters.sequence_id), for its errors."""
+    id_field: where the request names the sequence (v2: parameters.sequence_id), for its errors. An integer
+    id and a string id are different sequences (7 and "7"), as Triton keeps them."""
     m, sessions = r.runtime.manifest, r.services.sessions
     key = (m.name, sequence_id)
     if start:
@@ -263,7 +264,7 @@ async def _sequence_chunk(r: Request, parameters: dict[str, Any], x: np.ndarray,
         raise InvalidInput("a sequence chunk is one sequence (x [1, time, features]) without a state: the "
                            "server holds the state", "x.shape")
     output, next_state, _ = await held_chunk(
-        r, str(sequence_id), bool(parameters.get("sequence_start")),
+        r, sequence_id, bool(parameters.get("sequence_start")),
         bool(parameters.get("sequence_end")), x[0], "parameters.sequence_id")
     return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]
 

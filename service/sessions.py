@@ -18,7 +18,8 @@ import numpy as np
 
 from service import metrics
 
-Key = tuple[str, str]  # (model name, sequence id)
+# (model name, sequence id): v2 and gRPC ids may be integers, never equal to strings (7 is not "7")
+Key = tuple[str, str | int]
 TOMBSTONES_PER_SESSION = 10  # how many gone ids are remembered, per allowed live session
 
 
@@ -110,7 +111,7 @@ class SessionStore:
         while len(self._gone) > TOMBSTONES_PER_SESSION * self.max_sessions:
             self._gone.popitem(last=False)
 
-    def _explain(self, sequence_id: str, reason: str) -> str:
+    def _explain(self, sequence_id: str | int, reason: str) -> str:
         restart = "send its steps again from the beginning with \"start\": true"
         return {
             "unknown": f"sequence {sequence_id!r} is not open; begin it with \"start\": true",

@@ -80,13 +80,30 @@ def test_v2_sequence_errors_name_parameters_sequence_id(served) -> None:
     unknown = httpx.post(url, json=v2_chunk(3, sequence_id=424242))
     assert unknown.status_code == 404 and unknown.json()["code"] == "sequence_not_found"
     assert unknown.json()["field"] == "parameters.sequence_id"
-    assert httpx.post(url, json=v2_chunk(3, sequence_id=4243, sequence_start=True,
+    assert httpx.post(url, json=v2_chunk(3, sequence_id="s4243", sequence_start=True,
                                          sequence_end=True)).status_code == 200
-    ended = httpx.post(url, json=v2_chunk(3, sequence_id=4243))
+    ended = httpx.post(url, json=v2_chunk(3, sequence_id="s4243"))
     assert ended.status_code == 410 and ended.json()["code"] == "sequence_ended"
     assert ended.json()["field"] == "parameters.sequence_id"
-    native = httpx.post(f"{served.url}/models/italy/stream", json={"sequence_id": "4243", "steps": [0.1]})
+    native = httpx.post(f"{served.url}/models/italy/stream", json={"sequence_id": "s4243", "steps": [0.1]})
     assert native.status_code == 410 and native.json()["error"]["field"] == "sequence_id"  # its own name
+
+
+def test_an_integer_sequence_id_and_a_string_one_are_different_sequences(served) -> None:
+    """Triton keeps uint64 and string correlation ids apart: 7 and "7" are two sequences. A string id is
+    the one the native stream names too (the same sessions)."""
+    url = f"{served.url}/v2/models/italy/infer"
+    assert httpx.post(url, json=v2_chunk(3, sequence_id=7070, sequence_start=True)).status_code == 200
+    stranger = httpx.post(url, json=v2_chunk(3, sequence_id="7070"))
+    assert stranger.status_code == 404 and stranger.json()["code"] == "sequence_not_found"
+    assert "'7070'" in stranger.json()["error"]
+    native = httpx.post(f"{served.url}/models/italy/stream", json={"sequence_id": "7070", "steps": [0.1]})
+    assert native.status_code == 404
+    with grpc.insecure_channel(served.grpc_url) as channel:  # gRPC's uint64 7070 is v2's integer 7070
+        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_chunk(7070))
+    assert answer.model_name == "italy"
+    ended = httpx.post(url, json=v2_chunk(3, sequence_id=7070, sequence_end=True))
+    assert ended.status_code == 200
 
 
 def test_grpc_sequence_errors_name_parameters_sequence_id(served) -> None:
