@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, on_load: list[Hook] | None = No
         description="GRU sequence models (classification, forecasting, per-step tagging) served with "
         "onnxruntime; whole sequences or streamed in chunks with carried state.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a 307 built from the Host header (any host a client names); a 404 says why
     )
     app.state.settings, app.state.repository, app.state.schedulers = settings, repository, schedulers
     app.state.refusals, app.state.requests = Refusals(schedulers), requests

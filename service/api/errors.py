@@ -87,4 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if code is None:  # nothing in the service raises others; keep their status if a library does
             body = error_body(api, "http_error", str(exc.detail))
             return JSONError(body, status_code=exc.status_code, headers=headers)
-        return error_response(api, code, str(exc.detail), headers=headers)
+        detail, path = str(exc.detail), request.url.path
+        if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
+            detail = f"{detail}: {path} (paths take no trailing slash: {path.rstrip('/')})"
+        return error_response(api, code, detail, headers=headers)

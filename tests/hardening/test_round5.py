@@ -299,3 +299,13 @@ def test_http11_forms_are_answered_in_order_on_one_connection(served) -> None:
     statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert statuses == [200, 200, 200, 200, 200, 404, 200, 200], answer
     assert answer.endswith(b"}") and b"connection: close" in answer.rpartition(b"HTTP/1.1 200")[2]
+
+
+def test_a_trailing_slash_is_a_404_that_says_so_not_a_redirect_to_the_host_header(served) -> None:
+    """Starlette redirected GET and POST /models/ with 307 to http://<the request's Host header>/models: a
+    Location any client could choose (and a POST's body is not always sent again). Now one 404 for every
+    method, naming the path without the slash."""
+    for method, path in (("GET", "/models/"), ("POST", "/models/"), ("POST", "/v2/models/italy/infer/")):
+        answer = httpx.request(method, f"{served.url}{path}", headers={"Host": "evil.example"}, json={})
+        assert answer.status_code == 404 and "location" not in answer.headers, (method, path)
+        assert f"paths take no trailing slash: {path.rstrip('/')}" in answer.text
