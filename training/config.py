@@ -98,7 +98,8 @@ class DataConfig(_Section):
     target_column: str = "label"  # label (classification) or target (regression, forecast)
     # forecasting: input window, steps predicted, season of the seasonal-naive baseline and MASE;
     # None: the dataset's own (M1Yearly 8/6/1, Airline 24/12/12); user files: horizon 12, the season found
-    # from the data, window max(24, 2 x season) (training/data/forecast.py)
+    # from the data, window max(24, 2 x season) (training/data/forecast.py); tagging split in time: the
+    # training windows' length (training/data/recordings.py)
     window: Annotated[Whole, Field(ge=1)] | None = None
     horizon: Annotated[Whole, Field(ge=1)] | None = None
     seasonal_period: Annotated[Whole, Field(ge=1)] | None = None

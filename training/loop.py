@@ -84,9 +84,10 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     data = load_data(config.data) if data is None else data
     resolved, chosen = defaults.resolve(config, data)
     config, cropped = _crop(config, resolved, data, ctx, started, resume)
-    if cropped:  # what was chosen with the comparison's winner
+    config, data, windowed = _window(config, resolved, data, ctx, started, resume)
+    if cropped or windowed:  # what was chosen with the comparison's winner
         resolved, chosen = defaults.resolve(config, data)
-        chosen = cropped + chosen
+        chosen = cropped + windowed + chosen
     if data.sharded:  # each rank chose from its own shard: take rank 0's choices
         resolved, chosen = distributed.agree((resolved, chosen), ctx)
     train = defaults.training_split(data, resolved.optim.final_fit)
@@ -112,11 +113,11 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
                 [*data.notes, *chosen, planned])
 
 
-def _first_choice(config: TrainConfig, key: str, before: Any) -> Any:
-    """optim.<key> as an interrupted run's first start chose it (its config.yaml; `before`: what runs
+def _first_choice(config: TrainConfig, key: str, before: Any, section: str = "optim") -> Any:
+    """<section>.<key> as an interrupted run's first start chose it (its config.yaml; `before`: what runs
     from before the setting existed used), or None where that start wrote no config."""
     saved = Path(config.run_dir) / config.name / "config.yaml"
-    return yaml.safe_load(saved.read_text())["optim"].get(key, before) if saved.exists() else None
+    return yaml.safe_load(saved.read_text())[section].get(key, before) if saved.exists() else None
 
 
 def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
@@ -144,6 +145,31 @@ def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx
     share, line = selection.winner(scores, time.perf_counter() - begun)
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
     return config.with_values({"optim.crop": share}), [line]
+
+
+def _window(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
+            started: float, resume: bool) -> tuple[TrainConfig, SequenceData, list[str]]:
+    """data.window unset for tagging split in time (training/selection.py): the config and data with the
+    window length that scored best on the validation steps, and the line that says why; a resumed run
+    keeps what its first start chose."""
+    if not selection.compares_windows(config, data, ctx.distributed):
+        return config, data, []
+    saved = _first_choice(config, "window", None, section="data") if resume else None
+    if saved is not None:
+        return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
+                [f"data.window={int(saved)} (as chosen when the interrupted run started)"])
+    run_dir = Path(config.run_dir) / config.name / "selection"
+    base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
+    begun = time.perf_counter()
+    each = None if budget is None else max(1.0, selection.CANDIDATE_SHARE * (budget - (begun - started)))
+    scores = {}
+    for width in selection.WIDTHS:
+        trial = selection.window_candidate(base, width, each, str(run_dir))
+        scores[width] = _fit(trial, ctx, None, False, True, time.perf_counter(),
+                             selection.window_trial(data, width)).test_metrics
+    width, line = selection.window_winner(scores, data, time.perf_counter() - begun)
+    seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
+    return config.with_values({"data.window": width}), selection.with_window(data, width), [line]
 
 
 def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceData, resolved: ResolvedConfig,

@@ -15,7 +15,11 @@ on one part and scored on the other, so every series is scored once. A single 80
 enough: ACSF1's 20 validation series preferred crops (0.70 against 0.65), which lose 0.12 on its test
 split. Each run is an ordinary quiet run (`selection/crop-<share>/<fold>/` in the run folder) with its
 part of CANDIDATE_SHARE of the budget left; the candidate with more series right wins, then the lower
-mean loss, then no crops."""
+mean loss, then no crops.
+
+data.window unset, for tagging split in time (training/data/recordings.py): the WIDTHS compared the same
+way, but on the validation part of each recording, read with its past as the test is (windows of any
+length read it alike), each candidate trained on the training part's windows of its length."""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import SequenceData
+from training.data.dataset import PAD_LABEL
+from training.data.recordings import WIDTHS, cut, validation_recordings
 from training.data.splits import holdout_indices, stratified_folds
 from training.defaults import FEW_PER_CLASS, TARGET_STEPS, merge
 
@@ -83,3 +89,43 @@ def winner(scores: dict[float, list[tuple[int, dict[str, Any]]]], seconds: float
                      f"{right[share] / series:.3f} (loss {loss[share]:.3g})" for share in CANDIDATES)
     return best, (f"optim.crop={best:g} (auto: {FOLDS}-fold cross-validation on the {series} training "
                   f"series, accuracy {told}; {FOLDS * len(CANDIDATES)} runs in {seconds:.0f} s)")
+
+
+def compares_windows(config: TrainConfig, data: SequenceData, distributed: bool) -> bool:
+    """Whether data.window is chosen by comparing WIDTHS: tagging split in time, with a final fit (as for
+    crops), one process."""
+    return (data.recordings is not None and config.data.window is None and config.optim.final_fit is not False
+            and not distributed)
+
+
+def window_trial(data: SequenceData, width: int) -> SequenceData:
+    """A candidate's data: the training part's windows of `width`; the validation part as its test."""
+    assert data.recordings is not None
+    train, _ = cut(data.recordings, width)
+    return dataclasses.replace(data, train=train, val=train.subset(np.arange(0)),
+                               test=validation_recordings(data.recordings))
+
+
+def with_window(data: SequenceData, width: int) -> SequenceData:
+    """The run's data with training and validation windows of `width`."""
+    assert data.recordings is not None
+    train, val = cut(data.recordings, width)
+    return dataclasses.replace(data, train=train, val=val)
+
+
+def window_candidate(config: TrainConfig, width: int, budget: float | None, run_dir: str) -> TrainConfig:
+    return config.with_values({"data.window": width, "optim.members": 1, "optim.final_fit": True,
+                               "optim.time_budget": budget, "optim.plots": False, "optim.tensorboard": False,
+                               "run_dir": f"{run_dir}/window-{width}", "name": "0"})
+
+
+def window_winner(scores: dict[int, dict[str, Any]], data: SequenceData, seconds: float) -> tuple[int, str]:
+    """The window length the run trains with and the line that says why; `scores`: each candidate's
+    metrics on the validation steps."""
+    assert data.recordings is not None
+    steps = int((validation_recordings(data.recordings).y != PAD_LABEL).sum())
+    best = min(WIDTHS, key=lambda width: (-round(steps * scores[width]["accuracy"]), scores[width]["loss"]))
+    told = ", ".join(f"{width} steps {scores[width]['accuracy']:.3f} (loss {scores[width]['loss']:.3g})"
+                     for width in WIDTHS)
+    return best, (f"data.window={best} (auto: compared on the {steps} validation steps, accuracy {told}; "
+                  f"{len(WIDTHS)} runs in {seconds:.0f} s)")

@@ -33,6 +33,16 @@ class Split:
         return Split(self.X[index], self.y[index], self.lengths[index])
 
 
+@dataclass
+class Recordings:
+    """Tagging split in time (training/data/recordings.py): the recordings, labels encoded, and where each
+    one's validation and test parts begin; kept so that windows of another length can be cut."""
+
+    series: Split
+    cuts: np.ndarray  # (N,) each recording's first validation step
+    ends: np.ndarray  # (N,) its first test step (its length, with a test file)
+
+
 def pad_sequences(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ragged (T_i, F) arrays -> zero-padded (N, max T, F) float32 and (N,) int64 lengths."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
@@ -60,6 +70,7 @@ class SequenceData:
     source: str = ""
     sharded: bool = False  # data.sharded under torchrun: train/val hold only this rank's series
     baseline_forecasts: dict[str, np.ndarray] | None = None  # forecasts and regression: made once per run
+    recordings: Recordings | None = None  # tagging split in time: train and val are windows cut from these
 
     @property
     def output_size(self) -> int:

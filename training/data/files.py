@@ -11,9 +11,10 @@ import pandas as pd
 from training.config import DataConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 from training.data.forecast import forecast_from_files
-from training.data.long import feature_columns, long_to_series, read_table, show
+from training.data.long import feature_columns, long_to_series, one_series, read_table, show
 from training.data.npz import read_npz
-from training.data.splits import encode_labels, holdout_indices, validation_split
+from training.data.recordings import SPLIT_SERIES, WIDTHS, cut, split_in_time
+from training.data.splits import encode_labels, holdout, holdout_indices, validation_split
 
 
 def load_user_data(config: DataConfig) -> SequenceData:
@@ -22,21 +23,22 @@ def load_user_data(config: DataConfig) -> SequenceData:
                          "or tagging")
     if config.task == "forecast":
         return forecast_from_files(config)
-    train, features = read_series(Path(config.path or ""), config)
+    notes: list[str] = []
+    train, features = read_series(Path(config.path or ""), config, notes)
+    given = None
     if config.test_path:
-        test, test_features = read_series(Path(config.test_path), config)
+        given, test_features = read_series(Path(config.test_path), config)
         if test_features != features:
             raise ValueError(f"{config.test_path} has features {test_features} but {config.path} has "
                              f"{features}; the test file needs the same input columns in the same order")
-    else:
-        train, test = _holdout(train, config)
+    if config.task == "tagging":
+        return _tagging(train, given, features, notes, config)
+    train, test = (train, given) if given is not None else _holdout(train, config)
     classify = config.task == "classification"
     labels: list[str] = []
     y, y_test = train.y, test.y
     if classify:
         labels, (y, y_test) = encode_labels(y, y_test)
-    elif config.task == "tagging":
-        labels, (y, y_test) = _encode_steps(y, y_test)
     train, val = validation_split(Split(train.X, y, train.lengths), config.val_fraction, classify)
     return SequenceData(
         task=config.task,
@@ -45,8 +47,30 @@ def load_user_data(config: DataConfig) -> SequenceData:
     )
 
 
-def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
-    """One file's series: X zero-padded with true lengths, y the raw label/target per series."""
+def _tagging(series: Split, given: Split | None, features: list[str], notes: list[str],
+             config: DataConfig) -> SequenceData:
+    """Recordings labelled at every step: whole ones held out, or, with fewer than SPLIT_SERIES of
+    them, each split in time (training/data/recordings.py)."""
+    test = given if given is not None else Split(series.X[:0], series.y[:0], series.lengths[:0])
+    labels, (y, y_test) = _encode_steps(series.y, test.y)
+    series, test = Split(series.X, y, series.lengths), Split(test.X, y_test, test.lengths)
+    recordings = None
+    if len(series) < SPLIT_SERIES:
+        recordings, test, how = split_in_time(series, test if given is not None else None, config)
+        train, val = cut(recordings, config.window or WIDTHS[0])  # data.window unset: the loop compares
+        notes.append(how)
+    else:
+        if given is None:
+            series, test = holdout(series, config.test_fraction, seed=0, stratify=False)
+        train, val = validation_split(series, config.val_fraction, stratify=False)
+    return SequenceData(task="tagging", train=train, val=val, test=test, feature_names=features,
+                        label_names=labels, source=f"user file {config.path}", notes=notes,
+                        recordings=recordings)
+
+
+def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) -> tuple[Split, list[str]]:
+    """One file's series: X zero-padded with true lengths, y the raw label/target per series (tagging:
+    per step). `notes` gets what was assumed of a tagging file without an id or step column."""
     if path.suffix == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
@@ -57,7 +81,12 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
         return split, features
-    return series_from_frame(read_table(path), config, path)
+    frame = read_table(path)
+    if config.task == "tagging":  # a recording is often one file in time order
+        assumed = one_series(frame, config, path)
+        if notes is not None:
+            notes += assumed
+    return series_from_frame(frame, config, path)
 
 
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:

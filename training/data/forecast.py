@@ -26,18 +26,17 @@ import numpy as np
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
-from training.data.long import feature_columns, long_to_series, read_table, show
+from training.data.long import feature_columns, long_to_series, one_series, read_table, show
 from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
 MAX_ORIGINS, HORIZON, MIN_WINDOW = 24, 12, 24
-ONE_SERIES = "(the whole file)"  # the series id of a file without an id column
 MIN_FIT = 10  # windows the shortest series must give before a default window is cut to fit it
 
 
 def forecast_from_files(config: DataConfig) -> SequenceData:
     path = Path(config.path or "")
-    ids, series, inputs = _read(path, config)
+    ids, series, inputs, assumed = _read(path, config)
     if config.test_path:
         series, starts = _continued(ids, series, inputs, Path(config.test_path), config)
         held = f"the later steps in {config.test_path}"
@@ -57,8 +56,7 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
         seasonal_period=season, test_naive=naive, test_mase_scale=scale, test_history=history,
         test_series=which,
         source=f"user file {path}, rolling-origin test over {held}",
-        notes=[*([f"data: no {config.id_column!r} column in {path.name}: the file is one series"]
-                 if ids.tolist() == [ONE_SERIES] else []),
+        notes=[*assumed,
                f"data.seasonal_period={season} ({how})",
                f"data.window={window}{window_why}, data.horizon={horizon}{horizon_why}",
                f"test: rolling origin, {len(test)} windows of {horizon} steps from {len(series)} series "
@@ -66,24 +64,24 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     )
 
 
-def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
-    """Series ids, each series' (T_i, F) values with the target first, and the input names."""
+def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
+    """Series ids, each series' (T_i, F) values with the target first, the input names and what was
+    assumed of the file (long.one_series)."""
     if path.suffix == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
     frame = read_table(path)
-    if config.id_column not in frame.columns:  # one series per file, as most forecasting data comes
-        frame[config.id_column] = ONE_SERIES
+    assumed = one_series(frame, config, path)
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]
     long = long_to_series(frame, config, path, inputs, target=None)
-    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs
+    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs, assumed
 
 
 def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], test_path: Path,
                config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
     """Each series followed by its later steps from the test file; where the test part starts."""
-    test_ids, later, test_inputs = _read(test_path, config)
+    test_ids, later, test_inputs, _ = _read(test_path, config)
     if test_inputs != inputs:
         raise ValueError(f"{test_path} has columns {test_inputs} but {config.path} has {inputs}; the "
                          "test file needs the same columns")

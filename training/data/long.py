@@ -43,6 +43,23 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+ONE_SERIES = "(the whole file)"  # the series id of a file without an id column
+
+
+def one_series(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]:
+    """Forecast and tagging files may hold one series in time order, as most exports do: without the id
+    column the file is one series; without the step column its rows are in time order (each series'
+    rows, in the order they come). Adds the columns to `frame`; returns what was assumed, to print."""
+    notes = []
+    if config.id_column not in frame.columns:
+        frame[config.id_column] = ONE_SERIES
+        notes.append(f"data: no {config.id_column!r} column in {path.name}: the file is one series")
+    if config.time_column not in frame.columns:
+        frame[config.time_column] = np.arange(len(frame))
+        notes.append(f"data: no {config.time_column!r} column in {path.name}: its rows are in time order")
+    return notes
+
+
 def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
     """data.feature_columns, or every column but the id, step and target; `needed`: refuse none (a
     forecast's target is an input too, so it needs no other)."""

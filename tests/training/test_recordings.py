@@ -1,0 +1,124 @@
+"""Tagging from a few long recordings (training/data/recordings.py): a file of one recording, without an
+id or a step column, is split in time; no training or validation step reaches into the test part; the
+test reads the whole recording and counts only its held-out steps; a model trains from such a file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig, load_config
+from training.data import load_data
+from training.data.dataset import PAD_LABEL
+from training.data.synthetic import REGIMES, regime_sequence
+
+
+def _recording(path: Path, steps: int, seed: int = 0) -> Path:
+    """Regime segments one after another, as one sensor's export: a value, the step's own index as a
+    second column (to see where each window comes from) and the label; no id, no step column."""
+    rng = np.random.default_rng(seed)
+    values, labels = [], []
+    while sum(map(len, labels)) < steps:
+        x, y = regime_sequence(rng)
+        values.append(x[:, 0])
+        labels.append(y)
+    frame = pd.DataFrame({"value": np.concatenate(values)[:steps], "index": np.arange(steps, dtype=float),
+                          "label": [REGIMES[i] for i in np.concatenate(labels)[:steps]]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _config(path: Path, **kwargs) -> DataConfig:
+    return DataConfig(dataset="file", path=str(path), task="tagging", **kwargs)
+
+
+def test_one_recording_is_split_in_time_and_no_training_step_reaches_the_test(tmp_path: Path) -> None:
+    n = 1_000
+    data = load_data(_config(_recording(tmp_path / "rec.csv", n), window=64))
+    assert any("no 'series_id' column" in note for note in data.notes)
+    assert any("rows are in time order" in note for note in data.notes)
+    assert any(note.startswith("split: in time (1 recording(s), fewer than 10): test the last 20% of each")
+               for note in data.notes)
+    test_start = n - math.ceil(n * 0.2)
+    val_start = test_start - math.ceil(test_start * 0.2)
+    index = data.feature_names.index("index")
+
+    def seen(split) -> np.ndarray:  # the step indices each split's labelled steps read
+        return np.concatenate([split.X[i, : split.lengths[i], index] for i in range(len(split))])
+
+    assert seen(data.train).max() == val_start - 1 and seen(data.train).min() == 0
+    assert seen(data.val).min() == val_start and seen(data.val).max() == test_start - 1
+    assert data.train.lengths.max() == 64 and data.val.lengths.max() == 64
+    assert (data.train.y[data.train.y != PAD_LABEL] >= 0).all()
+    assert len(data.test) == 1 and data.test.lengths[0] == n  # read whole, from the start
+    labelled = np.flatnonzero(data.test.y[0] != PAD_LABEL)
+    assert labelled.min() == test_start and labelled.size == n - test_start
+
+
+def test_a_test_file_is_the_test_and_the_training_file_gives_training_and_validation(tmp_path: Path) -> None:
+    data = load_data(_config(_recording(tmp_path / "a.csv", 600), window=50,
+                             test_path=str(_recording(tmp_path / "b.csv", 300, seed=1))))
+    assert data.test.lengths.tolist() == [300] and (data.test.y[0] != PAD_LABEL).all()
+    assert data.label_names == sorted(REGIMES)
+    index = data.feature_names.index("index")
+    assert data.val.X[:, :, index].max() == 599 and data.train.X[:, :, index].max() < 480
+
+
+def test_ten_recordings_or_more_are_held_out_whole(tmp_path: Path) -> None:
+    frames = [pd.read_csv(_recording(tmp_path / f"{i}.csv", 40 + i, seed=i)).assign(series_id=f"r{i}")
+              for i in range(10)]
+    pd.concat(frames).to_csv(tmp_path / "ten.csv", index=False)
+    data = load_data(_config(tmp_path / "ten.csv"))
+    assert not any(note.startswith("split: in time") for note in data.notes)
+    assert len(data.train) + len(data.val) + len(data.test) == 10
+    assert all((split.y[i, : split.lengths[i]] != PAD_LABEL).all()
+               for split in (data.train, data.val, data.test) for i in range(len(split)))
+
+
+def test_a_recording_too_short_to_split_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="recording 0 has 2 steps: too few to split in time.*data.test_path"):
+        load_data(_config(_recording(tmp_path / "short.csv", 2)))
+
+
+def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from training.loop import fit
+    from training.data.recordings import WIDTHS
+
+    path = _recording(tmp_path / "rec.csv", 800)
+    result = fit(load_config(None, [
+        "data.dataset=file", f"data.path={path}", "data.task=tagging", "data.feature_columns=[value]",
+        f"run_dir={tmp_path}", "name=rec", "optim.max_epochs=3", "model.hidden_size=8", "optim.plots=false",
+        "optim.tensorboard=false"]))
+    assert 0.0 <= result.test_metrics["accuracy"] <= 1.0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data.window="))
+    chosen = int(line.split()[0].split("=")[1])
+    assert chosen in WIDTHS and "compared on the 128 validation steps" in line  # 800 - 160 = 640, 20 %
+    saved = yaml.safe_load((tmp_path / "rec" / "config.yaml").read_text())
+    assert saved["data"]["window"] == chosen
+
+
+def test_a_resumed_run_keeps_the_window_without_comparing_again(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from training.loop import fit
+
+    path = _recording(tmp_path / "rec.csv", 600)
+    config = load_config(None, [
+        "data.dataset=file", f"data.path={path}", "data.task=tagging", f"run_dir={tmp_path}", "name=rec",
+        "optim.max_epochs=2", "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"])
+    fit(config)
+    chosen = yaml.safe_load((tmp_path / "rec" / "config.yaml").read_text())["data"]["window"]
+    candidates = {p: p.stat().st_mtime_ns for p in (tmp_path / "rec" / "selection").rglob("checkpoint.pt")}
+    assert len(candidates) == 2
+    capsys.readouterr()
+    fit(config, resume=True)
+    assert f"data.window={chosen} (as chosen when the interrupted run started)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in candidates} == candidates

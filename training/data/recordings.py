@@ -1,0 +1,97 @@
+"""Per-step tagging from a few long recordings (`data.task: tagging`; docs/guides/data.md): one stream per
+machine, patient or night, each step labelled. With fewer than SPLIT_SERIES recordings, holding whole
+ones out would leave a test of one or two and a training set of a handful, so each recording is split in
+time instead:
+
+- test: the last `data.test_fraction` of each recording, read with the whole recording before it (a model
+  serving a stream has read its past too); its earlier steps are labelled PAD_LABEL, so only the held-out
+  steps count. With `data.test_path` the test file's recordings are the test, whole;
+- validation: the last `data.val_fraction` of what is left, and training the steps before it, both cut
+  into windows of `data.window` steps, each read from a fresh state, as a new stream is. A long recording
+  read whole would be one batch of one. Windows start every 1/STRIDE of their length, so that an event is
+  seen from many starting points (GunPoint played as a recording: 0.84 against 0.56 with windows that
+  overlap by half, windows of 256, seeds 0-1).
+
+`data.window` unset: the training loop compares WIDTHS on the validation part (training/selection.py);
+no one length wins everywhere. Played as recordings, BasicMotions and JapaneseVowels (activities and
+speakers that change every 15-100 steps) scored 0.90 and 0.91-0.93 with windows of 32 steps, 0.86-0.87
+with 256; GunPoint, whose label shows only in a gesture of ~150 steps, stays at the majority label with
+windows of 32 or 64.
+
+From SPLIT_SERIES recordings on, whole recordings are held out (training/data/files.py), as for other
+tasks: the honest test of a model meant for recordings it has never seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.config import DataConfig
+from training.data.dataset import PAD_LABEL, Recordings, Split
+
+SPLIT_SERIES = 10  # fewer recordings than this: each is split in time
+WIDTHS = (256, 32)  # window lengths compared where data.window is unset; the first wins a tie
+STRIDE = 8  # a window starts every 1/STRIDE of its length
+
+
+def split_in_time(series: Split, test: Split | None, config: DataConfig) -> tuple[Recordings, Split, str]:
+    """The recordings with their cuts, the test, and what was done. `series` and `test` have their step
+    labels encoded, PAD_LABEL after each length; `test` None: held out from the end of each recording."""
+    lengths = series.lengths.astype(np.int64)
+    ends = lengths if test is not None else lengths - np.ceil(lengths * config.test_fraction).astype(np.int64)
+    cuts = ends - np.ceil(ends * config.val_fraction).astype(np.int64)
+    short = np.flatnonzero(cuts < 1)  # the held-out parts have a step at least: their shares round up
+    if short.size:
+        i = int(short[0])
+        raise ValueError(
+            f"recording {i} has {int(lengths[i])} steps: too few to split in time into training, "
+            "validation and test parts; give longer recordings, a test file (data.test_path), or "
+            f"{SPLIT_SERIES} recordings or more (whole ones are then held out)")
+    recordings = Recordings(series, cuts, ends)
+    held = "the test file's recordings, whole"
+    if test is None:
+        test, held = labelled(series, ends, lengths), f"the last {config.test_fraction:.0%} of each"
+    return recordings, test, (f"split: in time ({len(series)} recording(s), fewer than {SPLIT_SERIES}): "
+                              f"test {held}; validation the {config.val_fraction:.0%} before it")
+
+
+def cut(recordings: Recordings, width: int) -> tuple[Split, Split]:
+    """Training and validation windows of `width` steps."""
+    zero = np.zeros_like(recordings.cuts)
+    return (_windows(recordings.series, zero, recordings.cuts, width),
+            _windows(recordings.series, recordings.cuts, recordings.ends, width))
+
+
+def validation_recordings(recordings: Recordings) -> Split:
+    """Each recording up to its test part, labelled only on its validation steps: how a candidate window
+    is scored (training/selection.py), as the test is, with the past read."""
+    ends = recordings.ends
+    series = recordings.series
+    head = Split(series.X[:, : int(ends.max())], series.y[:, : int(ends.max())], ends.copy())
+    return labelled(head, recordings.cuts, ends)
+
+
+def labelled(series: Split, start: np.ndarray, stop: np.ndarray) -> Split:
+    """The whole recordings, labelled only on each one's steps start..stop: the model reads the past,
+    the metrics count those steps."""
+    step = np.arange(series.y.shape[1])[None, :]
+    y = np.where((step >= start[:, None]) & (step < stop[:, None]), series.y, PAD_LABEL)
+    return Split(series.X, y, series.lengths)
+
+
+def _windows(series: Split, starts: np.ndarray, stops: np.ndarray, width: int) -> Split:
+    """Each recording's steps start..stop cut into windows of `width`, one starting every width/STRIDE
+    steps, the last ending at stop (a part shorter than `width`: one window of it)."""
+    pieces = []
+    for i, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
+        span = min(width, stop - start)
+        firsts = list(range(start, stop - span + 1, max(1, span // STRIDE)))
+        if firsts[-1] != stop - span:
+            firsts.append(stop - span)
+        pieces += [(i, first, span) for first in firsts]
+    steps = max(span for _, _, span in pieces)
+    X = np.zeros((len(pieces), steps, series.X.shape[2]), dtype=series.X.dtype)
+    y = np.full((len(pieces), steps), PAD_LABEL, dtype=np.int64)
+    for row, (i, first, span) in enumerate(pieces):
+        X[row, :span], y[row, :span] = series.X[i, first : first + span], series.y[i, first : first + span]
+    return Split(X, y, np.array([span for _, _, span in pieces], dtype=np.int64))
