@@ -2,32 +2,54 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+# Values never quoted back in an error: they hold secrets.
+SECRET_FIELDS = frozenset({"api_tokens", "admin_tokens", "state_secret"})
+# A batch waits this long at most for more requests: a longer delay held every batch under load for it (an
+# hour looked hung) and one past threading's TIMEOUT_MAX killed the model's inference thread.
+MAX_QUEUE_DELAY_MS = 1000.0
 
 
 class BatchConfig(BaseModel):
     """Dynamic batching of one model (service/batching.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_batch_size: int = Field(64, ge=1)
-    max_queue_delay_ms: float = Field(0.0, ge=0)
+    max_queue_delay_ms: float = Field(0.0, ge=0, le=MAX_QUEUE_DELAY_MS)
     max_queue_size: int = Field(2048, ge=1)
     max_queue_wait_ms: float = Field(500.0, ge=0)
 
 
 class Settings(BaseSettings):
     # populate_by_name: Settings(tracing_protocol=...) as well as its environment aliases
-    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore", populate_by_name=True)
+    # allow_inf_nan: an infinite timeout overflowed on its way to uvicorn and gRPC (a traceback)
+    model_config = SettingsConfigDict(env_prefix="GRU_", extra="ignore", populate_by_name=True,
+                                      allow_inf_nan=False)
 
     model_repository: Path = Field(Path("models"), description="folder of <name>/<version>/ bundles")
     execution_provider: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="cuda: use CUDA, fall back to CPU with a warning; auto: CUDA when present"
     )
-    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per session (0: ORT default)")
+    # Each loaded version starts its own pool: 4,096 threads took minutes to start, start-up seemed hung.
+    intra_op_threads: int = Field(1, ge=0, le=256, description="onnxruntime threads per session (0: ORT "
+                                  "default; at most 256)")
     allow_spinning: bool = Field(False, description="onnxruntime pool threads spin while waiting")
     graph_optimization: Literal["basic", "extended", "all"] = Field("all", description="onnxruntime graph "
                                                                     "optimisation level")
@@ -47,8 +69,9 @@ class Settings(BaseSettings):
                                            "v2: 400); the v2 model config's max_batch_size")
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
-    max_queue_delay_ms: float = Field(0.0, ge=0, description="extra wait to fill a batch under load; "
-                                      "above 0, a lone request never runs on the event loop")
+    max_queue_delay_ms: float = Field(0.0, ge=0, le=MAX_QUEUE_DELAY_MS, description="extra wait to fill a "
+                                      "batch under load (at most 1 s); above 0, a lone request never runs on "
+                                      "the event loop")
     max_queue_size: int = Field(2048, ge=1, description="sequences waiting or running; more get 503")
     # 500 ms, not seconds: an admitted request holds its connection while it waits, so an open-loop burst
     # against a 2 s queue needed thousands of connections and met the connection cap (bench/overload.py).
@@ -68,7 +91,7 @@ class Settings(BaseSettings):
                                              "one client address, over all its connections; more are "
                                              "refused (RESOURCE_EXHAUSTED, code too_many_connections)")
     host: str = Field("127.0.0.1", description="address to listen on; beyond loopback, set tokens")
-    port: int = Field(8000, description="HTTP port (REST, v2)")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, v2)")
     grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on "
                            "this port too (0: off; the image sets 8001, Triton's gRPC port)")
     workers: int = Field(1, ge=0, description="uvicorn worker processes; 0: one per CPU core")
@@ -108,11 +131,62 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(300.0, gt=0, description="a streaming sequence without a chunk "
                                         "for this long expires")
 
+    @field_validator("model_repository", "host", "api_tokens_file", "admin_tokens_file", "state_secret",
+                     mode="before")
+    @classmethod
+    def not_empty(cls, value: Any) -> Any:
+        # An empty value read as a path is the working directory ('.'); as a host, every interface.
+        if value == "":
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def consistent(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"GRU_GRPC_PORT and GRU_PORT are both {self.port}: give gRPC a port of its own, "
+                             "or 0 to turn it off")
+        self.batch_configs()  # GRU_MODEL_BATCHING's overrides, checked at start-up
+        return self
+
     def batch_configs(self) -> tuple[BatchConfig, dict[str, BatchConfig]]:
         """The default batching config and the per-model ones (overrides on top of the defaults)."""
         defaults = BatchConfig(max_batch_size=self.max_batch_size, max_queue_delay_ms=self.max_queue_delay_ms,
                                max_queue_size=self.max_queue_size, max_queue_wait_ms=self.max_queue_wait_ms)
-        overrides = {name: BatchConfig.model_validate({**defaults.model_dump(), **values})
-                     for name, values in self.model_batching.items()}
+        overrides = {}
+        for name, values in self.model_batching.items():
+            try:
+                overrides[name] = BatchConfig.model_validate({**defaults.model_dump(), **values})
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"GRU_MODEL_BATCHING, model {name!r}: {problems}") from None
         return defaults, overrides
+
+
+def load(flags: Mapping[str, str] | None = None) -> Settings:
+    """The settings, or a ValueError of one line naming each variable that is wrong (and the `gru serve`
+    flag that set it, from `flags`: variable -> flag) and the fix, instead of pydantic's report."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ValueError("; ".join(explain(error, flags or {}) for error in exc.errors())) from None
+    except SettingsError as exc:  # a value that is not JSON (GRU_MODEL_BATCHING)
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"GRU_{field.group(1).upper()}" if field else "a GRU_* variable"
+        raise ValueError(f"{name} is not valid JSON ({exc.__cause__}); see docs/guides/limits.md") from None
+
+
+def explain(error: Any, flags: Mapping[str, str]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a check of several settings: its message names them
+        return message
+    field, *within = map(str, error["loc"])  # within: the keys of a JSON value (GRU_MODEL_BATCHING)
+    name = field if field.isupper() else f"GRU_{field.upper()}"  # an alias is the variable itself
+    field = name.removeprefix("GRU_").lower()
+    value = "" if field in SECRET_FIELDS else f"={error['input']!r}"
+    given = name + "".join(f"[{key!r}]" for key in within) + value + (f" (from {flags[name]})"
+                                                                     if name in flags else "")
+    info = Settings.model_fields.get(field)
+    default = info.get_default(call_default_factory=True) if info else None
+    fix = f"unset it for the default ({default})" if default not in (None, "", {}) else "unset it"
+    return f"{given}: {message}; correct it or {fix}"
 

@@ -1,0 +1,87 @@
+"""Hardening round 6 (operator settings): each defect found, tried the way it was found.
+docs/guides/limits.md lists them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.helpers import Server, free_port
+
+# -- 1. a bad setting: one `gru serve: error:` line naming the variable, exit 2 ---------------------------
+
+# (environment, flags, what the line must say). Before: a pydantic report of 4 lines naming the field
+# (max_body_bytes), or a traceback (port 70000, an infinite timeout), or a start that went wrong later.
+BAD_SETTINGS = [
+    ({"GRU_MAX_BODY_BYTES": "-1"}, [], "GRU_MAX_BODY_BYTES='-1': Input should be greater than 0"),
+    ({}, ["--workers", "-3"], "GRU_WORKERS='-3' (from --workers)"),
+    ({"GRU_PORT": "70000"}, [], "GRU_PORT='70000'"),  # was OverflowError, a traceback
+    ({"GRU_SHUTDOWN_TIMEOUT_S": "inf"}, [], "GRU_SHUTDOWN_TIMEOUT_S='inf': Input should be a finite number"),
+    # was served: under load the first batching wait overflowed and killed the model's inference thread
+    ({"GRU_MAX_QUEUE_DELAY_MS": "1e300"}, [], "GRU_MAX_QUEUE_DELAY_MS='1e300'"),
+    ({"GRU_INTRA_OP_THREADS": "100000"}, [], "GRU_INTRA_OP_THREADS='100000'"),  # was a start-up hung
+    ({"GRU_HOST": ""}, [], "GRU_HOST='': must not be empty"),  # was: listening on every interface
+    ({"GRU_MODEL_REPOSITORY": ""}, [], "GRU_MODEL_REPOSITORY='': must not be empty"),  # was: serving '.'
+    ({"GRU_API_TOKENS_FILE": ""}, [], "GRU_API_TOKENS_FILE='': must not be empty"),
+    ({"GRU_STATE_SECRET": ""}, [], "GRU_STATE_SECRET: must not be empty"),
+    ({"GRU_MODEL_BATCHING": "{nope"}, [], "GRU_MODEL_BATCHING is not valid JSON"),
+    ({"GRU_MODEL_BATCHING": '{"m": {"max_batch_size": 0}}'}, [],
+     "GRU_MODEL_BATCHING, model 'm': max_batch_size"),
+    # said "choose another port"
+    ({"GRU_HOST": "192.0.2.1"}, [], "give GRU_HOST or --host an address of this machine"),
+]
+
+
+@pytest.mark.parametrize(("env", "flags", "said"), BAD_SETTINGS, ids=[case[2][:40] for case in BAD_SETTINGS])
+def test_a_bad_setting_is_one_error_line_naming_the_variable(tmp_path, env, flags, said) -> None:
+    port = free_port()
+    env = {**os.environ, "GRU_MODEL_REPOSITORY": str(tmp_path), "GRU_PORT": str(port),
+           "GRU_HOST": "127.0.0.1", **env}
+    done = subprocess.run([sys.executable, "-m", "gru_cli", "serve", *flags], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gru serve: error: "), done.stderr
+    assert said in lines[0], lines[0]
+    assert "errors.pydantic.dev" not in lines[0] and done.stdout == ""
+
+
+def test_grpc_and_http_on_one_port_is_refused_before_anything_starts(tmp_path) -> None:
+    # before: gRPC bound first, "Application startup complete", then uvicorn's bind failed: exit 3
+    port = str(free_port())
+    env = {**os.environ, "GRU_MODEL_REPOSITORY": str(tmp_path), "GRU_PORT": port, "GRU_GRPC_PORT": port}
+    done = subprocess.run([sys.executable, "-m", "gru_cli", "serve"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"gru serve: error: GRU_GRPC_PORT and GRU_PORT are both {port}: give gRPC a port "
+                           "of its own, or 0 to turn it off\n")
+
+
+def test_limits_past_grpc_s_32_bits_start_and_serve(repository) -> None:
+    # before: GRU_MAX_BODY_BYTES=5e9 (or a 1e300 s timeout) with gRPC on: a start-up traceback, exit 3
+    server = Server(repository, grpc=True, GRU_MAX_BODY_BYTES="5000000000", GRU_MAX_HEADER_BYTES="5000000000",
+                    GRU_HEADER_TIMEOUT_S="1e300", GRU_KEEP_ALIVE_TIMEOUT_S="1e300",
+                    GRU_GRPC_MAX_STREAMS_PER_CONNECTION="5000000000").start()
+    try:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(2, 3))
+        assert [output.name for output in answer.outputs] == ["output", "next_state"]
+        answered = httpx.post(f"{server.url}/models/italy/predict", json={"sequences": [[0.1, 0.2]]})
+        assert answered.status_code == 200, answered.text
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def infer_request(sequences: int, steps: int) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="italy")
+    request.inputs.add(name="x", datatype="FP32", shape=[sequences, steps, 1])
+    request.raw_input_contents.append(np.full(sequences * steps, 0.25, dtype="<f4").tobytes())
+    return request
