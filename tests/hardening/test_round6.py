@@ -1,4 +1,4 @@
-"""Hardening round 6 (operator settings): each defect found, tried the way it was found.
+"""Hardening round 6 (operator settings, gRPC specifics): each defect found, tried the way it was found.
 docs/guides/limits.md lists them."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import grpc
 import httpx
@@ -80,8 +81,108 @@ def test_limits_past_grpc_s_32_bits_start_and_serve(repository) -> None:
     assert "Traceback" not in server.output()
 
 
-def infer_request(sequences: int, steps: int) -> service_pb2.ModelInferRequest:
+# -- 2. gRPC: a cancelled call was logged and counted as answered (200); metadata entries uncounted -------
+
+LONG = 8000  # sequences of 256 steps: a run of a good fraction of a second, more on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def served(repository):
+    running = Server(repository, grpc=True, GRU_MAX_BODY_BYTES=str(64 << 20),
+                     GRU_MAX_SEQUENCES_PER_REQUEST=str(LONG), GRU_MAX_QUEUE_SIZE=str(4 * LONG)).start()
+    yield running
+    running.stop()
+
+
+def infer_request(sequences: int, steps: int, sequence_id: int = 0) -> service_pb2.ModelInferRequest:
     request = service_pb2.ModelInferRequest(model_name="italy")
     request.inputs.add(name="x", datatype="FP32", shape=[sequences, steps, 1])
     request.raw_input_contents.append(np.full(sequences * steps, 0.25, dtype="<f4").tobytes())
+    if sequence_id:
+        request.parameters["sequence_id"].uint64_param = sequence_id
+        request.parameters["sequence_start"].bool_param = True
     return request
+
+
+def metric(url: str, name: str) -> float:
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(float(line.rpartition(" ")[2]) for line in lines if line.startswith(name))
+
+
+def cancel_when_running(url: str, call: grpc.Future) -> None:
+    """Cancel `call` once the server is running it (a request in flight)."""
+    deadline = time.monotonic() + 60
+    while metric(url, "gru_requests_in_flight") < 1 and not call.done():
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.01)
+    assert call.cancel(), "the call ended before it could be cancelled"
+
+
+def access_line(server: Server, request_id: str) -> dict:
+    server.output_with(request_id, timeout=30)
+    return next(line for line in server.json_lines() if line.get("request_id") == request_id
+                and line.get("logger") == "gru_serve.access")
+
+
+RUNS = 'gru_batch_padding_ratio_count{model="italy"'  # one per onnxruntime run
+
+
+def big_channel(server: Server) -> grpc.Channel:
+    return grpc.insecure_channel(server.grpc_url, options=[("grpc.max_send_message_length", 64 << 20)])
+
+
+def served_on(stub: service_pb2_grpc.GRPCInferenceServiceStub,
+              request: service_pb2.ModelInferRequest) -> None:
+    """The next call is answered (retried while the queue still holds the cancelled call's work)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert stub.ModelInfer(request).outputs
+            return
+        except grpc.RpcError as refused:
+            if refused.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_a_cancelled_grpc_call_is_logged_499_and_stops_running(served) -> None:
+    gone = 'gru_requests_total{api="grpc",model="italy",status="499"'
+    before, runs = metric(served.url, gone), metric(served.url, RUNS)
+    with big_channel(served) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelInfer.future(infer_request(LONG, 256), metadata=[("x-request-id", "rt6-unary")])
+        cancel_when_running(served.url, call)
+        assert access_line(served, "rt6-unary")["status"] == 499  # was 200: an answer nobody got
+        served_on(stub, infer_request(1, 3))
+    assert metric(served.url, gone) == before + 1
+    # was: all LONG / 64 runs of the cancelled call, holding the model's thread and queue (503 meanwhile)
+    assert metric(served.url, RUNS) - runs - 1 < LONG // 64
+    assert metric(served.url, "gru_requests_in_flight") == 0
+
+
+def test_a_cancelled_stream_chunk_is_logged_499_and_stops_running(served) -> None:
+    runs = metric(served.url, RUNS)
+    with big_channel(served) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelStreamInfer(iter([infer_request(LONG, 256)]),
+                                     metadata=[("x-request-id", "rt6-stream")])
+        cancel_when_running(served.url, call)
+        assert access_line(served, "rt6-stream")["status"] == 499
+        served_on(stub, infer_request(1, 3, sequence_id=6060))  # a sequence, on another call
+    assert metric(served.url, RUNS) - runs - 1 < LONG // 64
+    assert "Traceback" not in served.output()
+
+
+def test_grpc_metadata_entries_are_capped_as_http_header_fields(served) -> None:
+    # before: 300 small entries were taken (HTTP takes GRU_MAX_HEADER_COUNT=100 header fields)
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ModelInfer(infer_request(1, 3), metadata=[(f"m{i}", "") for i in range(90)]).outputs
+        for method, call in (("unary", lambda md: stub.ModelInfer(infer_request(1, 3), metadata=md)),
+                             ("stream", lambda md: list(stub.ModelStreamInfer(iter([infer_request(1, 3)]),
+                                                                              metadata=md)))):
+            with pytest.raises(grpc.RpcError) as refused:
+                call([(f"m{i}", "") for i in range(300)])
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
+            assert "GRU_MAX_HEADER_COUNT" in refused.value.details(), method
+            assert ("gru-error-field", "metadata") in refused.value.trailing_metadata(), method
