@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -40,18 +41,32 @@ BAD_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize(("env", "flags", "said"), BAD_SETTINGS, ids=[case[2][:40] for case in BAD_SETTINGS])
-def test_a_bad_setting_is_one_error_line_naming_the_variable(tmp_path, env, flags, said) -> None:
-    port = free_port()
-    env = {**os.environ, "GRU_MODEL_REPOSITORY": str(tmp_path), "GRU_PORT": str(port),
+def serve_error(repository: Path, env: dict[str, str], flags: list[str] | None = None) -> str:
+    """The one line `gru serve` says when it refuses to start (exit 2, nothing else said)."""
+    env = {**os.environ, "GRU_MODEL_REPOSITORY": str(repository), "GRU_PORT": str(free_port()),
            "GRU_HOST": "127.0.0.1", **env}
-    done = subprocess.run([sys.executable, "-m", "gru_cli", "serve", *flags], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "gru_cli", "serve", *(flags or [])], env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("gru serve: error: "), done.stderr
-    assert said in lines[0], lines[0]
     assert "errors.pydantic.dev" not in lines[0] and done.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(("env", "flags", "said"), BAD_SETTINGS, ids=[case[2][:40] for case in BAD_SETTINGS])
+def test_a_bad_setting_is_one_error_line_naming_the_variable(tmp_path, env, flags, said) -> None:
+    line = serve_error(tmp_path, env, flags)
+    assert said in line, line
+
+
+def test_a_token_setting_that_holds_no_token_is_refused(tmp_path) -> None:
+    # before: served with no token at all ("auth: ... open"), while its operator meant it closed
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# one token per line\n\n")
+    assert f"token file {tokens} (GRU_API_TOKENS_FILE) holds no token" in serve_error(
+        tmp_path, {"GRU_API_TOKENS_FILE": str(tokens)})
+    assert "GRU_ADMIN_TOKENS holds no token" in serve_error(tmp_path, {"GRU_ADMIN_TOKENS": " , "})
 
 
 def test_grpc_and_http_on_one_port_is_refused_before_anything_starts(tmp_path) -> None:
