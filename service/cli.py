@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.model_repository.is_dir():  # before uvicorn, which would print a traceback
         raise FileNotFoundError(f"model repository {settings.model_repository} is not a folder "
                                 "(--models or GRU_MODEL_REPOSITORY)")
+    check_app_settings(settings)
     # uvicorn binds after start-up (one worker) and logs "startup complete" first; gRPC workers share the
     # port (SO_REUSEPORT) with whoever else holds it: so both are checked here, before anything starts.
     check_port_free(settings.host, settings.port, "GRU_PORT or --port")
@@ -81,6 +82,19 @@ def run(args: argparse.Namespace) -> int:
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def check_app_settings(settings: Settings) -> None:
+    """ValueError (one line) for what each worker's create_app refuses: with GRU_WORKERS > 1 a worker
+    that fails at start-up is restarted by uvicorn for ever, each time with a traceback."""
+    from service.auth import Authenticator
+    from service.repository import VersionPolicy
+
+    try:
+        VersionPolicy.parse(settings.version_policy)
+    except ValueError as exc:
+        raise ValueError(f"GRU_VERSION_POLICY: {exc}") from None
+    Authenticator(settings)  # reads the token files
 
 
 def check_port_free(host: str, port: int, setting: str) -> None:
