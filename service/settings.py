@@ -59,10 +59,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; more gets 431")
     max_header_count: int = Field(100, ge=8, description="header fields per request; more get 431")
-    header_timeout_s: float = Field(10.0, gt=0, description="a request whose headers are not complete "
+    # At least 1 s: 0.0001 closed every new connection before its first request (HTTP: no answer at all;
+    # gRPC: GOAWAY "connection idle" to every call), and nothing said why.
+    header_timeout_s: float = Field(10.0, ge=1, description="a request whose headers are not complete "
                                     "this long after it began (or after its connection opened) is closed")
-    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed "
-                                        "after this long")
+    keep_alive_timeout_s: float = Field(5.0, ge=1, description="an idle keep-alive connection (a new one "
+                                        "too) is closed after this long")
     max_connections: int = Field(2048, ge=1, description="open connections per worker process; more are "
                                  "answered 503 too_many_connections and closed (logged, rate-limited)")
     max_sequences_per_request: int = Field(1024, gt=0, description="more in one request are refused (422, "

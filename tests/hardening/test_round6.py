@@ -36,6 +36,9 @@ BAD_SETTINGS = [
     ({"GRU_MODEL_BATCHING": "{nope"}, [], "GRU_MODEL_BATCHING is not valid JSON"),
     ({"GRU_MODEL_BATCHING": '{"m": {"max_batch_size": 0}}'}, [],
      "GRU_MODEL_BATCHING, model 'm': max_batch_size"),
+    # was: every new connection closed before its first request, no answer (gRPC: GOAWAY), nothing said
+    ({"GRU_KEEP_ALIVE_TIMEOUT_S": "0.0001"}, [], "GRU_KEEP_ALIVE_TIMEOUT_S='0.0001': Input should be greater "
+                                                 "than or equal to 1"),
     # GRU_WORKERS=2: each worker failed with a traceback and was restarted for ever, never ready, no exit
     ({"GRU_WORKERS": "2", "GRU_API_TOKENS_FILE": "/nonexistent/tokens"}, [], "(GRU_API_TOKENS_FILE)"),
     ({"GRU_WORKERS": "2", "GRU_VERSION_POLICY": "latest"}, [], "GRU_VERSION_POLICY: version policy 'latest'"),
