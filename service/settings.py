@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         if self.grpc_port == self.port:
             raise ValueError(f"GRU_GRPC_PORT and GRU_PORT are both {self.port}: give gRPC a port of its own, "
                              "or 0 to turn it off")
+        tokens = self.api_tokens or self.admin_tokens or self.api_tokens_file or self.admin_tokens_file
+        closed = [name for name, is_open in (("GRU_OPEN_HEALTH", self.open_health),
+                                             ("GRU_OPEN_METRICS", self.open_metrics)) if not is_open]
+        if closed and not tokens:  # without a token every route is open: the setting would be ignored
+            raise ValueError(f"{' and '.join(closed)}=false closes routes to callers without a token, but no "
+                             "token is set: set GRU_API_TOKENS or GRU_ADMIN_TOKENS (or *_FILE), or unset it")
         self.batch_configs()  # GRU_MODEL_BATCHING's overrides, checked at start-up
         return self
 

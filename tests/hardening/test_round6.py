@@ -39,6 +39,9 @@ BAD_SETTINGS = [
     # was: every new connection closed before its first request, no answer (gRPC: GOAWAY), nothing said
     ({"GRU_KEEP_ALIVE_TIMEOUT_S": "0.0001"}, [], "GRU_KEEP_ALIVE_TIMEOUT_S='0.0001': Input should be greater "
                                                  "than or equal to 1"),
+    # was: served, health and /metrics open (no token, so every route is open)
+    ({"GRU_OPEN_HEALTH": "false"}, [], "GRU_OPEN_HEALTH=false closes routes to callers without a token, but "
+                                       "no token is set"),
     # GRU_WORKERS=2: each worker failed with a traceback and was restarted for ever, never ready, no exit
     ({"GRU_WORKERS": "2", "GRU_API_TOKENS_FILE": "/nonexistent/tokens"}, [], "(GRU_API_TOKENS_FILE)"),
     ({"GRU_WORKERS": "2", "GRU_VERSION_POLICY": "latest"}, [], "GRU_VERSION_POLICY: version policy 'latest'"),
