@@ -24,9 +24,8 @@ import grpc
 from starlette.datastructures import State
 
 from service import logs, tracing
-from service.api.middleware import CLIENT_GONE
 from service.auth import Authenticator, Denial
-from service.errors import DOMAIN_ERRORS, ERROR_TABLE, describe
+from service.errors import CLIENT_GONE, DOMAIN_ERRORS, ERROR_TABLE, describe
 from service.inference import BY_VERB, GRPC_SERVICE
 
 log = logging.getLogger("gru_serve.access")
