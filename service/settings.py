@@ -25,6 +25,7 @@ SECRET_FIELDS = frozenset({"api_tokens", "admin_tokens", "state_secret"})
 # A batch waits this long at most for more requests: a longer delay held every batch under load for it (an
 # hour looked hung) and one past threading's TIMEOUT_MAX killed the model's inference thread.
 MAX_QUEUE_DELAY_MS = 1000.0
+MIN_POLL_INTERVAL_S = 0.1
 
 
 class BatchConfig(BaseModel):
@@ -114,7 +115,8 @@ class Settings(BaseSettings):
     version_policy: str = Field(
         "latest:1", description="which versions to serve: 'latest:N', 'all' or 'specific:1,3'; a model's "
         "own models/<name>/serving.json ({\"version_policy\": ...}) overrides it")
-    poll_interval_s: float = Field(5.0, ge=0, description="rescan the repository every N s (0: never)")
+    poll_interval_s: float = Field(5.0, ge=0, description="rescan the repository every N s (0: never; else "
+                                   "at least 0.1)")
     # Auth: comma-separated bearer tokens, or files with one token per line.
     api_tokens: str = Field("", repr=False, description="tokens for inference and metadata endpoints")
     api_tokens_file: Path | None = Field(None, description="a file of API tokens, one per line")
@@ -140,6 +142,14 @@ class Settings(BaseSettings):
         # An empty value read as a path is the working directory ('.'); as a host, every interface.
         if value == "":
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("poll_interval_s")
+    @classmethod
+    def pause_between_polls(cls, value: float) -> float:
+        # 0.0001 kept a core busy rescanning an idle repository
+        if 0 < value < MIN_POLL_INTERVAL_S:
+            raise ValueError(f"0 turns polling off; otherwise at least {MIN_POLL_INTERVAL_S} s")
         return value
 
     @model_validator(mode="after")

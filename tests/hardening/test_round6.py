@@ -42,6 +42,8 @@ BAD_SETTINGS = [
     # was: served, health and /metrics open (no token, so every route is open)
     ({"GRU_OPEN_HEALTH": "false"}, [], "GRU_OPEN_HEALTH=false closes routes to callers without a token, but "
                                        "no token is set"),
+    # was: an idle server kept a core busy rescanning the repository
+    ({"GRU_POLL_INTERVAL_S": "0.0001"}, [], "0 turns polling off; otherwise at least 0.1 s"),
     # GRU_WORKERS=2: each worker failed with a traceback and was restarted for ever, never ready, no exit
     ({"GRU_WORKERS": "2", "GRU_API_TOKENS_FILE": "/nonexistent/tokens"}, [], "(GRU_API_TOKENS_FILE)"),
     ({"GRU_WORKERS": "2", "GRU_VERSION_POLICY": "latest"}, [], "GRU_VERSION_POLICY: version policy 'latest'"),
