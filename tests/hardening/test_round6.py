@@ -212,3 +212,29 @@ def test_grpc_metadata_entries_are_capped_as_http_header_fields(served) -> None:
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, method
             assert "GRU_MAX_HEADER_COUNT" in refused.value.details(), method
             assert ("gru-error-field", "metadata") in refused.value.trailing_metadata(), method
+
+
+# -- 3. v2 and gRPC sequence errors told the fix in the native stream's words ("start": true) -------------
+
+def test_sequence_errors_give_the_fix_in_the_words_of_v2_and_grpc(served) -> None:
+    # before: 'sequence 8080 is not open; begin it with "start": true', a field v2 and gRPC do not have
+    chunk = {"inputs": [{"name": "x", "shape": [1, 2, 1], "datatype": "FP32", "data": [0.1, 0.2]}],
+             "parameters": {"sequence_id": 8080}}
+    unknown = httpx.post(f"{served.url}/v2/models/italy/infer", json=chunk)
+    assert unknown.status_code == 404
+    said = unknown.json()["error"]
+    assert said == "sequence 8080 is not open; begin it with parameters.sequence_start: true", said
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        ended = infer_request(1, 2, sequence_id=8081)
+        ended.parameters["sequence_end"].bool_param = True
+        assert stub.ModelInfer(ended).outputs
+        ended.parameters["sequence_start"].bool_param = False
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(ended)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert refused.value.details() == ("sequence 8081 has ended (parameters.sequence_end: true); send its "
+                                       "steps again from the beginning with parameters.sequence_start: true "
+                                       "to begin anew")
+    native = httpx.post(f"{served.url}/models/italy/stream", json={"sequence_id": "s-8082", "steps": [0.1]})
+    assert native.status_code == 404 and 'begin it with "start": true' in native.json()["error"]["message"]
