@@ -155,8 +155,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def consistent(self) -> Settings:
         if self.grpc_port == self.port:
-            raise ValueError(f"GRU_GRPC_PORT and GRU_PORT are both {self.port}: give gRPC a port of its own, "
-                             "or 0 to turn it off")
+            raise ValueError(f"cannot listen on port {self.port} twice: GRU_GRPC_PORT and GRU_PORT are both "
+                             f"{self.port}; give gRPC a port of its own, or 0 to turn it off")
         tokens = self.api_tokens or self.admin_tokens or self.api_tokens_file or self.admin_tokens_file
         closed = [name for name, is_open in (("GRU_OPEN_HEALTH", self.open_health),
                                              ("GRU_OPEN_METRICS", self.open_metrics)) if not is_open]
