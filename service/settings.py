@@ -26,6 +26,7 @@ SECRET_FIELDS = frozenset({"api_tokens", "admin_tokens", "state_secret"})
 # hour looked hung) and one past threading's TIMEOUT_MAX killed the model's inference thread.
 MAX_QUEUE_DELAY_MS = 1000.0
 MIN_POLL_INTERVAL_S = 0.1
+MIN_SECRET_CHARS = 16
 
 
 class BatchConfig(BaseModel):
@@ -142,6 +143,14 @@ class Settings(BaseSettings):
         # An empty value read as a path is the working directory ('.'); as a host, every interface.
         if value == "":
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("state_secret", mode="before")
+    @classmethod
+    def long_secret(cls, value: Any) -> Any:
+        if isinstance(value, str) and 0 < len(value) < MIN_SECRET_CHARS:  # a few bytes are guessed at once
+            raise ValueError(f"is {len(value)} characters; give at least {MIN_SECRET_CHARS} (e.g. `openssl "
+                             "rand -hex 32`): with a short key anyone can forge streaming state tokens")
         return value
 
     @field_validator("poll_interval_s")

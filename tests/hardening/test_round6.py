@@ -33,6 +33,7 @@ BAD_SETTINGS = [
     ({"GRU_MODEL_REPOSITORY": ""}, [], "GRU_MODEL_REPOSITORY='': must not be empty"),  # was: serving '.'
     ({"GRU_API_TOKENS_FILE": ""}, [], "GRU_API_TOKENS_FILE='': must not be empty"),
     ({"GRU_STATE_SECRET": ""}, [], "GRU_STATE_SECRET: must not be empty"),
+    ({"GRU_STATE_SECRET": "abc"}, [], "GRU_STATE_SECRET: is 3 characters; give at least 16"),  # was: taken
     ({"GRU_MODEL_BATCHING": "{nope"}, [], "GRU_MODEL_BATCHING is not valid JSON"),
     ({"GRU_MODEL_BATCHING": '{"m": {"max_batch_size": 0}}'}, [],
      "GRU_MODEL_BATCHING, model 'm': max_batch_size"),
