@@ -27,6 +27,9 @@ SECRET_FIELDS = frozenset({"api_tokens", "admin_tokens", "state_secret"})
 MAX_QUEUE_DELAY_MS = 1000.0
 MIN_POLL_INTERVAL_S = 0.1
 MIN_SECRET_CHARS = 16
+# Counts and seconds fit 32 bits, as in Triton's model configuration (gRPC ModelConfig's max_batch_size is
+# an int32: GRU_MAX_SEQUENCES_PER_REQUEST=5e9 made it INTERNAL) and in gRPC's options.
+INT32_MAX = 2**31 - 1
 
 
 class BatchConfig(BaseModel):
@@ -35,7 +38,7 @@ class BatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0, le=MAX_QUEUE_DELAY_MS)
-    max_queue_size: int = Field(2048, ge=1)
+    max_queue_size: int = Field(2048, ge=1, le=INT32_MAX)
     max_queue_wait_ms: float = Field(500.0, ge=0)
 
 
@@ -69,14 +72,15 @@ class Settings(BaseSettings):
                                         "too) is closed after this long")
     max_connections: int = Field(2048, ge=1, description="open connections per worker process; more are "
                                  "answered 503 too_many_connections and closed (logged, rate-limited)")
-    max_sequences_per_request: int = Field(1024, gt=0, description="more in one request are refused (422, "
-                                           "v2: 400); the v2 model config's max_batch_size")
+    max_sequences_per_request: int = Field(1024, gt=0, le=INT32_MAX, description="more in one request are "
+                                           "refused (422, v2: 400); the v2 model config's max_batch_size")
     # Dynamic batching (service/batching.py), per model and worker process; defaults chosen by bench/.
     max_batch_size: int = Field(64, ge=1, description="sequences per onnxruntime run")
     max_queue_delay_ms: float = Field(0.0, ge=0, le=MAX_QUEUE_DELAY_MS, description="extra wait to fill a "
                                       "batch under load (at most 1 s); above 0, a lone request never runs on "
                                       "the event loop")
-    max_queue_size: int = Field(2048, ge=1, description="sequences waiting or running; more get 503")
+    max_queue_size: int = Field(2048, ge=1, le=INT32_MAX, description="sequences waiting or running; more "
+                                "get 503")
     # 500 ms, not seconds: an admitted request holds its connection while it waits, so an open-loop burst
     # against a 2 s queue needed thousands of connections and met the connection cap (bench/overload.py).
     max_queue_wait_ms: float = Field(500.0, ge=0, description="refuse (503) a request that would wait "
@@ -133,8 +137,8 @@ class Settings(BaseSettings):
         "then die with the process; `gru serve` shares one among its workers)")
     max_sessions: int = Field(10_000, gt=0, description="live server-held streaming sequences; past it "
                               "the least recently used is evicted")
-    session_idle_seconds: float = Field(300.0, gt=0, description="a streaming sequence without a chunk "
-                                        "for this long expires")
+    session_idle_seconds: float = Field(300.0, gt=0, le=INT32_MAX, description="a streaming sequence "
+                                        "without a chunk for this long expires")
 
     @field_validator("model_repository", "host", "api_tokens_file", "admin_tokens_file", "state_secret",
                      mode="before")

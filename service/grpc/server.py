@@ -16,10 +16,9 @@ from starlette.datastructures import State
 from service.auth import Authenticator
 from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
-from service.settings import Settings
+from service.settings import INT32_MAX, Settings
 
 log = logging.getLogger("gru_serve.grpc")
-INT32_MAX = 2**31 - 1
 
 
 def address(host: str, port: int) -> str:

@@ -45,6 +45,8 @@ BAD_SETTINGS = [
                                        "no token is set"),
     # was: an idle server kept a core busy rescanning the repository
     ({"GRU_POLL_INTERVAL_S": "0.0001"}, [], "0 turns polling off; otherwise at least 0.1 s"),
+    # was: gRPC ModelConfig INTERNAL (Triton's max_batch_size is an int32), a traceback in the log
+    ({"GRU_MAX_SEQUENCES_PER_REQUEST": "5000000000"}, [], "GRU_MAX_SEQUENCES_PER_REQUEST='5000000000'"),
     # GRU_WORKERS=2: each worker failed with a traceback and was restarted for ever, never ready, no exit
     ({"GRU_WORKERS": "2", "GRU_API_TOKENS_FILE": "/nonexistent/tokens"}, [], "(GRU_API_TOKENS_FILE)"),
     ({"GRU_WORKERS": "2", "GRU_VERSION_POLICY": "latest"}, [], "GRU_VERSION_POLICY: version policy 'latest'"),
