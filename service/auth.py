@@ -37,13 +37,21 @@ class Denial:
     message: str
 
 
-def read_tokens(inline: str, path: Path | None) -> tuple[bytes, ...]:
+def read_tokens(inline: str, path: Path | None, setting: str) -> tuple[bytes, ...]:
+    """The tokens of `setting` (GRU_API_TOKENS: comma-separated) and `setting`_FILE (one per line). A
+    setting given without a token is refused: the server would be open while its operator meant it closed."""
     tokens = [t.strip() for t in inline.split(",")]
+    if inline.strip() and not any(tokens):
+        raise ValueError(f"{setting} holds no token (comma-separated); give one, or unset it")
     if path is not None:
         try:
-            tokens += [line.strip() for line in path.read_text().splitlines()]
+            lines = [line.strip() for line in path.read_text().splitlines()]
         except OSError as exc:
-            raise ValueError(f"cannot read token file {path}: {exc.strerror}") from exc
+            raise ValueError(f"cannot read token file {path} ({setting}_FILE): {exc.strerror}") from exc
+        if not any(line and not line.startswith("#") for line in lines):
+            raise ValueError(f"token file {path} ({setting}_FILE) holds no token (one per line, # for a "
+                             "comment); add one, or unset it")
+        tokens += lines
     return tuple(t.encode() for t in tokens if t and not t.startswith("#"))
 
 
@@ -58,8 +66,8 @@ def is_loopback(host: str) -> bool:
 
 class Authenticator:
     def __init__(self, settings: Settings):
-        self.api_tokens = read_tokens(settings.api_tokens, settings.api_tokens_file)
-        self.admin_tokens = read_tokens(settings.admin_tokens, settings.admin_tokens_file)
+        self.api_tokens = read_tokens(settings.api_tokens, settings.api_tokens_file, "GRU_API_TOKENS")
+        self.admin_tokens = read_tokens(settings.admin_tokens, settings.admin_tokens_file, "GRU_ADMIN_TOKENS")
         self.open_health, self.open_metrics = settings.open_health, settings.open_metrics
 
     @property

@@ -78,6 +78,11 @@ class Work:
     error: Exception | None = None
     trace: tracing.RequestTrace | None = None  # the request's, while tracing is on (service/tracing.py)
 
+    @property
+    def gone(self) -> bool:
+        """The caller stopped waiting (cancelled) before its answer; read on the inference thread too."""
+        return self.future is not None and self.future.done()
+
     def answer(self, per_step: bool) -> None:
         """All runs done: the rows in request order, unless one of them failed."""
         if self.error is None:
@@ -298,7 +303,7 @@ class Runs:
         self._padding_ratio = metrics.deferred(metrics.PADDING_RATIO.labels(*labels))
 
     def compute(self, batch: list[Work]) -> None:
-        live = [w for w in batch if w.future is None or not w.future.done()]  # gone callers need no run
+        live = [w for w in batch if not w.gone]  # gone callers need no run
         try:
             for work in live:
                 work.outputs, work.next_states = [None] * len(work.sequences), [None] * len(work.sequences)
@@ -306,9 +311,14 @@ class Runs:
             items.sort(key=lambda item: len(item[0].sequences[item[1]]), reverse=True)
             lengths = [len(w.sequences[i]) for w, i in items]
             for run in plan_runs(lengths, self.max_batch_size, self._padding):
-                self._run_items(items[run])
+                running = items[run]
+                if any(w.gone for w in live):  # gone meanwhile (a gRPC cancel, a deadline): not run on
+                    running = [item for item in running if not item[0].gone]
+                if running:
+                    self._run_items(running)
             for work in live:
-                work.answer(self._per_step)
+                if not work.gone:
+                    work.answer(self._per_step)
         except Exception as exc:  # a bug, not a bad input: fail the batch, keep the thread
             log.exception("scheduling a batch of %d requests failed", len(live))
             for work in live:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import logging.config
 import math
@@ -15,6 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.settings import Settings
+
+
+# The settings `gru serve` takes as flags too: a flag overrides its variable.
+FLAGS = {"GRU_MODEL_REPOSITORY": "--models", "GRU_HOST": "--host", "GRU_PORT": "--port",
+         "GRU_GRPC_PORT": "--grpc-port", "GRU_WORKERS": "--workers", "GRU_EXECUTION_PROVIDER": "--provider"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,22 +41,23 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from service import settings as service_settings
     from service.api.transport import fit_file_limit
     from service.logs import logging_config
-    from service.settings import Settings
 
-    flags = {"GRU_MODEL_REPOSITORY": args.models, "GRU_HOST": args.host, "GRU_PORT": args.port,
-             "GRU_WORKERS": args.workers, "GRU_EXECUTION_PROVIDER": args.provider,
-             "GRU_GRPC_PORT": args.grpc_port}
+    given = {name: (flag, getattr(args, flag.removeprefix("--").replace("-", "_")))
+             for name, flag in FLAGS.items()}
     # Worker processes build their own app from the environment, so flags travel through it.
-    os.environ.update({k: str(v) for k, v in flags.items() if v is not None})
+    os.environ.update({name: str(value) for name, (_, value) in given.items() if value is not None})
     # Workers must share the key that signs streaming state tokens, or a token from one is refused by
     # another. Without GRU_STATE_SECRET tokens last as long as this process (see README).
     os.environ.setdefault("GRU_STATE_SECRET", secrets.token_hex(32))
-    settings = Settings()
+    settings = service_settings.load({name: flag for name, (flag, value) in given.items()
+                                      if value is not None})
     if not settings.model_repository.is_dir():  # before uvicorn, which would print a traceback
         raise FileNotFoundError(f"model repository {settings.model_repository} is not a folder "
                                 "(--models or GRU_MODEL_REPOSITORY)")
+    check_app_settings(settings)
     # uvicorn binds after start-up (one worker) and logs "startup complete" first; gRPC workers share the
     # port (SO_REUSEPORT) with whoever else holds it: so both are checked here, before anything starts.
     check_port_free(settings.host, settings.port, "GRU_PORT or --port")
@@ -77,6 +84,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_app_settings(settings: Settings) -> None:
+    """ValueError (one line) for what each worker's create_app refuses: with GRU_WORKERS > 1 a worker
+    that fails at start-up is restarted by uvicorn for ever, each time with a traceback."""
+    from service.auth import Authenticator
+    from service.repository import VersionPolicy
+
+    try:
+        VersionPolicy.parse(settings.version_policy)
+    except ValueError as exc:
+        raise ValueError(f"GRU_VERSION_POLICY: {exc}") from None
+    Authenticator(settings)  # reads the token files
+
+
 def check_port_free(host: str, port: int, setting: str) -> None:
     """OSError (one `gru serve: error:` line) when `port` cannot be bound, e.g. another server holds it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -86,8 +106,11 @@ def check_port_free(host: str, port: int, setting: str) -> None:
             probe.bind((host, port))
         except OSError as exc:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise OSError(f"cannot listen on {where}: {exc.strerror}; choose another port with "
-                          f"{setting}") from None
+            fix = f"choose another port with {setting}"
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:  # the host is wrong
+                fix = ("give GRU_HOST or --host an address of this machine (127.0.0.1: this machine only; "
+                       "0.0.0.0: every interface)")
+            raise OSError(f"cannot listen on {where}: {exc.strerror}; {fix}") from None
 
 
 def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from service.runtime import InferenceError, NonFiniteOutput
 
 log = logging.getLogger("gru_serve.api")
 
+CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, never sent (not a 5xx fault)
 RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is the header's finest unit
 
 

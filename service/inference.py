@@ -39,6 +39,8 @@ from service.settings import Settings
 GRPC_SERVICE = "/inference.GRPCInferenceService/"  # a gRPC call's path: this, then the method
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+V2_ID_FIELD = "parameters.sequence_id"  # where v2 and gRPC name a sequence; the flags that open and end it
+V2_FLAGS = ("parameters.sequence_start: true", "parameters.sequence_end: true")
 Reply = tuple[bytes, list[tuple[bytes, bytes]]]  # a REST answer: body, headers (content-type at least)
 
 
@@ -212,13 +214,15 @@ async def held_chunk(r: Request, sequence_id: str | int, start: bool, end: bool,
 
 @contextmanager
 def sequence_errors(id_field: str) -> Iterator[None]:
-    """A SequenceGone as the API's error: 404 for an unknown id, 410 naming why it is gone."""
+    """A SequenceGone as the API's error: 404 for an unknown id, 410 naming why it is gone; the fix in the
+    API's words (v2 and gRPC: parameters.sequence_start, not the native stream's "start")."""
     try:
         yield
     except SequenceGone as exc:
+        message = exc.explain(*V2_FLAGS) if id_field == V2_ID_FIELD else str(exc)
         if exc.reason == "unknown":
-            raise SequenceNotOpen(str(exc), id_field) from exc
-        raise SequenceGoneError(exc.reason, str(exc), id_field) from exc
+            raise SequenceNotOpen(message, id_field) from exc
+        raise SequenceGoneError(exc.reason, message, id_field) from exc
 
 
 # -- Open Inference Protocol (v2) infer, over REST and gRPC ------------------------------------------
@@ -255,17 +259,17 @@ async def _sequence_chunk(r: Request, parameters: dict[str, Any], x: np.ndarray,
     manifest = r.runtime.manifest
     if manifest.streaming_refusal:
         raise StreamingUnsupported(f"model {manifest.name!r} cannot stream: {manifest.streaming_refusal}",
-                                   "parameters.sequence_id")
+                                   V2_ID_FIELD)
     sequence_id = parameters.get("sequence_id")
     if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or sequence_id in (0, ""):
         raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id (int or string)",
-                           "parameters.sequence_id")
+                           V2_ID_FIELD)
     if x.shape[0] != 1 or state is not None:
         raise InvalidInput("a sequence chunk is one sequence (x [1, time, features]) without a state: the "
                            "server holds the state", "x.shape")
     output, next_state, _ = await held_chunk(
         r, sequence_id, bool(parameters.get("sequence_start")),
-        bool(parameters.get("sequence_end")), x[0], "parameters.sequence_id")
+        bool(parameters.get("sequence_end")), x[0], V2_ID_FIELD)
     return output[None], next_state[None]  # batch axis back: output [1, ...], next_state [1, S]
 
 

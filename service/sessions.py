@@ -36,9 +36,23 @@ class Session:
 class SequenceGone(Exception):
     """The sequence is not live; `reason` is 'unknown', 'ended', 'expired' or 'evicted'."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+    def __init__(self, reason: str, sequence_id: str | int, store: SessionStore):
+        self.reason, self.sequence_id = reason, sequence_id
+        self.idle_seconds, self.max_sessions = store.idle_seconds, store.max_sessions
+        super().__init__(self.explain())
+
+    def explain(self, start: str = '"start": true', end: str = '"end": true') -> str:
+        """Why, and the fix in the words of the caller's API (the native stream's by default; v2 and
+        gRPC: parameters.sequence_start)."""
+        sequence_id, restart = self.sequence_id, f"send its steps again from the beginning with {start}"
+        return {
+            "unknown": f"sequence {sequence_id!r} is not open; begin it with {start}",
+            "ended": f"sequence {sequence_id!r} has ended ({end}); {restart} to begin anew",
+            "expired": f"sequence {sequence_id!r} expired after {self.idle_seconds:g} s without a chunk "
+                       f"(GRU_SESSION_IDLE_SECONDS); {restart}",
+            "evicted": f"sequence {sequence_id!r} was evicted: more than {self.max_sessions} sequences "
+                       f"were open (GRU_MAX_SESSIONS) and it was the least recently used; {restart}",
+        }[self.reason]
 
 
 class SessionStore:
@@ -70,7 +84,7 @@ class SessionStore:
         session = self._live.get(key)
         if session is None:
             reason = self._gone.get(key, "unknown")
-            raise SequenceGone(reason, self._explain(key[1], reason))
+            raise SequenceGone(reason, key[1], self)
         session.last_used = self._clock()
         self._live.move_to_end(key)
         return session
@@ -80,7 +94,7 @@ class SessionStore:
         its lock (a chunk sent with another one's "end" must not run on: Triton refuses it too). A session
         replaced by a restart ("start") is not gone: the chunk belongs to the sequence it waited for."""
         if self._live.get(key) is not session and (reason := self._gone.get(key)) is not None:
-            raise SequenceGone(reason, self._explain(key[1], reason))
+            raise SequenceGone(reason, key[1], self)
 
     def end(self, key: Key, session: Session | None = None) -> None:
         """Close `key`'s live sequence (only if it is still `session`, when given)."""
@@ -111,13 +125,3 @@ class SessionStore:
         while len(self._gone) > TOMBSTONES_PER_SESSION * self.max_sessions:
             self._gone.popitem(last=False)
 
-    def _explain(self, sequence_id: str | int, reason: str) -> str:
-        restart = "send its steps again from the beginning with \"start\": true"
-        return {
-            "unknown": f"sequence {sequence_id!r} is not open; begin it with \"start\": true",
-            "ended": f"sequence {sequence_id!r} has ended (\"end\": true); {restart} to begin anew",
-            "expired": f"sequence {sequence_id!r} expired after {self.idle_seconds:g} s without a chunk "
-                       f"(GRU_SESSION_IDLE_SECONDS); {restart}",
-            "evicted": f"sequence {sequence_id!r} was evicted: more than {self.max_sessions} sequences "
-                       f"were open (GRU_MAX_SESSIONS) and it was the least recently used; {restart}",
-        }[reason]

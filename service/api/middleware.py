@@ -20,13 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import logs, metrics
 from service.api.errors import error_response
 from service.auth import HEALTH_PATHS, Authenticator
+from service.errors import CLIENT_GONE
 from service.inference import api_of, find
 
 log = logging.getLogger("gru_serve.access")
 QUIET_PATHS = HEALTH_PATHS | {"/metrics"}  # probes and scrapes: logged at debug, not counted
 CHECKED_METHODS = frozenset({"GET", "HEAD", "POST"})
 FLUSH_INTERVAL_S = 0.5  # how late an access log line or a request's metrics may be written
-CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, never sent (not a 5xx fault)
 LINES_PER_WRITE = 256  # access log lines formatted and written at once
 
 Answered = tuple[float, logs.RequestContext, int, float]  # (unix time, context, status, seconds taken)

@@ -8,7 +8,8 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, tracing
-from service.api.middleware import CLIENT_GONE, QUIET_PATHS, api_of
+from service.api.middleware import QUIET_PATHS, api_of
+from service.errors import CLIENT_GONE
 
 ROUTE = re.compile(r"/models/[^/]+(/versions/[0-9]+)?")
 

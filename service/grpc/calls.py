@@ -25,7 +25,7 @@ from starlette.datastructures import State
 
 from service import logs, tracing
 from service.auth import Authenticator, Denial
-from service.errors import DOMAIN_ERRORS, ERROR_TABLE, describe
+from service.errors import CLIENT_GONE, DOMAIN_ERRORS, ERROR_TABLE, describe
 from service.inference import BY_VERB, GRPC_SERVICE
 
 log = logging.getLogger("gru_serve.access")
@@ -95,24 +95,28 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
     call = logs.RequestContext(logs.request_id_from(metadata.get("x-request-id") or request_id),
                                method="gRPC", path=GRPC_SERVICE + method)
     token = logs.current.set(call)
-    started, refused = time.perf_counter(), None
+    started, refused, gone = time.perf_counter(), None, False
     if not quiet:
         state.requests.in_flight += 1
     try:
-        once(pairs)
+        once(pairs, state.settings.max_header_count)
         denial = auth.check(path, metadata.get("authorization"))
         if denial is not None:
             raise denied(denial)
         yield
+    except asyncio.CancelledError:  # the client cancelled, or its deadline passed: nothing is sent
+        gone = True
+        raise
     except Exception as exc:
         refused = failure(exc, method)
     finally:
         if not quiet:
             state.requests.in_flight -= 1
-        account(state, call, refused, time.perf_counter() - started, quiet)
+        account(state, call, refused, time.perf_counter() - started, quiet, gone)
         if traced is not None:
-            tracing.end_grpc(traced, call, refused.status if refused else 200,
-                             refused.grpc_status if refused else grpc.StatusCode.OK)
+            status = (CLIENT_GONE, grpc.StatusCode.CANCELLED) if gone else \
+                (refused.status, refused.grpc_status) if refused else (200, grpc.StatusCode.OK)
+            tracing.end_grpc(traced, call, *status)
         logs.current.reset(token)
     if refused is not None:
         if not abort:
@@ -123,8 +127,12 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         context.set_trailing_metadata((("x-request-id", call.request_id),))
 
 
-def once(pairs: Any) -> None:
-    """The metadata read here, each key given once (as REST's headers: service/api/limits.py SINGLE)."""
+def once(pairs: Any, max_count: int) -> None:
+    """At most GRU_MAX_HEADER_COUNT entries (gRPC itself caps only their bytes), and the metadata read
+    here given once (as REST's headers: service/api/limits.py)."""
+    if len(pairs) > max_count:
+        raise Failure(431, "headers_too_large", f"the call has {len(pairs)} metadata entries; at most "
+                      f"{max_count} are taken (GRU_MAX_HEADER_COUNT)", "metadata")
     keys = [key for key, _ in pairs if key in READ]
     if len(keys) != len(set(keys)):
         twice = next(key for key in keys if keys.count(key) > 1)
@@ -133,8 +141,9 @@ def once(pairs: Any) -> None:
 
 
 def account(state: State, call: logs.RequestContext, refused: Failure | None, duration: float,
-            quiet: bool) -> None:
-    status = refused.status if refused is not None else 200
+            quiet: bool, gone: bool = False) -> None:
+    """gone: the call was cancelled before its answer, logged and counted as REST's client gone (499)."""
+    status = CLIENT_GONE if gone else refused.status if refused is not None else 200
     if refused is not None and refused.code == "queue_full" and call.model and call.version:
         state.refusals.add(call.model, call.version, "grpc")
         quiet = True

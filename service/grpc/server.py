@@ -16,7 +16,7 @@ from starlette.datastructures import State
 from service.auth import Authenticator
 from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
-from service.settings import Settings
+from service.settings import INT32_MAX, Settings
 
 log = logging.getLogger("gru_serve.grpc")
 
@@ -28,15 +28,18 @@ def address(host: str, port: int) -> str:
 def options(settings: Settings) -> list[tuple[str, int]]:
     """The HTTP limits, as gRPC states them (a call over them gets RESOURCE_EXHAUSTED), and the calls one
     connection may have open at once (the servicer caps a client's streams and closes idle ones)."""
-    return [
+    limits = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_metadata_size", settings.max_header_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_header_bytes),
-        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
-        ("grpc.max_connection_idle_ms", int(settings.keep_alive_timeout_s * 1000)),
+        ("grpc.server_handshake_timeout_ms", settings.header_timeout_s * 1000),
+        ("grpc.max_connection_idle_ms", settings.keep_alive_timeout_s * 1000),
         ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
-        ("grpc.so_reuseport", int(settings.workers != 1)),  # one worker: a port in use fails start-up
     ]
+    # gRPC's options are 32-bit: a larger setting (GRU_MAX_BODY_BYTES=5e9) failed start-up with a
+    # traceback. Its largest value is as good as no limit (2 GiB, 24 days).
+    clamped = [(name, min(int(value), INT32_MAX)) for name, value in limits]
+    return [*clamped, ("grpc.so_reuseport", int(settings.workers != 1))]  # one worker: a busy port fails
 
 
 @dataclass

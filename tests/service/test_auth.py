@@ -54,7 +54,7 @@ def test_token_file_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("# comment\n\nfile-token\n")
     assert auth(api_tokens_file=path).check("/models", "Bearer file-token") is None
-    with pytest.raises(ValueError, match="cannot read token file"):
+    with pytest.raises(ValueError, match="cannot read token file .* \\(GRU_API_TOKENS_FILE\\)"):
         auth(api_tokens_file=tmp_path / "missing")
 
 
