@@ -37,6 +37,8 @@ def load_user_data(config: DataConfig) -> SequenceData:
         labels, (y, y_test) = encode_labels(y, y_test)
     elif config.task == "tagging":
         labels, (y, y_test) = _encode_steps(y, y_test)
+    if labels:
+        _refuse_untrained_labels(labels, y, y_test, config)
     train, val = validation_split(Split(train.X, y, train.lengths), config.val_fraction, classify)
     return SequenceData(
         task=config.task,
@@ -57,7 +59,8 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
         return split, features
-    return series_from_frame(read_table(path), config, path)
+    labels = config.target_column if config.task in ("classification", "tagging") else None
+    return series_from_frame(read_table(path, labels), config, path)
 
 
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:
@@ -75,6 +78,25 @@ def _holdout(series: Split, config: DataConfig) -> tuple[Split, Split]:
     codes = encode_labels(series.y)[1][0] if config.task == "classification" else None
     keep, held = holdout_indices(len(series), config.test_fraction, seed=0, labels=codes)
     return series.subset(keep), series.subset(held)
+
+
+def _refuse_untrained_labels(labels: list[str], y: np.ndarray, y_test: np.ndarray,
+                             config: DataConfig) -> None:
+    """One label only, or a test label that no training series has (the model would have an output it
+    never learnt)."""
+    trained = set(np.unique(y)) - {PAD_LABEL}
+    names = [labels[i] for i in sorted(set(np.unique(y_test)) - trained - {PAD_LABEL})]
+    if names and config.test_path:
+        raise ValueError(f"{config.test_path}: label(s) {names} in {config.target_column!r} appear in no "
+                         f"training series of {config.path}; a model answers only the labels it trained on: "
+                         "add training series of those labels, or drop them from the test file")
+    if names:
+        raise ValueError(f"{config.path}: label(s) {names} have too few series to train on some and test on "
+                         "others: give more series of those labels, or a test file (data.test_path)")
+    if len(trained) < 2:
+        raise ValueError(f"{config.path}: {config.target_column!r} holds one label only, "
+                         f"{[labels[i] for i in trained]}; classification needs at least two (labels that "
+                         "are the same number, 1 and 01, are one)")
 
 
 def _encode_steps(*step_labels: np.ndarray) -> tuple[list[str], list[np.ndarray]]:

@@ -29,11 +29,19 @@ class LongSeries:
     # length; empty when no target was asked for
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
+    """`labels`: a CSV column of class names, read as written ("007" stays "007", "None" and "NA" are
+    names), only an empty cell empty."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
     if path.suffix == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path, converters={labels: str} if labels else None)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
+                             "step") from None
+        if labels in frame.columns:
+            frame[labels] = frame[labels].mask(frame[labels] == "")
     elif path.suffix in {".parquet", ".pq"}:
         frame = pd.read_parquet(path)
     else:

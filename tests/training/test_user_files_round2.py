@@ -1,0 +1,90 @@
+"""Odd but valid user files (labels of any type, rare classes, tiny scales) that must train and serve the
+labels as written, and the files that cannot make a model, refused with the file, the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig
+from training.data import load_data
+
+
+def _frame(labels: list[object], length: int = 6, scale: float = 1.0) -> pd.DataFrame:
+    """One series per label; the first feature rises for the series at odd positions."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([
+        {"series_id": f"s{s:02d}", "step": t, "a": scale * ((t if s % 2 else -t) + rng.normal()),
+         "label": label}
+        for s, label in enumerate(labels) for t in range(length)
+    ])
+
+
+def _csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _config(path: Path, test: Path | None = None, task: str = "classification") -> DataConfig:
+    return DataConfig(dataset="file", path=str(path), test_path=str(test) if test else None, task=task)
+
+
+def test_labels_are_read_as_written_and_the_same_number_is_one_class(tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text(_frame(["x", "y"] * 6).assign(label=lambda f: f.series_id.map(
+        lambda s: "007" if int(s[1:]) % 2 else "None")).to_csv(index=False))
+    test = _csv(_frame([7.0, "None"] * 3), tmp_path / "test.csv")  # a float column from another tool
+    data = load_data(_config(train, test))
+    assert data.label_names == ["007", "None"]  # not 7 (pandas' int), not an empty "None" cell
+    np.testing.assert_array_equal(data.test.y, [0, 1] * 3)
+
+
+def test_int_labels_in_training_and_float_labels_in_the_test_file_are_one_class(tmp_path: Path) -> None:
+    train = _csv(_frame([0, 1] * 6), tmp_path / "train.csv")
+    test = _csv(_frame([0.0, 1.0, 1.0] * 2), tmp_path / "t.csv")
+    data = load_data(_config(train, test))
+    assert data.label_names == ["0", "1"] and len(data.test) == 6
+    np.testing.assert_array_equal(data.test.y, [0, 1, 1] * 2)
+
+
+def test_a_class_of_one_series_is_trained_on_never_held_out(tmp_path: Path) -> None:
+    path = _csv(_frame(["common"] * 11 + ["rare"]), tmp_path / "d.csv")
+    data = load_data(_config(path))
+    rare = data.label_names.index("rare")
+    assert rare in np.r_[data.train.y, data.val.y] and rare not in data.test.y
+
+
+@pytest.mark.parametrize("train_labels, test_labels, message", [
+    (["up", "down"] * 6, ["up", "down", "new"] * 2,
+     r"test\.csv: label\(s\) \['new'\] in 'label' appear in no training series of .*train\.csv; "
+     r".*add training series of those labels, or drop them from the test file"),
+    (["1", "01"] * 6, None,
+     r"train\.csv: 'label' holds one label only, \['0?1'\]; classification needs at least two \(labels that "
+     r"are the same number, 1 and 01, are one\)"),
+    (["up", "down"], None,
+     r"label\(s\) \['\w+'\] have too few series to train on some and test on others: give more series of "
+     r"those labels, or a test file \(data\.test_path\)"),
+])
+def test_labels_a_model_cannot_learn_are_refused(tmp_path: Path, train_labels: list[str],
+                                                 test_labels: list[str] | None, message: str) -> None:
+    train = _csv(_frame(train_labels), tmp_path / "train.csv")
+    test = _csv(_frame(test_labels), tmp_path / "test.csv") if test_labels else None
+    with pytest.raises(ValueError, match=message):
+        load_data(_config(train, test))
+
+
+def test_too_few_series_to_split_name_the_fractions(tmp_path: Path) -> None:
+    path = _csv(_frame([1.5]), tmp_path / "one.csv")
+    with pytest.raises(ValueError, match=r"cannot hold out 0\.2 of 1 series and train on the rest "
+                                         r"\(data\.test_fraction, then data\.val_fraction .*give at least 3"):
+        load_data(_config(path, task="regression"))
+
+
+def test_an_empty_file_is_named(tmp_path: Path) -> None:
+    train = _csv(_frame(["up", "down"] * 6), tmp_path / "train.csv")
+    (tmp_path / "test.csv").write_text("")
+    with pytest.raises(ValueError, match=r"test\.csv: the file is empty; write a header row"):
+        load_data(_config(train, tmp_path / "test.csv"))
