@@ -27,6 +27,7 @@ from training.defaults import merge
 from training.metrics import forecast_metrics
 
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+OMITTED = ("mape_omitted", "mase_omitted")  # why a metric leaves windows out: said once, by the model's
 MAX_FITTED = 200  # test windows ETS and Theta are fitted on: ~10-20 s on one core
 
 
@@ -43,7 +44,7 @@ def with_baselines(test: dict[str, Any], data: SequenceData, predict: Callable[[
     baselines, model_on = {}, {}  # the model's metric on each baseline's windows
     for name, forecast in forecasts.items():
         rows = ~np.isnan(forecast).any(axis=1)
-        baselines[name] = _without("mape_omitted", _metrics(data, rows, forecast))  # said once
+        baselines[name] = _without(OMITTED, _metrics(data, rows, forecast))  # said once
         model_on[name] = test[metric]
         if not rows.all():
             baselines[name]["windows"] = int(rows.sum())
@@ -76,8 +77,8 @@ def _metrics(data: SequenceData, rows: np.ndarray, forecast: np.ndarray) -> dict
                             pick(data.test_series))
 
 
-def _without(key: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != key}
+def _without(keys: tuple[str, ...], metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k not in keys}
 
 
 def forecast_baselines(data: SequenceData) -> dict[str, np.ndarray]:

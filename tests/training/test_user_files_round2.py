@@ -3,6 +3,7 @@ labels as written, and the files that cannot make a model, refused with the file
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,41 @@ def test_an_empty_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_text("")
     with pytest.raises(ValueError, match=r"test\.csv: the file is empty; write a header row"):
         load_data(_config(train, tmp_path / "test.csv"))
+
+
+def test_features_at_any_scale_are_normalised_by_their_own_deviation() -> None:
+    import torch
+
+    from training.normalise import Normaliser
+
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.normal(size=(20, 8)) * 1e-9, rng.normal(size=(20, 8)) * 1e-30 + 1e-29,
+                  np.full((20, 8), 5.0), np.zeros((20, 8))], axis=2).astype(np.float32)
+    y = np.full((20, 1), 1e-9, np.float32)  # a constant target
+    normaliser = Normaliser(4, 1)
+    normaliser.fit(X, y)
+    inputs = normaliser.inputs(torch.as_tensor(X), torch.ones(1))
+    np.testing.assert_allclose(inputs[..., :2].reshape(-1, 2).std(0), [1.0, 1.0], rtol=0.01)
+    np.testing.assert_array_equal(normaliser.feature_std[2:], [1.0, 1.0])  # constant: not x 1e6 at serve time
+    assert normaliser.outputs(torch.tensor([[0.3]]), torch.ones(1)).item() == pytest.approx(1e-9, rel=1e-5)
+
+
+def test_a_constant_forecast_series_trains_and_exports(tmp_path: Path) -> None:
+    from export.bundle import export_checkpoint
+    from tests.helpers import train_tiny
+
+    rows = [{"series_id": "a", "step": t, "label": 5.0} for t in range(60)]
+    path = _csv(pd.DataFrame(rows), tmp_path / "flat.csv")
+    run = train_tiny(tmp_path / "runs", "flat", "data.dataset=file", f"data.path={path}",
+                     "data.task=forecast", "optim.max_epochs=2", "model.hidden_size=8",
+                     "optim.time_budget=null",
+                     "optim.plots=false", "optim.tensorboard=false")
+    assert run.test_metrics["mae"] < 1e-4 and "mase" not in run.test_metrics  # was NaN: JSON no parser reads
+    assert "MASE divides by it" in run.test_metrics["mase_omitted"]
+    json.loads((run.run_dir / "test_metrics.json").read_text(), parse_constant=_refuse)
+    exported = export_checkpoint(run.checkpoint, tmp_path / "models", "flat")  # parity failed: std 1e-6
+    assert exported.manifest.parity.max_abs_diff <= exported.manifest.parity.tolerance
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
