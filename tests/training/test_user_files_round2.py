@@ -4,12 +4,14 @@ labels as written, and the files that cannot make a model, refused with the file
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from training.checkpoint import load_payload
 from training.config import DataConfig
 from training.data import load_data
 
@@ -127,3 +129,21 @@ def test_a_constant_forecast_series_trains_and_exports(tmp_path: Path) -> None:
 
 def _refuse(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", r"\(EOFError\)"),
+    (b"PK\x03\x04" + b"\x00" * 200, r"\(.+\)"),  # a zip archive cut short
+    (pickle.dumps([1, 2]), r"\(it holds pickled Python objects, which are never loaded\)"),
+])
+def test_a_checkpoint_cut_short_or_foreign_is_one_line(tmp_path: Path, content: bytes, reason: str) -> None:
+    from gru_cli import main
+
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: not a checkpoint gru train wrote, whole " \
+                       + reason):
+        load_payload(tmp_path / "checkpoint.pt")
+    with pytest.raises(IsADirectoryError, match=r"is a folder; give the checkpoint\.pt in it"):
+        load_payload(tmp_path)
+    assert main(["export", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--name", "x",
+                 "--repository", str(tmp_path / "models")]) == 2
