@@ -147,3 +147,30 @@ def test_a_checkpoint_cut_short_or_foreign_is_one_line(tmp_path: Path, content: 
         load_payload(tmp_path)
     assert main(["export", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--name", "x",
                  "--repository", str(tmp_path / "models")]) == 2
+
+
+def test_spaces_after_commas_a_bom_and_crlf_read_as_the_plain_file(tmp_path: Path) -> None:
+    text = _frame(["up", "down"] * 6).to_csv(index=False)
+    plain = load_data(_config(_csv(_frame(["up", "down"] * 6), tmp_path / "plain.csv")))
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_bytes(("\ufeff" + text.replace(",", " , ")).replace("\n", "\r\n").encode())
+    data = load_data(_config(spaced))
+    assert data.label_names == plain.label_names == ["down", "up"] and data.feature_names == ["a"]
+    np.testing.assert_array_equal(data.test.X, plain.test.X)
+
+
+@pytest.mark.parametrize("separator, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_separated_by_something_else_says_so(tmp_path: Path, separator: str, name: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(_frame(["up", "down"] * 6).to_csv(index=False, sep=separator))
+    with pytest.raises(ValueError, match=rf"d\.csv: the header is one column, .*: the file separates its "
+                                         rf"columns with {name}; write it with commas"):
+        load_data(_config(path))
+
+
+def test_a_value_beyond_float32_is_named_not_called_infinite(tmp_path: Path) -> None:
+    frame = _frame(["up", "down"] * 6)
+    frame.loc[(frame.series_id == "s03") & (frame.step == 2), "a"] = 5e39
+    with pytest.raises(ValueError, match=r"series 's03', step 2: 'a' is 5e\+39, beyond the range of float32 "
+                                         r"\(3\.4e38\) that models compute in; rescale the column"):
+        load_data(_config(_csv(frame, tmp_path / "d.csv")))

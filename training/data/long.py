@@ -36,12 +36,14 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
     if path.suffix == ".csv":
         try:
-            frame = pd.read_csv(path, converters={labels: str} if labels else None)
+            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True)
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
                              "step") from None
+        frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # "a , b" headers
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
+        _refuse_other_separators(frame, path)
     elif path.suffix in {".parquet", ".pq"}:
         frame = pd.read_parquet(path)
     else:
@@ -49,6 +51,15 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
     if frame.empty:
         raise ValueError(f"{path}: the file has no rows")
     return frame
+
+
+def _refuse_other_separators(frame: pd.DataFrame, path: Path) -> None:
+    header = str(frame.columns[0])
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if len(frame.columns) == 1 and separator in header:
+            raise ValueError(f"{path}: the header is one column, {header!r}: the file separates its columns "
+                             f"with {name}; write it with commas (pandas: df.to_csv(path, index=False)), "
+                             "or as Parquet")
 
 
 def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
@@ -153,7 +164,14 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                     "columns hold numbers only (list the inputs in data.feature_columns)"
                 )
             column = numbers
-        columns.append(column.to_numpy(dtype=np.float32))
+        values = column.to_numpy(dtype=np.float64)
+        huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+        if huge.any():
+            row = int(np.argmax(huge))
+            raise ValueError(f"{path}: {locate_row(row)}: {name!r} is {values[row]:g}, beyond the range of "
+                             "float32 (3.4e38) that models compute in; rescale the column (e.g. divide it by "
+                             "1e30)")
+        columns.append(values.astype(np.float32))
     return np.stack(columns, axis=1)
 
 
