@@ -174,3 +174,14 @@ def test_a_value_beyond_float32_is_named_not_called_infinite(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"series 's03', step 2: 'a' is 5e\+39, beyond the range of float32 "
                                          r"\(3\.4e38\) that models compute in; rescale the column"):
         load_data(_config(_csv(frame, tmp_path / "d.csv")))
+
+
+@pytest.mark.parametrize("stamp", [lambda t: f"2024-1-{t + 1}",
+                                   lambda t: f"{(t + 6) % 12 + 1}/1/{2023 + (t + 6) // 12}",  # 7/1/2023 on
+                                   lambda t: f"t{t}"])
+def test_text_steps_are_read_in_time_order(tmp_path: Path, stamp) -> None:
+    frame = _frame(["up", "down"] * 6, length=12)
+    ordered = load_data(_config(_csv(frame, tmp_path / "numbers.csv")))
+    frame["step"] = frame["step"].map(stamp)  # as text, 2024-1-10 sorts before 2024-1-2
+    data = load_data(_config(_csv(frame.sample(frac=1.0, random_state=0), tmp_path / "text.csv")))
+    np.testing.assert_array_equal(data.train.X, ordered.train.X)

@@ -9,6 +9,7 @@ aside); NaN and infinities go through training/data/missing.py.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,27 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame
         if empty.any():
             raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
                              f"{column!r}; every row needs a series id and a step")
-    return frame.sort_values([config.id_column, config.time_column], kind="stable").reset_index(drop=True)
+    time = config.time_column
+    return frame.sort_values([config.id_column, time], kind="stable",
+                             key=lambda column: _in_time_order(column) if column.name == time else column
+                             ).reset_index(drop=True)
+
+
+def _in_time_order(steps: pd.Series) -> pd.Series:
+    """Steps as they sort in time: numbers as they are; text dates as dates (2024-1-10 after 2024-1-9,
+    12/31/2023 before 1/1/2024), other text with its numbers compared as numbers (t10 after t9)."""
+    if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
+        return steps
+    text = steps.astype(str)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dates = pd.to_datetime(text)
+        except (ValueError, TypeError, OverflowError):
+            dates = None
+    if dates is not None and not any("Could not infer format" in str(w.message) for w in caught):
+        return dates  # one format for the whole column; a guess per value (dateutil's) is no order
+    return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
 
 
 def _row(ids: np.ndarray, time: np.ndarray, row: int, config: DataConfig) -> str:
