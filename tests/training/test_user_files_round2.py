@@ -185,3 +185,18 @@ def test_text_steps_are_read_in_time_order(tmp_path: Path, stamp) -> None:
     frame["step"] = frame["step"].map(stamp)  # as text, 2024-1-10 sorts before 2024-1-2
     data = load_data(_config(_csv(frame.sample(frac=1.0, random_state=0), tmp_path / "text.csv")))
     np.testing.assert_array_equal(data.train.X, ordered.train.X)
+
+
+def test_sharded_labels_are_matched_as_numbers_and_an_untrained_one_is_refused(tmp_path: Path) -> None:
+    from training.data.shards import load_sharded
+
+    _frame([0, 1] * 6).to_parquet(tmp_path / "train.parquet")
+    _frame([1.0, 0.0] * 2).to_parquet(tmp_path / "test.parquet")
+    _frame([1.0, 2.0]).to_parquet(tmp_path / "other.parquet")
+    config = DataConfig(dataset="file", path=str(tmp_path / "train.parquet"), task="classification",
+                        test_path=str(tmp_path / "test.parquet"), sharded=True)
+    data = load_sharded(config, 0, 1)
+    assert data.label_names == ["0", "1"]
+    np.testing.assert_array_equal(data.test.y, [1, 0, 1, 0])  # was a KeyError: '1.0'
+    with pytest.raises(ValueError, match=r"other\.parquet: label\(s\) \[.2\.0.\] appear in no training"):
+        load_sharded(config.model_copy(update={"test_path": str(tmp_path / "other.parquet")}), 0, 1)

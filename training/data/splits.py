@@ -26,6 +26,13 @@ def encode_labels(*label_arrays: np.ndarray) -> tuple[list[str], list[np.ndarray
                                            for arr in label_arrays]
 
 
+def label_codes(names: list[str], values: np.ndarray) -> np.ndarray:
+    """Each value's index in `names` (the same number is the same label, as in encode_labels); -1 where
+    it is none of them."""
+    index = {_class_of(name): i for i, name in enumerate(names)}
+    return np.array([index.get(_class_of(str(v)), -1) for v in values], dtype=np.int64)
+
+
 def _class_of(text: str) -> float | str:
     if text.lower() in ("true", "false"):  # pandas writes True, R writes TRUE
         return text.lower()
