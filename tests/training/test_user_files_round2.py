@@ -200,3 +200,16 @@ def test_sharded_labels_are_matched_as_numbers_and_an_untrained_one_is_refused(t
     np.testing.assert_array_equal(data.test.y, [1, 0, 1, 0])  # was a KeyError: '1.0'
     with pytest.raises(ValueError, match=r"other\.parquet: label\(s\) \[.2\.0.\] appear in no training"):
         load_sharded(config.model_copy(update={"test_path": str(tmp_path / "other.parquet")}), 0, 1)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("d.csv", "series_id,step,a,label\ns1,0,1.0,caf\xe9\n".encode("latin-1"),
+     r"d\.csv: not UTF-8 text \(byte 0xe9 at position \d+\); save it as UTF-8"),
+    ("d.parquet", b"not parquet", r"d\.parquet: not a Parquet file that can be read \(.*magic bytes"),
+    ("d.npz", b"not npz", r"d\.npz: not an NPZ file \(a zip archive of arrays that np\.savez writes\)"),
+])
+def test_a_file_that_is_not_what_its_name_says_is_named(tmp_path: Path, name: str, content: bytes,
+                                                        message: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_data(_config(tmp_path / name))

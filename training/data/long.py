@@ -41,12 +41,19 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
                              "step") from None
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            raise ValueError(f"{path}: not UTF-8 text (byte {byte:#04x} at position {exc.start}); save it as "
+                             "UTF-8 (Excel: 'CSV UTF-8'), uncompressed") from None
         frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # "a , b" headers
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
         _refuse_other_separators(frame, path)
     elif path.suffix in {".parquet", ".pq"}:
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: not a Parquet file that can be read ({exc})") from None
     else:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
     if frame.empty:

@@ -43,7 +43,12 @@ def read_npz(path: Path, missing: str) -> tuple[Split, list[str]]:
 
 def _load(path: Path) -> dict[str, np.ndarray]:
     arrays = {}
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError):  # numpy reads a file that is no zip archive as one pickle, and refuses it
+        raise ValueError(f"{path}: not an NPZ file (a zip archive of arrays that np.savez writes); "
+                         + RAGGED_HELP) from None
+    with npz:
         for name in npz.files:
             try:
                 arrays[name] = npz[name]
