@@ -213,3 +213,24 @@ def test_a_file_that_is_not_what_its_name_says_is_named(tmp_path: Path, name: st
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ValueError, match=message):
         load_data(_config(tmp_path / name))
+
+
+def test_npz_labels_as_bytes_or_a_column_are_the_labels(tmp_path: Path) -> None:
+    X = np.random.default_rng(0).normal(size=(12, 5, 2)).astype(np.float32)
+    np.savez(tmp_path / "b.npz", X=X, y=np.array([b"up", b"down"] * 6), feature_names=np.array([b"a", b"b"]))
+    np.savez(tmp_path / "c.npz", X=X, y=(np.arange(12) % 2).reshape(12, 1))
+    data = load_data(_config(tmp_path / "b.npz"))
+    assert data.label_names == ["down", "up"] and data.feature_names == ["a", "b"]  # not "b'up'"
+    assert load_data(_config(tmp_path / "c.npz")).label_names == ["0", "1"]  # not "[0]", "[1]"
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.ones((12, 2))}, r"'y' has shape \(12, 2\); data\.task classification needs one label per"),
+    ({"feature_names": np.array(["a", "a"])}, r"'feature_names' names \['a'\] more than once"),
+    ({"X": np.full((12, 5, 2), 1e39)}, r"X\[0, 0, 0\] is 1e\+39, beyond the range of float32"),
+])
+def test_npz_arrays_a_model_cannot_take_are_named(tmp_path: Path, arrays: dict, message: str) -> None:
+    arrays = {"X": np.ones((12, 5, 2), np.float32), "y": np.arange(12) % 2} | arrays
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_data(_config(tmp_path / "d.npz"))

@@ -58,6 +58,11 @@ def read_series(path: Path, config: DataConfig) -> tuple[Split, list[str]]:
         split, features = read_npz(path, config.missing)
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
+        elif split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
+            split.y = split.y.reshape(len(split.y))
+        elif split.y.ndim > 1:
+            raise ValueError(f"{path}: 'y' has shape {split.y.shape}; data.task {config.task} needs one "
+                             "label per series, y [N] (several numbers per series: data.task regression)")
         return split, features
     labels = config.target_column if config.task in ("classification", "tagging") else None
     return series_from_frame(read_table(path, labels), config, path)
