@@ -234,3 +234,32 @@ def test_npz_arrays_a_model_cannot_take_are_named(tmp_path: Path, arrays: dict, 
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(ValueError, match=message):
         load_data(_config(tmp_path / "d.npz"))
+
+
+def test_labels_as_written_train_export_and_serve_what_the_run_reported(tmp_path: Path) -> None:
+    """Labels 007 and None in training, 7.0 and None in the test file: one model whose served answers, over
+    REST from a real server, are the reported test accuracy, with the labels as the training file wrote."""
+    from export.bundle import export_checkpoint
+    from service.client import predict
+    from tests.helpers import Server, train_tiny
+
+    frame = _frame(["None", "007"] * 10, length=8)
+    train = _csv(frame, tmp_path / "train.csv")
+    test = _csv(_frame(["None", 7.0] * 4, length=8), tmp_path / "test.csv")
+    run = train_tiny(tmp_path / "runs", "labels", "data.dataset=file", f"data.path={train}",
+                     f"data.test_path={test}", "data.task=classification", "optim.max_epochs=20",
+                     "optim.time_budget=null", "optim.members=1", "optim.plots=false",
+                     "optim.tensorboard=false")
+    export_checkpoint(run.checkpoint, tmp_path / "models", "labels")
+    data = load_data(_config(train, test))
+    sequences = [data.test.X[i, : data.test.lengths[i]].tolist() for i in range(len(data.test))]
+    server = Server(tmp_path / "models").start()
+    try:
+        answers = predict(server.url, "labels", sequences)["predictions"]
+    finally:
+        server.stop()
+    served = [answer["label"] for answer in answers]
+    assert set(served) <= {"007", "None"}
+    truth = [data.label_names[i] for i in data.test.y]
+    accuracy = np.mean([s == t for s, t in zip(served, truth, strict=True)])
+    assert accuracy == pytest.approx(run.test_metrics["accuracy"])
