@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from training.config import DataConfig
 from training.data import load_data
 
 
-def _frame(labels: list[object], length: int = 6, scale: float = 1.0) -> pd.DataFrame:
+def _frame(labels: Sequence[object], length: int = 6, scale: float = 1.0) -> pd.DataFrame:
     """One series per label; the first feature rises for the series at odd positions."""
     rng = np.random.default_rng(0)
     return pd.DataFrame([
