@@ -264,3 +264,25 @@ def test_labels_as_written_train_export_and_serve_what_the_run_reported(tmp_path
     truth = [data.label_names[i] for i in data.test.y]
     accuracy = np.mean([s == t for s, t in zip(served, truth, strict=True)])
     assert accuracy == pytest.approx(run.test_metrics["accuracy"])
+
+
+@pytest.mark.parametrize("test_steps, message", [
+    (range(90, 110), r"test\.csv: series 'a' starts at step 90, but .*train\.csv ends it at 99; the test "
+                     r"file holds the steps after the training file's, from 100, with no step in both"),
+    (range(110, 130), r"starts at step 110, but .* ends it at 99; .* from 100, .*none missing between them"),
+    (pd.date_range("1999-01-01", periods=20, freq="MS").strftime("%Y-%m-%d"),
+     r"starts at step '1999-01-01', but .* ends it at '2008-04-01'; the test file holds the steps after"),
+])
+def test_a_forecast_test_file_continues_each_series_or_is_refused(tmp_path: Path, test_steps, message: str
+                                                                   ) -> None:
+    """Steps in both files were read twice, and steps missing between them were joined, without a word."""
+    steps = range(100) if isinstance(test_steps, range) else \
+        pd.date_range("2000-01-01", periods=100, freq="MS").strftime("%Y-%m-%d")
+    train = _csv(pd.DataFrame({"series_id": "a", "step": steps, "label": np.sin(np.arange(100))}),
+                 tmp_path / "train.csv")
+    test = _csv(pd.DataFrame({"series_id": "a", "step": test_steps, "label": 0.5}), tmp_path / "test.csv")
+    with pytest.raises(ValueError, match=message):
+        load_data(_config(train, test, task="forecast"))
+    ok = _csv(pd.DataFrame({"series_id": "a", "step": range(100, 120), "label": 0.5}), tmp_path / "ok.csv")
+    if isinstance(test_steps, range):
+        assert len(load_data(_config(train, ok, task="forecast")).test) > 0

@@ -23,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
-from training.data.long import feature_columns, long_to_series, read_table, show
+from training.data.long import feature_columns, in_time_order, long_to_series, read_table, show
 from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
@@ -37,9 +38,9 @@ MIN_FIT = 10  # windows the shortest series must give before a default window is
 
 def forecast_from_files(config: DataConfig) -> SequenceData:
     path = Path(config.path or "")
-    ids, series, inputs = _read(path, config)
+    ids, series, inputs, steps = _read(path, config)
     if config.test_path:
-        series, starts = _continued(ids, series, inputs, Path(config.test_path), config)
+        series, starts = _continued(ids, series, inputs, steps, Path(config.test_path), config)
         held = f"the later steps in {config.test_path}"
     else:
         starts = [len(v) - max(1, round(len(v) * config.test_fraction)) for v in series]
@@ -66,8 +67,10 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     )
 
 
-def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
-    """Series ids, each series' (T_i, F) values with the target first, and the input names."""
+def _read(path: Path, config: DataConfig
+          ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[np.ndarray]]:
+    """Series ids, each series' (T_i, F) values with the target first, the input names, each series'
+    steps."""
     if path.suffix == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
@@ -77,13 +80,13 @@ def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray],
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]
     long = long_to_series(frame, config, path, inputs, target=None)
-    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs
+    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs, long.steps
 
 
-def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], test_path: Path,
-               config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
+def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], steps: list[np.ndarray],
+               test_path: Path, config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
     """Each series followed by its later steps from the test file; where the test part starts."""
-    test_ids, later, test_inputs = _read(test_path, config)
+    test_ids, later, test_inputs, test_steps = _read(test_path, config)
     if test_inputs != inputs:
         raise ValueError(f"{test_path} has columns {test_inputs} but {config.path} has {inputs}; the "
                          "test file needs the same columns")
@@ -93,10 +96,27 @@ def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], tes
         raise ValueError(f"{test_path}: series {show(unknown[0])} is not in {config.path}; for forecasting "
                          "the test file holds the later steps of the training file's series (same ids)")
     joined, starts = list(series), [len(values) for values in series]
-    for key, values in zip(test_ids.tolist(), later, strict=True):
+    for key, values, first in zip(test_ids.tolist(), later, test_steps, strict=True):
         i = position[key]
+        _check_follows(steps[i], first[0], key, test_path, config)
         joined[i] = np.concatenate([series[i], values])
     return joined, starts
+
+
+def _check_follows(steps: np.ndarray, first: object, key: object, test_path: Path,
+                   config: DataConfig) -> None:
+    """The test file's first step of a series is the training file's next one: after its last (no step
+    twice), and for integer steps at the series' spacing (no step missing between the files)."""
+    last = steps[-1]
+    order = in_time_order(pd.Series([last, first], name=config.time_column)).to_numpy()
+    whole = all(isinstance(v, (int, np.integer)) for v in (last, first))
+    spacing = int(np.diff(steps.astype(np.int64)).min()) if whole and len(steps) > 1 else None
+    if order[1] > order[0] and (spacing is None or first == last + spacing):
+        return
+    expected = f"{show(last + spacing)}, " if spacing is not None else "a step "
+    raise ValueError(f"{test_path}: series {show(key)} starts at {config.time_column} {show(first)}, but "
+                     f"{config.path} ends it at {show(last)}; the test file holds the steps after the "
+                     f"training file's, from {expected}with no step in both and none missing between them")
 
 
 def _horizon(config: DataConfig, series: list[np.ndarray], starts: list[int]) -> tuple[int, str]:

@@ -28,6 +28,7 @@ class LongSeries:
     lengths: np.ndarray  # (N,) int64
     targets: np.ndarray  # (N,) each series' target value; tagging: (N, T) step labels, None after each
     # length; empty when no target was asked for
+    steps: list[np.ndarray]  # each series' step values, in order
 
 
 def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
@@ -112,7 +113,7 @@ def long_to_series(
         targets[series_of_row, step_of_row] = frame[target].to_numpy()
     elif target:
         targets = _constant(frame, config, path, target, starts)
-    return LongSeries(ids[starts], X, lengths, targets)
+    return LongSeries(ids[starts], X, lengths, targets, np.split(time, starts[1:]))
 
 
 def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
@@ -123,11 +124,11 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame
                              f"{column!r}; every row needs a series id and a step")
     time = config.time_column
     return frame.sort_values([config.id_column, time], kind="stable",
-                             key=lambda column: _in_time_order(column) if column.name == time else column
+                             key=lambda column: in_time_order(column) if column.name == time else column
                              ).reset_index(drop=True)
 
 
-def _in_time_order(steps: pd.Series) -> pd.Series:
+def in_time_order(steps: pd.Series) -> pd.Series:
     """Steps as they sort in time: numbers as they are; text dates as dates (2024-1-10 after 2024-1-9,
     12/31/2023 before 1/1/2024), other text with its numbers compared as numbers (t10 after t9)."""
     if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
