@@ -286,3 +286,17 @@ def test_a_forecast_test_file_continues_each_series_or_is_refused(tmp_path: Path
     ok = _csv(pd.DataFrame({"series_id": "a", "step": range(100, 120), "label": 0.5}), tmp_path / "ok.csv")
     if isinstance(test_steps, range):
         assert len(load_data(_config(train, ok, task="forecast")).test) > 0
+
+
+@pytest.mark.parametrize("columns, task, message", [
+    (["a", "a"], "classification", r"data\.feature_columns names \['a'\] more than once; list each input"),
+    (["a", "label"], "regression",
+     r"data\.feature_columns lists 'label', the label/target to learn \(data\.target_column\): as an input "
+     r"it would give the model the answer"),
+])
+def test_feature_columns_that_cannot_be_inputs_are_refused(tmp_path: Path, columns: list[str], task: str,
+                                                           message: str) -> None:
+    path = _csv(_frame([1.0, 2.0] * 6), tmp_path / "d.csv")
+    config = DataConfig(dataset="file", path=str(path), task=task, feature_columns=columns)
+    with pytest.raises(ValueError, match=message):
+        load_data(config)

@@ -84,6 +84,12 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
     features = config.feature_columns or [c for c in frame.columns if c not in required]
     if needed and not features:
         raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
+    twice = sorted({c for c in features if features.count(c) > 1})
+    if twice:
+        raise ValueError(f"data.feature_columns names {twice} more than once; list each input once")
+    if needed and config.target_column in features:  # a forecast reads its target as an input
+        raise ValueError(f"data.feature_columns lists {config.target_column!r}, the label/target to learn "
+                         "(data.target_column): as an input it would give the model the answer; drop it")
     return features
 
 
