@@ -49,7 +49,8 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     season, how = _season(before, config)
     horizon, horizon_why = _horizon(config, series, starts)
     window, window_why = _window(config, season, horizon, starts)
-    _check_lengths(ids, series, starts, window, horizon)
+    _check_lengths(ids, series, starts, window, horizon,
+                   f"data.seasonal_period={season}" if config.window is None and window >= season > 1 else "")
     train, val = fit_windows(before, 0, window, horizon, config.val_fraction)
     test, naive, scale, history, which = _rolling_origin(series, starts, window, horizon, season)
     return SequenceData(
@@ -161,12 +162,16 @@ def _levels_positive(series: list[np.ndarray], window: int) -> bool:
 
 
 def _check_lengths(ids: np.ndarray, series: list[np.ndarray], starts: list[int], window: int,
-                   horizon: int) -> None:
+                   horizon: int, window_from: str) -> None:
+    """`window_from`: the setting the default window was derived from, if one ("": none)."""
     for key, values, start in zip(ids.tolist(), series, starts, strict=True):
         if start < window + horizon:
+            derived = f" (the window {window} follows from {window_from})" if window_from else ""
+            settings = "data.window, data.horizon or data.seasonal_period" if window_from else \
+                "data.window or data.horizon"
             raise ValueError(f"series {show(key)} has {start} values before its test part, fewer than "
-                             f"data.window + data.horizon = {window + horizon}; lower data.window or "
-                             "data.horizon, or give longer series")
+                             f"data.window + data.horizon = {window + horizon}{derived}; lower {settings}, "
+                             "or give longer series")
         if start < len(values) and len(values) - start < horizon:
             raise ValueError(f"series {show(key)} has {len(values) - start} held-out values, fewer than "
                              f"data.horizon = {horizon}; raise data.test_fraction or lower data.horizon")
