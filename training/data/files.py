@@ -100,7 +100,7 @@ def _refuse_untrained_labels(labels: list[str], y: np.ndarray, y_test: np.ndarra
                          "others: give more series of those labels, or a test file (data.test_path)")
     if len(trained) < 2:
         raise ValueError(f"{config.path}: {config.target_column!r} holds one label only, "
-                         f"{[labels[i] for i in trained]}; classification needs at least two (labels that "
+                         f"{[labels[i] for i in trained]}; {config.task} needs at least two (labels that "
                          "are the same number, 1 and 01, are one)")
 
 
