@@ -177,8 +177,13 @@ def test_a_value_beyond_float32_is_named_not_called_infinite(tmp_path: Path) -> 
         load_data(_config(_csv(frame, tmp_path / "d.csv")))
 
 
+def _month(t: int) -> pd.Timestamp:
+    return pd.Timestamp("2023-07-01") + pd.DateOffset(months=t)  # across a new year
+
+
 @pytest.mark.parametrize("stamp", [lambda t: f"2024-1-{t + 1}",
-                                   lambda t: f"{(t + 6) % 12 + 1}/1/{2023 + (t + 6) // 12}",  # 7/1/2023 on
+                                   lambda t: f"{_month(t).month}/1/{_month(t).year}",
+                                   lambda t: _month(t).strftime("%b %Y"),
                                    lambda t: f"t{t}"])
 def test_text_steps_are_read_in_time_order(tmp_path: Path, stamp) -> None:
     frame = _frame(["up", "down"] * 6, length=12)

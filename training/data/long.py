@@ -136,19 +136,27 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame
 
 def in_time_order(steps: pd.Series) -> pd.Series:
     """Steps as they sort in time: numbers as they are; text dates as dates (2024-1-10 after 2024-1-9,
-    12/31/2023 before 1/1/2024), other text with its numbers compared as numbers (t10 after t9)."""
+    12/31/2023 before 1/1/2024, Dec 2023 before Jan 2024), other text with its numbers compared as numbers
+    (t10 after t9)."""
     if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
         return steps
     text = steps.astype(str)
+    dates = _dates(text, None)  # one format, inferred for the whole column
+    if dates is None and text.str.contains(r"\d{4}").all():  # each value names a year: Jan 2024
+        dates = _dates(text, "mixed")  # parsed one by one (dateutil reads t1 as a date: not without a year)
+    if dates is not None:
+        return dates
+    return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
+
+
+def _dates(text: pd.Series, format: str | None) -> pd.Series | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            dates = pd.to_datetime(text)
+            dates = pd.to_datetime(text, format=format)
         except (ValueError, TypeError, OverflowError):
-            dates = None
-    if dates is not None and not any("Could not infer format" in str(w.message) for w in caught):
-        return dates  # one format for the whole column; a guess per value (dateutil's) is no order
-    return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
+            return None
+    return None if any("Could not infer format" in str(w.message) for w in caught) else dates
 
 
 def _row(ids: np.ndarray, time: np.ndarray, row: int, config: DataConfig) -> str:
