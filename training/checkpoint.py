@@ -5,6 +5,8 @@ module, loaded with `weights_only=True`, and written atomically so a crash never
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +67,21 @@ def save_payload(path: Path, payload: dict[str, Any]) -> None:
 
 def load_payload(path: str | Path, accept: tuple[int, ...] = (FORMAT_VERSION,)) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder; give the checkpoint.pt in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled objects
+    try:
+        with warnings.catch_warnings():  # torch warns of a foreign pickle's protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled objects
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        reason = ("it holds pickled Python objects, which are never loaded"
+                  if isinstance(exc, pickle.UnpicklingError) else str(exc).strip() or type(exc).__name__)
+        raise ValueError(f"{path}: not a checkpoint gru train wrote, whole ({reason}); give a run's "
+                         "checkpoint.pt, or train again") from None
     version = payload.pop("format_version", None) if isinstance(payload, dict) else None
     if version not in accept:
         raise ValueError(f"{path}: checkpoint format_version {version!r}, expected one of {list(accept)}")

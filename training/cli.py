@@ -64,6 +64,14 @@ def name_the_run(config: TrainConfig) -> TrainConfig:
     return config.with_values({"name": unique})
 
 
+def check_run_folder(folder: Path) -> None:
+    """Before the data is read and the model planned: a run folder that cannot be one fails at once."""
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"run folder {folder}: {part} is a file, not a folder; choose another --name or "
+                             "--run-dir")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
     config = name_the_run(config)
+    check_run_folder(Path(config.run_dir) / config.name)
     result = fit(config, resume=args.resume)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         budget = config.optim.time_budget

@@ -259,15 +259,33 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         text = path.read_text()
-        raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+        toml = path.suffix == ".toml"
+        try:
+            raw = tomllib.loads(text) if toml else (yaml.safe_load(text) or {})
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"config file {path} is not valid {'TOML' if toml else 'YAML'}: "
+                             f"{_one_line(exc)}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a config file holds sections like `model:` and `optim:`")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.seed=1")
-        _put(raw, key.strip(), yaml.safe_load(value))  # "3" -> 3, "true" -> True, "[a, b]" -> list
+        try:
+            parsed = yaml.safe_load(value)  # "3" -> 3, "true" -> True, "[a, b]" -> list
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({_one_line(exc)}); write "
+                             "a list as [a, b], and quote text that holds ':' or brackets") from None
+        _put(raw, key.strip(), parsed)
     return TrainConfig.from_dict(raw)
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser's message on one line (PyYAML's spans several, with a caret under the spot)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or exc.context} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _put(raw: dict[str, Any], key: str, value: Any) -> None:

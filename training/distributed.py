@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training.normalise import Normaliser
+from training.normalise import Normaliser, feature_spread, target_spread
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -148,7 +148,7 @@ def sync_normaliser(normaliser: Normaliser, X: np.ndarray, y: np.ndarray | None,
         dist.all_reduce(stats)
         count, total, squares = stats[0], stats[1 : 1 + flat.shape[1]], stats[1 + flat.shape[1] :]
         mean = total / count
-        std = ((squares - count * mean**2) / (count - 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+        std = ((squares - count * mean**2) / (count - 1)).clamp_min(0).sqrt()
         return mean.float(), std.float()
 
     if not ctx.distributed:
@@ -156,11 +156,11 @@ def sync_normaliser(normaliser: Normaliser, X: np.ndarray, y: np.ndarray | None,
     with torch.no_grad():
         mean, std = moments(X)
         normaliser.feature_mean.copy_(mean)
-        normaliser.feature_std.copy_(std)
+        normaliser.feature_std.copy_(feature_spread(std, mean))
         if y is not None:
             mean, std = moments(y)
             normaliser.target_mean.copy_(mean)
-            normaliser.target_std.copy_(std)
+            normaliser.target_std.copy_(target_spread(std, mean))
 
 
 # Batches of similar length: only where the longest training series is at least SPREAD times the

@@ -144,5 +144,5 @@ def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None
     fit = min(MAX_MEMBERS, int(max(room, 0) // max(member_seconds, 1e-9)))
     if fit < 2:
         return 1, (f"optim.members=1 (auto: {why}, but one model's run takes ~{member_seconds:.0f} s of "
-                   f"the {room:.0f} s the budget leaves)")
+                   f"the {max(room, 0):.0f} s the budget leaves)")
     return fit, f"optim.members={fit} (auto: {why}; {fit} members fit the {room:.0f} s the budget leaves)"

@@ -30,7 +30,13 @@ def forecast_metrics(
     error = y_pred.astype(np.float64) - y_true.astype(np.float64)
     metrics: dict[str, Any] = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean()))}
     if mase_scale is not None:
-        metrics["mase"] = float((np.abs(error).mean(axis=1) / mase_scale).mean())
+        scaled = mase_scale > 0  # a constant (or exactly repeating) series: its naive error is 0
+        if scaled.any():
+            metrics["mase"] = float((np.abs(error).mean(axis=1)[scaled] / mase_scale[scaled]).mean())
+        if not scaled.all():
+            metrics["mase_omitted"] = (f"{int((~scaled).sum())} of {len(scaled)} test windows left out: "
+                                       "their series' in-sample seasonal-naive error is 0 (constant, or "
+                                       "repeating exactly), and MASE divides by it")
     kept, problem = mape_rows(y_true, series)
     if kept.any():
         metrics["mape"] = float(100.0 * np.abs(error[kept] / y_true[kept]).mean())

@@ -10,6 +10,20 @@ import torch
 from torch import nn
 
 SMALLEST_SCALE = 1e-12  # a constant series' deviation: its steps normalise to 0, its log scale stays finite
+CONSTANT = 1e-6  # a deviation under this share of the mean is float32 rounding: the values are one value
+
+
+def feature_spread(std: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """What a feature is divided by: its deviation at any scale (values of 1e-9 vary as much as values of
+    1); 1 for a feature constant in training, so that a value it never took there moves the input by the
+    difference, not by a million times it."""
+    return torch.where(std <= CONSTANT * mean.abs(), torch.ones_like(std), std)
+
+
+def target_spread(std: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """What a target is divided by: its deviation at any scale; a constant target's a millionth of its
+    value (its forecasts stay that value)."""
+    return std.clamp_min(CONSTANT * mean.abs()).clamp_min(1e-30)
 
 
 class Normaliser(nn.Module):
@@ -113,7 +127,7 @@ class Normaliser(nn.Module):
                 scaled = scaled[torch.arange(x.shape[1]).unsqueeze(0) < steps.long().unsqueeze(1)]
             scaled = scaled.reshape(-1, x.shape[2])
             self.feature_mean.copy_(scaled.mean(dim=0))
-            self.feature_std.copy_(scaled.std(dim=0).clamp_min(1e-6))
+            self.feature_std.copy_(feature_spread(scaled.std(dim=0), self.feature_mean))
             if self.per_series:
                 log_scale = self.series_stats(x, steps)[1].log().squeeze(1)  # (N, F)
                 self.log_scale_mean.copy_(log_scale.mean(dim=0))
@@ -121,7 +135,7 @@ class Normaliser(nn.Module):
             if y is not None:
                 targets = torch.as_tensor(y, dtype=torch.float32) / level
                 self.target_mean.copy_(targets.mean(dim=0))
-                self.target_std.copy_(targets.std(dim=0).clamp_min(1e-6))
+                self.target_std.copy_(target_spread(targets.std(dim=0), self.target_mean))
 
     def describe(self) -> dict[str, Any]:
         """Plain numbers for the checkpoint and the bundle manifest."""

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.baselines import OMITTED
 from training.config import ResolvedConfig
 from training.data import SequenceData
 
@@ -41,7 +42,7 @@ def write_run_report(run_dir: Path, config: ResolvedConfig, data: SequenceData, 
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k != "mape_omitted"],
+        *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k not in OMITTED],
     ]
     lines += _baselines(test) + _members(test, m.hidden_size)
     lines += ["", "## Diagnosis", "", *([f"- {d}" for d in diagnosis] if diagnosis else
@@ -71,9 +72,11 @@ def _baselines(test: dict[str, Any]) -> list[str]:
     if sampled:
         lines.append(f"{' and '.join(sampled)}: fitted at {baselines[sampled[0]]['windows']} evenly spaced "
                      "test windows (a fit takes ~50 ms); the model is compared with them on those windows.")
-    omitted = test.get("mape_omitted")
-    if omitted:
-        lines.append(f"MAPE {'leaves some series out' if 'mape' in test else 'is not reported'}: {omitted}.")
+    for metric, some in (("mape", "series"), ("mase", "windows")):
+        omitted = test.get(f"{metric}_omitted")
+        if omitted:
+            said = f"leaves some {some} out" if metric in test else "is not reported"
+            lines.append(f"{metric.upper()} {said}: {omitted}.")
     return lines
 
 

@@ -18,3 +18,14 @@ def test_runs_without_a_name_never_share_a_folder(tmp_path: Path, capsys: pytest
     assert len(folders) == 2 and all(re.fullmatch(r"ItalyPowerDemand-\d{8}-\d{6}(-2)?", f) for f in folders)
     said = re.findall(r"^run name: (\S+) \(no --name given\)", capsys.readouterr().out, re.M)
     assert sorted(said) == folders
+
+
+@pytest.mark.parametrize("run_dir, name", [("taken", "run"), (".", "taken")])
+def test_a_run_folder_that_is_a_file_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          run_dir: str, name: str) -> None:
+    (tmp_path / "taken").write_text("a file")
+    args = ["train", "--run-dir", str(tmp_path / run_dir), "--name", name, "--dataset", "file",
+            "--set", "data.task=classification", "--set", "data.path=/nowhere.csv"]
+    assert main(args) == 2  # before the data (which does not exist) is read
+    assert re.search(r"gru train: error: run folder .*: .*taken is a file, not a folder; choose another "
+                     r"--name or --run-dir", capsys.readouterr().err)

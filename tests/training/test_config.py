@@ -73,3 +73,25 @@ def test_a_config_saved_with_data_stream_loads_as_data_sharded() -> None:
     config = TrainConfig.from_dict({"data": {"stream": True}})
     assert config.data.sharded is True
     assert config.to_dict()["data"]["sharded"] is True and "stream" not in config.to_dict()["data"]
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("c.yaml", "model:\n  readout: [last\n",
+     r"config file .*c\.yaml is not valid YAML: expected ',' or ']'.* line 3"),
+    ("c.yaml", "model:\n hidden_size: 8\n  dropout: 0.1\n",
+     r"not valid YAML: mapping values .* line 3, column 10"),
+    ("c.toml", "[model]\nhidden_size = \n",
+     r"config file .*c\.toml is not valid TOML: Invalid value \(at line 2"),
+])
+def test_a_config_file_that_does_not_parse_is_one_line_naming_file_and_line(tmp_path: Path, name: str,
+                                                                             text: str, message: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_config(tmp_path / name)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_override_that_does_not_parse_says_how_to_write_it() -> None:
+    with pytest.raises(ValueError, match=r"override 'model.readout=\[last': the value is not valid YAML "
+                                         r"\(expected ',' or '\]'.*write a list as \[a, b\]"):
+        load_config(None, ["model.readout=[last"])

@@ -131,7 +131,9 @@ def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_bu
     assert choose_members("auto", few, None, 50.0, 120.0)[0] == 2
     k, line = choose_members("auto", few, None, 70.0, 120.0)
     assert k == 1 and "one model's run takes ~70 s of the 120 s the budget leaves" in line
-    assert choose_members("auto", few, None, 30.0, -5.0)[0] == 1  # the budget already spent
+    assert choose_members("auto", few, None, 30.0, -5.0) == (  # the budget already spent
+        1, "optim.members=1 (auto: 2.0 training series per class, but one model's run takes ~30 s of the 0 s "
+        "the budget leaves)")
     assert choose_members("auto", few, "torchrun", None, 120.0) == (
         1, "optim.members=1 (auto: torchrun: one model)")
     assert choose_members(4, few, None, None, 120.0) == (4, "")

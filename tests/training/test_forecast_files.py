@@ -114,6 +114,9 @@ def test_test_file_holds_the_later_steps_of_the_same_series(tmp_path: Path) -> N
 @pytest.mark.parametrize(("changes", "message"), [
     ({"window": 240}, r"series 'sun' has 247 values before its test part, fewer than data.window \+ data"),
     ({"horizon": 70}, r"series 'sun' has 62 held-out values, fewer than data.horizon = 70; raise data.test_"),
+    ({"seasonal_period": 300},
+     r"data.horizon = 312 \(the window 300 follows from data.seasonal_period=300\); lower data.window, "
+     r"data.horizon or data.seasonal_period"),
 ])
 def test_series_too_short_for_the_settings_say_what_to_change(tmp_path: Path, changes: dict,
                                                               message: str) -> None:

@@ -88,8 +88,8 @@ def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: 
                                                                        capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from training.loop import fit
     from training.data.recordings import WIDTHS
+    from training.loop import fit
 
     path = _recording(tmp_path / "rec.csv", 800)
     result = fit(load_config(None, [

@@ -39,6 +39,8 @@ def load_user_data(config: DataConfig) -> SequenceData:
     y, y_test = train.y, test.y
     if classify:
         labels, (y, y_test) = encode_labels(y, y_test)
+    if labels:
+        _refuse_untrained_labels(labels, y, y_test, config)
     train, val = validation_split(Split(train.X, y, train.lengths), config.val_fraction, classify)
     return SequenceData(
         task=config.task,
@@ -63,6 +65,7 @@ def _tagging(series: Split, given: Split | None, features: list[str], notes: lis
         if given is None:
             series, test = holdout(series, config.test_fraction, seed=0, stratify=False)
         train, val = validation_split(series, config.val_fraction, stratify=False)
+    _refuse_untrained_labels(labels, np.concatenate([train.y.ravel(), val.y.ravel()]), test.y, config)
     return SequenceData(task="tagging", train=train, val=val, test=test, feature_names=features,
                         label_names=labels, source=f"user file {config.path}", notes=notes,
                         recordings=recordings)
@@ -80,8 +83,14 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
         split, features = read_npz(path, config.missing)
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
+        elif split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
+            split.y = split.y.reshape(len(split.y))
+        elif split.y.ndim > 1:
+            raise ValueError(f"{path}: 'y' has shape {split.y.shape}; data.task {config.task} needs one "
+                             "label per series, y [N] (several numbers per series: data.task regression)")
         return split, features
-    frame = read_table(path)
+    labels = config.target_column if config.task in ("classification", "tagging") else None
+    frame = read_table(path, labels)
     if config.task == "tagging":  # a recording is often one file in time order
         assumed = one_series(frame, config, path)
         if notes is not None:
@@ -104,6 +113,25 @@ def _holdout(series: Split, config: DataConfig) -> tuple[Split, Split]:
     codes = encode_labels(series.y)[1][0] if config.task == "classification" else None
     keep, held = holdout_indices(len(series), config.test_fraction, seed=0, labels=codes)
     return series.subset(keep), series.subset(held)
+
+
+def _refuse_untrained_labels(labels: list[str], y: np.ndarray, y_test: np.ndarray,
+                             config: DataConfig) -> None:
+    """One label only, or a test label that no training series has (the model would have an output it
+    never learnt)."""
+    trained = set(np.unique(y)) - {PAD_LABEL}
+    names = [labels[i] for i in sorted(set(np.unique(y_test)) - trained - {PAD_LABEL})]
+    if names and config.test_path:
+        raise ValueError(f"{config.test_path}: label(s) {names} in {config.target_column!r} appear in no "
+                         f"training series of {config.path}; a model answers only the labels it trained on: "
+                         "add training series of those labels, or drop them from the test file")
+    if names:
+        raise ValueError(f"{config.path}: label(s) {names} have too few series to train on some and test on "
+                         "others: give more series of those labels, or a test file (data.test_path)")
+    if len(trained) < 2:
+        raise ValueError(f"{config.path}: {config.target_column!r} holds one label only, "
+                         f"{[labels[i] for i in trained]}; {config.task} needs at least two (labels that "
+                         "are the same number, 1 and 01, are one)")
 
 
 def _encode_steps(*step_labels: np.ndarray) -> tuple[list[str], list[np.ndarray]]:

@@ -23,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
-from training.data.long import feature_columns, long_to_series, one_series, read_table, show
+from training.data.long import feature_columns, in_time_order, long_to_series, one_series, read_table, show
 from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
@@ -36,9 +37,9 @@ MIN_FIT = 10  # windows the shortest series must give before a default window is
 
 def forecast_from_files(config: DataConfig) -> SequenceData:
     path = Path(config.path or "")
-    ids, series, inputs, assumed = _read(path, config)
+    ids, series, inputs, steps, assumed = _read(path, config)
     if config.test_path:
-        series, starts = _continued(ids, series, inputs, Path(config.test_path), config)
+        series, starts = _continued(ids, series, inputs, steps, Path(config.test_path), config)
         held = f"the later steps in {config.test_path}"
     else:
         starts = [len(v) - max(1, round(len(v) * config.test_fraction)) for v in series]
@@ -47,7 +48,8 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     season, how = _season(before, config)
     horizon, horizon_why = _horizon(config, series, starts)
     window, window_why = _window(config, season, horizon, starts)
-    _check_lengths(ids, series, starts, window, horizon)
+    _check_lengths(ids, series, starts, window, horizon,
+                   f"data.seasonal_period={season}" if config.window is None and window >= season > 1 else "")
     train, val = fit_windows(before, 0, window, horizon, config.val_fraction)
     test, naive, scale, history, which = _rolling_origin(series, starts, window, horizon, season)
     return SequenceData(
@@ -64,9 +66,10 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
     )
 
 
-def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray], list[str], list[str]]:
-    """Series ids, each series' (T_i, F) values with the target first, the input names and what was
-    assumed of the file (long.one_series)."""
+def _read(path: Path, config: DataConfig
+          ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[np.ndarray], list[str]]:
+    """Series ids, each series' (T_i, F) values with the target first, the input names, each series'
+    steps, and what was assumed of the file (long.one_series)."""
     if path.suffix == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
@@ -75,13 +78,14 @@ def _read(path: Path, config: DataConfig) -> tuple[np.ndarray, list[np.ndarray],
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]
     long = long_to_series(frame, config, path, inputs, target=None)
-    return long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs, assumed
+    return (long.ids, [x[:n] for x, n in zip(long.X, long.lengths, strict=True)], inputs, long.steps,
+            assumed)
 
 
-def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], test_path: Path,
-               config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
+def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], steps: list[np.ndarray],
+               test_path: Path, config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
     """Each series followed by its later steps from the test file; where the test part starts."""
-    test_ids, later, test_inputs, _ = _read(test_path, config)
+    test_ids, later, test_inputs, test_steps, _ = _read(test_path, config)
     if test_inputs != inputs:
         raise ValueError(f"{test_path} has columns {test_inputs} but {config.path} has {inputs}; the "
                          "test file needs the same columns")
@@ -91,10 +95,27 @@ def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], tes
         raise ValueError(f"{test_path}: series {show(unknown[0])} is not in {config.path}; for forecasting "
                          "the test file holds the later steps of the training file's series (same ids)")
     joined, starts = list(series), [len(values) for values in series]
-    for key, values in zip(test_ids.tolist(), later, strict=True):
+    for key, values, first in zip(test_ids.tolist(), later, test_steps, strict=True):
         i = position[key]
+        _check_follows(steps[i], first[0], key, test_path, config)
         joined[i] = np.concatenate([series[i], values])
     return joined, starts
+
+
+def _check_follows(steps: np.ndarray, first: object, key: object, test_path: Path,
+                   config: DataConfig) -> None:
+    """The test file's first step of a series is the training file's next one: after its last (no step
+    twice), and for integer steps at the series' spacing (no step missing between the files)."""
+    last = steps[-1]
+    order = in_time_order(pd.Series([last, first], name=config.time_column)).to_numpy()
+    whole = all(isinstance(v, (int, np.integer)) for v in (last, first))
+    spacing = int(np.diff(steps.astype(np.int64)).min()) if whole and len(steps) > 1 else None
+    if order[1] > order[0] and (spacing is None or first == last + spacing):
+        return
+    expected = f"{show(last + spacing)}, " if spacing is not None else "a step "
+    raise ValueError(f"{test_path}: series {show(key)} starts at {config.time_column} {show(first)}, but "
+                     f"{config.path} ends it at {show(last)}; the test file holds the steps after the "
+                     f"training file's, from {expected}with no step in both and none missing between them")
 
 
 def _horizon(config: DataConfig, series: list[np.ndarray], starts: list[int]) -> tuple[int, str]:
@@ -139,12 +160,16 @@ def _levels_positive(series: list[np.ndarray], window: int) -> bool:
 
 
 def _check_lengths(ids: np.ndarray, series: list[np.ndarray], starts: list[int], window: int,
-                   horizon: int) -> None:
+                   horizon: int, window_from: str) -> None:
+    """`window_from`: the setting the default window was derived from, if one ("": none)."""
     for key, values, start in zip(ids.tolist(), series, starts, strict=True):
         if start < window + horizon:
+            derived = f" (the window {window} follows from {window_from})" if window_from else ""
+            settings = "data.window, data.horizon or data.seasonal_period" if window_from else \
+                "data.window or data.horizon"
             raise ValueError(f"series {show(key)} has {start} values before its test part, fewer than "
-                             f"data.window + data.horizon = {window + horizon}; lower data.window or "
-                             "data.horizon, or give longer series")
+                             f"data.window + data.horizon = {window + horizon}{derived}; lower {settings}, "
+                             "or give longer series")
         if start < len(values) and len(values) - start < horizon:
             raise ValueError(f"series {show(key)} has {len(values) - start} held-out values, fewer than "
                              f"data.horizon = {horizon}; raise data.test_fraction or lower data.horizon")

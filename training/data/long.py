@@ -9,6 +9,7 @@ aside); NaN and infinities go through training/data/missing.py.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,33 @@ class LongSeries:
     lengths: np.ndarray  # (N,) int64
     targets: np.ndarray  # (N,) each series' target value; tagging: (N, T) step labels, None after each
     # length; empty when no target was asked for
+    steps: list[np.ndarray]  # each series' step values, in order
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
+    """`labels`: a CSV column of class names, read as written ("007" stays "007", "None" and "NA" are
+    names), only an empty cell empty."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
     if path.suffix == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
+                             "step") from None
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            raise ValueError(f"{path}: not UTF-8 text (byte {byte:#04x} at position {exc.start}); save it as "
+                             "UTF-8 (Excel: 'CSV UTF-8'), uncompressed") from None
+        frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # "a , b" headers
+        if labels in frame.columns:
+            frame[labels] = frame[labels].mask(frame[labels] == "")
+        _refuse_other_separators(frame, path)
     elif path.suffix in {".parquet", ".pq"}:
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: not a Parquet file that can be read ({exc})") from None
     else:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
     if frame.empty:
@@ -60,6 +79,15 @@ def one_series(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]
     return notes
 
 
+def _refuse_other_separators(frame: pd.DataFrame, path: Path) -> None:
+    header = str(frame.columns[0])
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if len(frame.columns) == 1 and separator in header:
+            raise ValueError(f"{path}: the header is one column, {header!r}: the file separates its columns "
+                             f"with {name}; write it with commas (pandas: df.to_csv(path, index=False)), "
+                             "or as Parquet")
+
+
 def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
     """data.feature_columns, or every column but the id, step and target; `needed`: refuse none (a
     forecast's target is an input too, so it needs no other)."""
@@ -73,6 +101,12 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
     features = config.feature_columns or [c for c in frame.columns if c not in required]
     if needed and not features:
         raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
+    twice = sorted({c for c in features if features.count(c) > 1})
+    if twice:
+        raise ValueError(f"data.feature_columns names {twice} more than once; list each input once")
+    if needed and config.target_column in features:  # a forecast reads its target as an input
+        raise ValueError(f"data.feature_columns lists {config.target_column!r}, the label/target to learn "
+                         "(data.target_column): as an input it would give the model the answer; drop it")
     return features
 
 
@@ -102,7 +136,7 @@ def long_to_series(
         targets[series_of_row, step_of_row] = frame[target].to_numpy()
     elif target:
         targets = _constant(frame, config, path, target, starts)
-    return LongSeries(ids[starts], X, lengths, targets)
+    return LongSeries(ids[starts], X, lengths, targets, np.split(time, starts[1:]))
 
 
 def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
@@ -111,7 +145,35 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame
         if empty.any():
             raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
                              f"{column!r}; every row needs a series id and a step")
-    return frame.sort_values([config.id_column, config.time_column], kind="stable").reset_index(drop=True)
+    time = config.time_column
+    return frame.sort_values([config.id_column, time], kind="stable",
+                             key=lambda column: in_time_order(column) if column.name == time else column
+                             ).reset_index(drop=True)
+
+
+def in_time_order(steps: pd.Series) -> pd.Series:
+    """Steps as they sort in time: numbers as they are; text dates as dates (2024-1-10 after 2024-1-9,
+    12/31/2023 before 1/1/2024, Dec 2023 before Jan 2024), other text with its numbers compared as numbers
+    (t10 after t9)."""
+    if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
+        return steps
+    text = steps.astype(str)
+    dates = _dates(text, None)  # one format, inferred for the whole column
+    if dates is None and text.str.contains(r"\d{4}").all():  # each value names a year: Jan 2024
+        dates = _dates(text, "mixed")  # parsed one by one (dateutil reads t1 as a date: not without a year)
+    if dates is not None:
+        return dates
+    return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
+
+
+def _dates(text: pd.Series, format: str | None) -> pd.Series | None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dates = pd.to_datetime(text, format=format)
+        except (ValueError, TypeError, OverflowError):
+            return None
+    return None if any("Could not infer format" in str(w.message) for w in caught) else dates
 
 
 def _row(ids: np.ndarray, time: np.ndarray, row: int, config: DataConfig) -> str:
@@ -162,7 +224,14 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                     "columns hold numbers only (list the inputs in data.feature_columns)"
                 )
             column = numbers
-        columns.append(column.to_numpy(dtype=np.float32))
+        values = column.to_numpy(dtype=np.float64)
+        huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+        if huge.any():
+            row = int(np.argmax(huge))
+            raise ValueError(f"{path}: {locate_row(row)}: {name!r} is {values[row]:g}, beyond the range of "
+                             "float32 (3.4e38) that models compute in; rescale the column (e.g. divide it by "
+                             "1e30)")
+        columns.append(values.astype(np.float32))
     return np.stack(columns, axis=1)
 
 

@@ -31,19 +31,39 @@ def read_npz(path: Path, missing: str) -> tuple[Split, list[str]]:
     X, y = arrays["X"], arrays["y"]
     if not np.issubdtype(X.dtype, np.number):
         raise ValueError(f"{path}: 'X' holds {X.dtype}, not numbers; {RAGGED_HELP}")
+    huge = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max) if X.dtype.itemsize > 4 else None
+    if huge is not None and huge.any():
+        first = tuple(np.argwhere(huge)[0])
+        where = ", ".join(str(int(i)) for i in first)
+        raise ValueError(f"{path}: X[{where}] is {X[first]:g}, beyond the range of float32 (3.4e38) that "
+                         "models compute in; rescale X")
     X, lengths = _padded(X.astype(np.float32), arrays.get("lengths"), path)
     if len(y) != len(X):
         raise ValueError(f"{path}: 'y' has {len(y)} entries for {len(X)} series in 'X'; one label per series")
-    names = [str(n) for n in arrays.get("feature_names", [])] or [f"feature_{i}" for i in range(X.shape[2])]
+    y = y.astype(str) if y.dtype.kind == "S" else y  # bytes (h5py, Python 2): the text they hold
+    names = [_text(n) for n in arrays.get("feature_names", [])] or [f"feature_{i}" for i in range(X.shape[2])]
     if len(names) != X.shape[2]:
         raise ValueError(f"{path}: 'feature_names' has {len(names)} names for {X.shape[2]} features in 'X'")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{path}: 'feature_names' names {twice} more than once; each feature needs its own "
+                         "name (requests and the manifest name features)")
     X = check_finite(X, lengths, names, missing, str(path), lambda i, t: f"series {i} (X[{i}]), step {t}")
     return Split(X, y, lengths), names
 
 
+def _text(name: object) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
     arrays = {}
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError):  # numpy reads a file that is no zip archive as one pickle, and refuses it
+        raise ValueError(f"{path}: not an NPZ file (a zip archive of arrays that np.savez writes); "
+                         + RAGGED_HELP) from None
+    with npz:
         for name in npz.files:
             try:
                 arrays[name] = npz[name]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
+from training.data.splits import label_codes
 
 BATCH_ROWS = 65_536
 
@@ -80,9 +81,12 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     labels: list[str] = []
     if classify:
         labels = agree_on_labels({str(v) for v in y})
-        index = {name: i for i, name in enumerate(labels)}
-        y = np.array([index[str(v)] for v in y], dtype=np.int64)
-        y_test = np.array([index[str(v)] for v in y_test], dtype=np.int64)
+        y, y_test = label_codes(labels, y), label_codes(labels, y_test)
+        if (y_test < 0).any():
+            untrained = sorted({str(v) for v in test.y[y_test < 0]})
+            raise ValueError(f"{test_path}: label(s) {untrained} appear in no training series of {path}; a "
+                             "model answers only the labels it trained on: add training series of those "
+                             "labels, or drop them from the test file")
     else:
         y_test = y_test.reshape(len(y_test), -1).astype(np.float32)
     held = np.array([shard_of(i, 1000, salt="val") < 1000 * config.val_fraction for i in ids], dtype=bool)

@@ -11,10 +11,36 @@ from training.data.dataset import Split
 
 
 def encode_labels(*label_arrays: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
-    """Map labels (any type) to indices 0..K-1, in sorted order of their string form."""
-    names = sorted({str(v) for arr in label_arrays for v in arr}, key=_natural_key)
-    index = {name: i for i, name in enumerate(names)}
-    return names, [np.array([index[str(v)] for v in arr], dtype=np.int64) for arr in label_arrays]
+    """Map labels (any type) to indices 0..K-1, in natural order of their string form. Labels that are
+    the same number are one class, named as the first array writes it: a test file's 0.0/1.0 (a float
+    column) are a training file's 0/1, not two more classes."""
+    texts = [dict.fromkeys(str(v) for v in arr) for arr in label_arrays]  # in order of appearance
+    names: dict[float | str, str] = {}  # a label's class -> its name, the first text seen
+    for seen in texts:
+        for text in seen:
+            names.setdefault(_class_of(text), text)
+    order = sorted(names, key=lambda key: _natural_key(names[key]))
+    index = {key: i for i, key in enumerate(order)}
+    codes = {text: index[_class_of(text)] for seen in texts for text in seen}
+    return [names[key] for key in order], [np.array([codes[str(v)] for v in arr], dtype=np.int64)
+                                           for arr in label_arrays]
+
+
+def label_codes(names: list[str], values: np.ndarray) -> np.ndarray:
+    """Each value's index in `names` (the same number is the same label, as in encode_labels); -1 where
+    it is none of them."""
+    index = {_class_of(name): i for i, name in enumerate(names)}
+    return np.array([index.get(_class_of(str(v)), -1) for v in values], dtype=np.int64)
+
+
+def _class_of(text: str) -> float | str:
+    if text.lower() in ("true", "false"):  # pandas writes True, R writes TRUE
+        return text.lower()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _natural_key(name: str) -> tuple[int, float | str]:
@@ -44,9 +70,18 @@ def holdout_indices(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
     held = math.ceil(n * fraction)  # what train_test_split holds out for a fraction
+    if n - held < 1:
+        raise ValueError(f"cannot hold out {fraction:g} of {n} series and train on the rest "
+                         "(data.test_fraction, then data.val_fraction of what is left): give at least 3 "
+                         "series, or a test file (data.test_path) and more series")
     size: float | int = fraction
     if labels is not None:
         counts = np.bincount(labels)
+        single = counts[labels] == 1  # a class of one series: kept, so that the model learns it
+        if single.any() and (~single).sum() >= 2:
+            rest = np.flatnonzero(~single)
+            kept, held_out = holdout_indices(len(rest), fraction, seed, labels[rest])
+            return np.sort(np.r_[np.flatnonzero(single), rest[kept]]), rest[held_out]
         classes = int((counts > 0).sum())
         if held < classes:  # a small set: at least one series of every class
             held = size = classes
