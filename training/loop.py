@@ -84,7 +84,7 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     data = load_data(config.data) if data is None else data
     resolved, chosen = defaults.resolve(config, data)
     config, cropped = _crop(config, resolved, data, ctx, started, resume)
-    config, data, windowed = _window(config, resolved, data, ctx, started, resume)
+    config, data, windowed = _window(config, data, ctx, started, resume)
     if cropped or windowed:  # what was chosen with the comparison's winner
         resolved, chosen = defaults.resolve(config, data)
         chosen = cropped + windowed + chosen
@@ -147,8 +147,8 @@ def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx
     return config.with_values({"optim.crop": share}), [line]
 
 
-def _window(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx: distributed.Context,
-            started: float, resume: bool) -> tuple[TrainConfig, SequenceData, list[str]]:
+def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, started: float,
+            resume: bool) -> tuple[TrainConfig, SequenceData, list[str]]:
     """data.window unset for tagging split in time (training/selection.py): the config and data with the
     window length that scored best on the validation steps, and the line that says why; a resumed run
     keeps what its first start chose."""
@@ -158,13 +158,12 @@ def _window(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, c
     if saved is not None:
         return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
                 [f"data.window={int(saved)} (as chosen when the interrupted run started)"])
-    run_dir = Path(config.run_dir) / config.name / "selection"
-    base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
+    run_dir, budget = Path(config.run_dir) / config.name / "selection", config.optim.time_budget
     begun = time.perf_counter()
     each = None if budget is None else max(1.0, selection.CANDIDATE_SHARE * (budget - (begun - started)))
     scores = {}
-    for width in selection.WIDTHS:
-        trial = selection.window_candidate(base, width, each, str(run_dir))
+    for width in selection.WIDTHS:  # each resolves its settings from its own windows (their count differs)
+        trial = selection.window_candidate(config, width, each, str(run_dir))
         scores[width] = _fit(trial, ctx, None, False, True, time.perf_counter(),
                              selection.window_trial(data, width)).test_metrics
     width, line = selection.window_winner(scores, data, time.perf_counter() - begun)
