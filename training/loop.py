@@ -153,7 +153,13 @@ def _window(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, c
     window length that scored best on the validation steps, and the line that says why; a resumed run
     keeps what its first start chose."""
     if not selection.compares_windows(config, data, ctx.distributed):
-        return config, data, []
+        if data.recordings is None or config.data.window is not None:
+            return config, data, []
+        why = "under torchrun" if ctx.distributed else "with optim.final_fit=false"
+        width = selection.WIDTHS[0]  # what training/data/files.py cut
+        return config.with_values({"data.window": width}), data, [
+            f"data.window={width} (default: window lengths are compared only in a single process with a "
+            f"final fit, not {why}; set data.window to choose)"]
     saved = _first_choice(config, "window", None, section="data") if resume else None
     if saved is not None:
         return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),

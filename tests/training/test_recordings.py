@@ -88,8 +88,8 @@ def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: 
                                                                        capsys: pytest.CaptureFixture) -> None:
     import yaml
 
-    from training.loop import fit
     from training.data.recordings import WIDTHS
+    from training.loop import fit
 
     path = _recording(tmp_path / "rec.csv", 800)
     result = fit(load_config(None, [
@@ -122,3 +122,39 @@ def test_a_resumed_run_keeps_the_window_without_comparing_again(tmp_path: Path,
     fit(config, resume=True)
     assert f"data.window={chosen} (as chosen when the interrupted run started)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in candidates} == candidates
+
+
+def test_a_label_only_in_the_test_steps_is_said(tmp_path: Path) -> None:
+    path = _recording(tmp_path / "rec.csv", 500)
+    frame = pd.read_csv(path)
+    frame.loc[450:, "label"] = "late"  # only in the last 20 %: the test part
+    frame.to_csv(path, index=False)
+    data = load_data(_config(path, window=32))
+    assert any("label(s) 'late' occur in the test steps but in no training" in note
+               for note in data.notes)
+    whole = load_data(_config(_recording(tmp_path / "other.csv", 500), window=32))
+    assert not any("in no training or validation step" in note for note in whole.notes)
+
+
+def test_without_a_final_fit_the_window_is_not_compared_and_it_is_said(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from training.loop import fit
+
+    path = _recording(tmp_path / "rec.csv", 600)
+    fit(load_config(None, [
+        "data.dataset=file", f"data.path={path}", "data.task=tagging", f"run_dir={tmp_path}", "name=rec",
+        "optim.final_fit=false", "optim.max_epochs=1", "model.hidden_size=8", "optim.plots=false",
+        "optim.tensorboard=false"]))
+    assert ("data.window=256 (default: window lengths are compared only in a single process with a final "
+            "fit, not with optim.final_fit=false; set data.window to choose)") in capsys.readouterr().out
+    assert not (tmp_path / "rec" / "selection").exists()
+    assert yaml.safe_load((tmp_path / "rec" / "config.yaml").read_text())["data"]["window"] == 256
+
+
+def test_a_recording_of_three_steps_is_refused_not_trained_into_a_nan_loss(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"recording 0 has 3 steps: too few to split in time into training "
+                                         r"\(2 steps at least\)"):
+        load_data(_config(_recording(tmp_path / "three.csv", 3)))
+    assert load_data(_config(_recording(tmp_path / "five.csv", 5))).train.lengths.sum() == 3
