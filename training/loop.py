@@ -151,19 +151,19 @@ def _window(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, c
             started: float, resume: bool) -> tuple[TrainConfig, SequenceData, list[str]]:
     """data.window unset for tagging split in time (training/selection.py): the config and data with the
     window length that scored best on the validation steps, and the line that says why; a resumed run
-    keeps what its first start chose."""
+    keeps what its first start chose; without a comparison (no final fit, torchrun) the first of WIDTHS."""
+    if data.recordings is None or config.data.window is not None:
+        return config, data, []
+    saved = _first_choice(config, "window", None, section="data") if resume else None
+    if saved is not None:  # under torchrun too, or with another optim.final_fit
+        return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
+                [f"data.window={int(saved)} (as chosen when the interrupted run started)"])
     if not selection.compares_windows(config, data, ctx.distributed):
-        if data.recordings is None or config.data.window is not None:
-            return config, data, []
         why = "under torchrun" if ctx.distributed else "with optim.final_fit=false"
         width = selection.WIDTHS[0]  # what training/data/files.py cut
         return config.with_values({"data.window": width}), data, [
             f"data.window={width} (default: window lengths are compared only in a single process with a "
             f"final fit, not {why}; set data.window to choose)"]
-    saved = _first_choice(config, "window", None, section="data") if resume else None
-    if saved is not None:
-        return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
-                [f"data.window={int(saved)} (as chosen when the interrupted run started)"])
     run_dir = Path(config.run_dir) / config.name / "selection"
     base, budget = TrainConfig.from_dict(resolved.to_dict()), config.optim.time_budget
     begun = time.perf_counter()
