@@ -184,3 +184,20 @@ def test_a_split_is_scored_in_chunks_as_at_once(tmp_path: Path, monkeypatch: pyt
     chunked = loop.evaluate(model, data.train, data)
     assert chunked["accuracy"] == whole["accuracy"] and chunked["macro_f1"] == whole["macro_f1"]
     assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_a_recording_longer_than_the_checked_steps_exports_checked_at_those(tmp_path: Path) -> None:
+    """The test recording is the longest sequence the run read: traced and checked at its length, a
+    1,000,000-step one took 24 GB and was killed; the service still accepts 4 x its length."""
+    from export.bundle import CHECKED_STEPS, export_checkpoint
+    from training.loop import fit
+
+    steps = CHECKED_STEPS + 500
+    path = _recording(tmp_path / "rec.csv", steps)
+    result = fit(load_config(None, [
+        "data.dataset=file", f"data.path={path}", "data.task=tagging", "data.window=32",
+        f"run_dir={tmp_path}", "name=rec", "optim.max_epochs=1", "model.hidden_size=8", "optim.plots=false",
+        "optim.tensorboard=false"]))
+    manifest = export_checkpoint(result.checkpoint, tmp_path / "models", "rec").manifest
+    assert max(length for _, length in manifest.parity.cases) == 2 * CHECKED_STEPS + 3  # not 2 x steps + 3
+    assert manifest.inputs.max_length == 4 * steps
