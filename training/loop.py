@@ -33,6 +33,7 @@ from training.baselines import baseline_forecasts, with_baselines
 from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
+from training.data.dataset import PAD_LABEL
 from training.diagnose import diagnose
 from training.linear import fit_linear_path
 from training.mlflow_run import MlflowRun, configured
@@ -151,13 +152,19 @@ def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, s
             resume: bool) -> tuple[TrainConfig, SequenceData, list[str]]:
     """data.window unset for tagging split in time (training/selection.py): the config and data with the
     window length that scored best on the validation steps, and the line that says why; a resumed run
-    keeps what its first start chose."""
-    if not selection.compares_windows(config, data, ctx.distributed):
+    keeps what its first start chose; without a comparison (no final fit, torchrun) the first of WIDTHS."""
+    if data.recordings is None or config.data.window is not None:
         return config, data, []
     saved = _first_choice(config, "window", None, section="data") if resume else None
-    if saved is not None:
+    if saved is not None:  # under torchrun too, or with another optim.final_fit
         return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
                 [f"data.window={int(saved)} (as chosen when the interrupted run started)"])
+    if not selection.compares_windows(config, data, ctx.distributed):
+        why = "under torchrun" if ctx.distributed else "with optim.final_fit=false"
+        width = selection.WIDTHS[0]  # what training/data/files.py cut
+        return config.with_values({"data.window": width}), data, [
+            f"data.window={width} (default: window lengths are compared only in a single process with a "
+            f"final fit, not {why}; set data.window to choose)"]
     run_dir, budget = Path(config.run_dir) / config.name / "selection", config.optim.time_budget
     begun = time.perf_counter()
     each = None if budget is None else max(1.0, selection.CANDIDATE_SHARE * (budget - (begun - started)))
@@ -253,7 +260,9 @@ def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConf
     test = kept | with_baselines(evaluate(model, data.test, data), data, lambda: _predicted(model, data))
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    diagnosis = [] if data.sharded else _diagnose(model, data, train, test, config.optim.final_fit)
+    # quiet: a comparison's candidate, an ensemble's member or a trial, read for its metrics only; reading
+    # the training split again cost a 1,000,000-step recording's window candidates 70 s and 8 GB each
+    diagnosis = [] if data.sharded or quiet else _diagnose(model, data, train, test, config.optim.final_fit)
     finish_run(run_dir, model, data, config, test, diagnosis)
     return FitResult(run_dir, checkpoint, test, best_epoch, diagnosis)
 
@@ -475,6 +484,9 @@ def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, o
     return (X, lengths) if model.task_head.per_step else crop(X, lengths, opt.crop)
 
 
+EVAL_STEPS = 1 << 20  # padded steps scored at once (rows x steps): ~0.5 GB at hidden size 128
+
+
 @torch.no_grad()
 def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any]:
     model.eval()
@@ -482,13 +494,34 @@ def evaluate(model: GRUModel, split: Split, data: SequenceData) -> dict[str, Any
     if data.sharded and split is not data.test:  # this rank's series only: gather every rank's
         X, y = torch.as_tensor(split.X, device=device), torch.as_tensor(split.y, device=device)
         return _evaluate_sharded(model, split, data, X, y)
-    X, y, lengths = _batch(split, torch.arange(len(split)), model.task_head, device)
-    metrics: dict[str, Any] = {"loss": _loss(model, X, y, lengths).item()}
-    predicted = model.predict(X, lengths=lengths)[0].cpu().numpy()
+    metrics, truth, predicted = _read_split(model, split, device)
     if split is data.test:
-        return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted, data.test_mase_scale,
+        return metrics | heads.scores(model.task_head, truth, predicted, data.test_mase_scale,
                                       data.test_series)
-    return metrics | heads.scores(model.task_head, y.cpu().numpy(), predicted)
+    return metrics | heads.scores(model.task_head, truth, predicted)
+
+
+def _read_split(model: GRUModel, split: Split, device: torch.device) -> tuple[dict[str, Any], np.ndarray,
+                                                                                np.ndarray]:
+    """The loss, the truth and the answers over a split, read EVAL_STEPS padded steps at a time: read at
+    once, the 200,000 windows of a 1,000,000-step recording took 14 GB and more (hidden size 128)."""
+    head, steps = model.task_head, split.X.shape[1]
+    losses, weights, truths, answers = [], [], [], []
+    for idx in torch.arange(len(split)).split(max(1, EVAL_STEPS // max(1, steps))):
+        X, y, lengths = _batch(split, idx, head, device)
+        losses.append(_loss(model, X, y, lengths).item())
+        weights.append(int((y != PAD_LABEL).sum()) if head.per_step else len(idx))
+        truth, answer = y.cpu().numpy(), model.predict(X, lengths=lengths)[0].cpu().numpy()
+        if head.per_step:  # each chunk is cut to its longest: back to the split's steps (PAD is not scored)
+            wide = [(0, 0), (0, steps - truth.shape[1])]
+            truth, answer = np.pad(truth, wide, constant_values=PAD_LABEL), np.pad(answer, [*wide, (0, 0)])
+        truths.append(truth)
+        answers.append(answer)
+    if len(losses) == 1:
+        return {"loss": losses[0]}, truths[0], answers[0]
+    scored = [(loss, weight) for loss, weight in zip(losses, weights, strict=True) if weight]
+    loss = float(np.average([loss for loss, _ in scored], weights=[weight for _, weight in scored]))
+    return {"loss": loss}, np.concatenate(truths), np.concatenate(answers)
 
 
 @torch.no_grad()

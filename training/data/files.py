@@ -65,10 +65,25 @@ def _tagging(series: Split, given: Split | None, features: list[str], notes: lis
         if given is None:
             series, test = holdout(series, config.test_fraction, seed=0, stratify=False)
         train, val = validation_split(series, config.val_fraction, stratify=False)
-    _refuse_untrained_labels(labels, np.concatenate([train.y.ravel(), val.y.ravel()]), test.y, config)
+    notes += _unseen([train, val], test, labels)
+    if len(labels) < 2:
+        raise ValueError(f"{config.path}: {config.target_column!r} holds one label only, {labels}; tagging "
+                         "needs at least two")
     return SequenceData(task="tagging", train=train, val=val, test=test, feature_names=features,
                         label_names=labels, source=f"user file {config.path}", notes=notes,
                         recordings=recordings)
+
+
+def _unseen(fitted: list[Split], test: Split, labels: list[str]) -> list[str]:
+    """The line that names the labels of test steps that no training or validation step has (a final fit
+    trains on both): they cannot come out right."""
+    seen = {label for split in fitted for label in split.y[split.y != PAD_LABEL].tolist()}
+    unseen = set(test.y[test.y != PAD_LABEL].tolist()) - seen
+    if not unseen:
+        return []
+    named = ", ".join(repr(labels[i]) for i in sorted(unseen))
+    return [f"data: label(s) {named} occur in the test steps but in no training or validation step: the "
+            "model cannot learn them and their test steps count as wrong; give training data that holds them"]
 
 
 def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) -> tuple[Split, list[str]]:

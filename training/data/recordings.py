@@ -32,6 +32,7 @@ from training.data.dataset import PAD_LABEL, Recordings, Split
 SPLIT_SERIES = 10  # fewer recordings than this: each is split in time
 WIDTHS = (256, 32)  # window lengths compared where data.window is unset; the first wins a tie
 STRIDE = 8  # a window starts every 1/STRIDE of its length
+MIN_TRAINING = 2  # steps of each recording's training part: one gave a NaN spread and loss (3-step recording)
 
 
 def split_in_time(series: Split, test: Split | None, config: DataConfig) -> tuple[Recordings, Split, str]:
@@ -40,19 +41,21 @@ def split_in_time(series: Split, test: Split | None, config: DataConfig) -> tupl
     lengths = series.lengths.astype(np.int64)
     ends = lengths if test is not None else lengths - np.ceil(lengths * config.test_fraction).astype(np.int64)
     cuts = ends - np.ceil(ends * config.val_fraction).astype(np.int64)
-    short = np.flatnonzero(cuts < 1)  # the held-out parts have a step at least: their shares round up
+    short = np.flatnonzero(cuts < MIN_TRAINING)  # the held-out parts have a step at least: shares round up
     if short.size:
         i = int(short[0])
         raise ValueError(
-            f"recording {i} has {int(lengths[i])} steps: too few to split in time into training, "
-            "validation and test parts; give longer recordings, a test file (data.test_path), or "
-            f"{SPLIT_SERIES} recordings or more (whole ones are then held out)")
+            f"recording {i} has {int(lengths[i])} steps: too few to split in time into training "
+            f"({MIN_TRAINING} steps at least), validation and test parts (data.val_fraction "
+            f"{config.val_fraction:g}, data.test_fraction {config.test_fraction:g}); give longer recordings, "
+            f"lower fractions, a test file (data.test_path), or {SPLIT_SERIES} recordings or more (whole "
+            "ones are then held out)")
     recordings = Recordings(series, cuts, ends)
     held = "the test file's recordings, whole"
     if test is None:
-        test, held = labelled(series, ends, lengths), f"the last {config.test_fraction:.0%} of each"
+        test, held = labelled(series, ends, lengths), f"the last {100 * config.test_fraction:g}% of each"
     return recordings, test, (f"split: in time ({len(series)} recording(s), fewer than {SPLIT_SERIES}): "
-                              f"test {held}; validation the {config.val_fraction:.0%} before it")
+                              f"test {held}; validation the {100 * config.val_fraction:g}% before it")
 
 
 def cut(recordings: Recordings, width: int) -> tuple[Split, Split]:
