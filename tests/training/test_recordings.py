@@ -210,3 +210,20 @@ def test_a_recording_of_one_label_is_refused(tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "one.csv", index=False)
     with pytest.raises(ValueError, match=r"one\.csv: 'label' holds one label only, \['idle'\]; tagging"):
         load_data(_config(tmp_path / "one.csv"))
+
+
+def test_a_long_recording_gives_fewer_windows_that_still_read_every_step() -> None:
+    from training.data.dataset import Split
+    from training.data.recordings import MAX_WINDOWS, STRIDE, _windows
+
+    steps = 40 * MAX_WINDOWS
+    X = np.arange(steps, dtype=np.float32).reshape(1, steps, 1)
+    long = Split(X, np.zeros((1, steps), np.int64))
+    for width in (256, 32):
+        windows = _windows(long, np.array([0]), np.array([steps]), width)
+        # at most MAX_WINDOWS, unless windows side by side need more (32 steps: 10,240)
+        assert len(windows) <= max(MAX_WINDOWS, steps // width) + 1 and windows.lengths.max() == width
+        read = np.unique(windows.X[:, :, 0])
+        assert read.size == steps  # every step in some window
+    short = Split(X[:, :3200], np.zeros((1, 3200), np.int64))
+    assert len(_windows(short, np.array([0]), np.array([3200]), 32)) == (3200 - 32) // (32 // STRIDE) + 1

@@ -8,9 +8,9 @@ time instead:
   steps count. With `data.test_path` the test file's recordings are the test, whole;
 - validation: the last `data.val_fraction` of what is left, and training the steps before it, both cut
   into windows of `data.window` steps, each read from a fresh state, as a new stream is. A long recording
-  read whole would be one batch of one. Windows start every 1/STRIDE of their length, so that an event is
-  seen from many starting points (GunPoint played as a recording: 0.84 against 0.56 with windows that
-  overlap by half, windows of 256, seeds 0-1).
+  read whole would be one batch of one. Windows start every 1/STRIDE of their length (further apart past
+  MAX_WINDOWS of them), so that an event is seen from many starting points (GunPoint played as a
+  recording: 0.84 against 0.56 with windows that overlap by half, windows of 256, seeds 0-1).
 
 `data.window` unset: the training loop compares WIDTHS on the validation part (training/selection.py);
 no one length wins everywhere. Played as recordings, BasicMotions and JapaneseVowels (activities and
@@ -32,6 +32,7 @@ from training.data.dataset import PAD_LABEL, Recordings, Split
 SPLIT_SERIES = 10  # fewer recordings than this: each is split in time
 WIDTHS = (256, 32)  # window lengths compared where data.window is unset; the first wins a tie
 STRIDE = 8  # a window starts every 1/STRIDE of its length
+MAX_WINDOWS = 8192  # more would start further apart (up to a window's length: every step still read)
 MIN_TRAINING = 2  # steps of each recording's training part: one gave a NaN spread and loss (3-step recording)
 
 
@@ -84,11 +85,15 @@ def labelled(series: Split, start: np.ndarray, stop: np.ndarray) -> Split:
 
 def _windows(series: Split, starts: np.ndarray, stops: np.ndarray, width: int) -> Split:
     """Each recording's steps start..stop cut into windows of `width`, one starting every width/STRIDE
-    steps, the last ending at stop (a part shorter than `width`: one window of it)."""
+    steps, the last ending at stop (a part shorter than `width`: one window of it). Where that gives more
+    than MAX_WINDOWS, they start further apart, at most `width` apart: an epoch of a 1,000,000-step
+    recording is then 2.5x (256 steps) to 8x (32 steps) shorter, and the time budget can cut between
+    epochs."""
     pieces = []
+    spacing = -(-int((stops - starts).sum()) // MAX_WINDOWS)  # ceil: what keeps the count in bounds
     for i, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
         span = min(width, stop - start)
-        firsts = list(range(start, stop - span + 1, max(1, span // STRIDE)))
+        firsts = list(range(start, stop - span + 1, max(1, span // STRIDE, min(span, spacing))))
         if firsts[-1] != stop - span:
             firsts.append(stop - span)
         pieces += [(i, first, span) for first in firsts]
