@@ -33,6 +33,8 @@ from training.checkpoint import Checkpoint
 from training.model import GRUModel
 from training.publish import publish_folder
 
+CHECKED_STEPS = 4096  # longest traced and checked length: a 1,000,000-step test recording took 24 GB
+
 
 @dataclass
 class ExportResult:
@@ -75,9 +77,6 @@ def export_checkpoint(
     extras = write_bundle_report(checkpoint.parent, manifest, reports[1].max_abs_diff)
     bundle_dir = write_bundle(repository, manifest, graph, overwrite, extras)
     return ExportResult(bundle_dir, manifest, *reports)
-
-
-CHECKED_STEPS = 4096  # longest traced and checked length: a 1,000,000-step test recording took 24 GB
 
 
 def parity_cases(train_length: int, max_length: int) -> list[tuple[int, int]]:
