@@ -226,7 +226,7 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
     records = [json.dumps({"member": i} | json.loads(line)) for i, (_, folder) in enumerate(results)
                for line in (folder / "metrics.jsonl").read_text().splitlines()]
     (run_dir / "metrics.jsonl").write_text("\n".join(records) + "\n")
-    test = with_baselines(evaluate(merged, data.test, data), data, lambda: _predicted(merged, data))
+    test, predicted = _tested(merged, data)
     test["members"] = {str(i): {name: value for name, value in checkpoint.test_metrics.items()
                                 if not isinstance(value, dict)} for i, (checkpoint, _) in enumerate(results)}
     epoch = max(checkpoint.epoch for checkpoint, _ in results)
@@ -235,7 +235,7 @@ def _fit_members(config: TrainConfig, resolved: ResolvedConfig, data: SequenceDa
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     train = defaults.training_split(data, final.optim.final_fit)
     diagnosis = _diagnose(merged, data, train, test, final.optim.final_fit)
-    finish_run(run_dir, merged, data, final, test, diagnosis)
+    finish_run(run_dir, data, final, test, predicted, diagnosis)
     return FitResult(run_dir, checkpoint_path, test, epoch, diagnosis)
 
 
@@ -257,13 +257,14 @@ def _run(model: GRUModel, data: SequenceData, train: Split, config: ResolvedConf
         return FitResult(run_dir, checkpoint, {}, best_epoch)
     model.load_state_dict(Checkpoint.load(checkpoint).state_dict)
     kept = _shrunk(model, data, config)
-    test = kept | with_baselines(evaluate(model, data.test, data), data, lambda: _predicted(model, data))
+    test, predicted = _tested(model, data)
+    test = kept | test
     _checkpoint(model, config, data, best_epoch, test).save(checkpoint)
     (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     # quiet: a comparison's candidate, an ensemble's member or a trial, read for its metrics only; reading
     # the training split again cost a 1,000,000-step recording's window candidates 70 s and 8 GB each
     diagnosis = [] if data.sharded or quiet else _diagnose(model, data, train, test, config.optim.final_fit)
-    finish_run(run_dir, model, data, config, test, diagnosis)
+    finish_run(run_dir, data, config, test, predicted, diagnosis)
     return FitResult(run_dir, checkpoint, test, best_epoch, diagnosis)
 
 
@@ -301,7 +302,33 @@ def _planned(model: GRUModel, train: Split, data: SequenceData, opt: ResolvedOpt
     if not opt.final_fit:  # a validation pass each epoch: about a third of a step per batch
         steps += math.ceil(len(data.val) / opt.batch_size / 3)
     seconds = _step_seconds(model, train, opt, ctx.device, repeats)
-    return seconds, steps, seconds * (len(train) + len(data.test)) / opt.batch_size / 3  # test and train
+    reads = _read_seconds(model, data.test, ctx.device) + _read_seconds(model, train, ctx.device)
+    return seconds, steps, reads
+
+
+PROBE_ELEMENTS = 1 << 14  # padded steps (rows x steps) of the read timed for the plan
+
+
+@torch.no_grad()
+def _read_seconds(model: GRUModel, split: Split, device: torch.device) -> float:
+    """Seconds `_read_split` will take over `split` (the end of a run reads the test split, and the
+    training split for the diagnosis), from a read of a part of its first chunk timed now: a read costs
+    about its chunks' steps in sequence times their rows. Counted in rows of a training step's cost, a
+    1,000,000-step recording read as one sequence was planned at under 1 ms and took ~20 s."""
+    if not len(split):
+        return 0.0
+    steps, mode = split.X.shape[1], model.training
+    rows = min(len(split), max(1, EVAL_STEPS // steps))  # a chunk's, as _read_split reads them
+    probe_steps = min(steps, PROBE_ELEMENTS)
+    probe_rows = min(rows, max(1, PROBE_ELEMENTS // probe_steps))
+    y = split.y[:probe_rows, :probe_steps] if model.task_head.per_step else split.y[:probe_rows]
+    probe = Split(split.X[:probe_rows, :probe_steps], y, np.minimum(split.lengths[:probe_rows], probe_steps))
+    model.eval()
+    begun = time.perf_counter()
+    _read_split(model, probe, device)
+    seconds = time.perf_counter() - begun
+    model.train(mode)
+    return seconds * (steps / probe_steps) * (rows / probe_rows) * math.ceil(len(split) / rows)
 
 
 def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, device: torch.device,
@@ -427,6 +454,10 @@ def _loss(
 ) -> torch.Tensor:
     """`net` is the DDP-wrapped model when training on several ranks."""
     out, _, level = (net or model)(X, lengths=lengths)
+    return _loss_of(model, out, y, level)
+
+
+def _loss_of(model: GRUModel, out: torch.Tensor, y: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     head = model.task_head
     return heads.loss(head, out, model.normaliser.targets(y, level) if head.values else y)
 
@@ -509,9 +540,10 @@ def _read_split(model: GRUModel, split: Split, device: torch.device) -> tuple[di
     losses, weights, truths, answers = [], [], [], []
     for idx in torch.arange(len(split)).split(max(1, EVAL_STEPS // max(1, steps))):
         X, y, lengths = _batch(split, idx, head, device)
-        losses.append(_loss(model, X, y, lengths).item())
+        out, _, level = model(X, lengths=lengths)  # one pass for the loss and the answers
+        losses.append(_loss_of(model, out, y, level).item())
         weights.append(int((y != PAD_LABEL).sum()) if head.per_step else len(idx))
-        truth, answer = y.cpu().numpy(), model.predict(X, lengths=lengths)[0].cpu().numpy()
+        truth, answer = y.cpu().numpy(), model.answers(out, level, lengths).cpu().numpy()
         if head.per_step:  # each chunk is cut to its longest: back to the split's steps (PAD is not scored)
             wide = [(0, 0), (0, steps - truth.shape[1])]
             truth, answer = np.pad(truth, wide, constant_values=PAD_LABEL), np.pad(answer, [*wide, (0, 0)])
@@ -525,11 +557,14 @@ def _read_split(model: GRUModel, split: Split, device: torch.device) -> tuple[di
 
 
 @torch.no_grad()
-def _predicted(model: GRUModel, data: SequenceData) -> np.ndarray:
-    """The model's answers for the test split, as `evaluate` scores them."""
+def _tested(model: GRUModel, data: SequenceData) -> tuple[dict[str, Any], np.ndarray]:
+    """The test metrics with the baselines beside them, and the model's test answers (what the plots
+    draw), from one pass over the test split: a 1,000,000-step recording read three times (loss,
+    answers, plots) took 55 s."""
     model.eval()
-    X, _, lengths = _batch(data.test, torch.arange(len(data.test)), model.task_head, model.head.weight.device)
-    return model.predict(X, lengths=lengths)[0].cpu().numpy()
+    metrics, truth, predicted = _read_split(model, data.test, model.head.weight.device)
+    test = metrics | heads.scores(model.task_head, truth, predicted, data.test_mase_scale, data.test_series)
+    return with_baselines(test, data, lambda: predicted), predicted
 
 
 def _evaluate_sharded(

@@ -250,12 +250,17 @@ class GRUModel(nn.Module):
         """What users get: class probabilities ((B, T, O) per step for tagging, zero past each
         sequence's length), or forecasts in original units; plus the next state."""
         out, nxt, level = self(x, lengths, state)
+        return self.answers(out, level, lengths), nxt
+
+    def answers(self, out: torch.Tensor, level: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """`predict`'s answers from forward's head output and window level: evaluation scores the loss
+        and the answers of one forward pass."""
         if self.task_head.values:
-            return self.normaliser.outputs(out, level), nxt
+            return self.normaliser.outputs(out, level)
         probs = heads.activate(self.task_head, out)
         if self.task_head.per_step and lengths is not None:
-            probs = probs * step_mask(lengths, x.shape[1]).unsqueeze(2).to(probs.dtype)
-        return probs, nxt
+            probs = probs * step_mask(lengths, out.shape[1]).unsqueeze(2).to(probs.dtype)
+        return probs
 
     def graph(
         self, x: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor

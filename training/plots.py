@@ -1,5 +1,6 @@
 """PNG plots in the run folder (matplotlib, Agg: no display needed): learning curves from metrics.jsonl;
-the test confusion matrix (classification) or test forecasts against the actual values (forecasting)."""
+the test confusion matrix (classification, and tagging's scored steps) or test forecasts against the
+actual values (forecasting)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from training.data import SequenceData  # noqa: E402
-from training.model import GRUModel  # noqa: E402
+from training.data.dataset import PAD_LABEL  # noqa: E402
+from training.heads import predicted_labels  # noqa: E402
 
 
-def write_plots(run_dir: Path, model: GRUModel, data: SequenceData) -> list[str]:
-    """Write the plots; return their file names."""
+def write_plots(run_dir: Path, data: SequenceData, predicted: np.ndarray) -> list[str]:
+    """Write the plots from the model's test answers `predicted`; return their file names."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     written = [learning_curves(records, run_dir / "learning_curves.png")]
-    model.eval()
-    with torch.no_grad():
-        X = torch.as_tensor(data.test.X, device=model.head.weight.device)
-        lengths = torch.as_tensor(data.test.lengths, device=X.device)
-        predicted = model.predict(X, lengths)[0].cpu().numpy()
     if data.task == "classification":
-        written.append(confusion_matrix(data, predicted.argmax(axis=1), run_dir / "confusion_matrix.png"))
+        labels = predicted_labels(predicted)  # a sigmoid head's one column too
+        written.append(confusion_matrix(data, data.test.y, labels, run_dir / "confusion_matrix.png"))
+    elif data.task == "tagging":  # the scored steps (a recording's past, read but not scored, is PAD)
+        scored = data.test.y != PAD_LABEL
+        written.append(confusion_matrix(data, data.test.y[scored], predicted.argmax(axis=2)[scored],
+                                        run_dir / "confusion_matrix.png"))
     else:
         written.append(forecasts(data, predicted, run_dir / "forecast.png"))
     return written
@@ -49,10 +50,10 @@ def learning_curves(records: list[dict], path: Path) -> str:
     return _save(fig, path)
 
 
-def confusion_matrix(data: SequenceData, predicted: np.ndarray, path: Path) -> str:
+def confusion_matrix(data: SequenceData, truth: np.ndarray, predicted: np.ndarray, path: Path) -> str:
     fig, axes = plt.subplots(figsize=(5, 4.5))
     labels = list(range(len(data.label_names)))
-    ConfusionMatrixDisplay.from_predictions(data.test.y, predicted, labels=labels,
+    ConfusionMatrixDisplay.from_predictions(truth, predicted, labels=labels,
                                             display_labels=data.label_names, ax=axes, colorbar=False)
     axes.set_title("test confusion matrix")
     return _save(fig, path)

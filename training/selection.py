@@ -19,8 +19,8 @@ mean loss, then no crops.
 
 data.window unset, for tagging split in time (training/data/recordings.py): the WIDTHS compared the same
 way, but on the validation part of each recording, read with its past as the test is (windows of any
-length read it alike), each candidate trained on the training part's windows of its length; the lower
-validation loss wins."""
+length read it alike; in pieces, each after the 8,192 steps before it), each candidate trained on the
+training part's windows of its length; the lower validation loss wins."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 from training.config import TrainConfig
 from training.data import SequenceData
 from training.data.dataset import PAD_LABEL
-from training.data.recordings import WIDTHS, cut, validation_recordings
+from training.data.recordings import WIDTHS, cut, validation_pieces
 from training.data.splits import holdout_indices, stratified_folds
 from training.defaults import FEW_PER_CLASS, TARGET_STEPS, merge
 
@@ -104,7 +104,7 @@ def window_trial(data: SequenceData, width: int) -> SequenceData:
     assert data.recordings is not None
     train, _ = cut(data.recordings, width)
     return dataclasses.replace(data, train=train, val=train.subset(np.arange(0)),
-                               test=validation_recordings(data.recordings))
+                               test=validation_pieces(data.recordings))
 
 
 def with_window(data: SequenceData, width: int) -> SequenceData:
@@ -124,7 +124,7 @@ def window_winner(scores: dict[int, dict[str, Any]], data: SequenceData, seconds
     """The window length the run trains with and the line that says why; `scores`: each candidate's
     metrics on the validation steps."""
     assert data.recordings is not None
-    steps = int((validation_recordings(data.recordings).y != PAD_LABEL).sum())
+    steps = int((validation_pieces(data.recordings).y != PAD_LABEL).sum())
     # the log-loss first: it tells a candidate stuck at the majority label from one a step behind it
     # (GunPoint: 0.599 right at loss 0.58 against 0.600 at 0.692, the plateau); then the steps right
     best = min(WIDTHS, key=lambda width: (scores[width]["loss"], -round(steps * scores[width]["accuracy"])))

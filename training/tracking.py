@@ -10,10 +10,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from training.config import ResolvedConfig
 from training.data import SequenceData
 from training.mlflow_run import RUN_FILE, MlflowRun, configured
-from training.model import GRUModel
 
 
 class Tracker:
@@ -76,16 +77,17 @@ def _summary_writer(folder: Path) -> Any:
     return SummaryWriter(log_dir=str(folder))
 
 
-def finish_run(run_dir: Path, model: GRUModel, data: SequenceData, config: ResolvedConfig,
-               test: dict[str, Any], diagnosis: list[str] | None = None) -> None:
-    """After the best checkpoint is evaluated: plots (if on) and report.md."""
+def finish_run(run_dir: Path, data: SequenceData, config: ResolvedConfig,
+               test: dict[str, Any], predicted: np.ndarray, diagnosis: list[str] | None = None) -> None:
+    """After the best checkpoint is evaluated (`predicted`: its test answers): plots (if on) and
+    report.md."""
     from training.report import write_run_report
 
     plots: list[str] = []
     if config.optim.plots:
         from training.plots import write_plots
 
-        plots = write_plots(run_dir, model, data)
+        plots = write_plots(run_dir, data, predicted)
     report = write_run_report(run_dir, config, data, test, plots, diagnosis or [])
     tracked = MlflowRun.of(run_dir)
     if tracked is not None:

@@ -94,9 +94,12 @@ def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: 
     path = _recording(tmp_path / "rec.csv", 800)
     result = fit(load_config(None, [
         "data.dataset=file", f"data.path={path}", "data.task=tagging", "data.feature_columns=[value]",
-        f"run_dir={tmp_path}", "name=rec", "optim.max_epochs=3", "model.hidden_size=8", "optim.plots=false",
+        f"run_dir={tmp_path}", "name=rec", "optim.max_epochs=3", "model.hidden_size=8", "optim.plots=true",
         "optim.tensorboard=false"]))
     assert 0.0 <= result.test_metrics["accuracy"] <= 1.0
+    # the scored steps' confusion matrix (was: a forecast plot of the whole recording, 29 s at 1M steps)
+    run = tmp_path / "rec"
+    assert (run / "confusion_matrix.png").exists() and not (run / "forecast.png").exists()
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("data.window="))
     chosen = int(line.split()[0].split("=")[1])
     assert chosen in WIDTHS and "compared on the 128 validation steps" in line  # 800 - 160 = 640, 20 %
@@ -227,3 +230,64 @@ def test_a_long_recording_gives_fewer_windows_that_still_read_every_step() -> No
         assert read.size == steps  # every step in some window
     short = Split(X[:, :3200], np.zeros((1, 3200), np.int64))
     assert len(_windows(short, np.array([0]), np.array([3200]), 32)) == (3200 - 32) // (32 // STRIDE) + 1
+
+
+def test_a_candidates_validation_steps_are_read_in_pieces_after_the_steps_before_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window candidate is scored on each recording's validation steps in pieces, each read after up
+    to WARM_UP steps before it (read whole from the start, the 800,000 steps before a 1,000,000-step
+    recording's test took ~18 s per candidate): every validation step is scored once, with the steps
+    just before it read first; a validation part within WARM_UP steps of the start reads as whole."""
+    from training.data import recordings
+    from training.data.dataset import Recordings, Split
+
+    steps = 100
+    X = np.arange(2 * steps, dtype=np.float32).reshape(2, steps, 1)
+    series = Split(X, np.ones((2, steps), np.int64), np.array([steps, 80]))
+    cuts, ends = np.array([60, 50]), np.array([90, 70])
+    near = recordings.validation_pieces(Recordings(series, cuts, ends))
+    assert len(near) == 2 and (near.lengths == ends).all()  # as read whole: from the start to the test
+    assert [(near.y[i] != PAD_LABEL).sum() for i in range(2)] == [30, 20]
+    monkeypatch.setattr(recordings, "WARM_UP", 8)
+    pieces = recordings.validation_pieces(Recordings(series, cuts, ends))
+    scored, read_before = [], []
+    for row in range(len(pieces)):
+        values = pieces.X[row, : pieces.lengths[row], 0]
+        labelled = np.flatnonzero(pieces.y[row] != PAD_LABEL)
+        assert labelled.size <= 8 and labelled[0] <= 8 and labelled[-1] == pieces.lengths[row] - 1
+        assert (np.diff(values) == 1).all()  # consecutive steps of one recording
+        scored += values[labelled].tolist()
+        read_before.append(labelled[0])
+    validation = [i * steps + s for i, (c, e) in enumerate(zip(cuts, ends, strict=True))
+                  for s in range(c, e)]
+    assert sorted(scored) == validation  # each validation step scored once
+    assert min(read_before) == 8  # each piece read after the 8 steps before it
+
+
+@pytest.mark.parametrize("steps, rows", [(60_000, 1), (32, 3_000)])
+def test_the_plan_reserves_what_reading_the_test_takes(tmp_path: Path, steps: int, rows: int) -> None:
+    """The time budget keeps room for the end's reads (the test, and the training split for the
+    diagnosis), timed on a part of the split: counted in rows, one 1,000,000-step recording was planned
+    at under 1 ms and took ~20 s, and the run ended 34 s past its budget."""
+    import time
+
+    import torch
+
+    from training import defaults, loop
+    from training.data.dataset import Split
+    from training.model import GRUModel
+
+    config = load_config(None, ["data.dataset=file", f"data.path={_recording(tmp_path / 'rec.csv', 300)}",
+                                "data.task=tagging", "data.window=40", "model.hidden_size=32"])
+    data = load_data(config.data)
+    torch.manual_seed(0)
+    model = GRUModel(defaults.resolve(config, data)[0].model)
+    features = data.train.X.shape[2]
+    split = Split(np.random.default_rng(0).normal(size=(rows, steps, features)).astype(np.float32),
+                  np.zeros((rows, steps), np.int64))
+    planned = loop._read_seconds(model, split, torch.device("cpu"))
+    begun = time.perf_counter()
+    torch.no_grad()(loop._read_split)(model, split, torch.device("cpu"))
+    took = time.perf_counter() - begun
+    assert took / 4 < planned < 4 * took, (planned, took)
+    assert model.training  # left as it was

@@ -33,6 +33,7 @@ SPLIT_SERIES = 10  # fewer recordings than this: each is split in time
 WIDTHS = (256, 32)  # window lengths compared where data.window is unset; the first wins a tie
 STRIDE = 8  # a window starts every 1/STRIDE of its length
 MAX_WINDOWS = 8192  # more would start further apart (up to a window's length: every step still read)
+WARM_UP = 8192  # a candidate's validation steps: pieces of this, each read after this many steps before it
 MIN_TRAINING = 2  # steps of each recording's training part: one gave a NaN spread and loss (3-step recording)
 
 
@@ -66,13 +67,25 @@ def cut(recordings: Recordings, width: int) -> tuple[Split, Split]:
             _windows(recordings.series, recordings.cuts, recordings.ends, width))
 
 
-def validation_recordings(recordings: Recordings) -> Split:
-    """Each recording up to its test part, labelled only on its validation steps: how a candidate window
-    is scored (training/selection.py), as the test is, with the past read."""
-    ends = recordings.ends
+def validation_pieces(recordings: Recordings) -> Split:
+    """Each recording's validation steps in pieces of WARM_UP steps, each read after the WARM_UP steps
+    before it (from the recording's start where there are fewer), labelled only on its piece: how a
+    candidate window is scored (training/selection.py). The test reads each recording whole from its start,
+    as a stream does; here pieces are read side by side: the 800,000 steps before a 1,000,000-step
+    recording's test, read as one sequence, took ~18 s per candidate. A validation part of up to WARM_UP
+    steps, after up to WARM_UP of training steps, scores as read whole."""
+    rows = []
+    for i, (cut_at, end) in enumerate(zip(recordings.cuts.tolist(), recordings.ends.tolist(), strict=True)):
+        rows += [(i, max(0, first - WARM_UP), first, min(first + WARM_UP, end))
+                 for first in range(cut_at, end, WARM_UP)]
     series = recordings.series
-    head = Split(series.X[:, : int(ends.max())], series.y[:, : int(ends.max())], ends.copy())
-    return labelled(head, recordings.cuts, ends)
+    steps = max(stop - begin for _, begin, _, stop in rows)
+    X = np.zeros((len(rows), steps, series.X.shape[2]), dtype=series.X.dtype)
+    y = np.full((len(rows), steps), PAD_LABEL, dtype=np.int64)
+    for row, (i, begin, first, stop) in enumerate(rows):
+        X[row, : stop - begin] = series.X[i, begin:stop]
+        y[row, first - begin : stop - begin] = series.y[i, first:stop]
+    return Split(X, y, np.array([stop - begin for _, begin, _, stop in rows], dtype=np.int64))
 
 
 def labelled(series: Split, start: np.ndarray, stop: np.ndarray) -> Split:
