@@ -318,7 +318,7 @@ def _read_seconds(model: GRUModel, split: Split, device: torch.device) -> float:
     if not len(split):
         return 0.0
     steps, mode = split.X.shape[1], model.training
-    rows = min(len(split), max(1, EVAL_STEPS // steps))  # a chunk's, as _read_split reads them
+    rows = min(len(split), _chunk_rows(model, split)[0])  # a chunk's, as _read_split reads them
     probe_steps = min(steps, PROBE_ELEMENTS)
     probe_rows = min(rows, max(1, PROBE_ELEMENTS // probe_steps))
     y = split.y[:probe_rows, :probe_steps] if model.task_head.per_step else split.y[:probe_rows]
@@ -515,7 +515,8 @@ def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, o
     return (X, lengths) if model.task_head.per_step else crop(X, lengths, opt.crop)
 
 
-EVAL_STEPS = 1 << 20  # padded steps scored at once (rows x steps): ~0.5 GB at hidden size 128
+EVAL_STEPS = 1 << 18  # padded steps scored at once (rows x steps): ~1 GB at hidden size 128
+PART_STEPS = 1 << 16  # a longer recording is read in parts of this many steps (_chunk_rows)
 
 
 @torch.no_grad()
@@ -537,13 +538,20 @@ def _read_split(model: GRUModel, split: Split, device: torch.device) -> tuple[di
     """The loss, the truth and the answers over a split, read EVAL_STEPS padded steps at a time: read at
     once, the 200,000 windows of a 1,000,000-step recording took 14 GB and more (hidden size 128)."""
     head, steps = model.task_head, split.X.shape[1]
-    losses, weights, truths, answers = [], [], [], []
-    for idx in torch.arange(len(split)).split(max(1, EVAL_STEPS // max(1, steps))):
+    losses: list[float] = []
+    weights: list[int] = []
+    truths, answers = [], []
+    rows, in_parts = _chunk_rows(model, split)
+    for idx in torch.arange(len(split)).split(rows):
         X, y, lengths = _batch(split, idx, head, device)
-        out, _, level = model(X, lengths=lengths)  # one pass for the loss and the answers
-        losses.append(_loss_of(model, out, y, level).item())
-        weights.append(int((y != PAD_LABEL).sum()) if head.per_step else len(idx))
-        truth, answer = y.cpu().numpy(), model.answers(out, level, lengths).cpu().numpy()
+        if in_parts:
+            read = _read_in_parts(model, X, y, losses, weights)
+        else:
+            out, _, level = model(X, lengths=lengths)  # one pass for the loss and the answers
+            losses.append(_loss_of(model, out, y, level).item())
+            weights.append(int((y != PAD_LABEL).sum()) if head.per_step else len(idx))
+            read = model.answers(out, level, lengths)
+        truth, answer = y.cpu().numpy(), read.cpu().numpy()
         if head.per_step:  # each chunk is cut to its longest: back to the split's steps (PAD is not scored)
             wide = [(0, 0), (0, steps - truth.shape[1])]
             truth, answer = np.pad(truth, wide, constant_values=PAD_LABEL), np.pad(answer, [*wide, (0, 0)])
@@ -554,6 +562,30 @@ def _read_split(model: GRUModel, split: Split, device: torch.device) -> tuple[di
     scored = [(loss, weight) for loss, weight in zip(losses, weights, strict=True) if weight]
     loss = float(np.average([loss for loss, _ in scored], weights=[weight for _, weight in scored]))
     return {"loss": loss}, np.concatenate(truths), np.concatenate(answers)
+
+
+def _chunk_rows(model: GRUModel, split: Split) -> tuple[int, bool]:
+    """Rows read at once (EVAL_STEPS padded steps), and whether each row is read in parts of PART_STEPS:
+    a per-step model that streams reads a recording longer than that as a stream does, its state
+    carried (read whole, a 1,000,000-step recording held ~4 GB of activations)."""
+    steps = split.X.shape[1]
+    if model.task_head.per_step and steps > PART_STEPS and model.streaming_refusal() is None:
+        return 1, True
+    return max(1, EVAL_STEPS // max(1, steps)), False
+
+
+def _read_in_parts(model: GRUModel, X: torch.Tensor, y: torch.Tensor, losses: list[float],
+                   weights: list[int]) -> torch.Tensor:
+    """One sequence's answers, read PART_STEPS steps at a time with the state carried; each part's loss
+    and scored steps appended to `losses` and `weights`."""
+    state, answers = None, []
+    for start in range(0, X.shape[1], PART_STEPS):
+        labels = y[:, start : start + PART_STEPS]
+        out, state, level = model(X[:, start : start + PART_STEPS], state=state)
+        losses.append(_loss_of(model, out, labels, level).item())
+        weights.append(int((labels != PAD_LABEL).sum()))
+        answers.append(model.answers(out, level, None))
+    return torch.cat(answers, dim=1)
 
 
 @torch.no_grad()
