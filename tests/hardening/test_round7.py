@@ -1,0 +1,80 @@
+"""Hardening round 7 (what strangers with Triton's clients, raw sockets and fuzzers find): each defect
+found, tried the way it was found. docs/guides/limits.md lists them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.helpers import Server
+
+
+@pytest.fixture(scope="module")
+def served(repository):
+    running = Server(repository, grpc=True).start()
+    yield running
+    running.stop()
+
+
+def exchange(port: int, *sends: bytes, timeout: float = 10.0) -> bytes:
+    """Each send in turn on one connection, then read until the server closes (or `timeout` passes)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may close (and reset) before every send is made
+            for data in sends:
+                sock.sendall(data)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+def chunked_predict(trailer: bytes, shape_header: bytes = b"") -> bytes:
+    """A native binary predict of one 3-step sequence, chunked, its last chunk followed by `trailer`."""
+    data = np.full((1, 3, 1), 0.5, np.float32).tobytes()
+    return (b"POST /models/italy/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            + shape_header + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + b"%x\r\n" % len(data) + data + b"\r\n0\r\n" + trailer)
+
+
+# -- 1. trailer fields (after a chunked body) ---------------------------------------------------------------
+
+def test_a_trailer_field_is_not_taken_for_a_header(served) -> None:
+    # before: uvicorn merged trailer fields into the request's headers after the header checks: a trailer
+    # X-Shape set the shape (200), unseen by a proxy that checks headers; with the header too, 400 "given
+    # more than once". Now trailers are dropped (RFC 9110 6.5.1): the shape must be a header.
+    answer = exchange(served.port, chunked_predict(b"X-Shape: 1,3,1\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["field"] == "x-shape"
+    answer = exchange(served.port, chunked_predict(b"X-Shape: 3,1,1\r\n\r\n", b"X-Shape: 1,3,1\r\n"))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b'"label"') == 1, answer
+
+
+def test_an_endless_trailer_is_431_and_stalls_no_one(served) -> None:
+    # before: httptools grew the unfinished trailer value by copying it, without a bound: one connection
+    # sending it took 100 MB and the worker's event loop for 12 s (a good client's request waited 12 s),
+    # then 408 at the body timeout
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(chunked_predict(b"X-A: "))
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # refused and closed while we send: the send fails
+            for _ in range(64):
+                sock.sendall(b"a" * 65536)
+                assert httpx.get(f"{served.url}/health/ready", timeout=5).status_code == 200
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert b"trailer fields" in answer and b"GRU_MAX_HEADER_BYTES" in answer
+    assert time.monotonic() - started < 5
+    good = httpx.post(f"{served.url}/models/italy/predict", json={"sequences": [[0.5] * 3]}, timeout=10)
+    assert good.status_code == 200
+
+
+def test_a_short_trailer_is_read_and_the_request_served(served) -> None:
+    answer = exchange(served.port, chunked_predict(b"X-Checksum: 1\r\n\r\n", b"X-Shape: 1,3,1\r\n"))
+    assert answer.startswith(b"HTTP/1.1 200"), answer
