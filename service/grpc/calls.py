@@ -15,12 +15,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from starlette.datastructures import State
 
 from service import logs, tracing
@@ -84,11 +85,38 @@ def denied(denial: Denial) -> Failure:
                    "authorization")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A request message that is not valid protobuf (junk bytes, a string field that is not UTF-8), as
+    `readable` hands it to the servicer: refused in the call's scope, after its token."""
+
+    type_name: str
+    id: str = ""  # a ModelInferRequest's request id: none
+
+    def failure(self) -> Failure:
+        return Failure(400, "malformed_body", f"the request is not a valid {self.type_name} message "
+                       "(protobuf, its strings UTF-8); build it from the Open Inference Protocol's "
+                       "grpc_service.proto", "message")
+
+
+def readable(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that does not raise: grpc's own answer to a message it cannot parse was
+    UNKNOWN "Unexpected DecodeError", with an ERROR log line and a traceback per call."""
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return Unreadable(message_type.DESCRIPTOR.full_name)
+    return parse
+
+
 @asynccontextmanager
 async def scope(state: State, auth: Authenticator, context: Any, method: str, path: str, quiet: bool = False,
-                abort: bool = True, request_id: str | None = None) -> AsyncIterator[None]:
-    """One call (quiet: a probe, logged at debug and not counted). An error in it becomes a Failure: the
-    call is aborted with its gRPC status, or (abort=False: a request on a stream) the Failure is raised."""
+                abort: bool = True, request_id: str | None = None,
+                request: Any = None) -> AsyncIterator[None]:
+    """One call (quiet: a probe, logged at debug and not counted), or one request on a stream. An error
+    in it becomes a Failure: the call is aborted with its gRPC status, or (abort=False: a request on a
+    stream) the Failure is raised. `request`: the message, refused if Unreadable."""
     pairs = context.invocation_metadata() or ()
     metadata = dict(pairs)
     traced = tracing.begin_grpc(metadata, method) if tracing.enabled and not quiet else None
@@ -103,6 +131,8 @@ async def scope(state: State, auth: Authenticator, context: Any, method: str, pa
         denial = auth.check(path, metadata.get("authorization"))
         if denial is not None:
             raise denied(denial)
+        if isinstance(request, Unreadable):
+            raise request.failure()
         yield
     except asyncio.CancelledError:  # the client cancelled, or its deadline passed: nothing is sent
         gone = True

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import time
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2
 
 from tests.helpers import Server
 
 
 @pytest.fixture(scope="module")
-def served(repository):
-    running = Server(repository, grpc=True).start()
+def served(repository, tmp_path_factory):
+    """The session's bundles, and an italy version 2 whose graph is cut short (UNAVAILABLE; 1 serves)."""
+    root = tmp_path_factory.mktemp("round7") / "models"
+    shutil.copytree(repository, root)
+    shutil.copytree(root / "italy" / "1", root / "italy" / "2")
+    graph = root / "italy" / "2" / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:100])
+    running = Server(root, grpc=True).start()
     yield running
     running.stop()
 
@@ -78,3 +87,41 @@ def test_an_endless_trailer_is_431_and_stalls_no_one(served) -> None:
 def test_a_short_trailer_is_read_and_the_request_served(served) -> None:
     answer = exchange(served.port, chunked_predict(b"X-Checksum: 1\r\n\r\n", b"X-Shape: 1,3,1\r\n"))
     assert answer.startswith(b"HTTP/1.1 200"), answer
+
+
+# -- 2. a gRPC message that is not valid protobuf ----------------------------------------------------------
+
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+NOT_UTF8_NAME = service_pb2.ModelInferRequest(model_name="italy").SerializeToString().replace(b"italy",
+                                                                                             b"ital\xff")
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ("ModelInfer", NOT_UTF8_NAME), ("ModelInfer", b"\xff\xff\xff"), ("ModelMetadata", b"\x0a\x02\xff\xfe"),
+    ("ServerLive", b"\xff"), ("ModelStatistics", b"\x0a\x02\xff\xfe")])
+def test_a_message_that_is_not_protobuf_is_invalid_argument(served, method, message) -> None:
+    # before: UNKNOWN "Unexpected <class 'DecodeError'>", and an ERROR line with a traceback per call
+    # (anyone could fill the log); a string field not UTF-8 is what a hand-made client sends
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        call = channel.unary_unary(GRPC_SERVICE + method, request_serializer=bytes,
+                                   response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(message, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"not a valid inference.{method}Request message" in refused.value.details()
+    assert ("gru-error-field", "message") in refused.value.trailing_metadata()
+    assert "Traceback" not in served.output()
+
+
+def test_a_stream_message_that_is_not_protobuf_is_answered_and_the_stream_goes_on(served) -> None:
+    good = service_pb2.ModelInferRequest(model_name="italy")
+    tensor = good.inputs.add(name="x", datatype="FP32", shape=[1, 3, 1])
+    tensor.contents.fp32_contents.extend([0.5] * 3)
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        stream = channel.stream_stream(GRPC_SERVICE + "ModelStreamInfer", request_serializer=bytes,
+                                       response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+        answers = list(stream(iter([NOT_UTF8_NAME, good.SerializeToString()]), timeout=10))
+    assert "not a valid inference.ModelInferRequest message" in answers[0].error_message
+    assert not answers[1].error_message and answers[1].infer_response.model_name == "italy"
+    assert "Traceback" not in served.output()
+
