@@ -125,3 +125,20 @@ def test_a_stream_message_that_is_not_protobuf_is_answered_and_the_stream_goes_o
     assert not answers[1].error_message and answers[1].infer_response.model_name == "italy"
     assert "Traceback" not in served.output()
 
+
+# -- 3. the repository index request ------------------------------------------------------------------------
+
+def test_an_index_request_for_ready_versions_lists_only_those(served) -> None:
+    # before: the body was ignored: {"ready": true} listed italy 2 UNAVAILABLE too (Triton lists the ready
+    # ones only), and a body that is not JSON, or "ready": "yes", answered 200
+    index = f"{served.url}/v2/repository/index"
+    every = httpx.post(index, timeout=10).json()
+    assert {(e["name"], e["version"], e["state"]) for e in every} >= {("italy", "2", "UNAVAILABLE")}
+    ready = httpx.post(index, json={"ready": True}, timeout=10).json()
+    assert ready and all(e["state"] == "READY" for e in ready)
+    assert {(e["name"], e["version"]) for e in ready} == {("italy", "1"), ("airline", "1")}
+    assert httpx.post(index, json={"ready": False}, timeout=10).json() == every
+    for body, status, field in [(b"{", 400, "body"), (b'{"ready": "yes"}', 400, "ready"),
+                                (b'{"redy": true}', 400, "redy"), (b"[true]", 400, "body")]:
+        refused = httpx.post(index, content=body, headers={"content-type": "application/json"}, timeout=10)
+        assert (refused.status_code, refused.json()["field"]) == (status, field), refused.text
