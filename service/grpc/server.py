@@ -44,17 +44,21 @@ def options(settings: Settings) -> list[tuple[str, int]]:
     return [*clamped, ("grpc.so_reuseport", int(settings.workers != 1))]  # one worker: a busy port fails
 
 
-def register(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+def register(servicer: InferenceServicer, server: grpc.aio.Server, body_timeout_s: float) -> None:
     """As the generated add_GRPCInferenceServiceServicer_to_server, with requests parsed by
-    calls.readable: a message that is not valid protobuf is INVALID_ARGUMENT naming it, not grpc's UNKNOWN
-    "Unexpected DecodeError" and a traceback in the log per call."""
+    calls.readable (a message that is not valid protobuf is INVALID_ARGUMENT naming it, not grpc's UNKNOWN
+    and a traceback in the log) and the unary RPCs' messages awaited within GRU_BODY_TIMEOUT_S
+    (calls.one_message)."""
     handlers = {}
     for method in SERVICE.methods:  # ModelStreamInfer streams both ways, the others are unary
-        kind = grpc.stream_stream_rpc_method_handler if method.client_streaming else \
-            grpc.unary_unary_rpc_method_handler
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
-        handlers[method.name] = kind(getattr(servicer, method.name),
-                                     request_deserializer=calls.readable(request),
+        behavior = getattr(servicer, method.name)
+        if method.client_streaming:
+            kind = grpc.stream_stream_rpc_method_handler
+        else:
+            kind, behavior = grpc.stream_unary_rpc_method_handler, calls.one_message(
+                behavior, method.input_type.name, body_timeout_s)
+        handlers[method.name] = kind(behavior, request_deserializer=calls.readable(request),
                                      response_serializer=response.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
@@ -78,7 +82,7 @@ async def start(state: State, authenticator: Authenticator) -> GrpcService:
     # GRU_MAX_CONNECTIONS bounds the open HTTP connections, each one request at a time; here the calls.
     server = grpc.aio.server(options=options(settings), maximum_concurrent_rpcs=settings.max_connections)
     servicer = InferenceServicer(state, authenticator)
-    register(servicer, server)
+    register(servicer, server, settings.body_timeout_s)
     where = address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(where)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import shutil
 import socket
+import threading
 import time
 
 import grpc
@@ -142,3 +143,61 @@ def test_an_index_request_for_ready_versions_lists_only_those(served) -> None:
                                 (b'{"redy": true}', 400, "redy"), (b"[true]", 400, "body")]:
         refused = httpx.post(index, content=body, headers={"content-type": "application/json"}, timeout=10)
         assert (refused.status_code, refused.json()["field"]) == (status, field), refused.text
+
+
+# -- 4. a unary gRPC call whose message never comes ---------------------------------------------------------
+
+def infer_message() -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="italy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 3, 1]).contents.fp32_contents.extend([0.5] * 3)
+    return request
+
+
+def open_without_message(channel: grpc.Channel, stop: threading.Event) -> grpc.Future:
+    """A ModelInfer call that sends its headers, then nothing until `stop` (a stream-unary call on the
+    unary method: on the wire a unary call whose message is slow to come)."""
+    def nothing_until_stopped():
+        stop.wait()
+        yield from ()
+    call = channel.stream_unary(GRPC_SERVICE + "ModelInfer", request_serializer=bytes,
+                                response_deserializer=service_pb2.ModelInferResponse.FromString)
+    return call.future(nothing_until_stopped(), timeout=30)
+
+
+def test_unary_calls_whose_message_never_comes_give_their_slots_back(repository) -> None:
+    # before: such a call waited for its message for ever, holding one of GRU_MAX_CONNECTIONS call slots:
+    # 21 connections of 100 calls held every slot of a default server, every other call RESOURCE_EXHAUSTED
+    # "Concurrent RPC limit exceeded" until the attacker left. Now GRU_BODY_TIMEOUT_S applies, as to a body.
+    server = Server(repository, grpc=True, GRU_MAX_CONNECTIONS="10", GRU_BODY_TIMEOUT_S="4").start()
+    stop = threading.Event()
+    try:
+        with grpc.insecure_channel(server.grpc_url) as held, grpc.insecure_channel(server.grpc_url) as good:
+            calls = [open_without_message(held, stop) for _ in range(12)]
+            time.sleep(0.5)
+            infer = good.unary_unary(GRPC_SERVICE + "ModelInfer", request_serializer=bytes,
+                                     response_deserializer=service_pb2.ModelInferResponse.FromString)
+            with pytest.raises(grpc.RpcError) as full:
+                infer(infer_message().SerializeToString(), timeout=10)
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # every slot held: for now
+            ended = [call.exception(timeout=10) for call in calls]  # 10 held a slot, 2 found none
+            timed_out = [e for e in ended if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED]
+            assert len(timed_out) == 10 and len(ended) - len(timed_out) == sum(
+                e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in ended)
+            assert ("gru-error-code", "body_timeout") in timed_out[0].trailing_metadata()
+            assert "GRU_BODY_TIMEOUT_S" in timed_out[0].details()
+            assert infer(infer_message().SerializeToString(), timeout=10).model_name == "italy"
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_a_unary_call_ended_without_its_message_is_invalid_argument(served) -> None:
+    # before: the server waited for ever for the message of a call the client had ended (half-closed)
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        call = channel.stream_unary(GRPC_SERVICE + "ModelInfer", request_serializer=bytes,
+                                    response_deserializer=service_pb2.ModelInferResponse.FromString)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(iter([]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ended without its ModelInferRequest message" in refused.value.details()
+
