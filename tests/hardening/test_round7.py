@@ -4,6 +4,7 @@ found, tried the way it was found. docs/guides/limits.md lists them."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import shutil
 import socket
@@ -201,3 +202,21 @@ def test_a_unary_call_ended_without_its_message_is_invalid_argument(served) -> N
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "ended without its ModelInferRequest message" in refused.value.details()
 
+
+# -- 5. bytes after a compressed body's stream ---------------------------------------------------------------
+
+V2_BODY = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 1], "data": [0.5] * 3}]})
+
+
+TWO_MEMBERS = gzip.compress(V2_BODY[:10].encode()) + gzip.compress(V2_BODY[10:].encode())
+
+
+@pytest.mark.parametrize("compressed", [gzip.compress(V2_BODY.encode()) + b"junk", TWO_MEMBERS],
+                         ids=["junk", "two-members"])
+def test_bytes_after_a_compressed_stream_are_refused_by_name(served, compressed) -> None:
+    # before: dropped unread: junk after the gzip stream was taken (200), and a body sent as two gzip
+    # members (`cat a.gz b.gz`) was cut to the first: 400 "the body is not valid JSON: unexpected end"
+    answer = httpx.post(f"{served.url}/v2/models/italy/infer", content=compressed, timeout=10,
+                        headers={"content-encoding": "gzip", "content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["field"] == "body", answer.text
+    assert "after its compressed stream" in answer.json()["error"]
