@@ -84,12 +84,27 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(inputs, outputs, binary_outputs, request_id, parameters)
 
 
+# Parameters of Triton's that name what gru-serve does not serve: refused saying so (they were "unknown
+# field 'outputs[0].parameters.shared_memory_byte_size'", which did not say why nor what to do instead).
+SHARED_MEMORY = ("Triton's shared-memory extension is not served by gru-serve: send the tensor in the "
+                 "request (data or binary data; over gRPC contents or raw_input_contents)")
+UNSERVED = {"shared_memory_region": SHARED_MEMORY, "shared_memory_byte_size": SHARED_MEMORY,
+            "shared_memory_offset": SHARED_MEMORY,
+            "classification": "classification (class_count) is not served by gru-serve: ask for the output "
+                              "itself (a classifier's: its class probabilities, in the order of the "
+                              "labels in the model's metadata)"}
+
+
 def _known_keys(value: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(value) - allowed)
-    if unknown:
-        field = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise InvalidInput(f"unknown field {field!r}; {where or 'an inference request'} may hold "
-                           f"{sorted(allowed)}", field)
+    if not unknown:
+        return
+    key = next((k for k in unknown if k in UNSERVED), unknown[0])
+    field = f"{where}.{key}" if where else key
+    if key in UNSERVED:
+        raise InvalidInput(f"{field}: {UNSERVED[key]}", field)
+    holds = f"may hold {sorted(allowed)}" if allowed else "takes none here"
+    raise InvalidInput(f"unknown field {field!r}; {where or 'an inference request'} {holds}", field)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -339,7 +354,7 @@ def decode_infer(request: Any) -> InferRequest:
 def _pb_tensor(tensor: Any, i: int, raw: bytes | None) -> np.ndarray:
     where = f"inputs[{i}]"
     if tensor.parameters:
-        raise InvalidInput(f"{where}.parameters: an input takes no parameters here", f"{where}.parameters")
+        _known_keys(dict(tensor.parameters), set(), f"{where}.parameters")  # e.g. shared_memory_region
     shape = _shape(list(tensor.shape), f"{where}.shape")
     _datatype(tensor.datatype, f"{where}.datatype")
     count = math.prod(shape)

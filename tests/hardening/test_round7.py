@@ -15,7 +15,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
 from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
 
 from tests.helpers import Server
 
@@ -220,3 +223,27 @@ def test_bytes_after_a_compressed_stream_are_refused_by_name(served, compressed)
                         headers={"content-encoding": "gzip", "content-type": "application/json"})
     assert answer.status_code == 400 and answer.json()["field"] == "body", answer.text
     assert "after its compressed stream" in answer.json()["error"]
+
+
+# -- 6. Triton's shared memory and class_count, asked for with Triton's clients ----------------------------
+
+def test_shared_memory_and_class_count_are_refused_saying_they_are_not_served(served) -> None:
+    # before: "unknown field 'outputs[0].parameters.shared_memory_byte_size'; ... may hold ['binary_data']"
+    # (gRPC inputs: "an input takes no parameters here"): not why, nor what to send instead
+    x = np.full((1, 3, 1), 0.5, np.float32)
+    for module, url in ((triton_http, f"127.0.0.1:{served.port}"), (triton_grpc, served.grpc_url)):
+        client = module.InferenceServerClient(url)
+        shared = module.InferInput("x", [1, 3, 1], "FP32")
+        shared.set_shared_memory("region", 12)
+        inline = module.InferInput("x", [1, 3, 1], "FP32")
+        inline.set_data_from_numpy(x)
+        output_to_shared = module.InferRequestedOutput("output")
+        output_to_shared.set_shared_memory("region", 8)
+        ranked = module.InferRequestedOutput("output", class_count=2)
+        for inputs, outputs, said in [([shared], None, "shared-memory extension is not served"),
+                                      ([inline], [output_to_shared], "shared-memory extension is not served"),
+                                      ([inline], [ranked], "class_count) is not served")]:
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("italy", inputs, outputs=outputs)
+            assert refused.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), refused.value
+            assert said in refused.value.message(), refused.value
