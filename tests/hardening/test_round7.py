@@ -247,3 +247,21 @@ def test_shared_memory_and_class_count_are_refused_saying_they_are_not_served(se
                 client.infer("italy", inputs, outputs=outputs)
             assert refused.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), refused.value
             assert said in refused.value.message(), refused.value
+
+
+# -- 7. Triton's HTTP extensions that are not served ---------------------------------------------------------
+
+def test_triton_s_unserved_http_extensions_say_so(served) -> None:
+    # before: a bare 404 "Not Found" for tritonclient's shared-memory, trace and log settings calls (gRPC
+    # already said "... is not served over gRPC by gru-serve")
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{served.port}")
+    for call, extension in [(client.get_system_shared_memory_status, "system shared-memory"),
+                            (client.get_cuda_shared_memory_status, "CUDA shared-memory"),
+                            (lambda: client.get_trace_settings("italy"), "trace"),
+                            (lambda: client.update_log_settings({"log_info": True}), "logging")]:
+        with pytest.raises(InferenceServerException) as refused:
+            call()
+        assert refused.value.status() == "404", refused.value
+        assert f"is Triton's {extension} extension, which gru-serve does not serve" in refused.value.message()
+    other = httpx.get(f"{served.url}/v2/nothing", timeout=10).json()
+    assert other["error"] == "Not Found"
