@@ -29,7 +29,11 @@ OUTPUT_NAMES = (OUTPUT, STATE_OUTPUT)
 REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 OUTPUT_KEYS = {"name", "parameters"}
-REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output"}
+# triton_enable_empty_final_response: tritonclient's stream_infer(enable_empty_final_response=True); each
+# request has one answer, so that answer says it is the final one (Triton's triton_final_response). It
+# was refused as an unknown field, every request of such a client.
+FINAL_RESPONSE = "triton_enable_empty_final_response"
+REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output", FINAL_RESPONSE}
 SEQUENCE_ID_MAX_CHARS = 128  # a string sequence_id is a server-held session's key
 UINT64_MAX = 2**64 - 1
 # A shape's dimensions multiply to at most this, zeros left out: a tensor of zero elements is still given a
@@ -119,7 +123,7 @@ def _parameters(value: Any) -> dict[str, Any]:
     """Request parameters: the sequence ones as Triton's sequence batcher takes them, binary_data_output."""
     parameters = _object(value, "parameters")
     _known_keys(parameters, REQUEST_PARAMETERS, "parameters")  # e.g. Triton's priority, timeout: not served
-    for flag in ("sequence_start", "sequence_end", "binary_data_output"):
+    for flag in ("sequence_start", "sequence_end", "binary_data_output", FINAL_RESPONSE):
         if flag in parameters and not isinstance(parameters[flag], bool):
             raise InvalidInput(f"parameters.{flag} must be true or false (not {parameters[flag]!r})",
                                f"parameters.{flag}")
@@ -391,6 +395,8 @@ def encode_infer(manifest: Manifest, request: InferRequest, arrays: dict[str, np
     """Fill `response`, an empty gRPC ModelInferResponse, with the outputs asked for."""
     response.model_name, response.model_version = manifest.name, str(manifest.version)
     response.id = request.id or ""
+    if request.parameters.get(FINAL_RESPONSE):
+        response.parameters["triton_final_response"].bool_param = True
     for name in request.outputs:
         array = np.ascontiguousarray(arrays[name], dtype="<f4")
         response.outputs.add(name=name, datatype="FP32", shape=array.shape)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import queue
 import shutil
 import socket
 import threading
@@ -265,3 +266,27 @@ def test_triton_s_unserved_http_extensions_say_so(served) -> None:
         assert f"is Triton's {extension} extension, which gru-serve does not serve" in refused.value.message()
     other = httpx.get(f"{served.url}/v2/nothing", timeout=10).json()
     assert other["error"] == "Not Found"
+
+
+# -- 8. tritonclient's stream_infer(enable_empty_final_response=True) ---------------------------------------
+
+def test_a_stream_asking_for_the_final_flag_gets_it_on_each_answer(served) -> None:
+    # before: every request of such a client was refused, "unknown field
+    # 'parameters.triton_enable_empty_final_response'"; clients of Triton's streaming wait for an answer
+    # with triton_final_response: true before they take a request as done
+    client = triton_grpc.InferenceServerClient(served.grpc_url)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        x = triton_grpc.InferInput("x", [1, 3, 1], "FP32")
+        x.set_data_from_numpy(np.full((1, 3, 1), 0.5, np.float32))
+        client.async_stream_infer("italy", [x], request_id="flagged", enable_empty_final_response=True)
+        client.async_stream_infer("italy", [x], request_id="plain")
+        got = [answers.get(timeout=10) for _ in range(2)]
+    finally:
+        client.stop_stream()
+    assert [error for _, error in got] == [None, None], got
+    flagged, plain = (result.get_response() for result, _ in got)
+    assert flagged.id == "flagged" and flagged.parameters["triton_final_response"].bool_param
+    assert plain.id == "plain" and "triton_final_response" not in plain.parameters
+    assert got[0][0].as_numpy("output").tolist() == got[1][0].as_numpy("output").tolist()
