@@ -111,7 +111,7 @@ def readable(message_type: Any) -> Callable[[bytes], Any]:
 Unary = Callable[[Any, Any], Awaitable[Any]]
 
 
-def one_message(behavior: Unary, type_name: str, timeout_s: float) -> Callable[[Any, Any], Awaitable[Any]]:
+def one_message(behavior: Unary, type_name: str, timeout_s: float) -> Unary:
     """A unary RPC's behavior, served as a stream-unary one so that its message is read here: one that
     does not come within GRU_BODY_TIMEOUT_S, or a call ended without one, is refused as REST refuses a
     body that does not come. grpc's own unary handling waited for ever, the call holding one of the
