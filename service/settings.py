@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     # HTTP limits (service/api/limits.py in ASGI, service/api/transport.py in the HTTP server).
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger request bodies get 413 "
                                 "(compressed bodies: decoded size too)")
-    body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408")
+    body_timeout_s: float = Field(10.0, gt=0, description="a body slower than this gets 408 (a unary gRPC "
+                                  "call's message: DEADLINE_EXCEEDED)")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers; more gets 431")
     max_header_count: int = Field(100, ge=8, description="header fields per request; more get 431")
     # At least 1 s: 0.0001 closed every new connection before its first request (HTTP: no answer at all;

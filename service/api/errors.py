@@ -70,6 +70,21 @@ async def _domain_error(request: Request, exc: Exception) -> JSONError:
     return domain_error_response(exc, api_of(request.url.path))
 
 
+# Triton's HTTP extensions gru-serve does not serve, by path: their 404 says so (tritonclient's
+# get_system_shared_memory_status, get_trace_settings, update_log_settings... got a bare "Not Found").
+UNSERVED_EXTENSIONS = {"/v2/systemsharedmemory": "Triton's system shared-memory extension",
+                       "/v2/cudasharedmemory": "Triton's CUDA shared-memory extension",
+                       "/v2/trace/setting": "Triton's trace extension",
+                       "/v2/logging": "Triton's logging extension"}
+
+
+def unserved_extension(path: str) -> str | None:
+    if path.startswith("/v2/models/") and path.endswith("/trace/setting"):  # a model's trace settings
+        return UNSERVED_EXTENSIONS["/v2/trace/setting"]
+    return next((name for prefix, name in UNSERVED_EXTENSIONS.items()
+                 if path == prefix or path.startswith(prefix + "/")), None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error in DOMAIN_ERRORS:
         app.add_exception_handler(error, _domain_error)
@@ -90,4 +105,6 @@ def install_error_handlers(app: FastAPI) -> None:
         detail, path = str(exc.detail), request.url.path
         if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
             detail = f"{detail}: {path} (paths take no trailing slash: {path.rstrip('/')})"
+        elif exc.status_code == 404 and (extension := unserved_extension(path)):
+            detail = f"{detail}: {path} is {extension}, which gru-serve does not serve"
         return error_response(api, code, detail, headers=headers)

@@ -144,6 +144,10 @@ class RequestLimits:
             raise BodyTooLarge(self._too_large() + " once decompressed", "body")
         if last and not decoder.eof:
             raise MalformedBody("the compressed body ends before its compressed stream does", "body")
+        if decoder.unused_data:  # were dropped: junk taken silently, a second gzip member's JSON cut off
+            raise MalformedBody(f"the body holds {len(decoder.unused_data)} byte(s) after its compressed "
+                                "stream (a second gzip member, or junk); compress the body as one stream",
+                                "body")
         return out
 
     def _too_large(self) -> str:

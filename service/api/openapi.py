@@ -45,7 +45,8 @@ from service.settings import Settings
 TRANSPORT = ("header_timeout", "headers_too_large", "too_many_connections", "body_too_large",
              "unsupported_content_encoding")
 BODY = ("malformed_body", "invalid_input", "body_timeout")  # operations that read a body
-ROUTE_ERRORS = {"load": ("load_failed",), "index": ("unavailable",)}  # FastAPI routes' own, by last segment
+# FastAPI routes' own, by last segment (the index reads an optional body: {"ready": true})
+ROUTE_ERRORS = {"load": ("load_failed",), "index": ("unavailable", "malformed_body", "invalid_input")}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer"}}}
 BEARER = {"type": "http", "scheme": "bearer", "description": "GRU_API_TOKENS for inference and metadata, "

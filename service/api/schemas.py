@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.bundle import OUTPUT, STATE_INPUT, STATE_OUTPUT, X_INPUT, InputSpec, Manifest
+from service.codecs.v2 import FINAL_RESPONSE
 
 FLOAT32_MAX = 3.4028234663852886e38  # larger magnitudes are not finite float32 numbers: refused
 NUMBER = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
@@ -189,7 +190,8 @@ def infer_request_schema(manifest: Manifest, max_sequences: int) -> dict[str, An
                                             "properties": {"binary_data": {"type": "boolean"}}}}}
     outputs = {"type": "array", "items": output, "maxItems": 2,
                "anyOf": [{"maxItems": 1}, {"prefixItems": named}, {"prefixItems": named[::-1]}]}
-    parameters: dict[str, Any] = {"binary_data_output": {"type": "boolean"}}
+    flag = {"type": "boolean"}
+    parameters: dict[str, Any] = {"binary_data_output": flag, FINAL_RESPONSE: flag}
     if manifest.streaming_refusal is None:
         parameters |= {"sequence_id": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
                                                  {"type": "string", "maxLength": SEQUENCE_ID_MAX_CHARS}]},

@@ -4,6 +4,10 @@ headers are complete, and never sees a connection. `gru serve` runs uvicorn with
 
 - Headers that never end: httptools keeps an unfinished header value in memory without a bound. Here a
   request whose header block is still incomplete after GRU_MAX_HEADER_BYTES bytes gets 431 and is closed.
+- Trailer fields (after a chunked body's last chunk): read and dropped, never merged into the request's
+  headers (RFC 9110 6.5.1; uvicorn appended them, so a trailer `X-Shape` set the shape unseen by the
+  checks made on the headers); past GRU_MAX_HEADER_BYTES of them 431, closed. httptools grows an unfinished
+  trailer value by copying it: one endless trailer took 100 MB and stalled the worker for 12 s.
 - Slow headers: a request whose headers are not complete GRU_HEADER_TIMEOUT_S after it began (or after
   its connection opened) gets 408 and is closed; a connection that sent nothing is simply closed.
 - Open connections: past GRU_MAX_CONNECTIONS per worker, a new connection is answered 503
@@ -168,6 +172,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_headers = True  # from the connection's start or a request's first byte to its headers
         self.request_began = False
         self.header_bytes = 0  # bytes received while the header block was incomplete
+        self.trailing, self.trailer_bytes = False, 0  # a chunk header parsed, no body since: the trailers
         self.header_timer: asyncio.TimerHandle | None = None
         self.refused, self.discarded = False, 0
         self.corked: Corked | None = None
@@ -211,6 +216,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.awaiting_headers:
             self.header_bytes += len(data)
+        trailing = self.trailing
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -238,8 +244,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             limit = self.limits.max_header_bytes
             self._refuse("headers_too_large", f"the request's headers passed {limit} bytes unfinished "
                          "(GRU_MAX_HEADER_BYTES)", path=self._path())
+        if trailing and self.trailing and not self.refused:  # all of `data` was trailer fields
+            self._count_trailer(len(data))
+
+    def _count_trailer(self, size: int) -> None:
+        self.trailer_bytes += size
+        if self.trailer_bytes > self.limits.max_header_bytes:
+            self._refuse("headers_too_large", f"the request's trailer fields (after its chunked body) passed "
+                         f"{self.limits.max_header_bytes} bytes (GRU_MAX_HEADER_BYTES); they are not read: "
+                         "send what they carry as headers", path=self._path())
+
+    def on_chunk_header(self) -> None:  # a last chunk's (size 0) is followed by the trailers
+        self.trailing, self.trailer_bytes = True, 0
+
+    def on_body(self, body: bytes) -> None:
+        self.trailing = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self.trailing = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.awaiting_headers:  # a trailer field: dropped (see the module's docstring)
+            return
         if len(self.headers) >= self.limits.max_header_count:
             raise TooManyHeaders  # stops the parser: 10,000 headers cost the same as 101
         super().on_header(name, value)

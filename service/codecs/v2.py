@@ -29,7 +29,11 @@ OUTPUT_NAMES = (OUTPUT, STATE_OUTPUT)
 REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 OUTPUT_KEYS = {"name", "parameters"}
-REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output"}
+# triton_enable_empty_final_response: tritonclient's stream_infer(enable_empty_final_response=True); each
+# request has one answer, so that answer says it is the final one (Triton's triton_final_response). It
+# was refused as an unknown field, every request of such a client.
+FINAL_RESPONSE = "triton_enable_empty_final_response"
+REQUEST_PARAMETERS = {"sequence_id", "sequence_start", "sequence_end", "binary_data_output", FINAL_RESPONSE}
 SEQUENCE_ID_MAX_CHARS = 128  # a string sequence_id is a server-held session's key
 UINT64_MAX = 2**64 - 1
 # A shape's dimensions multiply to at most this, zeros left out: a tensor of zero elements is still given a
@@ -84,12 +88,27 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(inputs, outputs, binary_outputs, request_id, parameters)
 
 
+# Parameters of Triton's that name what gru-serve does not serve: refused saying so (they were "unknown
+# field 'outputs[0].parameters.shared_memory_byte_size'", which did not say why nor what to do instead).
+SHARED_MEMORY = ("Triton's shared-memory extension is not served by gru-serve: send the tensor in the "
+                 "request (data or binary data; over gRPC contents or raw_input_contents)")
+UNSERVED = {"shared_memory_region": SHARED_MEMORY, "shared_memory_byte_size": SHARED_MEMORY,
+            "shared_memory_offset": SHARED_MEMORY,
+            "classification": "classification (class_count) is not served by gru-serve: ask for the output "
+                              "itself (a classifier's: its class probabilities, in the order of the "
+                              "labels in the model's metadata)"}
+
+
 def _known_keys(value: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(value) - allowed)
-    if unknown:
-        field = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise InvalidInput(f"unknown field {field!r}; {where or 'an inference request'} may hold "
-                           f"{sorted(allowed)}", field)
+    if not unknown:
+        return
+    key = next((k for k in unknown if k in UNSERVED), unknown[0])
+    field = f"{where}.{key}" if where else key
+    if key in UNSERVED:
+        raise InvalidInput(f"{field}: {UNSERVED[key]}", field)
+    holds = f"may hold {sorted(allowed)}" if allowed else "takes none here"
+    raise InvalidInput(f"unknown field {field!r}; {where or 'an inference request'} {holds}", field)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -104,7 +123,7 @@ def _parameters(value: Any) -> dict[str, Any]:
     """Request parameters: the sequence ones as Triton's sequence batcher takes them, binary_data_output."""
     parameters = _object(value, "parameters")
     _known_keys(parameters, REQUEST_PARAMETERS, "parameters")  # e.g. Triton's priority, timeout: not served
-    for flag in ("sequence_start", "sequence_end", "binary_data_output"):
+    for flag in ("sequence_start", "sequence_end", "binary_data_output", FINAL_RESPONSE):
         if flag in parameters and not isinstance(parameters[flag], bool):
             raise InvalidInput(f"parameters.{flag} must be true or false (not {parameters[flag]!r})",
                                f"parameters.{flag}")
@@ -339,7 +358,7 @@ def decode_infer(request: Any) -> InferRequest:
 def _pb_tensor(tensor: Any, i: int, raw: bytes | None) -> np.ndarray:
     where = f"inputs[{i}]"
     if tensor.parameters:
-        raise InvalidInput(f"{where}.parameters: an input takes no parameters here", f"{where}.parameters")
+        _known_keys(dict(tensor.parameters), set(), f"{where}.parameters")  # e.g. shared_memory_region
     shape = _shape(list(tensor.shape), f"{where}.shape")
     _datatype(tensor.datatype, f"{where}.datatype")
     count = math.prod(shape)
@@ -376,6 +395,8 @@ def encode_infer(manifest: Manifest, request: InferRequest, arrays: dict[str, np
     """Fill `response`, an empty gRPC ModelInferResponse, with the outputs asked for."""
     response.model_name, response.model_version = manifest.name, str(manifest.version)
     response.id = request.id or ""
+    if request.parameters.get(FINAL_RESPONSE):
+        response.parameters["triton_final_response"].bool_param = True
     for name in request.outputs:
         array = np.ascontiguousarray(arrays[name], dtype="<f4")
         response.outputs.add(name=name, datatype="FP32", shape=array.shape)

@@ -14,11 +14,13 @@ import grpc
 from starlette.datastructures import State
 
 from service.auth import Authenticator
-from service.grpc.generated.grpc_service_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from service.grpc import calls
+from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.servicer import MODELS_PATH, READY_PATH, InferenceServicer
 from service.settings import INT32_MAX, Settings
 
 log = logging.getLogger("gru_serve.grpc")
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
 def address(host: str, port: int) -> str:
@@ -42,6 +44,26 @@ def options(settings: Settings) -> list[tuple[str, int]]:
     return [*clamped, ("grpc.so_reuseport", int(settings.workers != 1))]  # one worker: a busy port fails
 
 
+def register(servicer: InferenceServicer, server: grpc.aio.Server, body_timeout_s: float) -> None:
+    """As the generated add_GRPCInferenceServiceServicer_to_server, with requests parsed by
+    calls.readable (a message that is not valid protobuf is INVALID_ARGUMENT naming it, not grpc's UNKNOWN
+    and a traceback in the log) and the unary RPCs' messages awaited within GRU_BODY_TIMEOUT_S
+    (calls.one_message)."""
+    handlers = {}
+    for method in SERVICE.methods:  # ModelStreamInfer streams both ways, the others are unary
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        behavior = getattr(servicer, method.name)
+        if method.client_streaming:
+            kind = grpc.stream_stream_rpc_method_handler
+        else:
+            kind, behavior = grpc.stream_unary_rpc_method_handler, calls.one_message(
+                behavior, method.input_type.name, body_timeout_s)
+        handlers[method.name] = kind(behavior, request_deserializer=calls.readable(request),
+                                     response_serializer=response.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
 @dataclass
 class GrpcService:
     server: grpc.aio.Server
@@ -60,7 +82,7 @@ async def start(state: State, authenticator: Authenticator) -> GrpcService:
     # GRU_MAX_CONNECTIONS bounds the open HTTP connections, each one request at a time; here the calls.
     server = grpc.aio.server(options=options(settings), maximum_concurrent_rpcs=settings.max_connections)
     servicer = InferenceServicer(state, authenticator)
-    add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    register(servicer, server, settings.body_timeout_s)
     where = address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(where)

@@ -45,18 +45,18 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     # -- health and metadata ------------------------------------------------------------------------
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        return await self._unary(context, "ServerLive", LIVE_PATH, lambda: pb.ServerLiveResponse(live=True),
-                                 quiet=True)
+        return await self._unary(request, context, "ServerLive", LIVE_PATH,
+                                 lambda: pb.ServerLiveResponse(live=True), quiet=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        return await self._unary(context, "ServerReady", READY_PATH, quiet=True,
+        return await self._unary(request, context, "ServerReady", READY_PATH, quiet=True,
                                  answer=lambda: pb.ServerReadyResponse(ready=self.state.repository.ready))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: Any) -> pb.ServerMetadataResponse:
         answer = pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION,
                                            extensions=EXTENSIONS)
-        return await self._unary(context, "ServerMetadata", SERVER_PATH, lambda: answer)
+        return await self._unary(request, context, "ServerMetadata", SERVER_PATH, lambda: answer)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         def ready() -> pb.ModelReadyResponse:  # not loaded is an answer here, not an error (as in Triton)
@@ -65,7 +65,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             except ModelNotFound:
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
-        return await self._unary(context, "ModelReady", MODELS_PATH, ready)
+        return await self._unary(request, context, "ModelReady", MODELS_PATH, ready)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         def describe() -> pb.ModelMetadataResponse:
@@ -74,7 +74,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             versions = [runtime.manifest.version] if request.version else repository.versions(request.name)
             document = metadata(runtime.manifest, versions)
             return json_format.ParseDict(document, pb.ModelMetadataResponse())
-        return await self._unary(context, "ModelMetadata", MODELS_PATH, describe)
+        return await self._unary(request, context, "ModelMetadata", MODELS_PATH, describe)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         def config() -> pb.ModelConfigResponse:
@@ -83,7 +83,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             if "sequence_batching" in document:  # Triton's ModelConfig holds one scheduler (a oneof)
                 document.pop("dynamic_batching", None)
             return json_format.ParseDict({"config": document}, pb.ModelConfigResponse())
-        return await self._unary(context, "ModelConfig", MODELS_PATH, config)
+        return await self._unary(request, context, "ModelConfig", MODELS_PATH, config)
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest,
                               context: Any) -> pb.ModelStatisticsResponse:
@@ -97,12 +97,12 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 versions = [runtime.manifest.version] if request.version else None
                 models = [(request.name, v) for v in versions or repository.versions(request.name)]
             return json_format.ParseDict(statistics(models), pb.ModelStatisticsResponse())
-        return await self._unary(context, "ModelStatistics", MODELS_PATH, stats)
+        return await self._unary(request, context, "ModelStatistics", MODELS_PATH, stats)
 
     # -- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._unary(context, "ModelInfer", MODELS_PATH,
+        return await self._unary(request, context, "ModelInfer", MODELS_PATH,
                                  lambda: self._infer("ModelInfer", request))
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],
@@ -119,7 +119,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                                                   self.closing):
                 try:
                     async with calls.scope(self.state, self.auth, context, "ModelStreamInfer", MODELS_PATH,
-                                           abort=False, request_id=request.id):
+                                           abort=False, request_id=request.id, request=request):
                         response = pb.ModelStreamInferResponse(
                             infer_response=await self._infer("ModelStreamInfer", request))
                 except calls.Failure as refused:
@@ -137,9 +137,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def _model(self, name: str, version: str) -> ModelRuntime:
         return resolve_model(self.state.repository, name, version or None)  # "": the serving version
 
-    async def _unary(self, context: Any, method: str, path: str, answer: Callable[[], M | Awaitable[M]],
-                     quiet: bool = False) -> M:
-        async with calls.scope(self.state, self.auth, context, method, path, quiet=quiet):
+    async def _unary(self, request: Any, context: Any, method: str, path: str,
+                     answer: Callable[[], M | Awaitable[M]], quiet: bool = False) -> M:
+        async with calls.scope(self.state, self.auth, context, method, path, quiet=quiet, request=request):
             result = answer()
             return await result if inspect.isawaitable(result) else result
         raise AssertionError("unreachable: calls.scope aborts the call on every error")

@@ -24,11 +24,33 @@ router = APIRouter(prefix=ADMIN_PATH, tags=["model repository (admin)"])
 
 
 @router.api_route("/index", methods=["GET", "POST"])  # one route: 405 answers say Allow: GET, POST
-async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
+async def index(repository: RepositoryDep, request: Request) -> list[dict[str, Any]]:
+    ready_only = index_request(await request.body())
     try:
-        return await run_in_threadpool(repository.index)
+        entries = await run_in_threadpool(repository.index)
     except BundleError as exc:  # the repository folder went away
         raise Unavailable(str(exc), None) from exc
+    return [e for e in entries if e["state"] == "READY"] if ready_only else entries
+
+
+def index_request(body: bytes) -> bool:
+    """Triton's index request, `{"ready": true}`: only the versions ready to serve (default: every one).
+    It was ignored, body and all: `{"ready": true}` listed UNAVAILABLE versions, `{` answered 200."""
+    if not body.strip():
+        return False
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f'the body is not JSON ({exc}); send {{"ready": true}}, or no body',
+                            "body") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput('the body must be a JSON object like {"ready": true}, or empty', "body")
+    if unknown := sorted(set(document) - {"ready"}):
+        raise InvalidInput(f"unknown field {unknown[0]!r}; an index request may hold 'ready'", unknown[0])
+    ready = document.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInput(f"ready must be true or false (not {ready!r})", "ready")
+    return ready
 
 
 @router.post("/models/{name}/load")
