@@ -1,0 +1,59 @@
+"""Red team round 3, public data never used before, written as a user would: a weekly file whose empty
+weeks were dropped (statsmodels' co2 after dropna()) and a recording whose rare label never reaches the
+test part (aeon's KDD-TSAD 135: 12 anomalous steps of 7,501, all before the last 20 %)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig
+from training.data import load_data
+
+
+def _weekly(path: Path, weeks: int = 150, drop: int | None = None) -> Path:
+    stamps = pd.date_range("1958-03-29", periods=weeks, freq="7D").strftime("%Y-%m-%d")
+    frame = pd.DataFrame({"date": stamps, "co2": 315 + 5 * np.sin(np.arange(weeks) / 52 * 2 * np.pi)})
+    frame.drop(index=[] if drop is None else [drop]).to_csv(path, index=False)
+    return path
+
+
+def _forecast(path: Path, time: str = "date", target: str = "co2") -> DataConfig:
+    return DataConfig(dataset="file", path=str(path), task="forecast", time_column=time, target_column=target)
+
+
+def test_a_date_missing_inside_a_series_is_refused_with_the_dates_and_the_fix(tmp_path: Path) -> None:
+    """Before: the dropped week was read as the next one, silently (co2: a period of 51, not 52)."""
+    path = _weekly(tmp_path / "co2.csv", drop=40)
+    with pytest.raises(ValueError, match=r"co2\.csv: series '\(the whole file\)' has no row between date "
+                                         r"'1958-12-27' and '1959-01-10', though its rows are 7 days "
+                                         r"apart elsewhere: add the missing row\(s\).*number the "
+                                         r"steps 0, 1, 2"):
+        load_data(_forecast(path))
+    assert len(load_data(_forecast(_weekly(tmp_path / "whole.csv"))).test) > 0
+
+
+def test_uneven_but_whole_calendars_and_sensor_clocks_still_read(tmp_path: Path) -> None:
+    """Months are 28-31 days, quarters 90-92, a 64 Hz clock in ms ticks 15 or 16: none is a gap."""
+    months = pd.date_range("2000-01-01", periods=60, freq="MS").strftime("%b %Y")
+    pd.DataFrame({"month": months, "v": np.arange(60.0) % 12}).to_csv(tmp_path / "m.csv", index=False)
+    assert len(load_data(_forecast(tmp_path / "m.csv", "month", "v")).test) > 0
+    ticks = pd.Timestamp("1970-01-01") + pd.to_timedelta(np.arange(300) * 15.625, unit="ms").floor("ms")
+    pd.DataFrame({"timestamp": ticks.strftime("%Y-%m-%d %H:%M:%S.%f"), "v": np.sin(np.arange(300) / 5),
+                  "state": np.where(np.arange(300) % 40 < 20, "a", "b")}).to_csv(tmp_path / "s.csv",
+                                                                               index=False)
+    data = load_data(DataConfig(dataset="file", path=str(tmp_path / "s.csv"), task="tagging",
+                                time_column="timestamp", target_column="state", window=32))
+    assert data.label_names == ["a", "b"]
+
+
+def test_a_fractional_step_missing_is_refused(tmp_path: Path) -> None:
+    """Years written as 1871.0 (pandas writes them so from a float column: statsmodels' nile)."""
+    years = np.delete(np.arange(1871.0, 1971.0), 50)
+    pd.DataFrame({"year": years, "volume": np.arange(99.0)}).to_csv(tmp_path / "nile.csv", index=False)
+    with pytest.raises(ValueError, match=r"has no row between year 1920\.0 and 1922\.0, though its rows are "
+                                         r"1 apart elsewhere"):
+        load_data(_forecast(tmp_path / "nile.csv", "year", "volume"))
