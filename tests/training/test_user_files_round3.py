@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import DataConfig
+from training.config import DataConfig, load_config
 from training.data import load_data
 
 
@@ -57,3 +57,51 @@ def test_a_fractional_step_missing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"has no row between year 1920\.0 and 1922\.0, though its rows are "
                                          r"1 apart elsewhere"):
         load_data(_forecast(tmp_path / "nile.csv", "year", "volume"))
+
+
+def _rare_early(path: Path, steps: int = 600) -> Path:
+    """One recording, 0 everywhere but a burst of 1 at 40 % of it (before validation and test)."""
+    rng = np.random.default_rng(0)
+    label = np.zeros(steps, dtype=int)
+    label[int(0.4 * steps): int(0.4 * steps) + 6] = 1
+    pd.DataFrame({"timestamp": np.arange(steps), "value": rng.normal(size=steps) + 4 * label,
+                  "is_anomaly": label}).to_csv(path, index=False)
+    return path
+
+
+def test_a_rare_label_absent_from_the_test_steps_is_said_beside_the_majority_baseline(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before: test accuracy 1.0 and macro_f1 1.0 with nothing else said, on a test with no anomaly."""
+    from training.loop import fit
+
+    result = fit(load_config(None, [
+        "data.dataset=file", f"data.path={_rare_early(tmp_path / 'kdd.csv')}", "data.task=tagging",
+        "data.time_column=timestamp", "data.target_column=is_anomaly", "data.window=32",
+        f"run_dir={tmp_path}", "name=kdd", "optim.max_epochs=1", "model.hidden_size=8", "optim.plots=false",
+        "optim.tensorboard=false"]))
+    metrics = result.test_metrics
+    assert metrics["labels_not_in_test"] == ["1"]
+    assert metrics["baselines"]["majority"] == {"accuracy": 1.0, "macro_f1": 1.0, "label": "0"}
+    assert metrics["versus_baselines"]["best_baseline"] == "majority"
+    assert metrics["versus_baselines"]["beaten"] is False  # a tie: nothing told apart
+    said = [line for line in result.diagnosis if line.startswith("no test step is labelled '1'")]
+    assert said and "'0' at every test step scores accuracy 1.0000" in said[0]
+    report = (tmp_path / "kdd" / "report.md").read_text()
+    assert "| majority |" in report and "no test step is labelled '1'" in report
+
+
+def test_a_recording_whose_test_holds_every_label_reports_the_majority_only(tmp_path: Path) -> None:
+    from training.loop import fit
+
+    path = _rare_early(tmp_path / "rec.csv", 600)
+    frame = pd.read_csv(path)
+    frame.loc[560:565, "is_anomaly"] = 1  # in the test part too
+    frame.to_csv(path, index=False)
+    result = fit(load_config(None, [
+        "data.dataset=file", f"data.path={path}", "data.task=tagging", "data.time_column=timestamp",
+        "data.target_column=is_anomaly", "data.window=32", f"run_dir={tmp_path}", "name=rec",
+        "optim.max_epochs=1", "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"]))
+    metrics = result.test_metrics
+    assert "labels_not_in_test" not in metrics
+    assert metrics["baselines"]["majority"]["accuracy"] == pytest.approx(114 / 120)
+    assert metrics["baselines"]["majority"]["macro_f1"] == pytest.approx(0.95 / 1.95)  # F1 of '0', 0 of '1'
