@@ -105,3 +105,17 @@ def test_a_recording_whose_test_holds_every_label_reports_the_majority_only(tmp_
     assert "labels_not_in_test" not in metrics
     assert metrics["baselines"]["majority"]["accuracy"] == pytest.approx(114 / 120)
     assert metrics["baselines"]["majority"]["macro_f1"] == pytest.approx(0.95 / 1.95)  # F1 of '0', 0 of '1'
+
+
+def test_a_column_without_a_header_name_is_refused_not_read_as_an_input(tmp_path: Path) -> None:
+    """aeon's Uschange.csv as pandas wrote it, index first: before, 'Unnamed: 0' (the row number) was an
+    input the model read and every request had to send."""
+    quarters = [f"{1970 + q // 4} Q{q % 4 + 1}" for q in range(80)]
+    frame = pd.DataFrame({"Quarter": quarters, "Consumption": np.sin(np.arange(80.0)), "Income": 1.0})
+    frame.to_csv(tmp_path / "us.csv")  # the index too, under an empty header cell
+    config = _forecast(tmp_path / "us.csv", "Quarter", "Consumption")
+    with pytest.raises(ValueError, match=r"us\.csv: a column has no name in the header \(read as 'Unnamed: "
+                                         r"0'\).*df\.to_csv\(path, index=False\)"):
+        load_data(config)
+    chosen = load_data(config.model_copy(update={"feature_columns": ["Income"]}))
+    assert chosen.feature_names == ["Consumption", "Income"]

@@ -10,6 +10,7 @@ aside); NaN and infinities go through training/data/missing.py.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
             "(set data.id_column, data.time_column, data.target_column, data.feature_columns)"
         )
     features = config.feature_columns or [c for c in frame.columns if c not in required]
+    if not config.feature_columns:
+        _refuse_unnamed(features, path)
     if needed and not features:
         raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
     twice = sorted({c for c in features if features.count(c) > 1})
@@ -112,6 +115,18 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
         raise ValueError(f"data.feature_columns lists {config.target_column!r}, the label/target to learn "
                          "(data.target_column): as an input it would give the model the answer; drop it")
     return features
+
+
+def _refuse_unnamed(features: list[object], path: Path) -> None:
+    """A column without a header name: pandas' index, written by df.to_csv(path) (aeon's Uschange.csv has
+    one). Read as an input it was the row number: a trend the model leant on, and a feature every request
+    had to send."""
+    unnamed = [c for c in features if isinstance(c, str) and re.fullmatch(r"Unnamed: \d+", c)]
+    if unnamed:
+        raise ValueError(
+            f"{path}: a column has no name in the header (read as {unnamed[0]!r}): a table's index, as "
+            "pandas writes it by default; as an input it would be the row number. Write the file with "
+            "df.to_csv(path, index=False), name the column, or list the inputs in data.feature_columns")
 
 
 def long_to_series(
