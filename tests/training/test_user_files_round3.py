@@ -119,3 +119,46 @@ def test_a_column_without_a_header_name_is_refused_not_read_as_an_input(tmp_path
         load_data(config)
     chosen = load_data(config.model_copy(update={"feature_columns": ["Income"]}))
     assert chosen.feature_names == ["Consumption", "Income"]
+
+
+def test_gru_predict_reads_a_forecast_file_as_training_did_dates_and_no_id(tmp_path: Path) -> None:
+    """Train on a weekly file of dates and values (no series id, as statsmodels' co2 comes), export,
+    serve, and `gru predict --file` the same layout, rows shuffled. Before: refused, no 'series_id'
+    column, and its dates not numbers. The answer is the served answer to the steps in time order."""
+    import json
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.helpers import Server, train_tiny
+    from training.data.long import ONE_SERIES
+
+    path = _weekly(tmp_path / "co2.csv", weeks=120)
+    result = train_tiny(tmp_path / "runs", "co2", "data.dataset=file", f"data.path={path}",
+                        "data.task=forecast", "data.time_column=date", "data.target_column=co2",
+                        "data.window=8", "data.horizon=2", "optim.max_epochs=1", "model.hidden_size=8",
+                        "optim.plots=false", "optim.tensorboard=false")
+    from export.bundle import export_checkpoint
+
+    export_checkpoint(result.checkpoint, tmp_path / "models", "co2")
+    recent = pd.read_csv(path).tail(10)
+    recent.sample(frac=1.0, random_state=0).to_csv(tmp_path / "recent.csv", index=False)
+    server = Server(tmp_path / "models").start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model",
+                              "co2", "--file", str(tmp_path / "recent.csv"), "--time-column", "date"],
+                             capture_output=True, text=True, timeout=60)
+        direct = httpx.post(f"{server.url}/models/co2/predict", timeout=30,
+                            json={"sequences": [recent["co2"].tolist()]}).json()["predictions"][0]
+        (tmp_path / "text.csv").write_text("date,co2\nDec 2023,1\nJan 2024,2\n")
+        refused = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model",
+                                  "co2", "--file", str(tmp_path / "text.csv"), "--time-column", "date"],
+                                 capture_output=True, text=True, timeout=60)
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stderr
+    [answer] = json.loads(out.stdout)["predictions"]
+    assert answer["series_id"] == ONE_SERIES and answer["forecast"] == direct["forecast"]
+    assert refused.returncode == 2
+    assert "date 'Dec 2023' ... are neither numbers nor ISO dates" in refused.stderr
