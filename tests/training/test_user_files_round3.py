@@ -36,6 +36,20 @@ def test_a_date_missing_inside_a_series_is_refused_with_the_dates_and_the_fix(tm
     assert len(load_data(_forecast(_weekly(tmp_path / "whole.csv"))).test) > 0
 
 
+def test_a_test_file_that_starts_weeks_after_the_training_file_ends_is_refused(tmp_path: Path) -> None:
+    """Before: only integer steps were checked between the files; dates only had to come later."""
+    frame = pd.read_csv(_weekly(tmp_path / "all.csv"))
+    frame.head(100).to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[103:].to_csv(tmp_path / "gap.csv", index=False)
+    frame.iloc[100:].to_csv(tmp_path / "next.csv", index=False)
+    config = _forecast(tmp_path / "train.csv")
+    with pytest.raises(ValueError, match=r"gap\.csv: series '\(the whole file\)' starts at date "
+                                         r"'1960-03-19', but .*train\.csv ends it at '1960-02-20'.*none "
+                                         r"missing between them"):
+        load_data(config.model_copy(update={"test_path": str(tmp_path / "gap.csv")}))
+    assert len(load_data(config.model_copy(update={"test_path": str(tmp_path / "next.csv")})).test) > 0
+
+
 def test_uneven_but_whole_calendars_and_sensor_clocks_still_read(tmp_path: Path) -> None:
     """Months are 28-31 days, quarters 90-92, a 64 Hz clock in ms ticks 15 or 16: none is a gap."""
     months = pd.date_range("2000-01-01", periods=60, freq="MS").strftime("%b %Y")

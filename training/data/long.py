@@ -234,10 +234,10 @@ def _check_spacing(ids: np.ndarray, time: np.ndarray, order: pd.Series, series_o
     (15 or 16 ms) are not exactly even, so a gap counts as missing rows past MAX_SPACING x the series'
     smallest one: a weekly file with its empty weeks dropped (statsmodels' co2) trained as if the weeks
     were consecutive, and found a period of 51 instead of 52. Integer steps: _check_steps, exactly."""
-    dates = pd.api.types.is_datetime64_any_dtype(order)
-    if np.issubdtype(time.dtype, np.integer) or not (dates or pd.api.types.is_float_dtype(order)):
+    values = None if np.issubdtype(time.dtype, np.integer) else spaced(order)
+    if values is None:
         return  # other text (t1, 1970 Q1) only orders the rows
-    values = order.astype("int64").to_numpy() if dates else order.to_numpy(np.float64)
+    dates = pd.api.types.is_datetime64_any_dtype(order)
     pairs = np.flatnonzero(ids[1:] == ids[:-1])
     gaps = values[pairs + 1] - values[pairs]
     spacing = pd.Series(gaps).groupby(series_of_row[pairs]).transform("min").to_numpy()
@@ -256,6 +256,14 @@ def _check_spacing(ids: np.ndarray, time: np.ndarray, order: pd.Series, series_o
         "empty feature cells if the values are unknown (data.missing fills them), or number the steps 0, 1, "
         "2, ... if the rows are consecutive by design (business days, trading hours)"
     )
+
+
+def spaced(order: pd.Series) -> np.ndarray | None:
+    """Steps as in_time_order gives them, as numbers whose differences are their spacing: dates (in their
+    unit) and numbers; None for other text, which only orders the rows."""
+    if pd.api.types.is_datetime64_any_dtype(order):
+        return order.astype("int64").to_numpy()
+    return order.to_numpy(np.float64) if pd.api.types.is_numeric_dtype(order) else None
 
 
 def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
