@@ -176,3 +176,32 @@ def test_gru_predict_reads_a_forecast_file_as_training_did_dates_and_no_id(tmp_p
     assert answer["series_id"] == ONE_SERIES and answer["forecast"] == direct["forecast"]
     assert refused.returncode == 2
     assert "date 'Dec 2023' ... are neither numbers nor ISO dates" in refused.stderr
+
+
+def test_a_seasonal_skip_you_set_is_kept_so_a_series_without_season_can_answer_the_naive(
+        tmp_path: Path) -> None:
+    """Nile (statsmodels, 100 yearly flows, no season): at defaults the dropped correction left the mean
+    level, MASE 1.20 against the naive's 0.95; `model.seasonal_skip=1` was overwritten by the data's 0."""
+    from training.loop import fit
+
+    flows = 900 + np.cumsum(np.random.default_rng(0).normal(0, 60, 100))
+    pd.DataFrame({"year": np.arange(1871, 1971), "volume": flows}).to_csv(tmp_path / "nile.csv", index=False)
+    common = ["data.dataset=file", f"data.path={tmp_path / 'nile.csv'}", "data.task=forecast",
+              "data.time_column=year", "data.target_column=volume", f"run_dir={tmp_path}",
+              "optim.max_epochs=2", "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"]
+    result = fit(load_config(None, [*common, "name=skip", "model.seasonal_skip=1"]))
+    metrics = result.test_metrics
+    assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
+    assert metrics["mae"] == pytest.approx(metrics["baselines"]["naive"]["mae"], rel=1e-5)  # the naive
+    with pytest.raises(ValueError, match="model.seasonal_skip adds the seasonal naive to a forecast; this "
+                                         "data is classification: drop the setting"):
+        fit(load_config(None, ["data.dataset=file", f"data.path={_csv_of_two_classes(tmp_path)}",
+                               "data.task=classification", f"run_dir={tmp_path}", "name=cls",
+                               "model.seasonal_skip=1"]))
+
+
+def _csv_of_two_classes(tmp_path: Path) -> Path:
+    rows = [{"series_id": f"s{s}", "step": t, "a": float(t * (s % 2)), "label": s % 2}
+            for s in range(12) for t in range(5)]
+    pd.DataFrame(rows).to_csv(tmp_path / "two.csv", index=False)
+    return tmp_path / "two.csv"
