@@ -189,7 +189,14 @@ def test_a_seasonal_skip_you_set_is_kept_so_a_series_without_season_can_answer_t
     common = ["data.dataset=file", f"data.path={tmp_path / 'nile.csv'}", "data.task=forecast",
               "data.time_column=year", "data.target_column=volume", f"run_dir={tmp_path}",
               "optim.max_epochs=2", "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"]
+    default = fit(load_config(None, [*common, "name=default"]))
+    mase, naive = default.test_metrics["mase"], default.test_metrics["baselines"]["naive"]["mase"]
+    assert mase > naive and any(line.startswith(f"the naive (the last value, repeated) beats it: MASE "
+                                                f"{naive:.4f} against {mase:.4f}") and
+                                line.endswith("--set model.seasonal_skip=1 starts it at the naive")
+                                for line in default.diagnosis)
     result = fit(load_config(None, [*common, "name=skip", "model.seasonal_skip=1"]))
+    assert not any(line.startswith("the naive") for line in result.diagnosis)
     metrics = result.test_metrics
     assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
     assert metrics["mae"] == pytest.approx(metrics["baselines"]["naive"]["mae"], rel=1e-5)  # the naive
