@@ -2,7 +2,9 @@
 
 Sequences come from `--values` (one univariate sequence) or `--file`: a CSV in the layout training files
 use (long format: one row per series and step; `series_id`, `step`, one column per feature, named as in
-training; other columns, such as the label, are ignored) or JSON `{"sequences": [...]}`.
+training; other columns, such as the label, are ignored; as in training, a file without `series_id` is one
+series and one without `step` is in time order; steps are numbers or ISO dates) or JSON
+`{"sequences": [...]}`.
 
 A file's sequences go out as as many requests as the server's limits need (--max-sequences, --max-bytes:
 its defaults, GRU_MAX_SEQUENCES_PER_REQUEST and GRU_MAX_BODY_BYTES); their answers are printed as one. An
@@ -21,6 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--values", help="one univariate sequence: comma-separated numbers, e.g. "
                         "--values -0.71,-1.18,-1.35 (a leading minus sign is fine)")
     source.add_argument("--file", help="CSV in the training files' long layout: a row per (series, step), "
-                        "columns series_id, step and one per feature named as in training (others, such as "
-                        "the label, are ignored; series may differ in length); or JSON "
+                        "columns series_id, step (numbers or ISO dates) and one per feature named as in "
+                        "training (others, such as the label, are ignored; series may differ in length; "
+                        "without series_id the file is one series, without step in time order); or JSON "
                         '{"sequences": [...]}; - reads JSON from stdin')
     parser.add_argument("--id-column", default="series_id",
                         help="CSV: the series column (default: series_id)")
@@ -80,30 +84,50 @@ def parse_values(text: str) -> list[float]:
     return values
 
 
+ONE_SERIES = "(the whole file)"  # a file without the id column, as training reads it (training/data/long.py)
+
+
 def read_long_csv(path: Path, features: list[str], id_column: str, time_column: str
                   ) -> tuple[list[str], list[list[list[float]]]]:
-    """Series ids (in order of first appearance) and their sequences, steps sorted, features in the
-    model's order."""
+    """Series ids (in order of first appearance) and their sequences, steps in time order, features in
+    the model's order. As training reads a file: without the id column it is one series, without the time
+    column its rows are in time order; steps sort as numbers, or as ISO dates (`2021-05-01 00:30:00`)."""
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
-        missing = [c for c in [id_column, time_column, *features] if c not in columns]
+        missing = [c for c in features if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; the file has {columns}. Expected the training "
                              f"files' long layout: {id_column}, {time_column}, then the model's features "
-                             f"{features} (--id-column / --time-column name others)")
-        series: dict[str, list[tuple[float, list[float]]]] = {}
+                             f"{features} (a file without {id_column} is one series, without {time_column} "
+                             "in time order; --id-column / --time-column name others)")
+        series: dict[str, list[tuple[str | int, list[float]]]] = {}
         for line, row in enumerate(reader, start=2):
             try:
-                step = float(row[time_column])
                 values = [float(row[f]) for f in features]
             except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {line}: {time_column} and {features} must be numbers, "
-                                 f"got {row}") from None
-            series.setdefault(row[id_column], []).append((step, values))
+                raise ValueError(f"{path}, line {line}: {features} must be numbers, got {row}") from None
+            key = row[id_column] if id_column in columns else ONE_SERIES
+            series.setdefault(key, []).append((row[time_column] if time_column in columns else line, values))
     if not series:
         raise ValueError(f"{path}: no rows after the header")
-    return list(series), [[values for _, values in sorted(steps)] for steps in series.values()]
+    return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+
+
+def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_column: str
+                   ) -> list[list[float]]:
+    """A series' steps sorted by their numbers, or their ISO dates. Before, a step had to be a number: a
+    file with dates, which training reads, was refused."""
+    steps = [step for step, _ in rows]
+    for parse in (float, lambda step: datetime.fromisoformat(str(step).strip())):
+        try:
+            keys = [parse(step) for step in steps]
+            order = sorted(range(len(rows)), key=keys.__getitem__)
+        except (TypeError, ValueError):  # TypeError: dates with and without a time zone
+            continue
+        return [rows[i][1] for i in order]
+    raise ValueError(f"{path}: {time_column} {steps[0]!r} ... are neither numbers nor ISO dates "
+                     "(2021-05-01, 2021-05-01 00:30:00); write them so, or number the steps 0, 1, 2, ...")
 
 
 def model_features(url: str, model: str) -> list[str]:

@@ -9,6 +9,9 @@ else the test split: nothing is chosen from it, the diagnosis only says what it 
   MEMORISE_GAP or more below the training accuracy; regression: a training MSE below MEMORISE_LOSS and a
   held-out MSE 10× that).
 
+Tagging also reads the test against its majority baseline (training/baselines.py): labels that no test
+step holds, and a model no better than the majority label everywhere, are said (`test_labels`).
+
 A value model whose correction the noise test dropped (training/shrink.py) answers its baseline: its
 training MSE is the baseline's, so it is not called underfit; the line says what happened instead.
 """
@@ -54,3 +57,35 @@ def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_ou
     if train["loss"] < MEMORISE_LOSS and held_out["loss"] > 10 * train["loss"] + MEMORISE_LOSS:
         return [f"memorises: {score} against {held_out_name} {held_out['loss']:.3g}; {MEMORISE_TRY}"]
     return []
+
+
+def test_labels(test: dict[str, Any]) -> list[str]:
+    """Tagging: what the test cannot show (trained labels no test step holds), and a model whose macro-F1
+    is no higher than answering the majority label at every step."""
+    lines, versus = [], test.get("versus_baselines", {})
+    majority = test.get("baselines", {}).get("majority")
+    if majority is None:
+        return []
+    always = f"{majority['label']!r} at every test step scores accuracy {majority['accuracy']:.4f}"
+    if test.get("labels_not_in_test"):
+        names = ", ".join(repr(label) for label in test["labels_not_in_test"])
+        them = "it" if len(test["labels_not_in_test"]) == 1 else "them"
+        lines.append(f"no test step is labelled {names}: the test cannot show whether the model finds {them} "
+                     f"({always}); hold out a part of the recordings that holds {them} (data.test_path, or "
+                     "data.test_fraction)")
+    if not versus["beaten"]:
+        lines.append(f"no better than the majority label: {always} and macro_f1 "
+                     f"{versus['best_baseline_value']:.4f}, the model macro_f1 {versus['model']:.4f}")
+    return lines
+
+
+def naive_ahead(test: dict[str, Any], skip: int) -> list[str]:
+    """A forecast without a season (no skip) that the naive beats on test: its dropped correction leaves
+    the mean level (statsmodels' Nile: MASE 1.2036 against the naive's 0.9549); a skip at lag 1 starts it
+    at the naive instead."""
+    naive = test.get("baselines", {}).get("naive", {})
+    if skip or test.get("seasonal_period") != 1 or "mase" not in naive or test["mase"] <= naive["mase"]:
+        return []
+    return [f"the naive (the last value, repeated) beats it: MASE {naive['mase']:.4f} against "
+            f"{test['mase']:.4f}; the series shows no season, so the model has no skip to start from: "
+            "--set model.seasonal_skip=1 starts it at the naive"]

@@ -42,7 +42,8 @@ def write_run_report(run_dir: Path, config: ResolvedConfig, data: SequenceData, 
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {_fmt(v)} |" for k, v in test.items() if not isinstance(v, dict) and k not in OMITTED],
+        *[f"| {k} | {_fmt(v)} |" for k, v in test.items()
+          if not isinstance(v, dict | list) and k not in OMITTED],
     ]
     lines += _baselines(test) + _members(test, m.hidden_size)
     lines += ["", "## Diagnosis", "", *([f"- {d}" for d in diagnosis] if diagnosis else
@@ -59,7 +60,7 @@ def _baselines(test: dict[str, Any]) -> list[str]:
     baselines, versus = test.get("baselines"), test.get("versus_baselines")
     if not (baselines and versus):
         return []
-    columns = [c for c in ("mase", "rmse", "mae", "mape") if c in test]
+    columns = [c for c in ("mase", "rmse", "mae", "mape", "macro_f1", "accuracy") if c in test]
     rows = {"**GRU (this model)**": test} | baselines
     verdict = "beats" if versus["beaten"] else "does NOT beat"
     lines = ["", "## Baselines (same test data, same run)", "",

@@ -54,7 +54,8 @@ def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout
     out = predict(server, "--file", str(path))
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.startswith("gru predict: error: ") and "no column(s) ['series_id', 'step'" in out.stderr
+    assert out.stderr.startswith("gru predict: error: ") and "no column(s) [" in out.stderr
+    assert "Expected the training files' long layout: series_id, step, then the model's" in out.stderr
     out = predict(server, "--values", "1,two,3")
     assert out.returncode == 2 and "'two' is not a number" in out.stderr
 

@@ -27,7 +27,16 @@ import pandas as pd
 
 from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
-from training.data.long import feature_columns, in_time_order, long_to_series, one_series, read_table, show
+from training.data.long import (
+    MAX_SPACING,
+    feature_columns,
+    in_time_order,
+    long_to_series,
+    one_series,
+    read_table,
+    show,
+    spaced,
+)
 from training.data.season import find_period
 from training.data.windows import fit_windows, seasonal_mae, seasonal_naive
 
@@ -110,12 +119,22 @@ def _check_follows(steps: np.ndarray, first: object, key: object, test_path: Pat
     order = in_time_order(pd.Series([last, first], name=config.time_column)).to_numpy()
     whole = all(isinstance(v, (int, np.integer)) for v in (last, first))
     spacing = int(np.diff(steps.astype(np.int64)).min()) if whole and len(steps) > 1 else None
-    if order[1] > order[0] and (spacing is None or first == last + spacing):
+    if order[1] > order[0] and (spacing is None or first == last + spacing) and _near(steps, first, config):
         return
     expected = f"{show(last + spacing)}, " if spacing is not None else "a step "
     raise ValueError(f"{test_path}: series {show(key)} starts at {config.time_column} {show(first)}, but "
                      f"{config.path} ends it at {show(last)}; the test file holds the steps after the "
                      f"training file's, from {expected}with no step in both and none missing between them")
+
+
+def _near(steps: np.ndarray, first: object, config: DataConfig) -> bool:
+    """Dates and fractional steps: the test file's first within MAX_SPACING x the training steps' spacing
+    of their last, as within a file (long._check_spacing). Before, a month missing between a training file
+    and its test file went unseen."""
+    values = spaced(in_time_order(pd.Series([*steps, first], name=config.time_column)))
+    if values is None or len(steps) < 2 or all(isinstance(v, (int, np.integer)) for v in (steps[-1], first)):
+        return True
+    return bool(values[-1] - values[-2] <= MAX_SPACING * np.diff(values[:-1]).min())
 
 
 def _horizon(config: DataConfig, series: list[np.ndarray], starts: list[int]) -> tuple[int, str]:

@@ -3,12 +3,14 @@ with each series' true length. Series may have different lengths; rows may come 
 
 Each problem is refused with the file, the series (and step) and the fix: a missing column, an empty
 series id or step, a non-numeric feature value, two rows for one step, a step missing inside a series
-(integer steps must be evenly spaced), an empty label, a label that changes within a series (tagging
+(integer steps must be evenly spaced; dates and fractional steps may not jump more than 1.5x their spacing),
+an empty label, a label that changes within a series (tagging
 aside); NaN and infinities go through training/data/missing.py.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,9 @@ import pandas as pd
 
 from training.config import DataConfig
 from training.data.missing import check_finite
+
+ORDER = "\x00time order"  # a column no file has: each row's time as it sorts
+MAX_SPACING = 1.5  # a date or fractional step further from the previous one than this x the series' spacing
 
 
 @dataclass
@@ -99,6 +104,8 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
             "(set data.id_column, data.time_column, data.target_column, data.feature_columns)"
         )
     features = config.feature_columns or [c for c in frame.columns if c not in required]
+    if not config.feature_columns:
+        _refuse_unnamed(features, path)
     if needed and not features:
         raise ValueError(f"{path}: no feature columns besides {required}; add at least one input column")
     twice = sorted({c for c in features if features.count(c) > 1})
@@ -110,13 +117,25 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
     return features
 
 
+def _refuse_unnamed(features: list[object], path: Path) -> None:
+    """A column without a header name: pandas' index, written by df.to_csv(path) (aeon's Uschange.csv has
+    one). Read as an input it was the row number: a trend the model leant on, and a feature every request
+    had to send."""
+    unnamed = [c for c in features if isinstance(c, str) and re.fullmatch(r"Unnamed: \d+", c)]
+    if unnamed:
+        raise ValueError(
+            f"{path}: a column has no name in the header (read as {unnamed[0]!r}): a table's index, as "
+            "pandas writes it by default; as an input it would be the row number. Write the file with "
+            "df.to_csv(path, index=False), name the column, or list the inputs in data.feature_columns")
+
+
 def long_to_series(
     frame: pd.DataFrame, config: DataConfig, path: Path, features: list[str], target: str | None,
     per_step: bool = False,
 ) -> LongSeries:
     """`target`: a column holding one value per series (a label), checked constant; with `per_step`, a
     label on every step (tagging), as (N, T) with None after each length; None: no target."""
-    frame = _sorted(frame, config, path)
+    frame, order = _sorted(frame, config, path)
     ids, time = frame[config.id_column].to_numpy(), frame[config.time_column].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     lengths = np.diff(np.r_[starts, len(frame)]).astype(np.int64)
@@ -124,6 +143,7 @@ def long_to_series(
     step_of_row = np.arange(len(frame)) - starts[series_of_row]
     row_name = lambda row: _row(ids, time, row, config)  # noqa: E731
     _check_steps(ids, time, series_of_row, config, path)
+    _check_spacing(ids, time, order, series_of_row, config, path)
     X = np.zeros((len(starts), int(lengths.max()), len(features)), dtype=np.float32)
     X[series_of_row, step_of_row] = _numeric(frame, features, path, row_name)
     X = check_finite(X, lengths, features, config.missing, str(path),
@@ -139,16 +159,16 @@ def long_to_series(
     return LongSeries(ids[starts], X, lengths, targets, np.split(time, starts[1:]))
 
 
-def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
+def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows by series, then in time order; and each row's time as it sorts (in_time_order)."""
     for column in (config.id_column, config.time_column):
         empty = frame[column].isna().to_numpy()
         if empty.any():
             raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
                              f"{column!r}; every row needs a series id and a step")
-    time = config.time_column
-    return frame.sort_values([config.id_column, time], kind="stable",
-                             key=lambda column: in_time_order(column) if column.name == time else column
-                             ).reset_index(drop=True)
+    order = in_time_order(frame[config.time_column]).rename(ORDER)  # parsed once: also checks the spacing
+    frame = pd.concat([frame, order], axis=1).sort_values([config.id_column, ORDER], kind="stable")
+    return frame.drop(columns=ORDER).reset_index(drop=True), frame[ORDER].reset_index(drop=True)
 
 
 def in_time_order(steps: pd.Series) -> pd.Series:
@@ -206,6 +226,44 @@ def _check_steps(ids: np.ndarray, time: np.ndarray, series_of_row: np.ndarray, c
             "the values are unknown (data.missing fills them), or number the steps 0, 1, 2, ... if nothing "
             "is missing"
         )
+
+
+def _check_spacing(ids: np.ndarray, time: np.ndarray, order: pd.Series, series_of_row: np.ndarray,
+                   config: DataConfig, path: Path) -> None:
+    """Dates and fractional steps: a row missing inside a series. Months (28-31 days) and sensor clocks
+    (15 or 16 ms) are not exactly even, so a gap counts as missing rows past MAX_SPACING x the series'
+    smallest one: a weekly file with its empty weeks dropped (statsmodels' co2) trained as if the weeks
+    were consecutive, and found a period of 51 instead of 52. Integer steps: _check_steps, exactly."""
+    values = None if np.issubdtype(time.dtype, np.integer) else spaced(order)
+    if values is None:
+        return  # other text (t1, 1970 Q1) only orders the rows
+    dates = pd.api.types.is_datetime64_any_dtype(order)
+    pairs = np.flatnonzero(ids[1:] == ids[:-1])
+    gaps = values[pairs + 1] - values[pairs]
+    spacing = pd.Series(gaps).groupby(series_of_row[pairs]).transform("min").to_numpy()
+    skipped = np.flatnonzero(gaps > MAX_SPACING * spacing)
+    if not skipped.size:
+        return
+    row, usual = pairs[skipped[0]], spacing[skipped[0]]
+    if dates:  # 7 days, 01:00:00, 00:00:00.015000
+        usual = str(pd.Timedelta(int(usual), unit=order.dt.unit))
+        usual = usual.removeprefix("0 days ").removesuffix(" 00:00:00")
+    else:
+        usual = f"{usual:g}"
+    raise ValueError(
+        f"{path}: series {show(ids[row])} has no row between {config.time_column} {show(time[row])} and "
+        f"{show(time[row + 1])}, though its rows are {usual} apart elsewhere: add the missing row(s), with "
+        "empty feature cells if the values are unknown (data.missing fills them), or number the steps 0, 1, "
+        "2, ... if the rows are consecutive by design (business days, trading hours)"
+    )
+
+
+def spaced(order: pd.Series) -> np.ndarray | None:
+    """Steps as in_time_order gives them, as numbers whose differences are their spacing: dates (in their
+    unit) and numbers; None for other text, which only orders the rows."""
+    if pd.api.types.is_datetime64_any_dtype(order):
+        return order.astype("int64").to_numpy()
+    return order.to_numpy(np.float64) if pd.api.types.is_numeric_dtype(order) else None
 
 
 def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
