@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +117,7 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
     return features
 
 
-def _refuse_unnamed(features: list[object], path: Path) -> None:
+def _refuse_unnamed(features: Sequence[object], path: Path) -> None:
     """A column without a header name: pandas' index, written by df.to_csv(path) (aeon's Uschange.csv has
     one). Read as an input it was the row number: a trend the model leant on, and a feature every request
     had to send."""
