@@ -75,10 +75,11 @@ def check_run_folder(folder: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    started = time.perf_counter()  # the budget counts importing torch (4-7 s) too: a user waits for it
+
     from training.config import load_config
     from training.loop import fit
 
-    started = time.perf_counter()
     if args.mlflow:
         os.environ["MLFLOW_TRACKING_URI"] = args.mlflow
     config = load_config(args.config, overrides_from(args))
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
     config = name_the_run(config)
     check_run_folder(Path(config.run_dir) / config.name)
-    result = fit(config, resume=args.resume)
+    result = fit(config, resume=args.resume, started=started)
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         budget = config.optim.time_budget
         print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}; "
