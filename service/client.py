@@ -101,6 +101,7 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
                              f"files' long layout: {id_column}, {time_column}, then the model's features "
                              f"{features} (a file without {id_column} is one series, without {time_column} "
                              "in time order; --id-column / --time-column name others)")
+        say_layout(path, columns, id_column, time_column)
         series: dict[str, list[tuple[str | int, list[float]]]] = {}
         for line, row in enumerate(reader, start=2):
             try:
@@ -112,6 +113,18 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
     if not series:
         raise ValueError(f"{path}: no rows after the header")
     return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+
+
+def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: str) -> None:
+    """Say on stderr, as `gru train` does, when the file is read as one series or in file order. Before,
+    nothing was said: a file of many series under another id column name (`unit`) was sent as one long
+    sequence and answered with one confident, meaningless prediction."""
+    if id_column not in columns:
+        print(f"gru predict: no {id_column!r} column in {path.name}: the file is one series (its columns: "
+              f"{', '.join(columns)}); --id-column NAME names the series column", file=sys.stderr)
+    if time_column not in columns:
+        print(f"gru predict: no {time_column!r} column in {path.name}: its rows are in time order; "
+              "--time-column NAME names the time column", file=sys.stderr)
 
 
 def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_column: str

@@ -49,6 +49,26 @@ def test_a_csv_in_the_training_layout(server, tmp_path: Path) -> None:
     assert json.loads(predict(server, "--file", str(body)).stdout)["predictions"][0] == whole
 
 
+def test_a_file_read_as_one_series_says_so(server, tmp_path: Path) -> None:
+    """A sensor export whose series column is `unit`, not `series_id`: before, it was sent as one long
+    sequence without a word (one meaningless answer for three pumps); now stderr says how it was read
+    and names the flags, as `gru train` does, and with them each unit gets its own answer."""
+    [feature] = httpx.get(f"{server.url}/models/italy").json()["inputs"]["features"]
+    values = README_SEQUENCE.split(",")
+    rows = [f"{unit},2026-03-01 08:00:{t:02d},{v}"
+            for unit in ("p1", "p2", "p3") for t, v in enumerate(values)]
+    path = tmp_path / "export.csv"
+    path.write_text(f"unit,timestamp,{feature}\n" + "\n".join(rows) + "\n")
+    out = predict(server, "--file", str(path))
+    assert out.returncode == 0, out.stderr
+    assert (f"gru predict: no 'series_id' column in export.csv: the file is one series (its columns: unit, "
+            f"timestamp, {feature}); --id-column NAME names the series column") in out.stderr
+    assert "no 'step' column in export.csv: its rows are in time order; --time-column NAME" in out.stderr
+    named = predict(server, "--file", str(path), "--id-column", "unit", "--time-column", "timestamp")
+    assert named.returncode == 0 and named.stderr == ""
+    assert [p["series_id"] for p in json.loads(named.stdout)["predictions"]] == ["p1", "p2", "p3"]
+
+
 def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout
