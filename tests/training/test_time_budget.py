@@ -24,7 +24,8 @@ def test_a_budget_too_small_for_the_rule_cuts_the_epochs_and_the_run_ends_within
     assert 1 <= epochs < 5000
     [end] = [line for line in out.splitlines() if line.startswith("best epoch")]
     assert end.endswith("(time budget 20 s)")
-    run_seconds = int(end.rsplit("; ", 1)[1].split(" s ")[0])  # from the start of gru train (imports included)
+    # from the start of gru train (imports included)
+    run_seconds = int(end.rsplit("; ", 1)[1].split(" s ")[0])
     assert run_seconds <= 20 * 1.25, out  # the end (evaluations, report) is estimated, not measured
 
 
