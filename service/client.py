@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -243,7 +244,11 @@ def run(args: argparse.Namespace) -> int:
     if ids is not None:  # say which series each answer belongs to
         for series_id, prediction in zip(ids, answer.get("predictions", []), strict=False):
             prediction["series_id"] = series_id
-    print(json.dumps(answer, indent=2))
+    try:
+        print(json.dumps(answer, indent=2), flush=True)
+    except BrokenPipeError:  # the reader left (`| head`, a jq that failed): stop quietly, as Unix tools do.
+        # Before: "gru predict: error: [Errno 32] Broken pipe", exit 2, for an answer that was fine.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush finds no pipe
     return 0
 
 

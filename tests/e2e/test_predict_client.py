@@ -69,6 +69,18 @@ def test_a_file_read_as_one_series_says_so(server, tmp_path: Path) -> None:
     assert [p["series_id"] for p in json.loads(named.stdout)["predictions"]] == ["p1", "p2", "p3"]
 
 
+def test_a_reader_that_leaves_early_is_not_an_error(server) -> None:
+    """`gru predict ... | head -1` (or a jq that fails): before, "gru predict: error: [Errno 32] Broken
+    pipe" and exit 2 for an answer that was fine; now nothing is said and the exit is 0."""
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "italy",
+               "--values", README_SEQUENCE]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the answer is printed (imports take a second)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (0, "")
+
+
 def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout
