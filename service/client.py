@@ -177,7 +177,14 @@ def split_requests(sequences: Sequence[Any], max_sequences: int, max_bytes: int,
 def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None]:
     """The request body, and the series ids of a CSV file (None otherwise)."""
     if args.values is not None:
-        return {"sequences": [parse_values(args.values)]}, None
+        values = parse_values(args.values)
+        features = model_features(args.url.rstrip("/"), args.model)
+        # before: the server refused "a flat list ... shape [steps, 2]", a JSON body the user never wrote
+        if len(features) > 1:
+            raise ValueError(f"--values is one sequence of one feature; model {args.model!r} takes "
+                             f"{len(features)} per step ({', '.join(features)}): write them as a CSV "
+                             f"(series_id, step, {', '.join(features)}) and pass --file")
+        return {"sequences": [values]}, None
     if args.file == "-":
         return json.load(sys.stdin), None
     path = Path(args.file)

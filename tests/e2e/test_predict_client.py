@@ -81,6 +81,18 @@ def test_a_reader_that_leaves_early_is_not_an_error(server) -> None:
     assert (process.returncode, stderr) == (0, "")
 
 
+def test_values_for_a_model_of_several_features_names_them_and_the_fix(stream_server) -> None:
+    """--values is one univariate sequence: for a 12-feature model it used to get the server's refusal of
+    a JSON body the user never wrote ("a flat list ... shape [steps, 12]"); now the flag and --file."""
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", stream_server.url, "--model",
+               "vowels_uni", "--values", "0.1,0.2,0.3"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("gru predict: error: --values is one sequence of one feature; model "
+                                 "'vowels_uni' takes 12 per step (")
+    assert out.stderr.rstrip().endswith("and pass --file")
+
+
 def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout
