@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -101,6 +102,7 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
                              f"files' long layout: {id_column}, {time_column}, then the model's features "
                              f"{features} (a file without {id_column} is one series, without {time_column} "
                              "in time order; --id-column / --time-column name others)")
+        say_layout(path, columns, id_column, time_column)
         series: dict[str, list[tuple[str | int, list[float]]]] = {}
         for line, row in enumerate(reader, start=2):
             try:
@@ -112,6 +114,18 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
     if not series:
         raise ValueError(f"{path}: no rows after the header")
     return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+
+
+def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: str) -> None:
+    """Say on stderr, as `gru train` does, when the file is read as one series or in file order. Before,
+    nothing was said: a file of many series under another id column name (`unit`) was sent as one long
+    sequence and answered with one confident, meaningless prediction."""
+    if id_column not in columns:
+        print(f"gru predict: no {id_column!r} column in {path.name}: the file is one series (its columns: "
+              f"{', '.join(columns)}); --id-column NAME names the series column", file=sys.stderr)
+    if time_column not in columns:
+        print(f"gru predict: no {time_column!r} column in {path.name}: its rows are in time order; "
+              "--time-column NAME names the time column", file=sys.stderr)
 
 
 def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_column: str
@@ -163,7 +177,14 @@ def split_requests(sequences: Sequence[Any], max_sequences: int, max_bytes: int,
 def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None]:
     """The request body, and the series ids of a CSV file (None otherwise)."""
     if args.values is not None:
-        return {"sequences": [parse_values(args.values)]}, None
+        values = parse_values(args.values)
+        features = model_features(args.url.rstrip("/"), args.model)
+        # before: the server refused "a flat list ... shape [steps, 2]", a JSON body the user never wrote
+        if len(features) > 1:
+            raise ValueError(f"--values is one sequence of one feature; model {args.model!r} takes "
+                             f"{len(features)} per step ({', '.join(features)}): write them as a CSV "
+                             f"(series_id, step, {', '.join(features)}) and pass --file")
+        return {"sequences": [values]}, None
     if args.file == "-":
         return json.load(sys.stdin), None
     path = Path(args.file)
@@ -230,7 +251,11 @@ def run(args: argparse.Namespace) -> int:
     if ids is not None:  # say which series each answer belongs to
         for series_id, prediction in zip(ids, answer.get("predictions", []), strict=False):
             prediction["series_id"] = series_id
-    print(json.dumps(answer, indent=2))
+    try:
+        print(json.dumps(answer, indent=2), flush=True)
+    except BrokenPipeError:  # the reader left (`| head`, a jq that failed): stop quietly, as Unix tools do.
+        # Before: "gru predict: error: [Errno 32] Broken pipe", exit 2, for an answer that was fine.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush finds no pipe
     return 0
 
 

@@ -109,7 +109,7 @@ def choose(config: TrainConfig, chosen: dict[str, Any], train: Split) -> list[st
     classes = f", {output_size} classes" if task == "classification" else ""
     if model.head == "sigmoid":  # one output for two classes
         classes = ", 2 classes (one sigmoid output)"
-    lines = [f"data: {len(train)} training series, lengths {int(train.lengths.min())}-"
+    lines = [f"data: {len(train)} training {counted(task)}, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {task}{classes}"]
     if model.normalise == "auto":
@@ -168,6 +168,12 @@ def _batches(config: TrainConfig, chosen: dict[str, Any], series: int, few: bool
     return lines
 
 
+def counted(task: str) -> str:
+    """What a forecast trains on: windows cut from its series. Before, a file of one series was described as
+    "551 series" and "441 training series, lengths 24-24", which a user reads as a misread file."""
+    return "windows" if task == "forecast" else "series"
+
+
 def choose_final_fit(config: TrainConfig, task: str, series: int) -> tuple[bool, list[str]]:
     """optim.final_fit "auto": a final fit, except for regression and forecasts from fewer than
     SMALL_VALUE_SET series (or windows): those hold the validation split out, which picks the epoch and
@@ -177,7 +183,7 @@ def choose_final_fit(config: TrainConfig, task: str, series: int) -> tuple[bool,
     if config.optim.final_fit != "auto":
         return config.optim.final_fit, []
     final_fit = not (task in VALUE_TASKS and series < SMALL_VALUE_SET)
-    why = f"{task}, {series} series" if task in VALUE_TASKS else task
+    why = f"{task}, {series} {counted(task)}" if task in VALUE_TASKS else task
     return final_fit, [f"optim.final_fit={str(final_fit).lower()} (auto: {why})"]
 
 

@@ -49,6 +49,50 @@ def test_a_csv_in_the_training_layout(server, tmp_path: Path) -> None:
     assert json.loads(predict(server, "--file", str(body)).stdout)["predictions"][0] == whole
 
 
+def test_a_file_read_as_one_series_says_so(server, tmp_path: Path) -> None:
+    """A sensor export whose series column is `unit`, not `series_id`: before, it was sent as one long
+    sequence without a word (one meaningless answer for three pumps); now stderr says how it was read
+    and names the flags, as `gru train` does, and with them each unit gets its own answer."""
+    [feature] = httpx.get(f"{server.url}/models/italy").json()["inputs"]["features"]
+    values = README_SEQUENCE.split(",")
+    rows = [f"{unit},2026-03-01 08:00:{t:02d},{v}"
+            for unit in ("p1", "p2", "p3") for t, v in enumerate(values)]
+    path = tmp_path / "export.csv"
+    path.write_text(f"unit,timestamp,{feature}\n" + "\n".join(rows) + "\n")
+    out = predict(server, "--file", str(path))
+    assert out.returncode == 0, out.stderr
+    assert (f"gru predict: no 'series_id' column in export.csv: the file is one series (its columns: unit, "
+            f"timestamp, {feature}); --id-column NAME names the series column") in out.stderr
+    assert "no 'step' column in export.csv: its rows are in time order; --time-column NAME" in out.stderr
+    named = predict(server, "--file", str(path), "--id-column", "unit", "--time-column", "timestamp")
+    assert named.returncode == 0 and named.stderr == ""
+    assert [p["series_id"] for p in json.loads(named.stdout)["predictions"]] == ["p1", "p2", "p3"]
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(server) -> None:
+    """`gru predict ... | head -1` (or a jq that fails): before, "gru predict: error: [Errno 32] Broken
+    pipe" and exit 2 for an answer that was fine; now nothing is said and the exit is 0."""
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "italy",
+               "--values", README_SEQUENCE]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before the answer is printed (imports take a second)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (0, "")
+
+
+def test_values_for_a_model_of_several_features_names_them_and_the_fix(stream_server) -> None:
+    """--values is one univariate sequence: for a 12-feature model it used to get the server's refusal of
+    a JSON body the user never wrote ("a flat list ... shape [steps, 12]"); now the flag and --file."""
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", stream_server.url, "--model",
+               "vowels_uni", "--values", "0.1,0.2,0.3"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("gru predict: error: --values is one sequence of one feature; model "
+                                 "'vowels_uni' takes 12 per step (")
+    assert out.stderr.rstrip().endswith("and pass --file")
+
+
 def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_text("a,b,c\n1,2,3\n")  # the old one-sequence layout

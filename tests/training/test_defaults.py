@@ -34,7 +34,7 @@ def resolve(config_and_task: tuple[TrainConfig, str], train: Split) -> tuple[Res
     empty = Split(train.X[:0], train.y[:0], train.lengths[:0])
     data = SequenceData(task, train, empty, empty, ["x"] * train.X.shape[2], labels)  # type: ignore[arg-type]
     resolved, lines = resolve_from(config, data)
-    assert lines[0].startswith("data: ")
+    assert any(line.startswith("data: ") for line in lines)  # after optim.final_fit's line when auto
     return resolved, lines
 
 
@@ -78,6 +78,14 @@ def test_what_the_user_set_is_kept_and_the_run_is_described() -> None:
     assert lines[0] == ("data: 60 training series, lengths 1460-1460 (median 1460), 3 feature(s), "
                         "task classification, 3 classes")
     assert "causal conv (kernel 10, stride 5)" in lines[-1] and "7 epochs x batch 32" in lines[-1]
+
+
+def test_a_forecast_counts_its_windows_not_series() -> None:
+    """A forecast trains on windows cut from its series (one El Nino file: 551): before, the run said
+    "551 series" and "441 training series", which reads as a misread file of one series."""
+    _, lines = resolve(_config("optim.final_fit=auto", task="forecast"), _split(300, [24]))
+    assert lines[0] == "optim.final_fit=false (auto: forecast, 300 windows)"
+    assert lines[1].startswith("data: 300 training windows, lengths 24-24 (median 24), 1 feature(s)")
 
 
 def test_a_binary_sigmoid_model_is_described_with_two_classes() -> None:
