@@ -78,14 +78,7 @@ def validation_pieces(recordings: Recordings) -> Split:
     for i, (cut_at, end) in enumerate(zip(recordings.cuts.tolist(), recordings.ends.tolist(), strict=True)):
         rows += [(i, max(0, first - WARM_UP), first, min(first + WARM_UP, end))
                  for first in range(cut_at, end, WARM_UP)]
-    series = recordings.series
-    steps = max(stop - begin for _, begin, _, stop in rows)
-    X = np.zeros((len(rows), steps, series.X.shape[2]), dtype=series.X.dtype)
-    y = np.full((len(rows), steps), PAD_LABEL, dtype=np.int64)
-    for row, (i, begin, first, stop) in enumerate(rows):
-        X[row, : stop - begin] = series.X[i, begin:stop]
-        y[row, first - begin : stop - begin] = series.y[i, first:stop]
-    return Split(X, y, np.array([stop - begin for _, begin, _, stop in rows], dtype=np.int64))
+    return _gathered(recordings.series, rows)
 
 
 def labelled(series: Split, start: np.ndarray, stop: np.ndarray) -> Split:
@@ -109,10 +102,17 @@ def _windows(series: Split, starts: np.ndarray, stops: np.ndarray, width: int) -
         firsts = list(range(start, stop - span + 1, max(1, span // STRIDE, min(span, spacing))))
         if firsts[-1] != stop - span:
             firsts.append(stop - span)
-        pieces += [(i, first, span) for first in firsts]
-    steps = max(span for _, _, span in pieces)
-    X = np.zeros((len(pieces), steps, series.X.shape[2]), dtype=series.X.dtype)
-    y = np.full((len(pieces), steps), PAD_LABEL, dtype=np.int64)
-    for row, (i, first, span) in enumerate(pieces):
-        X[row, :span], y[row, :span] = series.X[i, first : first + span], series.y[i, first : first + span]
-    return Split(X, y, np.array([span for _, _, span in pieces], dtype=np.int64))
+        pieces += [(i, first, first, first + span) for first in firsts]
+    return _gathered(series, pieces)
+
+
+def _gathered(series: Split, rows: list[tuple[int, int, int, int]]) -> Split:
+    """One row per (recording, begin, first, stop): its steps begin..stop, labelled from `first` on (the
+    steps before it are read, not scored)."""
+    steps = max(stop - begin for _, begin, _, stop in rows)
+    X = np.zeros((len(rows), steps, series.X.shape[2]), dtype=series.X.dtype)
+    y = np.full((len(rows), steps), PAD_LABEL, dtype=np.int64)
+    for row, (i, begin, first, stop) in enumerate(rows):
+        X[row, : stop - begin] = series.X[i, begin:stop]
+        y[row, first - begin : stop - begin] = series.y[i, first:stop]
+    return Split(X, y, np.array([stop - begin for _, begin, _, stop in rows], dtype=np.int64))
