@@ -66,7 +66,7 @@ def resolve(config: TrainConfig, data: SequenceData) -> tuple[ResolvedConfig, li
     final_fit, lines = choose_final_fit(config, data.task, len(data.train) + len(data.val))
     chosen["optim.final_fit"] = final_fit
     train = training_split(data, final_fit)
-    lines += choose(config, chosen, train)
+    lines += choose(config, chosen, train, counted(data.task, data.recordings is not None))
     lines += choose_linear(config, chosen, data, final_fit)
     if config.optim.members == "auto":  # the loop decides, from a timed step (training/ensemble.py)
         chosen["optim.members"] = 1
@@ -100,16 +100,17 @@ def _skip(config: TrainConfig, data: SequenceData) -> int:
     return config.model.seasonal_skip
 
 
-def choose(config: TrainConfig, chosen: dict[str, Any], train: Split) -> list[str]:
+def choose(config: TrainConfig, chosen: dict[str, Any], train: Split, unit: str = "series") -> list[str]:
     """Add to `chosen` a value for every "auto" setting, from the training series (`model.task` and
-    `output_size` already chosen from the data); return the lines that say what and why."""
+    `output_size` already chosen from the data); return the lines that say what and why. `unit`: what
+    the training split holds (counted())."""
     model = config.model
     task, output_size = chosen["model.task"], chosen["model.output_size"]
     median = int(np.median(train.lengths)) if len(train) else 1
     classes = f", {output_size} classes" if task == "classification" else ""
     if model.head == "sigmoid":  # one output for two classes
         classes = ", 2 classes (one sigmoid output)"
-    lines = [f"data: {len(train)} training {counted(task)}, lengths {int(train.lengths.min())}-"
+    lines = [f"data: {len(train)} training {unit}, lengths {int(train.lengths.min())}-"
              f"{int(train.lengths.max())} (median {median}), {train.X.shape[2]} feature(s), "
              f"task {task}{classes}"]
     if model.normalise == "auto":
@@ -168,10 +169,11 @@ def _batches(config: TrainConfig, chosen: dict[str, Any], series: int, few: bool
     return lines
 
 
-def counted(task: str) -> str:
-    """What a forecast trains on: windows cut from its series. Before, a file of one series was described as
-    "551 series" and "441 training series, lengths 24-24", which a user reads as a misread file."""
-    return "windows" if task == "forecast" else "series"
+def counted(task: str, recordings: bool = False) -> str:
+    """What a forecast, or tagging split in time, trains on: windows cut from its series. Before, a file
+    of one series was described as "551 series" and "441 training series, lengths 24-24" (tagging: "28000
+    training series, lengths 32-32"), which a user reads as a misread file."""
+    return "windows" if task == "forecast" or recordings else "series"
 
 
 def choose_final_fit(config: TrainConfig, task: str, series: int) -> tuple[bool, list[str]]:

@@ -59,6 +59,29 @@ def test_one_recording_is_split_in_time_and_no_training_step_reaches_the_test(tm
     assert labelled.min() == test_start and labelled.size == n - test_start
 
 
+def test_the_run_counts_the_windows_cut_from_recordings_as_windows(tmp_path: Path) -> None:
+    """A recording split in time trains on windows: "28000 training series, lengths 32-32" read as a
+    misread file. Recordings held out whole are still series."""
+    from training.defaults import resolve
+
+    path = _recording(tmp_path / "rec.csv", 1_000)
+    config = load_config(None, ["data.dataset=file", f"data.path={path}", "data.task=tagging",
+                                "data.window=64"])
+    data = load_data(config.data)
+    _, lines = resolve(config, data)  # tagging trains a final fit: training and validation windows
+    windows = len(data.train) + len(data.val)
+    assert any(line.startswith(f"data: {windows} training windows, lengths 64-64") for line in lines), lines
+    frames = [pd.read_csv(_recording(tmp_path / f"{i}.csv", 40, seed=i)).assign(series_id=f"r{i}")
+              for i in range(10)]
+    pd.concat(frames).to_csv(tmp_path / "ten.csv", index=False)
+    config = load_config(None, ["data.dataset=file", f"data.path={tmp_path / 'ten.csv'}",
+                                "data.task=tagging"])
+    data = load_data(config.data)
+    _, lines = resolve(config, data)
+    series = len(data.train) + len(data.val)
+    assert any(line.startswith(f"data: {series} training series, lengths 40-40") for line in lines), lines
+
+
 def test_a_test_file_is_the_test_and_the_training_file_gives_training_and_validation(tmp_path: Path) -> None:
     data = load_data(_config(_recording(tmp_path / "a.csv", 600), window=50,
                              test_path=str(_recording(tmp_path / "b.csv", 300, seed=1))))
