@@ -100,7 +100,8 @@ def _manifest(
     refusal = model.streaming_refusal()
     return Manifest(
         name=name, version=version, task=model.config.task,
-        inputs=InputSpec(features=trained.feature_names, max_length=max_length),
+        inputs=InputSpec(features=trained.feature_names, max_length=max_length,
+                         min_length=_min_length(model, trained)),
         output=_output_spec(model, trained),
         gru=gru,
         state=state_spec(model),
@@ -116,6 +117,15 @@ def _manifest(
         checkpoint_sha256=checkpoint_sha256,
         created_at=datetime.now(UTC),
     )
+
+
+def _min_length(model: GRUModel, trained: Checkpoint) -> int:
+    """A forecaster that does not stream reads a window: fewer steps than its training windows are
+    refused. Before, they were answered from what it never learnt (3 monthly values to a period-12 model
+    gave its first value ten times over). One that streams answers after every chunk, as it reads."""
+    if model.config.task == "forecast" and model.streaming_refusal() is not None:
+        return trained.min_train_length
+    return 1
 
 
 def _parity_spec(parity: ParityReport, reference: ParityReport) -> ParitySpec:

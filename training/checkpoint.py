@@ -32,6 +32,7 @@ class Checkpoint:
     data_source: str
     epoch: int  # the best epoch, whose weights these are
     test_metrics: dict[str, Any] = field(default_factory=dict)  # empty until training finished
+    min_train_length: int = 1  # the shortest training sequence (steps); 1 in checkpoints that predate it
 
     @classmethod
     def of(cls, model: GRUModel, config: ResolvedConfig, **facts: Any) -> Checkpoint:

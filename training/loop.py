@@ -623,4 +623,5 @@ def _checkpoint(
         model, config, feature_names=data.feature_names, label_names=data.label_names,
         max_train_length=data.max_length, data_source=data.source, epoch=epoch, test_metrics=test,
         ragged=any(split.ragged for split in (data.train, data.val, data.test)),
+        min_train_length=int(min(split.lengths.min() for split in (data.train, data.val) if len(split))),
     )

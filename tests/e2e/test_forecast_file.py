@@ -53,6 +53,9 @@ def test_target_only_forecast_csv_trains_exports_serves_as_forecast(tmp_path: Pa
         answer = httpx.post(f"{server.url}/models/sun/predict", json=body, timeout=30)
         listed = httpx.get(f"{server.url}/models").json()["models"]
         config = httpx.get(f"{server.url}/v2/models/sun/config").json()
+        short = httpx.post(f"{server.url}/models/sun/predict", json={"sequences": [test.X[0, 12:].tolist()]})
+        v2_short = httpx.post(f"{server.url}/v2/models/sun/infer", json={"inputs": [
+            {"name": "x", "shape": [1, 12, 1], "datatype": "FP32", "data": test.X[0, 12:, 0].tolist()}]})
     finally:
         server.stop()
     assert answer.status_code == 200, answer.text
@@ -64,3 +67,9 @@ def test_target_only_forecast_csv_trains_exports_serves_as_forecast(tmp_path: Pa
     manifest = json.loads((tmp_path / "models" / "sun" / "1" / "manifest.json").read_text())
     assert manifest["task"] == "forecast" and manifest["inputs"]["features"] == ["sunactivity"]
     assert manifest["streaming"]["supported"] is False and manifest["streaming"]["reason"]
+    # it reads windows of 24 (max(24, 2 x 11)): 12 values are refused, not answered from nothing learnt
+    assert manifest["inputs"]["min_length"] == 24 and test.X.shape[1] == 24
+    assert short.status_code == 422 and short.json()["error"]["field"] == "sequences[0]"
+    assert "sequences[0] has 12 steps; this model accepts 24 to" in short.json()["error"]["message"]
+    assert v2_short.status_code == 400
+    assert "x has 12 steps; this model accepts 24 to" in v2_short.json()["error"]

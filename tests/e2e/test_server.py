@@ -77,7 +77,8 @@ def test_classification_matches_onnxruntime_and_pytorch(server, repository, ital
 
 def test_forecast_in_original_units_and_mixed_lengths(server, airline_run) -> None:
     series = load_data(DataConfig(dataset="Airline")).test.X[0, :, 0]
-    sequences = [series.tolist(), series[-12:].tolist(), series.tolist()]
+    longer = np.concatenate([series[:12], series])  # a forecaster that does not stream reads >= its window
+    sequences = [series.tolist(), longer.tolist(), series.tolist()]
     body = _post(server, "airline", {"sequences": sequences}).json()
     forecasts = np.array([p["forecast"] for p in body["predictions"]])
     model = Checkpoint.load(airline_run.checkpoint).model()

@@ -267,7 +267,7 @@ def test_a_model_that_cannot_stream_refuses_a_carried_state_on_every_api(bidirec
 
 
 def test_a_window_scaled_forecaster_refuses_a_carried_state(served) -> None:
-    x = {"name": "x", "shape": [1, 12, 1], "datatype": "FP32", "data": [100.0 + i for i in range(12)]}
+    x = {"name": "x", "shape": [1, 24, 1], "datatype": "FP32", "data": [100.0 + i for i in range(24)]}
     first = httpx.post(f"{served.url}/v2/models/airline/infer", json={"inputs": [x]}).json()["outputs"][1]
     state = {"name": "state", "shape": first["shape"], "datatype": "FP32", "data": first["data"]}
     carried = httpx.post(f"{served.url}/v2/models/airline/infer", json={"inputs": [x, state]})
