@@ -178,10 +178,11 @@ def test_gru_predict_reads_a_forecast_file_as_training_did_dates_and_no_id(tmp_p
     assert "date 'Dec 2023' ... are neither numbers nor ISO dates" in refused.stderr
 
 
-def test_a_seasonal_skip_you_set_is_kept_so_a_series_without_season_can_answer_the_naive(
-        tmp_path: Path) -> None:
-    """Nile (statsmodels, 100 yearly flows, no season): at defaults the dropped correction left the mean
-    level, MASE 1.20 against the naive's 0.95; `model.seasonal_skip=1` was overwritten by the data's 0."""
+def test_a_series_without_season_and_few_validation_windows_answers_the_naive_and_a_skip_you_set_is_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Nile (statsmodels, 100 yearly flows, no season, 9 validation windows): at defaults the dropped
+    correction left the mean level, MASE 1.20 against the naive's 0.95; `model.seasonal_skip=1` was
+    overwritten by the data's 0. Now the default is the naive there, and a skip you set (0) is kept."""
     from training.loop import fit
 
     flows = 900 + np.cumsum(np.random.default_rng(0).normal(0, 60, 100))
@@ -189,13 +190,16 @@ def test_a_seasonal_skip_you_set_is_kept_so_a_series_without_season_can_answer_t
     common = ["data.dataset=file", f"data.path={tmp_path / 'nile.csv'}", "data.task=forecast",
               "data.time_column=year", "data.target_column=volume", f"run_dir={tmp_path}",
               "optim.max_epochs=2", "model.hidden_size=8", "optim.plots=false", "optim.tensorboard=false"]
-    default = fit(load_config(None, [*common, "name=default"]))
-    mase, naive = default.test_metrics["mase"], default.test_metrics["baselines"]["naive"]["mase"]
+    unskipped = fit(load_config(None, [*common, "name=unskipped", "model.seasonal_skip=0"]))
+    mase, naive = unskipped.test_metrics["mase"], unskipped.test_metrics["baselines"]["naive"]["mase"]
     assert mase > naive and any(line.startswith(f"the naive (the last value, repeated) beats it: MASE "
                                                 f"{naive:.4f} against {mase:.4f}") and
                                 line.endswith("--set model.seasonal_skip=1 starts it at the naive")
-                                for line in default.diagnosis)
-    result = fit(load_config(None, [*common, "name=skip", "model.seasonal_skip=1"]))
+                                for line in unskipped.diagnosis)
+    capsys.readouterr()
+    result = fit(load_config(None, [*common, "name=skip"]))  # the default: the naive
+    assert ("model.seasonal_skip=1 (auto: not seasonal, and too few validation windows to judge a correction "
+            "to a 12-step forecast (9; 13 needed)") in capsys.readouterr().out
     assert not any(line.startswith("the naive") for line in result.diagnosis)
     metrics = result.test_metrics
     assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
