@@ -24,7 +24,10 @@ FLAGS = {"GRU_MODEL_REPOSITORY": "--models", "GRU_HOST": "--host", "GRU_PORT": "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", help="model repository folder (GRU_MODEL_REPOSITORY, default: models)")
+    # --repository too: gru export, import and pull name the same folder so (a newcomer's `gru serve
+    # --repository models` was "unrecognized arguments")
+    parser.add_argument("--models", "--repository", dest="models",
+                        help="model repository folder (GRU_MODEL_REPOSITORY, default: models)")
     parser.add_argument("--host", help="bind address (GRU_HOST, default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (GRU_PORT, default: 8000)")
     parser.add_argument("--grpc-port", type=int,

@@ -77,8 +77,9 @@ def test_a_corrupt_bundle_at_start_up_is_reported_the_rest_serves(repository: Pa
     assert "Traceback" not in server.output()
 
 
-def test_a_missing_repository_stops_start_up_with_one_error_line(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "gru_cli", "serve", "--models", str(tmp_path / "nope")],
+@pytest.mark.parametrize("flag", ["--models", "--repository"])  # --repository: as gru export's
+def test_a_missing_repository_stops_start_up_with_one_error_line(tmp_path: Path, flag: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "gru_cli", "serve", flag, str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
     assert f"gru serve: error: model repository {tmp_path / 'nope'} is not a folder" in out.stderr
