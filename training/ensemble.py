@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from training.defaults import counted
 from training.model import GRUModel
 
 SHARED = ("normaliser.", "linear.")  # fitted in closed form on the data: identical in every member
@@ -122,8 +123,8 @@ def wanted_members(task: str, series: int, outputs: int, final_fit: bool) -> tup
     if task == "tagging":
         return False, task
     if final_fit:
-        return True, f"{task} trained as a final fit on {series} series"
-    return False, f"{task} whose correction to its baseline is shrunk on the validation series"
+        return True, f"{task} trained as a final fit on {series} {counted(task)}"
+    return False, f"{task} whose correction to its baseline is shrunk on the validation {counted(task)}"
 
 
 def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None,

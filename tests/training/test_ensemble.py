@@ -120,7 +120,9 @@ def test_auto_members_only_where_few_series_per_output_and_as_many_as_fit_the_bu
     assert wanted_members("classification", 36, 3, True)[0] is True  # ArrowHead: 12 per class
     assert wanted_members("classification", 200, 6, True)[0] is False  # OSULeaf: 33 per class
     assert wanted_members("forecast", 1378, 6, True) == (True, "forecast trained as a final fit on 1378 "
-                                                         "series")
+                                                         "windows")  # windows cut from 181 series
+    assert wanted_members("regression", 1378, 1, True) == (True, "regression trained as a final fit on "
+                                                           "1378 series")
     assert choose_members("auto", wanted_members("regression", 74, 1, False), None, 1.0, 120.0) == (
         1, "optim.members=1 (auto: regression whose correction to its baseline is shrunk on the validation "
         "series: one model)")
