@@ -130,6 +130,31 @@ def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: 
     assert saved["data"]["window"] == chosen
 
 
+def test_the_final_model_starts_from_the_winning_window_candidate(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """GunPoint played as recordings, seed 2: the winning candidate scored 0.905 on the validation steps,
+    the final model, from a fresh start, stayed at the majority label (0.4907). It now starts from the
+    winner: its first epoch fits the training windows better than a fresh start at the same length."""
+    from training.loop import fit
+
+    path = _recording(tmp_path / "rec.csv", 800)
+    common = ["data.dataset=file", f"data.path={path}", "data.task=tagging", "data.feature_columns=[value]",
+              f"run_dir={tmp_path}", "optim.max_epochs=3", "model.hidden_size=8", "optim.plots=false",
+              "optim.tensorboard=false"]
+    warm: list[float] = []
+    fit(load_config(None, [*common, "name=warm"]),
+        on_epoch=lambda _, record: warm.append(record["train_loss"]))
+    out = capsys.readouterr().out
+    chosen = int(next(line for line in out.splitlines() if line.startswith("data.window=")).split()[0][12:])
+    winner = tmp_path / "warm" / "selection" / f"window-{chosen}" / "0" / "checkpoint.pt"
+    assert f"model: starts from the window comparison's winner ({winner})" in out and winner.exists()
+    fresh: list[float] = []
+    fit(load_config(None, [*common, "name=fresh", f"data.window={chosen}"]),
+        on_epoch=lambda _, record: fresh.append(record["train_loss"]))
+    assert "starts from" not in capsys.readouterr().out
+    assert warm[0] < fresh[0] - 0.02, (warm, fresh)
+
+
 def test_a_resumed_run_keeps_the_window_without_comparing_again(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     import yaml
