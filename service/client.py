@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -237,12 +238,17 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(body, dict) or not isinstance(body.get("sequences"), list):
             raise ValueError('the input must be {"sequences": [...]}')
         answer: dict[str, Any] = {}
+        sent = 0  # sequences in the requests before this one
         for chunk in split_requests(body["sequences"], args.max_sequences, args.max_bytes, args.binary):
-            part = predict(url, args.model, chunk, args.binary)
+            try:
+                part = predict(url, args.model, chunk, args.binary)
+            except urllib.error.HTTPError as exc:
+                raise ValueError(explain_http_error(exc, url, args.model, sent, ids)) from None
+            sent += len(chunk)
             answer = answer or part
             if part is not answer:
                 answer["predictions"] += part["predictions"]
-    except urllib.error.HTTPError as exc:
+    except urllib.error.HTTPError as exc:  # the model's inputs (GET /models/NAME), asked for a CSV file
         raise ValueError(explain_http_error(exc, url, args.model)) from None
     except urllib.error.URLError as exc:
         raise ValueError(explain_unreachable(exc.reason, url)) from None
@@ -259,8 +265,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str) -> str:
-    """One line from the server's JSON error (native or v2 form) and what to change."""
+def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str, sent: int = 0,
+                       ids: list[str] | None = None) -> str:
+    """One line from the server's JSON error (native or v2 form) and what to change. `sent`: the
+    sequences of the requests before this one; `ids`: the file's series ids, so that a refused sequence
+    is named as the file names it (before: "sequences[1]" of the third request, for series 'short')."""
     try:
         error = json.loads(exc.read())["error"]
     except (ValueError, KeyError, TypeError):
@@ -268,7 +277,14 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str) -> str
     if isinstance(error, str):
         error = {"message": error}
     code, message = error.get("code", ""), error.get("message") or exc.reason
-    where = f" ({error['field']})" if error.get("field") else ""
+    field = str(error.get("field") or "")
+    index = re.fullmatch(r"sequences\[(\d+)\]", field)
+    if index:  # the index in the whole input, and the file's series id
+        whole = f"sequences[{sent + int(index[1])}]"
+        message, field = str(message).replace(field, whole), whole
+        if ids is not None and sent + int(index[1]) < len(ids):
+            field += f", series {ids[sent + int(index[1])]!r}"
+    where = f" ({field})" if field else ""
     fix = {
         "model_not_found": "choose one of them with --model NAME",
         "body_too_large": "the server's GRU_MAX_BODY_BYTES is below --max-bytes: pass a smaller --max-bytes",

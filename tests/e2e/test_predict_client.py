@@ -104,6 +104,20 @@ def test_what_a_user_can_fix_is_one_error_line(server, tmp_path: Path) -> None:
     assert out.returncode == 2 and "'two' is not a number" in out.stderr
 
 
+def test_a_refused_series_is_named_as_the_file_names_it(server, tmp_path: Path) -> None:
+    """The third series, too long, sent in the third request (--max-sequences 1): before, the error said
+    "sequences[0]", its index in that request; now its index in the file and its series id."""
+    [feature] = httpx.get(f"{server.url}/models/italy").json()["inputs"]["features"]
+    lengths = {"a": 24, "b": 24, "long": 300}  # over the italy bundle's max_length, 256
+    rows = [f"{name},{t},0.5" for name, steps in lengths.items() for t in range(steps)]
+    path = tmp_path / "three.csv"
+    path.write_text(f"series_id,step,{feature}\n" + "\n".join(rows) + "\n")
+    out = predict(server, "--file", str(path), "--max-sequences", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert ("HTTP 422 invalid_input (sequences[2], series 'long'): sequences[2] has 300 steps; this model "
+            "accepts 1 to 256") in out.stderr, out.stderr
+
+
 def _file_of(tmp_path: Path, count: int) -> tuple[Path, list[list[float]]]:
     rng = np.random.default_rng(0)
     sequences = rng.normal(size=(count, 24)).round(6).tolist()
