@@ -184,7 +184,8 @@ def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, s
     width, line = selection.window_winner(scores, data, time.perf_counter() - begun)
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
     winner = run_dir / f"window-{width}" / "0" / "checkpoint.pt"  # selection.window_candidate's run
-    return config.with_values({"data.window": width}), selection.with_window(data, width), [line], winner
+    return (config.with_values({"data.window": width}), selection.with_window(data, width), [line],
+            winner if winner.exists() else None)
 
 
 def _warm_start(model: GRUModel, checkpoint: Path) -> str:
