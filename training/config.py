@@ -167,6 +167,9 @@ class OptimConfig(_Section):
     # whole); auto: 0.8 for few series per class (training/defaults.py), 0.8 or 1 by cross-validation for
     # long series (training/selection.py), else 1
     crop: ShareOrAuto = "auto"
+    # augmentation (classification): time warping, each series read at a speed 1 + N(0, time_warp²)
+    # drifting smoothly along it (training/recipe.py time_warp); 0: none
+    time_warp: Number = Field(0.0, ge=0)
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
     # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
     # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)
@@ -183,6 +186,10 @@ class OptimConfig(_Section):
     # wider GRU whose head averages theirs (training/ensemble.py); "auto": where few training series per
     # output make one model's variance dominate, as many as fit the time budget
     members: WholeOrAuto = "auto"
+    # a final fit keeps the mean of the weights after each of this share of the last epochs (stochastic
+    # weight averaging, Izmailov et al. 2018) instead of the last epoch's; 0: the last epoch's. Weights
+    # only: the exported graph is the same shape (training/loop.py _Average)
+    average: Number = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(_Section):

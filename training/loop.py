@@ -38,7 +38,7 @@ from training.diagnose import diagnose, naive_ahead, test_labels
 from training.linear import fit_linear_path
 from training.mlflow_run import MlflowRun, configured
 from training.model import GRUModel
-from training.recipe import augment, crop, end_reserve, make_schedule, may_stop, plan_epochs
+from training.recipe import augment, crop, end_reserve, make_schedule, may_stop, plan_epochs, time_warp
 from training.resume import Progress, load_last, save_last, saved_config
 from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
@@ -417,6 +417,7 @@ def _train(
                   initial=progress.epoch, total=opt.max_epochs)
     if validating and stops(progress):  # interrupted after it had already stopped early
         epochs = tqdm([], disable=True)
+    average = _Average(opt, ckpt, progress.epoch)
     with Tracker(run_dir, config, ctx.is_main, progress.epoch, mlflow=not quiet) as tracker:
         for epoch in epochs:
             started = time.perf_counter()
@@ -441,7 +442,7 @@ def _train(
                 progress.best_loss = record.get("val_loss", 0.0)
                 progress.best_epoch, progress.stale = epoch, 0
                 if ctx.is_main:
-                    _checkpoint(model, config, data, epoch, {}).save(ckpt)
+                    _checkpoint(average.after(model, epoch), config, data, epoch, {}).save(ckpt)
             else:
                 progress.stale += 1
             if ctx.is_main:  # after the best checkpoint: a kill between the two repeats no work
@@ -455,6 +456,41 @@ def _train(
                                "ran slower than the step timed at the start)")
                 break
     return progress.best_epoch
+
+
+class _Average:
+    """optim.average: from epoch `first` on, a final fit's checkpoint holds the mean of the weights after
+    each epoch (SWA) rather than the last epoch's: the one-cycle schedule's falling learning rate still
+    moves the weights there, and their mean sits in a flatter part of the loss than any one of them. A
+    resumed run takes the mean so far from its checkpoint (the epochs averaged follow from `first`)."""
+
+    def __init__(self, opt: ResolvedOptimConfig, ckpt: Path, done: int):
+        share = opt.average if opt.final_fit else 0.0
+        self.first = opt.max_epochs - max(1, round(share * opt.max_epochs)) + 1 if share else None
+        self.mean: dict[str, torch.Tensor] | None = None
+        self.resumed = ckpt if self.first is not None and done >= self.first else None
+
+    def after(self, model: GRUModel, epoch: int) -> GRUModel:
+        """The model to checkpoint after `epoch` (the main rank's): `model` itself, or a copy holding the
+        mean so far."""
+        if self.first is None or epoch < self.first:
+            return model
+        if self.mean is None and self.resumed is not None:  # read here: only the main rank checkpoints
+            self.mean = dict(Checkpoint.load(self.resumed).state_dict)
+        state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        if self.mean is not None:  # the running mean over epoch - first + 1 epochs
+            count = epoch - self.first + 1
+            state = {name: _moved(mean, state[name], count) for name, mean in self.mean.items()}
+        self.mean = state
+        averaged = copy.deepcopy(model)
+        averaged.load_state_dict(state)
+        return averaged
+
+
+def _moved(mean: torch.Tensor, value: torch.Tensor, count: int) -> torch.Tensor:
+    """A running mean over `count` values, `value` the newest (a resumed mean comes from the CPU)."""
+    mean = mean.to(value.device)
+    return mean + (value - mean) / count if mean.is_floating_point() else value
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -530,11 +566,13 @@ def _train_epoch(
 def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, opt: ResolvedOptimConfig
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A training batch perturbed (recipe.py): classification and tagging only, as a perturbed window has
-    another forecast; cropped for classification only, as tagging's labels are per step."""
+    another forecast; time-warped and cropped for classification only, as tagging's labels are per step."""
     if model.task_head.values:
         return X, lengths
     X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
-    return (X, lengths) if model.task_head.per_step else crop(X, lengths, opt.crop)
+    if model.task_head.per_step:
+        return X, lengths
+    return crop(time_warp(X, lengths, opt.time_warp), lengths, opt.crop)
 
 
 EVAL_STEPS = 1 << 18  # padded steps scored at once (rows x steps): ~1 GB at hidden size 128

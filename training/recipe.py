@@ -67,6 +67,27 @@ def crop(x: torch.Tensor, lengths: torch.Tensor | None, share: float
     return windows * step_mask(kept.to(x.device), windows.shape[1]).unsqueeze(2).to(x.dtype), kept
 
 
+WARP_KNOTS = 4  # time warping: the speed curve's random values, spread over each series
+
+
+def time_warp(x: torch.Tensor, lengths: torch.Tensor | None, strength: float) -> torch.Tensor:
+    """Time warping (Um et al. 2017): each series read at a speed that drifts smoothly, 1 + N(0,
+    strength²) at WARP_KNOTS points linearly between, so its shapes stretch and shrink in time while its
+    start and end stay where they were. strength 0: unchanged. Valid steps only; the rest stay zero."""
+    if not strength:
+        return x
+    batch, steps, _ = x.shape
+    full = (torch.full((batch,), steps) if lengths is None else lengths.long()).to(x.device)
+    speed = (1 + strength * torch.randn(batch, 1, WARP_KNOTS, device=x.device)).clamp(min=0.1)
+    speed = torch.nn.functional.interpolate(speed, size=steps, mode="linear", align_corners=True)[:, 0]
+    position = speed.cumsum(1) - speed[:, :1]  # 0 at the first step
+    end = position.gather(1, (full - 1).clamp(min=0).unsqueeze(1)).clamp(min=1e-6)
+    index = (position / end * (full - 1).unsqueeze(1)).round().long()
+    index = torch.minimum(index, (full - 1).clamp(min=0).unsqueeze(1))
+    warped = gather_steps(x, index)
+    return warped if lengths is None else warped * step_mask(full, steps).unsqueeze(2).to(x.dtype)
+
+
 # What the end of a run needs after the last epoch (test evaluation, checkpoint, report, plots): a share
 # of the budget, at least a few seconds.
 END_SHARE, END_SECONDS = 0.1, 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.normalise import Normaliser
-from training.recipe import augment, crop, make_schedule, plan_epochs
+from training.recipe import augment, crop, make_schedule, plan_epochs, time_warp
 
 
 def _normaliser(mean: float, std: float) -> Normaliser:
@@ -74,3 +74,21 @@ def test_a_crop_is_a_window_of_each_series_valid_steps_moved_to_the_start() -> N
     assert len(starts) > 3  # a random window each time
     assert crop(x, None, 0.5)[1].tolist() == [20] * 4
     assert crop(x, lengths, 1.0) == (x, lengths)
+
+
+def test_time_warping_reads_each_series_in_order_from_its_first_to_its_last_step() -> None:
+    torch.manual_seed(0)
+    lengths = torch.tensor([40, 10, 25, 1])
+    x = (torch.arange(1, 41, dtype=torch.float32)[None, :, None] * torch.tensor([1.0, -1.0])).repeat(4, 1, 1)
+    x = x * (torch.arange(40)[None] < lengths[:, None]).unsqueeze(2)
+    moved = False
+    for _ in range(20):
+        out = time_warp(x, lengths, 0.3)
+        assert out.shape == x.shape
+        for row, n in zip(out, lengths.tolist(), strict=True):
+            steps = row[:n, 0]  # steps numbered from 1: the first and last kept, never backwards
+            assert steps[0] == 1 and steps[-1] == n and bool((steps.diff() >= 0).all())
+            assert torch.equal(row[:n, 1], -steps) and (row[n:] == 0).all()
+            moved |= not torch.equal(steps, torch.arange(1, n + 1, dtype=torch.float32))
+    assert moved  # a random warp each time
+    assert time_warp(x, lengths, 0.0) is x
