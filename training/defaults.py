@@ -288,6 +288,8 @@ def summary(config: ResolvedConfig) -> str:
     m, o = config.model, config.optim
     direction = "bidirectional " if m.bidirectional else ""
     kept = "final fit, last epoch kept" if o.final_fit else "best validation epoch kept"
+    if o.final_fit and o.average:  # training/loop.py _Average
+        kept = f"final fit, the mean of the weights over its last {o.average:.0%} of epochs kept"
     stride = m.patch
     front = {"conv": f"causal conv (kernel {m.conv_kernel * stride}, stride {stride}) + conv (kernel 3)",
              "patch": f"patches of {stride} step(s)", "none": "no front end"}[m.frontend]
@@ -295,6 +297,8 @@ def summary(config: ResolvedConfig) -> str:
     augmented = "no augmentation" if m.task in VALUE_TASKS else f"jitter {o.jitter:g}, scaling {o.scaling:g}"
     if m.task == "classification" and o.crop < 1:
         augmented += f", crop {o.crop:g}"
+    if m.task == "classification" and o.time_warp:
+        augmented += f", time warp {o.time_warp:g}"
     return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
             f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
             f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "

@@ -139,3 +139,12 @@ def test_few_series_per_class_get_a_smaller_model_pooled_readout_and_crops_excep
     assert (config.model.hidden_size, config.optim.crop, config.optim.max_epochs) == (128, 1, 200)
     assert config.model.readout == ["last", "mean", "max"]
     assert "crop" not in lines[-1]
+
+
+def test_the_summary_says_what_the_opt_in_augmentation_and_averaging_do() -> None:
+    """optim.average and optim.time_warp: the summary said "last epoch kept" and nothing of the warp."""
+    _, lines = resolve(_config("optim.average=0.5", "optim.time_warp=0.2"), _split(60, [24]))
+    assert lines[-1].endswith(", time warp 0.2, final fit, the mean of the weights over its last 50% of "
+                              "epochs kept")
+    _, lines = resolve(_config(), _split(60, [24]))
+    assert lines[-1].endswith("scaling 0.1, final fit, last epoch kept")
