@@ -139,7 +139,8 @@ def compare_predictions(url: str, repo: Path) -> float:
         session = ort.InferenceSession(str(manifest_path.parent / manifest.onnx.file),
                                        providers=["CPUExecutionProvider"])
         length = manifest.training.max_train_length
-        for batch, steps in ((1, length), (7, length), (3, max(1, length // 2)), (2, length * 2)):
+        shorter = max(manifest.inputs.min_length, length // 2)  # a forecaster reads whole windows
+        for batch, steps in ((1, length), (7, length), (3, shorter), (2, length * 2)):
             x = rng.normal(size=(batch, steps, features)).astype(np.float32)
             status, answer = http(f"{url}/models/{name}/predict", {"sequences": x.tolist()})
             if status != 200:
@@ -168,8 +169,9 @@ def compare_grpc(url: str, grpc_port: int, repo: Path) -> float:
     with triton.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
         for manifest_path in sorted(repo.glob("*/*/manifest.json")):
             name = manifest_path.parent.parent.name
-            features = json.loads(manifest_path.read_text())["inputs"]["features"]
-            x = np.random.default_rng(1).normal(size=(3, 20, len(features))).astype(np.float32)
+            inputs = json.loads(manifest_path.read_text())["inputs"]
+            steps = max(20, inputs["min_length"])  # a forecaster reads whole windows
+            x = np.random.default_rng(1).normal(size=(3, steps, len(inputs["features"]))).astype(np.float32)
             tensor = triton.InferInput("x", list(x.shape), "FP32")
             tensor.set_data_from_numpy(x)
             served = client.infer(name, [tensor]).as_numpy("output").astype(np.float64)
