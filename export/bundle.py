@@ -101,7 +101,7 @@ def _manifest(
     return Manifest(
         name=name, version=version, task=model.config.task,
         inputs=InputSpec(features=trained.feature_names, max_length=max_length,
-                         min_length=_min_length(model, trained)),
+                         min_length=_min_length(model, trained, refusal)),
         output=_output_spec(model, trained),
         gru=gru,
         state=state_spec(model),
@@ -119,11 +119,11 @@ def _manifest(
     )
 
 
-def _min_length(model: GRUModel, trained: Checkpoint) -> int:
+def _min_length(model: GRUModel, trained: Checkpoint, streaming_refusal: str | None) -> int:
     """A forecaster that does not stream reads a window: fewer steps than its training windows are
     refused. Before, they were answered from what it never learnt (3 monthly values to a period-12 model
     gave its first value ten times over). One that streams answers after every chunk, as it reads."""
-    if model.config.task == "forecast" and model.streaming_refusal() is not None:
+    if model.config.task == "forecast" and streaming_refusal is not None:
         return trained.min_train_length
     return 1
 

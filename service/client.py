@@ -280,10 +280,10 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str, sent: 
     field = str(error.get("field") or "")
     index = re.fullmatch(r"sequences\[(\d+)\]", field)
     if index:  # the index in the whole input, and the file's series id
-        whole = f"sequences[{sent + int(index[1])}]"
-        message, field = str(message).replace(field, whole), whole
-        if ids is not None and sent + int(index[1]) < len(ids):
-            field += f", series {ids[sent + int(index[1])]!r}"
+        at = sent + int(index[1])
+        message, field = str(message).replace(field, f"sequences[{at}]"), f"sequences[{at}]"
+        if ids is not None and at < len(ids):
+            field += f", series {ids[at]!r}"
     where = f" ({field})" if field else ""
     fix = {
         "model_not_found": "choose one of them with --model NAME",

@@ -164,10 +164,9 @@ def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, s
     saved = _first_choice(config, "window", None, section="data") if resume else None
     run_dir, budget = Path(config.run_dir) / config.name / "selection", config.optim.time_budget
     if saved is not None:  # under torchrun too, or with another optim.final_fit
-        winner = run_dir / f"window-{int(saved)}" / "0" / "checkpoint.pt"  # where the first start began
         return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
                 [f"data.window={int(saved)} (as chosen when the interrupted run started)"],
-                winner if winner.exists() else None)
+                selection.window_checkpoint(run_dir, int(saved)))  # where the first start began
     if not selection.compares_windows(config, data, ctx.distributed):
         why = "under torchrun" if ctx.distributed else "with optim.final_fit=false"
         width = selection.WIDTHS[0]  # what training/data/files.py cut
@@ -183,9 +182,8 @@ def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, s
                              selection.window_trial(data, width)).test_metrics
     width, line = selection.window_winner(scores, data, time.perf_counter() - begun)
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
-    winner = run_dir / f"window-{width}" / "0" / "checkpoint.pt"  # selection.window_candidate's run
     return (config.with_values({"data.window": width}), selection.with_window(data, width), [line],
-            winner if winner.exists() else None)
+            selection.window_checkpoint(run_dir, width))
 
 
 def _warm_start(model: GRUModel, checkpoint: Path) -> str:

@@ -25,6 +25,7 @@ training part's windows of its length; the lower validation loss wins."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,13 @@ def window_candidate(config: TrainConfig, width: int, budget: float | None, run_
     return config.with_values({"data.window": width, "optim.members": 1, "optim.final_fit": True,
                                "optim.time_budget": budget, "optim.plots": False, "optim.tensorboard": False,
                                "run_dir": f"{run_dir}/window-{width}", "name": "0"})
+
+
+def window_checkpoint(run_dir: Path, width: int) -> Path | None:
+    """The checkpoint window_candidate's run of `width` wrote under `run_dir`, where it exists: the final
+    model starts from the winner's."""
+    path = run_dir / f"window-{width}" / "0" / "checkpoint.pt"
+    return path if path.exists() else None
 
 
 def window_winner(scores: dict[int, dict[str, Any]], data: SequenceData, seconds: float) -> tuple[int, str]:
