@@ -100,8 +100,8 @@ def _fit(config: TrainConfig, ctx: distributed.Context, on_epoch: EpochHook | No
     model.normaliser.fit(train.X, targets, lengths=train.lengths)
     if data.sharded:  # each rank saw only its series: statistics over all of them
         distributed.sync_normaliser(model.normaliser, train.X, targets, ctx)
-    if warm is not None:
-        chosen.append(_warm_start(model, warm))
+    if warm[1]:
+        chosen.append(_warm_start(model, *warm))
     if resolved.model.linear_steps:  # fitted on every training series, as the ridge baseline is
         chosen.append(fit_linear_path(model, defaults.merge(data.train, data.val, data.task)))
     model.to(ctx.device)
@@ -154,25 +154,26 @@ def _crop(config: TrainConfig, resolved: ResolvedConfig, data: SequenceData, ctx
 
 
 def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, started: float,
-            resume: bool) -> tuple[TrainConfig, SequenceData, list[str], Path | None]:
+            resume: bool) -> tuple[TrainConfig, SequenceData, list[str], tuple[Path | None, str]]:
     """data.window unset for tagging split in time (training/selection.py): the config and data with the
     window length that scored best on the validation steps, the line that says why, and the winning
-    candidate's checkpoint, which the final model starts from; a resumed run keeps what its first start
-    chose; without a comparison (no final fit, torchrun) the first of WIDTHS."""
+    candidate's checkpoint the final model starts from with its line (selection.window_checkpoint); a
+    resumed run keeps what its first start chose; without a comparison (no final fit, torchrun) the first
+    of WIDTHS."""
     if data.recordings is None or config.data.window is not None:
-        return config, data, [], None
+        return config, data, [], (None, "")
     saved = _first_choice(config, "window", None, section="data") if resume else None
     run_dir, budget = Path(config.run_dir) / config.name / "selection", config.optim.time_budget
     if saved is not None:  # under torchrun too, or with another optim.final_fit
         return (config.with_values({"data.window": int(saved)}), selection.with_window(data, int(saved)),
                 [f"data.window={int(saved)} (as chosen when the interrupted run started)"],
-                selection.window_checkpoint(run_dir, int(saved)))  # where the first start began
+                selection.window_checkpoint(run_dir, int(saved), data))  # where the first start began
     if not selection.compares_windows(config, data, ctx.distributed):
         why = "under torchrun" if ctx.distributed else "with optim.final_fit=false"
         width = selection.WIDTHS[0]  # what training/data/files.py cut
         return config.with_values({"data.window": width}), data, [
             f"data.window={width} (default: window lengths are compared only in a single process with a "
-            f"final fit, not {why}; set data.window to choose)"], None
+            f"final fit, not {why}; set data.window to choose)"], (None, "")
     begun = time.perf_counter()
     each = None if budget is None else max(1.0, selection.CANDIDATE_SHARE * (budget - (begun - started)))
     scores = {}
@@ -183,18 +184,19 @@ def _window(config: TrainConfig, data: SequenceData, ctx: distributed.Context, s
     width, line = selection.window_winner(scores, data, time.perf_counter() - begun)
     seed_everything(config.optim.seed, config.optim.threads, ctx.device)  # as if nothing had run before
     return (config.with_values({"data.window": width}), selection.with_window(data, width), [line],
-            selection.window_checkpoint(run_dir, width))
+            selection.window_checkpoint(run_dir, width, data))
 
 
-def _warm_start(model: GRUModel, checkpoint: Path) -> str:
-    """The final model starts from the window comparison's winner (its weights; the normaliser stays
-    fitted on the final training windows), and the line that says so. From a fresh start, GunPoint played
-    as recordings (seed 2) stayed at the majority label (0.4907) although its winning candidate scored
-    0.905 on the validation steps."""
-    state = {key: value for key, value in Checkpoint.load(checkpoint).state_dict.items()
-             if not key.startswith("normaliser.")}
-    model.load_state_dict(state, strict=False)
-    return f"model: starts from the window comparison's winner ({checkpoint})"
+def _warm_start(model: GRUModel, checkpoint: Path | None, line: str) -> str:
+    """The final model starts from the window comparison's winner where `checkpoint` is one (its weights;
+    the normaliser stays fitted on the final training windows); `line` says which start. From a fresh
+    start, GunPoint played as recordings (seed 2) stayed at the majority label (0.4907) although its
+    winning candidate scored 0.905 on the validation steps."""
+    if checkpoint is not None:
+        state = {key: value for key, value in Checkpoint.load(checkpoint).state_dict.items()
+                 if not key.startswith("normaliser.")}
+        model.load_state_dict(state, strict=False)
+    return line
 
 
 def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceData, resolved: ResolvedConfig,

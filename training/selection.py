@@ -25,6 +25,7 @@ training part's windows of its length; the lower validation loss wins."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,25 @@ def window_candidate(config: TrainConfig, width: int, budget: float | None, run_
                                "run_dir": f"{run_dir}/window-{width}", "name": "0"})
 
 
-def window_checkpoint(run_dir: Path, width: int) -> Path | None:
-    """The checkpoint window_candidate's run of `width` wrote under `run_dir`, where it exists: the final
-    model starts from the winner's."""
+def window_checkpoint(run_dir: Path, width: int, data: SequenceData) -> tuple[Path | None, str]:
+    """The checkpoint window_candidate's run of `width` wrote under `run_dir`, which the final model starts
+    from, and the line that says so; None where it does not exist or where its validation log-loss does
+    not beat predicting the validation steps' label frequencies: such a winner learnt nothing to start
+    from (ArrowHead played as recordings, seed 0: loss 1.15 against ln 3, 0.546 warm against 0.689
+    fresh)."""
     path = run_dir / f"window-{width}" / "0" / "checkpoint.pt"
-    return path if path.exists() else None
+    if not path.exists():
+        return None, ""
+    loss = json.loads((path.parent / "test_metrics.json").read_text())["loss"]
+    assert data.recordings is not None
+    labels = validation_pieces(data.recordings).y
+    counts = np.bincount(labels[labels != PAD_LABEL].ravel())
+    share = counts[counts > 0] / counts.sum()
+    frequencies = float(-(share * np.log(share)).sum())
+    if loss >= frequencies:
+        return None, (f"model: starts fresh (the window comparison's winner, validation loss {loss:.3g}, "
+                      f"does not beat the label frequencies' {frequencies:.3g})")
+    return path, f"model: starts from the window comparison's winner ({path}, validation loss {loss:.3g})"
 
 
 def window_winner(scores: dict[int, dict[str, Any]], data: SequenceData, seconds: float) -> tuple[int, str]:

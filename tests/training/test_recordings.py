@@ -130,29 +130,47 @@ def test_the_window_length_is_chosen_on_the_validation_steps_and_kept(tmp_path: 
     assert saved["data"]["window"] == chosen
 
 
+def _window_runs(tmp_path: Path, steps: int, epochs: int,
+                 capsys: pytest.CaptureFixture) -> tuple[list[float], list[float], str]:
+    """A recording trained with data.window unset, then again with the window it chose: each run's training
+    losses per epoch, and what the first printed."""
+    from training.loop import fit
+
+    path = _recording(tmp_path / "rec.csv", steps)
+    common = ["data.dataset=file", f"data.path={path}", "data.task=tagging", "data.feature_columns=[value]",
+              f"run_dir={tmp_path}", f"optim.max_epochs={epochs}", "model.hidden_size=8", "optim.plots=false",
+              "optim.tensorboard=false"]
+    chosen: list[float] = []
+    fit(load_config(None, [*common, "name=chosen"]),
+        on_epoch=lambda _, record: chosen.append(record["train_loss"]))
+    out = capsys.readouterr().out
+    width = int(next(line for line in out.splitlines() if line.startswith("data.window=")).split()[0][12:])
+    fixed: list[float] = []
+    fit(load_config(None, [*common, "name=fixed", f"data.window={width}"]),
+        on_epoch=lambda _, record: fixed.append(record["train_loss"]))
+    assert "starts f" not in capsys.readouterr().out
+    return chosen, fixed, out.replace(f"{tmp_path}/chosen/selection/window-{width}/0/checkpoint.pt", "WINNER")
+
+
 def test_the_final_model_starts_from_the_winning_window_candidate(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     """GunPoint played as recordings, seed 2: the winning candidate scored 0.905 on the validation steps,
     the final model, from a fresh start, stayed at the majority label (0.4907). It now starts from the
     winner: its first epoch fits the training windows better than a fresh start at the same length."""
-    from training.loop import fit
-
-    path = _recording(tmp_path / "rec.csv", 800)
-    common = ["data.dataset=file", f"data.path={path}", "data.task=tagging", "data.feature_columns=[value]",
-              f"run_dir={tmp_path}", "optim.max_epochs=3", "model.hidden_size=8", "optim.plots=false",
-              "optim.tensorboard=false"]
-    warm: list[float] = []
-    fit(load_config(None, [*common, "name=warm"]),
-        on_epoch=lambda _, record: warm.append(record["train_loss"]))
-    out = capsys.readouterr().out
-    chosen = int(next(line for line in out.splitlines() if line.startswith("data.window=")).split()[0][12:])
-    winner = tmp_path / "warm" / "selection" / f"window-{chosen}" / "0" / "checkpoint.pt"
-    assert f"model: starts from the window comparison's winner ({winner})" in out and winner.exists()
-    fresh: list[float] = []
-    fit(load_config(None, [*common, "name=fresh", f"data.window={chosen}"]),
-        on_epoch=lambda _, record: fresh.append(record["train_loss"]))
-    assert "starts from" not in capsys.readouterr().out
+    warm, fresh, out = _window_runs(tmp_path, 1_500, 5, capsys)
+    assert "model: starts from the window comparison's winner (WINNER, validation loss" in out
     assert warm[0] < fresh[0] - 0.02, (warm, fresh)
+
+
+def test_a_winner_no_better_than_the_label_frequencies_is_not_started_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """ArrowHead played as recordings, seed 0: the winner's validation loss (1.15) was above ln 3 and the
+    final model started from it scored 0.546 against 0.689 from a fresh start. Such a winner is passed
+    over: the run trains as one given its window would (3 epochs here: the winner scores ~ln 3)."""
+    gated, fresh, out = _window_runs(tmp_path, 800, 3, capsys)
+    assert "model: starts fresh (the window comparison's winner, validation loss" in out
+    assert "does not beat the label frequencies'" in out and "WINNER" not in out
+    assert gated == fresh
 
 
 def test_a_resumed_run_keeps_the_window_without_comparing_again(tmp_path: Path,
