@@ -129,9 +129,10 @@ def window_checkpoint(run_dir: Path, width: int, data: SequenceData) -> tuple[Pa
     from (ArrowHead played as recordings, seed 0: loss 1.15 against ln 3, 0.546 warm against 0.689
     fresh)."""
     path = run_dir / f"window-{width}" / "0" / "checkpoint.pt"
-    if not path.exists():
+    metrics = path.parent / "test_metrics.json"  # written once the candidate's run has ended
+    if not (path.exists() and metrics.exists()):
         return None, ""
-    loss = json.loads((path.parent / "test_metrics.json").read_text())["loss"]
+    loss = json.loads(metrics.read_text())["loss"]
     assert data.recordings is not None
     labels = validation_pieces(data.recordings).y
     counts = np.bincount(labels[labels != PAD_LABEL].ravel())
