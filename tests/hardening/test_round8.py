@@ -1,0 +1,160 @@
+"""Hardening round 8 (HTTP/2 frames against the gRPC port, gRPC metadata, the v2 binary extension, the
+repository while serving): each defect found, tried the way it was found. docs/guides/limits.md lists
+them. The project has no HTTP/2 library: the frames are written here (HPACK literals, no Huffman)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.helpers import Server
+
+# -- raw HTTP/2 ---------------------------------------------------------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING = 0, 1, 3, 4, 6
+END_STREAM, END_HEADERS, ACK = 1, 4, 1
+INITIAL_WINDOW_SIZE = 4
+ATTACKER = "127.0.0.2"  # another client address than the good client's 127.0.0.1 (all of 127/8 is loopback)
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_length(n: int) -> bytes:  # an HPACK integer with a 7-bit prefix (a string's length, no Huffman)
+    if n < 127:
+        return bytes([n])
+    out, n = [127], n - 127
+    while n >= 128:
+        out, n = [*out, n % 128 + 128], n // 128
+    return bytes([*out, n])
+
+
+def call_headers(method: str) -> bytes:
+    """A gRPC call's request headers, each a literal field without indexing."""
+    fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"),
+              (b":path", b"/inference.GRPCInferenceService/" + method.encode()),
+              (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    return b"".join(b"\x00" + hpack_length(len(k)) + k + hpack_length(len(v)) + v for k, v in fields)
+
+
+def grpc_message(data: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(data)) + data
+
+
+def unary_call(stream: int, data: bytes | None) -> bytes:
+    """A ModelInfer call on `stream`: with its message and ended, or (data None) its headers only."""
+    headers = frame(HEADERS, END_HEADERS, stream, call_headers("ModelInfer"))
+    return headers if data is None else headers + frame(DATA, END_STREAM, stream, grpc_message(data))
+
+
+class RawClient:
+    """One HTTP/2 connection from ATTACKER that acknowledges the server's SETTINGS and PINGs, as a live
+    client does, and sends a WINDOW_UPDATE only if asked: with window 0, no answer's DATA can come."""
+
+    def __init__(self, address: str, window: int):
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.socket()
+        self.sock.bind((ATTACKER, 0))
+        self.sock.connect((host, int(port)))
+        self.lock, self.next_stream = threading.Lock(), 1
+        self.send(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", INITIAL_WINDOW_SIZE, window)))
+        threading.Thread(target=self._acknowledge, daemon=True).start()
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            self.sock.sendall(data)
+
+    def call(self, data: bytes | None) -> None:
+        self.send(unary_call(self.next_stream, data))
+        self.next_stream += 2
+
+    def _acknowledge(self) -> None:
+        with contextlib.suppress(OSError):
+            while len(head := self.sock.recv(9, socket.MSG_WAITALL)) == 9:
+                kind, flags, length = head[3], head[4], int.from_bytes(head[:3], "big")
+                payload = self.sock.recv(length, socket.MSG_WAITALL) if length else b""
+                if kind == SETTINGS and not flags & ACK:
+                    self.send(frame(SETTINGS, ACK, 0))
+                elif kind == PING and not flags & ACK:
+                    self.send(frame(PING, ACK, 0, payload))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def infer_request() -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="italy")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 5, 1])
+    request.raw_input_contents.append(np.full((1, 5, 1), 0.5, np.float32).tobytes())
+    return request
+
+
+# -- 1. gRPC calls that hold their call slots --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def few_slots(repository):
+    """20 call slots (GRU_MAX_CONNECTIONS), at most 4 of them one client's."""
+    running = Server(repository, grpc=True, GRU_MAX_CONNECTIONS="20", GRU_GRPC_MAX_STREAMS_PER_CLIENT="4",
+                     GRU_BODY_TIMEOUT_S="3").start()
+    yield running
+    running.stop()
+
+
+def good_calls_while(server: Server, attack: RawClient, seconds: float) -> list[str]:
+    """The outcome of another client's ModelInfer calls, one every 0.5 s, while `attack` goes on."""
+    outcomes = []
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                stub.ModelInfer(infer_request(), timeout=5)
+                outcomes.append("OK")
+            except grpc.RpcError as exc:
+                outcomes.append(f"{exc.code().name} {exc.details()}")
+            time.sleep(0.5)
+            attack.call(b"\xff\xff")  # refused at once (not protobuf): keeps the connection from idling
+    return outcomes
+
+
+def test_calls_whose_answers_are_never_read_do_not_hold_every_slot(few_slots) -> None:
+    # before: a client that never opens its HTTP/2 flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0,
+    # no WINDOW_UPDATE) never reads an answer; grpc held each answered call, and its GRU_MAX_CONNECTIONS
+    # slot, while the connection lived (a refused call every 2 s kept it from idling): 30 such calls on
+    # one connection held all 20 slots, every other client RESOURCE_EXHAUSTED "Concurrent RPC limit
+    # exceeded!" for as long as the attacker stayed. Now they count in GRU_GRPC_MAX_STREAMS_PER_CLIENT.
+    attack = RawClient(few_slots.grpc_url, window=0)
+    try:
+        for _ in range(30):
+            attack.call(infer_request().SerializeToString())
+        time.sleep(1)
+        outcomes = good_calls_while(few_slots, attack, 4)
+    finally:
+        attack.close()
+    assert outcomes and set(outcomes) == {"OK"}, outcomes
+    few_slots.output_with('"status":503')
+    assert sum(line.get("status") == 503 for line in few_slots.json_lines()) >= 30 - 4
+
+
+def test_calls_whose_message_never_comes_do_not_hold_every_slot(few_slots) -> None:
+    # before: round 7 gave such a call's slot back after GRU_BODY_TIMEOUT_S, but a client opening 100
+    # of them on a connection, anew as they ended, held all 20 slots for as long as it stayed
+    attack = RawClient(few_slots.grpc_url, window=65535)
+    try:
+        for _ in range(100):
+            attack.call(None)
+        time.sleep(1)
+        outcomes = good_calls_while(few_slots, attack, 4)
+    finally:
+        attack.close()
+    assert outcomes and set(outcomes) == {"OK"}, outcomes
