@@ -158,3 +158,28 @@ def test_calls_whose_message_never_comes_do_not_hold_every_slot(few_slots) -> No
     finally:
         attack.close()
     assert outcomes and set(outcomes) == {"OK"}, outcomes
+
+
+# -- 2. gRPC metadata grpc's core refuses ------------------------------------------------------------------
+
+def call_with(stream: int, name: bytes, value: bytes) -> bytes:
+    """A whole ModelInfer call on `stream` with one more request header (a literal field)."""
+    extra = b"\x00" + hpack_length(len(name)) + name + hpack_length(len(value)) + value
+    return (frame(HEADERS, END_HEADERS, stream, call_headers("ModelInfer") + extra)
+            + frame(DATA, END_STREAM, stream, grpc_message(infer_request().SerializeToString())))
+
+
+def test_bad_grpc_timeout_or_encoding_writes_no_line_outside_the_json_log(few_slots) -> None:
+    # before: grpc's C core logged one ERROR line of its own format ("E1207 ... hpack_parser.cc:1048]
+    # Error parsing 'grpc-encoding' metadata: invalid value") per call with an unknown grpc-encoding or a
+    # bad grpc-timeout: 3,000 calls from one client without a token, 3,000 lines in 1.3 s. The answer
+    # (INTERNAL "Error parsing 'grpc-timeout' metadata") is grpc's own and stays; the lines are gone.
+    calls = [(b"grpc-encoding", b"snappy"), (b"grpc-timeout", b"garbage"), (b"grpc-timeout", b"-1S")] * 20
+    with socket.create_connection(("127.0.0.1", int(few_slots.grpc_url.rsplit(":", 1)[1])), 10) as sock:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0)
+                     + b"".join(call_with(2 * i + 1, *call) for i, call in enumerate(calls)))
+        time.sleep(1)
+    with grpc.insecure_channel(few_slots.grpc_url) as channel:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(), timeout=10)
+    lines = few_slots.output_with('"status":200').rpartition("\n")[0].splitlines()
+    assert [line for line in lines if not line.startswith("{")] == []
