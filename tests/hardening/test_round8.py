@@ -11,6 +11,7 @@ import threading
 import time
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -183,3 +184,20 @@ def test_bad_grpc_timeout_or_encoding_writes_no_line_outside_the_json_log(few_sl
         service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(), timeout=10)
     lines = few_slots.output_with('"status":200').rpartition("\n")[0].splitlines()
     assert [line for line in lines if not line.startswith("{")] == []
+
+
+# -- 3. the v2 binary extension's header length ------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", [0, -1, 1])  # 0; one byte short of the JSON; one byte into the tensor
+def test_a_header_length_that_cuts_the_json_names_the_header(few_slots, cut) -> None:
+    # before: Inference-Header-Content-Length 0 (or one that cut the JSON part) was 400 "the body is not
+    # valid JSON: Input is a zero-length, empty document", field `body`: the JSON the client sent was
+    # valid, the header was wrong
+    header = (b'{"inputs": [{"name": "x", "shape": [1, 5, 1], "datatype": "FP32", '
+              b'"parameters": {"binary_data_size": 20}}]}')
+    length = 0 if cut == 0 else len(header) + cut
+    answer = httpx.post(f"{few_slots.url}/v2/models/italy/infer", content=header + b"\0" * 20,
+                        headers={"inference-header-content-length": str(length)}, timeout=10)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "inference-header-content-length"
+    assert f"first {length} bytes" in answer.json()["error"]
