@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # grpc's own C core logs, in its own format, one ERROR line per call for a client's bad grpc-timeout
+    # or unknown grpc-encoding (~2,300 lines a second from one client without a token); the server's log
+    # is one JSON object a line. Read before grpc is imported; GRPC_VERBOSITY=ERROR shows them.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import tempfile
 
     import uvicorn

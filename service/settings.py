@@ -97,8 +97,9 @@ class Settings(BaseSettings):
                                                  "connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); "
                                                  "more wait in the client")
     grpc_max_streams_per_client: int = Field(256, ge=1, description="open ModelStreamInfer streams from "
-                                             "one client address, over all its connections; more are "
-                                             "refused (RESOURCE_EXHAUSTED, code too_many_connections)")
+                                             "one client address, over all its connections, and apart "
+                                             "its unary calls open (until their answer is read); more "
+                                             "are refused (RESOURCE_EXHAUSTED, code too_many_connections)")
     host: str = Field("127.0.0.1", description="address to listen on; beyond loopback, set tokens")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port (REST, v2)")
     grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on "

@@ -64,7 +64,12 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         document = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"the body is not valid JSON: {exc}", "body") from exc
+        if header_length is None:
+            raise MalformedBody(f"the body is not valid JSON: {exc}", "body") from exc
+        # The header cut the JSON (0, or a length inside it): "the body is not valid JSON" did not say which
+        raise MalformedBody(f"the body's first {header_length} bytes ({HEADER_LENGTH}) are not valid JSON "
+                            f"({exc}); it must be the byte length of the JSON part of the body",
+                            HEADER_LENGTH) from exc
     inputs_given = isinstance(document, dict) and isinstance(document.get("inputs"), list)
     if not inputs_given or not document["inputs"]:
         raise InvalidInput(f"the body must be an inference request like {EXAMPLE}", "inputs")

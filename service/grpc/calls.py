@@ -111,12 +111,17 @@ def readable(message_type: Any) -> Callable[[bytes], Any]:
 Unary = Callable[[Any, Any], Awaitable[Any]]
 
 
-def one_message(behavior: Unary, type_name: str, timeout_s: float) -> Unary:
+def one_message(behavior: Unary, type_name: str, timeout_s: float, calls_open: StreamCount) -> Unary:
     """A unary RPC's behavior, served as a stream-unary one so that its message is read here: one that
     does not come within GRU_BODY_TIMEOUT_S, or a call ended without one, is refused as REST refuses a
     body that does not come. grpc's own unary handling waited for ever, the call holding one of the
-    GRU_MAX_CONNECTIONS call slots: 21 connections of 100 such calls held them all."""
+    GRU_MAX_CONNECTIONS call slots: 21 connections of 100 such calls held them all. The call counts in
+    its client's `calls_open` (StreamCount) until grpc has finished it."""
     async def handle(requests: Any, context: Any) -> Any:
+        try:
+            calls_open.open_until_done(client_address(context.peer()), context)
+        except Failure as over:  # refused in the call's scope, after its token
+            return await behavior(Unreadable(over), context)
         try:
             async with asyncio.timeout(timeout_s):  # no task of its own, unlike wait_for (~30 us a call)
                 request = await context.read()
@@ -212,18 +217,27 @@ def client_address(peer: str) -> str:
 
 
 class StreamCount:
-    """The ModelStreamInfer streams open per client address, so that one client cannot hold every call
-    slot (GRU_MAX_CONNECTIONS) with streams: GRU_GRPC_MAX_STREAMS_PER_CLIENT."""
+    """Calls (HTTP/2 streams) open per client address, so that one client cannot hold every call slot
+    (GRU_MAX_CONNECTIONS): GRU_GRPC_MAX_STREAMS_PER_CLIENT of its ModelStreamInfer streams, and as many
+    unary calls, counted apart (a client with its streams open still makes unary calls). `held` says
+    which, in the refusal. A unary call counts from its start until grpc has finished it, once the client
+    has read the answer. Unary calls were not counted: a client that never opens its HTTP/2 flow-control
+    window never reads its answers, and grpc holds such calls for as long as the connection lives (a
+    refused call now and then keeps it from idling); calls whose message never comes, opened anew every
+    GRU_BODY_TIMEOUT_S, did the same. 21 connections of 100 such calls held every slot of a default
+    server for as long as the client stayed."""
 
-    def __init__(self, limit: int):
-        self.limit, self.open_streams = limit, Counter[str]()
+    def __init__(self, limit: int, held: str):
+        self.limit, self.held, self.open_streams = limit, held, Counter[str]()
 
     def open(self, client: str) -> None:
         if self.open_streams[client] >= self.limit:
-            raise Failure(503, "too_many_connections", f"this client has {self.limit} ModelStreamInfer "
-                          "streams open (GRU_GRPC_MAX_STREAMS_PER_CLIENT); close one, or send more requests "
-                          "on each stream", None, "1")
+            raise Failure(503, "too_many_connections", f"this client has {self.limit} {self.held}", None, "1")
         self.open_streams[client] += 1
+
+    def open_until_done(self, client: str, context: Any) -> None:
+        self.open(client)
+        context.add_done_callback(lambda _: self.close(client))
 
     def close(self, client: str) -> None:
         self.open_streams[client] -= 1

@@ -57,7 +57,7 @@ def register(servicer: InferenceServicer, server: grpc.aio.Server, body_timeout_
             kind = grpc.stream_stream_rpc_method_handler
         else:
             kind, behavior = grpc.stream_unary_rpc_method_handler, calls.one_message(
-                behavior, method.input_type.name, body_timeout_s)
+                behavior, method.input_type.name, body_timeout_s, servicer.unary_calls)
         handlers[method.name] = kind(behavior, request_deserializer=calls.readable(request),
                                      response_serializer=response.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))

@@ -39,7 +39,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     def __init__(self, state: State, authenticator: Authenticator):
         self.state, self.auth = state, authenticator
-        self.streams = calls.StreamCount(state.settings.grpc_max_streams_per_client)
+        limit = state.settings.grpc_max_streams_per_client
+        self.streams = calls.StreamCount(limit, "ModelStreamInfer streams open (GRU_GRPC_MAX_STREAMS_PER_"
+                                         "CLIENT); close one, or send more requests on each stream")
+        self.unary_calls = calls.StreamCount(limit, "unary calls open (GRU_GRPC_MAX_STREAMS_PER_CLIENT), "
+                                             "each until its answer is read; read the answers, then call")
         self.closing = asyncio.Event()  # set at shutdown: open streams close (calls.until_idle)
 
     # -- health and metadata ------------------------------------------------------------------------
