@@ -98,7 +98,9 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
         split, features = read_npz(path, config.missing)
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
-        elif split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
+            return split, features
+        _refuse_empty_labels(split.y, path)
+        if split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
             split.y = split.y.reshape(len(split.y))
         elif split.y.ndim > 1:
             raise ValueError(f"{path}: 'y' has shape {split.y.shape}; data.task {config.task} needs one "
@@ -111,6 +113,19 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
         if notes is not None:
             notes += assumed
     return series_from_frame(frame, config, path)
+
+
+def _refuse_empty_labels(y: np.ndarray, path: Path) -> None:
+    """NaN in a float 'y', or empty text: before, 'nan' and '' were classes (a CSV's empty label cell is
+    refused)."""
+    rows = y.reshape(len(y), -1)
+    if y.dtype.kind not in "fU":
+        return
+    empty = np.isnan(rows) if y.dtype.kind == "f" else np.char.strip(rows) == ""
+    if empty.any():
+        i = int(np.argmax(empty.any(axis=1)))
+        raise ValueError(f"{path}: y[{i}] is {show(rows[i][0])}, no label; every series needs one: give it "
+                         "its label, or drop the series from X, y (and lengths)")
 
 
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:

@@ -166,7 +166,10 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[pd.Dat
         if empty.any():
             raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
                              f"{column!r}; every row needs a series id and a step")
-    order = in_time_order(frame[config.time_column]).rename(ORDER)  # parsed once: also checks the spacing
+    try:
+        order = in_time_order(frame[config.time_column]).rename(ORDER)  # parsed once: also checks the spacing
+    except ValueError as exc:  # dates in more than one format
+        raise ValueError(f"{path}: {exc}") from None
     frame = pd.concat([frame, order], axis=1).sort_values([config.id_column, ORDER], kind="stable")
     return frame.drop(columns=ORDER).reset_index(drop=True), frame[ORDER].reset_index(drop=True)
 
@@ -178,19 +181,50 @@ def in_time_order(steps: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
         return steps
     text = steps.astype(str)
-    dates = _dates(text, None)  # one format, inferred for the whole column
+    dates = _one_format(text)
     if dates is None and text.str.contains(r"\d{4}").all():  # each value names a year: Jan 2024
-        dates = _dates(text, "mixed")  # parsed one by one (dateutil reads t1 as a date: not without a year)
+        dates = _mixed(text, steps.name)  # one by one (dateutil reads t1 as a date: not without a year)
     if dates is not None:
         return dates
     return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
 
 
-def _dates(text: pd.Series, format: str | None) -> pd.Series | None:
+def _one_format(text: pd.Series) -> pd.Series | None:
+    """Dates in one format, inferred for the whole column, month first or day first: before, pandas'
+    month-first guess failed on 13/01/2021 (Europe's 13 January) and the dates were parsed one by one,
+    01/02/2021 as 2 January, and the file was refused for a gap that was not there. Where both readings
+    parse (no day past 12), the one whose dates are more evenly spaced wins; month first on a tie."""
+    readings = [_dates(text, None), _dates(text, None, dayfirst=True)]
+    return min((dates for dates in readings if dates is not None), key=_unevenness, default=None)
+
+
+def _unevenness(dates: pd.Series) -> float:
+    """The largest gap between distinct dates over the smallest (1.0: evenly spaced)."""
+    gaps = np.diff(pd.to_datetime(dates, utc=True).drop_duplicates().sort_values().astype("int64").to_numpy())
+    return float(gaps.max() / max(gaps.min(), 1)) if gaps.size else 1.0
+
+
+def _mixed(text: pd.Series, column: object) -> pd.Series | None:
+    """Dates parsed one by one; refused where a value reads as another date day first (the column mixes
+    formats: 2020-01-08 and 01/08/2020 would be one day, or two months apart). Dates that start with
+    the year are read year, month, day (dateutil reads 2020-01-02 day first as 1 February)."""
+    dates, day_first = _dates(text, "mixed"), _dates(text, "mixed", dayfirst=True)
+    if dates is None or day_first is None:
+        return dates
+    ambiguous = ((dates != day_first) & ~text.str.match(r"\s*\d{4}")).to_numpy()
+    if not ambiguous.any():
+        return dates
+    i = int(np.argmax(ambiguous))
+    raise ValueError(f"{column} {text.iloc[i]!r} reads as {dates.iloc[i]:%Y-%m-%d} month first or "
+                     f"{day_first.iloc[i]:%Y-%m-%d} day first, and the column mixes date formats "
+                     f"({text.iloc[0]!r}, ...): write every date in one format, e.g. ISO 2021-01-13")
+
+
+def _dates(text: pd.Series, format: str | None, dayfirst: bool = False) -> pd.Series | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            dates = pd.to_datetime(text, format=format)
+            dates = pd.to_datetime(text, format=format, dayfirst=dayfirst)
         except (ValueError, TypeError, OverflowError):
             return None
     return None if any("Could not infer format" in str(w.message) for w in caught) else dates
@@ -272,6 +306,11 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
     columns = []
     for name in features:
         column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            # before, a Parquet timestamp column was an input in nanoseconds since 1970, silently
+            raise ValueError(f"{path}: {name!r} holds dates or times ({column.dtype}), not numbers; as an "
+                             "input it would be nanoseconds since 1970: if it is the step, name it in "
+                             "data.time_column, else list the inputs in data.feature_columns")
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
             numbers = pd.to_numeric(column, errors="coerce")
             bad = (numbers.isna() & column.notna()).to_numpy()

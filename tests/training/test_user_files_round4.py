@@ -1,0 +1,119 @@
+"""Red team round 4 of users' own files, written as users export them (pandas defaults, Excel, European
+dates) from public data: aeon's BasicMotions, GunPoint and Airline, statsmodels' co2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DataConfig
+from training.data import load_data
+
+
+def _motions(series: int = 24, steps: int = 12) -> pd.DataFrame:
+    """BasicMotions' first series, two accelerometer axes, in the long layout."""
+    from aeon.datasets import load_basic_motions
+
+    X, y = load_basic_motions(split="train")
+    rows = [{"series_id": f"s{i:02d}", "step": t, "acc_x": X[i, 0, t], "acc_y": X[i, 1, t], "label": y[i]}
+            for i in range(series) for t in range(steps)]
+    return pd.DataFrame(rows)
+
+
+def _classify(path: Path, **settings: object) -> DataConfig:
+    return DataConfig(dataset="file", path=str(path), task="classification", **settings)
+
+
+def test_labels_with_spaces_around_them_are_one_class(tmp_path: Path) -> None:
+    """Before: 'standing ' (a trailing space typed into some cells) and 'standing' were two classes, and
+    a test file's 'standing' matched only one of them; now the spaces are not part of the label."""
+    frame = _motions()
+    spaced = frame.assign(label=np.where(frame.series_id.str[-1].isin(["1", "3"]), frame.label + " ",
+                                         frame.label))
+    spaced.to_csv(tmp_path / "train.csv", index=False)
+    frame.to_parquet(tmp_path / "test.parquet")
+    data = load_data(_classify(tmp_path / "train.csv", test_path=str(tmp_path / "test.parquet")))
+    assert data.label_names == sorted(set(frame.label))
+    assert len(np.unique(data.test.y)) == len(data.label_names) == 3
+
+
+@pytest.mark.parametrize("form", ["%d/%m/%Y", "%d.%m.%Y"])
+def test_day_first_dates_read_as_the_days_they_are(tmp_path: Path, form: str) -> None:
+    """statsmodels' co2 (weekly) and aeon's Airline (monthly, always the 1st) as Europe writes dates.
+    Before: co2's 12/04/1958 was read as 4 December and the file refused for a gap between 05/04/1958
+    and 12/04/1958; Airline's 01/02/1949 (1 February) was 2 January, a gap after 01/12/1949."""
+    from aeon.datasets import load_airline
+    from statsmodels.datasets import co2
+
+    weekly = co2.load_pandas().data.head(160).interpolate()
+    pd.DataFrame({"date": weekly.index.strftime(form), "co2": weekly.co2}).to_csv(tmp_path / "w.csv",
+                                                                                   index=False)
+    months = pd.date_range("1949-01-01", periods=144, freq="MS").strftime(form)
+    pd.DataFrame({"month": months, "passengers": load_airline()}).to_csv(tmp_path / "m.csv", index=False)
+    for name, time, target, values in (("w.csv", "date", "co2", weekly.co2),
+                                       ("m.csv", "month", "passengers", load_airline())):
+        data = load_data(DataConfig(dataset="file", path=str(tmp_path / name), task="forecast",
+                                    time_column=time, target_column=target, window=8, horizon=4))
+        assert np.allclose(data.train.X[0, :, 0], np.asarray(values)[:8])  # the first 8 steps, in order
+    assert load_data(DataConfig(dataset="file", path=str(tmp_path / "m.csv"), task="forecast",
+                                time_column="month", target_column="passengers")).seasonal_period == 12
+
+
+def test_a_column_of_dates_in_two_formats_is_refused_with_both_readings(tmp_path: Path) -> None:
+    """ISO dates, then (after a change of spreadsheet) day-first ones. Before: 01/08/2020 was read as 8
+    January, the same day as 2020-01-08, and the refusal said the rows were '00:00:00 apart'."""
+    days = pd.date_range("2020-01-01", periods=300, freq="D")
+    text = np.where(np.arange(300) < 200, days.strftime("%Y-%m-%d"), days.strftime("%d/%m/%Y"))
+    pd.DataFrame({"date": text, "sales": np.arange(300.0) % 7}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ValueError, match=r"d\.csv: date '01/08/2020' reads as 2020-01-08 month first or "
+                                         r"2020-08-01 day first, and the column mixes date formats "
+                                         r".*write every date in one format"):
+        load_data(DataConfig(dataset="file", path=str(tmp_path / "d.csv"), task="forecast",
+                             time_column="date", target_column="sales"))
+
+
+def test_a_parquet_timestamp_beside_the_step_is_refused_not_read_in_nanoseconds(tmp_path: Path) -> None:
+    """Before: a datetime64 column was an input, 1.7e18 nanoseconds since 1970 (a CSV's text dates are
+    refused as not numbers)."""
+    frame = _motions()
+    frame["recorded"] = pd.Timestamp("2024-05-01", tz="UTC") + pd.to_timedelta(frame.step, unit="s")
+    frame.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"'recorded' holds dates or times \(datetime64\[.*, UTC\]\), not "
+                                         r"numbers.*data\.time_column.*data\.feature_columns"):
+        load_data(_classify(tmp_path / "m.parquet"))
+    data = load_data(_classify(tmp_path / "m.parquet", feature_columns=["acc_x", "acc_y"]))
+    assert data.feature_names == ["acc_x", "acc_y"]
+
+
+def _gunpoint() -> tuple[np.ndarray, np.ndarray]:
+    """aeon's GunPoint as it loads: [N, channels, T]."""
+    from aeon.datasets import load_gunpoint
+
+    X, y = load_gunpoint(split="train")
+    return X[:24, :, :40], y[:24]
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    (lambda X, y: {"X": X, "y": y}, r"'X' has shape \(24, 1, 40\), read as \[N, T, F\]: 1 step\(s\) of 40 "
+                                    r"features each\. aeon and sktime .* X\.transpose\(0, 2, 1\)"),
+    (lambda X, y: {"X": X.transpose(0, 2, 1), "y": np.where(np.arange(24) == 5, np.nan, y.astype(float))},
+     r"y\[5\] is nan, no label; every series needs one"),
+    (lambda X, y: {"X": X.transpose(0, 2, 1), "y": np.where(np.arange(24) == 2, " ", y)},
+     r"y\[2\] is ' ', no label"),
+    (lambda X, y: {"X": X.transpose(0, 2, 1).astype(complex), "y": y}, r"'X' holds complex128, not real"),
+])
+def test_npz_arrays_read_wrongly_before_are_refused(tmp_path: Path, arrays, message: str) -> None:
+    """Before: channels first read as 1 step of 40 features; a NaN or blank label was a class of its own
+    ('nan'); complex X lost its imaginary part with a warning."""
+    np.savez(tmp_path / "g.npz", **arrays(*_gunpoint()))
+    with pytest.raises(ValueError, match=message):
+        load_data(_classify(tmp_path / "g.npz"))
+
+
+def test_npz_with_more_features_than_steps_reads_when_feature_names_say_so(tmp_path: Path) -> None:
+    X, y = _gunpoint()
+    np.savez(tmp_path / "g.npz", X=X, y=y, feature_names=[f"f{i}" for i in range(40)])
+    assert load_data(_classify(tmp_path / "g.npz")).train.X.shape[1:] == (1, 40)
