@@ -94,9 +94,11 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
     """Series ids (in order of first appearance) and their sequences, steps in time order, features in
     the model's order. As training reads a file: without the id column it is one series, without the time
     column its rows are in time order; steps sort as numbers, or as ISO dates (`2021-05-01 00:30:00`)."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
+    # utf-8-sig and the stripped names read a file as training does (training/data/long.py): before, an
+    # Excel "CSV UTF-8" file's BOM hid the first column's name, and its series were sent as one sequence
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)
+        reader.fieldnames = columns = [name.strip() for name in reader.fieldnames or []]
         missing = [c for c in features if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; the file has {columns}. Expected the training "

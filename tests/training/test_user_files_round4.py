@@ -3,6 +3,9 @@ dates) from public data: aeon's BasicMotions, GunPoint and Airline, statsmodels'
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +120,36 @@ def test_npz_with_more_features_than_steps_reads_when_feature_names_say_so(tmp_p
     X, y = _gunpoint()
     np.savez(tmp_path / "g.npz", X=X, y=y, feature_names=[f"f{i}" for i in range(40)])
     assert load_data(_classify(tmp_path / "g.npz")).train.X.shape[1:] == (1, 40)
+
+
+def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> None:
+    """Excel's 'CSV UTF-8' starts with a BOM, and hand-edited headers carry spaces (`step, acc_x`).
+    Training read such a file; before, `gru predict --file` did not find 'series_id' (read as
+    '\\ufeffseries_id') and sent all 24 series as one sequence. Now one answer per series, as served."""
+    import httpx
+
+    from export.bundle import export_checkpoint
+    from tests.helpers import Server, train_tiny
+
+    frame = _motions()
+    text = frame.to_csv(index=False, lineterminator="\r\n").replace(",", ", ")
+    (tmp_path / "excel.csv").write_text(text, encoding="utf-8-sig")
+    path = tmp_path / "excel.csv"
+    result = train_tiny(tmp_path / "runs", "motions", "data.dataset=file", f"data.path={path}",
+                        "data.task=classification", "optim.max_epochs=1", "model.hidden_size=8",
+                        "optim.plots=false", "optim.tensorboard=false")
+    export_checkpoint(result.checkpoint, tmp_path / "models", "motions")
+    server = Server(tmp_path / "models").start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model",
+                              "motions", "--file", str(tmp_path / "excel.csv")],
+                             capture_output=True, text=True, timeout=60)
+        sequences = [rows[["acc_x", "acc_y"]].to_numpy().tolist() for _, rows in frame.groupby("series_id")]
+        direct = httpx.post(f"{server.url}/models/motions/predict", timeout=30,
+                            json={"sequences": sequences}).json()["predictions"]
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stderr
+    answers = json.loads(out.stdout)["predictions"]
+    assert [a["series_id"] for a in answers] == sorted(set(frame.series_id))
+    assert [a["label"] for a in answers] == [d["label"] for d in direct]
