@@ -194,7 +194,10 @@ def _one_format(text: pd.Series) -> pd.Series | None:
     month-first guess failed on 13/01/2021 (Europe's 13 January) and the dates were parsed one by one,
     01/02/2021 as 2 January, and the file was refused for a gap that was not there. Where both readings
     parse (no day past 12), the one whose dates are more evenly spaced wins; month first on a tie."""
-    readings = [_dates(text, None), _dates(text, None, dayfirst=True)]
+    dates = _dates(text, None)
+    if dates is not None and re.match(r"\s*\d{4}", text.iloc[0]):  # the year first: never day first
+        return dates
+    readings = [dates, _dates(text, None, dayfirst=True)]
     return min((dates for dates in readings if dates is not None), key=_unevenness, default=None)
 
 
