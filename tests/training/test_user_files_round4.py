@@ -91,6 +91,39 @@ def test_a_parquet_timestamp_beside_the_step_is_refused_not_read_in_nanoseconds(
     assert data.feature_names == ["acc_x", "acc_y"]
 
 
+def test_a_test_file_with_its_columns_in_another_order_is_read_by_name(tmp_path: Path) -> None:
+    """Before: refused, 'the test file needs the same input columns in the same order' (pandas keeps a
+    merge's column order; gru predict already matched features by name)."""
+    from aeon.datasets import load_airline
+
+    from training.data.shards import load_sharded
+
+    frame = _motions()
+    test = frame.series_id.isin(["s01", "s05", "s09", "s13", "s17", "s21"])
+    frame[~test].to_csv(tmp_path / "train.csv", index=False)
+    frame[test][["label", "acc_y", "step", "acc_x", "series_id"]].to_csv(tmp_path / "test.csv", index=False)
+    data = load_data(_classify(tmp_path / "train.csv", test_path=str(tmp_path / "test.csv")))
+    first = frame[frame.series_id == "s01"][["acc_x", "acc_y"]].to_numpy(np.float32)
+    assert data.feature_names == ["acc_x", "acc_y"] and np.array_equal(data.test.X[0], first)
+    frame[~test].to_parquet(tmp_path / "train.parquet")  # sharded: before, read in the test file's order
+    frame[test][["label", "acc_y", "step", "acc_x", "series_id"]].to_parquet(tmp_path / "test.parquet")
+    sharded = load_sharded(_classify(tmp_path / "train.parquet", test_path=str(tmp_path / "test.parquet"),
+                                     sharded=True), 0, 1)
+    assert np.array_equal(sharded.test.X[0], first)
+    frame[test].rename(columns={"acc_y": "gyro_y"}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match=r"other\.parquet has features \['acc_x', 'gyro_y'\] but"):
+        load_sharded(_classify(tmp_path / "train.parquet", test_path=str(tmp_path / "other.parquet"),
+                               sharded=True), 0, 1)
+    months = pd.DataFrame({"month": pd.date_range("1949-01-01", periods=144, freq="MS").strftime("%Y-%m"),
+                           "passengers": load_airline(), "month_of_year": np.arange(144) % 12})
+    months.head(120).to_csv(tmp_path / "a.csv", index=False)
+    months.tail(24)[["month_of_year", "passengers", "month"]].to_csv(tmp_path / "b.csv", index=False)
+    later = load_data(DataConfig(dataset="file", path=str(tmp_path / "a.csv"), task="forecast",
+                                 test_path=str(tmp_path / "b.csv"), time_column="month",
+                                 target_column="passengers", window=12, horizon=6))
+    assert np.allclose(later.test.X[-1, :, 1], months.month_of_year.to_numpy()[-18:-6])
+
+
 def _gunpoint() -> tuple[np.ndarray, np.ndarray]:
     """aeon's GunPoint as it loads: [N, channels, T]."""
     from aeon.datasets import load_gunpoint

@@ -11,7 +11,7 @@ import pandas as pd
 from training.config import DataConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 from training.data.forecast import forecast_from_files
-from training.data.long import feature_columns, long_to_series, one_series, read_table, show
+from training.data.long import by_name, feature_columns, long_to_series, one_series, read_table, show
 from training.data.npz import read_npz
 from training.data.recordings import SPLIT_SERIES, WIDTHS, cut, split_in_time
 from training.data.splits import encode_labels, holdout, holdout_indices, validation_split
@@ -27,10 +27,7 @@ def load_user_data(config: DataConfig) -> SequenceData:
     train, features = read_series(Path(config.path or ""), config, notes)
     given = None
     if config.test_path:
-        given, test_features = read_series(Path(config.test_path), config)
-        if test_features != features:
-            raise ValueError(f"{config.test_path} has features {test_features} but {config.path} has "
-                             f"{features}; the test file needs the same input columns in the same order")
+        given = in_training_order(*read_series(Path(config.test_path), config), features, config)
     if config.task == "tagging":
         return _tagging(train, given, features, notes, config)
     train, test = (train, given) if given is not None else _holdout(train, config)
@@ -47,6 +44,18 @@ def load_user_data(config: DataConfig) -> SequenceData:
         train=train, val=val, test=Split(test.X, y_test, test.lengths),
         feature_names=features, label_names=labels, source=f"user file {config.path}",
     )
+
+
+def in_training_order(test: Split, test_features: list[str], features: list[str], config: DataConfig
+                      ) -> Split:
+    """The test file's inputs in the training file's order, matched by name (before, the same columns in
+    another order were refused, and a sharded run read them in the test file's order, unchecked);
+    other columns are refused."""
+    order = by_name(test_features, features)
+    if order is None:
+        raise ValueError(f"{config.test_path} has features {test_features} but {config.path} has "
+                         f"{features}; the test file needs the same input columns")
+    return Split(test.X[:, :, order], test.y, test.lengths)
 
 
 def _tagging(series: Split, given: Split | None, features: list[str], notes: list[str],

@@ -117,6 +117,13 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
     return features
 
 
+def by_name(names: list[str], wanted: list[str]) -> list[int] | None:
+    """Where each of `wanted` is in `names`, when they are the same columns in another order: a test file's
+    columns are matched by name (before, one written with its columns in another order was refused);
+    None when they are other columns."""
+    return [names.index(name) for name in wanted] if sorted(names) == sorted(wanted) else None
+
+
 def _refuse_unnamed(features: Sequence[object], path: Path) -> None:
     """A column without a header name: pandas' index, written by df.to_csv(path) (aeon's Uschange.csv has
     one). Read as an input it was the row number: a trend the model leant on, and a feature every request
