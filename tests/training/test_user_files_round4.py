@@ -124,6 +124,24 @@ def test_a_test_file_with_its_columns_in_another_order_is_read_by_name(tmp_path:
     assert np.allclose(later.test.X[-1, :, 1], months.month_of_year.to_numpy()[-18:-6])
 
 
+def test_a_parquet_file_written_with_its_index_reads_the_index_as_columns(tmp_path: Path) -> None:
+    """df.set_index(...).to_parquet(path) keeps the index, and pandas reads it back as the index. Before:
+    'missing column(s) ['series_id', 'step']' for a classification file, and a forecast's date index was
+    ignored: its rows (here shuffled) were read in file order, as one series 'in time order'."""
+    from aeon.datasets import load_airline
+
+    frame = _motions()
+    frame.set_index(["series_id", "step"]).to_parquet(tmp_path / "m.parquet")
+    assert load_data(_classify(tmp_path / "m.parquet")).feature_names == ["acc_x", "acc_y"]
+    months = pd.DataFrame({"month": pd.date_range("1949-01-01", periods=144, freq="MS"),
+                           "passengers": load_airline()})
+    months.sample(frac=1.0, random_state=0).set_index("month").to_parquet(tmp_path / "a.parquet")
+    data = load_data(DataConfig(dataset="file", path=str(tmp_path / "a.parquet"), task="forecast",
+                                time_column="month", target_column="passengers", window=8, horizon=4))
+    assert np.allclose(data.train.X[0, :, 0], load_airline()[:8])
+    assert not any("its rows are in time order" in note for note in data.notes)
+
+
 def _gunpoint() -> tuple[np.ndarray, np.ndarray]:
     """aeon's GunPoint as it loads: [N, channels, T]."""
     from aeon.datasets import load_gunpoint

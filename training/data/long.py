@@ -60,6 +60,10 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{path}: not a Parquet file that can be read ({exc})") from None
+        if any(name is not None for name in frame.index.names):  # df.set_index(...).to_parquet(path)
+            # keeps the index, which pandas reads back as the index: before, its series_id and step were
+            # 'missing' (a forecast's date index was ignored, its rows taken in file order)
+            frame = frame.reset_index()
     else:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
     if frame.empty:
