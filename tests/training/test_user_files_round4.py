@@ -142,6 +142,24 @@ def test_a_parquet_file_written_with_its_index_reads_the_index_as_columns(tmp_pa
     assert not any("its rows are in time order" in note for note in data.notes)
 
 
+@pytest.mark.parametrize("ends", ["every line", "data rows"])
+def test_a_comma_at_the_end_of_each_line_reads_as_the_plain_file(tmp_path: Path, ends: str) -> None:
+    """Before: on every line, an empty 'Unnamed: 5' column refused as 'a table's index'; on the data rows
+    only, pandas took series_id for row names and shifted every column left (refused for a gap in
+    'step' between two accelerometer values). R's write.table row names (one more field, not empty)
+    are still row names."""
+    lines = _motions().to_csv(index=False).splitlines()
+    header = lines[0] + ("," if ends == "every line" else "")
+    (tmp_path / "c.csv").write_text("\n".join([header] + [line + "," for line in lines[1:]]) + "\n")
+    (tmp_path / "r.csv").write_text("\n".join([lines[0]] + [f'"{i}",{line}' for i, line in
+                                                             enumerate(lines[1:], 1)]) + "\n")
+    (tmp_path / "plain.csv").write_text("\n".join(lines) + "\n")
+    plain = load_data(_classify(tmp_path / "plain.csv"))
+    for name in ("c.csv", "r.csv"):
+        data = load_data(_classify(tmp_path / name))
+        assert data.feature_names == ["acc_x", "acc_y"] and np.array_equal(data.train.X, plain.train.X)
+
+
 def _gunpoint() -> tuple[np.ndarray, np.ndarray]:
     """aeon's GunPoint as it loads: [N, channels, T]."""
     from aeon.datasets import load_gunpoint

@@ -10,6 +10,7 @@ aside); NaN and infinities go through training/data/missing.py.
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,7 +44,8 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
     if path.suffix == ".csv":
         try:
-            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True)
+            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True,
+                                index_col=False if _comma_at_line_ends(path) else None)
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
                              "step") from None
@@ -52,6 +54,8 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
             raise ValueError(f"{path}: not UTF-8 text (byte {byte:#04x} at position {exc.start}); save it as "
                              "UTF-8 (Excel: 'CSV UTF-8'), uncompressed") from None
         frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # "a , b" headers
+        nothing = [c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()]
+        frame = frame.drop(columns=nothing)  # a comma at the end of every line: neither name nor value
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
         _refuse_other_separators(frame, path)
@@ -69,6 +73,15 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
     if frame.empty:
         raise ValueError(f"{path}: the file has no rows")
     return frame
+
+
+def _comma_at_line_ends(path: Path) -> bool:
+    """Rows that end in a comma the header lacks: pandas reads a row one field longer than the header as
+    row names first (R's write.table), so it made series_id the index and shifted every column one to the
+    left (series_id held the steps, and the file was refused for a gap between two sensor values)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header, row = next(csv.reader(handle), []), next(csv.reader(handle), [])
+    return len(row) == len(header) + 1 and row[-1].strip() == ""
 
 
 ONE_SERIES = "(the whole file)"  # the series id of a file without an id column
