@@ -108,6 +108,13 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
         say_layout(path, columns, id_column, time_column)
         series: dict[str, list[tuple[str | int, list[float]]]] = {}
         for line, row in enumerate(reader, start=2):
+            extra = row.get(None) or []  # fields past the header's names (a comma at a row's end: one, empty)
+            if any(value.strip() for value in extra):
+                # R's write.table row names, which training reads as row names; before, each value went
+                # under the name to its left (numeric ids: silently; here, step 's00' was 'not a date')
+                raise ValueError(f"{path}, line {line}: {len(columns) + len(extra)} fields but the header "
+                                 f"names {len(columns)}: a row name first (R: write.csv(df, row.names = "
+                                 "FALSE)), or a name missing from the header")
             try:
                 values = [float(row[f]) for f in features]
             except (TypeError, ValueError):

@@ -208,11 +208,15 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
                         "data.task=classification", "optim.max_epochs=1", "model.hidden_size=8",
                         "optim.plots=false", "optim.tensorboard=false")
     export_checkpoint(result.checkpoint, tmp_path / "models", "motions")
+    lines = frame.to_csv(index=False).splitlines()
+    named = [f'"{i}",{row}' for i, row in enumerate(lines[1:], 1)]  # R's write.table(df, sep = ",")
+    (tmp_path / "r.csv").write_text("\n".join([lines[0], *named]))
     server = Server(tmp_path / "models").start()
     try:
-        out = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model",
-                              "motions", "--file", str(tmp_path / "excel.csv")],
-                             capture_output=True, text=True, timeout=60)
+        predict = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "motions"]
+        out = subprocess.run([*predict, "--file", str(path)], capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([*predict, "--file", str(tmp_path / "r.csv")], capture_output=True,
+                                 text=True, timeout=60)
         sequences = [rows[["acc_x", "acc_y"]].to_numpy().tolist() for _, rows in frame.groupby("series_id")]
         direct = httpx.post(f"{server.url}/models/motions/predict", timeout=30,
                             json={"sequences": sequences}).json()["predictions"]
@@ -222,3 +226,6 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     answers = json.loads(out.stdout)["predictions"]
     assert [a["series_id"] for a in answers] == sorted(set(frame.series_id))
     assert [a["label"] for a in answers] == [d["label"] for d in direct]
+    assert refused.returncode == 2  # before: values under the names to their left ("step 's00' ... neither
+    # numbers nor ISO dates"; with numeric ids, each row a series of shifted values, answered)
+    assert "r.csv, line 2: 6 fields but the header names 5: a row name first" in refused.stderr
