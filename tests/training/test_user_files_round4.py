@@ -191,6 +191,19 @@ def test_npz_with_more_features_than_steps_reads_when_feature_names_say_so(tmp_p
     assert load_data(_classify(tmp_path / "g.npz")).train.X.shape[1:] == (1, 40)
 
 
+def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
+    """DATA.CSV, as older Windows tools name exports. Before: 'unsupported file type '.CSV'; use .csv,
+    .parquet or .npz' (gru predict already read .CSV)."""
+    frame = _motions()
+    frame.to_csv(tmp_path / "MOTIONS.CSV", index=False)
+    frame.to_parquet(tmp_path / "MOTIONS.PARQUET")
+    X, y = _gunpoint()
+    with open(tmp_path / "GUNPOINT.NPZ", "wb") as handle:  # np.savez would append .npz to the name
+        np.savez(handle, X=X.transpose(0, 2, 1), y=y)
+    for name in ("MOTIONS.CSV", "MOTIONS.PARQUET", "GUNPOINT.NPZ"):
+        assert len(load_data(_classify(tmp_path / name)).test) > 0
+
+
 def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> None:
     """Excel's 'CSV UTF-8' starts with a BOM, and hand-edited headers carry spaces (`step, acc_x`).
     Training read such a file; before, `gru predict --file` did not find 'series_id' (read as

@@ -98,7 +98,7 @@ def _unseen(fitted: list[Split], test: Split, labels: list[str]) -> list[str]:
 def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) -> tuple[Split, list[str]]:
     """One file's series: X zero-padded with true lengths, y the raw label/target per series (tagging:
     per step). `notes` gets what was assumed of a tagging file without an id or step column."""
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
         if config.task == "tagging":

@@ -80,7 +80,7 @@ def _read(path: Path, config: DataConfig
           ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[np.ndarray], list[str]]:
     """Series ids, each series' (T_i, F) values with the target first, the input names, each series'
     steps, and what was assumed of the file (long.one_series)."""
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
     frame = read_table(path)

@@ -42,7 +42,7 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
     names), only an empty cell empty."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":  # DATA.CSV (Windows) too, as gru predict reads it
         try:
             frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True,
                                 index_col=False if _comma_at_line_ends(path) else None)
@@ -59,7 +59,7 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
         _refuse_other_separators(frame, path)
-    elif path.suffix in {".parquet", ".pq"}:
+    elif path.suffix.lower() in {".parquet", ".pq"}:
         try:
             frame = pd.read_parquet(path)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError

@@ -65,7 +65,7 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     if config.task not in ("classification", "regression"):
         raise ValueError("data.sharded supports data.task classification or regression")
     path, test_path = Path(config.path or ""), config.test_path
-    if path.suffix not in (".parquet", ".pq") or not test_path:
+    if path.suffix.lower() not in (".parquet", ".pq") or not test_path:
         raise ValueError("data.sharded needs a Parquet data.path and a separate data.test_path")
     frame = read_shard(path, None, config.id_column, rank, world)
     if frame.empty:
