@@ -191,6 +191,21 @@ def test_npz_with_more_features_than_steps_reads_when_feature_names_say_so(tmp_p
     assert load_data(_classify(tmp_path / "g.npz")).train.X.shape[1:] == (1, 40)
 
 
+def test_a_european_excel_csv_is_refused_with_a_rewrite_that_reads_its_decimal_commas(tmp_path: Path) -> None:
+    """Semicolons and decimal commas (Excel in most of Europe). Before, the fix named df.to_csv only: the
+    rewritten file's '0,079106' were then refused as not numbers."""
+    frame = _motions()
+    frame.to_csv(tmp_path / "eu.csv", index=False, sep=";", decimal=",")
+    with pytest.raises(ValueError, match=r"separates its columns with semicolons; write it with commas "
+                                         r"\(pandas: pd\.read_csv\(path, sep=';', decimal=','\)\.to_csv\("
+                                         r"new_path, index=False\)\)"):
+        load_data(_classify(tmp_path / "eu.csv"))
+    pd.read_csv(tmp_path / "eu.csv", sep=";", decimal=",").to_csv(tmp_path / "new.csv", index=False)
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    assert np.array_equal(load_data(_classify(tmp_path / "new.csv")).train.X,
+                          load_data(_classify(tmp_path / "plain.csv")).train.X)
+
+
 def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
     """DATA.CSV, as older Windows tools name exports. Before: 'unsupported file type '.CSV'; use .csv,
     .parquet or .npz' (gru predict already read .CSV)."""

@@ -102,12 +102,15 @@ def one_series(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]
 
 
 def _refuse_other_separators(frame: pd.DataFrame, path: Path) -> None:
+    """A European Excel's CSV separates with ';' because its decimals are commas: the rewrite must read
+    them too (before, the fix named only df.to_csv, and its 0,5 were then 'not a number')."""
     header = str(frame.columns[0])
     for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
         if len(frame.columns) == 1 and separator in header:
+            decimals = ", decimal=','" if separator == ";" else ""
             raise ValueError(f"{path}: the header is one column, {header!r}: the file separates its columns "
-                             f"with {name}; write it with commas (pandas: df.to_csv(path, index=False)), "
-                             "or as Parquet")
+                             f"with {name}; write it with commas (pandas: pd.read_csv(path, "
+                             f"sep={separator!r}{decimals}).to_csv(new_path, index=False)), or as Parquet")
 
 
 def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
