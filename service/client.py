@@ -116,7 +116,7 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
                                  f"names {len(columns)}: a row name first (R: write.csv(df, row.names = "
                                  "FALSE)), or a name missing from the header")
             try:
-                values = [float(row[f]) for f in features]
+                values = [_number(row[f]) for f in features]
             except (TypeError, ValueError):
                 raise ValueError(f"{path}, line {line}: {features} must be numbers, got {row}") from None
             key = row[id_column] if id_column in columns else ONE_SERIES
@@ -124,6 +124,18 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
     if not series:
         raise ValueError(f"{path}: no rows after the header")
     return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+
+
+TRUTH = {"true": 1.0, "false": 0.0}  # as pandas reads a training file's True/TRUE/true: a column of 1 and 0
+
+
+def _number(text: str | None) -> float:
+    """A cell as training read it: a number, or True/False as 1/0 (before, a model trained on a column of
+    True/False could not be asked from its own file: 'must be numbers')."""
+    if text is None:  # a row shorter than the header
+        raise TypeError("no value")
+    truth = TRUTH.get(text.strip().lower())
+    return float(text) if truth is None else truth
 
 
 def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: str) -> None:

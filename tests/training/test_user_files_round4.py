@@ -222,13 +222,15 @@ def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
 def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> None:
     """Excel's 'CSV UTF-8' starts with a BOM, and hand-edited headers carry spaces (`step, acc_x`).
     Training read such a file; before, `gru predict --file` did not find 'series_id' (read as
-    '\\ufeffseries_id') and sent all 24 series as one sequence. Now one answer per series, as served."""
+    '\\ufeffseries_id') and sent all 24 series as one sequence. Now one answer per series, as served.
+    A column of True/False (pandas reads it as 1/0 in training) was 'must be numbers' to gru predict."""
     import httpx
 
     from export.bundle import export_checkpoint
     from tests.helpers import Server, train_tiny
 
     frame = _motions()
+    frame.insert(4, "moving", frame.acc_x.abs() > 0.5)
     text = frame.to_csv(index=False, lineterminator="\r\n").replace(",", ", ")
     (tmp_path / "excel.csv").write_text(text, encoding="utf-8-sig")
     path = tmp_path / "excel.csv"
@@ -245,7 +247,8 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
         out = subprocess.run([*predict, "--file", str(path)], capture_output=True, text=True, timeout=60)
         refused = subprocess.run([*predict, "--file", str(tmp_path / "r.csv")], capture_output=True,
                                  text=True, timeout=60)
-        sequences = [rows[["acc_x", "acc_y"]].to_numpy().tolist() for _, rows in frame.groupby("series_id")]
+        sequences = [rows[["acc_x", "acc_y", "moving"]].to_numpy(float).tolist()
+                     for _, rows in frame.groupby("series_id")]
         direct = httpx.post(f"{server.url}/models/motions/predict", timeout=30,
                             json={"sequences": sequences}).json()["predictions"]
     finally:
@@ -256,4 +259,4 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     assert [a["label"] for a in answers] == [d["label"] for d in direct]
     assert refused.returncode == 2  # before: values under the names to their left ("step 's00' ... neither
     # numbers nor ISO dates"; with numeric ids, each row a series of shifted values, answered)
-    assert "r.csv, line 2: 6 fields but the header names 5: a row name first" in refused.stderr
+    assert "r.csv, line 2: 7 fields but the header names 6: a row name first" in refused.stderr
