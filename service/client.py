@@ -216,9 +216,11 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
         return {"sequences": sequences}, ids
     try:
         return json.loads(path.read_text()), None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # Parquet, NPZ: before, "'utf-8' codec can't
+        # decode byte 0xc0 in position 74" alone
         raise ValueError(f"{path}: not JSON ({exc}); give a .csv file in the training layout or JSON "
-                         '{"sequences": [...]}') from None
+                         '{"sequences": [...]} (a Parquet file as CSV: '
+                         "pd.read_parquet(path).to_csv(new_path, index=False))") from None
 
 
 def encode_binary(sequences: Sequence[Any]) -> tuple[bytes, dict[str, str]]:

@@ -219,6 +219,17 @@ def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
         assert len(load_data(_classify(tmp_path / name)).test) > 0
 
 
+def test_gru_predict_given_the_parquet_file_training_read_names_the_fix(tmp_path: Path) -> None:
+    """Before: "gru predict: error: 'utf-8' codec can't decode byte 0xc0 in position 74" alone."""
+    _motions().to_parquet(tmp_path / "m.parquet")
+    command = [sys.executable, "-m", "gru_cli", "predict", "--url", "http://127.0.0.1:9", "--model", "m"]
+    out = subprocess.run([*command, "--file", str(tmp_path / "m.parquet")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "m.parquet: not JSON ('utf-8' codec can't decode" in out.stderr
+    assert "a Parquet file as CSV: pd.read_parquet(path).to_csv(new_path, index=False)" in out.stderr
+
+
 def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> None:
     """Excel's 'CSV UTF-8' starts with a BOM, and hand-edited headers carry spaces (`step, acc_x`).
     Training read such a file; before, `gru predict --file` did not find 'series_id' (read as
