@@ -115,10 +115,7 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
                 raise ValueError(f"{path}, line {line}: {len(columns) + len(extra)} fields but the header "
                                  f"names {len(columns)}: a row name first (R: write.csv(df, row.names = "
                                  "FALSE)), or a name missing from the header")
-            try:
-                values = [_number(row[f]) for f in features]
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {line}: {features} must be numbers, got {row}") from None
+            values = [_cell(row, f, f"{path}, line {line}") for f in features]
             key = row[id_column] if id_column in columns else ONE_SERIES
             series.setdefault(key, []).append((row[time_column] if time_column in columns else line, values))
     if not series:
@@ -136,6 +133,16 @@ def _number(text: str | None) -> float:
         raise TypeError("no value")
     truth = TRUTH.get(text.strip().lower())
     return float(text) if truth is None else truth
+
+
+def _cell(row: dict[str, str], feature: str, where: str) -> float:
+    """Before, a bad cell was '[features] must be numbers, got {the whole row}': which cell, and why an
+    empty one that training filled (data.missing) is refused here, went unsaid."""
+    try:
+        return _number(row[feature])
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {feature!r} is {row[feature]!r}, not a number; a request holds numbers "
+                         "only: fill the cell (training's data.missing fills training files only)") from None
 
 
 def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: str) -> None:

@@ -234,7 +234,8 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     """Excel's 'CSV UTF-8' starts with a BOM, and hand-edited headers carry spaces (`step, acc_x`).
     Training read such a file; before, `gru predict --file` did not find 'series_id' (read as
     '\\ufeffseries_id') and sent all 24 series as one sequence. Now one answer per series, as served.
-    A column of True/False (pandas reads it as 1/0 in training) was 'must be numbers' to gru predict."""
+    A column of True/False (pandas reads it as 1/0 in training) was 'must be numbers' to gru predict; an
+    empty cell is named, not the whole row."""
     import httpx
 
     from export.bundle import export_checkpoint
@@ -252,12 +253,15 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     lines = frame.to_csv(index=False).splitlines()
     named = [f'"{i}",{row}' for i, row in enumerate(lines[1:], 1)]  # R's write.table(df, sep = ",")
     (tmp_path / "r.csv").write_text("\n".join([lines[0], *named]))
+    frame.assign(acc_y=frame.acc_y.mask(frame.index == 3)).to_csv(tmp_path / "blank.csv", index=False)
     server = Server(tmp_path / "models").start()
     try:
         predict = [sys.executable, "-m", "gru_cli", "predict", "--url", server.url, "--model", "motions"]
         out = subprocess.run([*predict, "--file", str(path)], capture_output=True, text=True, timeout=60)
         refused = subprocess.run([*predict, "--file", str(tmp_path / "r.csv")], capture_output=True,
                                  text=True, timeout=60)
+        blank = subprocess.run([*predict, "--file", str(tmp_path / "blank.csv")], capture_output=True,
+                               text=True, timeout=60)
         sequences = [rows[["acc_x", "acc_y", "moving"]].to_numpy(float).tolist()
                      for _, rows in frame.groupby("series_id")]
         direct = httpx.post(f"{server.url}/models/motions/predict", timeout=30,
@@ -271,3 +275,5 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     assert refused.returncode == 2  # before: values under the names to their left ("step 's00' ... neither
     # numbers nor ISO dates"; with numeric ids, each row a series of shifted values, answered)
     assert "r.csv, line 2: 7 fields but the header names 6: a row name first" in refused.stderr
+    assert blank.returncode == 2  # before: "['acc_x', 'acc_y', 'moving'] must be numbers, got {the row}"
+    assert "blank.csv, line 5: 'acc_y' is '', not a number; a request holds numbers only" in blank.stderr
