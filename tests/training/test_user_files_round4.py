@@ -206,6 +206,26 @@ def test_a_european_excel_csv_is_refused_with_a_rewrite_that_reads_its_decimal_c
                           load_data(_classify(tmp_path / "plain.csv")).train.X)
 
 
+@pytest.mark.parametrize(("name", "write"), [
+    ("m.tsv", lambda frame, path: frame.to_csv(path, sep="\t", index=False)),
+    ("m.txt", lambda frame, path: frame.to_csv(path, sep="|", index=False)),
+    ("m.csv.gz", lambda frame, path: frame.to_csv(path, index=False)),
+    ("m.zip", lambda frame, path: frame.to_csv(path, index=False)),
+])
+def test_a_type_users_export_is_refused_with_the_line_that_writes_it_as_csv(tmp_path: Path, name: str,
+                                                                            write) -> None:
+    """Before: 'unsupported file type '.tsv'; use .csv, .parquet or .npz', and no more. The pandas line
+    the message gives, run as given, writes a file that reads."""
+    frame = _motions()
+    write(frame, tmp_path / name)
+    listed = r"unsupported file type .*; use \.csv, \.parquet or \.npz \("
+    with pytest.raises(ValueError, match=listed) as refused:
+        load_data(_classify(tmp_path / name))
+    line = str(refused.value).rsplit(": ", 1)[-1][:-1]  # the pandas line, inside the parentheses
+    eval(line, {"pd": pd, "path": tmp_path / name, "new_path": tmp_path / "new.csv"})
+    assert load_data(_classify(tmp_path / "new.csv")).feature_names == ["acc_x", "acc_y"]
+
+
 def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
     """DATA.CSV, as older Windows tools name exports. Before: 'unsupported file type '.CSV'; use .csv,
     .parquet or .npz' (gru predict already read .CSV)."""

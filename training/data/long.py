@@ -69,10 +69,21 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
             # 'missing' (a forecast's date index was ignored, its rows taken in file order)
             frame = frame.reset_index()
     else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz"
+                         + OTHER_TYPES.get(path.suffix.lower(), ""))
     if frame.empty:
         raise ValueError(f"{path}: the file has no rows")
     return frame
+
+
+OTHER_TYPES = {  # the fix for types users export: before, only '.csv, .parquet or .npz'
+    ".tsv": " (tab-separated: pd.read_csv(path, sep='\\t').to_csv(new_path, index=False))",
+    ".txt": " (its separator found: pd.read_csv(path, sep=None, engine='python')"
+            ".to_csv(new_path, index=False))",
+    ".gz": " (a compressed CSV: pd.read_csv(path).to_csv(new_path, index=False))",
+    ".zip": " (a compressed CSV: pd.read_csv(path).to_csv(new_path, index=False))",
+    ".xlsx": " (Excel: pd.read_excel(path).to_csv(new_path, index=False), or Save As 'CSV UTF-8')",
+}
 
 
 def _comma_at_line_ends(path: Path) -> bool:
