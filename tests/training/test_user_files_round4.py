@@ -32,7 +32,8 @@ def _classify(path: Path, **settings: object) -> DataConfig:
 
 def test_labels_with_spaces_around_them_are_one_class(tmp_path: Path) -> None:
     """Before: 'standing ' (a trailing space typed into some cells) and 'standing' were two classes, and
-    a test file's 'standing' matched only one of them; now the spaces are not part of the label."""
+    a test file's 'standing' matched only one of them; now the spaces are not part of the label. Nor
+    is the way an accent is typed: 'équilibre' composed and decomposed (macOS) were two classes."""
     frame = _motions()
     spaced = frame.assign(label=np.where(frame.series_id.str[-1].isin(["1", "3"]), frame.label + " ",
                                          frame.label))
@@ -41,6 +42,9 @@ def test_labels_with_spaces_around_them_are_one_class(tmp_path: Path) -> None:
     data = load_data(_classify(tmp_path / "train.csv", test_path=str(tmp_path / "test.parquet")))
     assert data.label_names == sorted(set(frame.label))
     assert len(np.unique(data.test.y)) == len(data.label_names) == 3
+    accents = {"standing": "\u00e9quilibre", "walking": "e\u0301quilibre", "running": "course"}  # NFC, NFD
+    frame.assign(label=frame.label.map(accents)).to_csv(tmp_path / "accents.csv", index=False)
+    assert load_data(_classify(tmp_path / "accents.csv")).label_names == ["course", "\u00e9quilibre"]
 
 
 @pytest.mark.parametrize("form", ["%d/%m/%Y", "%d.%m.%Y"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -34,9 +35,10 @@ def label_codes(names: list[str], values: np.ndarray) -> np.ndarray:
 
 
 def _text(label: object) -> str:
-    """A label as text, without the spaces around it: a spreadsheet's 'fault ' (a trailing space typed
-    into some cells) was a class apart from 'fault', silently splitting it in two."""
-    return str(label).strip()
+    """A label as text, without the spaces around it, its accents composed (NFC): a spreadsheet's 'fault '
+    (a trailing space typed into some cells) was a class apart from 'fault', and 'café' typed on macOS
+    (e + a combining accent) one apart from 'café', each silently splitting a class in two."""
+    return unicodedata.normalize("NFC", str(label).strip())
 
 
 def _class_of(text: str) -> float | str:
