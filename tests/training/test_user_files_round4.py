@@ -230,6 +230,19 @@ def test_a_type_users_export_is_refused_with_the_line_that_writes_it_as_csv(tmp_
     assert load_data(_classify(tmp_path / "new.csv")).feature_names == ["acc_x", "acc_y"]
 
 
+def test_numbers_with_thousands_separators_are_refused_with_the_line_that_reads_them(tmp_path: Path) -> None:
+    """A spreadsheet's number format (1,234.5), quoted in the CSV. Before: 'not a number' alone."""
+    frame = _motions().assign(acc_x=lambda f: f.acc_x * 10_000)
+    frame.assign(acc_x=frame.acc_x.map("{:,.3f}".format)).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=r"'acc_x' is '-9,034\.970', not a number.*its thousands separators: "
+                                         r"pd\.read_csv\(path, thousands=','\)"):
+        load_data(_classify(tmp_path / "t.csv"))
+    pd.read_csv(tmp_path / "t.csv", thousands=",").to_csv(tmp_path / "new.csv", index=False)
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    assert np.allclose(load_data(_classify(tmp_path / "new.csv")).train.X[0, :, 0],
+                       load_data(_classify(tmp_path / "plain.csv")).train.X[0, :, 0], atol=1e-3)
+
+
 def test_file_names_in_capitals_read_as_their_type(tmp_path: Path) -> None:
     """DATA.CSV, as older Windows tools name exports. Before: 'unsupported file type '.CSV'; use .csv,
     .parquet or .npz' (gru predict already read .CSV)."""

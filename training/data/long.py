@@ -360,7 +360,7 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                 raise ValueError(
                     f"{path}: {locate_row(row)}: {name!r} is {show(column.iloc[row])}, not a number; feature "
                     "columns hold numbers only (list the inputs in data.feature_columns)"
-                )
+                    + _thousands(column.iloc[row]))
             column = numbers
         values = column.to_numpy(dtype=np.float64)
         huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
@@ -371,6 +371,14 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                              "1e30)")
         columns.append(values.astype(np.float32))
     return np.stack(columns, axis=1)
+
+
+def _thousands(value: object) -> str:
+    """The fix for 1,234.5 (thousands separators, a spreadsheet's number format): before, only 'not a
+    number'."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?", value.strip()):
+        return "; its thousands separators: pd.read_csv(path, thousands=',').to_csv(new_path, index=False)"
+    return ""
 
 
 def _refuse_empty(frame: pd.DataFrame, path: Path, target: str, locate_row: Callable[[int], str]) -> None:
