@@ -94,9 +94,11 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
     """Series ids (in order of first appearance) and their sequences, steps in time order, features in
     the model's order. As training reads a file: without the id column it is one series, without the time
     column its rows are in time order; steps sort as numbers, or as ISO dates (`2021-05-01 00:30:00`)."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
+    # utf-8-sig and the stripped names read a file as training does (training/data/long.py): before, an
+    # Excel "CSV UTF-8" file's BOM hid the first column's name, and its series were sent as one sequence
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)
+        reader.fieldnames = columns = [name.strip() for name in reader.fieldnames or []]
         missing = [c for c in features if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; the file has {columns}. Expected the training "
@@ -106,15 +108,41 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
         say_layout(path, columns, id_column, time_column)
         series: dict[str, list[tuple[str | int, list[float]]]] = {}
         for line, row in enumerate(reader, start=2):
-            try:
-                values = [float(row[f]) for f in features]
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {line}: {features} must be numbers, got {row}") from None
+            extra = row.get(None) or []  # fields past the header's names (a comma at a row's end: one, empty)
+            if any(value.strip() for value in extra):
+                # R's write.table row names, which training reads as row names; before, each value went
+                # under the name to its left (numeric ids: silently; here, step 's00' was 'not a date')
+                raise ValueError(f"{path}, line {line}: {len(columns) + len(extra)} fields but the header "
+                                 f"names {len(columns)}: a row name first (R: write.csv(df, row.names = "
+                                 "FALSE)), or a name missing from the header")
+            values = [_cell(row, f, f"{path}, line {line}") for f in features]
             key = row[id_column] if id_column in columns else ONE_SERIES
             series.setdefault(key, []).append((row[time_column] if time_column in columns else line, values))
     if not series:
         raise ValueError(f"{path}: no rows after the header")
     return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+
+
+TRUTH = {"true": 1.0, "false": 0.0}  # as pandas reads a training file's True/TRUE/true: a column of 1 and 0
+
+
+def _number(text: str | None) -> float:
+    """A cell as training read it: a number, or True/False as 1/0 (before, a model trained on a column of
+    True/False could not be asked from its own file: 'must be numbers')."""
+    if text is None:  # a row shorter than the header
+        raise TypeError("no value")
+    truth = TRUTH.get(text.strip().lower())
+    return float(text) if truth is None else truth
+
+
+def _cell(row: dict[str, str], feature: str, where: str) -> float:
+    """Before, a bad cell was '[features] must be numbers, got {the whole row}': which cell, and why an
+    empty one that training filled (data.missing) is refused here, went unsaid."""
+    try:
+        return _number(row[feature])
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {feature!r} is {row[feature]!r}, not a number; a request holds numbers "
+                         "only: fill the cell (training's data.missing fills training files only)") from None
 
 
 def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: str) -> None:
@@ -195,9 +223,11 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
         return {"sequences": sequences}, ids
     try:
         return json.loads(path.read_text()), None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # Parquet, NPZ: before, "'utf-8' codec can't
+        # decode byte 0xc0 in position 74" alone
         raise ValueError(f"{path}: not JSON ({exc}); give a .csv file in the training layout or JSON "
-                         '{"sequences": [...]}') from None
+                         '{"sequences": [...]} (a Parquet file as CSV: '
+                         "pd.read_parquet(path).to_csv(new_path, index=False))") from None
 
 
 def encode_binary(sequences: Sequence[Any]) -> tuple[bytes, dict[str, str]]:

@@ -11,7 +11,7 @@ import pandas as pd
 from training.config import DataConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
 from training.data.forecast import forecast_from_files
-from training.data.long import feature_columns, long_to_series, one_series, read_table, show
+from training.data.long import by_name, feature_columns, long_to_series, one_series, read_table, show
 from training.data.npz import read_npz
 from training.data.recordings import SPLIT_SERIES, WIDTHS, cut, split_in_time
 from training.data.splits import encode_labels, holdout, holdout_indices, validation_split
@@ -27,10 +27,7 @@ def load_user_data(config: DataConfig) -> SequenceData:
     train, features = read_series(Path(config.path or ""), config, notes)
     given = None
     if config.test_path:
-        given, test_features = read_series(Path(config.test_path), config)
-        if test_features != features:
-            raise ValueError(f"{config.test_path} has features {test_features} but {config.path} has "
-                             f"{features}; the test file needs the same input columns in the same order")
+        given = in_training_order(*read_series(Path(config.test_path), config), features, config)
     if config.task == "tagging":
         return _tagging(train, given, features, notes, config)
     train, test = (train, given) if given is not None else _holdout(train, config)
@@ -47,6 +44,18 @@ def load_user_data(config: DataConfig) -> SequenceData:
         train=train, val=val, test=Split(test.X, y_test, test.lengths),
         feature_names=features, label_names=labels, source=f"user file {config.path}",
     )
+
+
+def in_training_order(test: Split, test_features: list[str], features: list[str], config: DataConfig
+                      ) -> Split:
+    """The test file's inputs in the training file's order, matched by name (before, the same columns in
+    another order were refused, and a sharded run read them in the test file's order, unchecked);
+    other columns are refused."""
+    order = by_name(test_features, features)
+    if order is None:
+        raise ValueError(f"{config.test_path} has features {test_features} but {config.path} has "
+                         f"{features}; the test file needs the same input columns")
+    return Split(test.X[:, :, order], test.y, test.lengths)
 
 
 def _tagging(series: Split, given: Split | None, features: list[str], notes: list[str],
@@ -89,7 +98,7 @@ def _unseen(fitted: list[Split], test: Split, labels: list[str]) -> list[str]:
 def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) -> tuple[Split, list[str]]:
     """One file's series: X zero-padded with true lengths, y the raw label/target per series (tagging:
     per step). `notes` gets what was assumed of a tagging file without an id or step column."""
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
         if config.task == "tagging":
@@ -98,7 +107,9 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
         split, features = read_npz(path, config.missing)
         if config.task == "regression":
             split.y = _targets(split.y, path, [f"series {i} (y[{i}])" for i in range(len(split))])
-        elif split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
+            return split, features
+        _refuse_empty_labels(split.y, path)
+        if split.y.ndim > 1 and split.y[0].size == 1:  # [N, 1] labels: one per series
             split.y = split.y.reshape(len(split.y))
         elif split.y.ndim > 1:
             raise ValueError(f"{path}: 'y' has shape {split.y.shape}; data.task {config.task} needs one "
@@ -111,6 +122,19 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
         if notes is not None:
             notes += assumed
     return series_from_frame(frame, config, path)
+
+
+def _refuse_empty_labels(y: np.ndarray, path: Path) -> None:
+    """NaN in a float 'y', or empty text: before, 'nan' and '' were classes (a CSV's empty label cell is
+    refused)."""
+    rows = y.reshape(len(y), -1)
+    if y.dtype.kind not in "fU":
+        return
+    empty = np.isnan(rows) if y.dtype.kind == "f" else np.char.strip(rows) == ""
+    if empty.any():
+        i = int(np.argmax(empty.any(axis=1)))
+        raise ValueError(f"{path}: y[{i}] is {show(rows[i][0])}, no label; every series needs one: give it "
+                         "its label, or drop the series from X, y (and lengths)")
 
 
 def series_from_frame(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[Split, list[str]]:

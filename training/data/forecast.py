@@ -29,6 +29,7 @@ from training.config import DataConfig
 from training.data.dataset import SequenceData, Split
 from training.data.long import (
     MAX_SPACING,
+    by_name,
     feature_columns,
     in_time_order,
     long_to_series,
@@ -79,7 +80,7 @@ def _read(path: Path, config: DataConfig
           ) -> tuple[np.ndarray, list[np.ndarray], list[str], list[np.ndarray], list[str]]:
     """Series ids, each series' (T_i, F) values with the target first, the input names, each series'
     steps, and what was assumed of the file (long.one_series)."""
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
     frame = read_table(path)
@@ -95,6 +96,9 @@ def _continued(ids: np.ndarray, series: list[np.ndarray], inputs: list[str], ste
                test_path: Path, config: DataConfig) -> tuple[list[np.ndarray], list[int]]:
     """Each series followed by its later steps from the test file; where the test part starts."""
     test_ids, later, test_inputs, test_steps, _ = _read(test_path, config)
+    order = by_name(test_inputs, inputs)
+    if order is not None:
+        later, test_inputs = [values[:, order] for values in later], inputs
     if test_inputs != inputs:
         raise ValueError(f"{test_path} has columns {test_inputs} but {config.path} has {inputs}; the "
                          "test file needs the same columns")

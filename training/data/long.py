@@ -10,6 +10,7 @@ aside); NaN and infinities go through training/data/missing.py.
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,9 +42,10 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
     names), only an empty cell empty."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":  # DATA.CSV (Windows) too, as gru predict reads it
         try:
-            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True)
+            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True,
+                                index_col=False if _comma_at_line_ends(path) else None)
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
                              "step") from None
@@ -52,19 +54,45 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
             raise ValueError(f"{path}: not UTF-8 text (byte {byte:#04x} at position {exc.start}); save it as "
                              "UTF-8 (Excel: 'CSV UTF-8'), uncompressed") from None
         frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]  # "a , b" headers
+        nothing = [c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()]
+        frame = frame.drop(columns=nothing)  # a comma at the end of every line: neither name nor value
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
         _refuse_other_separators(frame, path)
-    elif path.suffix in {".parquet", ".pq"}:
+    elif path.suffix.lower() in {".parquet", ".pq"}:
         try:
             frame = pd.read_parquet(path)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{path}: not a Parquet file that can be read ({exc})") from None
+        if any(name is not None for name in frame.index.names):  # df.set_index(...).to_parquet(path)
+            # keeps the index, which pandas reads back as the index: before, its series_id and step were
+            # 'missing' (a forecast's date index was ignored, its rows taken in file order)
+            frame = frame.reset_index()
     else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz")
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .parquet or .npz"
+                         + OTHER_TYPES.get(path.suffix.lower(), ""))
     if frame.empty:
         raise ValueError(f"{path}: the file has no rows")
     return frame
+
+
+OTHER_TYPES = {  # the fix for types users export: before, only '.csv, .parquet or .npz'
+    ".tsv": " (tab-separated: pd.read_csv(path, sep='\\t').to_csv(new_path, index=False))",
+    ".txt": " (its separator found: pd.read_csv(path, sep=None, engine='python')"
+            ".to_csv(new_path, index=False))",
+    ".gz": " (a compressed CSV: pd.read_csv(path).to_csv(new_path, index=False))",
+    ".zip": " (a compressed CSV: pd.read_csv(path).to_csv(new_path, index=False))",
+    ".xlsx": " (Excel: pd.read_excel(path).to_csv(new_path, index=False), or Save As 'CSV UTF-8')",
+}
+
+
+def _comma_at_line_ends(path: Path) -> bool:
+    """Rows that end in a comma the header lacks: pandas reads a row one field longer than the header as
+    row names first (R's write.table), so it made series_id the index and shifted every column one to the
+    left (series_id held the steps, and the file was refused for a gap between two sensor values)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header, row = next(csv.reader(handle), []), next(csv.reader(handle), [])
+    return len(row) == len(header) + 1 and row[-1].strip() == ""
 
 
 ONE_SERIES = "(the whole file)"  # the series id of a file without an id column
@@ -85,12 +113,15 @@ def one_series(frame: pd.DataFrame, config: DataConfig, path: Path) -> list[str]
 
 
 def _refuse_other_separators(frame: pd.DataFrame, path: Path) -> None:
+    """A European Excel's CSV separates with ';' because its decimals are commas: the rewrite must read
+    them too (before, the fix named only df.to_csv, and its 0,5 were then 'not a number')."""
     header = str(frame.columns[0])
     for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
         if len(frame.columns) == 1 and separator in header:
+            decimals = ", decimal=','" if separator == ";" else ""
             raise ValueError(f"{path}: the header is one column, {header!r}: the file separates its columns "
-                             f"with {name}; write it with commas (pandas: df.to_csv(path, index=False)), "
-                             "or as Parquet")
+                             f"with {name}; write it with commas (pandas: pd.read_csv(path, "
+                             f"sep={separator!r}{decimals}).to_csv(new_path, index=False)), or as Parquet")
 
 
 def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed: bool = True) -> list[str]:
@@ -115,6 +146,13 @@ def feature_columns(frame: pd.DataFrame, config: DataConfig, path: Path, needed:
         raise ValueError(f"data.feature_columns lists {config.target_column!r}, the label/target to learn "
                          "(data.target_column): as an input it would give the model the answer; drop it")
     return features
+
+
+def by_name(names: list[str], wanted: list[str]) -> list[int] | None:
+    """Where each of `wanted` is in `names`, when they are the same columns in another order: a test file's
+    columns are matched by name (before, one written with its columns in another order was refused);
+    None when they are other columns."""
+    return [names.index(name) for name in wanted] if sorted(names) == sorted(wanted) else None
 
 
 def _refuse_unnamed(features: Sequence[object], path: Path) -> None:
@@ -166,7 +204,10 @@ def _sorted(frame: pd.DataFrame, config: DataConfig, path: Path) -> tuple[pd.Dat
         if empty.any():
             raise ValueError(f"{path}: row {int(np.argmax(empty))} (counting data rows from 0) has no "
                              f"{column!r}; every row needs a series id and a step")
-    order = in_time_order(frame[config.time_column]).rename(ORDER)  # parsed once: also checks the spacing
+    try:
+        order = in_time_order(frame[config.time_column]).rename(ORDER)  # parsed once: also checks the spacing
+    except ValueError as exc:  # dates in more than one format
+        raise ValueError(f"{path}: {exc}") from None
     frame = pd.concat([frame, order], axis=1).sort_values([config.id_column, ORDER], kind="stable")
     return frame.drop(columns=ORDER).reset_index(drop=True), frame[ORDER].reset_index(drop=True)
 
@@ -178,19 +219,53 @@ def in_time_order(steps: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(steps) or pd.api.types.is_datetime64_any_dtype(steps):
         return steps
     text = steps.astype(str)
-    dates = _dates(text, None)  # one format, inferred for the whole column
+    dates = _one_format(text)
     if dates is None and text.str.contains(r"\d{4}").all():  # each value names a year: Jan 2024
-        dates = _dates(text, "mixed")  # parsed one by one (dateutil reads t1 as a date: not without a year)
+        dates = _mixed(text, steps.name)  # one by one (dateutil reads t1 as a date: not without a year)
     if dates is not None:
         return dates
     return text.str.replace(r"\d+", lambda number: number.group().zfill(20), regex=True)
 
 
-def _dates(text: pd.Series, format: str | None) -> pd.Series | None:
+def _one_format(text: pd.Series) -> pd.Series | None:
+    """Dates in one format, inferred for the whole column, month first or day first: before, pandas'
+    month-first guess failed on 13/01/2021 (Europe's 13 January) and the dates were parsed one by one,
+    01/02/2021 as 2 January, and the file was refused for a gap that was not there. Where both readings
+    parse (no day past 12), the one whose dates are more evenly spaced wins; month first on a tie."""
+    dates = _dates(text, None)
+    if dates is not None and re.match(r"\s*\d{4}", text.iloc[0]):  # the year first: never day first
+        return dates
+    readings = [dates, _dates(text, None, dayfirst=True)]
+    return min((dates for dates in readings if dates is not None), key=_unevenness, default=None)
+
+
+def _unevenness(dates: pd.Series) -> float:
+    """The largest gap between distinct dates over the smallest (1.0: evenly spaced)."""
+    gaps = np.diff(pd.to_datetime(dates, utc=True).drop_duplicates().sort_values().astype("int64").to_numpy())
+    return float(gaps.max() / max(gaps.min(), 1)) if gaps.size else 1.0
+
+
+def _mixed(text: pd.Series, column: object) -> pd.Series | None:
+    """Dates parsed one by one; refused where a value reads as another date day first (the column mixes
+    formats: 2020-01-08 and 01/08/2020 would be one day, or two months apart). Dates that start with
+    the year are read year, month, day (dateutil reads 2020-01-02 day first as 1 February)."""
+    dates, day_first = _dates(text, "mixed"), _dates(text, "mixed", dayfirst=True)
+    if dates is None or day_first is None:
+        return dates
+    ambiguous = ((dates != day_first) & ~text.str.match(r"\s*\d{4}")).to_numpy()
+    if not ambiguous.any():
+        return dates
+    i = int(np.argmax(ambiguous))
+    raise ValueError(f"{column} {text.iloc[i]!r} reads as {dates.iloc[i]:%Y-%m-%d} month first or "
+                     f"{day_first.iloc[i]:%Y-%m-%d} day first, and the column mixes date formats "
+                     f"({text.iloc[0]!r}, ...): write every date in one format, e.g. ISO 2021-01-13")
+
+
+def _dates(text: pd.Series, format: str | None, dayfirst: bool = False) -> pd.Series | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            dates = pd.to_datetime(text, format=format)
+            dates = pd.to_datetime(text, format=format, dayfirst=dayfirst)
         except (ValueError, TypeError, OverflowError):
             return None
     return None if any("Could not infer format" in str(w.message) for w in caught) else dates
@@ -272,6 +347,11 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
     columns = []
     for name in features:
         column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            # before, a Parquet timestamp column was an input in nanoseconds since 1970, silently
+            raise ValueError(f"{path}: {name!r} holds dates or times ({column.dtype}), not numbers; as an "
+                             "input it would be nanoseconds since 1970: if it is the step, name it in "
+                             "data.time_column, else list the inputs in data.feature_columns")
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
             numbers = pd.to_numeric(column, errors="coerce")
             bad = (numbers.isna() & column.notna()).to_numpy()
@@ -280,7 +360,7 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                 raise ValueError(
                     f"{path}: {locate_row(row)}: {name!r} is {show(column.iloc[row])}, not a number; feature "
                     "columns hold numbers only (list the inputs in data.feature_columns)"
-                )
+                    + _thousands(column.iloc[row]))
             column = numbers
         values = column.to_numpy(dtype=np.float64)
         huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
@@ -291,6 +371,14 @@ def _numeric(frame: pd.DataFrame, features: list[str], path: Path,
                              "1e30)")
         columns.append(values.astype(np.float32))
     return np.stack(columns, axis=1)
+
+
+def _thousands(value: object) -> str:
+    """The fix for 1,234.5 (thousands separators, a spreadsheet's number format): before, only 'not a
+    number'."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?", value.strip()):
+        return "; its thousands separators: pd.read_csv(path, thousands=',').to_csv(new_path, index=False)"
+    return ""
 
 
 def _refuse_empty(frame: pd.DataFrame, path: Path, target: str, locate_row: Callable[[int], str]) -> None:

@@ -29,8 +29,9 @@ def read_npz(path: Path, missing: str) -> tuple[Split, list[str]]:
         raise ValueError(f"{path}: an NPZ file needs arrays 'X' and 'y' (found {sorted(arrays)}); "
                          + RAGGED_HELP)
     X, y = arrays["X"], arrays["y"]
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{path}: 'X' holds {X.dtype}, not numbers; {RAGGED_HELP}")
+    if X.dtype.kind not in "iuf":  # complex too: its imaginary part was dropped with a warning
+        raise ValueError(f"{path}: 'X' holds {X.dtype}, not real numbers; {RAGGED_HELP}")
+    _refuse_channels_first(X, arrays, path)
     huge = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max) if X.dtype.itemsize > 4 else None
     if huge is not None and huge.any():
         first = tuple(np.argwhere(huge)[0])
@@ -50,6 +51,18 @@ def read_npz(path: Path, missing: str) -> tuple[Split, list[str]]:
                          "name (requests and the manifest name features)")
     X = check_finite(X, lengths, names, missing, str(path), lambda i, t: f"series {i} (X[{i}]), step {t}")
     return Split(X, y, lengths), names
+
+
+def _refuse_channels_first(X: np.ndarray, arrays: dict[str, np.ndarray], path: Path) -> None:
+    """aeon's and sktime's arrays are [N, channels, T]: saved as they load, GunPoint (50, 1, 150) was read
+    as one step of 150 features, silently. More features than steps, with neither 'feature_names' nor
+    'lengths' to say the layout was meant, is refused."""
+    if X.ndim != 3 or X.shape[2] <= X.shape[1] or "feature_names" in arrays or "lengths" in arrays:
+        return
+    n, t, f = X.shape
+    raise ValueError(f"{path}: 'X' has shape {X.shape}, read as [N, T, F]: {t} step(s) of {f} features "
+                     "each. aeon and sktime arrays are [N, channels, T]: save X.transpose(0, 2, 1); if it is "
+                     f"{t} step(s) of {f} features, save 'feature_names' ({f} names) with it")
 
 
 def _text(name: object) -> str:

@@ -59,13 +59,13 @@ def read_shard(path: Path, columns: list[str] | None, id_column: str, rank: int,
 
 def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     """This rank's train and validation series; the test split on rank 0 only (empty elsewhere)."""
-    from training.data.files import series_from_frame
+    from training.data.files import in_training_order, series_from_frame
     from training.distributed import agree_on_labels
 
     if config.task not in ("classification", "regression"):
         raise ValueError("data.sharded supports data.task classification or regression")
     path, test_path = Path(config.path or ""), config.test_path
-    if path.suffix not in (".parquet", ".pq") or not test_path:
+    if path.suffix.lower() not in (".parquet", ".pq") or not test_path:
         raise ValueError("data.sharded needs a Parquet data.path and a separate data.test_path")
     frame = read_shard(path, None, config.id_column, rank, world)
     if frame.empty:
@@ -75,7 +75,8 @@ def load_sharded(config: DataConfig, rank: int, world: int) -> SequenceData:
     test = Split(np.zeros((0,) + train.X.shape[1:], np.float32), np.array([]))
     if rank == 0:  # only rank 0 evaluates on test
         test_frame = read_shard(Path(test_path), None, config.id_column, 0, 1)
-        test = _equal_lengths(series_from_frame(test_frame, config, Path(test_path)), Path(test_path))[0]
+        test = in_training_order(*_equal_lengths(series_from_frame(test_frame, config, Path(test_path)),
+                                                 Path(test_path)), features, config)
     X, y, X_test, y_test = train.X, train.y, test.X, test.y
     classify = config.task == "classification"
     labels: list[str] = []

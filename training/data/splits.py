@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -13,8 +14,8 @@ from training.data.dataset import Split
 def encode_labels(*label_arrays: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
     """Map labels (any type) to indices 0..K-1, in natural order of their string form. Labels that are
     the same number are one class, named as the first array writes it: a test file's 0.0/1.0 (a float
-    column) are a training file's 0/1, not two more classes."""
-    texts = [dict.fromkeys(str(v) for v in arr) for arr in label_arrays]  # in order of appearance
+    column) are a training file's 0/1, not two more classes; spaces around a label are not part of it."""
+    texts = [dict.fromkeys(_text(v) for v in arr) for arr in label_arrays]  # in order of appearance
     names: dict[float | str, str] = {}  # a label's class -> its name, the first text seen
     for seen in texts:
         for text in seen:
@@ -22,7 +23,7 @@ def encode_labels(*label_arrays: np.ndarray) -> tuple[list[str], list[np.ndarray
     order = sorted(names, key=lambda key: _natural_key(names[key]))
     index = {key: i for i, key in enumerate(order)}
     codes = {text: index[_class_of(text)] for seen in texts for text in seen}
-    return [names[key] for key in order], [np.array([codes[str(v)] for v in arr], dtype=np.int64)
+    return [names[key] for key in order], [np.array([codes[_text(v)] for v in arr], dtype=np.int64)
                                            for arr in label_arrays]
 
 
@@ -30,7 +31,14 @@ def label_codes(names: list[str], values: np.ndarray) -> np.ndarray:
     """Each value's index in `names` (the same number is the same label, as in encode_labels); -1 where
     it is none of them."""
     index = {_class_of(name): i for i, name in enumerate(names)}
-    return np.array([index.get(_class_of(str(v)), -1) for v in values], dtype=np.int64)
+    return np.array([index.get(_class_of(_text(v)), -1) for v in values], dtype=np.int64)
+
+
+def _text(label: object) -> str:
+    """A label as text, without the spaces around it, its accents composed (NFC): a spreadsheet's 'fault '
+    (a trailing space typed into some cells) was a class apart from 'fault', and 'café' typed on macOS
+    (e + a combining accent) one apart from 'café', each silently splitting a class in two."""
+    return unicodedata.normalize("NFC", str(label).strip())
 
 
 def _class_of(text: str) -> float | str:
