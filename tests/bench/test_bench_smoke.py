@@ -30,8 +30,10 @@ def test_harness_drives_the_service_with_wrk(repository: Path, tmp_path: Path) -
 @pytest.mark.skipif(shutil.which("h2load") is None,
                     reason="h2load is not installed (apt-get install -y nghttp2-client)")
 def test_grpc_load_frames_requests_the_server_answers(repository: Path, tmp_path: Path) -> None:
-    """bench/grpc_load.py: one second of h2load per API; the server answers every request with a 200
-    (the calls still in flight when h2load's window closes are answered too, not counted by h2load)."""
+    """bench/grpc_load.py: one second of h2load per API; the server answers every request with a 200.
+    The calls still in flight when h2load's window closes (not counted by h2load) are answered too, or,
+    where the server sees the client leave first, logged as client gone (499): 2 such calls in 2 of 4
+    runs since gRPC unary calls count per client until grpc has finished them (round 8), none before."""
     from bench.grpc_load import API_LABEL, answered, bodies, h2load
 
     with serving("gru-serve", repository.parent, workers=1, grpc=True) as server:
@@ -44,5 +46,7 @@ def test_grpc_load_frames_requests_the_server_answers(repository: Path, tmp_path
             counted = {status: n - before.get((a, status), 0) for (a, status), n in answered(base).items()
                        if a == API_LABEL[api]}
             assert result["requests"] > 0 and result["failed"] == 0, (api, result)
-            assert result["requests"] <= counted.pop("200") <= result["requests"] + 4, (api, result)
+            answered_ok, gone = counted.pop("200"), counted.pop("499", 0)
+            in_window = result["requests"]
+            assert in_window <= answered_ok <= answered_ok + gone <= in_window + 4, (api, result, gone)
             assert not any(counted.values()), (api, counted)
