@@ -32,7 +32,7 @@ def test_harness_drives_the_service_with_wrk(repository: Path, tmp_path: Path) -
 def test_grpc_load_frames_requests_the_server_answers(repository: Path, tmp_path: Path) -> None:
     """bench/grpc_load.py: one second of h2load per API; the server answers every request with a 200.
     The calls still in flight when h2load's window closes (not counted by h2load) are answered too, or,
-    where the server sees the client leave first, logged as client gone (499): 2 such calls in 2 of 4
+    where the server sees the client leave first, logged as client gone (499): 2 such calls in 2 of 7
     runs since gRPC unary calls count per client until grpc has finished them (round 8), none before."""
     from bench.grpc_load import API_LABEL, answered, bodies, h2load
 
