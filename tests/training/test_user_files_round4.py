@@ -314,3 +314,22 @@ def test_gru_predict_reads_an_excel_utf8_csv_as_training_did(tmp_path: Path) -> 
     assert "r.csv, line 2: 7 fields but the header names 6: a row name first" in refused.stderr
     assert blank.returncode == 2  # before: "['acc_x', 'acc_y', 'moving'] must be numbers, got {the row}"
     assert "blank.csv, line 5: 'acc_y' is '', not a number; a request holds numbers only" in blank.stderr
+
+
+def test_series_ids_na_and_none_are_ids(tmp_path: Path) -> None:
+    """Country codes as series ids: before, pandas read 'NA' (Namibia) and 'None' as missing, and the
+    file was refused: "row 0 has no 'series_id'". Numeric ids still read as numbers: the same series in
+    the same order, split alike, as the Parquet copy of the file (which pandas does not parse)."""
+    frame = _motions()
+    codes = ["NA", "None", "ZA", "DE", "FR", "NL"] + [f"C{i}" for i in range(18)]
+    country = dict(zip(sorted(frame.series_id.unique()), codes, strict=True))
+    countries = frame.assign(series_id=frame.series_id.map(country))
+    countries.to_csv(tmp_path / "countries.csv", index=False)
+    data = load_data(_classify(tmp_path / "countries.csv"))
+    assert len(data.train) + len(data.val) + len(data.test) == 24
+    numbered = frame.assign(series_id=frame.series_id.str[1:].astype(int) * 5)
+    numbered.to_csv(tmp_path / "numbered.csv", index=False)
+    numbered.to_parquet(tmp_path / "numbered.parquet")
+    read, parquet = (load_data(_classify(tmp_path / name)) for name in ("numbered.csv", "numbered.parquet"))
+    for part in ("train", "val", "test"):
+        assert np.array_equal(getattr(read, part).X, getattr(parquet, part).X)

@@ -116,7 +116,7 @@ def read_series(path: Path, config: DataConfig, notes: list[str] | None = None) 
                              "label per series, y [N] (several numbers per series: data.task regression)")
         return split, features
     labels = config.target_column if config.task in ("classification", "tagging") else None
-    frame = read_table(path, labels)
+    frame = read_table(path, labels, config.id_column)
     if config.task == "tagging":  # a recording is often one file in time order
         assumed = one_series(frame, config, path)
         if notes is not None:

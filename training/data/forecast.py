@@ -83,7 +83,7 @@ def _read(path: Path, config: DataConfig
     if path.suffix.lower() == ".npz":
         raise ValueError(f"{path}: for data.task forecast write a long-format CSV or Parquet file "
                          "(series id, step, target, optional extra columns)")
-    frame = read_table(path)
+    frame = read_table(path, ids=config.id_column)
     assumed = one_series(frame, config, path)
     extra = feature_columns(frame, config, path, needed=False)
     inputs = [config.target_column] + [c for c in extra if c != config.target_column]

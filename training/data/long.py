@@ -37,14 +37,15 @@ class LongSeries:
     steps: list[np.ndarray]  # each series' step values, in order
 
 
-def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
+def read_table(path: Path, labels: str | None = None, ids: str | None = None) -> pd.DataFrame:
     """`labels`: a CSV column of class names, read as written ("007" stays "007", "None" and "NA" are
-    names), only an empty cell empty."""
+    names), only an empty cell empty. `ids`: the series id column, see _ids."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (data.path / data.test_path)")
     if path.suffix.lower() == ".csv":  # DATA.CSV (Windows) too, as gru predict reads it
         try:
-            frame = pd.read_csv(path, converters={labels: str} if labels else None, skipinitialspace=True,
+            as_text = {column: str for column in (labels, ids) if column}
+            frame = pd.read_csv(path, converters=as_text or None, skipinitialspace=True,
                                 index_col=False if _comma_at_line_ends(path) else None)
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty; write a header row and one row per series and "
@@ -58,6 +59,8 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
         frame = frame.drop(columns=nothing)  # a comma at the end of every line: neither name nor value
         if labels in frame.columns:
             frame[labels] = frame[labels].mask(frame[labels] == "")
+        if ids in frame.columns and ids != labels:
+            frame[ids] = _ids(frame[ids])
         _refuse_other_separators(frame, path)
     elif path.suffix.lower() in {".parquet", ".pq"}:
         try:
@@ -74,6 +77,15 @@ def read_table(path: Path, labels: str | None = None) -> pd.DataFrame:
     if frame.empty:
         raise ValueError(f"{path}: the file has no rows")
     return frame
+
+
+def _ids(column: pd.Series) -> pd.Series:
+    """Series ids read as text: numbers where every one is a number (as pandas reads them, so the series'
+    order and the seeded splits stay what they were), else as written. Before, pandas read the ids "NA"
+    (Namibia, North America) and "None" as missing, and their rows were refused for having no id."""
+    text = column.mask(column == "")
+    numbers = pd.to_numeric(text, errors="coerce")
+    return numbers if bool((numbers.notna() | text.isna()).all()) else text
 
 
 OTHER_TYPES = {  # the fix for types users export: before, only '.csv, .parquet or .npz'
