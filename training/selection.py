@@ -33,8 +33,7 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import SequenceData
-from training.data.dataset import PAD_LABEL
-from training.data.recordings import WIDTHS, cut, validation_pieces
+from training.data.recordings import WIDTHS, cut, validation_labels, validation_pieces
 from training.data.splits import holdout_indices, stratified_folds
 from training.defaults import FEW_PER_CLASS, TARGET_STEPS, merge
 
@@ -134,8 +133,7 @@ def window_checkpoint(run_dir: Path, width: int, data: SequenceData) -> tuple[Pa
         return None, ""
     loss = json.loads(metrics.read_text())["loss"]
     assert data.recordings is not None
-    labels = validation_pieces(data.recordings).y
-    counts = np.bincount(labels[labels != PAD_LABEL].ravel())
+    counts = np.bincount(validation_labels(data.recordings))
     share = counts[counts > 0] / counts.sum()
     frequencies = float(-(share * np.log(share)).sum())
     if loss >= frequencies:
@@ -148,7 +146,7 @@ def window_winner(scores: dict[int, dict[str, Any]], data: SequenceData, seconds
     """The window length the run trains with and the line that says why; `scores`: each candidate's
     metrics on the validation steps."""
     assert data.recordings is not None
-    steps = int((validation_pieces(data.recordings).y != PAD_LABEL).sum())
+    steps = len(validation_labels(data.recordings))
     # the log-loss first: it tells a candidate stuck at the majority label from one a step behind it
     # (GunPoint: 0.599 right at loss 0.58 against 0.600 at 0.692, the plateau); then the steps right
     best = min(WIDTHS, key=lambda width: (scores[width]["loss"], -round(steps * scores[width]["accuracy"])))

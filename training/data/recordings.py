@@ -67,6 +67,12 @@ def cut(recordings: Recordings, width: int) -> tuple[Split, Split]:
             _windows(recordings.series, recordings.cuts, recordings.ends, width))
 
 
+def validation_labels(recordings: Recordings) -> np.ndarray:
+    """The labels of every recording's validation steps, in order (what validation_pieces scores)."""
+    bounds = zip(recordings.cuts.tolist(), recordings.ends.tolist(), strict=True)
+    return np.concatenate([recordings.series.y[i, cut_at:end] for i, (cut_at, end) in enumerate(bounds)])
+
+
 def validation_pieces(recordings: Recordings) -> Split:
     """Each recording's validation steps in pieces of WARM_UP steps, each read after the WARM_UP steps
     before it (from the recording's start where there are fewer), labelled only on its piece: how a
