@@ -295,7 +295,8 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
     held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
     lines = diagnose(data.task, evaluate(model, train, data), *held_out,
                      baseline_kept=test.get("correction_kept") == 0.0)
-    return lines + test_labels(test) + naive_ahead(test, model.config.seasonal_skip)  # what the test shows
+    ahead = naive_ahead(test, model.config.seasonal_skip, model.config.drift)  # what the test shows
+    return lines + test_labels(test) + ahead
 
 
 def _plan(model: GRUModel, train: Split, data: SequenceData, config: ResolvedConfig, ctx: distributed.Context,

@@ -190,12 +190,23 @@ class GRUModel(nn.Module):
 
     def seasonal_naive(self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The seasonal-naive forecast (B, horizon) at period model.seasonal_skip, in normalised target
-        units: the last season of the target (feature 0) repeated. The head's output corrects it."""
+        units: the last season of the target (feature 0) repeated, plus model.drift's share of the
+        window's drift per step ahead. The head's output corrects it."""
         period, horizon = self.config.seasonal_skip, self.config.output_size
         offsets = torch.arange(horizon, device=x.device) % period - period  # (H,) in -period..-1
         index = lengths.long().unsqueeze(1) + offsets.unsqueeze(0)  # (B, H) steps of each sequence
         index = index.clamp(min=0)  # a sequence shorter than one season repeats its first step
-        return self.normaliser.targets(gather_steps(x[:, :, :1], index).squeeze(2), level)
+        forecast = gather_steps(x[:, :, :1], index).squeeze(2)
+        if self.config.drift:
+            forecast = forecast + self.config.drift * self.window_drift(x, lengths)
+        return self.normaliser.targets(forecast, level)
+
+    def window_drift(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, horizon) raw target units: h times the slope from each window's first step to its last
+        (the drift method's forecast less the naive)."""
+        last = gather_steps(x[:, :, :1], (lengths.long() - 1).unsqueeze(1)).squeeze(2)  # (B, 1)
+        slope = (last - x[:, :1, 0]) / (lengths.unsqueeze(1).to(x.dtype) - 1).clamp_min(1)
+        return slope * torch.arange(1, self.config.output_size + 1, device=x.device, dtype=x.dtype)
 
     def _steps(
         self, x: torch.Tensor, lengths: torch.Tensor, level: torch.Tensor, carried: dict[str, torch.Tensor]

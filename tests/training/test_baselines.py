@@ -65,6 +65,16 @@ def test_an_untrained_value_model_predicts_the_mean_or_the_seasonal_naive() -> N
     out = forecaster.eval().predict(torch.as_tensor(X[:2, :, :1]), lengths)[0].detach().numpy()
     np.testing.assert_allclose(out[0], X[0, [7, 8, 9, 7, 8], 0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out[1], X[1, [4, 5, 6, 4, 5], 0], rtol=1e-5, atol=1e-5)
+    drifting = GRUModel(ResolvedModelConfig(input_size=1, hidden_size=8, task="forecast", output_size=5,
+                                            frontend="none", patch=1, seasonal_skip=1, drift=0.5,
+                                            window_scaling=True))
+    positive = X[:, :, :1] + 5  # a window's level divides
+    drifting.normaliser.fit(positive, rng.normal(5, 1, size=(20, 5)))
+    lengths = torch.tensor([10, 7, 1])  # ragged: each window's own first and last step; one step, no drift
+    out = drifting.eval().predict(torch.as_tensor(positive[:3]), lengths)[0].detach().numpy()
+    for i, n in enumerate(lengths.tolist()):
+        last, slope = positive[i, n - 1, 0], (positive[i, n - 1, 0] - positive[i, 0, 0]) / max(n - 1, 1)
+        np.testing.assert_allclose(out[i], last + 0.5 * slope * np.arange(1, 6), rtol=1e-5, atol=1e-5)
 
 
 def test_mape_only_where_it_means_something() -> None:

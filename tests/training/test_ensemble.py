@@ -60,6 +60,8 @@ CASES = {
     "regression with a linear path": dict(task="regression", output_size=2, linear_steps=4),
     "forecast with a seasonal skip": dict(task="forecast", output_size=6, frontend="none", patch=1,
                                           seasonal_skip=4, window_scaling=True),
+    "forecast, the naive with drift": dict(task="forecast", output_size=6, frontend="none", patch=1,
+                                           seasonal_skip=1, drift=0.5, window_scaling=True),
     "tagging": dict(task="tagging", frontend="none", patch=1, num_layers=2),
 }
 

@@ -178,11 +178,15 @@ def test_gru_predict_reads_a_forecast_file_as_training_did_dates_and_no_id(tmp_p
     assert "date 'Dec 2023' ... are neither numbers nor ISO dates" in refused.stderr
 
 
-def test_a_series_without_season_and_few_validation_windows_answers_the_naive_and_a_skip_you_set_is_kept(
+def test_a_series_without_season_and_few_validation_windows_answers_the_naive_with_half_its_drift(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Nile (statsmodels, 100 yearly flows, no season, 9 validation windows): at defaults the dropped
-    correction left the mean level, MASE 1.20 against the naive's 0.95; `model.seasonal_skip=1` was
-    overwritten by the data's 0. Now the default is the naive there, and a skip you set (0) is kept."""
+    """Nile-like (100 yearly flows, no season, 9 validation windows): at defaults the dropped correction
+    left the mean level (Nile: MASE 1.20 against the naive's 0.95) and `model.seasonal_skip=1` was
+    overwritten by the data's 0. Then the default was the naive; now it is the naive plus half the window's
+    drift (training/defaults.py: on 400 short series it beat both). A skip (0) or a drift (0) you set is
+    kept, and the diagnosis says which setting to try when the naive beats the model."""
+    from export.bundle import export_checkpoint
+    from training.diagnose import naive_ahead
     from training.loop import fit
 
     flows = 900 + np.cumsum(np.random.default_rng(0).normal(0, 60, 100))
@@ -197,13 +201,26 @@ def test_a_series_without_season_and_few_validation_windows_answers_the_naive_an
                                 line.endswith("--set model.seasonal_skip=1 starts it at the naive")
                                 for line in unskipped.diagnosis)
     capsys.readouterr()
-    result = fit(load_config(None, [*common, "name=skip"]))  # the default: the naive
-    assert ("model.seasonal_skip=1 (auto: not seasonal, and too few validation windows to judge a correction "
-            "to a 12-step forecast (9; 13 needed)") in capsys.readouterr().out
-    assert not any(line.startswith("the naive") for line in result.diagnosis)
+    result = fit(load_config(None, [*common, "name=skip"]))  # the default: the naive with half the drift
+    assert ("model.seasonal_skip=1, model.drift=0.5 (auto: not seasonal, and too few validation windows to "
+            "judge a correction to a 12-step forecast (9; 13 needed)") in capsys.readouterr().out
     metrics = result.test_metrics
     assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
-    assert metrics["mae"] == pytest.approx(metrics["baselines"]["naive"]["mae"], rel=1e-5)  # the naive
+    test = load_data(load_config(None, common).data).test
+    last = test.X[np.arange(len(test)), test.lengths - 1, 0]
+    slope = (last - test.X[:, 0, 0]) / (test.lengths - 1)
+    half_drift = last[:, None] + 0.5 * slope[:, None] * np.arange(1, 13)
+    assert metrics["mae"] == pytest.approx(float(np.abs(half_drift - test.y).mean()), rel=1e-5)
+    export_checkpoint(result.checkpoint, tmp_path / "models", "nile")  # the drift in the graph: parity holds
+    beaten = {**metrics, "mase": metrics["baselines"]["naive"]["mase"] + 0.1}
+    assert naive_ahead(beaten, 1, 0.5)[0].endswith("--set model.drift=0 starts it at the naive")
+    assert naive_ahead(beaten, 1, 0.0) == naive_ahead(beaten, 4, 0.0) == []  # the naive, a season: no advice
+    naive_run = fit(load_config(None, [*common, "name=naive", "model.drift=0"]))
+    assert naive_run.test_metrics["mae"] == pytest.approx(metrics["baselines"]["naive"]["mae"], rel=1e-5)
+    assert not any(line.startswith("the naive") for line in naive_run.diagnosis)
+    with pytest.raises(ValueError, match=r"model.drift=0.5 adds the window's drift to the naive forecast "
+                                         r"\(model.seasonal_skip=1\); this run's skip is 0"):
+        fit(load_config(None, [*common, "name=refused", "model.seasonal_skip=0", "model.drift=0.5"]))
     with pytest.raises(ValueError, match="model.seasonal_skip adds the seasonal naive to a forecast; this "
                                          "data is classification: drop the setting"):
         fit(load_config(None, ["data.dataset=file", f"data.path={_csv_of_two_classes(tmp_path)}",
