@@ -1,7 +1,7 @@
 """Where a forecast's correction cannot be judged, what its start answers: short series, each alone.
 
 A forecast without a season whose validation windows are too few to judge the GRU's correction
-(training/defaults.py, `choose_naive_skip`) answers its start. This compares the starts on public series
+(training/defaults.py, `choose_start`) answers its start. This compares the starts on public series
 this project never trained on, each written alone to a long CSV and read by `gru train`'s own loader with
 its defaults (window, horizon, rolling-origin test over the last 20 %): the training mean (the start
 before the skip: each window's level times the training windows' mean ratio of target to level), the
@@ -10,7 +10,8 @@ MASE, the mean over each group's series. Only series the rule applies to are cou
 answer at its defaults equals the "half drift" column where the correction is dropped
 (tests/training/test_user_files_round3.py asserts it on a Nile-like series).
 
-    python -m bench.short_series            # M1 yearly, fertility, Danish, Longley, macrodata, Nile, shampoo
+    python -m bench.short_series   # M1 yearly, fertility, Danish, Longley, macrodata, Nile, ShampooSales
+                                   # (the bench extra), then macrodata and Uschange whole
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-STARTS = ("mean", "naive", "half drift", "drift")
+from training.starts import DRIFTS, STARTS, forecasts, training_ratio
 
 
 def series() -> Iterator[tuple[str, np.ndarray]]:
@@ -54,22 +56,13 @@ def _shampoo() -> np.ndarray:
     return _series("ShampooSales")[1]
 
 
-def starts(X: np.ndarray, lengths: np.ndarray, ratio: np.ndarray, scaled: bool) -> dict[str, np.ndarray]:
-    """Each start's forecasts (N, H) from windows X (N, T, F), target first."""
-    last = X[np.arange(len(X)), lengths - 1, 0]
-    level = np.array([X[i, :n, 0].mean() for i, n in enumerate(lengths)]) if scaled else np.ones(len(X))
-    ahead = np.arange(1, len(ratio) + 1)
-    drift = ((last - X[:, 0, 0]) / np.maximum(lengths - 1, 1))[:, None] * ahead
-    naive = np.repeat(last[:, None], len(ratio), axis=1)
-    return {"mean": level[:, None] * ratio, "naive": naive, "half drift": naive + drift / 2,
-            "drift": naive + drift}
-
-
-def scores(values: np.ndarray, folder: Path) -> dict[str, float] | None:
-    """Each start's test MASE on one series alone, or None where the rule does not apply."""
+def scores(values: np.ndarray, folder: Path) -> dict[str, Any] | None:
+    """Each start's test MASE on one series alone, the start `gru train` chose ("chosen") and whether
+    its validation windows could judge a correction ("judged"); None where the choice does not apply
+    (a season, a final fit)."""
     from training.config import load_config
     from training.data.forecast import forecast_from_files
-    from training.defaults import choose_final_fit, choose_naive_skip
+    from training.defaults import choose_final_fit, choose_start
 
     path = folder / "series.csv"
     pd.DataFrame({"t": np.arange(len(values)), "y": values}).to_csv(path, index=False)
@@ -77,31 +70,51 @@ def scores(values: np.ndarray, folder: Path) -> dict[str, float] | None:
                                 "data.time_column=t", "data.target_column=y"])
     data = forecast_from_files(config.data)
     final_fit, _ = choose_final_fit(config, data.task, len(data.train) + len(data.val))
-    if not choose_naive_skip(config, {}, data, final_fit):
+    chosen: dict[str, Any] = {}
+    if not choose_start(config, chosen, data, final_fit):
         return None
-    train, test = data.train, data.test
-    level = starts(train.X, train.lengths, np.ones(train.y.shape[1]), data.window_scaling)["mean"][:, :1]
-    ratio = (train.y / level).mean(axis=0)
     scale = np.asarray(data.test_mase_scale).reshape(-1, 1)
-    forecasts = starts(test.X, test.lengths, ratio, data.window_scaling)
-    return {name: float((np.abs(f - test.y) / scale).mean()) for name, f in forecasts.items()}
+    made = forecasts(data.test, training_ratio(data), data.window_scaling)
+    row: dict[str, Any] = {name: float((np.abs(f - data.test.y) / scale).mean()) for name, f in made.items()}
+    start = next((name for name, drift in DRIFTS.items() if drift == chosen.get("model.drift")), "mean")
+    return {**row, "chosen": row[start], "start": start, "judged": len(data.val) >= data.output_size + 1}
+
+
+def long_series() -> Iterator[tuple[str, np.ndarray]]:
+    """Series long enough for validation windows that judge a correction (and so choose the start)."""
+    from aeon.datasets import load_uschange
+    from statsmodels.datasets import macrodata
+
+    macro = macrodata.load_pandas().data
+    for column in ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi", "m1", "tbilrate", "unemp",
+                   "pop"):
+        yield f"macrodata {column}", macro[column].to_numpy(np.float64)
+    for i, row in enumerate(load_uschange(return_array=True)):
+        yield f"Uschange row {i}", np.asarray(row, np.float64)
+
+
+def table(rows: list[dict[str, Any]], key: str) -> None:
+    columns = [*STARTS, "chosen"]
+    print(f"| {key} | count | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for group, frame in pd.DataFrame(rows).groupby("group", sort=False):
+        means = frame[columns].mean()
+        best = means[list(STARTS)].idxmin()
+        cells = [f"**{means[c]:.3f}**" if c == best else f"{means[c]:.3f}" for c in columns]
+        print(f"| {group} | {len(frame)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for group, values in series():
-            if (row := scores(values, Path(folder))) is not None:
-                rows.append({"group": group, **row})
-    table = pd.DataFrame(rows).groupby("group", sort=False)
-    print("| series, each alone | count | " + " | ".join(STARTS) + " |")
-    print("|---|---:|" + "---:|" * len(STARTS))
-    for group, frame in table:
-        means = frame[list(STARTS)].mean()
-        best = means.idxmin()
-        cells = [f"**{means[s]:.3f}**" if s == best else f"{means[s]:.3f}" for s in STARTS]
-        print(f"| {group} | {len(frame)} | " + " | ".join(cells) + " |")
+        short = [{"group": group, **row} for group, values in series()
+                 if (row := scores(values, Path(folder))) is not None and not row["judged"]]
+        judged = [{"group": name, **row} for name, values in long_series()
+                  if (row := scores(values, Path(folder))) is not None and row["judged"]]
+    table(short, "too few validation windows: each alone")
+    print()
+    table(judged, "validation windows that judge: the start chosen on them")
+    print("\nchosen: " + ", ".join(f"{row['group']} {row['start']}" for row in judged))
 
 
 if __name__ == "__main__":
