@@ -134,7 +134,7 @@ class ModelConfig(_Section):
     # from the data (data.seasonal_period). training/model.py
     seasonal_skip: Whole = Field(0, ge=0)
     # forecasting at seasonal_skip 1 (the naive): add this share of the input window's drift (its slope
-    # from the first to the last step) per step ahead; 0.5 where training/defaults.py picks the naive
+    # from the first to the last step) per step ahead; chosen with the skip (training/defaults.py)
     drift: float = Field(0.0, ge=0.0, le=1.0)
     # regression and forecast: a linear path, ridge on the last `linear_steps` normalised steps fitted in
     # closed form before the GRU trains; the head learns what it leaves (0: none; no streaming). "auto":

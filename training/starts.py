@@ -24,7 +24,8 @@ def levels(split: Split, scaled: bool) -> np.ndarray:
     """(N, 1): each window's mean level of the target, or ones without window scaling."""
     if not scaled:
         return np.ones((len(split), 1))
-    return np.array([[split.X[i, :n, 0].mean()] for i, n in enumerate(split.lengths)])
+    valid = np.arange(split.X.shape[1]) < split.lengths[:, None]
+    return ((split.X[:, :, 0] * valid).sum(axis=1) / split.lengths)[:, None]
 
 
 def forecasts(split: Split, ratio: np.ndarray, scaled: bool) -> dict[str, np.ndarray]:
@@ -44,8 +45,8 @@ def training_ratio(data: SequenceData) -> np.ndarray:
 
 
 def validation_errors(data: SequenceData) -> dict[str, float]:
-    """Each start's mean squared error on the validation windows, in units of each window's level (so
-    that a series of large values does not outweigh the rest)."""
+    """Each start's mean squared error on the validation windows, in units of each window's level where
+    windows are scaled (so that a series of large values does not outweigh the rest)."""
     scale = levels(data.val, data.window_scaling)
     made = forecasts(data.val, training_ratio(data), data.window_scaling)
     return {name: float((((f - data.val.y) / scale) ** 2).mean()) for name, f in made.items()}
