@@ -140,6 +140,9 @@ class ModelConfig(_Section):
     # closed form before the GRU trains; the head learns what it leaves (0: none; no streaming). "auto":
     # on for regression that holds a validation split out (training/defaults.py, training/linear.py)
     linear_steps: CountOrAuto = "auto"
+    # the linear path also reads each feature's mean, standard deviation, minimum, maximum and slope over
+    # those steps (SUMMARIES per feature); chosen with linear_steps "auto" (training/defaults.py)
+    linear_summary: bool = False
     # "global": the training split's mean and std per feature; "series": each series' own, its log scale an
     # extra input (training/normalise.py; no streaming); "auto": series for classification sets whose
     # series' scales differ by orders of magnitude (training/defaults.py). A config without it: global

@@ -254,16 +254,26 @@ def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceDat
             raise ValueError(f"model.linear_steps={steps}: the linear path is for regression and forecast "
                              f"without data.sharded; this run is {task}{' sharded' if data.sharded else ''}: "
                              "set model.linear_steps=0")
-        return []
+        return _summary_needs_steps(config, steps)
     longest = max(data.train.X.shape[1], data.val.X.shape[1])
     on = task == "regression" and not final_fit and not data.sharded
     chosen["model.linear_steps"] = min(LINEAR_STEPS, longest) if on else 0
+    if "linear_summary" not in config.model.model_fields_set:
+        chosen["model.linear_summary"] = on
+    _summary_needs_steps(config, chosen["model.linear_steps"])
     if task not in VALUE_TASKS:
         return []
-    why = ("ridge on the last steps, the GRU learns the residual; no streaming" if on
+    why = ("ridge on the last steps and their summary, the GRU learns the residual; no streaming" if on
            else "forecast: measured on sunspots, the path lost to the GRU alone" if task == "forecast"
            else "a final fit or sharded data: nothing would check the GRU's correction to the path")
     return [f"model.linear_steps={chosen['model.linear_steps']} (auto: {why})"]
+
+
+def _summary_needs_steps(config: TrainConfig, steps: int) -> list[str]:
+    if config.model.linear_summary and not steps:
+        raise ValueError("model.linear_summary summarises the linear path's steps, and this run has none "
+                         "(model.linear_steps 0): set model.linear_steps, or drop model.linear_summary")
+    return []
 
 
 def few_per_class(config: TrainConfig, chosen: dict[str, Any], per_class: float) -> str:

@@ -30,5 +30,6 @@ def fit_linear_path(model: GRUModel, split: Split) -> str:
     model.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
     model.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
     on = "what the seasonal naive leaves" if model.config.seasonal_skip else "the targets"
-    return (f"linear path: ridge of {on} on the last {model.config.linear_steps} steps, penalty "
+    summary = " and their summary (each feature's mean, std, min, max, slope)" * model.config.linear_summary
+    return (f"linear path: ridge of {on} on the last {model.config.linear_steps} steps{summary}, penalty "
             f"{alpha:.3g} (leave-one-out over the {len(split)} training sequences)")

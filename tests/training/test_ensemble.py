@@ -58,6 +58,8 @@ CASES = {
     "sigmoid head": dict(head="sigmoid", output_size=1),
     "per-series normalisation": dict(normalise="series"),
     "regression with a linear path": dict(task="regression", output_size=2, linear_steps=4),
+    "regression with a linear path and its summary": dict(task="regression", output_size=2, linear_steps=4,
+                                                          linear_summary=True),
     "forecast with a seasonal skip": dict(task="forecast", output_size=6, frontend="none", patch=1,
                                           seasonal_skip=4, window_scaling=True),
     "forecast, the naive with drift": dict(task="forecast", output_size=6, frontend="none", patch=1,
