@@ -31,7 +31,7 @@ from training.starts import DRIFTS, STARTS, forecasts, training_ratio
 def series() -> Iterator[tuple[str, np.ndarray]]:
     """(group, values): every series of the groups, each to be forecast alone."""
     from aeon.datasets import load_forecasting
-    from statsmodels.datasets import danish_data, fertility, longley, macrodata, nile
+    from statsmodels.datasets import danish_data, fertility, grunfeld, longley, macrodata, nile
 
     for values in load_forecasting("m1_yearly_dataset")["series_value"]:
         yield "M1 yearly", np.asarray(values, np.float64)
@@ -46,6 +46,10 @@ def series() -> Iterator[tuple[str, np.ndarray]]:
     macro = macrodata.load_pandas().data
     for column in ("realgdp", "realcons", "realinv", "cpi", "m1", "pop", "unemp"):
         yield "macrodata, last 60 quarters", macro[column].to_numpy(np.float64)[-60:]
+    firms = grunfeld.load_pandas().data
+    for _, firm in firms.groupby("firm"):
+        for column in ("invest", "value", "capital"):
+            yield "Grunfeld's 11 firms, 20 years", firm.sort_values("year")[column].to_numpy(np.float64)
     yield "Nile", nile.load_pandas().data["volume"].to_numpy(np.float64)
     yield "ShampooSales", _shampoo()
 
