@@ -16,6 +16,9 @@ headers are complete, and never sees a connection. `gru serve` runs uvicorn with
   to fit (fit_file_limit), or the cap lowered to what the hard limit allows, with a warning.
 - Idle keep-alive connections: uvicorn's timeout_keep_alive (GRU_KEEP_ALIVE_TIMEOUT_S).
 - Half-closed connections: the requests a client sent whole before shutdown(SHUT_WR) are answered.
+- Answers before the body: a request answered before all of its body arrived (404, 405, a 408 body
+  timeout) is closed after its answer (close_if_answered_before_body), not kept to drop a body that may
+  never end.
 - Pipelined requests: at most PIPELINE_LIMIT parsed and waiting behind the one being answered; the bytes
   after them are held unparsed, with reading paused, until an answer makes room. uvicorn parsed every
   request in each read and read again after each answer: one connection pipelining small GETs faster
@@ -71,13 +74,15 @@ class TransportLimits:
     max_header_count: int
     header_timeout_s: float
     max_connections: int
+    body_timeout_s: float
 
 
 @functools.cache
 def transport_limits() -> TransportLimits:
     """From the environment, like the app: worker processes get their settings through it."""
     s = Settings()
-    return TransportLimits(s.max_header_bytes, s.max_header_count, s.header_timeout_s, s.max_connections)
+    return TransportLimits(s.max_header_bytes, s.max_header_count, s.header_timeout_s, s.max_connections,
+                           s.body_timeout_s)
 
 
 class RateLimitedLog:
@@ -195,6 +200,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_bytes = 0  # bytes received while the header block was incomplete
         self.trailing, self.trailer_bytes = False, 0  # a chunk header parsed, no body since: the trailers
         self.header_timer: asyncio.TimerHandle | None = None
+        self.shed_body_timer: asyncio.TimerHandle | None = None  # a shed request's body, still arriving
         self.refused, self.discarded = False, 0
         self.corked: Corked | None = None
         self.held = b""  # received, not parsed: the pipeline is full (reading paused until an answer)
@@ -220,6 +226,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_shed_body_timer()
         REFUSED.discard(self)
         super().connection_lost(exc)
 
@@ -357,7 +364,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None:  # the answer's writes, corked (see Corked)
             self.corked = self.corked or Corked(self.transport, self.loop)
             self.cycle.transport = self.corked  # type: ignore[assignment]
-            if self.expect_100_continue:
+            if self._declares_body():
                 close_if_answered_before_body(self.cycle)
 
     def _shed(self) -> bool:
@@ -371,9 +378,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.parser.should_keep_alive() or self.expect_100_continue:  # see close_if_answered_...
             out.close()
             return True
+        if self._declares_body():  # dropped as it arrives, for GRU_BODY_TIMEOUT_S at most (a body trickled
+            # after a 503 held the connection for ever)
+            self.shed_body_timer = self.loop.call_later(self.limits.body_timeout_s, self.transport.close)
         self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
         return True
 
+    def on_message_complete(self) -> None:
+        self._cancel_shed_body_timer()
+        super().on_message_complete()
+
+    def _cancel_shed_body_timer(self) -> None:
+        if self.shed_body_timer is not None:
+            self.shed_body_timer.cancel()
+            self.shed_body_timer = None
 
     def _refuse_url(self, exc: Exception) -> None:
         """A URL httptools cannot split (`http://a:b/`, over 64 KiB): the client's error, not a traceback."""
@@ -441,14 +459,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def close_if_answered_before_body(cycle: RequestResponseCycle) -> None:
-    """A request with `Expect: 100-continue` answered before its body was asked for (404, 401, 405, ...):
-    no 100 Continue went out, so the client may never send the body (curl does not); kept alive, the
-    connection would read the client's next request as that body and never answer it. Close it instead
-    (`connection: close`), as RFC 9110 10.1.1 allows."""
+    """A request answered before all of its body arrived (404, 401, 405, 415, a 408 body timeout, a 413
+    mid-body) says `connection: close` and is closed after its answer (RFC 9112 9.6). Kept alive, uvicorn
+    read and dropped the rest of the body for as long as it came: a client trickling a byte every 2 s
+    held its connection (and its GRU_MAX_CONNECTIONS slot) for ever past the 408 that GRU_BODY_TIMEOUT_S
+    promised, and a 404 or 405 had no timeout at all. With `Expect: 100-continue` no 100 Continue went
+    out, so the client may never send the body (curl does not): kept alive, the connection would read the
+    client's next request as that body and never answer it."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:  # uvicorn's ASGISendEvent
-        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue and cycle.more_body:
+        if message["type"] == "http.response.start" and cycle.more_body:
             cycle.keep_alive = False  # uvicorn then says connection: close, and closes after the answer
         await send(message)
 

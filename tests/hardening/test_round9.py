@@ -4,11 +4,14 @@ found, tried the way it was found. docs/guides/limits.md lists them."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 from bench.run import process_tree_rss
@@ -17,7 +20,7 @@ from tests.helpers import Server
 
 @pytest.fixture(scope="module")
 def served(repository):
-    running = Server(repository).start()
+    running = Server(repository, GRU_BODY_TIMEOUT_S="1").start()
     yield running
     running.stop()
 
@@ -86,3 +89,86 @@ def test_a_client_reading_its_pipelined_answers_slowly_is_served_to_the_end(serv
             received += sock.recv(1 << 16)
         sender.join()
 
+
+# -- 2. answers sent before the body had all arrived kept the connection ----------------------------------
+
+def trickle_after_answer(port: int, head: bytes, seconds: float = 6.0,
+                         unanswered_s: float = 6.0) -> tuple[bytes, float | None]:
+    """Send `head` and one byte of its body, then one more byte every 0.2 s: the answer, and how long
+    after it the server closed the connection (None: still open after `seconds`, or no answer within
+    `unanswered_s`)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + b"{")
+        sock.settimeout(0.2)
+        began = time.monotonic()
+        answer, answered_at, deadline = b"", None, began + seconds
+        while time.monotonic() < deadline and (answered_at or time.monotonic() < began + unanswered_s):
+            try:
+                sock.sendall(b" ")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # closed: the send or recv is refused or reset
+                chunk = b""
+            if not chunk:
+                return answer, time.monotonic() - answered_at if answered_at else 0.0
+            answer += chunk
+            answered_at = answered_at or time.monotonic()
+    return answer, None
+
+
+def body_head(method: bytes, path: bytes, framing: bytes = b"Content-Length: 4000000") -> bytes:
+    return (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing
+            + b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (body_head(b"POST", b"/models/italy/predict"), b"408"),
+    (body_head(b"POST", b"/models/italy/predict", b"Transfer-Encoding: chunked\r\n\r\nffffff"), b"408"),
+    (body_head(b"POST", b"/v2/models/italy/infer"), b"408"),
+    (body_head(b"POST", b"/models/italy/stream"), b"408"),
+    (body_head(b"POST", b"/models/nope/predict"), b"404"),
+    (body_head(b"PUT", b"/models/italy/predict"), b"405"),
+])
+def test_an_answer_before_the_whole_body_closes_the_connection(served, head, status) -> None:
+    # before: the 408 of GRU_BODY_TIMEOUT_S (and a 404 or 405 answered before the body) kept the
+    # connection, uvicorn reading and dropping the rest of the body for as long as it came: a client
+    # trickling a byte every 2 s held its connection slot for ever (30 s of 30 tried). Now the answer says
+    # `connection: close` and the connection is closed
+    answer, closed_after = trickle_after_answer(served.port, head)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer
+    assert b"connection: close" in answer.lower(), answer
+    assert closed_after is not None and closed_after < 2.0, closed_after
+
+
+def test_a_body_sent_whole_after_an_early_answer_keeps_the_connection(served) -> None:
+    # the close is only for a body still arriving: a 404 whose small body came with it keeps the connection
+    body = b'{"sequences": [[[0.5]]]}'
+    request = body_head(b"POST", b"/models/nope/predict", b"Content-Length: %d" % len(body)) + body
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(request + PIPELINED)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2:
+            received += sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 404") and b"HTTP/1.1 200" in received, received
+
+
+def test_a_queue_full_refusal_whose_body_never_ends_is_closed_after_the_body_timeout(repository) -> None:
+    # before: the transport's own 503 queue_full dropped the body as it came, for as long as it came
+    server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_BODY_TIMEOUT_S="1").start()
+    heavy = json.dumps({"sequences": np.full((1024, 256, 1), 0.5).tolist()}).encode()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            for _ in range(20):  # until a request meets the full queue (in the first heavy run, mostly)
+                running = pool.submit(httpx.post, f"{server.url}/models/italy/predict", content=heavy,
+                                      headers={"content-type": "application/json"}, timeout=120)
+                while not running.done():
+                    answer, closed_after = trickle_after_answer(
+                        server.port, body_head(b"POST", b"/models/italy/predict"), unanswered_s=0.05)
+                    if answer.startswith(b"HTTP/1.1 503"):
+                        assert closed_after is not None and closed_after < 3.0, closed_after
+                        return
+                assert running.result().status_code == 200
+        pytest.fail("no request met a full queue in 20 heavy runs")
+    finally:
+        server.stop()
