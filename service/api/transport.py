@@ -203,7 +203,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.shed_body_timer: asyncio.TimerHandle | None = None  # a shed request's body, still arriving
         self.refused, self.discarded = False, 0
         self.corked: Corked | None = None
-        self.held = b""  # received, not parsed: the pipeline is full (reading paused until an answer)
+        self.held: bytes | memoryview = b""  # received, not parsed: the pipeline is full (reading paused)
         self.feeding, self.client_eof = False, False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -245,7 +245,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         last.keep_alive = False  # closed once its answer is written (a partial request after it is dropped)
         return True
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.refused:  # the answer is written; what follows is dropped until the client closes
             self.discarded += len(data)
             if self.discarded > DISCARD_LIMIT:
@@ -265,19 +265,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse("headers_too_large", f"the request's headers passed {limit} bytes unfinished "
                          "(GRU_MAX_HEADER_BYTES)", path=self._path())
 
-    def _parse_slices(self, data: bytes) -> None:
-        for start in range(0, len(data), FEED_SLICE):
+    def _parse_slices(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)  # slices without copies: held bytes are parsed again after each answer
+        for start in range(0, len(view), FEED_SLICE):
             if self._pipeline_full():
-                self._hold(data[start:])
+                self._hold(view[start:])
                 return
-            if not self._parse(data[start:start + FEED_SLICE]):
+            if not self._parse(view[start:start + FEED_SLICE]):
                 return
 
     def _pipeline_full(self) -> bool:
         return len(self.pipeline) >= PIPELINE_LIMIT
 
-    def _hold(self, data: bytes) -> None:
-        self.held += data
+    def _hold(self, data: bytes | memoryview) -> None:
+        self.held = bytes(self.held) + data if self.held else data
         self.flow.pause_reading()  # resumed once nothing is held (HoldingFlow)
 
     def on_response_complete(self) -> None:
@@ -291,7 +292,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self.client_eof and not self.eof_received():
                 self.transport.close()
 
-    def _parse(self, data: bytes) -> bool:
+    def _parse(self, data: memoryview) -> bool:
         """Feed `data` to the parser; False when the rest of the read must not be parsed (refused, or
         an Upgrade request, whose bytes after the headers uvicorn drops)."""
         if self.awaiting_headers:
