@@ -300,13 +300,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         trailing = self.trailing
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            elif self._declares_body():
+        except httptools.HttpParserUpgrade:  # no WebSocket endpoints (service/cli.py: ws "none")
+            if self._declares_body():
                 self._refuse_upgrade_with_body()
-            else:
-                self._unsupported_upgrade_warning()
+            # else: served as HTTP/1.1 (docs/guides/limits.md), nothing logged: uvicorn warned
+            # "Unsupported upgrade request." per request, a line each that any client could cause
             return False
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, TooManyHeaders):

@@ -172,3 +172,37 @@ def test_a_queue_full_refusal_whose_body_never_ends_is_closed_after_the_body_tim
         pytest.fail("no request met a full queue in 20 heavy runs")
     finally:
         server.stop()
+
+
+# -- 4. Upgrade: websocket and h2c --------------------------------------------------------------------------
+
+def upgrade_request(path: bytes, upgrade: bytes) -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: " + upgrade
+            + b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+
+
+def test_a_websocket_upgrade_is_served_as_http11_and_nothing_is_logged_for_it(served) -> None:
+    # before: uvicorn's WebSocket protocol took `Upgrade: websocket` on every route (health included) and
+    # answered an empty text/plain 403, without a request id, an access line or metrics, logging two
+    # lines with the client's address; `Upgrade: h2c` logged "Unsupported upgrade request." per request.
+    # Now both are served as HTTP/1.1 (this port has no WebSocket endpoints), and logged as any request
+    for _ in range(10):
+        for upgrade in (b"websocket", b"h2c"):
+            ready = exchange(served.port, upgrade_request(b"/v2/health/ready", upgrade))
+            assert ready.startswith(b"HTTP/1.1 200"), ready
+            missing = exchange(served.port, upgrade_request(b"/nope", upgrade))
+            assert missing.startswith(b"HTTP/1.1 404") and b"x-request-id: " in missing, missing
+            assert json.loads(missing.partition(b"\r\n\r\n")[2])["error"]["code"] == "not_found", missing
+    output = served.output_with('"path":"/nope"')
+    assert "Unsupported upgrade" not in output and "WebSocket" not in output and "rejected" not in output
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """One request (`Connection: close`), its answer read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
