@@ -299,12 +299,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.header_bytes += len(data)
         trailing = self.trailing
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # no WebSocket endpoints (service/cli.py: ws "none")
+            self._feed(data)
+        except httptools.HttpParserUpgrade:
             if self._declares_body():
                 self._refuse_upgrade_with_body()
-            # else: served as HTTP/1.1 (docs/guides/limits.md), nothing logged: uvicorn warned
-            # "Unsupported upgrade request." per request, a line each that any client could cause
             return False
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, TooManyHeaders):
@@ -322,6 +320,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if trailing and self.trailing and not self.refused:  # all of `data` was trailer fields
             self._count_trailer(len(data))
         return not self.refused
+
+    def _feed(self, data: memoryview) -> None:
+        """The parser's feed_data, parsing on after an Upgrade request without a body: it is served as
+        HTTP/1.1 (no WebSocket endpoints, service/cli.py: ws "none"; docs/guides/limits.md) and logged as
+        any request. httptools stops at its headers; uvicorn dropped the rest of the read, so a request
+        pipelined after it was never answered, and warned "Unsupported upgrade request." per request."""
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                consumed = exc.args[0] if exc.args else 0
+                if self._declares_body() or not consumed:
+                    raise
+                data = data[consumed:]
 
     def _count_trailer(self, size: int) -> None:
         self.trailer_bytes += size

@@ -198,6 +198,18 @@ def test_a_websocket_upgrade_is_served_as_http11_and_nothing_is_logged_for_it(se
     assert "Unsupported upgrade" not in output and "WebSocket" not in output and "rejected" not in output
 
 
+def test_a_request_pipelined_after_an_upgrade_request_is_answered(served) -> None:
+    # before: httptools stops at an Upgrade request's headers and uvicorn dropped the rest of the read: a
+    # request sent with it got no answer, the connection closed idle after GRU_KEEP_ALIVE_TIMEOUT_S (5 s)
+    upgrades = b"".join(upgrade_request(b"/v2/health/ready", upgrade).replace(b", close", b"")
+                        for upgrade in (b"h2c", b"websocket"))
+    last = PIPELINED.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    started = time.monotonic()
+    answers = exchange(served.port, upgrades + last)
+    assert answers.count(b"HTTP/1.1 200 OK") == 3 and b'"name":"italy"' in answers, answers
+    assert time.monotonic() - started < 3
+
+
 def exchange(port: int, request: bytes) -> bytes:
     """One request (`Connection: close`), its answer read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
