@@ -293,8 +293,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
 
     def _parse(self, data: memoryview) -> bool:
-        """Feed `data` to the parser; False when the rest of the read must not be parsed (refused, or
-        an Upgrade request, whose bytes after the headers uvicorn drops)."""
+        """Feed `data` to the parser; False when the rest of the read must not be parsed (refused)."""
         if self.awaiting_headers:
             self.header_bytes += len(data)
         trailing = self.trailing
