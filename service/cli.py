@@ -132,4 +132,9 @@ def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str,
         "server_header": False, "proxy_headers": False,
         # The HTTP limits only a server can enforce (service/api/transport.py), and idle keep-alive closes.
         "http": PROTOCOL, "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # No WebSocket endpoints: `Upgrade: websocket` is served as HTTP/1.1, as `Upgrade: h2c` is. With
+        # uvicorn's default ("auto", websockets installed) it was handed to a WebSocket protocol that
+        # answered an empty text/plain 403 (no request id, no access line, no metrics) on every route,
+        # health included, and logged two lines with the client's address per request.
+        "ws": "none",
     }

@@ -16,6 +16,13 @@ headers are complete, and never sees a connection. `gru serve` runs uvicorn with
   to fit (fit_file_limit), or the cap lowered to what the hard limit allows, with a warning.
 - Idle keep-alive connections: uvicorn's timeout_keep_alive (GRU_KEEP_ALIVE_TIMEOUT_S).
 - Half-closed connections: the requests a client sent whole before shutdown(SHUT_WR) are answered.
+- Answers before the body: a request answered before all of its body arrived (404, 405, a 408 body
+  timeout) is closed after its answer (close_if_answered_before_body), not kept to drop a body that may
+  never end.
+- Pipelined requests: at most PIPELINE_LIMIT parsed and waiting behind the one being answered; the bytes
+  after them are held unparsed, with reading paused, until an answer makes room. uvicorn parsed every
+  request in each read and read again after each answer: one connection pipelining small GETs faster
+  than they were answered grew the worker by 600 MB in 12 s (a good client's request waited up to 1 s).
 - Malformed HTTP: a JSON 400 instead of uvicorn's plain text.
 - Load shedding: once a request's headers are parsed, the app's shedder (`install_shedder`: LoadShedder's
   `refusal`) may answer it at once (503 queue_full), before uvicorn builds a request and starts a task
@@ -41,6 +48,7 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -55,6 +63,8 @@ REFUSAL_SLOTS = 64  # connections over the cap being answered 503 at one time; p
 LINGER_S = 1.0  # after a refusal: time for the client to read it before the socket is closed
 DISCARD_LIMIT = 1 << 20  # bytes read and dropped after a refusal before reading stops
 LOG_INTERVAL_S = 10.0
+PIPELINE_LIMIT = 16  # requests parsed and waiting behind the one being answered, per connection
+FEED_SLICE = 4096  # bytes parsed at a time: one read of tiny requests passes PIPELINE_LIMIT by little
 PROTOCOL = "service.api.transport:LimitedHttpToolsProtocol"  # uvicorn's `http` (importable by each worker)
 
 
@@ -64,13 +74,15 @@ class TransportLimits:
     max_header_count: int
     header_timeout_s: float
     max_connections: int
+    body_timeout_s: float
 
 
 @functools.cache
 def transport_limits() -> TransportLimits:
     """From the environment, like the app: worker processes get their settings through it."""
     s = Settings()
-    return TransportLimits(s.max_header_bytes, s.max_header_count, s.header_timeout_s, s.max_connections)
+    return TransportLimits(s.max_header_bytes, s.max_header_count, s.header_timeout_s, s.max_connections,
+                           s.body_timeout_s)
 
 
 class RateLimitedLog:
@@ -164,6 +176,20 @@ class Corked:
         return getattr(self.transport, name)
 
 
+class HoldingFlow(FlowControl):
+    """uvicorn's flow control, except that reading stays paused while the protocol holds bytes it has not
+    parsed (a full pipeline): uvicorn resumes reading after each answer and whenever an app reads its
+    body, and each resumption would let one more read be held."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpToolsProtocol):
+        super().__init__(transport)
+        self.protocol = protocol
+
+    def resume_reading(self) -> None:
+        if not self.protocol.held:
+            super().resume_reading()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -174,11 +200,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_bytes = 0  # bytes received while the header block was incomplete
         self.trailing, self.trailer_bytes = False, 0  # a chunk header parsed, no body since: the trailers
         self.header_timer: asyncio.TimerHandle | None = None
+        self.shed_body_timer: asyncio.TimerHandle | None = None  # a shed request's body, still arriving
         self.refused, self.discarded = False, 0
         self.corked: Corked | None = None
+        self.held: bytes | memoryview = b""  # received, not parsed: the pipeline is full (reading paused)
+        self.feeding, self.client_eof = False, False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = HoldingFlow(transport, self)
         cap = self.limits.max_connections
         if len(self.connections) > cap:
             self.connections.discard(self)  # not served: it leaves the count, and waits in REFUSED
@@ -196,6 +226,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_shed_body_timer()
         REFUSED.discard(self)
         super().connection_lost(exc)
 
@@ -205,31 +236,73 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.corked is not None:  # an answer written this turn of the loop goes before the close: the
             # test of three pipelined requests once got two answers (CI), the third left in the cork
             self.corked.flush()
+        self.client_eof = True
+        if self.held:
+            return True  # requests not parsed yet: decided once they are (on_response_complete)
         last = self.pipeline[0][0] if self.pipeline else self.cycle
         if last is None or last.response_complete or last.more_body:
             return False  # nothing whole left to answer: closed now
         last.keep_alive = False  # closed once its answer is written (a partial request after it is dropped)
         return True
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.refused:  # the answer is written; what follows is dropped until the client closes
             self.discarded += len(data)
             if self.discarded > DISCARD_LIMIT:
                 self.transport.pause_reading()  # junk without end: TCP holds the rest until LINGER_S
             return
+        if self.held or self._pipeline_full():
+            self._hold(data)
+            return
+        self._unset_keepalive_if_required()
+        self.feeding = True
+        try:
+            self._parse_slices(data)
+        finally:
+            self.feeding = False
+        if self.awaiting_headers and self.header_bytes > self.limits.max_header_bytes and not self.refused:
+            limit = self.limits.max_header_bytes
+            self._refuse("headers_too_large", f"the request's headers passed {limit} bytes unfinished "
+                         "(GRU_MAX_HEADER_BYTES)", path=self._path())
+
+    def _parse_slices(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)  # slices without copies: held bytes are parsed again after each answer
+        for start in range(0, len(view), FEED_SLICE):
+            if self._pipeline_full():
+                self._hold(view[start:])
+                return
+            if not self._parse(view[start:start + FEED_SLICE]):
+                return
+
+    def _pipeline_full(self) -> bool:
+        return len(self.pipeline) >= PIPELINE_LIMIT
+
+    def _hold(self, data: bytes | memoryview) -> None:
+        self.held = bytes(self.held) + data if self.held else data
+        self.flow.pause_reading()  # resumed once nothing is held (HoldingFlow)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # the next pipelined request starts: room for one more
+        if self.held and not self.feeding and not self.transport.is_closing():
+            data, self.held = self.held, b""
+            self.data_received(data)
+            if self.held:
+                return
+            self.flow.resume_reading()
+            if self.client_eof and not self.eof_received():
+                self.transport.close()
+
+    def _parse(self, data: memoryview) -> bool:
+        """Feed `data` to the parser; False when the rest of the read must not be parsed (refused)."""
         if self.awaiting_headers:
             self.header_bytes += len(data)
         trailing = self.trailing
-        self._unset_keepalive_if_required()
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            elif self._declares_body():
+            if self._declares_body():
                 self._refuse_upgrade_with_body()
-            else:
-                self._unsupported_upgrade_warning()
+            return False
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, TooManyHeaders):
                 limit = self.limits.max_header_count
@@ -243,12 +316,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse("malformed_request", f"the bytes received are not a valid HTTP/1.1 request: {exc}",
                          path=self._path())
-        if self.awaiting_headers and self.header_bytes > self.limits.max_header_bytes and not self.refused:
-            limit = self.limits.max_header_bytes
-            self._refuse("headers_too_large", f"the request's headers passed {limit} bytes unfinished "
-                         "(GRU_MAX_HEADER_BYTES)", path=self._path())
         if trailing and self.trailing and not self.refused:  # all of `data` was trailer fields
             self._count_trailer(len(data))
+        return not self.refused
+
+    def _feed(self, data: memoryview) -> None:
+        """The parser's feed_data, parsing on after an Upgrade request without a body: it is served as
+        HTTP/1.1 (no WebSocket endpoints, service/cli.py: ws "none"; docs/guides/limits.md) and logged as
+        any request. httptools stops at its headers; uvicorn dropped the rest of the read, so a request
+        pipelined after it was never answered, and warned "Unsupported upgrade request." per request."""
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                consumed = exc.args[0] if exc.args else 0
+                if self._declares_body() or not consumed:
+                    raise
+                data = data[consumed:]
 
     def _count_trailer(self, size: int) -> None:
         self.trailer_bytes += size
@@ -290,7 +375,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None:  # the answer's writes, corked (see Corked)
             self.corked = self.corked or Corked(self.transport, self.loop)
             self.cycle.transport = self.corked  # type: ignore[assignment]
-            if self.expect_100_continue:
+            if self._declares_body():
                 close_if_answered_before_body(self.cycle)
 
     def _shed(self) -> bool:
@@ -304,8 +389,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.parser.should_keep_alive() or self.expect_100_continue:  # see close_if_answered_...
             out.close()
             return True
+        if self._declares_body():  # dropped as it arrives, for GRU_BODY_TIMEOUT_S at most (a body trickled
+            # after a 503 held the connection for ever)
+            self.shed_body_timer = self.loop.call_later(self.limits.body_timeout_s, self.transport.close)
         self.on_response_complete()  # keep-alive timer, next pipelined request: as after any answer
         return True
+
+    def on_message_complete(self) -> None:
+        self._cancel_shed_body_timer()
+        super().on_message_complete()
+
+    def _cancel_shed_body_timer(self) -> None:
+        if self.shed_body_timer is not None:
+            self.shed_body_timer.cancel()
+            self.shed_body_timer = None
 
     def _refuse_url(self, exc: Exception) -> None:
         """A URL httptools cannot split (`http://a:b/`, over 64 KiB): the client's error, not a traceback."""
@@ -373,14 +470,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def close_if_answered_before_body(cycle: RequestResponseCycle) -> None:
-    """A request with `Expect: 100-continue` answered before its body was asked for (404, 401, 405, ...):
-    no 100 Continue went out, so the client may never send the body (curl does not); kept alive, the
-    connection would read the client's next request as that body and never answer it. Close it instead
-    (`connection: close`), as RFC 9110 10.1.1 allows."""
+    """A request answered before all of its body arrived (404, 401, 405, 415, a 408 body timeout, a 413
+    mid-body) says `connection: close` and is closed after its answer (RFC 9112 9.6). Kept alive, uvicorn
+    read and dropped the rest of the body for as long as it came: a client trickling a byte every 2 s
+    held its connection (and its GRU_MAX_CONNECTIONS slot) for ever past the 408 that GRU_BODY_TIMEOUT_S
+    promised, and a 404 or 405 had no timeout at all. With `Expect: 100-continue` no 100 Continue went
+    out, so the client may never send the body (curl does not): kept alive, the connection would read the
+    client's next request as that body and never answer it."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:  # uvicorn's ASGISendEvent
-        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue and cycle.more_body:
+        if message["type"] == "http.response.start" and cycle.more_body:
             cycle.keep_alive = False  # uvicorn then says connection: close, and closes after the answer
         await send(message)
 
