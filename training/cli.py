@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,12 +65,18 @@ def name_the_run(config: TrainConfig) -> TrainConfig:
     return config.with_values({"name": unique})
 
 
-def check_run_folder(folder: Path) -> None:
-    """Before the data is read and the model planned: a run folder that cannot be one fails at once."""
+def check_run_folder(folder: Path, resume: bool) -> None:
+    """Before the data is read and the model planned: a run folder that cannot be one fails at once, and
+    so does one that holds a run already, unless resumed. Before, `--name a` given again (with another
+    dataset) wrote over run a's checkpoint and kept its ensemble members, tensorboard events and cross-
+    validation runs beside the new run's."""
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
             raise ValueError(f"run folder {folder}: {part} is a file, not a folder; choose another --name or "
                              "--run-dir")
+    if not resume and (folder / "config.yaml").exists():
+        raise ValueError(f"run folder {folder} holds a run already; choose another --name, continue it with "
+                         f"--resume (same settings), or delete the folder to train it again")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +93,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
     config = name_the_run(config)
-    check_run_folder(Path(config.run_dir) / config.name)
-    result = fit(config, resume=args.resume, started=started)
+    check_run_folder(Path(config.run_dir) / config.name, args.resume)
+    try:
+        result = fit(config, resume=args.resume, started=started)
+    except KeyboardInterrupt:  # Ctrl-C: before, a 40-line traceback ending in torch's autograd engine
+        print(f"gru train: interrupted; to continue from the last finished epoch, run the same command with "
+              f"--name {config.name} --resume", file=sys.stderr)
+        return 130
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         budget = config.optim.time_budget
         print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}; "
