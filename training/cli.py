@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run folder that holds a run: the old folder is deleted first")
     parser.add_argument("--mlflow", metavar="URI",
                         help="log the run to this MLflow tracking server (default: MLFLOW_TRACKING_URI)")
 
@@ -65,18 +68,22 @@ def name_the_run(config: TrainConfig) -> TrainConfig:
     return config.with_values({"name": unique})
 
 
-def check_run_folder(folder: Path, resume: bool) -> None:
+def check_run_folder(folder: Path, resume: bool, overwrite: bool = False) -> None:
     """Before the data is read and the model planned: a run folder that cannot be one fails at once, and
-    so does one that holds a run already, unless resumed. Before, `--name a` given again (with another
-    dataset) wrote over run a's checkpoint and kept its ensemble members, tensorboard events and cross-
-    validation runs beside the new run's."""
+    so does one that holds a run already, unless resumed or overwritten (deleted here). Before, `--name a`
+    given again (with another dataset) wrote over run a's checkpoint and kept its ensemble members,
+    tensorboard events and cross-validation runs beside the new run's."""
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
             raise ValueError(f"run folder {folder}: {part} is a file, not a folder; choose another --name or "
                              "--run-dir")
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite deletes it: pass one of them")
     if not resume and (folder / "config.yaml").exists():
-        raise ValueError(f"run folder {folder} holds a run already; choose another --name, continue it with "
-                         f"--resume (same settings), or delete the folder to train it again")
+        if not overwrite:
+            raise ValueError(f"run folder {folder} holds a run already; choose another --name, continue it "
+                             "with --resume (same settings), or replace it with --overwrite")
+        shutil.rmtree(folder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
     config = name_the_run(config)
-    check_run_folder(Path(config.run_dir) / config.name, args.resume)
+    check_run_folder(Path(config.run_dir) / config.name, args.resume, args.overwrite)
     try:
         result = fit(config, resume=args.resume, started=started)
     except KeyboardInterrupt:  # Ctrl-C: before, a 40-line traceback ending in torch's autograd engine

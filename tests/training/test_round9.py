@@ -105,9 +105,9 @@ def test_ctrl_c_mid_run_says_how_to_resume_and_the_unfinished_run_is_not_exporte
     assert not (tmp_path / "models").exists()
 
 
-def test_a_run_folder_that_holds_a_run_is_refused_without_resume(tmp_path: Path) -> None:
+def test_a_run_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten(tmp_path: Path) -> None:
     """Before: `--name a` again with another dataset wrote over run a's checkpoint and kept its ensemble
-    members and tensorboard events beside the new run's, without a word."""
+    members and tensorboard events beside the new run's, without a word; --overwrite deletes it first."""
     (tmp_path / "a" / "members" / "0").mkdir(parents=True)
     (tmp_path / "a" / "config.yaml").write_text("name: a\n")
     command = [sys.executable, "-m", "gru_cli", "train", "--run-dir", str(tmp_path), "--name", "a",
@@ -117,3 +117,8 @@ def test_a_run_folder_that_holds_a_run_is_refused_without_resume(tmp_path: Path)
     assert f"run folder {tmp_path / 'a'} holds a run already; choose another --name, continue it with " \
            "--resume" in result.stderr
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == ["config.yaml", "members"]
+    tiny = ["--overwrite", "--max-epochs", "1", "--set", "model.hidden_size=8", "--set", "optim.members=1",
+            "--set", "optim.crop=1"]
+    result = subprocess.run(command + tiny, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a" / "checkpoint.pt").exists() and not (tmp_path / "a" / "members").exists()
