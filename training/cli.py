@@ -79,6 +79,9 @@ def check_run_folder(folder: Path, resume: bool, overwrite: bool = False) -> Non
                              "--run-dir")
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite deletes it: pass one of them")
+    if resume and not (folder / "config.yaml").exists():  # before: a misspelt --name trained a new run
+        raise ValueError(f"--resume: run folder {folder} holds no run to continue; check --name and "
+                         "--run-dir, or drop --resume to start a new run")
     if not resume and (folder / "config.yaml").exists():
         if not overwrite:
             raise ValueError(f"run folder {folder} holds a run already; choose another --name, continue it "

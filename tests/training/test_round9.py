@@ -142,3 +142,13 @@ def test_the_confusion_matrix_of_600_labels_is_drawn_in_seconds(tmp_path: Path) 
     begun = time.perf_counter()
     confusion_matrix(data, data.test.y, np.roll(data.test.y, 1), tmp_path / "confusion_matrix.png")
     assert time.perf_counter() - begun < 10 and (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_resume_of_a_run_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    """Before: `--resume` with a misspelt --name trained a new run from epoch 1, without a word."""
+    command = [sys.executable, "-m", "gru_cli", "train", "--run-dir", str(tmp_path), "--name", "typo",
+               "--resume"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"--resume: run folder {tmp_path / 'typo'} holds no run to continue" in result.stderr
+    assert not (tmp_path / "typo").exists()
