@@ -46,7 +46,7 @@ lock: install-dev
 	    --no-emit-index-url --no-emit-find-links -o requirements/serve.txt pyproject.toml
 
 train: install
-	$(BIN)/gru train --name $(MODEL)
+	$(BIN)/gru train --name $(MODEL) --overwrite
 
 export: install
 	$(BIN)/gru export --checkpoint runs/$(MODEL)/checkpoint.pt --name $(MODEL) --version 1 --overwrite

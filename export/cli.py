@@ -34,6 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="max_queue_delay_microseconds of the batcher (default: 1000)")
 
 
+def refuse_unfinished(path: Path) -> None:
+    """A run's checkpoint.pt holds its best epoch so far while it trains, and its test metrics once it
+    finished. Before, a run interrupted at epoch 37 of 2,000 was exported without a word, and served."""
+    from training.checkpoint import Checkpoint
+
+    trained = Checkpoint.load(path)
+    if not trained.test_metrics:
+        epoch, epochs, name = trained.epoch, trained.config.optim.max_epochs, trained.config.name
+        raise ValueError(f"{path} is from a run that has not finished (its best epoch so far, {epoch} "
+                         f"of {epochs}; no test metrics): finish it with `gru train --name {name} --resume` "
+                         "and its other settings as they were, then export")
+
+
 def run(args: argparse.Namespace) -> int:
     from export.bundle import export_checkpoint
 
@@ -41,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from service.registry import client
 
         client(args.mlflow)
+    refuse_unfinished(Path(args.checkpoint))
     result = export_checkpoint(Path(args.checkpoint), Path(args.repository), args.name,
                                args.version, args.max_length, args.overwrite, args.accept_parity_error)
     parity = result.manifest.parity

@@ -47,6 +47,9 @@ class Checkpoint:
     def load(cls, path: str | Path) -> Checkpoint:
         payload = load_payload(path, accept=(1, FORMAT_VERSION))
         payload.pop("task", None)  # format 1 repeated config.model.task
+        if "optimizer" in payload:  # before: "unexpected keyword argument 'optimizer'"
+            raise ValueError(f"{path} is a run's resume state (for gru train --resume), not its model: use "
+                             f"{Path(path).with_name('checkpoint.pt')}")
         try:
             return cls(**(payload | {"config": ResolvedConfig.from_dict(payload["config"])}))
         except (TypeError, KeyError) as exc:

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from <run_dir>/<name>/last.pt (same config)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run folder that holds a run: the old folder is deleted first")
     parser.add_argument("--mlflow", metavar="URI",
                         help="log the run to this MLflow tracking server (default: MLFLOW_TRACKING_URI)")
 
@@ -64,12 +68,25 @@ def name_the_run(config: TrainConfig) -> TrainConfig:
     return config.with_values({"name": unique})
 
 
-def check_run_folder(folder: Path) -> None:
-    """Before the data is read and the model planned: a run folder that cannot be one fails at once."""
+def check_run_folder(folder: Path, resume: bool, overwrite: bool = False) -> None:
+    """Before the data is read and the model planned: a run folder that cannot be one fails at once, and
+    so does one that holds a run already, unless resumed or overwritten (deleted here). Before, `--name a`
+    given again (with another dataset) wrote over run a's checkpoint and kept its ensemble members,
+    tensorboard events and cross-validation runs beside the new run's."""
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
             raise ValueError(f"run folder {folder}: {part} is a file, not a folder; choose another --name or "
                              "--run-dir")
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite deletes it: pass one of them")
+    if resume and not (folder / "config.yaml").exists():  # before: a misspelt --name trained a new run
+        raise ValueError(f"--resume: run folder {folder} holds no run to continue; check --name and "
+                         "--run-dir, or drop --resume to start a new run")
+    if not resume and (folder / "config.yaml").exists():
+        if not overwrite:
+            raise ValueError(f"run folder {folder} holds a run already; choose another --name, continue it "
+                             "with --resume (same settings), or replace it with --overwrite")
+        shutil.rmtree(folder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +103,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and "name" not in config.model_fields_set:
         raise ValueError("--resume continues a named run: give its --name (the folder under runs/)")
     config = name_the_run(config)
-    check_run_folder(Path(config.run_dir) / config.name)
-    result = fit(config, resume=args.resume, started=started)
+    check_run_folder(Path(config.run_dir) / config.name, args.resume, args.overwrite)
+    try:
+        result = fit(config, resume=args.resume, started=started)
+    except KeyboardInterrupt:  # Ctrl-C: before, a 40-line traceback ending in torch's autograd engine
+        print(f"gru train: interrupted; to continue from the last finished epoch, run the same command with "
+              f"--name {config.name} --resume", file=sys.stderr)
+        return 130
     if result.test_metrics:  # under torchrun only rank 0 evaluates and reports
         budget = config.optim.time_budget
         print(f"best epoch {result.best_epoch}; checkpoint {result.checkpoint}; "

@@ -33,10 +33,25 @@ def _number(value: Any) -> Any:
         raise ValueError(f"must be a number, got {value!r}")
     if isinstance(value, str):
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             raise ValueError(f"must be a number, got {value!r}") from None
+    # inf and nan are floats: optim.learning_rate=inf trained until the loss was nan, and
+    # optim.time_budget=.inf failed with 'cannot convert float NaN to integer'
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
     return value
+
+
+def _seconds(value: Any) -> float:
+    """optim.time_budget: seconds above 0; no limit is null, not inf, 0 or -1."""
+    try:
+        seconds = float(_number(value))
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds > 0:
+        raise ValueError(f"must be a number of seconds above 0, or null for no time limit, got {value!r}")
+    return seconds
 
 
 def _whole(value: Any) -> Any:
@@ -165,7 +180,7 @@ class OptimConfig(_Section):
     # seconds for the whole run on this machine: fewer epochs when the measured step time says the rule's
     # would not fit (training/recipe.py plan_epochs); null: no limit. The run is then reproducible only
     # where the budget does not bind.
-    time_budget: Annotated[Number, Field(gt=0)] | None = 120.0
+    time_budget: Annotated[float, BeforeValidator(_seconds)] | None = 120.0
     schedule: Literal["onecycle", "constant"] = "onecycle"  # learning rate over the run (recipe.py)
     jitter: Number = Field(0.03, ge=0)  # augmentation (classification, tagging): noise, normalised units
     scaling: Number = Field(0.1, ge=0)  # augmentation: per-series scale factor 1 + N(0, scaling²)
@@ -274,7 +289,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         text = path.read_text()
         toml = path.suffix == ".toml"
         try:
-            raw = tomllib.loads(text) if toml else (yaml.safe_load(text) or {})
+            raw = tomllib.loads(text) if toml else (yaml.load(text, _UniqueKeys) or {})
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
             raise ValueError(f"config file {path} is not valid {'TOML' if toml else 'YAML'}: "
                              f"{_one_line(exc)}") from None
@@ -291,6 +306,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                              "a list as [a, b], and quote text that holds ':' or brackets") from None
         _put(raw, key.strip(), parsed)
     return TrainConfig.from_dict(raw)
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys: a file with `model:` twice lost the first section's
+    settings without a word (TOML refuses them already)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section (YAML keeps only the last); "
+                    "merge them into one", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _one_line(exc: Exception) -> str:

@@ -79,6 +79,7 @@ def resolve(config: TrainConfig, data: SequenceData) -> tuple[ResolvedConfig, li
 
 def from_data(config: TrainConfig, data: SequenceData) -> dict[str, Any]:
     """The data decides the shapes; the config decides the rest."""
+    refuse_unread(config, data)
     output_size = data.output_size
     if config.model.head == "sigmoid":  # one output: P(label_names[1])
         if data.task != "classification" or data.output_size != 2:
@@ -88,6 +89,29 @@ def from_data(config: TrainConfig, data: SequenceData) -> dict[str, Any]:
     return {"model.input_size": data.train.X.shape[2], "model.task": data.task,
             "model.output_size": output_size, "model.window_scaling": data.window_scaling,
             "model.seasonal_skip": _skip(config, data)}
+
+
+def refuse_unread(config: TrainConfig, data: SequenceData) -> None:
+    """data.* settings this data never reads are refused, not ignored: before, ItalyPowerDemand trained
+    as classification with data.task=regression, and data.horizon=5 or data.path=... set on it did
+    nothing, without a word."""
+    setting, source = config.data, config.data.dataset
+    if source != "file":
+        for key in ("path", "test_path"):
+            if getattr(setting, key) is not None:
+                raise ValueError(f"data.{key} is read only with data.dataset=file; {source} is built in: "
+                                 f"drop data.{key}, or set data.dataset=file to train on your file")
+        if setting.task is not None and setting.task != data.task:
+            raise ValueError(f"data.task={setting.task}: {source} is a {data.task} set (a built-in knows "
+                             "its task); drop data.task, or train on a file of yours with data.dataset=file")
+    unread = ["horizon", "seasonal_period"] if data.task != "forecast" else []
+    if data.task != "forecast" and data.recordings is None:  # tagging split in time: its windows' length
+        unread.insert(0, "window")
+    for key in unread:
+        if getattr(setting, key) is not None:
+            raise ValueError(f"data.{key} is read for forecasts"
+                             f"{' and tagging split in time' if key == 'window' else ''}; this data is "
+                             f"{data.task}: drop data.{key}")
 
 
 def _skip(config: TrainConfig, data: SequenceData) -> int:
@@ -193,7 +217,7 @@ def choose(config: TrainConfig, chosen: dict[str, Any], train: Split, unit: str 
         chosen["model.patch"] = stride
         lines.append(f"model.patch={stride} (auto: ~{math.ceil(median / stride)} GRU steps "
                      f"for the median length{why})")
-    return lines + _batches(config, chosen, len(train), few)
+    return lines + _batches(config, chosen, len(train), few, unit)
 
 
 def _stride(train: Split, median: int) -> tuple[int, str]:
@@ -208,12 +232,16 @@ def _stride(train: Split, median: int) -> tuple[int, str]:
     return min(MAX_STRIDE, stride), why
 
 
-def _batches(config: TrainConfig, chosen: dict[str, Any], series: int, few: bool) -> list[str]:
-    """optim.batch_size and optim.max_epochs where "auto"; `few`: few series per class."""
+def _batches(config: TrainConfig, chosen: dict[str, Any], series: int, few: bool, unit: str) -> list[str]:
+    """optim.batch_size and optim.max_epochs where "auto"; `few`: few series per class; `unit`: what the
+    training split holds."""
     lines, batch, epochs = [], config.optim.batch_size, config.optim.max_epochs
     if batch == "auto":
         batch = chosen["optim.batch_size"] = 64 if series >= 2000 else min(16, max(4, series // 4))
         lines.append(f"optim.batch_size={batch} (auto)")
+    elif batch > series:  # before: "batch 100000" printed for 67 series, each epoch one batch of 67
+        lines.append(f"optim.batch_size={batch} is more than the {series} training {unit}: each epoch is "
+                     f"one batch of all {series}")
     if epochs == "auto":
         per_epoch = max(1, math.ceil(series / int(batch)))
         usual = min(USUAL_EPOCHS, math.ceil(MAX_STEPS / per_epoch))

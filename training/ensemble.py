@@ -131,12 +131,22 @@ def choose_members(setting: int | str, wanted: tuple[bool, str], off: str | None
                    member_seconds: float | None, room: float | None) -> tuple[int, str]:
     """optim.members: the setting if a number, else from the data and the budget; and the line that says
     so ("" for a number). `off`: why this run cannot train members (torchrun, sharded data), or None
-    (gru tune's trials set 1); `member_seconds`: one member's planned training and evaluations, `room`:
-    the seconds the budget leaves them (None when there is no budget or nothing was measured)."""
+    (gru tune's trials set 1); `member_seconds`: one member's planned training and evaluations (for a
+    number: its shortest run, one epoch), `room`: the seconds the budget leaves them (None when there is
+    no budget or nothing was measured)."""
     if setting != "auto":
-        if int(setting) > 1 and off:
+        k = int(setting)
+        if k > 1 and off:
             raise ValueError(f"optim.members={setting}: {off} trains one model; set optim.members=1")
-        return int(setting), ""
+        # member_seconds: one member's shortest run. Before, optim.members=1000 trained member after
+        # member far past the budget (105 in 120 s), to a merged GRU too large to build
+        if k > 1 and room is not None and member_seconds is not None and k * member_seconds > room:
+            most = max(1, int(max(room, 0) // member_seconds))
+            raise ValueError(f"optim.members={k}: one member's shortest run (one epoch and its evaluations) "
+                             f"takes ~{member_seconds:.1f} s, so {k} take ~{k * member_seconds:.0f} s, more "
+                             f"than the {max(room, 0):.0f} s the time budget leaves; set optim.members to at "
+                             f"most {most}, or raise --time-budget")
+        return k, ""
     few, why = wanted
     if off or not few:
         return 1, f"optim.members=1 (auto: {off or why}: one model)"

@@ -210,10 +210,14 @@ def _members(config: TrainConfig, model: GRUModel, train: Split, data: SequenceD
     wanted = ensemble.wanted_members(data.task, len(data.train) + len(data.val), data.output_size,
                                      resolved.optim.final_fit)
     seconds = room = None
-    budget = resolved.optim.time_budget
-    if config.optim.members == "auto" and wanted[0] and not off and budget is not None:
+    budget, setting = resolved.optim.time_budget, config.optim.members
+    checked = wanted[0] if setting == "auto" else int(setting) > 1 and not resume  # checked at its start
+    if checked and not off and budget is not None:
         step, steps, after = _planned(model, train, data, resolved.optim, ctx, repeats=10)  # steadier
-        seconds = step * steps * resolved.optim.max_epochs + end_reserve(0, after)  # one member's run
+        if setting == "auto":  # one member's run
+            seconds = step * steps * resolved.optim.max_epochs + end_reserve(0, after)
+        else:  # one member's shortest: one epoch and its evaluations, in the 1 s _fit_members gives at least
+            seconds = max(1.0, step * steps + after)
         room = budget - (time.perf_counter() - started) - end_reserve(budget, 0)  # less the merged run's end
     return ensemble.choose_members(config.optim.members, wanted, off, seconds, room)
 
