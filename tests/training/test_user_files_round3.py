@@ -206,6 +206,8 @@ def test_a_series_without_season_and_few_validation_windows_answers_the_naive_wi
             "judge a correction to a 12-step forecast (9; 13 needed)") in capsys.readouterr().out
     metrics = result.test_metrics
     assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
+    assert any("so the model answers the naive plus 0.5 of the window's drift;" in line  # named, not listed
+               for line in result.diagnosis)
     test = load_data(load_config(None, common).data).test
     last = test.X[np.arange(len(test)), test.lengths - 1, 0]
     slope = (last - test.X[:, 0, 0]) / (test.lengths - 1)
