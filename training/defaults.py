@@ -146,8 +146,11 @@ def choose_start(config: TrainConfig, chosen: dict[str, Any], data: SequenceData
     Uschange's five series (23 windows) pick the mean, their best (0.75 against 0.76 for the naive).
     Not with a final fit: its correction is always kept, and on M1 yearly the naive under it cost 0.2."""
     horizon, windows = data.output_size, len(data.val)
-    if ("seasonal_skip" in config.model.model_fields_set or data.task != "forecast" or final_fit
-            or (data.seasonal_period or 1) > 1):
+    if "seasonal_skip" in config.model.model_fields_set or data.task != "forecast":
+        return []
+    if (data.seasonal_period or 1) > 1:  # before, a seasonal forecaster's start was not printed at all
+        return [seasonal_start(data.seasonal_period or 1, final_fit)]
+    if final_fit:
         return []
     if windows < horizon + 1:
         start = "half drift"
@@ -169,6 +172,13 @@ def choose_start(config: TrainConfig, chosen: dict[str, Any], data: SequenceData
     return [f"model.seasonal_skip=1, model.drift={drift:g} (auto: not seasonal, and {why}): the model "
             f"starts at the naive plus {drift:g} of the window's drift, and answers it unless its correction "
             "is kept"]
+
+
+def seasonal_start(period: int, final_fit: bool) -> str:
+    """The line that says a seasonal forecaster starts at the seasonal naive (from_data's skip)."""
+    kept = "learns a correction to it" if final_fit else "answers it unless its correction is kept"
+    return (f"model.seasonal_skip={period} (auto: the seasonal period): the model starts at the seasonal "
+            f"naive (the last {period} values, repeated) and {kept}")
 
 
 def check_drift(config: ResolvedConfig) -> None:

@@ -32,15 +32,29 @@ MEMORISE_TRY = ("try stronger regularisation (optim.weight_decay, model.dropout)
 
 
 BASELINE_KEPT = ("answers its baseline: the GRU's correction to it was not clear of noise on the validation "
-                 "series (correction_kept 0), so the model answers the baseline (the seasonal naive, the "
-                 "naive with drift, the linear path or the training mean); longer or more series give the "
-                 "test more to go on")
+                 "series (correction_kept 0), so the model answers {baseline}; longer or more series give "
+                 "the test more to go on")
+
+
+def baseline_name(seasonal_skip: int, drift: float, linear_steps: int) -> str:
+    """The start a value model answers where its correction is dropped. Before, the diagnosis listed every
+    kind ("the seasonal naive, the naive with drift, the linear path or the training mean"), a regression
+    run's included, and left the reader to guess which."""
+    linear = f"the linear path (ridge on the last {linear_steps} steps)" if linear_steps else ""
+    if seasonal_skip > 1:
+        start = f"the seasonal naive at period {seasonal_skip}"
+    elif seasonal_skip == 1:
+        start = f"the naive plus {drift:g} of the window's drift" if drift else "the naive (the last value)"
+    else:
+        return linear or "the training mean"
+    return f"{start} plus {linear}" if linear else start
 
 
 def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_out_name: str,
-             baseline_kept: bool = False) -> list[str]:
-    """train / held_out: evaluate()'s metrics of the kept model; baseline_kept: a value model's correction
-    was dropped. Returns the lines to print and report (none for a run that shows neither problem)."""
+             baseline: str = "") -> list[str]:
+    """train / held_out: evaluate()'s metrics of the kept model; baseline: what a value model whose
+    correction was dropped answers (baseline_name), "" where it was kept. Returns the lines to print and
+    report (none for a run that shows neither problem)."""
     if task in ("classification", "tagging"):
         fit = train["accuracy"]
         score = f"training accuracy {fit:.3f} (loss {train['loss']:.3g})"
@@ -50,8 +64,8 @@ def diagnose(task: str, train: dict[str, Any], held_out: dict[str, Any], held_ou
         if held_out["accuracy"] <= fit - MEMORISE_GAP:
             return [f"memorises: {score} against {other}; {MEMORISE_TRY}"]
         return []
-    if baseline_kept:
-        return [BASELINE_KEPT]
+    if baseline:
+        return [BASELINE_KEPT.format(baseline=baseline)]
     score = f"training MSE {train['loss']:.3g} in normalised units (1 = predicting the mean)"
     if train["loss"] > UNDERFIT_MSE:
         return [f"underfits: {score}; {UNDERFIT_TRY}"]

@@ -34,7 +34,7 @@ from training.checkpoint import Checkpoint
 from training.config import ResolvedConfig, ResolvedOptimConfig, TrainConfig, save_config
 from training.data import SequenceData, Split, load_data
 from training.data.dataset import PAD_LABEL
-from training.diagnose import diagnose, naive_ahead, test_labels
+from training.diagnose import baseline_name, diagnose, naive_ahead, test_labels
 from training.linear import fit_linear_path
 from training.mlflow_run import MlflowRun, configured
 from training.model import GRUModel
@@ -297,8 +297,10 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
               final_fit: bool) -> list[str]:
     """The kept model on its own training series against the held-out ones (training/diagnose.py)."""
     held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
-    lines = diagnose(data.task, evaluate(model, train, data), *held_out,
-                     baseline_kept=test.get("correction_kept") == 0.0)
+    kept = test.get("correction_kept") != 0.0
+    baseline = "" if kept else baseline_name(model.config.seasonal_skip, model.config.drift,
+                                             model.config.linear_steps)
+    lines = diagnose(data.task, evaluate(model, train, data), *held_out, baseline=baseline)
     ahead = naive_ahead(test, model.config.seasonal_skip, model.config.drift)  # what the test shows
     return lines + test_labels(test) + ahead
 

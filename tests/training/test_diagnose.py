@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.config import load_config
-from training.diagnose import diagnose
+from training.diagnose import baseline_name, diagnose
 from training.loop import fit
 
 
@@ -41,8 +41,20 @@ def test_regression_underfits_and_memorises_in_normalised_mse() -> None:
 
 
 def test_a_value_model_that_answers_its_baseline_says_so_rather_than_underfits() -> None:
-    [line] = diagnose("forecast", {"loss": 0.86}, {"loss": 0.9}, "validation", baseline_kept=True)
+    [line] = diagnose("forecast", {"loss": 0.86}, {"loss": 0.9}, "validation",
+                      baseline=baseline_name(12, 0.0, 0))
     assert line.startswith("answers its baseline: the GRU's correction to it was not clear of noise")
+    assert "so the model answers the seasonal naive at period 12; longer" in line
+
+
+def test_the_baseline_answered_is_named_not_listed() -> None:
+    """Before, every run listed all four kinds (a regression run's the seasonal naive too)."""
+    assert baseline_name(0, 0.0, 4) == "the linear path (ridge on the last 4 steps)"
+    assert baseline_name(0, 0.0, 0) == "the training mean"
+    assert baseline_name(1, 0.5, 0) == "the naive plus 0.5 of the window's drift"
+    assert baseline_name(1, 0.0, 0) == "the naive (the last value)"
+    assert baseline_name(11, 0.0, 24) == ("the seasonal naive at period 11 plus the linear path (ridge on "
+                                          "the last 24 steps)")
 
 
 def test_a_run_too_short_to_fit_is_reported_as_underfitting(tmp_path: Path) -> None:

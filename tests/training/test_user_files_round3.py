@@ -206,6 +206,8 @@ def test_a_series_without_season_and_few_validation_windows_answers_the_naive_wi
             "judge a correction to a 12-step forecast (9; 13 needed)") in capsys.readouterr().out
     metrics = result.test_metrics
     assert metrics["seasonal_period"] == 1 and metrics["correction_kept"] == 0.0  # 9 windows: too few
+    assert any("so the model answers the naive plus 0.5 of the window's drift;" in line  # named, not listed
+               for line in result.diagnosis)
     test = load_data(load_config(None, common).data).test
     last = test.X[np.arange(len(test)), test.lengths - 1, 0]
     slope = (last - test.X[:, 0, 0]) / (test.lengths - 1)
@@ -251,6 +253,27 @@ def test_where_validation_windows_can_judge_the_start_is_the_one_with_the_lowest
     [line] = [line for line in lines if line.startswith("model.seasonal_skip=")]
     assert f"the start with the lowest error on the {len(data.val)} validation windows: mean " in line
     assert line.endswith(start) or f"starts at {start}," in line
+
+
+def test_a_seasonal_forecasters_start_is_printed(tmp_path: Path) -> None:
+    """A seasonal forecast starts at the seasonal naive (model.seasonal_skip = the period). Before, `gru
+    train` printed the start of forecasts without a season only, so a newcomer's monthly file (period 12)
+    never saw the skip the model answers; a skip you set prints nothing (it is yours)."""
+    from training.defaults import resolve
+
+    steps = np.arange(200)
+    values = 100 + 15 * np.sin(2 * np.pi * steps / 12) + np.random.default_rng(0).normal(0, 2, 200)
+    pd.DataFrame({"t": steps, "y": values}).to_csv(tmp_path / "s.csv", index=False)
+    common = ["data.dataset=file", f"data.path={tmp_path / 's.csv'}", "data.task=forecast",
+              "data.time_column=t", "data.target_column=y"]
+    config = load_config(None, common)
+    resolved, lines = resolve(config, load_data(config.data))
+    assert resolved.model.seasonal_skip == 12
+    assert ("model.seasonal_skip=12 (auto: the seasonal period): the model starts at the seasonal naive "
+            "(the last 12 values, repeated) and answers it unless its correction is kept") in lines
+    config = load_config(None, [*common, "model.seasonal_skip=0"])
+    lines = resolve(config, load_data(config.data))[1]
+    assert not any(line.startswith("model.seasonal_skip") for line in lines)
 
 
 def _csv_of_two_classes(tmp_path: Path) -> Path:
