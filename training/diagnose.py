@@ -36,11 +36,12 @@ BASELINE_KEPT = ("answers its baseline: the GRU's correction to it was not clear
                  "the test more to go on")
 
 
-def baseline_name(seasonal_skip: int, drift: float, linear_steps: int) -> str:
+def baseline_name(seasonal_skip: int, drift: float, linear_steps: int, linear_summary: bool = False) -> str:
     """The start a value model answers where its correction is dropped. Before, the diagnosis listed every
     kind ("the seasonal naive, the naive with drift, the linear path or the training mean"), a regression
     run's included, and left the reader to guess which."""
-    linear = f"the linear path (ridge on the last {linear_steps} steps)" if linear_steps else ""
+    summary = " and their summary" if linear_summary else ""
+    linear = f"the linear path (ridge on the last {linear_steps} steps{summary})" if linear_steps else ""
     if seasonal_skip > 1:
         start = f"the seasonal naive at period {seasonal_skip}"
     elif seasonal_skip == 1:

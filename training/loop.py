@@ -299,7 +299,7 @@ def _diagnose(model: GRUModel, data: SequenceData, train: Split, test: dict[str,
     held_out = (test, "test") if final_fit else (evaluate(model, data.val, data), "validation")
     kept = test.get("correction_kept") != 0.0
     baseline = "" if kept else baseline_name(model.config.seasonal_skip, model.config.drift,
-                                             model.config.linear_steps)
+                                             model.config.linear_steps, model.config.linear_summary)
     lines = diagnose(data.task, evaluate(model, train, data), *held_out, baseline=baseline)
     ahead = naive_ahead(test, model.config.seasonal_skip, model.config.drift)  # what the test shows
     return lines + test_labels(test) + ahead

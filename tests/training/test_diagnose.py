@@ -50,6 +50,7 @@ def test_a_value_model_that_answers_its_baseline_says_so_rather_than_underfits()
 def test_the_baseline_answered_is_named_not_listed() -> None:
     """Before, every run listed all four kinds (a regression run's the seasonal naive too)."""
     assert baseline_name(0, 0.0, 4) == "the linear path (ridge on the last 4 steps)"
+    assert baseline_name(0, 0.0, 4, True) == "the linear path (ridge on the last 4 steps and their summary)"
     assert baseline_name(0, 0.0, 0) == "the training mean"
     assert baseline_name(1, 0.5, 0) == "the naive plus 0.5 of the window's drift"
     assert baseline_name(1, 0.0, 0) == "the naive (the last value)"

@@ -71,7 +71,8 @@ def forecast_from_files(config: DataConfig) -> SequenceData:
         notes=[*assumed,
                f"data.seasonal_period={season} ({how})",
                f"data.window={window}{window_why}, data.horizon={horizon}{horizon_why}",
-               f"test: rolling origin, {len(test)} windows of {horizon} steps from {len(series)} series "
+               f"test: rolling origin, {len(test)} window{'s' * (len(test) != 1)} of {horizon} steps from "
+               f"{len(series)} series "
                f"over {held} (at most {MAX_ORIGINS} origins per series)"],
     )
 
