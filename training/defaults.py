@@ -67,6 +67,7 @@ def resolve(config: TrainConfig, data: SequenceData) -> tuple[ResolvedConfig, li
     final_fit, lines = choose_final_fit(config, data.task, len(data.train) + len(data.val))
     chosen["optim.final_fit"] = final_fit
     lines += choose_start(config, chosen, data, final_fit)
+    lines += one_epoch_where_nothing_judges(config, chosen, data, final_fit)
     train = training_split(data, final_fit)
     lines += choose(config, chosen, train, counted(data.task, data.recordings is not None))
     lines += choose_linear(config, chosen, data, final_fit)
@@ -181,6 +182,21 @@ def seasonal_start(period: int, final_fit: bool) -> str:
             f"naive (the last {period} values, repeated) and {kept}")
 
 
+def one_epoch_where_nothing_judges(config: TrainConfig, chosen: dict[str, Any], data: SequenceData,
+                                   final_fit: bool) -> list[str]:
+    """optim.max_epochs=1 for a forecast whose validation windows are too few to judge the GRU's
+    correction (under horizon + 1, training/shrink.py): it is dropped whatever the GRU learns, so the
+    model answers its start. Before, the GRU trained for the whole budget for nothing."""
+    horizon, windows = data.output_size, len(data.val)
+    if (config.optim.max_epochs != "auto" or data.task != "forecast" or final_fit
+            or windows >= horizon + 1):
+        return []
+    chosen["optim.max_epochs"] = 1
+    return [f"optim.max_epochs=1 (auto: {windows} validation windows cannot judge a correction to a "
+            f"{horizon}-step forecast ({horizon + 1} needed), so the model answers its start whatever the "
+            "GRU learns: one epoch, not the time budget)"]
+
+
 def check_drift(config: ResolvedConfig) -> None:
     """model.drift extends the naive (seasonal_skip 1) only."""
     if config.model.drift and config.model.seasonal_skip != 1:
@@ -252,7 +268,7 @@ def _batches(config: TrainConfig, chosen: dict[str, Any], series: int, few: bool
     elif batch > series:  # before: "batch 100000" printed for 67 series, each epoch one batch of 67
         lines.append(f"optim.batch_size={batch} is more than the {series} training {unit}: each epoch is "
                      f"one batch of all {series}")
-    if epochs == "auto":
+    if epochs == "auto" and "optim.max_epochs" not in chosen:  # not one_epoch_where_nothing_judges
         per_epoch = max(1, math.ceil(series / int(batch)))
         usual = min(USUAL_EPOCHS, math.ceil(MAX_STEPS / per_epoch))
         least, most = (FEW_MIN_STEPS, FEW_MAX_EPOCHS) if few else (MIN_STEPS, MAX_EPOCHS)

@@ -276,6 +276,24 @@ def test_a_seasonal_forecasters_start_is_printed(tmp_path: Path) -> None:
     assert not any(line.startswith("model.seasonal_skip") for line in lines)
 
 
+def test_a_forecast_whose_windows_cannot_judge_a_correction_trains_one_epoch(tmp_path: Path) -> None:
+    """36 monthly values (2 validation windows for a 7-step forecast): the correction is dropped whatever
+    the GRU learns, so the model answers its start. Before, the GRU trained for the whole budget."""
+    from training.defaults import resolve
+
+    values = 200 + 5 * np.arange(36) + np.random.default_rng(0).normal(0, 20, 36)
+    pd.DataFrame({"t": np.arange(36), "y": values}).to_csv(tmp_path / "s.csv", index=False)
+    common = ["data.dataset=file", f"data.path={tmp_path / 's.csv'}", "data.task=forecast",
+              "data.time_column=t", "data.target_column=y"]
+    data = load_data(load_config(None, common).data)
+    resolved, lines = resolve(load_config(None, common), data)
+    assert resolved.optim.max_epochs == 1 and (resolved.model.seasonal_skip, resolved.model.drift) == (1, 0.5)
+    assert (f"optim.max_epochs=1 (auto: {len(data.val)} validation windows cannot judge a correction to a "
+            f"{data.output_size}-step forecast") in "\n".join(lines)
+    yours, _ = resolve(load_config(None, [*common, "optim.max_epochs=30"]), data)
+    assert yours.optim.max_epochs == 30
+
+
 def _csv_of_two_classes(tmp_path: Path) -> Path:
     rows = [{"series_id": f"s{s}", "step": t, "a": float(t * (s % 2)), "label": s % 2}
             for s in range(12) for t in range(5)]
