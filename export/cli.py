@@ -8,7 +8,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `gru train`")
-    parser.add_argument("--repository", default="models", help="model repository folder (default: models)")
+    parser.add_argument("--repository", "--models", default="models",  # --models: as `gru serve` spells it
+                        help="model repository folder (default: models)")
     parser.add_argument("--name", required=True, help="model name: letters, digits, '_', '-', '.'")
     parser.add_argument("--version", type=int, help="bundle version (default: the next free number)")
     parser.add_argument("--max-length", type=int,

@@ -132,3 +132,16 @@ def test_numeric_mismatch_is_refused_with_the_case_named(italy_run, tmp_path, mo
     with pytest.raises(VerificationError, match=r"differs from PyTorch by .* at batch=\d+, length=\d+"):
         export_checkpoint(italy_run.checkpoint, tmp_path / "models", "italy")
     assert not any((tmp_path / "models").rglob("manifest.json"))
+
+
+def test_export_takes_the_repository_as_gru_serve_spells_it_too() -> None:
+    """`gru serve --models DIR`, `gru export --repository DIR`: before, `gru export --models` was refused."""
+    import argparse
+
+    from export.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for flag in ("--models", "--repository"):
+        args = parser.parse_args(["--checkpoint", "c.pt", flag, "elsewhere", "--name", "m"])
+        assert args.repository == "elsewhere"
