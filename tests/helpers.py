@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pytest
 
 
 def train_tiny(run_dir: Path, name: str, *overrides: str):
@@ -117,3 +120,18 @@ class Server:
                 self.process.wait()
         self.log.close()
         return self.process.returncode if self.process else None
+
+
+def while_the_queue_is_full(server: Server, model: str, sequences: int) -> Iterator[None]:
+    """Yields again and again while a heavy request (`sequences` of 256 steps) runs on `model`, for up to
+    20 heavy requests in turn: a request sent meanwhile to a server with GRU_MAX_QUEUE_SIZE=1 meets a full
+    queue (mostly during the first). Fails the test if none did, i.e. if the caller never stopped."""
+    heavy = json.dumps({"sequences": np.full((sequences, 256, 1), 0.5).tolist()}).encode()
+    with ThreadPoolExecutor(1) as pool:
+        for _ in range(20):
+            running = pool.submit(httpx.post, f"{server.url}/models/{model}/predict", content=heavy,
+                                  headers={"content-type": "application/json"}, timeout=120)
+            while not running.done():
+                yield
+            assert running.result().status_code == 200
+    pytest.fail("no request met a full queue in 20 heavy runs")

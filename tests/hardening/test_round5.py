@@ -9,7 +9,6 @@ import json
 import re
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import Server
+from tests.helpers import Server, while_the_queue_is_full
 
 
 @pytest.fixture(scope="module")
@@ -203,20 +202,13 @@ def _refused_then_closed(port: int, request: bytes) -> bytes | None:
 def test_a_queue_full_refusal_before_the_expected_body_closes_the_connection(repository) -> None:
     # the transport's own 503 (LoadShedder.refusal) kept the connection too
     server = Server(repository, GRU_MAX_QUEUE_SIZE="1").start()
-    heavy = json.dumps({"sequences": np.full((256, 256, 1), 0.5).tolist()}).encode()
     expecting = EXPECTING.replace(b"nope", b"italy")
     try:
-        with ThreadPoolExecutor(1) as pool:
-            for _ in range(20):  # until a request meets the full queue (in the first heavy run, mostly)
-                running = pool.submit(httpx.post, f"{server.url}/models/italy/predict", content=heavy,
-                                      headers={"content-type": "application/json"}, timeout=120)
-                while not running.done():
-                    left_open = _refused_then_closed(server.port, expecting)
-                    if left_open is not None:
-                        assert not left_open, left_open  # the 503, then 10 s of silence
-                        return
-                assert running.result().status_code == 200
-        pytest.fail("no request met a full queue in 20 heavy runs")
+        for _ in while_the_queue_is_full(server, "italy", 256):
+            left_open = _refused_then_closed(server.port, expecting)
+            if left_open is not None:
+                assert not left_open, left_open  # the 503, then 10 s of silence
+                return
     finally:
         server.stop()
 

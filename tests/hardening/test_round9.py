@@ -8,14 +8,12 @@ import json
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
 
 from bench.run import process_tree_rss
-from tests.helpers import Server
+from tests.helpers import Server, while_the_queue_is_full
 
 
 @pytest.fixture(scope="module")
@@ -156,20 +154,13 @@ def test_a_body_sent_whole_after_an_early_answer_keeps_the_connection(served) ->
 def test_a_queue_full_refusal_whose_body_never_ends_is_closed_after_the_body_timeout(repository) -> None:
     # before: the transport's own 503 queue_full dropped the body as it came, for as long as it came
     server = Server(repository, GRU_MAX_QUEUE_SIZE="1", GRU_BODY_TIMEOUT_S="1").start()
-    heavy = json.dumps({"sequences": np.full((1024, 256, 1), 0.5).tolist()}).encode()
     try:
-        with ThreadPoolExecutor(1) as pool:
-            for _ in range(20):  # until a request meets the full queue (in the first heavy run, mostly)
-                running = pool.submit(httpx.post, f"{server.url}/models/italy/predict", content=heavy,
-                                      headers={"content-type": "application/json"}, timeout=120)
-                while not running.done():
-                    answer, closed_after = trickle_after_answer(
-                        server.port, body_head(b"POST", b"/models/italy/predict"), unanswered_s=0.05)
-                    if answer.startswith(b"HTTP/1.1 503"):
-                        assert closed_after is not None and closed_after < 3.0, closed_after
-                        return
-                assert running.result().status_code == 200
-        pytest.fail("no request met a full queue in 20 heavy runs")
+        for _ in while_the_queue_is_full(server, "italy", 1024):
+            answer, closed_after = trickle_after_answer(
+                server.port, body_head(b"POST", b"/models/italy/predict"), unanswered_s=0.05)
+            if answer.startswith(b"HTTP/1.1 503"):
+                assert closed_after is not None and closed_after < 3.0, closed_after
+                return
     finally:
         server.stop()
 
