@@ -67,6 +67,7 @@ def scores(values: np.ndarray, folder: Path) -> dict[str, Any] | None:
     from training.config import load_config
     from training.data.forecast import forecast_from_files
     from training.defaults import choose_final_fit, choose_start
+    from training.shrink import least_to_judge
 
     path = folder / "series.csv"
     pd.DataFrame({"t": np.arange(len(values)), "y": values}).to_csv(path, index=False)
@@ -81,7 +82,8 @@ def scores(values: np.ndarray, folder: Path) -> dict[str, Any] | None:
     made = forecasts(data.test, training_ratio(data), data.window_scaling)
     row: dict[str, Any] = {name: float((np.abs(f - data.test.y) / scale).mean()) for name, f in made.items()}
     start = next((name for name, drift in DRIFTS.items() if drift == chosen.get("model.drift")), "mean")
-    return {**row, "chosen": row[start], "start": start, "judged": len(data.val) >= data.output_size + 1}
+    judged = len(data.val) >= least_to_judge(data.output_size - 1)
+    return {**row, "chosen": row[start], "start": start, "judged": judged}
 
 
 def long_series() -> Iterator[tuple[str, np.ndarray]]:

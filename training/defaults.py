@@ -46,6 +46,7 @@ import numpy as np
 from service.heads import VALUE_TASKS
 from training.config import ResolvedConfig, TrainConfig
 from training.data.dataset import PAD_LABEL, SequenceData, Split
+from training.shrink import least_to_judge
 from training.starts import DRIFTS, validation_errors
 
 TARGET_STEPS, MAX_STRIDE = 64, 12
@@ -153,10 +154,10 @@ def choose_start(config: TrainConfig, chosen: dict[str, Any], data: SequenceData
         return [seasonal_start(data.seasonal_period or 1, final_fit)]
     if final_fit:
         return []
-    if windows < horizon + 1:
+    if windows < least_to_judge(horizon - 1):
         start = "half drift"
         why = (f"too few validation windows to judge a correction to a {horizon}-step forecast "
-               f"({windows}; {horizon + 1} needed)")
+               f"({windows}; {least_to_judge(horizon - 1)} needed)")
     else:
         errors = validation_errors(data)
         start = min(errors, key=errors.__getitem__)
@@ -189,12 +190,12 @@ def one_epoch_where_nothing_judges(config: TrainConfig, chosen: dict[str, Any], 
     model answers its start. Before, the GRU trained for the whole budget for nothing."""
     horizon, windows = data.output_size, len(data.val)
     if (config.optim.max_epochs != "auto" or data.task != "forecast" or final_fit
-            or windows >= horizon + 1):
+            or windows >= least_to_judge(horizon - 1)):
         return []
     chosen["optim.max_epochs"] = 1
     return [f"optim.max_epochs=1 (auto: {windows} validation windows cannot judge a correction to a "
-            f"{horizon}-step forecast ({horizon + 1} needed), so the model answers its start whatever the "
-            "GRU learns: one epoch, not the time budget)"]
+            f"{horizon}-step forecast ({least_to_judge(horizon - 1)} needed), so the model answers its start "
+            "whatever the GRU learns: one epoch, not the time budget)"]
 
 
 def check_drift(config: ResolvedConfig) -> None:
@@ -308,13 +309,14 @@ def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceDat
             raise ValueError(f"model.linear_steps={steps}: the linear path is for regression and forecast "
                              f"without data.sharded; this run is {task}{' sharded' if data.sharded else ''}: "
                              "set model.linear_steps=0")
-        return _summary_needs_steps(config, steps)
+        _check_summary(config, steps)
+        return []
     longest = max(data.train.X.shape[1], data.val.X.shape[1])
     on = task == "regression" and not final_fit and not data.sharded
     chosen["model.linear_steps"] = min(LINEAR_STEPS, longest) if on else 0
     if "linear_summary" not in config.model.model_fields_set:
         chosen["model.linear_summary"] = on
-    _summary_needs_steps(config, chosen["model.linear_steps"])
+    _check_summary(config, chosen["model.linear_steps"])
     if task not in VALUE_TASKS:
         return []
     why = ("ridge on the last steps and their summary, the GRU learns the residual; no streaming" if on
@@ -323,11 +325,10 @@ def choose_linear(config: TrainConfig, chosen: dict[str, Any], data: SequenceDat
     return [f"model.linear_steps={chosen['model.linear_steps']} (auto: {why})"]
 
 
-def _summary_needs_steps(config: TrainConfig, steps: int) -> list[str]:
+def _check_summary(config: TrainConfig, steps: int) -> None:
     if config.model.linear_summary and not steps:
         raise ValueError("model.linear_summary summarises the linear path's steps, and this run has none "
                          "(model.linear_steps 0): set model.linear_steps, or drop model.linear_summary")
-    return []
 
 
 def few_per_class(config: TrainConfig, chosen: dict[str, Any], per_class: float) -> str:

@@ -42,17 +42,23 @@ def shrink_to_baseline(model: GRUModel, val: Split, overlap: int = 0) -> tuple[f
     power = float((correction**2).sum())
     fitted = min(1.0, max(0.0, float((correction * wanted).sum()) / power)) if power > 0 else 0.0
     gain = (wanted**2).sum(dim=1) - ((wanted - fitted * correction) ** 2).sum(dim=1)  # (B,) squared error
-    enough = len(gain) >= overlap + 2  # the first and the last share no targets: the least to compare
+    enough = len(gain) >= least_to_judge(overlap)
     errors = float(gain.mean() / standard_error(gain, overlap).clamp_min(1e-12)) if enough else 0.0
     factor = fitted if errors >= SIGMAS else 0.0
     model.head.weight.mul_(factor)
     model.head.bias.mul_(factor)
     verdict = f"its gain {errors:.1f} standard errors from 0" + ("" if factor else ": not clear of noise")
     if not enough:
-        verdict = f"too few to tell: under {overlap + 2}, so every two share targets"
+        verdict = f"too few to tell: under {least_to_judge(overlap)}, so every two share targets"
     kept = "" if factor else ", the baseline is kept"
     return factor, (f"correction to the baseline kept: {factor:.3f} (fitted on the {len(gain)} validation "
                     f"sequences: {fitted:.3f}, {verdict}{kept})")
+
+
+def least_to_judge(overlap: int) -> int:
+    """The fewest validation sequences that can judge a correction, each sharing targets with `overlap`
+    neighbours: the first and the last must share none (a forecast's windows: horizon + 1)."""
+    return overlap + 2
 
 
 def standard_error(gain: torch.Tensor, overlap: int) -> torch.Tensor:
