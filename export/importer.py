@@ -71,12 +71,7 @@ class ImportResult:
 def import_graph(source: Path, repository: Path, request: ImportRequest) -> ImportResult:
     if problem := name_problem(request.name):
         raise ValueError(f"model name {problem}")
-    try:
-        original = onnx.load(str(source))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"{source} is not an ONNX model ({exc})") from exc
+    original = load_source(source)
     foreign = read(original, request.input_name, request.output_name, request.layout)
     output, activation = output_spec(foreign, request)
     mean, std = _normalisation(foreign, request)
@@ -103,6 +98,25 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
     report = _report(source, foreign, manifest, diff, notes)
     bundle_dir = write_bundle(repository, manifest, graph, request.overwrite, {"report.md": report.encode()})
     return ImportResult(bundle_dir, manifest, notes)
+
+
+def load_source(source: Path) -> onnx.ModelProto:
+    """The graph with its external data, read only from the graph's own folder (onnx's path check: no
+    absolute location, no '..' out of it, no symbolic link). Before (round 10) a refused location was
+    reported as "... is not an ONNX model (...)", and a missing data file the same way."""
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{source} is not an ONNX model ({exc})") from exc
+    try:
+        onnx.load_external_data_for_model(model, str(source.parent))
+    except Exception as exc:  # onnx's ValidationError (a location it refuses), OSError (a missing file)
+        raise ValueError(f"{source}: its external data cannot be read ({exc}); keep the data file(s) beside "
+                         "the graph, named by a relative location inside its folder (no symbolic link), or "
+                         "embed them: onnx.save(onnx.load(path), path)") from None
+    return model
 
 
 def output_spec(foreign: ForeignGraph, request: ImportRequest) -> tuple[OutputSpec, str | None]:
