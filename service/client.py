@@ -169,16 +169,29 @@ def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_c
             order = sorted(range(len(rows)), key=keys.__getitem__)
         except (TypeError, ValueError):  # TypeError: dates with and without a time zone
             continue
-        # one row per step, as training refuses otherwise; before (round 10) both rows were sent, in file
-        # order, as two steps: a sequence the model never saw, answered without a word
-        twice = next((steps[i] for i, j in zip(order, order[1:], strict=False) if keys[i] == keys[j]), None)
-        if twice is not None:
-            of = "" if series == ONE_SERIES else f" of series {series!r}"
-            raise ValueError(f"{path}: {time_column} {twice!r}{of} appears in more than one row; keep one "
-                             "row per series and step")
+        _one_row_per_step([steps[i] for i in order], [keys[i] for i in order], path, time_column, series)
         return [rows[i][1] for i in order]
     raise ValueError(f"{path}: {time_column} {steps[0]!r} ... are neither numbers nor ISO dates "
                      "(2021-05-01, 2021-05-01 00:30:00); write them so, or number the steps 0, 1, 2, ...")
+
+
+def _one_row_per_step(steps: list[Any], keys: list[Any], path: Path, time_column: str, series: str) -> None:
+    """Steps (in time order) as training takes them: each once, and whole-number steps without one
+    missing between two. Before (round 10) a step given twice went out as two steps, and a missing one
+    was skipped: a sequence the model never saw, answered without a word (training refuses both)."""
+    of = "" if series == ONE_SERIES else f" of series {series!r}"
+    twice = next((a for a, x, y in zip(steps, keys, keys[1:], strict=False) if x == y), None)
+    if twice is not None:
+        raise ValueError(f"{path}: {time_column} {twice!r}{of} appears in more than one row; keep one row "
+                         "per series and step")
+    if len(keys) < 2 or not all(isinstance(s, str) and re.fullmatch(r"\s*-?\d+\s*", s) for s in steps):
+        return  # line numbers (no time column), dates and fractional steps only order the rows
+    spacing = min(y - x for x, y in zip(keys, keys[1:], strict=False))
+    gap = next((i for i, (x, y) in enumerate(zip(keys, keys[1:], strict=False)) if y - x > spacing), None)
+    if gap is not None:
+        raise ValueError(f"{path}: no row for {time_column} {int(keys[gap] + spacing)}{of} (it goes "
+                         f"{steps[gap].strip()}, {steps[gap + 1].strip()}): add the missing row(s), or "
+                         "number the steps 0, 1, 2, ... if nothing is missing")
 
 
 def model_features(url: str, model: str) -> list[str]:

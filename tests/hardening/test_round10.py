@@ -211,12 +211,20 @@ def test_predict_at_a_server_that_is_not_gru_serve_says_so(tmp_path: Path) -> No
         other.wait(timeout=10)
 
 
-def test_predict_refuses_a_step_given_twice_and_a_file_not_utf8(hand_made: Server, tmp_path: Path) -> None:
-    # before: two rows for step 0 went out as a two-step sequence, answered without a word (training
-    # refuses the file); a Latin-1 file said "'utf-8' codec can't decode byte 0xe9 ...", naming no file
-    twice = csv_file(tmp_path, "series_id,step,feature_0,feature_1\n1,0,0.5,1\n1,0,0.7,2\n1,1,0,0\n")
+def test_predict_refuses_a_step_given_twice_or_missing_and_a_file_not_utf8(hand_made: Server,
+                                                                           tmp_path: Path) -> None:
+    # before: two rows for step 0 went out as a two-step sequence, and steps 0, 1, 3 as three steps,
+    # answered without a word (training refuses both files); a Latin-1 file said "'utf-8' codec can't
+    # decode byte 0xe9 ...", naming no file
+    header = "series_id,step,feature_0,feature_1\n"
+    twice = csv_file(tmp_path, header + "1,0,0.5,1\n1,0,0.7,2\n1,1,0,0\n")
     one_line_error(predict("--url", hand_made.url, "--model", "good", "--file", twice),
                    "step '0' of series '1' appears in more than one row")
+    missing = csv_file(tmp_path, header + "2,0,0.5,1\n7,5,1,1\n2,1,0.7,2\n2,3,0,0\n7,6,1,1\n")
+    one_line_error(predict("--url", hand_made.url, "--model", "good", "--file", missing),
+                   "no row for step 2 of series '2' (it goes 1, 3): add the missing row(s)")
+    spaced = csv_file(tmp_path, header + "1,0,0.5,1\n1,10,0.7,2\n1,20,0,0\n")  # every 10: nothing missing
+    assert predict("--url", hand_made.url, "--model", "good", "--file", spaced).returncode == 0
     latin = csv_file(tmp_path, "series_id,step,feature_0,feature_1,note\n1,0,0.5,1,café\n", "latin-1")
     one_line_error(predict("--url", hand_made.url, "--model", "good", "--file", latin),
                    f"{latin}: not UTF-8 text (byte", "save it as UTF-8")
