@@ -83,6 +83,27 @@ def test_a_gru_node_with_layout_1_or_no_hidden_size_is_refused_saying_what_to_do
         imported(tmp_path / "models", "unsized", unsized)
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    ({"length": -5}, "--length -5: give 1 or more"),  # was numpy's "negative dimensions are not allowed"
+    ({"max_length": -1}, "--max-length -1: give 1 or more"),  # a pydantic dump
+    ({"version": 0}, "--version 0: give 1 or more"),  # took the next version
+    ({"labels": ["a", "a", "b"]}, r"--labels names \['a'\] more than once"),  # written as two classes 'a'
+    ({"features": ["x", "x"]}, r"--features names \['x'\] more than once"),  # a CSV's x read for both
+    # imported: onnxruntime's GRU turned the NaN inputs into finite answers, one answer for every input
+    ({"mean": [float("nan"), 0.0], "std": [1.0, 1.0]}, "--mean and --std must be finite numbers"),
+    ({"mean": [0.0, 0.0], "std": [float("inf"), 1.0]}, "--mean and --std must be finite numbers"),
+])
+def test_import_flags_that_cannot_describe_the_graph_are_refused_naming_the_flag(tmp_path: Path, flags: dict,
+                                                                                 said: str) -> None:
+    source = save(classifier(), tmp_path / "graph")
+    request = ImportRequest(name="flags", task="classification", labels=LABELS)
+    for key, value in flags.items():
+        setattr(request, key, value)
+    with pytest.raises(ValueError, match=said):
+        import_graph(source, tmp_path / "models", request)
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.parametrize(("location", "said"), [
     ("../outside.bin", "points outside the directory"),
     ("/etc/hostname", "absolute path"),
