@@ -253,8 +253,6 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
                              f"{len(features)} per step ({', '.join(features)}): write them as a CSV "
                              f"(series_id, step, {', '.join(features)}) and pass --file")
         return {"sequences": [values]}, None
-    if args.file == "-":
-        return json.load(sys.stdin), None
     path = Path(args.file)
     if path.suffix.lower() == ".csv":
         features = model_features(args.url.rstrip("/"), args.model)
@@ -264,12 +262,13 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
             raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 (Excel: CSV "
                              "UTF-8), as training reads it") from None
         return {"sequences": sequences}, ids
+    stdin = args.file == "-"  # read as a file is: before (round 10), its JSON error alone ("Expecting ...")
     try:
-        return json.loads(path.read_text()), None
+        return json.loads(sys.stdin.read() if stdin else path.read_text()), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # Parquet, NPZ: before, "'utf-8' codec can't
         # decode byte 0xc0 in position 74" alone
-        raise ValueError(f"{path}: not JSON ({exc}); give a .csv file in the training layout or JSON "
-                         '{"sequences": [...]} (a Parquet file as CSV: '
+        raise ValueError(f"{'stdin' if stdin else path}: not JSON ({exc}); give a .csv file in the training "
+                         'layout or JSON {"sequences": [...]} (a Parquet file as CSV: '
                          "pd.read_parquet(path).to_csv(new_path, index=False))") from None
 
 

@@ -251,6 +251,14 @@ def test_predict_refuses_a_step_given_twice_or_missing_and_a_file_not_utf8(hand_
                    f"{latin}: not UTF-8 text (byte", "save it as UTF-8")
 
 
+def test_predict_names_stdin_that_is_not_json() -> None:
+    # before: "gru predict: error: Expecting value: line 1 column 1 (char 0)", naming neither
+    done = subprocess.run([sys.executable, "-m", "gru_cli", "predict", "--model", "m", "--file", "-",
+                           "--url", f"http://127.0.0.1:{free_port()}"], input="series_id,step,x\n",
+                          capture_output=True, text=True, timeout=60)
+    one_line_error(done, "stdin: not JSON (Expecting value", '{"sequences": [...]}')
+
+
 # -- gru tune ------------------------------------------------------------------------------------------------
 
 def tune(tmp_path: Path, *args: str) -> int:
