@@ -312,7 +312,7 @@ def test_pull_from_a_server_that_is_down_fails_in_seconds(tmp_path: Path) -> Non
 
 
 def test_pull_names_a_missing_version_and_refuses_a_tampered_bundle(mlflow_server: str,  # noqa: F811
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, monkeypatch) -> None:
     # before: a version that does not exist was a RestException traceback; a bundle whose model.onnx was
     # changed in the registry's artifact store was "pulled ... serve it", and the server refused it
     from mlflow import MlflowClient
@@ -320,7 +320,11 @@ def test_pull_names_a_missing_version_and_refuses_a_tampered_bundle(mlflow_serve
     from service.registry import register_bundle
 
     bundle = imported(tmp_path / "built", "good")
-    registered = register_bundle(bundle, "round10", None, mlflow_server)
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(variable, raising=False)  # restored after: register_bundle sets them here, and
+        # a later test's training would log to this server, gone by then
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    registered = register_bundle(bundle, "round10", None)
     models = str(tmp_path / "models")
     one_line_error(pull("round10/9", "--repository", models, mlflow=mlflow_server),
                    "models:/round10/9: RESOURCE_DOES_NOT_EXIST", "check NAME/VERSION")
