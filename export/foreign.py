@@ -110,8 +110,15 @@ def gru_nodes(model: onnx.ModelProto) -> list[GRUNode]:
         if direction == "reverse":
             raise Unsupported(f"GRU node {node.name!r} runs in reverse only; gru import takes forward or "
                               "bidirectional GRUs")
-        grus.append(GRUNode(node, 2 if direction == "bidirectional" else 1, int(attrs["hidden_size"]),
-                            bool(attrs.get("layout", 0))))
+        hidden, layout = int(attrs.get("hidden_size", 0)), int(attrs.get("layout", 0))
+        if hidden < 1:  # before (round 10): a pydantic dump for 0, a KeyError traceback when absent
+            raise Unsupported(f"GRU node {node.name!r} has hidden_size {attrs.get('hidden_size')}; gru "
+                              "import needs the attribute, 1 or more (torch.onnx.export, tf2onnx write it)")
+        if layout:  # onnxruntime's CPU GRU kernel refuses it when the session is created
+            raise Unsupported(f"GRU node {node.name!r} has layout=1 (batch-major), which onnxruntime's GRU "
+                              "does not run; re-export it time-major (layout=0, the default: torch.onnx."
+                              "export of nn.GRU(batch_first=True) writes that, with a Transpose before it)")
+        grus.append(GRUNode(node, 2 if direction == "bidirectional" else 1, hidden, bool(layout)))
     return grus
 
 

@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from export.foreign import ForeignGraph, Unsupported
@@ -42,8 +44,12 @@ class Probe:
             x = self.raw(batch, length, seed=batch * 1000 + length)
             expected = theirs.run([self.foreign.output.name], self._original_feeds(theirs, x))[0]
             expected = _apply(self.activation, expected.astype(np.float64))
+            if not np.isfinite(expected).all():
+                raise Unsupported(non_finite_answers(self.foreign.model, batch, length))
             got = ours.run([OUTPUT], _feeds(ours, x))[0]
-            worst = max(worst, float((np.abs(got - expected) / np.maximum(1.0, np.abs(expected))).max()))
+            gap = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+            # a NaN is a failure: max() over it kept the 0.0 before it (round 10: answers all NaN passed)
+            worst = max(worst, float(np.where(np.isnan(gap), np.inf, gap).max()))
         if not worst <= TOLERANCE:
             raise Unsupported(f"the wrapped graph answers unlike the original (by {worst:.2e} > "
                               f"{TOLERANCE:g}); nothing was written")
@@ -88,6 +94,18 @@ class Probe:
             whole = session.run([OUTPUT], _feeds(session, x[:, :end]))[0]
             worst = max(worst, float(np.abs(answer - whole).max()))
         return worst
+
+
+def non_finite_answers(model: onnx.ModelProto, batch: int, length: int) -> str:
+    """Why a graph whose own answers hold NaN or infinity is refused, naming the weights that hold them.
+    Before (round 10) such a graph was imported with "max scaled diff 0.0e+00" (NaN compared as no
+    difference) and the service refused the bundle at load: the work was thrown away late."""
+    bad = [t.name for t in model.graph.initializer
+           if (a := numpy_helper.to_array(t)).dtype.kind == "f" and not np.isfinite(a).all()]
+    cause = (f"initializer(s) {bad[:5]} hold NaN or infinity: re-export the model from weights that "
+             "trained to finite values") if bad else "check the graph's weights and the --mean/--std given"
+    return (f"the original graph answers NaN or infinity (batch {batch}, length {length}, inputs drawn "
+            f"around --mean with --std); {cause}. Nothing was written")
 
 
 def streaming_refusal(foreign: ForeignGraph, probe: Probe, graph: bytes) -> str | None:

@@ -71,12 +71,8 @@ class ImportResult:
 def import_graph(source: Path, repository: Path, request: ImportRequest) -> ImportResult:
     if problem := name_problem(request.name):
         raise ValueError(f"model name {problem}")
-    try:
-        original = onnx.load(str(source))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"{source} is not an ONNX model ({exc})") from exc
+    check_flags(request)
+    original = load_source(source)
     foreign = read(original, request.input_name, request.output_name, request.layout)
     output, activation = output_spec(foreign, request)
     mean, std = _normalisation(foreign, request)
@@ -103,6 +99,40 @@ def import_graph(source: Path, repository: Path, request: ImportRequest) -> Impo
     report = _report(source, foreign, manifest, diff, notes)
     bundle_dir = write_bundle(repository, manifest, graph, request.overwrite, {"report.md": report.encode()})
     return ImportResult(bundle_dir, manifest, notes)
+
+
+def check_flags(request: ImportRequest) -> None:
+    """What the user gives, before any work. Before (round 10): --length -5 said "negative dimensions are
+    not allowed", --max-length and --version -1 were pydantic dumps, --version 0 took the next version;
+    --labels a,a,b and --features x,x were written into the manifest (two classes, or two inputs, under
+    one name: a CSV's column x read for both)."""
+    for flag, value in (("--length", request.length), ("--max-length", request.max_length),
+                        ("--version", request.version)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: give 1 or more")
+    for flag, names in (("--labels", request.labels), ("--features", request.features)):
+        twice = sorted({n for n in names or [] if (names or []).count(n) > 1})
+        if twice:
+            raise ValueError(f"{flag} names {twice} more than once; give each once, in the graph's order")
+
+
+def load_source(source: Path) -> onnx.ModelProto:
+    """The graph with its external data, read only from the graph's own folder (onnx's path check: no
+    absolute location, no '..' out of it, no symbolic link). Before (round 10) a refused location was
+    reported as "... is not an ONNX model (...)", and a missing data file the same way."""
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{source} is not an ONNX model ({exc})") from exc
+    try:
+        onnx.load_external_data_for_model(model, str(source.parent))
+    except Exception as exc:  # onnx's ValidationError (a location it refuses), OSError (a missing file)
+        raise ValueError(f"{source}: its external data cannot be read ({exc}); keep the data file(s) beside "
+                         "the graph, named by a relative location inside its folder (no symbolic link), or "
+                         "embed them: onnx.save(onnx.load(path), path)") from None
+    return model
 
 
 def output_spec(foreign: ForeignGraph, request: ImportRequest) -> tuple[OutputSpec, str | None]:
@@ -141,6 +171,9 @@ def _normalisation(foreign: ForeignGraph, request: ImportRequest) -> tuple[np.nd
     if request.mean is None or request.std is None:
         return np.zeros(features, np.float32), np.ones(features, np.float32)
     mean, std = np.asarray(request.mean, np.float32), np.asarray(request.std, np.float32)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):  # before (round 10): a NaN mean imported,
+        # and onnxruntime's GRU turned the NaN inputs into finite answers: the same garbage for any input
+        raise ValueError("--mean and --std must be finite numbers (no nan or inf)")
     if mean.shape != (features,) or std.shape != (features,):
         raise ValueError(f"--mean and --std need one number per feature ({features})")
     if (std <= 0).any():

@@ -215,6 +215,24 @@ class Manifest(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _sizes_match_io(self) -> Manifest:
+        """inputs.features, output.size and output.labels count what x and output hold. Before (round 10),
+        a manifest naming 4 labels for a graph of 3 probabilities served each answer with a label that
+        had no probability, and 3 features for a graph of 2 failed at warm-up naming no field."""
+        labelled = self.output.kind in ("probabilities", "step_probabilities")
+        if labelled and len(self.output.labels or []) != self.output.size:
+            raise ValueError(f"output.labels names {len(self.output.labels or [])} label(s) but output.size "
+                             f"is {self.output.size}: one label per probability")
+        for field, specs, name, count, what in (
+                ("onnx.inputs", self.onnx.inputs, X_INPUT, self.inputs.num_features, "inputs.features names"),
+                ("onnx.outputs", self.onnx.outputs, OUTPUT, self.output.size, "output.size is")):
+            shape = next((t.shape for t in specs if t.name == name), None) or [""]
+            if isinstance(shape[-1], int) and shape[-1] != count:
+                raise ValueError(f"{what} {count} but {field} {name!r} has {shape[-1]} on its last axis "
+                                 f"(shape {shape}): the manifest must describe its graph")
+        return self
+
+    @model_validator(mode="after")
     def _output_follows_task(self) -> Manifest:
         expected = head_for(self.task, binary=self.output.kind == "probability").kind
         if self.output.kind != expected:
@@ -271,8 +289,8 @@ def read_manifest(bundle_dir: Path) -> Manifest:
                           "re-export the bundle with `gru export`") from exc
     try:
         schema = json.loads(text).get("schema_version")
-    except (ValueError, AttributeError):
-        schema = None
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: arrays nested 100,000 deep (round
+        schema = None  # 10: the reason was that error alone, naming no file); pydantic's refusal names it
     if isinstance(schema, int) and schema < SCHEMA_VERSION:
         raise BundleError(f"{path}: schema_version {schema} is from an older gru-serve (state as h0/h_n); "
                           f"re-export the checkpoint with `gru export` to get schema {SCHEMA_VERSION}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import json
 import os
 import re
@@ -120,7 +121,7 @@ def read_long_csv(path: Path, features: list[str], id_column: str, time_column: 
             series.setdefault(key, []).append((row[time_column] if time_column in columns else line, values))
     if not series:
         raise ValueError(f"{path}: no rows after the header")
-    return list(series), [_in_time_order(rows, path, time_column) for rows in series.values()]
+    return list(series), [_in_time_order(rows, path, time_column, key) for key, rows in series.items()]
 
 
 TRUTH = {"true": 1.0, "false": 0.0}  # as pandas reads a training file's True/TRUE/true: a column of 1 and 0
@@ -157,7 +158,7 @@ def say_layout(path: Path, columns: Sequence[str], id_column: str, time_column: 
               "--time-column NAME names the time column", file=sys.stderr)
 
 
-def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_column: str
+def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_column: str, series: str
                    ) -> list[list[float]]:
     """A series' steps sorted by their numbers, or their ISO dates. Before, a step had to be a number: a
     file with dates, which training reads, was refused."""
@@ -168,14 +169,52 @@ def _in_time_order(rows: list[tuple[str | int, list[float]]], path: Path, time_c
             order = sorted(range(len(rows)), key=keys.__getitem__)
         except (TypeError, ValueError):  # TypeError: dates with and without a time zone
             continue
+        _one_row_per_step([steps[i] for i in order], [keys[i] for i in order], path, time_column, series)
         return [rows[i][1] for i in order]
     raise ValueError(f"{path}: {time_column} {steps[0]!r} ... are neither numbers nor ISO dates "
                      "(2021-05-01, 2021-05-01 00:30:00); write them so, or number the steps 0, 1, 2, ...")
 
 
+def _one_row_per_step(steps: list[Any], keys: list[Any], path: Path, time_column: str, series: str) -> None:
+    """Steps (in time order) as training takes them: each once, and whole-number steps without one
+    missing between two. Before (round 10) a step given twice went out as two steps, and a missing one
+    was skipped: a sequence the model never saw, answered without a word (training refuses both)."""
+    of = "" if series == ONE_SERIES else f" of series {series!r}"
+    twice = next((a for a, x, y in zip(steps, keys, keys[1:], strict=False) if x == y), None)
+    if twice is not None:
+        raise ValueError(f"{path}: {time_column} {twice!r}{of} appears in more than one row; keep one row "
+                         "per series and step")
+    if len(keys) < 2 or not all(isinstance(s, str) and re.fullmatch(r"\s*-?\d+\s*", s) for s in steps):
+        return  # line numbers (no time column), dates and fractional steps only order the rows
+    spacing = min(y - x for x, y in zip(keys, keys[1:], strict=False))
+    gap = next((i for i, (x, y) in enumerate(zip(keys, keys[1:], strict=False)) if y - x > spacing), None)
+    if gap is not None:
+        raise ValueError(f"{path}: no row for {time_column} {int(keys[gap] + spacing)}{of} (it goes "
+                         f"{steps[gap].strip()}, {steps[gap + 1].strip()}): add the missing row(s), or "
+                         "number the steps 0, 1, 2, ... if nothing is missing")
+
+
 def model_features(url: str, model: str) -> list[str]:
     with urllib.request.urlopen(f"{url}/models/{model}", timeout=30) as response:
-        return list(json.loads(response.read())["inputs"]["features"])
+        return list(read_answer(response, url, "inputs", "features")["inputs"]["features"])
+
+
+def read_answer(response: Any, url: str, *path: str) -> dict[str, Any]:
+    """The JSON answer, which holds a list at `path` (e.g. predictions). Before (round 10), a server that
+    is not gru serve (another service on the port, a proxy's page) got 'Expecting value: line 1 column 1
+    (char 0)' or a KeyError traceback."""
+    body = response.read()
+    try:
+        answer = found = json.loads(body)
+        for key in path:
+            found = found[key]
+    except (ValueError, KeyError, TypeError):
+        found = None
+    if not isinstance(found, list):
+        raise ValueError(f"{url} answered {response.status} with {body[:80]!r}, not gru serve's JSON (no "
+                         f"{'.'.join(path)}): is --url the HTTP port of `gru serve` (GRU_PORT, default "
+                         "8000)?")
+    return answer
 
 
 def split_requests(sequences: Sequence[Any], max_sequences: int, max_bytes: int, binary: bool
@@ -214,19 +253,22 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
                              f"{len(features)} per step ({', '.join(features)}): write them as a CSV "
                              f"(series_id, step, {', '.join(features)}) and pass --file")
         return {"sequences": [values]}, None
-    if args.file == "-":
-        return json.load(sys.stdin), None
     path = Path(args.file)
     if path.suffix.lower() == ".csv":
         features = model_features(args.url.rstrip("/"), args.model)
-        ids, sequences = read_long_csv(path, features, args.id_column, args.time_column)
+        try:
+            ids, sequences = read_long_csv(path, features, args.id_column, args.time_column)
+        except UnicodeDecodeError as exc:  # before (round 10): the codec's words alone, naming no file
+            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 (Excel: CSV "
+                             "UTF-8), as training reads it") from None
         return {"sequences": sequences}, ids
+    stdin = args.file == "-"  # read as a file is: before (round 10), its JSON error alone ("Expecting ...")
     try:
-        return json.loads(path.read_text()), None
+        return json.loads(sys.stdin.read() if stdin else path.read_text()), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # Parquet, NPZ: before, "'utf-8' codec can't
         # decode byte 0xc0 in position 74" alone
-        raise ValueError(f"{path}: not JSON ({exc}); give a .csv file in the training layout or JSON "
-                         '{"sequences": [...]} (a Parquet file as CSV: '
+        raise ValueError(f"{'stdin' if stdin else path}: not JSON ({exc}); give a .csv file in the training "
+                         'layout or JSON {"sequences": [...]} (a Parquet file as CSV: '
                          "pd.read_parquet(path).to_csv(new_path, index=False))") from None
 
 
@@ -258,7 +300,7 @@ def predict(url: str, model: str, sequences: Sequence[Any], binary: bool = False
     request = urllib.request.Request(f"{url.rstrip('/')}/models/{model}/predict", data=body, headers=headers,
                                      method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+        return read_answer(response, url, "predictions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,6 +326,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(explain_unreachable(exc.reason, url)) from None
     except (ConnectionError, TimeoutError) as exc:  # the server closed or stalled mid-request
         raise ValueError(explain_unreachable(exc, url)) from None
+    except http.client.HTTPException as exc:  # before (round 10): a traceback, e.g. for gru serve's gRPC port
+        raise ValueError(f"{url} did not answer in HTTP/1.1 ({type(exc).__name__}: {str(exc)[:20]!r}...): is "
+                         "--url the HTTP port of `gru serve` (GRU_PORT, default 8000)? Its gRPC port speaks "
+                         "HTTP/2 only") from None
     if ids is not None:  # say which series each answer belongs to
         for series_id, prediction in zip(ids, answer.get("predictions", []), strict=False):
             prediction["series_id"] = series_id
@@ -324,6 +370,8 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str, sent: 
     }.get(code, "")
     if exc.code == 413 and not code:
         fix = "pass a smaller --max-bytes or --max-sequences"
+    elif not error:  # not gru serve's JSON error: before (round 10), e.g. "HTTP 501: Unsupported method"
+        fix = "is --url the HTTP port of `gru serve` (GRU_PORT, default 8000)?"
     return f"HTTP {exc.code}{' ' + code if code else ''}{where}: {message}" + (f"; {fix}" if fix else "")
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.bundle import Manifest
+from service.bundle import BundleError, Manifest, read_manifest
+from service.graph_check import load_bundle
 
 EXPERIMENT = "gru-serve"  # where an export with no tracked training run logs its bundle
 
@@ -38,6 +39,10 @@ def client(uri: str | None) -> Any:
         raise ValueError("the MLflow registry needs the mlflow extra: "
                          "pip install 'gru-serve[mlflow]'") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's own defaults (7 retries with backoff, 120 s a request) made a server that is down cost 4
+    # minutes, and one that accepts and never answers more than 6, before a traceback (round 10)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     return MlflowClient()
 
 
@@ -71,31 +76,59 @@ def pull(name: str, version: str, repository: Path, overwrite: bool = False, uri
     <bundle name>/<bundle version>, where its manifest says it belongs; whole or not at all (downloaded
     into a staging folder, which the repository ignores, then renamed into place)."""
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
 
     mlflow = client(uri)
-    if version == "latest":
-        versions = mlflow.search_model_versions(f"name = '{name}'")
-        if not versions:
-            raise ValueError(f"no registered model {name!r} with a version on "
-                             f"{os.environ['MLFLOW_TRACKING_URI']}")
-        version = str(max(int(v.version) for v in versions))
-    repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=repository, prefix=".staging-pull-"))
+    where = f"models:/{name}/{version}"
     try:
-        folder = Path(download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging)))
-        if not (folder / "manifest.json").exists():
-            raise ValueError(f"models:/{name}/{version} holds no manifest.json: not a gru-serve bundle")
-        manifest = Manifest.model_validate_json((folder / "manifest.json").read_text())
-        target = repository / manifest.name / str(manifest.version)
-        if target.exists():
-            if not overwrite:
-                raise ValueError(f"{target} exists; --overwrite replaces it")
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o755)  # a non-root server reads it
-        os.replace(folder, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if version == "latest":
+            versions = mlflow.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ValueError(f"no registered model {name!r} with a version on "
+                                 f"{os.environ['MLFLOW_TRACKING_URI']}")
+            version = str(max(int(v.version) for v in versions))
+            where = f"models:/{name}/{version}"
+        repository.mkdir(parents=True, exist_ok=True)
+        staging = [Path(tempfile.mkdtemp(dir=repository, prefix=".staging-pull-")) for _ in range(2)]
+        try:
+            folder = Path(download_artifacts(artifact_uri=where, dst_path=str(staging[0])))
+            return _place(folder, staging[1], where, repository, overwrite)
+        finally:
+            for folder in staging:
+                shutil.rmtree(folder, ignore_errors=True)
+    except MlflowException as exc:  # before (round 10): a traceback (a version or name that does not exist,
+        # a server that is down)
+        server = os.environ["MLFLOW_TRACKING_URI"]
+        raise ValueError(f"{where}: {exc.message.splitlines()[0][:300]}; check NAME/VERSION (gru pull NAME "
+                         f"takes the latest) and that {server} is the MLflow server (--mlflow or "
+                         "MLFLOW_TRACKING_URI)") from None
+
+
+def _place(folder: Path, checking: Path, where: str, repository: Path, overwrite: bool) -> Path:
+    """Check the downloaded bundle as `gru serve` will (manifest, graph, their agreement) in a staging
+    folder named as its manifest says, then rename it into the repository. Before (round 10) a bundle
+    tampered with in the registry, or not valid, was pulled ("pulled ... serve it") and refused only by
+    the server, or was a pydantic dump."""
+    if not (folder / "manifest.json").exists():
+        raise ValueError(f"{where} holds no manifest.json: not a gru-serve bundle")
+    try:
+        manifest = read_manifest(folder)
+        checked = checking / manifest.name / str(manifest.version)
+        checked.parent.mkdir()
+        os.replace(folder, checked)
+        load_bundle(checked)
+    except BundleError as exc:
+        reason = str(exc).replace(f"{folder}/", "").replace(f"{checking}/", "")
+        raise ValueError(f"{where} is not a bundle gru serve would load ({reason}); nothing was written. "
+                         "Register a bundle `gru export` wrote (gru export --register NAME)") from None
+    target = repository / manifest.name / str(manifest.version)
+    if target.exists():
+        if not overwrite:
+            raise ValueError(f"{target} exists; --overwrite replaces it")
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    checked.chmod(0o755)  # a non-root server reads it
+    os.replace(checked, target)
     return target
 
 

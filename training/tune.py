@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +67,13 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Processes that share a study must not draw the same random start-up trials: seed each its own.
     seed = sampler_seed if storage is None else sampler_seed + os.getpid()
-    study = optuna.create_study(
-        storage=open_storage(storage), study_name=study_name, load_if_exists=storage is not None,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
-    )
+    with storage_refusals(storage):
+        study = optuna.create_study(
+            storage=open_storage(storage), study_name=study_name, load_if_exists=storage is not None,
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        )
     trial_root = Path(base.run_dir) / base.name / "trials"
     deadline = time.monotonic() + timeout if timeout else float("inf")
 
@@ -98,7 +101,8 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     if storage is not None and trials is not None:  # stop once the shared study holds `trials` finished
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         callbacks.insert(0, optuna.study.MaxTrialsCallback(trials, states=finished))
-    study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
+    with storage_refusals(storage):
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise ValueError("every trial was pruned or failed; raise --trials, --timeout or optim.max_epochs")
@@ -134,11 +138,28 @@ def open_storage(url: str | None) -> Any:
     for attempt in range(1, 6):
         try:
             return optuna.storages.RDBStorage(url)
-        except (IntegrityError, OperationalError) as exc:  # e.g. another process creating the tables
+        except (IntegrityError, OperationalError):  # e.g. another process creating the tables
             if attempt == 5:
-                raise ValueError(f"--storage {url}: {str(exc).splitlines()[0]}") from None
+                raise
             time.sleep(0.5 * attempt)
     return None
+
+
+@contextmanager
+def storage_refusals(url: str | None) -> Iterator[None]:
+    """A storage that cannot be opened or written is one error naming --storage and the forms it takes.
+    Before (round 10): a traceback for a file that is not a database, a read-only one, a URL SQLAlchemy
+    cannot parse or whose driver is missing; a journal that is not one said only "Expecting value"."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, StorageInternalError, ImportError, json.JSONDecodeError) as exc:
+        reason = str(exc.__cause__ if isinstance(exc, StorageInternalError) and exc.__cause__ else exc)
+        raise ValueError(f"--storage {url}: {reason.splitlines()[0][:300]}; give sqlite:///PATH.db (a file "
+                         "SQLite can write), postgresql://user@host/db or mysql+pymysql://... (with its "
+                         "driver installed), or journal:PATH (a journal file gru tune wrote)") from None
 
 
 def clean_config(config: TrainConfig, searched: set[str]) -> dict[str, Any]:
@@ -205,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
     if args.mlflow:
         raise ValueError("gru tune's trials are not logged to MLflow: train the best config with "
                          "gru train --mlflow URI")
+    # before (round 10): --trials 0 or -3, --timeout 0 or -1 ran and said "every trial was pruned or failed"
+    if args.trials is not None and args.trials < 1:
+        raise ValueError(f"--trials {args.trials}: give 1 or more (or leave it out: 20, or as many as fit "
+                         "in --timeout)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout:g}: give the search's time budget in seconds, above 0")
     base = load_config(args.config, overrides_from(args))
     if args.study and "name" not in base.model_fields_set:
         base = base.with_values({"name": args.study})  # every process of the study: one run folder
