@@ -88,12 +88,25 @@ def _share_or_auto(value: Any) -> float | str:
     return share
 
 
+def _amount_or_auto(value: Any) -> float | str:
+    if value == "auto":
+        return "auto"
+    try:
+        amount = float(_number(value))
+    except ValueError:
+        amount = math.nan
+    if not (math.isfinite(amount) and amount >= 0):
+        raise ValueError(f"must be a number of at least 0 or 'auto' (from the data), got {value!r}")
+    return amount
+
+
 Number = Annotated[float, BeforeValidator(_number)]
 Share = Annotated[Number, Field(gt=0, le=1)]  # a share of something: above 0, at most 1
 Whole = Annotated[int, BeforeValidator(_whole)]
 WholeOrAuto = Annotated[int | Literal["auto"], PlainValidator(_whole_or_auto)]
 ShareOrAuto = Annotated[float | Literal["auto"], PlainValidator(_share_or_auto)]
 CountOrAuto = Annotated[int | Literal["auto"], PlainValidator(lambda value: _whole_or_auto(value, least=0))]
+AmountOrAuto = Annotated[float | Literal["auto"], PlainValidator(_amount_or_auto)]
 
 
 class _Section(BaseModel):
@@ -191,6 +204,10 @@ class OptimConfig(_Section):
     # augmentation (classification): time warping, each series read at a speed 1 + N(0, time_warp²)
     # drifting smoothly along it (training/recipe.py time_warp); 0: none
     time_warp: Number = Field(0.0, ge=0)
+    # augmentation (classification): mixup, each training series mixed with another of its batch and the
+    # labels likewise, by a weight ~ Beta(mixup, mixup) (training/recipe.py mixup); 0: none; auto: 0.2
+    # where the series are normalised globally, else 0 (training/defaults.py choose_mixup)
+    mixup: AmountOrAuto = "auto"
     # true: the shipped model trains on the validation series too, for all max_epochs (no epoch picked on
     # a few held-out series); false: validation held out, best epoch kept, early stopping (gru tune);
     # auto: true for classification and tagging, false for regression and forecast (training/defaults.py)
@@ -255,6 +272,7 @@ class ResolvedOptimConfig(OptimConfig):
     final_fit: bool
     members: Annotated[Whole, Field(ge=1)] = 1  # checkpoints from before optim.members: one model
     crop: Share = 1.0  # checkpoints from before optim.crop "auto": a share
+    mixup: Annotated[Number, Field(ge=0)] = 0.0  # checkpoints from before optim.mixup: none
 
 
 class ResolvedConfig(TrainConfig):

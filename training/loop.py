@@ -38,7 +38,17 @@ from training.diagnose import baseline_name, diagnose, naive_ahead, test_labels
 from training.linear import fit_linear_path
 from training.mlflow_run import MlflowRun, configured
 from training.model import GRUModel
-from training.recipe import augment, crop, end_reserve, make_schedule, may_stop, plan_epochs, time_warp
+from training.recipe import (
+    augment,
+    crop,
+    end_reserve,
+    make_schedule,
+    may_stop,
+    mixup,
+    plan_epochs,
+    soft_targets,
+    time_warp,
+)
 from training.resume import Progress, load_last, save_last, saved_config
 from training.shrink import shrink_to_baseline
 from training.tracking import Tracker, finish_run
@@ -377,7 +387,7 @@ def _step_seconds(model: GRUModel, train: Split, opt: ResolvedOptimConfig, devic
         for i in range(repeats + 1):
             begun = time.perf_counter()
             X, y, lengths = _batch(train, batches[typical[i % len(typical)]], probe.task_head, device)
-            X, lengths = _augmented(probe, X, lengths, opt)
+            X, lengths, y = _augmented(probe, X, lengths, y, opt)
             optimizer.zero_grad()
             _loss(probe, X, y, lengths).backward()
             nn.utils.clip_grad_norm_(probe.parameters(), opt.grad_clip)
@@ -555,7 +565,7 @@ def _train_epoch(
     total = count = 0.0
     for local, weight in plan:
         X, y, lengths = _batch(split, local, model.task_head, ctx.device)
-        X, lengths = _augmented(model, X, lengths, opt)
+        X, lengths, y = _augmented(model, X, lengths, y, opt)
         with distributed.autocast(opt.precision, ctx.device):
             loss = _loss(model, X, y, lengths, net)
         optimizer.zero_grad()
@@ -570,16 +580,20 @@ def _train_epoch(
     return distributed.all_reduce_sum(total, ctx) / distributed.all_reduce_sum(count, ctx)
 
 
-def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, opt: ResolvedOptimConfig
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _augmented(model: GRUModel, X: torch.Tensor, lengths: torch.Tensor | None, y: torch.Tensor,
+               opt: ResolvedOptimConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """A training batch perturbed (recipe.py): classification and tagging only, as a perturbed window has
-    another forecast; time-warped and cropped for classification only, as tagging's labels are per step."""
+    another forecast; time-warped, cropped and mixed for classification only, as tagging's labels are per
+    step. y: labels, or soft targets where mixed."""
     if model.task_head.values:
-        return X, lengths
+        return X, lengths, y
     X = augment(X, lengths, model.normaliser, opt.jitter, opt.scaling)
     if model.task_head.per_step:
-        return X, lengths
-    return crop(time_warp(X, lengths, opt.time_warp), lengths, opt.crop)
+        return X, lengths, y
+    X, lengths = crop(time_warp(X, lengths, opt.time_warp), lengths, opt.crop)
+    if not opt.mixup:
+        return X, lengths, y
+    return mixup(X, lengths, soft_targets(y, model.config.output_size), model.normaliser, opt.mixup)
 
 
 EVAL_STEPS = 1 << 18  # padded steps scored at once (rows x steps): ~1 GB at hidden size 128

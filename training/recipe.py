@@ -67,6 +67,36 @@ def crop(x: torch.Tensor, lengths: torch.Tensor | None, share: float
     return windows * step_mask(kept.to(x.device), windows.shape[1]).unsqueeze(2).to(x.dtype), kept
 
 
+def soft_targets(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """Labels as the loss's probability targets, which mixup mixes: (B, classes) for a softmax head,
+    P(label 1) (B,) for a sigmoid's (classes 1)."""
+    return y.float() if classes == 1 else torch.nn.functional.one_hot(y, classes).float()
+
+
+def mixup(x: torch.Tensor, lengths: torch.Tensor | None, target: torch.Tensor, normaliser: Normaliser,
+          alpha: float) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): each series of the batch mixed with another, lam * a + (1 - lam) * b,
+    and its soft target likewise, lam ~ Beta(alpha, alpha) once per batch. The mix is taken in normalised
+    units, each series' own where the model normalises per series: there the model also reads each
+    series' scale, so the mix's scale is mixed too (geometrically: scales 1e-5 and 400 mix in log units,
+    as the model reads them); its length is the longer one's."""
+    if not alpha or len(x) < 2:
+        return x, lengths, target
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    other = torch.randperm(len(x)).to(x.device)
+    mean, std = normaliser.centre_and_spread(x, lengths)
+    z = (x - mean) / std
+    if lengths is not None:  # past its end a series is at its mean
+        z = z * step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(2).to(x.dtype)
+    if normaliser.per_series:  # (B, 1, F): each series' own
+        std = std**lam * std[other] ** (1 - lam)
+    mixed = mean + std * (lam * z + (1 - lam) * z[other])
+    if lengths is not None:
+        lengths = torch.maximum(lengths, lengths[other.to(lengths.device)])
+        mixed = mixed * step_mask(lengths.to(x.device), x.shape[1]).unsqueeze(2).to(x.dtype)
+    return mixed, lengths, lam * target + (1 - lam) * target[other.to(target.device)]
+
+
 WARP_KNOTS = 4  # time warping: the speed curve's random values, spread over each series
 
 

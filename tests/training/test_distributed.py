@@ -28,7 +28,8 @@ def _train(run_dir: Path, name: str, processes: int, dataset: str = "ItalyPowerD
             "--dataset", dataset,
             "--set", "model.hidden_size=8", "--set", "model.num_layers=1", "--set", "optim.batch_size=10",
             "--set", "optim.plots=false", "--set", "optim.tensorboard=false", "--set", "model.dropout=0",
-            "--set", "optim.jitter=0", "--set", "optim.scaling=0", "--set", "optim.final_fit=false"]
+            "--set", "optim.jitter=0", "--set", "optim.scaling=0", "--set", "optim.mixup=0",
+            "--set", "optim.final_fit=false"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={processes}"]
     launcher = (torchrun if processes > 1 else [sys.executable]) + ["-m", "gru_cli"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.normalise import Normaliser
-from training.recipe import augment, crop, make_schedule, plan_epochs, time_warp
+from training.recipe import augment, crop, make_schedule, mixup, plan_epochs, soft_targets, time_warp
 
 
 def _normaliser(mean: float, std: float) -> Normaliser:
@@ -92,3 +92,42 @@ def test_time_warping_reads_each_series_in_order_from_its_first_to_its_last_step
             moved |= not torch.equal(steps, torch.arange(1, n + 1, dtype=torch.float32))
     assert moved  # a random warp each time
     assert time_warp(x, lengths, 0.0) is x
+
+
+def test_soft_targets_are_one_hot_for_softmax_and_the_label_for_sigmoid() -> None:
+    y = torch.tensor([0, 2, 1])
+    assert torch.equal(soft_targets(y, 3), torch.nn.functional.one_hot(y, 3).float())
+    assert torch.equal(soft_targets(torch.tensor([1, 0]), 1), torch.tensor([1.0, 0.0]))
+
+
+def test_mixup_mixes_series_in_normalised_units_and_their_targets_by_the_same_weight() -> None:
+    """Global normalisation: the mix of raw series. Per series: of their normalised shapes, and of their
+    scales in log units (the model reads each series' scale), so scales 1e-5 and 400 mix as shapes and a
+    scale between; past its end a shorter series counts as its mean, and the mix is as long as the longer."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([30, 12])
+    shape = torch.sin(torch.arange(30, dtype=torch.float32) / 3)
+    x = torch.stack([1e-5 * shape, 400 + 100 * shape.flip(0)])[:, :, None]
+    x[1, 12:] = 0
+    target = soft_targets(torch.tensor([0, 1]), 2)
+    mean, std = Normaliser.series_stats(x, lengths)
+    z = (x - mean) / std * (torch.arange(30)[None, :, None] < lengths[:, None, None])
+    swaps = 0
+    for _ in range(10):
+        out, mixed_lengths, mixed = mixup(x, lengths, target, Normaliser(1, 1, per_series=True), 0.4)
+        swapped = mixed_lengths.tolist() == [30, 30]  # else each series drew itself: [30, 12]
+        assert swapped or mixed_lengths.tolist() == [30, 12]
+        assert torch.allclose(mixed.sum(1), torch.ones(2))
+        lam, partner = (float(mixed[0, 0]), 1) if swapped else (1.0, 0)
+        scale = std[0] ** lam * std[partner] ** (1 - lam)
+        assert torch.allclose(out[0], mean[0] + scale * (lam * z[0] + (1 - lam) * z[partner]), rtol=1e-4)
+        swaps += swapped
+    assert 0 < swaps < 10
+    assert mixup(x, lengths, target, Normaliser(1, 1, per_series=True), 0.0)[0] is x
+    same = torch.randn(4, 20, 2)
+    out, none, mixed = mixup(same, None, soft_targets(torch.arange(4), 4), _normaliser(3.0, 2.0), 0.4)
+    assert none is None
+    for row in range(4):  # the larger share's series a, the other's b (a again where a row drew itself)
+        lam, a = float(mixed[row].max()), int(mixed[row].argmax())
+        b = next((i for i in range(4) if 0 < float(mixed[row, i]) < lam), a)
+        assert torch.allclose(out[row], lam * same[a] + (1 - lam) * same[b], atol=1e-5)
