@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -76,28 +77,25 @@ def _whole_or_auto(value: Any, least: int = 1) -> int | str:
     return whole
 
 
-def _share_or_auto(value: Any) -> float | str:
+def _number_or_auto(value: Any, valid: Callable[[float], bool], rule: str) -> float | str:
     if value == "auto":
         return "auto"
     try:
-        share = float(_number(value))
+        number = float(_number(value))
     except ValueError:
-        share = math.nan
-    if not 0 < share <= 1:
-        raise ValueError(f"must be a share above 0 and at most 1, or 'auto' (from the data), got {value!r}")
-    return share
+        number = math.nan
+    if not valid(number):
+        raise ValueError(f"must be {rule} or 'auto' (from the data), got {value!r}")
+    return number
+
+
+def _share_or_auto(value: Any) -> float | str:
+    return _number_or_auto(value, lambda share: 0 < share <= 1, "a share above 0 and at most 1,")
 
 
 def _amount_or_auto(value: Any) -> float | str:
-    if value == "auto":
-        return "auto"
-    try:
-        amount = float(_number(value))
-    except ValueError:
-        amount = math.nan
-    if not (math.isfinite(amount) and amount >= 0):
-        raise ValueError(f"must be a number of at least 0 or 'auto' (from the data), got {value!r}")
-    return amount
+    return _number_or_auto(value, lambda amount: math.isfinite(amount) and amount >= 0,
+                           "a number of at least 0")
 
 
 Number = Annotated[float, BeforeValidator(_number)]
