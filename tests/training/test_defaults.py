@@ -170,3 +170,14 @@ def test_mixup_is_on_for_classification_normalised_globally_and_off_where_each_s
     for bad in ("-0.1", "nan", "inf", "lots"):
         with pytest.raises(ValueError, match="optim.mixup must be a number of at least 0 or 'auto'"):
             load_config(None, [f"optim.mixup={bad}"])
+
+
+def test_series_of_one_step_and_many_features_are_named_as_a_file_written_the_wrong_way_round() -> None:
+    """Steps written as columns (a series per row) read as one step of many features: the run warns,
+    naming the long format; a series of a few features at one step, or longer series, get no warning."""
+    _, lines = resolve(_config(), _split(12, [1], features=128))
+    assert any(line.startswith("warning: every series is 1 step of 128 features")
+               and "one row per step" in line for line in lines)
+    for split in (_split(12, [1], features=3), _split(12, [128], features=128)):
+        _, lines = resolve(_config(), split)
+        assert not any(line.startswith("warning: every series is 1 step") for line in lines)
