@@ -129,14 +129,17 @@ def test_few_series_per_class_get_a_smaller_model_pooled_readout_and_crops_excep
     config, lines = resolve(_config("model.dropout=0.2"), _split(12, [2000]))  # 4 series per class
     assert (config.model.hidden_size, config.model.dropout, config.model.readout) == (64, 0.2, ["max"])
     assert (config.optim.weight_decay, config.optim.scaling, config.optim.crop) == (0.05, 0.2, 0.8)
+    assert config.optim.time_warp == 0.2  # speed, as 1-NN DTW reads through it
     assert any(line.startswith("model.hidden_size=64, optim.weight_decay=0.05") and "optim.crop=0.8, "
-               "model.readout=[max] (auto: 4.0 training series per class" in line for line in lines)
-    assert "crop 0.8" in lines[-1] and "readout max ->" in lines[-1]
+               "optim.time_warp=0.2, model.readout=[max] (auto: 4.0 training series per class" in line
+               for line in lines)
+    assert "crop 0.8, time warp 0.2" in lines[-1] and "readout max ->" in lines[-1]
     # more steps for the stronger augmentation: at least 2,000 (3 batches of 4 an epoch), at most 400 epochs
     assert config.optim.max_epochs == 400 and "optim.max_epochs=400 (auto: 1200 steps of batch 4, at least " \
         "2,000 for few series per class)" in lines
     config, lines = resolve(_config(), _split(15, [2000]))  # 5 per class: the usual settings
     assert (config.model.hidden_size, config.optim.crop, config.optim.max_epochs) == (128, 1, 200)
+    assert config.optim.time_warp == 0
     assert config.model.readout == ["last", "mean", "max"]
     assert "crop" not in lines[-1]
 
