@@ -356,9 +356,9 @@ def _check_summary(config: TrainConfig, steps: int) -> None:
 
 
 def _one_step_each(train: Split, unit: str) -> list[str]:
-    """A warning where every series is one step of many features: most often a file written with each
-    series in a row (its steps as columns) instead of one row per step, which trains without a word but
-    reads no sequence (cylinder-bell-funnel written so: 0.75 against 0.90 read as 128 steps)."""
+    """A warning where every series is one step of many features: most often a series' steps written as
+    columns beside a step column of one value (a file without a step column is refused), which trains
+    but reads no sequence (cylinder-bell-funnel written so: 0.75 against 0.90 read as 128 steps)."""
     features = train.X.shape[2]
     if unit != "series" or len(train) == 0 or int(train.lengths.max()) != 1 or features < 8:
         return []

@@ -176,8 +176,8 @@ def test_mixup_is_on_for_classification_normalised_globally_and_off_where_each_s
 
 
 def test_series_of_one_step_and_many_features_are_named_as_a_file_written_the_wrong_way_round() -> None:
-    """Steps written as columns (a series per row) read as one step of many features: the run warns,
-    naming the long format; a series of a few features at one step, or longer series, get no warning."""
+    """Steps written as columns beside a step column of one value read as one step of many features: the
+    run warns, naming the long format; a few features at one step, or longer series, get no warning."""
     _, lines = resolve(_config(), _split(12, [1], features=128))
     assert any(line.startswith("warning: every series is 1 step of 128 features")
                and "one row per step" in line for line in lines)
