@@ -4,15 +4,22 @@ test tries a defect the way it was found; docs/results/hardening.md (Round 11) l
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from export.importer import ImportRequest, import_graph
+from gru_cli import main as gru
 from service.registry import _place
 from tests.export.foreign_graphs import classifier
 from tests.hardening.test_round10 import save
@@ -75,3 +82,97 @@ def test_overwriting_a_served_version_never_leaves_it_absent(tmp_path: Path) -> 
     finally:
         done.set()
         server.stop()
+
+
+# -- gru tune: one run folder, one search -------------------------------------------------------------------
+
+def tune_process(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gru_cli", "tune", "--run-dir", str(run_dir),
+                             "--no-progress", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"{what}: the process ended: {process.communicate()}"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+
+
+def locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with open(path) as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def test_a_second_search_into_one_run_folder_is_refused_until_the_first_is_gone(tmp_path: Path,
+                                                                                  capsys) -> None:
+    # before: both ran, each right in memory, and runs/same/trials/trial_000/ held whichever wrote last
+    runs = tmp_path / "runs"
+    first = tune_process(runs, "--name", "same", "--trials", "1", "--max-epochs", "500",
+                         "--set", "optim.patience=500")
+    try:
+        wait_for(lambda: (runs / "same" / "trials" / "trial_000").exists(), "the first search's trial", first)
+        second = ["tune", "--run-dir", str(runs), "--name", "same", "--trials", "1", "--max-epochs", "1",
+                  "--no-progress"]
+        assert gru(second) == 2
+        error = capsys.readouterr().err
+        assert f"{runs / 'same'}: another gru tune is running a search whose trials go there" in error
+        assert "another --name" in error and "--storage URL --study NAME" in error
+        assert locked(runs / "same" / ".tune-memory.lock")
+    finally:
+        first.kill()  # kill -9: the kernel releases its lock
+        first.communicate()
+    assert gru(second) == 0, capsys.readouterr().err
+
+
+def study_states(db: Path) -> list[str]:
+    try:
+        with sqlite3.connect(db) as connection:
+            return [state for (state,) in connection.execute("SELECT state FROM trials")]
+    except sqlite3.Error:  # not created yet
+        return []
+
+
+def test_a_killed_trial_of_a_shared_study_ends_failed_and_each_trial_has_its_folder(tmp_path: Path) -> None:
+    # before: the killed process's trial stayed RUNNING in the study for good (Optuna's heartbeat was off)
+    runs, db = tmp_path / "runs", tmp_path / "study.db"
+    shared = ["--storage", f"sqlite:///{db}", "--study", "shared", "--heartbeat", "1"]
+    doomed = tune_process(runs, *shared, "--trials", "5", "--max-epochs", "500",
+                          "--set", "optim.patience=500")
+    survivor = tune_process(runs, *shared, "--trials", "5", "--max-epochs", "2")
+    try:
+        wait_for(lambda: study_states(db).count("RUNNING") == 2, "a trial of each process", survivor)
+    finally:
+        doomed.kill()  # kill -9, mid-trial
+        doomed.communicate()
+    said, error = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, error
+    trials = json.loads((runs / "shared" / "tune_trials.json").read_text())
+    states = [t["state"] for t in trials]
+    assert "RUNNING" not in states and states.count("FAIL") == 1, states
+    failed = states.index("FAIL")
+    assert f"trial {trials[failed]['number']}: failed: its process stopped (no heartbeat for 2 s" in said
+    # a shared study's trial numbers are the study's: each trial has a folder of its own, with its config
+    # (the killed one may have been killed before its folder was made)
+    folders = runs / "shared" / "trials"
+    assert {p.name for p in folders.iterdir()} >= {f"trial_{t['number']:03d}" for t in trials if t is not
+                                                   trials[failed]}
+    for trial in trials[:failed] + trials[failed + 1:]:
+        config = yaml.safe_load((folders / f"trial_{trial['number']:03d}" / "config.yaml").read_text())
+        assert config["model"]["hidden_size"] == trial["params"]["hidden_size"]
+
+
+def test_tune_refuses_a_heartbeat_below_one_second(tmp_path: Path, capsys) -> None:
+    # Optuna's own error named no flag ("The value of `heartbeat_interval` should be a positive integer.")
+    argv = ["tune", "--run-dir", str(tmp_path / "runs"), "--storage", f"sqlite:///{tmp_path / 's.db'}",
+            "--study", "s", "--heartbeat", "0"]
+    assert gru(argv) == 2
+    assert "--heartbeat 0: give 1 or more seconds" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "s.db").exists()
