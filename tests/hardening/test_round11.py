@@ -4,15 +4,19 @@ test tries a defect the way it was found; docs/results/hardening.md (Round 11) l
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,7 +26,7 @@ from export.importer import ImportRequest, import_graph
 from gru_cli import main as gru
 from service.registry import _place
 from tests.export.foreign_graphs import classifier
-from tests.hardening.test_round10 import save
+from tests.hardening.test_round10 import one_line_error, predict, save
 from tests.helpers import Server
 
 # -- gru pull --overwrite (and gru export / import --overwrite) under a running server -----------------------
@@ -176,3 +180,50 @@ def test_tune_refuses_a_heartbeat_below_one_second(tmp_path: Path, capsys) -> No
     assert gru(argv) == 2
     assert "--heartbeat 0: give 1 or more seconds" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "s.db").exists()
+
+
+# -- gru predict against a server that trickles its answer --------------------------------------------------
+
+@contextmanager
+def trickling_server(pause: float) -> Iterator[str]:
+    """A raw socket server that reads a request and answers it a byte every `pause` seconds (headers
+    too): each byte comes well within urllib's per-read timeout, the whole answer takes minutes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    body = b'{"inputs": {"features": ["x"]}, "predictions": [' + b" " * 40 + b"]}"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    answer = head + body  # 161 bytes
+
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            for byte in answer:
+                if done.wait(pause):
+                    return
+                with contextlib.suppress(OSError):
+                    connection.sendall(bytes([byte]))
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        listener.close()
+
+
+def test_predict_gives_a_trickled_answer_its_timeout_in_all(tmp_path: Path) -> None:
+    # before: urllib's 30 s bounded each read, not the answer: a byte every 0.5 s (headers included) kept
+    # gru predict waiting for as long as it came (this 161-byte answer, twice: 161 s, then printed)
+    (tmp_path / "seq.json").write_text('{"sequences": [[1, 2, 3]]}')
+    with trickling_server(pause=0.5) as url:
+        for source in (["--values", "1,2,3"], ["--file", str(tmp_path / "seq.json")]):  # GET, then POST
+            started = time.monotonic()
+            done = predict("--url", url, "--model", "m", "--timeout", "2", *source)
+            took = time.monotonic() - started
+            one_line_error(done, f"{url} did not answer in 2 s (the whole answer, --timeout)")
+            assert took < 15, f"{took:.1f} s"
