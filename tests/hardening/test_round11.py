@@ -150,12 +150,14 @@ def test_a_killed_trial_of_a_shared_study_ends_failed_and_each_trial_has_its_fol
     shared = ["--storage", f"sqlite:///{db}", "--study", "shared", "--heartbeat", "1"]
     doomed = tune_process(runs, *shared, "--trials", "5", "--max-epochs", "500",
                           "--set", "optim.patience=500")
-    survivor = tune_process(runs, *shared, "--trials", "5", "--max-epochs", "2")
     try:
-        wait_for(lambda: study_states(db).count("RUNNING") == 2, "a trial of each process", survivor)
+        wait_for(lambda: (runs / "shared" / "trials" / "trial_000").exists(), "its trial", doomed)
     finally:
         doomed.kill()  # kill -9, mid-trial
         doomed.communicate()
+    assert study_states(db) == ["RUNNING"]
+    time.sleep(2.5)  # two heartbeats of 1 s missed: the survivor's first trial finds it stale
+    survivor = tune_process(runs, *shared, "--trials", "3", "--max-epochs", "2")
     said, error = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, error
     trials = json.loads((runs / "shared" / "tune_trials.json").read_text())
@@ -163,8 +165,9 @@ def test_a_killed_trial_of_a_shared_study_ends_failed_and_each_trial_has_its_fol
     assert "RUNNING" not in states and states.count("FAIL") == 1, states
     failed = states.index("FAIL")
     assert f"trial {trials[failed]['number']}: failed: its process stopped (no heartbeat for 2 s" in said
-    # a shared study's trial numbers are the study's: each trial has a folder of its own, with its config
-    # (the killed one may have been killed before its folder was made)
+    # a shared study's trial numbers are the study's (round 10: two processes at once, each number run by
+    # one): each trial has a folder of its own, with its config (the killed one may have died before its
+    # config was written)
     folders = runs / "shared" / "trials"
     assert {p.name for p in folders.iterdir()} >= {f"trial_{t['number']:03d}" for t in trials if t is not
                                                    trials[failed]}
