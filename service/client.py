@@ -17,22 +17,28 @@ which the server decodes without parsing text: about half the request's bytes an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
+import io
 import json
 import os
 import re
+import socket
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 MAX_SEQUENCES, MAX_BYTES = 1024, 4 * 1024 * 1024  # the server's defaults (service/settings.py)
+TIMEOUT_S = 30.0  # each request's whole exchange: connect, send, the answer's last byte
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sequences", type=int, default=MAX_SEQUENCES, metavar="N",
                         help=f"sequences per request at most (default {MAX_SEQUENCES}: the server's default "
                         "GRU_MAX_SEQUENCES_PER_REQUEST)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
+                        help=f"each request's whole answer must arrive within this (default "
+                        f"{TIMEOUT_S:g}); a file sent as several requests gives each its own")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="N",
                         help=f"request body bytes at most (default {MAX_BYTES}: the server's default "
                         "GRU_MAX_BODY_BYTES)")
@@ -194,9 +203,88 @@ def _one_row_per_step(steps: list[Any], keys: list[Any], path: Path, time_column
                          "number the steps 0, 1, 2, ... if nothing is missing")
 
 
-def model_features(url: str, model: str) -> list[str]:
-    with urllib.request.urlopen(f"{url}/models/{model}", timeout=30) as response:
-        return list(read_answer(response, url, "inputs", "features")["inputs"]["features"])
+def model_features(url: str, model: str, timeout: float = TIMEOUT_S) -> list[str]:
+    answer = fetch(urllib.request.Request(f"{url}/models/{model}"), url, timeout, "inputs", "features")
+    return list(answer["inputs"]["features"])
+
+
+def fetch(request: urllib.request.Request, url: str, timeout: float, *path: str) -> dict[str, Any]:
+    """Send `request` and read its whole answer (see read_answer) within `timeout` seconds in all, or
+    raise TimeoutError. urllib's own timeout bounds each read: before (round 11), a server or proxy that
+    trickled its answer (a byte every 0.5 s) kept the client waiting for as long as it trickled. At the
+    deadline a watchdog shuts the connection's socket, which ends the read that waits; whatever was read
+    by then (http.client takes the end of the socket for the end of the headers) is not an answer."""
+    sockets: list[socket.socket] = []
+    cut = threading.Event()
+    late = threading.Timer(timeout, _shut, [sockets, cut])
+    late.start()
+    try:
+        with urllib.request.build_opener(_Recorded(sockets), _RecordedTLS(sockets)).open(
+                request, timeout=timeout) as response:
+            answer = read_answer(response, url, *path)
+    except urllib.error.HTTPError as exc:  # its body (the JSON error) is read within the deadline too
+        error = urllib.error.HTTPError(exc.url, exc.code, exc.msg, exc.hdrs, io.BytesIO(_read(exc, cut)))
+        raise error from None
+    except (OSError, http.client.HTTPException, ValueError):
+        if cut.is_set():
+            raise TimeoutError(f"no whole answer in {timeout:g} s") from None
+        raise
+    finally:
+        late.cancel()
+    if cut.is_set():
+        raise TimeoutError(f"no whole answer in {timeout:g} s")
+    return answer
+
+
+def _read(error: urllib.error.HTTPError, cut: threading.Event) -> bytes:
+    try:
+        body = error.read()
+    except (OSError, http.client.HTTPException):
+        body = b""
+    if cut.is_set():
+        raise TimeoutError("no whole error answer in time")
+    return body
+
+
+def _shut(sockets: list[socket.socket], cut: threading.Event) -> None:
+    cut.set()
+    for sock in sockets:
+        with contextlib.suppress(OSError):  # already closed
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, under TLS too
+
+
+class _Recorded(urllib.request.HTTPHandler):
+    """urllib's HTTP handler, noting each connection's socket for fetch's watchdog."""
+
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.sockets = sockets
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_Connection, self.sockets), req)
+
+
+class _RecordedTLS(urllib.request.HTTPSHandler):
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.sockets = sockets
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_TLSConnection, self.sockets), req)  # the default TLS context
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, sockets: list[socket.socket], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sockets = sockets
+
+    def connect(self) -> None:
+        super().connect()
+        self.sockets.append(self.sock)
+
+
+class _TLSConnection(_Connection, http.client.HTTPSConnection):
+    pass
 
 
 def read_answer(response: Any, url: str, *path: str) -> dict[str, Any]:
@@ -246,7 +334,7 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
     """The request body, and the series ids of a CSV file (None otherwise)."""
     if args.values is not None:
         values = parse_values(args.values)
-        features = model_features(args.url.rstrip("/"), args.model)
+        features = model_features(args.url.rstrip("/"), args.model, args.timeout)
         # before: the server refused "a flat list ... shape [steps, 2]", a JSON body the user never wrote
         if len(features) > 1:
             raise ValueError(f"--values is one sequence of one feature; model {args.model!r} takes "
@@ -255,7 +343,7 @@ def build_body(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | No
         return {"sequences": [values]}, None
     path = Path(args.file)
     if path.suffix.lower() == ".csv":
-        features = model_features(args.url.rstrip("/"), args.model)
+        features = model_features(args.url.rstrip("/"), args.model, args.timeout)
         try:
             ids, sequences = read_long_csv(path, features, args.id_column, args.time_column)
         except UnicodeDecodeError as exc:  # before (round 10): the codec's words alone, naming no file
@@ -290,17 +378,16 @@ def encode_binary(sequences: Sequence[Any]) -> tuple[bytes, dict[str, str]]:
 
 
 def predict(url: str, model: str, sequences: Sequence[Any], binary: bool = False,
-            timeout: float = 30.0) -> dict[str, Any]:
+            timeout: float = TIMEOUT_S) -> dict[str, Any]:
     """POST sequences to a model's predict operation and return the answer (urllib's HTTPError on an
-    error status: its body is the JSON error)."""
+    error status: its body is the JSON error; TimeoutError if the whole answer took over `timeout` s)."""
     if binary:
         body, headers = encode_binary(sequences)
     else:
         body, headers = json.dumps({"sequences": sequences}).encode(), {"Content-Type": "application/json"}
     request = urllib.request.Request(f"{url.rstrip('/')}/models/{model}/predict", data=body, headers=headers,
                                      method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return read_answer(response, url, "predictions")
+    return fetch(request, url, timeout, "predictions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -313,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         sent = 0  # sequences in the requests before this one
         for chunk in split_requests(body["sequences"], args.max_sequences, args.max_bytes, args.binary):
             try:
-                part = predict(url, args.model, chunk, args.binary)
+                part = predict(url, args.model, chunk, args.binary, args.timeout)
             except urllib.error.HTTPError as exc:
                 raise ValueError(explain_http_error(exc, url, args.model, sent, ids)) from None
             sent += len(chunk)
@@ -323,9 +410,9 @@ def run(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:  # the model's inputs (GET /models/NAME), asked for a CSV file
         raise ValueError(explain_http_error(exc, url, args.model)) from None
     except urllib.error.URLError as exc:
-        raise ValueError(explain_unreachable(exc.reason, url)) from None
+        raise ValueError(explain_unreachable(exc.reason, url, args.timeout)) from None
     except (ConnectionError, TimeoutError) as exc:  # the server closed or stalled mid-request
-        raise ValueError(explain_unreachable(exc, url)) from None
+        raise ValueError(explain_unreachable(exc, url, args.timeout)) from None
     except http.client.HTTPException as exc:  # before (round 10): a traceback, e.g. for gru serve's gRPC port
         raise ValueError(f"{url} did not answer in HTTP/1.1 ({type(exc).__name__}: {str(exc)[:20]!r}...): is "
                          "--url the HTTP port of `gru serve` (GRU_PORT, default 8000)? Its gRPC port speaks "
@@ -375,7 +462,10 @@ def explain_http_error(exc: urllib.error.HTTPError, url: str, model: str, sent: 
     return f"HTTP {exc.code}{' ' + code if code else ''}{where}: {message}" + (f"; {fix}" if fix else "")
 
 
-def explain_unreachable(reason: object, url: str) -> str:
+def explain_unreachable(reason: object, url: str, timeout: float = TIMEOUT_S) -> str:
+    if isinstance(reason, TimeoutError):  # silent, or trickling (before round 11: waited as long as it did)
+        return (f"{url} did not answer in {timeout:g} s (the whole answer, --timeout): is the server "
+                "overloaded, or a proxy stalling? Retry, or pass a larger --timeout")
     if isinstance(reason, ConnectionRefusedError):
         return (f"cannot reach {url}: connection refused; is the server running? Start one with "
                 "`gru serve` (or pass --url)")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.bundle import BundleError, Manifest, read_manifest
+from service.folders import replace_folder
 from service.graph_check import load_bundle
 
 EXPERIMENT = "gru-serve"  # where an export with no tracked training run logs its bundle
@@ -122,14 +123,13 @@ def _place(folder: Path, checking: Path, where: str, repository: Path, overwrite
         raise ValueError(f"{where} is not a bundle gru serve would load ({reason}); nothing was written. "
                          "Register a bundle `gru export` wrote (gru export --register NAME)") from None
     target = repository / manifest.name / str(manifest.version)
-    if target.exists():
-        if not overwrite:
-            raise ValueError(f"{target} exists; --overwrite replaces it")
-        shutil.rmtree(target)
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} exists; --overwrite replaces it")
     target.parent.mkdir(parents=True, exist_ok=True)
     checked.chmod(0o755)  # a non-root server reads it
-    os.replace(checked, target)
-    return target
+    # exchanged in one step: before (round 11) the old folder was removed first, and a server polling
+    # then unloaded the version (404) until its next poll
+    return replace_folder(checked, target)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

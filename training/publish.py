@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from service.folders import replace_folder
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
@@ -26,20 +28,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def publish_folder(final: Path, files: dict[str, bytes]) -> Path:
-    """Write `files` into a staging folder beside `final`, then rename it into place (replacing what was
-    there): a crash or a full disk never leaves a half-written folder visible. Staging folders start
-    with '.', which the model repository ignores."""
+    """Write `files` into a staging folder beside `final`, then rename it into place (exchanged with what
+    was there, service/folders.py): a crash or a full disk never leaves a half-written folder visible, and
+    a folder replaced is never absent. Staging folders start with '.', which the model repository ignores."""
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))
     try:
         staging.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
         for name, content in files.items():
             write_atomic(staging / name, content)
-        if final.exists():
-            retired = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".retired-{final.name}-"))
-            os.replace(final, retired / "old")
-            shutil.rmtree(retired)
-        os.replace(staging, final)
+        replace_folder(staging, final)  # the old folder, if any, is there until the new one is
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

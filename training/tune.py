@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import yaml
 from training.config import TrainConfig, load_config
 from training.publish import write_atomic
 
+HEARTBEAT_S = 60  # Optuna's documented example: a heartbeat a minute, failed after two silent ones
 # Filled in from the data by every `gru train` (defaults.from_data): never written in a tuned config.
 FROM_DATA = {"model": ("input_size", "task", "output_size", "window_scaling", "seasonal_skip")}
 # The search's own settings: trials' run folders and epoch budget, not chosen by it.
@@ -55,11 +58,61 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
 
 def tune(base: TrainConfig, trials: int | None, output: Path | None = None, sampler_seed: int = 0,
          timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
-         on_trial: Any = None) -> TuneResult:
+         on_trial: Any = None, heartbeat: int = HEARTBEAT_S) -> TuneResult:
     """Run `trials` trials, or as many as fit in `timeout` seconds (a trial still running then is
     pruned at the end of its epoch), whichever ends first. With `storage` the study is shared: it is
-    created or joined by name, and `trials` counts the finished trials of every process.
+    created or joined by name, and `trials` counts the finished trials of every process; in a database,
+    a trial whose process sent no `heartbeat` (seconds) for two of them is failed by another process.
     on_trial(study, trial) is called as each trial ends."""
+    with one_search(Path(base.run_dir) / base.name, storage, study_name):
+        return _search(base, trials, output, sampler_seed, timeout, storage, study_name, on_trial, heartbeat)
+
+
+@contextmanager
+def one_search(folder: Path, storage: str | None, study_name: str | None) -> Iterator[None]:
+    """Only the processes of one search write trials into `folder` (trial_000, ...): a search in memory
+    alone, a shared study with its own processes. Each holds a lock file there for its life (flock: the
+    kernel releases it on exit, kill -9 included): exclusive in memory, shared by the study's processes.
+    Before (round 11), two searches with one --name wrote the same trial folders, whichever last."""
+    import fcntl
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "memory" if storage is None else hashlib.sha256(str(study_name).encode()).hexdigest()[:16]
+    own = open(folder / f".tune-{key}.lock", "a")  # noqa: SIM115 - held until the search ends
+    try:
+        try:
+            fcntl.flock(own, fcntl.LOCK_SH if storage else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            others = [p for p in folder.glob(".tune-*.lock") if p.name != Path(own.name).name and _held(p)]
+        except BlockingIOError:
+            others = [Path(own.name)]
+        if others:
+            raise ValueError(f"{folder}: another gru tune is running a search whose trials go there; give "
+                             "this one another --name, or run both as one search: --storage URL --study "
+                             "NAME in each")
+        yield
+    finally:
+        own.close()
+
+
+def _held(lock: Path) -> bool:
+    """Whether a process holds `lock` (a probe: exclusive, not waiting, released at once)."""
+    import fcntl
+
+    try:
+        with open(lock) as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def _search(base: TrainConfig, trials: int | None, output: Path | None, sampler_seed: int,
+            timeout: float | None, storage: str | None, study_name: str | None, on_trial: Any,
+            heartbeat: int) -> TuneResult:
     import optuna
 
     from training.loop import fit
@@ -69,7 +122,8 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     seed = sampler_seed if storage is None else sampler_seed + os.getpid()
     with storage_refusals(storage):
         study = optuna.create_study(
-            storage=open_storage(storage), study_name=study_name, load_if_exists=storage is not None,
+            storage=open_storage(storage, heartbeat), study_name=study_name,
+            load_if_exists=storage is not None,
             direction="minimize",
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
@@ -103,6 +157,7 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
         callbacks.insert(0, optuna.study.MaxTrialsCallback(trials, states=finished))
     with storage_refusals(storage):
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=callbacks)
+        fail_stale_trials(study)  # Optuna checks only as a trial starts: a process killed since, too
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise ValueError("every trial was pruned or failed; raise --trials, --timeout or optim.max_epochs")
@@ -121,9 +176,13 @@ def tune(base: TrainConfig, trials: int | None, output: Path | None = None, samp
     return TuneResult(best_config, float(study.best_value), dict(study.best_params), path, summary)
 
 
-def open_storage(url: str | None) -> Any:
+def open_storage(url: str | None, heartbeat: int = HEARTBEAT_S) -> Any:
     """None (in memory), an RDB URL (sqlite:///study.db, postgresql://...) or journal:PATH, Optuna's
-    append-only journal file (a shared file system without a database)."""
+    append-only journal file (a shared file system without a database). In a database each running trial
+    records a heartbeat every `heartbeat` seconds; one silent for two of them (its process killed, its
+    machine gone) is failed by the next process that starts a trial or ends its search. Before (round 11)
+    the heartbeat was off and a `kill -9`ed trial stayed RUNNING for good (journals have none: it still
+    does there)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -137,12 +196,31 @@ def open_storage(url: str | None) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     for attempt in range(1, 6):
         try:
-            return optuna.storages.RDBStorage(url)
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna, since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
+                                                  grace_period=2 * heartbeat,
+                                                  heartbeat_stale_trial_callback=partial(said_stopped,
+                                                                                         2 * heartbeat))
         except (IntegrityError, OperationalError):  # e.g. another process creating the tables
             if attempt == 5:
                 raise
             time.sleep(0.5 * attempt)
     return None
+
+
+def said_stopped(grace: int, study: Any, trial: Any) -> None:
+    """Optuna's call for a trial it failed for want of heartbeats: one line, as each trial's."""
+    print(f"trial {trial.number}: failed: its process stopped (no heartbeat for {grace} s: killed, or "
+          "its machine gone); the search goes on without it", flush=True)
+
+
+def fail_stale_trials(study: Any) -> None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 @contextmanager
@@ -194,6 +272,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share the study between processes or machines: an Optuna RDB URL "
                         "(sqlite:///study.db, postgresql://user@host/db) or journal:PATH (a journal file); "
                         "--trials then counts every process's trials")
+    parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="SECONDS",
+                        help=f"with a database --storage: each running trial's heartbeat (default "
+                        f"{HEARTBEAT_S}); a trial silent for two (its process killed) is marked FAIL by "
+                        "another process")
     parser.add_argument("--study", metavar="NAME",
                         help="the study's name in --storage; processes given the same one run one search "
                         "(default run name: NAME)")
@@ -232,13 +314,15 @@ def run(args: argparse.Namespace) -> int:
                          "in --timeout)")
     if args.timeout is not None and not args.timeout > 0:
         raise ValueError(f"--timeout {args.timeout:g}: give the search's time budget in seconds, above 0")
+    if args.heartbeat < 1:
+        raise ValueError(f"--heartbeat {args.heartbeat}: give 1 or more seconds")
     base = load_config(args.config, overrides_from(args))
     if args.study and "name" not in base.model_fields_set:
         base = base.with_values({"name": args.study})  # every process of the study: one run folder
     base = name_the_run(base)
     trials = args.trials if args.trials is not None else (None if args.timeout else 20)
     result = tune(base, trials, args.output, args.sampler_seed, args.timeout, args.storage, args.study,
-                  on_trial=print_trial)
+                  on_trial=print_trial, heartbeat=args.heartbeat)
     states = [t["state"] for t in result.trials]
     print(f"{len(states)} trials: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned")
     print(f"best validation loss {result.best_value:.4f} with {json.dumps(result.best_params)}")
