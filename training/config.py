@@ -200,7 +200,8 @@ class OptimConfig(_Section):
     # long series (training/selection.py), else 1
     crop: ShareOrAuto = "auto"
     # augmentation (classification): time warping, each series read at a speed 1 + N(0, time_warp²)
-    # drifting smoothly along it (training/recipe.py time_warp); 0: none
+    # drifting smoothly along it (training/recipe.py time_warp); 0: none; 0.2 under 5 training series per
+    # class where left unset (training/defaults.py FEW_SETTINGS)
     time_warp: Number = Field(0.0, ge=0)
     # augmentation (classification): mixup, each training series mixed with another of its batch and the
     # labels likewise, by a weight ~ Beta(mixup, mixup) (training/recipe.py mixup); 0: none; auto: 0.2

@@ -428,15 +428,24 @@ def summary(config: ResolvedConfig) -> str:
     stride = m.patch
     front = {"conv": f"causal conv (kernel {m.conv_kernel * stride}, stride {stride}) + conv (kernel 3)",
              "patch": f"patches of {stride} step(s)", "none": "no front end"}[m.frontend]
-    # the loop augments classification and tagging only: a perturbed window has another forecast
-    augmented = "no augmentation" if m.task in VALUE_TASKS else f"jitter {o.jitter:g}, scaling {o.scaling:g}"
+    return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
+            f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
+            f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "
+            f"{o.batch_size}, {augmentation(config)}, {kept}")
+
+
+def augmentation(config: ResolvedConfig) -> str:
+    """The augmentation a run trains with, as the summary line and the run report say it (the loop's
+    _augmented: classification and tagging only, as a perturbed window has another forecast; crops, time
+    warping and mixup for classification only)."""
+    m, o = config.model, config.optim
+    if m.task in VALUE_TASKS:
+        return "no augmentation"
+    augmented = f"jitter {o.jitter:g}, scaling {o.scaling:g}"
     if m.task == "classification" and o.crop < 1:
         augmented += f", crop {o.crop:g}"
     if m.task == "classification" and o.time_warp:
         augmented += f", time warp {o.time_warp:g}"
     if m.task == "classification" and o.mixup:
         augmented += f", mixup {o.mixup:g}"
-    return (f"model: {front} -> {direction}GRU {m.num_layers}x{m.hidden_size} "
-            f"(reset {m.reset}) -> readout {'+'.join(m.readout)} -> head; "
-            f"optim: {o.optimizer} {o.schedule} lr {o.learning_rate:g}, {o.max_epochs} epochs x batch "
-            f"{o.batch_size}, {augmented}, {kept}")
+    return augmented

@@ -10,6 +10,7 @@ from typing import Any
 from training.baselines import OMITTED
 from training.config import ResolvedConfig
 from training.data import SequenceData
+from training.defaults import augmentation
 
 REPORT_FILE = "report.md"
 
@@ -35,8 +36,7 @@ def write_run_report(run_dir: Path, config: ResolvedConfig, data: SequenceData, 
         f"{', bidirectional' if m.bidirectional else ''}, dropout {m.dropout}; readout "
         f"{' ⊕ '.join(m.readout)}; {variant}",
         f"- training: {o.optimizer}, {o.schedule} lr {o.learning_rate:g}, weight decay {o.weight_decay:g}, "
-        f"batch {o.batch_size}, grad clip {o.grad_clip:g}, jitter {o.jitter:g}, scaling {o.scaling:g}, "
-        f"{f'mixup {o.mixup:g}, ' if o.mixup and m.task == 'classification' else ''}"
+        f"batch {o.batch_size}, grad clip {o.grad_clip:g}, {augmentation(config)}, "
         f"{o.precision} on {o.device}, seed {o.seed}; {len(records)} epoch(s), {kept}",
         "",
         "## Test metrics",
